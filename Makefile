@@ -1,0 +1,64 @@
+# dora-analyze - see README.md. `make` builds bin/dora-analyze and build/libdora.a;
+# `make check` runs every test; `make deps` installs what the build and tests need.
+
+CC      ?= cc
+PYTHON  ?= /usr/bin/python3
+PKGS    := hdf5 jansson
+CFLAGS  ?= -O2 -g
+WARN    := -std=c11 -Wall -Wextra -Wpedantic -Werror
+DEPFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+ALL_CFLAGS = $(WARN) $(CFLAGS) -Iinclude -Isrc $(DEPFLAGS) -MMD -MP
+
+BUILD   ?= build
+LIB_SRC := src/error.c src/tensor.c src/util.c src/safetensors.c src/model.c src/kernel.c \
+           src/run.c src/analyze.c src/h5out.c
+CLI_SRC := src/main.c src/cmd_analyze.c src/cmd_inspect.c
+LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+CLI_OBJ := $(CLI_SRC:src/%.c=$(BUILD)/obj/%.o)
+LIB     := $(BUILD)/libdora.a
+BIN     ?= bin/dora-analyze
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps check unit sanitize bench demo clean
+all: $(BIN) $(LIB)
+
+$(BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(CLI_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+deps:
+	@sh tools/deps.sh
+
+unit: $(UNIT_BIN)
+
+check: all unit
+	@BIN=$(BIN) BUILD=$(BUILD) PYTHON=$(PYTHON) sh tests/run_all.sh
+
+# The same tests, built with AddressSanitizer and UndefinedBehaviorSanitizer in a separate tree.
+sanitize:
+	$(MAKE) BUILD=build-san BIN=build-san/bin/dora-analyze \
+	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	  LDFLAGS="-fsanitize=address,undefined" check
+
+bench: all
+	@PYTHON=$(PYTHON) BIN=$(BIN) sh tests/bench.sh
+
+clean:
+	rm -rf build build-san bin
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

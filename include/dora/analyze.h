@@ -1,0 +1,63 @@
+/* analyze.h - dM and dD of every analysed tensor of a run, per step.
+ *
+ * Analysed: every tensor of the base whose type is F16, BF16, F32 or F64, of
+ * rank >= 2 with at least one row, kept by the name filters, and present in
+ * every step of the run. A tensor with a different shape in a checkpoint, or a
+ * non-floating type there, is an error naming the tensor, the file and both
+ * shapes. NaN or Inf in an analysed row is an error naming the file, the
+ * tensor and the row: no NaN is ever written as a result.
+ *
+ * The work is split into fixed row chunks that depend only on the shapes, and
+ * the chunk sums are added in a fixed order, so results do not depend on the
+ * thread count. The base rows of a chunk are read once for all steps.
+ */
+#ifndef DORA_ANALYZE_H
+#define DORA_ANALYZE_H
+
+#include "dora/error.h"
+#include "dora/model.h"
+#include "dora/run.h"
+
+#include <regex.h>
+#include <stdint.h>
+
+typedef struct dora_analysis_opts {
+    const regex_t *include; /* keep names matching this (NULL: all) */
+    const regex_t *exclude; /* then drop names matching this (NULL: none) */
+    int threads;            /* >= 1 */
+    int per_row;            /* also keep per-row magnitudes and cosines */
+} dora_analysis_opts;
+
+typedef struct dora_result {
+    char *name;           /* run name (HDF5 group), owned */
+    const char *method;   /* "ft", "lora", "dora" */
+    char *source_path;    /* run path, owned */
+    char *base_path;      /* base path, owned */
+    size_t nsteps, nmodules;
+    int64_t *steps;       /* [S] */
+    char **step_paths;    /* [S] model location read for each step */
+    char **modules;       /* [L] base tensor names, natural order */
+    int32_t *layer;       /* [L] */
+    int64_t *rows, *cols; /* [L] */
+    double *delta_m;      /* [S * L], row-major by step */
+    double *delta_d;      /* [S * L] */
+    int64_t *zero_rows;   /* [S * L] rows zero in W0 or Wt (see kernel.h) */
+    /* per-row data, only when opts->per_row; each [L] array of pointers */
+    double **m0;          /* [L][rows] */
+    double **m;           /* [L][S * rows] */
+    double **cos;         /* [L][S * rows] */
+    double **one_minus_cos; /* [L][S * rows] */
+    size_t nnotes;
+    char **notes;         /* remarks for the user (tensors left out and why) */
+} dora_result;
+
+int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
+                     const char *base_path, const dora_run *run, const dora_analysis_opts *opts,
+                     dora_err *err);
+void dora_result_release(dora_result *res);
+
+/* First dot-separated component of NAME made of digits only, else -1
+ * ("model.layers.12.mlp.up_proj.weight" -> 12). */
+int32_t dora_layer_index(const char *name);
+
+#endif

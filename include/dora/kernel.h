@@ -1,0 +1,64 @@
+/* kernel.h - per-row magnitude and direction change between two weights.
+ *
+ * For a row a of W0 and the matching row b of Wt (n elements each, any of the
+ * types F16, BF16, F32, F64, not necessarily the same), one pass accumulates in
+ * float64, with d = b - a computed exactly in float64:
+ *
+ *     saa = sum a*a    sbb = sum b*b    sad = sum a*d    sdd = sum d*d
+ *
+ * and dora_row_finish turns them into the row's magnitude change and 1 - cos
+ * without the cancellation of `1 - dot / (|a| |b|)`:
+ *
+ *     |b| - |a| = (2 sad + sdd) / (|a| + |b|)
+ *     1 - cos   = (saa sdd - sad^2) / (|a||b| (|a||b| + a.b))     when a.b > 0
+ *               (Lagrange: |a|^2|b|^2 - (a.b)^2 = |a|^2|d|^2 - (a.d)^2)
+ *     1 - cos   = 1 - a.b / (|a||b|)                               otherwise
+ *
+ * Zero rows: a row zero in both weights is unchanged (contributes 0 to dM and
+ * dD); a row zero in exactly one of them has no angle to the other, and counts
+ * as orthogonal (1 - cos = 1). Both cases are flagged so callers count them.
+ */
+#ifndef DORA_KERNEL_H
+#define DORA_KERNEL_H
+
+#include "dora/tensor.h"
+
+#include <stddef.h>
+
+typedef struct dora_rowsums {
+    double saa, sbb, sad, sdd;
+} dora_rowsums;
+
+typedef struct dora_rowstat {
+    double m0;            /* |a| */
+    double mt;            /* |b| */
+    double dm;            /* | |b| - |a| | */
+    double one_minus_cos; /* in [0, 2] */
+    int zero;             /* 1 when a or b is a zero row (see above) */
+} dora_rowstat;
+
+/* Fast kernel: blocked conversion into float64 buffers and a vectorisable
+ * multi-accumulator reduction. a and b may be unaligned. */
+void dora_row_sums(const void *a, dora_dtype ta, const void *b, dora_dtype tb, size_t n,
+                   dora_rowsums *out);
+
+/* Naive twin, for the tests: element by element, scalar conversions written
+ * independently of the fast path, long double accumulation. */
+void dora_row_sums_naive(const void *a, dora_dtype ta, const void *b, dora_dtype tb, size_t n,
+                         dora_rowsums *out);
+
+/* Row statistics from the sums. Returns 0, or -1 if a sum is not finite (NaN or
+ * Inf in a weight, or squares beyond float64 range); then *bad_side is 0 when
+ * the base row is at fault and 1 when the checkpoint row is. */
+int dora_row_finish(const dora_rowsums *s, dora_rowstat *st, int *bad_side);
+
+/* Naive 1 - cos and magnitude change, straight from the definitions with long
+ * double sums; used by the tests as an independent check. */
+void dora_row_stat_naive(const void *a, dora_dtype ta, const void *b, dora_dtype tb, size_t n,
+                         dora_rowstat *st);
+
+/* Scalar element conversions (exposed for the tests). */
+float dora_bf16_to_f32(uint16_t h);
+float dora_f16_to_f32(uint16_t h);
+
+#endif

@@ -1,0 +1,59 @@
+/* run.h - finding the checkpoints of a training run on disk.
+ *
+ * A run path is one of:
+ *  - an HF Trainer output folder: checkpoint-STEP/ subfolders, sorted by STEP
+ *    numerically. When a checkpoint holds trainer_state.json its global_step
+ *    must equal STEP. A model saved in the run folder itself is the final
+ *    step, unless its weight files are byte-identical to one of the
+ *    checkpoints' (then it is that checkpoint and is not repeated). Its step
+ *    is the global_step of the run folder's trainer_state.json; without one,
+ *    the max_steps of the last checkpoint's trainer_state.json; without that,
+ *    the last checkpoint's STEP + 1. A final model whose step equals the last
+ *    checkpoint's is dropped with a note (the checkpoint stands for the step).
+ *  - a single checkpoint folder (a model folder): one step, from its
+ *    trainer_state.json global_step, else its name checkpoint-STEP, else 0;
+ *  - a single model file: one step, 0.
+ */
+#ifndef DORA_RUN_H
+#define DORA_RUN_H
+
+#include "dora/error.h"
+#include "dora/model.h"
+
+#include <stdint.h>
+
+typedef struct dora_step {
+    int64_t step;
+    char *path; /* the model location for this step: a folder or a file, owned */
+} dora_step;
+
+#define DORA_RUN_MAX_NOTES 8
+
+typedef enum dora_run_layout {
+    DORA_RUN_TRAINER = 0, /* folder with checkpoint-STEP/ subfolders */
+    DORA_RUN_CHECKPOINT,  /* one model folder */
+    DORA_RUN_FILE         /* one model file */
+} dora_run_layout;
+
+typedef struct dora_run {
+    char *path;                   /* as given, owned */
+    dora_run_layout layout;
+    const char *method;           /* "ft", "lora" or "dora" (static string) */
+    size_t nsteps;
+    dora_step *steps;             /* ascending, distinct */
+    size_t nnotes;
+    char *notes[DORA_RUN_MAX_NOTES]; /* remarks for the user (final model skipped, ...) */
+} dora_run;
+
+/* Discover the steps of the run at PATH. On failure the run is released. */
+int dora_run_discover(dora_run *run, const char *path, dora_err *err);
+void dora_run_release(dora_run *run);
+
+/* Read global_step (and max_steps, -1 if absent) from a trainer_state.json.
+ * Returns 1 if the file exists and was read, 0 if it does not exist, -1 if it
+ * is malformed. */
+int dora_trainer_state(const char *path, int64_t *global_step, int64_t *max_steps, dora_err *err);
+
+const char *dora_run_layout_name(dora_run_layout l);
+
+#endif

@@ -1,0 +1,56 @@
+/* safetensors.h - a memory-mapped, zero-copy safetensors reader.
+ *
+ * File layout (all integers little-endian):
+ *
+ *   +---------+------------------------------+--------------------------------+
+ *   | u64  N  | N bytes UTF-8 JSON header    | data buffer                    |
+ *   +---------+------------------------------+--------------------------------+
+ *   0         8                              8+N                        file end
+ *
+ *   header = {"NAME": {"dtype": "BF16", "shape": [..], "data_offsets": [B, E]},
+ *             ..., "__metadata__": {"key": "value", ...}}
+ *
+ * Offsets are relative to the data buffer, E exclusive. The file is treated as
+ * hostile: st_open checks every rule of the format (header size cap, bounds,
+ * UTF-8, JSON, dtype, shape overflow, size = numel x dtype size, offsets that
+ * tile the buffer without gap or overlap, no trailing or missing bytes,
+ * duplicate names, metadata string-to-string) and fails with a message that
+ * names the file and the tensor.
+ */
+#ifndef DORA_SAFETENSORS_H
+#define DORA_SAFETENSORS_H
+
+#include "dora/error.h"
+#include "dora/tensor.h"
+
+#include <stdint.h>
+
+#define ST_MAX_HEADER 100000000ULL /* as the reference implementation */
+#define ST_MAX_TENSORS 1000000     /* no real model has more; bounds allocation */
+
+typedef struct st_file {
+    char *path;              /* as given to st_open, owned */
+    unsigned char *map;      /* read-only mapping of the whole file, NULL if empty */
+    uint64_t size;           /* file size in bytes */
+    uint64_t header_len;     /* N */
+    size_t ntensors;
+    dora_tensor *tensors;    /* sorted by data offset (file order) */
+    size_t nmeta;
+    char **meta_keys;        /* __metadata__, in header order, owned */
+    char **meta_values;
+} st_file;
+
+/* Open, map and validate PATH. On success *out owns the mapping: every
+ * dora_tensor in it stays valid until st_close. */
+int st_open(st_file **out, const char *path, dora_err *err);
+
+/* Validate a header already in memory (the N JSON bytes) against a data buffer
+ * of DATA_LEN bytes; fills f->tensors (with data pointers relative to DATA) and
+ * f->meta_*. Exposed for the fuzzer and the unit tests; st_open uses it. */
+int st_parse_header(st_file *f, const char *json, size_t json_len,
+                    const unsigned char *data, uint64_t data_len, dora_err *err);
+
+/* Release the mapping and everything st_open allocated. NULL is a no-op. */
+void st_close(st_file *f);
+
+#endif

@@ -1,0 +1,99 @@
+/* cmd_inspect.c - `dora-analyze inspect PATH`: what a file or run folder holds. */
+#define _GNU_SOURCE
+#include "cli.h"
+#include "dora/model.h"
+#include "dora/run.h"
+#include "util.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char inspect_help[] =
+    "usage: dora-analyze inspect PATH\n"
+    "\n"
+    "For a model file or checkpoint folder: its tensors as TSV (name, dtype, shape,\n"
+    "bytes, file), after '#' lines with the format and metadata. For a Trainer\n"
+    "output folder: the checkpoints and steps found (step, path, tensors, bytes)\n"
+    "and the method detected.\n"
+    "\n"
+    "exit status: 0 success, 1 bad or unreadable input, 2 usage error\n";
+
+static void print_tensors(const dora_model *m)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < m->ntensors; i++)
+        total += m->by_name[i]->nbytes;
+    printf("# model: %s (%s, %zu file(s), %zu tensors, %llu bytes)\n", m->path,
+           m->kind == DORA_MODEL_SHARDED ? "sharded safetensors" : "safetensors", m->nfiles,
+           m->ntensors, (unsigned long long)total);
+    for (size_t f = 0; f < m->nfiles; f++)
+        for (size_t k = 0; k < m->files[f]->nmeta; k++)
+            printf("# metadata %s: %s = %s\n", m->files[f]->path, m->files[f]->meta_keys[k],
+                   m->files[f]->meta_values[k]);
+    printf("name\tdtype\tshape\tbytes\tfile\n");
+    for (size_t i = 0; i < m->ntensors; i++) {
+        const dora_tensor *t = m->by_name[i];
+        char shape[512];
+        dora_shape_str(t, shape, sizeof shape);
+        printf("%s\t%s\t%s\t%llu\t%s\n", t->name, dora_dtype_name(t->dtype), shape,
+               (unsigned long long)t->nbytes, t->file);
+    }
+}
+
+int cmd_inspect(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(inspect_help, stdout);
+            return cli_finish_stdout();
+        }
+        return cli_usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
+    }
+    if (argc - optind != 1)
+        return cli_usage_error("inspect", "expected exactly one PATH");
+    const char *path = argv[optind];
+    dora_err err = {{0}};
+    dora_run run;
+    if (dora_run_discover(&run, path, &err) != 0)
+        return cli_fail(&err);
+    for (size_t k = 0; k < run.nnotes; k++)
+        fprintf(stderr, "dora-analyze: note: %s\n", run.notes[k]);
+
+    int status = EXIT_OK;
+    if (run.layout != DORA_RUN_TRAINER) {
+        dora_model *m;
+        if (dora_model_open(&m, run.steps[0].path, &err) != 0) {
+            status = cli_fail(&err);
+        } else {
+            printf("# %s: %s, method %s, step %lld\n", path, dora_run_layout_name(run.layout),
+                   run.method, (long long)run.steps[0].step);
+            print_tensors(m);
+            dora_model_close(m);
+        }
+    } else {
+        printf("# %s: %s, method %s, %zu step(s)\n", path, dora_run_layout_name(run.layout),
+               run.method, run.nsteps);
+        printf("step\tpath\ttensors\tbytes\n");
+        for (size_t s = 0; s < run.nsteps; s++) {
+            dora_model *m;
+            if (dora_model_open(&m, run.steps[s].path, &err) != 0) {
+                status = cli_fail(&err);
+                break;
+            }
+            uint64_t total = 0;
+            for (size_t i = 0; i < m->ntensors; i++)
+                total += m->by_name[i]->nbytes;
+            printf("%lld\t%s\t%zu\t%llu\n", (long long)run.steps[s].step, run.steps[s].path,
+                   m->ntensors, (unsigned long long)total);
+            dora_model_close(m);
+        }
+    }
+    dora_run_release(&run);
+    if (status == EXIT_OK)
+        status = cli_finish_stdout();
+    return status;
+}

@@ -1,0 +1,260 @@
+/* h5out.c - writing the results with the HDF5 C library; see h5out.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "dora/h5out.h"
+#include "dora/version.h"
+
+#include <errno.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Every H5 call is checked; the failing object is named in the message. */
+#define CHECK(expr, ...)                                                                           \
+    do {                                                                                           \
+        if ((expr) < 0) {                                                                          \
+            dora_errf(err, __VA_ARGS__);                                                           \
+            goto fail;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+static hid_t str_type(void)
+{
+    hid_t t = H5Tcopy(H5T_C_S1);
+    if (t < 0)
+        return t;
+    if (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
+static int attr_str(hid_t loc, const char *name, const char *value, dora_err *err)
+{
+    hid_t t = -1, sp = -1, a = -1;
+    CHECK(t = str_type(), "cannot make a string type for attribute '%s'", name);
+    CHECK(sp = H5Screate(H5S_SCALAR), "cannot make a dataspace for attribute '%s'", name);
+    CHECK(a = H5Acreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT), "cannot create attribute '%s'",
+          name);
+    CHECK(H5Awrite(a, t, &value), "cannot write attribute '%s'", name);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+    return 0;
+fail:
+    if (a >= 0)
+        H5Aclose(a);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (t >= 0)
+        H5Tclose(t);
+    return -1;
+}
+
+static int attr_i32(hid_t loc, const char *name, int32_t value, dora_err *err)
+{
+    hid_t sp = -1, a = -1;
+    CHECK(sp = H5Screate(H5S_SCALAR), "cannot make a dataspace for attribute '%s'", name);
+    CHECK(a = H5Acreate2(loc, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT),
+          "cannot create attribute '%s'", name);
+    CHECK(H5Awrite(a, H5T_NATIVE_INT32, &value), "cannot write attribute '%s'", name);
+    H5Aclose(a);
+    H5Sclose(sp);
+    return 0;
+fail:
+    if (a >= 0)
+        H5Aclose(a);
+    if (sp >= 0)
+        H5Sclose(sp);
+    return -1;
+}
+
+/* A dataset of RANK (1 or 2) with the given file and memory types. */
+static int dataset(hid_t loc, const char *name, int rank, const hsize_t *dims, hid_t file_type,
+                   hid_t mem_type, const void *data, dora_err *err)
+{
+    hid_t sp = -1, ds = -1;
+    CHECK(sp = H5Screate_simple(rank, dims, NULL), "cannot make a dataspace for dataset '%s'", name);
+    CHECK(ds = H5Dcreate2(loc, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+          "cannot create dataset '%s'", name);
+    if (dims[0] > 0 && (rank == 1 || dims[1] > 0))
+        CHECK(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data),
+              "cannot write dataset '%s'", name);
+    H5Dclose(ds);
+    H5Sclose(sp);
+    return 0;
+fail:
+    if (ds >= 0)
+        H5Dclose(ds);
+    if (sp >= 0)
+        H5Sclose(sp);
+    return -1;
+}
+
+static int strings(hid_t loc, const char *name, size_t n, char *const *v, dora_err *err)
+{
+    hid_t t = str_type();
+    if (t < 0)
+        return dora_errf(err, "cannot make a string type for dataset '%s'", name);
+    hsize_t dims[1] = {n};
+    int rc = dataset(loc, name, 1, dims, t, t, v, err);
+    H5Tclose(t);
+    return rc;
+}
+
+/* HDF5 link names cannot hold '/': per-row groups spell it %2F (and '%' as %25). */
+static char *link_name(const char *s)
+{
+    size_t n = 0;
+    for (const char *p = s; *p; p++)
+        n += (*p == '/' || *p == '%') ? 3 : 1;
+    char *out = malloc(n + 2);
+    if (!out)
+        return NULL;
+    char *q = out;
+    for (const char *p = s; *p; p++) {
+        if (*p == '/' || *p == '%') {
+            q += sprintf(q, "%%%02X", (unsigned)(unsigned char)*p);
+        } else {
+            *q++ = *p;
+        }
+    }
+    *q = '\0';
+    if (strcmp(out, ".") == 0 || out[0] == '\0')
+        strcpy(out, out[0] ? "%2E" : "%00"); /* "." and "" are not valid names */
+    return out;
+}
+
+static int write_per_row(hid_t grp, const dora_result *r, dora_err *err)
+{
+    hid_t pr = -1, g = -1;
+    char *ln = NULL;
+    CHECK(pr = H5Gcreate2(grp, "per_row", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+          "cannot create group 'per_row' of run '%s'", r->name);
+    for (size_t l = 0; l < r->nmodules; l++) {
+        ln = link_name(r->modules[l]);
+        if (!ln) {
+            dora_errf(err, "out of memory");
+            goto fail;
+        }
+        CHECK(g = H5Gcreate2(pr, ln, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+              "cannot create group 'per_row/%s' of run '%s'", ln, r->name);
+        hsize_t k[1] = {(hsize_t)r->rows[l]};
+        hsize_t sk[2] = {(hsize_t)r->nsteps, (hsize_t)r->rows[l]};
+        if (dataset(g, "m0", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->m0[l], err) != 0 ||
+            dataset(g, "m", 2, sk, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->m[l], err) != 0 ||
+            dataset(g, "cos", 2, sk, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->cos[l], err) != 0 ||
+            dataset(g, "one_minus_cos", 2, sk, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE,
+                    r->one_minus_cos[l], err) != 0) {
+            dora_errprefix(err, "run '%s', per_row/%s", r->name, ln);
+            goto fail;
+        }
+        H5Gclose(g);
+        g = -1;
+        free(ln);
+        ln = NULL;
+    }
+    H5Gclose(pr);
+    return 0;
+fail:
+    free(ln);
+    if (g >= 0)
+        H5Gclose(g);
+    if (pr >= 0)
+        H5Gclose(pr);
+    return -1;
+}
+
+static int write_run(hid_t runs, const dora_result *r, dora_err *err)
+{
+    hid_t g = -1;
+    CHECK(g = H5Gcreate2(runs, r->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+          "cannot create group '/runs/%s'", r->name);
+    if (attr_str(g, "method", r->method, err) != 0 ||
+        attr_str(g, "source_path", r->source_path, err) != 0 ||
+        attr_str(g, "base_path", r->base_path, err) != 0)
+        goto fail_named;
+    hsize_t s[1] = {r->nsteps}, l[1] = {r->nmodules}, sl[2] = {r->nsteps, r->nmodules};
+    if (dataset(g, "steps", 1, s, H5T_STD_I64LE, H5T_NATIVE_INT64, r->steps, err) != 0 ||
+        strings(g, "checkpoints", r->nsteps, r->step_paths, err) != 0 ||
+        strings(g, "modules", r->nmodules, r->modules, err) != 0 ||
+        dataset(g, "layer", 1, l, H5T_STD_I32LE, H5T_NATIVE_INT32, r->layer, err) != 0 ||
+        dataset(g, "rows", 1, l, H5T_STD_I64LE, H5T_NATIVE_INT64, r->rows, err) != 0 ||
+        dataset(g, "cols", 1, l, H5T_STD_I64LE, H5T_NATIVE_INT64, r->cols, err) != 0 ||
+        dataset(g, "delta_m", 2, sl, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->delta_m, err) != 0 ||
+        dataset(g, "delta_d", 2, sl, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->delta_d, err) != 0 ||
+        dataset(g, "zero_rows", 2, sl, H5T_STD_I64LE, H5T_NATIVE_INT64, r->zero_rows, err) != 0)
+        goto fail_named;
+    if (r->m0 && write_per_row(g, r, err) != 0)
+        goto fail;
+    H5Gclose(g);
+    return 0;
+fail_named:
+    dora_errprefix(err, "run '%s'", r->name);
+fail:
+    if (g >= 0)
+        H5Gclose(g);
+    return -1;
+}
+
+char *h5o_temp_path(const char *path)
+{
+    size_t n = strlen(path) + 48;
+    char *t = malloc(n);
+    if (t)
+        snprintf(t, n, "%s.tmp-%ld", path, (long)getpid());
+    return t;
+}
+
+int h5o_write(const char *path, const dora_result *runs, size_t nruns, const char *command_line,
+              dora_err *err)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack dumps */
+    char *tmp = h5o_temp_path(path);
+    if (!tmp)
+        return dora_errf(err, "out of memory");
+    hid_t f = -1, g = -1;
+    char created[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+
+    CHECK(f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+          "cannot create '%s' (is the folder writable?)", tmp);
+    if (attr_str(f, "tool_version", DORA_VERSION, err) != 0 ||
+        attr_str(f, "command_line", command_line, err) != 0 ||
+        attr_str(f, "created", created, err) != 0 ||
+        attr_i32(f, "layout_version", DORA_LAYOUT_VERSION, err) != 0)
+        goto fail;
+    CHECK(g = H5Gcreate2(f, "runs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+          "cannot create group '/runs'");
+    for (size_t i = 0; i < nruns; i++)
+        if (write_run(g, &runs[i], err) != 0)
+            goto fail;
+    H5Gclose(g);
+    g = -1;
+    CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), "cannot flush '%s'", tmp);
+    hid_t fclose_rc = H5Fclose(f);
+    f = -1;
+    CHECK(fclose_rc, "cannot close '%s' (disk full?)", tmp);
+    if (rename(tmp, path) != 0) {
+        dora_errf(err, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+        goto fail;
+    }
+    free(tmp);
+    return 0;
+fail:
+    if (g >= 0)
+        H5Gclose(g);
+    if (f >= 0)
+        H5Fclose(f);
+    unlink(tmp);
+    if (strstr(err->msg, path) == NULL)
+        dora_errprefix(err, "'%s'", path);
+    free(tmp);
+    return -1;
+}

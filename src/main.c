@@ -1,0 +1,79 @@
+/* main.c - dora-analyze: dispatch to the subcommands. Only this layer prints
+ * messages and chooses exit statuses (0 ok, 1 bad input or failed analysis,
+ * 2 usage error). */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+#include "dora/version.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+} commands[] = {
+    {"analyze", cmd_analyze, "per-layer, per-step magnitude and direction change (dM, dD) to HDF5"},
+    {"inspect", cmd_inspect, "list a file's tensors, or a run folder's checkpoints and steps"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: dora-analyze <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n'dora-analyze <command> --help' describes a command.\n"
+                 "exit status: 0 success, 1 bad input or failed analysis, 2 usage error\n");
+}
+
+int cli_fail(const dora_err *err)
+{
+    fprintf(stderr, "dora-analyze: error: %s\n", err->msg[0] ? err->msg : "unknown failure");
+    return EXIT_BAD_INPUT;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "dora-analyze %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'dora-analyze %s --help'.\n", cmd);
+    return EXIT_USAGE;
+}
+
+int cli_finish_stdout(void)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "dora-analyze: error: writing to standard output failed: %s\n",
+                strerror(errno));
+        return EXIT_BAD_INPUT;
+    }
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return cli_finish_stdout();
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("dora-analyze %s\n", DORA_VERSION);
+        return cli_finish_stdout();
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(cmd, commands[i].name) == 0)
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "dora-analyze: '%s' is not a command.\n", cmd);
+    usage(stderr);
+    return EXIT_USAGE;
+}

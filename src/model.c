@@ -1,0 +1,332 @@
+/* model.c - one model's tensors from a single or sharded safetensors checkpoint. */
+#define _POSIX_C_SOURCE 200809L
+#include "dora/model.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define INDEX_NAME "model.safetensors.index.json"
+#define INDEX_MAX_BYTES (256u << 20) /* an index of a million tensors is ~100 MB */
+
+static int by_name_cmp(const void *pa, const void *pb)
+{
+    const dora_tensor *a = *(const dora_tensor *const *)pa;
+    const dora_tensor *b = *(const dora_tensor *const *)pb;
+    return strcmp(a->name, b->name);
+}
+
+int dora_model_probe(const char *path, dora_model_kind *kind, char **model_path, dora_err *err)
+{
+    struct stat sb;
+    *kind = DORA_MODEL_NONE;
+    if (model_path)
+        *model_path = NULL;
+    if (stat(path, &sb) != 0)
+        return dora_errf(err, "'%s': %s", path, strerror(errno));
+    if (S_ISREG(sb.st_mode)) {
+        if (util_has_suffix(path, ".safetensors"))
+            *kind = DORA_MODEL_SAFETENSORS;
+        else if (util_has_suffix(path, ".index.json"))
+            *kind = DORA_MODEL_SHARDED;
+        else if (util_has_suffix(path, ".bin") || util_has_suffix(path, ".pt") ||
+                 util_has_suffix(path, ".pth"))
+            *kind = DORA_MODEL_TORCH;
+        else
+            *kind = DORA_MODEL_SAFETENSORS; /* let the parser judge the content */
+        if (model_path && !(*model_path = strdup(path)))
+            return dora_errf(err, "out of memory");
+        return 0;
+    }
+    if (!S_ISDIR(sb.st_mode))
+        return 0;
+
+    static const struct {
+        const char *name;
+        dora_model_kind kind;
+    } known[] = {
+        {INDEX_NAME, DORA_MODEL_SHARDED},
+        {"model.safetensors", DORA_MODEL_SAFETENSORS},
+        {"adapter_config.json", DORA_MODEL_ADAPTER},
+        {"pytorch_model.bin.index.json", DORA_MODEL_TORCH},
+        {"pytorch_model.bin", DORA_MODEL_TORCH},
+    };
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        char *p = util_join(path, known[i].name);
+        if (!p)
+            return dora_errf(err, "out of memory");
+        if (util_is_file(p)) {
+            *kind = known[i].kind;
+            if (model_path)
+                *model_path = p;
+            else
+                free(p);
+            return 0;
+        }
+        free(p);
+    }
+    /* Otherwise: exactly one *.safetensors file in the folder. */
+    DIR *d = opendir(path);
+    if (!d)
+        return dora_errf(err, "'%s': cannot list folder: %s", path, strerror(errno));
+    char *found = NULL;
+    int count = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!util_has_suffix(de->d_name, ".safetensors"))
+            continue;
+        char *p = util_join(path, de->d_name);
+        if (p && util_is_file(p) && ++count == 1) {
+            found = p;
+            continue;
+        }
+        free(p);
+    }
+    closedir(d);
+    if (count == 1) {
+        *kind = DORA_MODEL_SAFETENSORS;
+        if (model_path)
+            *model_path = found;
+        else
+            free(found);
+    } else {
+        free(found);
+    }
+    return 0;
+}
+
+static int add_file(dora_model *m, st_file *f, dora_err *err)
+{
+    st_file **nf = realloc(m->files, (m->nfiles + 1) * sizeof *nf);
+    if (!nf)
+        return dora_errf(err, "out of memory");
+    m->files = nf;
+    m->files[m->nfiles++] = f;
+    return 0;
+}
+
+/* Build the sorted name table and refuse a name held by two files. */
+static int index_names(dora_model *m, dora_err *err)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->nfiles; i++)
+        n += m->files[i]->ntensors;
+    m->by_name = calloc(n ? n : 1, sizeof *m->by_name);
+    if (!m->by_name)
+        return dora_errf(err, "out of memory");
+    for (size_t i = 0; i < m->nfiles; i++)
+        for (size_t j = 0; j < m->files[i]->ntensors; j++)
+            m->by_name[m->ntensors++] = &m->files[i]->tensors[j];
+    qsort(m->by_name, m->ntensors, sizeof *m->by_name, by_name_cmp);
+    for (size_t i = 1; i < m->ntensors; i++)
+        if (strcmp(m->by_name[i - 1]->name, m->by_name[i]->name) == 0)
+            return dora_errf(err, "tensor '%s' is stored twice, in '%s' and in '%s'",
+                             m->by_name[i]->name, m->by_name[i - 1]->file, m->by_name[i]->file);
+    return 0;
+}
+
+/* A shard name from an index must be a plain file name in the index's folder. */
+static int shard_name_ok(const char *s)
+{
+    return s[0] != '\0' && strchr(s, '/') == NULL && strchr(s, '\\') == NULL &&
+           strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
+
+static int open_sharded(dora_model *m, const char *index_path, dora_err *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (util_read_file(index_path, INDEX_MAX_BYTES, &text, &len, err) != 0)
+        return -1;
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    free(text);
+    if (!root)
+        return dora_errf(err, "'%s': not valid JSON: %s (line %d, column %d)", index_path, jerr.text,
+                         jerr.line, jerr.column);
+    int rc = -1;
+    char *dir = util_dirname(index_path);
+    const char **shard_names = NULL;
+    size_t nshards = 0;
+    json_t *wm = json_object_get(root, "weight_map");
+    if (!dir) {
+        dora_errf(err, "out of memory");
+        goto done;
+    }
+    if (!json_is_object(root) || !json_is_object(wm)) {
+        dora_errf(err, "'%s': no 'weight_map' object", index_path);
+        goto done;
+    }
+    size_t nmap = json_object_size(wm);
+    shard_names = calloc(nmap ? nmap : 1, sizeof *shard_names);
+    if (!shard_names) {
+        dora_errf(err, "out of memory");
+        goto done;
+    }
+    const char *tname;
+    json_t *val;
+    /* Distinct shard names, in first-seen order. */
+    json_object_foreach(wm, tname, val)
+    {
+        if (!json_is_string(val) || !shard_name_ok(json_string_value(val))) {
+            dora_errf(err, "'%s': tensor '%s': shard must be a file name in the same folder",
+                      index_path, tname);
+            goto done;
+        }
+        const char *s = json_string_value(val);
+        size_t k = 0;
+        while (k < nshards && strcmp(shard_names[k], s) != 0)
+            k++;
+        if (k == nshards)
+            shard_names[nshards++] = s;
+    }
+    if (nshards == 0) {
+        dora_errf(err, "'%s': 'weight_map' is empty", index_path);
+        goto done;
+    }
+    for (size_t k = 0; k < nshards; k++) {
+        char *sp = util_join(dir, shard_names[k]);
+        if (!sp) {
+            dora_errf(err, "out of memory");
+            goto done;
+        }
+        if (!util_is_file(sp)) {
+            dora_errf(err, "'%s': shard '%s' listed in the index is missing", index_path, sp);
+            free(sp);
+            goto done;
+        }
+        st_file *f;
+        int r = st_open(&f, sp, err);
+        free(sp);
+        if (r != 0)
+            goto done;
+        if (add_file(m, f, err) != 0) {
+            st_close(f);
+            goto done;
+        }
+        /* Every tensor of the shard must be mapped to this shard. */
+        for (size_t j = 0; j < f->ntensors; j++) {
+            json_t *where = json_object_get(wm, f->tensors[j].name);
+            if (!where || strcmp(json_string_value(where), shard_names[k]) != 0) {
+                dora_errf(err, "'%s': tensor '%s' is in shard '%s' but the index %s", index_path,
+                          f->tensors[j].name, f->path,
+                          where ? "maps it to another shard" : "does not list it");
+                goto done;
+            }
+        }
+    }
+    if (index_names(m, err) != 0)
+        goto done;
+    /* ...and every tensor of the index must be in its shard. */
+    json_object_foreach(wm, tname, val)
+    {
+        if (!dora_model_find(m, tname)) {
+            dora_errf(err, "'%s': tensor '%s' is listed for shard '%s', which does not hold it",
+                      index_path, tname, json_string_value(val));
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    free(shard_names);
+    free(dir);
+    json_decref(root);
+    return rc;
+}
+
+int dora_model_open(dora_model **out, const char *path, dora_err *err)
+{
+    *out = NULL;
+    dora_model_kind kind;
+    char *mpath = NULL;
+    if (dora_model_probe(path, &kind, &mpath, err) != 0)
+        return -1;
+    switch (kind) {
+    case DORA_MODEL_NONE:
+        free(mpath);
+        return dora_errf(err, "'%s': no model here (expected a .safetensors file, or a folder with "
+                              "model.safetensors or " INDEX_NAME ")",
+                         path);
+    case DORA_MODEL_ADAPTER:
+        dora_errf(err, "'%s': a PEFT adapter checkpoint; this version analyses full weights "
+                       "only (merging adapters onto the base comes with LoRA/DoRA support)",
+                  mpath);
+        free(mpath);
+        return -1;
+    case DORA_MODEL_TORCH:
+        dora_errf(err, "'%s': a PyTorch checkpoint; this version reads safetensors only", mpath);
+        free(mpath);
+        return -1;
+    default:
+        break;
+    }
+    dora_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        free(mpath);
+        return dora_errf(err, "out of memory");
+    }
+    m->path = mpath;
+    m->kind = kind;
+    int rc;
+    if (kind == DORA_MODEL_SHARDED) {
+        rc = open_sharded(m, mpath, err);
+    } else {
+        st_file *f;
+        rc = st_open(&f, mpath, err);
+        if (rc == 0 && (rc = add_file(m, f, err)) != 0)
+            st_close(f);
+        if (rc == 0)
+            rc = index_names(m, err);
+    }
+    if (rc != 0) {
+        dora_model_close(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
+
+const dora_tensor *dora_model_find(const dora_model *m, const char *name)
+{
+    size_t lo = 0, hi = m->ntensors;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(name, m->by_name[mid]->name);
+        if (c == 0)
+            return m->by_name[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+void dora_model_close(dora_model *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->nfiles; i++)
+        st_close(m->files[i]);
+    free(m->files);
+    free(m->by_name);
+    free(m->path);
+    free(m);
+}
+
+int dora_model_same_bytes(const dora_model *a, const dora_model *b)
+{
+    if (a->kind != b->kind || a->nfiles != b->nfiles)
+        return 0;
+    for (size_t i = 0; i < a->nfiles; i++)
+        if (a->files[i]->size != b->files[i]->size)
+            return 0;
+    for (size_t i = 0; i < a->nfiles; i++)
+        if (memcmp(a->files[i]->map, b->files[i]->map, (size_t)a->files[i]->size) != 0)
+            return 0;
+    return 1;
+}

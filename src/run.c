@@ -1,0 +1,301 @@
+/* run.c - checkpoint discovery; the rules are in include/dora/run.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "dora/run.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STATE_MAX_BYTES (64u << 20)
+#define MAX_CHECKPOINTS 100000
+
+const char *dora_run_layout_name(dora_run_layout l)
+{
+    switch (l) {
+    case DORA_RUN_TRAINER:
+        return "trainer output folder";
+    case DORA_RUN_CHECKPOINT:
+        return "checkpoint folder";
+    default:
+        return "model file";
+    }
+}
+
+int dora_trainer_state(const char *path, int64_t *global_step, int64_t *max_steps, dora_err *err)
+{
+    *global_step = -1;
+    *max_steps = -1;
+    if (!util_is_file(path))
+        return 0;
+    char *text;
+    size_t len;
+    if (util_read_file(path, STATE_MAX_BYTES, &text, &len, err) != 0)
+        return -1;
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, 0, &jerr);
+    free(text);
+    if (!root)
+        return dora_errf(err, "'%s': not valid JSON: %s (line %d, column %d)", path, jerr.text,
+                         jerr.line, jerr.column);
+    json_t *gs = json_object_get(root, "global_step");
+    json_t *ms = json_object_get(root, "max_steps");
+    int rc = 1;
+    if (!json_is_integer(gs) || json_integer_value(gs) < 0) {
+        rc = dora_errf(err, "'%s': 'global_step' is missing or not a non-negative integer", path);
+    } else {
+        *global_step = json_integer_value(gs);
+        if (json_is_integer(ms) && json_integer_value(ms) >= 0)
+            *max_steps = json_integer_value(ms);
+    }
+    json_decref(root);
+    return rc;
+}
+
+static void run_note(dora_run *run, const char *fmt, ...)
+{
+    if (run->nnotes >= DORA_RUN_MAX_NOTES)
+        return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    char *s = strdup(buf);
+    if (s)
+        run->notes[run->nnotes++] = s;
+}
+
+static int add_step(dora_run *run, int64_t step, const char *path, dora_err *err)
+{
+    dora_step *ns = realloc(run->steps, (run->nsteps + 1) * sizeof *ns);
+    if (!ns)
+        return dora_errf(err, "out of memory");
+    run->steps = ns;
+    ns[run->nsteps].step = step;
+    if (!(ns[run->nsteps].path = strdup(path)))
+        return dora_errf(err, "out of memory");
+    run->nsteps++;
+    return 0;
+}
+
+/* "checkpoint-123" -> 123; -1 for any other name. */
+static int64_t checkpoint_step(const char *name)
+{
+    static const char prefix[] = "checkpoint-";
+    int64_t step;
+    if (strncmp(name, prefix, sizeof prefix - 1) != 0)
+        return -1;
+    const char *num = name + sizeof prefix - 1;
+    if (*num == '+' || *num == '-')
+        return -1;
+    if (util_parse_i64(num, 0, INT64_MAX, &step) != 0)
+        return -1;
+    return step;
+}
+
+static int step_cmp(const void *pa, const void *pb)
+{
+    const dora_step *a = pa, *b = pb;
+    return (a->step > b->step) - (a->step < b->step);
+}
+
+/* Step of a lone checkpoint folder: trainer_state.json, else its name, else 0. */
+static int folder_step(const char *dir, int64_t *step, dora_err *err)
+{
+    char *state = util_join(dir, "trainer_state.json");
+    if (!state)
+        return dora_errf(err, "out of memory");
+    int64_t gs, ms;
+    int r = dora_trainer_state(state, &gs, &ms, err);
+    free(state);
+    if (r < 0)
+        return -1;
+    char *base = util_basename(dir);
+    if (!base)
+        return dora_errf(err, "out of memory");
+    int64_t named = checkpoint_step(base);
+    free(base);
+    if (r == 1 && named >= 0 && named != gs)
+        return dora_errf(err, "'%s': folder name says step %lld but trainer_state.json says "
+                              "global_step %lld",
+                         dir, (long long)named, (long long)gs);
+    *step = r == 1 ? gs : named >= 0 ? named : 0;
+    return 0;
+}
+
+/* The Trainer layout: checkpoint-STEP/ folders, then maybe a final model. */
+static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return dora_errf(err, "'%s': cannot list folder: %s", dir, strerror(errno));
+    struct dirent *de;
+    int rc = 0;
+    while ((de = readdir(d)) != NULL) {
+        int64_t step = checkpoint_step(de->d_name);
+        if (step < 0)
+            continue;
+        char *p = util_join(dir, de->d_name);
+        if (!p) {
+            rc = dora_errf(err, "out of memory");
+            break;
+        }
+        if (util_is_dir(p)) {
+            if (run->nsteps >= MAX_CHECKPOINTS)
+                rc = dora_errf(err, "'%s': more than %d checkpoint folders", dir, MAX_CHECKPOINTS);
+            else
+                rc = add_step(run, step, p, err);
+        }
+        free(p);
+        if (rc != 0)
+            break;
+    }
+    closedir(d);
+    if (rc != 0)
+        return -1;
+    if (run->nsteps == 0)
+        return 0; /* not a Trainer output folder */
+    qsort(run->steps, run->nsteps, sizeof *run->steps, step_cmp);
+
+    int64_t last_max_steps = -1;
+    for (size_t i = 0; i < run->nsteps; i++) {
+        if (i > 0 && run->steps[i].step == run->steps[i - 1].step)
+            return dora_errf(err, "'%s' and '%s' are both step %lld", run->steps[i - 1].path,
+                             run->steps[i].path, (long long)run->steps[i].step);
+        char *state = util_join(run->steps[i].path, "trainer_state.json");
+        if (!state)
+            return dora_errf(err, "out of memory");
+        int64_t gs, ms;
+        int r = dora_trainer_state(state, &gs, &ms, err);
+        if (r == 1 && gs != run->steps[i].step)
+            r = dora_errf(err, "'%s': global_step is %lld but the folder is checkpoint-%lld",
+                          state, (long long)gs, (long long)run->steps[i].step);
+        free(state);
+        if (r < 0)
+            return -1;
+        if (r == 1)
+            last_max_steps = ms;
+        else if (i == run->nsteps - 1)
+            last_max_steps = -1;
+    }
+
+    /* A final model in the run folder itself. */
+    dora_model_kind kind;
+    if (dora_model_probe(dir, &kind, NULL, err) != 0)
+        return -1;
+    if (kind == DORA_MODEL_NONE)
+        return 0;
+    int64_t last = run->steps[run->nsteps - 1].step;
+    dora_model *final = NULL;
+    if (dora_model_open(&final, dir, err) != 0)
+        return dora_errprefix(err, "final model of run '%s'", dir);
+    for (size_t i = 0; i < run->nsteps; i++) {
+        dora_model *ck = NULL;
+        if (dora_model_open(&ck, run->steps[i].path, err) != 0) {
+            dora_model_close(final);
+            return -1;
+        }
+        int same = dora_model_same_bytes(final, ck);
+        dora_model_close(ck);
+        if (same) {
+            run_note(run, "'%s': the final model is byte-identical to '%s' (step %lld); not "
+                          "counted twice",
+                     dir, run->steps[i].path, (long long)run->steps[i].step);
+            dora_model_close(final);
+            return 0;
+        }
+    }
+    dora_model_close(final);
+
+    char *state = util_join(dir, "trainer_state.json");
+    if (!state)
+        return dora_errf(err, "out of memory");
+    int64_t gs, ms, step;
+    int r = dora_trainer_state(state, &gs, &ms, err);
+    free(state);
+    if (r < 0)
+        return -1;
+    const char *how;
+    if (r == 1) {
+        step = gs;
+        how = "global_step of the run folder's trainer_state.json";
+    } else if (last_max_steps > last) {
+        step = last_max_steps;
+        how = "max_steps of the last checkpoint's trainer_state.json";
+    } else {
+        step = last + 1;
+        how = "no trainer_state.json says it: last checkpoint's step + 1";
+    }
+    if (step < last)
+        return dora_errf(err, "'%s': the final model's step %lld (%s) is before the last "
+                              "checkpoint's step %lld",
+                         dir, (long long)step, how, (long long)last);
+    if (step == last) {
+        run_note(run, "'%s': the final model is at step %lld like '%s' but differs from it; the "
+                      "checkpoint is used for that step",
+                 dir, (long long)step, run->steps[run->nsteps - 1].path);
+        return 0;
+    }
+    run_note(run, "'%s': final model taken as step %lld (%s)", dir, (long long)step, how);
+    return add_step(run, step, dir, err);
+}
+
+int dora_run_discover(dora_run *run, const char *path, dora_err *err)
+{
+    memset(run, 0, sizeof *run);
+    run->method = "ft";
+    if (!(run->path = strdup(path)))
+        return dora_errf(err, "out of memory");
+    int rc;
+    if (util_is_file(path)) {
+        run->layout = DORA_RUN_FILE;
+        rc = add_step(run, 0, path, err);
+    } else if (util_is_dir(path)) {
+        rc = discover_trainer(run, path, err);
+        if (rc == 0 && run->nsteps > 0) {
+            run->layout = DORA_RUN_TRAINER;
+        } else if (rc == 0) {
+            dora_model_kind kind;
+            int64_t step = 0;
+            rc = dora_model_probe(path, &kind, NULL, err);
+            if (rc == 0 && kind == DORA_MODEL_NONE)
+                rc = dora_errf(err, "'%s': no checkpoint-STEP folders and no model (expected "
+                                    "model.safetensors, model.safetensors.index.json or one "
+                                    ".safetensors file)",
+                               path);
+            if (rc == 0 && kind == DORA_MODEL_ADAPTER)
+                run->method = "lora";
+            if (rc == 0)
+                rc = folder_step(path, &step, err);
+            if (rc == 0) {
+                run->layout = DORA_RUN_CHECKPOINT;
+                rc = add_step(run, step, path, err);
+            }
+        }
+    } else {
+        rc = dora_errf(err, "'%s': no such file or folder", path);
+    }
+    if (rc != 0) {
+        dora_run_release(run);
+        return -1;
+    }
+    return 0;
+}
+
+void dora_run_release(dora_run *run)
+{
+    if (!run)
+        return;
+    for (size_t i = 0; i < run->nsteps; i++)
+        free(run->steps[i].path);
+    free(run->steps);
+    for (size_t i = 0; i < run->nnotes; i++)
+        free(run->notes[i]);
+    free(run->path);
+    memset(run, 0, sizeof *run);
+}
