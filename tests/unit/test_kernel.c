@@ -1,0 +1,235 @@
+/* Unit tests for the row kernel: the fast path against its naive twin, the
+ * conversions bit for bit, and the edge cases (tiny updates, zero rows,
+ * scaling, NaN/Inf, unaligned data). */
+#include "dora/kernel.h"
+#include "unit.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rng = 0x9e3779b97f4a7c15ULL;
+static double uniform(void) /* in [-1, 1) */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 4503599627370496.0 - 1.0;
+}
+
+static uint16_t f32_to_bf16(float f) /* round to nearest even */
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static uint16_t f32_to_f16(float f) /* via _Float16-free rounding: good enough for test data */
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000u;
+    int exp = (int)((u >> 23) & 0xff) - 127 + 15;
+    uint32_t man = u & 0x7fffffu;
+    if (exp <= 0)
+        return (uint16_t)sign; /* flush tiny test values to zero */
+    if (exp >= 31)
+        return (uint16_t)(sign | 0x7c00u);
+    uint32_t h = sign | ((uint32_t)exp << 10) | (man >> 13);
+    if ((man & 0x1fffu) > 0x1000u || ((man & 0x1fffu) == 0x1000u && (h & 1u)))
+        h++;
+    return (uint16_t)h;
+}
+
+/* Fill N elements of type T at P from the doubles V. */
+static void store(void *p, dora_dtype t, const double *v, size_t n)
+{
+    unsigned char *q = p;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        float f = (float)v[i];
+        switch (t) {
+        case DORA_DT_BF16:
+            h = f32_to_bf16(f);
+            memcpy(q + 2 * i, &h, 2);
+            break;
+        case DORA_DT_F16:
+            h = f32_to_f16(f);
+            memcpy(q + 2 * i, &h, 2);
+            break;
+        case DORA_DT_F32:
+            memcpy(q + 4 * i, &f, 4);
+            break;
+        default:
+            memcpy(q + 8 * i, &v[i], 8);
+            break;
+        }
+    }
+}
+
+static void test_conversions(void)
+{
+    int bad_bf = 0, bad_f16 = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        unsigned char b[2] = {(unsigned char)(h & 0xff), (unsigned char)(h >> 8)};
+        dora_rowsums fast, naive;
+        /* a row of one element against zero: saa = x^2 for both paths */
+        unsigned char z[2] = {0, 0};
+        dora_row_sums(b, DORA_DT_BF16, z, DORA_DT_BF16, 1, &fast);
+        dora_row_sums_naive(b, DORA_DT_BF16, z, DORA_DT_BF16, 1, &naive);
+        if (!(fast.saa == naive.saa || (isnan(fast.saa) && isnan(naive.saa))))
+            bad_bf++;
+        dora_row_sums(b, DORA_DT_F16, z, DORA_DT_F16, 1, &fast);
+        dora_row_sums_naive(b, DORA_DT_F16, z, DORA_DT_F16, 1, &naive);
+        if (!(fast.saa == naive.saa || (isnan(fast.saa) && isnan(naive.saa))))
+            bad_f16++;
+    }
+    CHECK_MSG(bad_bf == 0, "%d bf16 patterns differ", bad_bf);
+    CHECK_MSG(bad_f16 == 0, "%d f16 patterns differ", bad_f16);
+    CHECK(dora_f16_to_f32(0x3c00) == 1.0f);
+    CHECK(dora_f16_to_f32(0x0001) == 5.9604644775390625e-08f); /* smallest subnormal */
+    CHECK(dora_f16_to_f32(0xc000) == -2.0f);
+    CHECK(dora_bf16_to_f32(0x3f80) == 1.0f);
+}
+
+/* Fast sums + finish against the naive definitions, for every type pair. */
+static void test_random_rows(void)
+{
+    static const dora_dtype types[] = {DORA_DT_BF16, DORA_DT_F16, DORA_DT_F32, DORA_DT_F64};
+    static const size_t lens[] = {1, 7, 8, 9, 511, 512, 513, 1000, 4099};
+    double worst_dm = 0, worst_omc = 0;
+    for (size_t ta = 0; ta < 4; ta++)
+        for (size_t tb = 0; tb < 4; tb++)
+            for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+                size_t n = lens[li];
+                double *va = malloc(n * sizeof *va), *vb = malloc(n * sizeof *vb);
+                unsigned char *a = malloc(n * 8 + 1), *b = malloc(n * 8 + 1);
+                for (size_t i = 0; i < n; i++) {
+                    va[i] = 0.05 * uniform();
+                    vb[i] = 1.1 * va[i] + 0.01 * uniform();
+                }
+                /* +1: unaligned views */
+                store(a + 1, types[ta], va, n);
+                store(b + 1, types[tb], vb, n);
+                dora_rowsums s;
+                dora_rowstat fast, ref;
+                int side;
+                dora_row_sums(a + 1, types[ta], b + 1, types[tb], n, &s);
+                CHECK(dora_row_finish(&s, &fast, &side) == 0);
+                dora_row_stat_naive(a + 1, types[ta], b + 1, types[tb], n, &ref);
+                double edm = fabs(fast.dm - ref.dm) / (ref.dm + 1e-300);
+                double eomc = fabs(fast.one_minus_cos - ref.one_minus_cos) / (ref.one_minus_cos + 1e-300);
+                if (n > 1 && edm > worst_dm)
+                    worst_dm = edm;
+                if (n > 1 && eomc > worst_omc)
+                    worst_omc = eomc;
+                CHECK_MSG(unit_close(fast.dm, ref.dm, 1e-12, 0), "types %s/%s n=%zu dm %.17g vs %.17g",
+                          dora_dtype_name(types[ta]), dora_dtype_name(types[tb]), n, fast.dm, ref.dm);
+                /* atol: two parallel 1-element rows give 1 - cos = 0 exactly in the naive
+                 * formula and a rounding residue of ~1e-17 in the Lagrange form */
+                CHECK_MSG(unit_close(fast.one_minus_cos, ref.one_minus_cos, 1e-10, 1e-15),
+                          "types %s/%s n=%zu 1-cos %.17g vs %.17g", dora_dtype_name(types[ta]),
+                          dora_dtype_name(types[tb]), n, fast.one_minus_cos, ref.one_minus_cos);
+                CHECK(unit_close(fast.m0, ref.m0, 1e-14, 0) && unit_close(fast.mt, ref.mt, 1e-14, 0));
+                dora_rowsums sn;
+                dora_row_sums_naive(a + 1, types[ta], b + 1, types[tb], n, &sn);
+                CHECK(unit_close(s.saa, sn.saa, 1e-13, 0) && unit_close(s.sdd, sn.sdd, 1e-13, 0));
+                free(va);
+                free(vb);
+                free(a);
+                free(b);
+            }
+    printf("kernel vs naive: worst relative error dm %.3g, 1-cos %.3g\n", worst_dm, worst_omc);
+}
+
+/* An F32 update of relative size 1e-5 gives 1 - cos near 1e-10; float32
+ * `1 - dot/(|a||b|)` would return noise or 0. */
+static void test_tiny_update(void)
+{
+    enum { N = 4096 };
+    static float a[N], b[N];
+    for (int i = 0; i < N; i++) {
+        a[i] = (float)(0.02 * uniform());
+        b[i] = a[i] + (float)(2e-7 * uniform());
+    }
+    dora_rowsums s;
+    dora_rowstat fast, ref;
+    int side;
+    dora_row_sums(a, DORA_DT_F32, b, DORA_DT_F32, N, &s);
+    CHECK(dora_row_finish(&s, &fast, &side) == 0);
+    dora_row_stat_naive(a, DORA_DT_F32, b, DORA_DT_F32, N, &ref);
+    CHECK_MSG(ref.one_minus_cos > 1e-12 && ref.one_minus_cos < 1e-8, "1-cos %.3g",
+              ref.one_minus_cos);
+    CHECK_MSG(unit_close(fast.one_minus_cos, ref.one_minus_cos, 1e-6, 0), "%.17g vs %.17g",
+              fast.one_minus_cos, ref.one_minus_cos);
+    CHECK_MSG(unit_close(fast.dm, ref.dm, 1e-6, 0), "%.17g vs %.17g", fast.dm, ref.dm);
+    /* float32 textbook formula, to show the test has teeth */
+    float dot = 0, na = 0, nb = 0;
+    for (int i = 0; i < N; i++) {
+        dot += a[i] * b[i];
+        na += a[i] * a[i];
+        nb += b[i] * b[i];
+    }
+    double naive32 = 1.0 - (double)(dot / (sqrtf(na) * sqrtf(nb)));
+    CHECK_MSG(!unit_close(naive32, ref.one_minus_cos, 1e-3, 0),
+              "float32 formula agreed (%.3g): the test would not catch cancellation", naive32);
+}
+
+static void test_edges(void)
+{
+    double a[5] = {1, -2, 3, 0.5, 0}, b[5], z[5] = {0};
+    dora_rowsums s;
+    dora_rowstat st;
+    int side;
+    /* pure scaling: no direction change, magnitude doubles */
+    for (int i = 0; i < 5; i++)
+        b[i] = 2 * a[i];
+    dora_row_sums(a, DORA_DT_F64, b, DORA_DT_F64, 5, &s);
+    CHECK(dora_row_finish(&s, &st, &side) == 0);
+    CHECK(st.one_minus_cos >= 0 && st.one_minus_cos < 1e-15);
+    CHECK(unit_close(st.dm, st.m0, 1e-15, 0));
+    /* opposite direction */
+    for (int i = 0; i < 5; i++)
+        b[i] = -a[i];
+    dora_row_sums(a, DORA_DT_F64, b, DORA_DT_F64, 5, &s);
+    dora_row_finish(&s, &st, &side);
+    CHECK(unit_close(st.one_minus_cos, 2.0, 1e-15, 0) && st.dm < 1e-15);
+    /* orthogonal */
+    double o1[2] = {1, 0}, o2[2] = {0, 3};
+    dora_row_sums(o1, DORA_DT_F64, o2, DORA_DT_F64, 2, &s);
+    dora_row_finish(&s, &st, &side);
+    CHECK(unit_close(st.one_minus_cos, 1.0, 1e-15, 0) && unit_close(st.dm, 2.0, 1e-15, 0));
+    /* zero rows */
+    dora_row_sums(z, DORA_DT_F64, z, DORA_DT_F64, 5, &s);
+    CHECK(dora_row_finish(&s, &st, &side) == 0);
+    CHECK(st.zero == 1 && st.dm == 0 && st.one_minus_cos == 0);
+    dora_row_sums(z, DORA_DT_F64, a, DORA_DT_F64, 5, &s);
+    dora_row_finish(&s, &st, &side);
+    CHECK(st.zero == 1 && st.one_minus_cos == 1.0 && unit_close(st.dm, st.mt, 1e-15, 0));
+    dora_row_sums(a, DORA_DT_F64, z, DORA_DT_F64, 5, &s);
+    dora_row_finish(&s, &st, &side);
+    CHECK(st.zero == 1 && st.one_minus_cos == 1.0 && unit_close(st.dm, st.m0, 1e-15, 0));
+    /* zero-length rows are zero rows */
+    dora_row_sums(NULL, DORA_DT_F32, NULL, DORA_DT_F32, 0, &s);
+    CHECK(dora_row_finish(&s, &st, &side) == 0 && st.zero == 1 && st.dm == 0);
+    /* NaN and Inf: refused, and the side is named */
+    double nan_row[5] = {1, NAN, 0, 0, 0}, inf_row[5] = {INFINITY, 0, 0, 0, 0};
+    dora_row_sums(nan_row, DORA_DT_F64, a, DORA_DT_F64, 5, &s);
+    CHECK(dora_row_finish(&s, &st, &side) == -1 && side == 0);
+    dora_row_sums(a, DORA_DT_F64, inf_row, DORA_DT_F64, 5, &s);
+    CHECK(dora_row_finish(&s, &st, &side) == -1 && side == 1);
+    uint16_t bf_nan = 0x7fc0;
+    uint16_t one[1] = {0x3f80};
+    dora_row_sums(one, DORA_DT_BF16, &bf_nan, DORA_DT_BF16, 1, &s);
+    CHECK(dora_row_finish(&s, &st, &side) == -1 && side == 1);
+}
+
+int main(void)
+{
+    test_conversions();
+    test_random_rows();
+    test_tiny_update();
+    test_edges();
+    return unit_summary("test_kernel");
+}
