@@ -39,7 +39,7 @@ done
 for s in tests/sh/*.sh; do
     [ -f "$s" ] || continue
     echo "== $s"
-    sh "$s" >"$log" 2>&1
+    bash "$s" >"$log" 2>&1
     rc=$?
     cat "$log"
     p=$(grep -c '^PASS ' "$log")

@@ -1,0 +1,5 @@
+#!/bin/sh
+# make bench: see tests/bench.py.
+set -eu
+cd "$(dirname "$0")/.."
+exec "${PYTHON:-/usr/bin/python3}" tests/bench.py --bin "${BIN:-bin/dora-analyze}" ${BENCH_ARGS:-}
