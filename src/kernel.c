@@ -111,8 +111,9 @@ ALWAYS_INLINE double load1(const unsigned char *p, dora_dtype t)
     }
 }
 
-ALWAYS_INLINE double hsum(v8d v)
+ALWAYS_INLINE double hsum(const v8d *p)
 {
+    v8d v = *p;
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
@@ -153,7 +154,11 @@ ALWAYS_INLINE void sums_tt(const unsigned char *pa, dora_dtype ta, const unsigne
         ad0 += x0 * d0;
         dd0 += d0 * d0;
     }
-    dora_rowsums s = {hsum(aa0 + aa1), hsum(bb0 + bb1), hsum(ad0 + ad1), hsum(dd0 + dd1)};
+    aa0 += aa1;
+    bb0 += bb1;
+    ad0 += ad1;
+    dd0 += dd1;
+    dora_rowsums s = {hsum(&aa0), hsum(&bb0), hsum(&ad0), hsum(&dd0)};
     for (; i < n; i++) {
         double x = load1(pa + i * sa, ta), y = load1(pb + i * sb, tb), d = y - x;
         s.saa += x * x;
@@ -172,30 +177,82 @@ ALWAYS_INLINE void sums_tt(const unsigned char *pa, dora_dtype ta, const unsigne
 #define ROW(A)                                                                                     \
     CASE(A, DORA_DT_BF16) CASE(A, DORA_DT_F16) CASE(A, DORA_DT_F32) CASE(A, DORA_DT_F64)
 
-/* The reduction is bound by arithmetic, not memory, unless it is vectorised
- * wide: clones for AVX-512 and AVX2+FMA, chosen at load time by the CPU, with
- * the baseline x86-64 (SSE2) version as the default. Only contraction into FMA
- * changes rounding (tests hold every clone to the naive twin). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(DORA_NO_CLONES)
-#define KERNEL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define KERNEL_CLONES
+/* One instance of the type dispatch per instruction set: the reduction is
+ * bound by arithmetic unless it is vectorised wide. Each instance inlines
+ * sums_tt for all 16 type pairs, compiled for its own target. */
+#define DEFINE_SUMS(NAME, TARGET)                                                                  \
+    TARGET static void NAME(const void *a, dora_dtype ta, const void *b, dora_dtype tb, size_t n,  \
+                            dora_rowsums *out)                                                     \
+    {                                                                                              \
+        const unsigned char *pa = a, *pb = b;                                                      \
+        switch (PAIR(ta, tb)) {                                                                    \
+            ROW(DORA_DT_BF16)                                                                      \
+            ROW(DORA_DT_F16)                                                                       \
+            ROW(DORA_DT_F32)                                                                       \
+            ROW(DORA_DT_F64)                                                                       \
+        default: /* callers pass analysable types only; make misuse loud */                        \
+            out->saa = out->sbb = out->sad = out->sdd = NAN;                                       \
+            return;                                                                                \
+        }                                                                                          \
+    }
+
+DEFINE_SUMS(sums_baseline, )
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HAVE_ISA_CLONES 1
+DEFINE_SUMS(sums_x86_64_v3, __attribute__((target("arch=x86-64-v3")))) /* AVX2, FMA, F16C */
+DEFINE_SUMS(sums_x86_64_v4, __attribute__((target("arch=x86-64-v4")))) /* AVX-512 */
 #endif
 
-KERNEL_CLONES
+typedef void (*sums_fn)(const void *, dora_dtype, const void *, dora_dtype, size_t, dora_rowsums *);
+
+static sums_fn isa_fn(dora_isa isa)
+{
+    switch (isa) {
+#ifdef HAVE_ISA_CLONES
+    case DORA_ISA_X86_64_V4:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("x86-64-v4") ? sums_x86_64_v4 : NULL;
+    case DORA_ISA_X86_64_V3:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("x86-64-v3") ? sums_x86_64_v3 : NULL;
+#endif
+    case DORA_ISA_BASELINE:
+        return sums_baseline;
+    default:
+        return NULL;
+    }
+}
+
+static sums_fn best_fn;
+static pthread_once_t best_once = PTHREAD_ONCE_INIT;
+
+static void choose_best(void)
+{
+    for (int isa = DORA_ISA_COUNT - 1; isa >= 0 && !best_fn; isa--)
+        best_fn = isa_fn((dora_isa)isa);
+}
+
 void dora_row_sums(const void *a, dora_dtype ta, const void *b, dora_dtype tb, size_t n,
                    dora_rowsums *out)
 {
-    const unsigned char *pa = a, *pb = b;
-    switch (PAIR(ta, tb)) {
-        ROW(DORA_DT_BF16)
-        ROW(DORA_DT_F16)
-        ROW(DORA_DT_F32)
-        ROW(DORA_DT_F64)
-    default: /* callers pass analysable types only; make misuse loud */
-        out->saa = out->sbb = out->sad = out->sdd = NAN;
-        return;
-    }
+    pthread_once(&best_once, choose_best);
+    best_fn(a, ta, b, tb, n, out);
+}
+
+int dora_row_sums_isa(dora_isa isa, const void *a, dora_dtype ta, const void *b, dora_dtype tb,
+                      size_t n, dora_rowsums *out)
+{
+    sums_fn fn = isa_fn(isa);
+    if (!fn)
+        return -1;
+    fn(a, ta, b, tb, n, out);
+    return 0;
+}
+
+const char *dora_isa_name(dora_isa isa)
+{
+    static const char *const names[DORA_ISA_COUNT] = {"baseline", "x86-64-v3", "x86-64-v4"};
+    return isa >= 0 && isa < DORA_ISA_COUNT ? names[isa] : "?";
 }
 
 /* Independent scalar decoders for the naive path: arithmetic, not bit moves. */

@@ -37,10 +37,26 @@ typedef struct dora_rowstat {
     int zero;             /* 1 when a or b is a zero row (see above) */
 } dora_rowstat;
 
-/* Fast kernel: blocked conversion into float64 buffers and a vectorisable
- * multi-accumulator reduction. a and b may be unaligned. */
+/* Instruction sets the fast kernel is compiled for; the best one the CPU has
+ * is chosen at the first call. */
+typedef enum dora_isa {
+    DORA_ISA_BASELINE = 0, /* any x86-64 (SSE2), or any other architecture */
+    DORA_ISA_X86_64_V3,    /* AVX2, FMA, F16C */
+    DORA_ISA_X86_64_V4,    /* AVX-512 */
+    DORA_ISA_COUNT
+} dora_isa;
+
+/* Fast kernel: conversion fused with an 8-lane float64 reduction (GNU vector
+ * extensions), two accumulator sets, software prefetch. a and b may be
+ * unaligned; n may be 0. */
 void dora_row_sums(const void *a, dora_dtype ta, const void *b, dora_dtype tb, size_t n,
                    dora_rowsums *out);
+
+/* The fast kernel for one instruction set, so that tests can hold each to the
+ * naive twin. Returns -1 (and does nothing) if this CPU or build lacks it. */
+int dora_row_sums_isa(dora_isa isa, const void *a, dora_dtype ta, const void *b, dora_dtype tb,
+                      size_t n, dora_rowsums *out);
+const char *dora_isa_name(dora_isa isa);
 
 /* Naive twin, for the tests: element by element, scalar conversions written
  * independently of the fast path, long double accumulation. */

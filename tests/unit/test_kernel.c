@@ -8,6 +8,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The instruction set under test: every one this CPU has is run in turn. */
+static dora_isa cur_isa;
+
+static void fast_sums(const void *a, dora_dtype ta, const void *b, dora_dtype tb, size_t n,
+                      dora_rowsums *out)
+{
+    if (dora_row_sums_isa(cur_isa, a, ta, b, tb, n, out) != 0)
+        abort(); /* main only selects available ones */
+}
+
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 static double uniform(void) /* in [-1, 1) */
 {
@@ -76,11 +86,11 @@ static void test_conversions(void)
         dora_rowsums fast, naive;
         /* a row of one element against zero: saa = x^2 for both paths */
         unsigned char z[2] = {0, 0};
-        dora_row_sums(b, DORA_DT_BF16, z, DORA_DT_BF16, 1, &fast);
+        fast_sums(b, DORA_DT_BF16, z, DORA_DT_BF16, 1, &fast);
         dora_row_sums_naive(b, DORA_DT_BF16, z, DORA_DT_BF16, 1, &naive);
         if (!(fast.saa == naive.saa || (isnan(fast.saa) && isnan(naive.saa))))
             bad_bf++;
-        dora_row_sums(b, DORA_DT_F16, z, DORA_DT_F16, 1, &fast);
+        fast_sums(b, DORA_DT_F16, z, DORA_DT_F16, 1, &fast);
         dora_row_sums_naive(b, DORA_DT_F16, z, DORA_DT_F16, 1, &naive);
         if (!(fast.saa == naive.saa || (isnan(fast.saa) && isnan(naive.saa))))
             bad_f16++;
@@ -115,7 +125,7 @@ static void test_random_rows(void)
                 dora_rowsums s;
                 dora_rowstat fast, ref;
                 int side;
-                dora_row_sums(a + 1, types[ta], b + 1, types[tb], n, &s);
+                fast_sums(a + 1, types[ta], b + 1, types[tb], n, &s);
                 CHECK(dora_row_finish(&s, &fast, &side) == 0);
                 dora_row_stat_naive(a + 1, types[ta], b + 1, types[tb], n, &ref);
                 double edm = fabs(fast.dm - ref.dm) / (ref.dm + 1e-300);
@@ -140,7 +150,8 @@ static void test_random_rows(void)
                 free(a);
                 free(b);
             }
-    printf("kernel vs naive: worst relative error dm %.3g, 1-cos %.3g\n", worst_dm, worst_omc);
+    printf("kernel (%s) vs naive: worst relative error dm %.3g, 1-cos %.3g\n",
+           dora_isa_name(cur_isa), worst_dm, worst_omc);
 }
 
 /* An F32 update of relative size 1e-5 gives 1 - cos near 1e-10; float32
@@ -156,7 +167,7 @@ static void test_tiny_update(void)
     dora_rowsums s;
     dora_rowstat fast, ref;
     int side;
-    dora_row_sums(a, DORA_DT_F32, b, DORA_DT_F32, N, &s);
+    fast_sums(a, DORA_DT_F32, b, DORA_DT_F32, N, &s);
     CHECK(dora_row_finish(&s, &fast, &side) == 0);
     dora_row_stat_naive(a, DORA_DT_F32, b, DORA_DT_F32, N, &ref);
     CHECK_MSG(ref.one_minus_cos > 1e-12 && ref.one_minus_cos < 1e-8, "1-cos %.3g",
@@ -185,51 +196,79 @@ static void test_edges(void)
     /* pure scaling: no direction change, magnitude doubles */
     for (int i = 0; i < 5; i++)
         b[i] = 2 * a[i];
-    dora_row_sums(a, DORA_DT_F64, b, DORA_DT_F64, 5, &s);
+    fast_sums(a, DORA_DT_F64, b, DORA_DT_F64, 5, &s);
     CHECK(dora_row_finish(&s, &st, &side) == 0);
     CHECK(st.one_minus_cos >= 0 && st.one_minus_cos < 1e-15);
     CHECK(unit_close(st.dm, st.m0, 1e-15, 0));
     /* opposite direction */
     for (int i = 0; i < 5; i++)
         b[i] = -a[i];
-    dora_row_sums(a, DORA_DT_F64, b, DORA_DT_F64, 5, &s);
+    fast_sums(a, DORA_DT_F64, b, DORA_DT_F64, 5, &s);
     dora_row_finish(&s, &st, &side);
     CHECK(unit_close(st.one_minus_cos, 2.0, 1e-15, 0) && st.dm < 1e-15);
     /* orthogonal */
     double o1[2] = {1, 0}, o2[2] = {0, 3};
-    dora_row_sums(o1, DORA_DT_F64, o2, DORA_DT_F64, 2, &s);
+    fast_sums(o1, DORA_DT_F64, o2, DORA_DT_F64, 2, &s);
     dora_row_finish(&s, &st, &side);
     CHECK(unit_close(st.one_minus_cos, 1.0, 1e-15, 0) && unit_close(st.dm, 2.0, 1e-15, 0));
     /* zero rows */
-    dora_row_sums(z, DORA_DT_F64, z, DORA_DT_F64, 5, &s);
+    fast_sums(z, DORA_DT_F64, z, DORA_DT_F64, 5, &s);
     CHECK(dora_row_finish(&s, &st, &side) == 0);
     CHECK(st.zero == 1 && st.dm == 0 && st.one_minus_cos == 0);
-    dora_row_sums(z, DORA_DT_F64, a, DORA_DT_F64, 5, &s);
+    fast_sums(z, DORA_DT_F64, a, DORA_DT_F64, 5, &s);
     dora_row_finish(&s, &st, &side);
     CHECK(st.zero == 1 && st.one_minus_cos == 1.0 && unit_close(st.dm, st.mt, 1e-15, 0));
-    dora_row_sums(a, DORA_DT_F64, z, DORA_DT_F64, 5, &s);
+    fast_sums(a, DORA_DT_F64, z, DORA_DT_F64, 5, &s);
     dora_row_finish(&s, &st, &side);
     CHECK(st.zero == 1 && st.one_minus_cos == 1.0 && unit_close(st.dm, st.m0, 1e-15, 0));
     /* zero-length rows are zero rows */
-    dora_row_sums(NULL, DORA_DT_F32, NULL, DORA_DT_F32, 0, &s);
+    fast_sums(NULL, DORA_DT_F32, NULL, DORA_DT_F32, 0, &s);
     CHECK(dora_row_finish(&s, &st, &side) == 0 && st.zero == 1 && st.dm == 0);
     /* NaN and Inf: refused, and the side is named */
     double nan_row[5] = {1, NAN, 0, 0, 0}, inf_row[5] = {INFINITY, 0, 0, 0, 0};
-    dora_row_sums(nan_row, DORA_DT_F64, a, DORA_DT_F64, 5, &s);
+    fast_sums(nan_row, DORA_DT_F64, a, DORA_DT_F64, 5, &s);
     CHECK(dora_row_finish(&s, &st, &side) == -1 && side == 0);
-    dora_row_sums(a, DORA_DT_F64, inf_row, DORA_DT_F64, 5, &s);
+    fast_sums(a, DORA_DT_F64, inf_row, DORA_DT_F64, 5, &s);
     CHECK(dora_row_finish(&s, &st, &side) == -1 && side == 1);
     uint16_t bf_nan = 0x7fc0;
     uint16_t one[1] = {0x3f80};
-    dora_row_sums(one, DORA_DT_BF16, &bf_nan, DORA_DT_BF16, 1, &s);
+    fast_sums(one, DORA_DT_BF16, &bf_nan, DORA_DT_BF16, 1, &s);
     CHECK(dora_row_finish(&s, &st, &side) == -1 && side == 1);
+}
+
+/* The dispatching entry point gives the same sums as the best clone. */
+static void test_dispatch(void)
+{
+    double a[37], b[37];
+    for (int i = 0; i < 37; i++) {
+        a[i] = uniform();
+        b[i] = uniform();
+    }
+    dora_rowsums s1, s2;
+    dora_row_sums(a, DORA_DT_F64, b, DORA_DT_F64, 37, &s1);
+    int isa = DORA_ISA_COUNT - 1;
+    while (dora_row_sums_isa((dora_isa)isa, a, DORA_DT_F64, b, DORA_DT_F64, 37, &s2) != 0)
+        isa--;
+    CHECK(memcmp(&s1, &s2, sizeof s1) == 0);
 }
 
 int main(void)
 {
-    test_conversions();
-    test_random_rows();
-    test_tiny_update();
-    test_edges();
+    int tested = 0;
+    for (int isa = 0; isa < DORA_ISA_COUNT; isa++) {
+        dora_rowsums probe;
+        if (dora_row_sums_isa((dora_isa)isa, NULL, DORA_DT_F32, NULL, DORA_DT_F32, 0, &probe) != 0) {
+            printf("kernel: %s not available on this CPU, not tested\n", dora_isa_name((dora_isa)isa));
+            continue;
+        }
+        cur_isa = (dora_isa)isa;
+        tested++;
+        test_conversions();
+        test_random_rows();
+        test_tiny_update();
+        test_edges();
+    }
+    CHECK(tested >= 1);
+    test_dispatch();
     return unit_summary("test_kernel");
 }
