@@ -48,6 +48,9 @@ static int span_cmp(const void *pa, const void *pb)
 
 static int parse_metadata(st_file *f, const json_t *meta, dora_err *err)
 {
+    /* null means no metadata, as in the reference reader (MLX writes it) */
+    if (json_is_null(meta))
+        return 0;
     if (!json_is_object(meta))
         return dora_errf(err, "'__metadata__' is not an object");
     size_t n = json_object_size(meta);

@@ -96,6 +96,8 @@ static void test_rules(void)
     refused("{\"\xff\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "decode byte");
     refused("{\"__metadata__\":{\"k\":1}}", 0, "'__metadata__' entry 'k' is not a string");
     refused("{\"__metadata__\":[]}", 0, "'__metadata__' is not an object");
+    dora_err err;
+    CHECK_MSG(parse("{\"__metadata__\":null}", 0, &err, NULL) == 0, "null metadata: %s", err.msg);
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[\"0\",4]}}", 4,
             "not non-negative integers");
     refused("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,99999999999999999999]}}",
