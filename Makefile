@@ -59,6 +59,21 @@ bench: all
 	@PYTHON=$(PYTHON) BIN=$(BIN) sh tests/bench.sh
 
 clean:
-	rm -rf build build-san bin
+	rm -rf build build-san build-fuzz bin
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+
+# libFuzzer (clang): each parser's target runs FUZZ_SECONDS from its seed corpus
+# in tests/fuzz/corpus/NAME; new inputs go to build-fuzz/corpus/NAME.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc $(DEPFLAGS)
+.PHONY: fuzz
+fuzz: build-fuzz/fuzz_safetensors
+	@mkdir -p build-fuzz/corpus/safetensors
+	build-fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	  build-fuzz/corpus/safetensors tests/fuzz/corpus/safetensors
+
+build-fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c src/safetensors.c src/tensor.c src/error.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(LDLIBS)

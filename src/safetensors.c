@@ -231,6 +231,22 @@ done:
     return rc;
 }
 
+int st_parse_bytes(st_file *f, const unsigned char *buf, uint64_t size, dora_err *err)
+{
+    if (size < 8)
+        return dora_errf(err, "file is %llu bytes, shorter than the 8-byte header length",
+                         (unsigned long long)size);
+    uint64_t n = load_le64(buf);
+    if (n > ST_MAX_HEADER)
+        return dora_errf(err, "header length %llu exceeds the limit of %llu bytes",
+                         (unsigned long long)n, (unsigned long long)ST_MAX_HEADER);
+    if (n > size - 8)
+        return dora_errf(err, "header length %llu runs past the end of the file (%llu bytes)",
+                         (unsigned long long)n, (unsigned long long)size);
+    f->header_len = n;
+    return st_parse_header(f, (const char *)buf + 8, (size_t)n, buf + 8 + n, size - 8 - n, err);
+}
+
 static int st_open_inner(st_file *f, dora_err *err)
 {
     int fd = open(f->path, O_RDONLY | O_CLOEXEC);
@@ -247,10 +263,9 @@ static int st_open_inner(st_file *f, dora_err *err)
         return dora_errf(err, "not a regular file");
     }
     f->size = (uint64_t)sb.st_size;
-    if (f->size < 8) {
+    if (f->size < 8) { /* nothing to map; st_parse_bytes refuses it without reading */
         close(fd);
-        return dora_errf(err, "file is %llu bytes, shorter than the 8-byte header length",
-                         (unsigned long long)f->size);
+        return st_parse_bytes(f, NULL, f->size, err);
     }
     f->map = mmap(NULL, (size_t)f->size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
@@ -259,16 +274,7 @@ static int st_open_inner(st_file *f, dora_err *err)
         return dora_errf(err, "cannot map %llu bytes: %s", (unsigned long long)f->size,
                          strerror(errno));
     }
-    uint64_t n = load_le64(f->map);
-    if (n > ST_MAX_HEADER)
-        return dora_errf(err, "header length %llu exceeds the limit of %llu bytes",
-                         (unsigned long long)n, (unsigned long long)ST_MAX_HEADER);
-    if (n > f->size - 8)
-        return dora_errf(err, "header length %llu runs past the end of the file (%llu bytes)",
-                         (unsigned long long)n, (unsigned long long)f->size);
-    f->header_len = n;
-    return st_parse_header(f, (const char *)f->map + 8, (size_t)n, f->map + 8 + n,
-                           f->size - 8 - n, err);
+    return st_parse_bytes(f, f->map, f->size, err);
 }
 
 int st_open(st_file **out, const char *path, dora_err *err)

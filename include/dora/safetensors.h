@@ -44,6 +44,10 @@ typedef struct st_file {
  * dora_tensor in it stays valid until st_close. */
 int st_open(st_file **out, const char *path, dora_err *err);
 
+/* Validate a whole file image already in memory (BUF, SIZE bytes): the header
+ * length rules, then st_parse_header. Used by st_open and the fuzzer. */
+int st_parse_bytes(st_file *f, const unsigned char *buf, uint64_t size, dora_err *err);
+
 /* Validate a header already in memory (the N JSON bytes) against a data buffer
  * of DATA_LEN bytes; fills f->tensors (with data pointers relative to DATA) and
  * f->meta_*. Exposed for the fuzzer and the unit tests; st_open uses it. */
