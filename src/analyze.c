@@ -1,9 +1,12 @@
 /* analyze.c - per-run, per-step, per-tensor dM and dD; see include/dora/analyze.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/analyze.h"
+#include "dora/adapter.h"
 #include "dora/kernel.h"
 #include "util.h"
 
+#include <cblas.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,10 +30,23 @@ int32_t dora_layer_index(const char *name)
     return -1;
 }
 
+/* What one step holds for a module: a dense weight (FT, modules_to_save), or
+ * a low-rank update of the base (LoRA, DoRA). */
+typedef struct stepsrc {
+    const dora_tensor *dense;
+    const dora_adapted *ad;
+    double *gram; /* [r * r] R R^T in float64, for |s L R|^2 per row (LoRA) */
+    int64_t off;  /* this step's first column in the stacked factors (LoRA) */
+} stepsrc;
+
 typedef struct module {
     const dora_tensor *base;
-    const dora_tensor **ck; /* [S] */
+    stepsrc *src;   /* [S] */
+    int lora;       /* every step is a low-rank update */
+    int transposed; /* base stored [in, out] (fan_in_fan_out), read as [out, in] */
     int64_t rows, cols;
+    int64_t rsum;   /* sum of the steps' ranks (LoRA) */
+    size_t nsrc;    /* S, for freeing */
 } module;
 
 typedef struct chunk {
@@ -39,6 +55,17 @@ typedef struct chunk {
     double *dm_sum, *dd_sum; /* [S] */
     int64_t *zero;           /* [S] */
 } chunk;
+
+/* Per-thread buffers of the LoRA path, grown as needed. */
+typedef struct workspace {
+    double *w0;     /* [nb * cols] base rows in float64 */
+    double *rall;   /* [rsum * cols] the steps' R factors, stacked, float64 */
+    double *p;      /* [nb * rsum] W0 R^T */
+    double *saa;    /* [nb] */
+    double *l;      /* [r] one row of L */
+    size_t cap_w0, cap_rall, cap_p, cap_saa, cap_l;
+    size_t rall_module; /* module whose factors are in rall, or SIZE_MAX */
+} workspace;
 
 typedef struct job {
     size_t S;
@@ -66,60 +93,236 @@ static void job_fail(job *jb, const char *fmt, ...)
     pthread_mutex_unlock(&jb->lock);
 }
 
-static int run_chunk(job *jb, chunk *c)
+/* Record one row's statistics for step s. */
+static void add_row(job *jb, chunk *c, size_t s, int64_t r, const dora_rowstat *st)
+{
+    c->dm_sum[s] += st->dm;
+    c->dd_sum[s] += st->one_minus_cos;
+    c->zero[s] += st->zero;
+    if (jb->per_row) {
+        dora_result *res = jb->res;
+        size_t k = (size_t)jb->mods[c->module].rows, l = c->module;
+        if (s == 0)
+            res->m0[l][r] = st->m0;
+        res->m[l][s * k + (size_t)r] = st->mt;
+        res->cos[l][s * k + (size_t)r] = 1.0 - st->one_minus_cos;
+        res->one_minus_cos[l][s * k + (size_t)r] = st->one_minus_cos;
+    }
+}
+
+static void nonfinite(job *jb, const dora_tensor *t, int64_t r)
+{
+    job_fail(jb, "'%s': tensor '%s': row %lld holds NaN or Inf (or values whose squares overflow "
+                 "float64)",
+             t->file, t->name, (long long)r);
+}
+
+/* Dense steps: one fused pass per (base row, checkpoint row). */
+static int run_chunk_dense(job *jb, chunk *c)
 {
     const module *md = &jb->mods[c->module];
-    const size_t S = jb->S, cols = (size_t)md->cols;
+    const size_t cols = (size_t)md->cols;
     const size_t sa = dora_dtype_size(md->base->dtype);
-    for (size_t s = 0; s < S; s++) {
-        c->dm_sum[s] = c->dd_sum[s] = 0;
-        c->zero[s] = 0;
-    }
     for (int64_t r = c->row0; r < c->row1; r++) {
         const unsigned char *a = md->base->data ? md->base->data + (size_t)r * cols * sa : NULL;
-        for (size_t s = 0; s < S; s++) {
-            const dora_tensor *t = md->ck[s];
-            const unsigned char *b = t->data ? t->data + (size_t)r * cols * dora_dtype_size(t->dtype) : NULL;
+        for (size_t s = 0; s < jb->S; s++) {
+            const dora_tensor *t = md->src[s].dense;
+            const unsigned char *b =
+                t->data ? t->data + (size_t)r * cols * dora_dtype_size(t->dtype) : NULL;
             dora_rowsums sums;
             dora_rowstat st;
             int side;
             dora_row_sums(a, md->base->dtype, b, t->dtype, cols, &sums);
             if (dora_row_finish(&sums, &st, &side) != 0) {
-                const dora_tensor *bad = side ? t : md->base;
-                job_fail(jb, "'%s': tensor '%s': row %lld holds NaN or Inf (or values whose squares "
-                             "overflow float64)",
-                         bad->file, bad->name, (long long)r);
+                nonfinite(jb, side ? t : md->base, r);
                 return -1;
             }
-            c->dm_sum[s] += st.dm;
-            c->dd_sum[s] += st.one_minus_cos;
-            c->zero[s] += st.zero;
-            if (jb->per_row) {
-                dora_result *res = jb->res;
-                size_t k = (size_t)md->rows, l = c->module;
-                if (s == 0)
-                    res->m0[l][r] = st.m0;
-                res->m[l][s * k + (size_t)r] = st.mt;
-                res->cos[l][s * k + (size_t)r] = 1.0 - st.one_minus_cos;
-                res->one_minus_cos[l][s * k + (size_t)r] = st.one_minus_cos;
-            }
+            add_row(jb, c, s, r, &st);
         }
     }
     return 0;
 }
 
+static int grow(double **buf, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return 0;
+    double *nb = realloc(*buf, n * sizeof *nb);
+    if (!nb)
+        return -1;
+    *buf = nb;
+    *cap = n;
+    return 0;
+}
+
+/* Base rows [row0, row1) as float64 into ws->w0, their squared norms into ws->saa. */
+static void load_base_rows(const module *md, int64_t row0, int64_t row1, workspace *ws)
+{
+    const size_t cols = (size_t)md->cols;
+    const dora_tensor *b = md->base;
+    const size_t sz = dora_dtype_size(b->dtype);
+    if (!md->transposed) {
+        for (int64_t r = row0; r < row1; r++)
+            ws->saa[r - row0] =
+                dora_row_to_f64(b->data + (size_t)r * cols * sz, b->dtype, cols, ws->w0 + (size_t)(r - row0) * cols);
+        return;
+    }
+    /* stored [in, out]: output row r is column r. Read each stored row's
+     * segment [row0, row1) once (contiguous), scatter into the rows. */
+    const size_t nb = (size_t)(row1 - row0), out = (size_t)md->rows;
+    double seg[256];
+    for (size_t j = 0; j < cols; j++) {
+        for (size_t i0 = 0; i0 < nb; i0 += 256) {
+            size_t m = nb - i0 < 256 ? nb - i0 : 256;
+            dora_row_to_f64(b->data + (j * out + (size_t)row0 + i0) * sz, b->dtype, m, seg);
+            for (size_t i = 0; i < m; i++)
+                ws->w0[(i0 + i) * cols + j] = seg[i];
+        }
+    }
+    for (size_t i = 0; i < nb; i++) {
+        double s = 0;
+        for (size_t j = 0; j < cols; j++)
+            s += ws->w0[i * cols + j] * ws->w0[i * cols + j];
+        ws->saa[i] = s;
+    }
+}
+
+/* The stacked R factors of every step of the module, as float64 [rsum, cols]. */
+static void load_factors(const job *jb, size_t l, workspace *ws)
+{
+    const module *md = &jb->mods[l];
+    const size_t cols = (size_t)md->cols;
+    for (size_t s = 0; s < jb->S; s++) {
+        const dora_adapted *ad = md->src[s].ad;
+        for (int64_t k = 0; k < ad->r; k++) {
+            double *dst = ws->rall + (size_t)(md->src[s].off + k) * cols;
+            if (!ad->R.transposed) {
+                const dora_tensor *t = ad->R.t;
+                dora_row_to_f64(t->data + (size_t)k * cols * dora_dtype_size(t->dtype), t->dtype,
+                                cols, dst);
+            } else {
+                for (size_t j = 0; j < cols; j++)
+                    dst[j] = dora_matrix_get(&ad->R, k, (int64_t)j);
+            }
+        }
+    }
+    ws->rall_module = l;
+}
+
+/* Low-rank steps. For a row a of W0 and the update u = s * l R (l: the row of
+ * L), the sums the kernel needs are
+ *     sad = a.u = s * l . (R a)      sdd = |u|^2 = s^2 * l G l^T,  G = R R^T
+ * so no merged row is formed: R a for all rows of the chunk and all steps at
+ * once is one GEMM, W0[rows] R_all^T (OpenBLAS dgemm), and G is r x r. Why
+ * this and not merging in blocks: the GEMM reads each base row once for every
+ * step and costs O(rows * cols * r), like the merge, but needs no [rows, cols]
+ * buffer per step; measured ~1.1x the FT time on the same base (README). */
+static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
+{
+    const module *md = &jb->mods[c->module];
+    const size_t cols = (size_t)md->cols, nb = (size_t)(c->row1 - c->row0);
+    const size_t rsum = (size_t)md->rsum;
+    int64_t rmax = 0;
+    for (size_t s = 0; s < jb->S; s++)
+        if (md->src[s].ad->r > rmax)
+            rmax = md->src[s].ad->r;
+    if (grow(&ws->w0, &ws->cap_w0, nb * cols) || grow(&ws->saa, &ws->cap_saa, nb) ||
+        grow(&ws->p, &ws->cap_p, nb * rsum) || grow(&ws->l, &ws->cap_l, (size_t)rmax)) {
+        job_fail(jb, "out of memory for the LoRA work buffers of '%s'", md->base->name);
+        return -1;
+    }
+    if (ws->rall_module != c->module) {
+        if (grow(&ws->rall, &ws->cap_rall, rsum * cols)) {
+            job_fail(jb, "out of memory for the LoRA factors of '%s'", md->base->name);
+            return -1;
+        }
+        load_factors(jb, c->module, ws);
+    }
+    load_base_rows(md, c->row0, c->row1, ws);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)rsum, (int)cols, 1.0, ws->w0,
+                (int)cols, ws->rall, (int)cols, 0.0, ws->p, (int)rsum);
+    for (size_t i = 0; i < nb; i++) {
+        const int64_t row = c->row0 + (int64_t)i;
+        const double saa = ws->saa[i];
+        if (!isfinite(saa)) {
+            nonfinite(jb, md->base, row);
+            return -1;
+        }
+        for (size_t s = 0; s < jb->S; s++) {
+            const stepsrc *src = &md->src[s];
+            const dora_adapted *ad = src->ad;
+            const int64_t r = ad->r;
+            const double *pr = ws->p + i * rsum + src->off;
+            double sad = 0, sdd = 0;
+            for (int64_t k = 0; k < r; k++)
+                ws->l[k] = dora_matrix_get(&ad->L, row, k);
+            for (int64_t k = 0; k < r; k++) {
+                sad += ws->l[k] * pr[k];
+                double gk = 0;
+                for (int64_t q = 0; q < r; q++)
+                    gk += src->gram[k * r + q] * ws->l[q];
+                sdd += ws->l[k] * gk;
+            }
+            dora_rowsums sums = {saa, 0, ad->scale * sad, ad->scale * ad->scale * sdd};
+            sums.sbb = sums.saa + 2 * sums.sad + sums.sdd;
+            dora_rowstat st;
+            int side;
+            if (dora_row_finish(&sums, &st, &side) != 0) {
+                nonfinite(jb, side ? ad->L.t : md->base, row);
+                return -1;
+            }
+            if (ad->magnitude) {
+                /* DoRA: the merged row is m * V / |V|: its norm is |m|, its
+                 * direction that of V, reversed if m < 0 */
+                double m = dora_matrix_get(&(dora_matrix){ad->magnitude, 0, ad->L.rows, 1}, row, 0);
+                if (!isfinite(m)) {
+                    nonfinite(jb, ad->magnitude, row);
+                    return -1;
+                }
+                if (st.mt == 0.0 || m == 0.0) { /* no direction: as a zero row */
+                    st.one_minus_cos = st.m0 == 0.0 && m == 0.0 ? 0.0 : 1.0;
+                    st.zero = 1;
+                } else if (m < 0) {
+                    st.one_minus_cos = 2.0 - st.one_minus_cos;
+                }
+                st.mt = fabs(m);
+                st.dm = fabs(st.mt - st.m0);
+            }
+            add_row(jb, c, s, row, &st);
+        }
+    }
+    return 0;
+}
+
+static int run_chunk(job *jb, chunk *c, workspace *ws)
+{
+    for (size_t s = 0; s < jb->S; s++) {
+        c->dm_sum[s] = c->dd_sum[s] = 0;
+        c->zero[s] = 0;
+    }
+    return jb->mods[c->module].lora ? run_chunk_lora(jb, c, ws) : run_chunk_dense(jb, c);
+}
+
 static void *worker(void *arg)
 {
     job *jb = arg;
+    workspace ws;
+    memset(&ws, 0, sizeof ws);
+    ws.rall_module = SIZE_MAX;
     for (;;) {
         if (__atomic_load_n(&jb->failed, __ATOMIC_ACQUIRE))
             break;
         size_t i = __atomic_fetch_add(&jb->next, 1, __ATOMIC_RELAXED);
         if (i >= jb->nchunks)
             break;
-        if (run_chunk(jb, &jb->chunks[i]) != 0)
+        if (run_chunk(jb, &jb->chunks[i], &ws) != 0)
             break;
     }
+    free(ws.w0);
+    free(ws.rall);
+    free(ws.p);
+    free(ws.saa);
+    free(ws.l);
     return NULL;
 }
 
@@ -182,14 +385,36 @@ static int same_shape(const dora_tensor *a, const dora_tensor *b)
     return 1;
 }
 
-/* Choose the tensors to analyse; fills mods (allocated) and their checkpoint views. */
-static int select_modules(dora_result *res, const dora_model *base, dora_model **ck, size_t S,
-                          const dora_analysis_opts *opts, module **out, size_t *nout,
-                          dora_err *err)
+/* What a step was read from: a full model or an adapter. */
+typedef struct stepdata {
+    dora_model *model;
+    dora_adapter *adapter;
+} stepdata;
+
+static int kept(const dora_analysis_opts *opts, const char *name)
 {
-    module *mods = calloc(base->ntensors ? base->ntensors : 1, sizeof *mods);
-    if (!mods)
-        return dora_errf(err, "out of memory");
+    if (opts->include && regexec(opts->include, name, 0, NULL, 0) != 0)
+        return 0;
+    if (opts->exclude && regexec(opts->exclude, name, 0, NULL, 0) == 0)
+        return 0;
+    return 1;
+}
+
+static void free_modules(module *mods, size_t L)
+{
+    for (size_t i = 0; i < L; i++) {
+        for (size_t s = 0; mods[i].src && s < mods[i].nsrc; s++)
+            free(mods[i].src[s].gram);
+        free(mods[i].src);
+    }
+    free(mods);
+}
+
+/* FT runs: every floating tensor of rank >= 2 of the base in every checkpoint. */
+static int select_dense(dora_result *res, const dora_model *base, const stepdata *sd, size_t S,
+                        const dora_analysis_opts *opts, module *mods, size_t *nout,
+                        dora_err *err)
+{
     size_t L = 0, missing = 0, skipped_type = 0;
     const char *first_missing = NULL;
     for (size_t i = 0; i < base->ntensors; i++) {
@@ -199,22 +424,20 @@ static int select_modules(dora_result *res, const dora_model *base, dora_model *
                 skipped_type++;
             continue;
         }
-        if (opts->include && regexec(opts->include, t->name, 0, NULL, 0) != 0)
-            continue;
-        if (opts->exclude && regexec(opts->exclude, t->name, 0, NULL, 0) == 0)
+        if (!kept(opts, t->name))
             continue;
         module *md = &mods[L];
         md->base = t;
         md->rows = dora_tensor_rows(t);
         md->cols = dora_tensor_cols(t);
-        md->ck = calloc(S, sizeof *md->ck);
-        if (!md->ck) {
-            dora_errf(err, "out of memory");
-            goto fail;
-        }
+        md->nsrc = S;
+        if (!(md->src = calloc(S, sizeof *md->src)))
+            return dora_errf(err, "out of memory");
+        L++; /* owned from here: the caller frees on failure */
+        *nout = L;
         int present = 1;
         for (size_t s = 0; s < S; s++) {
-            const dora_tensor *c = dora_model_find(ck[s], t->name);
+            const dora_tensor *c = dora_model_find(sd[s].model, t->name);
             if (!c) {
                 present = 0;
                 if (!first_missing)
@@ -225,25 +448,23 @@ static int select_modules(dora_result *res, const dora_model *base, dora_model *
                 char s0[256], s1[256];
                 dora_shape_str(t, s0, sizeof s0);
                 dora_shape_str(c, s1, sizeof s1);
-                dora_errf(err, "'%s': tensor '%s' has shape %s, but %s in the base '%s'", c->file,
-                          t->name, s1, s0, t->file);
-                free(md->ck);
-                goto fail;
+                return dora_errf(err, "'%s': tensor '%s' has shape %s, but %s in the base '%s'",
+                                 c->file, t->name, s1, s0, t->file);
             }
-            if (!dora_dtype_is_analysable(c->dtype)) {
-                dora_errf(err, "'%s': tensor '%s' is %s, not a floating type (the base has %s)",
-                          c->file, t->name, dora_dtype_name(c->dtype), dora_dtype_name(t->dtype));
-                free(md->ck);
-                goto fail;
-            }
-            md->ck[s] = c;
+            if (!dora_dtype_is_analysable(c->dtype))
+                return dora_errf(err, "'%s': tensor '%s' is %s, not a floating type (the base has "
+                                      "%s)",
+                                 c->file, t->name, dora_dtype_name(c->dtype),
+                                 dora_dtype_name(t->dtype));
+            md->src[s].dense = c;
         }
         if (!present) {
-            free(md->ck);
+            free(md->src);
+            md->src = NULL;
+            L--;
+            *nout = L;
             missing++;
-            continue;
         }
-        L++;
     }
     if (missing)
         result_note(res, "%zu tensor(s) of the base are missing from a checkpoint and were left "
@@ -251,15 +472,101 @@ static int select_modules(dora_result *res, const dora_model *base, dora_model *
                     missing, first_missing);
     if (skipped_type)
         result_note(res, "%zu non-floating tensor(s) of rank >= 2 were left out", skipped_type);
+    return 0;
+}
+
+/* G = R R^T in float64, [r, r]. */
+static double *gram(const dora_adapted *ad)
+{
+    const size_t r = (size_t)ad->r, cols = (size_t)ad->R.cols;
+    double *rm = malloc(r * cols * sizeof *rm), *g = malloc(r * r * sizeof *g);
+    if (!rm || !g) {
+        free(rm);
+        free(g);
+        return NULL;
+    }
+    for (size_t k = 0; k < r; k++)
+        for (size_t j = 0; j < cols; j++)
+            rm[k * cols + j] = dora_matrix_get(&ad->R, (int64_t)k, (int64_t)j);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)r, (int)cols, 1.0, rm,
+                (int)cols, rm, (int)cols, 0.0, g, (int)r);
+    free(rm);
+    return g;
+}
+
+/* Adapter runs: the modules the adapters adapt (the same in every step). */
+static int select_adapted(const dora_model *base, const stepdata *sd, size_t S,
+                          const dora_analysis_opts *opts, module *mods, size_t *nout,
+                          dora_err *err)
+{
+    const dora_adapter *first = sd[0].adapter;
+    for (size_t s = 1; s < S; s++)
+        for (size_t i = 0; i < sd[s].adapter->nmodules; i++)
+            if (!dora_adapter_find(first, sd[s].adapter->modules[i].base_name))
+                return dora_errf(err, "'%s' adapts '%s', which '%s' does not: the checkpoints of a "
+                                      "run must adapt the same modules",
+                                 sd[s].adapter->weights->path, sd[s].adapter->modules[i].base_name,
+                                 first->weights->path);
+    size_t L = 0;
+    for (size_t i = 0; i < first->nmodules; i++) {
+        const char *name = first->modules[i].base_name;
+        if (!kept(opts, name))
+            continue;
+        const dora_tensor *t = dora_model_find(base, name); /* exists: dora_adapter_check */
+        module *md = &mods[L];
+        md->base = t;
+        md->nsrc = S;
+        if (!(md->src = calloc(S, sizeof *md->src)))
+            return dora_errf(err, "out of memory");
+        *nout = ++L;
+        md->lora = first->modules[i].kind == DORA_ADAPTED_LORA;
+        md->transposed = md->lora && first->modules[i].fan_in_fan_out;
+        md->rows = md->transposed ? t->shape[1] : dora_tensor_rows(t);
+        md->cols = md->transposed ? t->shape[0] : dora_tensor_cols(t);
+        for (size_t s = 0; s < S; s++) {
+            const dora_adapted *ad = dora_adapter_find(sd[s].adapter, name);
+            if (!ad)
+                return dora_errf(err, "'%s' does not adapt '%s', which '%s' does: the checkpoints "
+                                      "of a run must adapt the same modules",
+                                 sd[s].adapter->weights->path, name, first->weights->path);
+            if ((ad->kind == DORA_ADAPTED_LORA) != md->lora ||
+                (md->lora && ad->fan_in_fan_out != first->modules[i].fan_in_fan_out))
+                return dora_errf(err, "'%s': module '%s' is adapted differently than in '%s'",
+                                 sd[s].adapter->weights->path, name, first->weights->path);
+            if (!md->lora) {
+                md->src[s].dense = ad->saved;
+                continue;
+            }
+            md->src[s].ad = ad;
+            md->src[s].off = md->rsum;
+            md->rsum += ad->r;
+            if (!(md->src[s].gram = gram(ad)))
+                return dora_errf(err, "out of memory for the Gram matrix of '%s'", name);
+        }
+    }
+    return 0;
+}
+
+/* Choose the tensors to analyse; fills mods (allocated) and their step sources. */
+static int select_modules(dora_result *res, const dora_model *base, const stepdata *sd, size_t S,
+                          const dora_analysis_opts *opts, module **out, size_t *nout,
+                          dora_err *err)
+{
+    size_t cap = sd[0].adapter ? sd[0].adapter->nmodules : base->ntensors;
+    module *mods = calloc(cap ? cap : 1, sizeof *mods);
+    size_t L = 0;
+    if (!mods)
+        return dora_errf(err, "out of memory");
+    int rc = sd[0].adapter ? select_adapted(base, sd, S, opts, mods, &L, err)
+                           : select_dense(res, base, sd, S, opts, mods, &L, err);
+    if (rc != 0) {
+        free_modules(mods, L);
+        return -1;
+    }
     qsort(mods, L, sizeof *mods, module_cmp);
     *out = mods;
     *nout = L;
     return 0;
-fail:
-    for (size_t i = 0; i < L; i++)
-        free(mods[i].ck);
-    free(mods);
-    return -1;
 }
 
 static int alloc_result(dora_result *res, const module *mods, size_t S, size_t L, int per_row)
@@ -272,11 +579,12 @@ static int alloc_result(dora_result *res, const module *mods, size_t S, size_t L
     res->layer = calloc(L ? L : 1, sizeof *res->layer);
     res->rows = calloc(L ? L : 1, sizeof *res->rows);
     res->cols = calloc(L ? L : 1, sizeof *res->cols);
+    res->rank = calloc(L ? L : 1, sizeof *res->rank);
     res->delta_m = calloc(S * L + 1, sizeof *res->delta_m);
     res->delta_d = calloc(S * L + 1, sizeof *res->delta_d);
     res->zero_rows = calloc(S * L + 1, sizeof *res->zero_rows);
     if (!res->steps || !res->step_paths || !res->modules || !res->layer || !res->rows ||
-        !res->cols || !res->delta_m || !res->delta_d || !res->zero_rows)
+        !res->cols || !res->rank || !res->delta_m || !res->delta_d || !res->zero_rows)
         return -1;
     for (size_t l = 0; l < L; l++) {
         if (!(res->modules[l] = strdup(mods[l].base->name)))
@@ -284,6 +592,7 @@ static int alloc_result(dora_result *res, const module *mods, size_t S, size_t L
         res->layer[l] = dora_layer_index(mods[l].base->name);
         res->rows[l] = mods[l].rows;
         res->cols[l] = mods[l].cols;
+        res->rank[l] = mods[l].lora ? (int32_t)mods[l].src[0].ad->r : 0;
     }
     if (per_row) {
         res->m0 = calloc(L ? L : 1, sizeof *res->m0);
@@ -305,17 +614,29 @@ static int alloc_result(dora_result *res, const module *mods, size_t S, size_t L
     return 0;
 }
 
-/* Split every module into row chunks of about CHUNK_BYTES of base data. */
+/* Rows per work unit: about CHUNK_BYTES of base data for dense modules; for
+ * LoRA modules, a float64 block of about LORA_BLOCK_BYTES (the GEMM's left
+ * operand, kept in L2), and at least 256 rows when the base is read
+ * transposed, so that each stored row is read in runs of 512+ bytes. */
+#define LORA_BLOCK_BYTES (512u << 10)
+static int64_t chunk_rows(const module *md)
+{
+    uint64_t row_bytes = md->lora ? (uint64_t)md->cols * sizeof(double)
+                                  : (uint64_t)md->cols * dora_dtype_size(md->base->dtype);
+    uint64_t budget = md->lora ? LORA_BLOCK_BYTES : CHUNK_BYTES;
+    int64_t per = row_bytes ? (int64_t)(budget / row_bytes) : md->rows;
+    if (md->transposed && per < 256)
+        per = 256;
+    return per < 1 ? 1 : per;
+}
+
+/* Split every module into row chunks; boundaries depend only on the shapes. */
 static int make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_err *err)
 {
     size_t n = 0;
     for (size_t l = 0; l < L; l++) {
-        const module *md = &jb->mods[l];
-        uint64_t row_bytes = (uint64_t)md->cols * dora_dtype_size(md->base->dtype);
-        int64_t per = row_bytes ? (int64_t)(CHUNK_BYTES / row_bytes) : md->rows;
-        if (per < 1)
-            per = 1;
-        n += (size_t)((md->rows + per - 1) / per);
+        int64_t per = chunk_rows(&jb->mods[l]);
+        n += (size_t)((jb->mods[l].rows + per - 1) / per);
     }
     jb->chunks = calloc(n ? n : 1, sizeof *jb->chunks);
     *pool_d = calloc(2 * n * jb->S + 1, sizeof **pool_d);
@@ -325,10 +646,7 @@ static int make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dor
     size_t c = 0;
     for (size_t l = 0; l < L; l++) {
         const module *md = &jb->mods[l];
-        uint64_t row_bytes = (uint64_t)md->cols * dora_dtype_size(md->base->dtype);
-        int64_t per = row_bytes ? (int64_t)(CHUNK_BYTES / row_bytes) : md->rows;
-        if (per < 1)
-            per = 1;
+        int64_t per = chunk_rows(md);
         for (int64_t r = 0; r < md->rows; r += per, c++) {
             chunk *ch = &jb->chunks[c];
             ch->module = l;
@@ -343,13 +661,36 @@ static int make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dor
     return 0;
 }
 
+/* Open every step: a full model, or an adapter checked against the base. */
+static int open_steps(const dora_run *run, const dora_model *base, stepdata *sd, dora_err *err)
+{
+    for (size_t s = 0; s < run->nsteps; s++) {
+        dora_model_kind kind;
+        if (dora_model_probe(run->steps[s].path, &kind, NULL, err) != 0)
+            return -1;
+        if (kind == DORA_MODEL_ADAPTER) {
+            if (dora_adapter_open(&sd[s].adapter, run->steps[s].path, err) != 0 ||
+                dora_adapter_check(sd[s].adapter, base, err) != 0)
+                return -1;
+        } else if (dora_model_open(&sd[s].model, run->steps[s].path, err) != 0) {
+            return -1;
+        }
+        if ((sd[s].adapter != NULL) != (sd[0].adapter != NULL))
+            return dora_errf(err, "'%s' is %s but '%s' is %s: a run is either full weights or "
+                                  "adapters",
+                             run->steps[s].path, sd[s].adapter ? "an adapter" : "a full model",
+                             run->steps[0].path, sd[0].adapter ? "an adapter" : "a full model");
+    }
+    return 0;
+}
+
 int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
                      const char *base_path, const dora_run *run, const dora_analysis_opts *opts,
                      dora_err *err)
 {
     memset(res, 0, sizeof *res);
     const size_t S = run->nsteps;
-    dora_model **ck = calloc(S ? S : 1, sizeof *ck);
+    stepdata *sd = calloc(S ? S : 1, sizeof *sd);
     module *mods = NULL;
     size_t L = 0;
     double *pool_d = NULL;
@@ -359,11 +700,11 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     pthread_mutex_init(&jb.lock, NULL);
     int rc = -1;
 
-    res->method = run->method;
+    res->method = "ft";
     res->name = strdup(name);
     res->source_path = strdup(run->path);
     res->base_path = strdup(base_path);
-    if (!ck || !res->name || !res->source_path || !res->base_path) {
+    if (!sd || !res->name || !res->source_path || !res->base_path) {
         dora_errf(err, "out of memory");
         goto done;
     }
@@ -371,10 +712,15 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
         dora_errf(err, "'%s': the run has no checkpoints", run->path);
         goto done;
     }
-    for (size_t s = 0; s < S; s++)
-        if (dora_model_open(&ck[s], run->steps[s].path, err) != 0)
-            goto done;
-    if (select_modules(res, base, ck, S, opts, &mods, &L, err) != 0)
+    if (open_steps(run, base, sd, err) != 0)
+        goto done;
+    if (sd[0].adapter) {
+        res->method = "lora";
+        for (size_t s = 0; s < S; s++)
+            if (strcmp(sd[s].adapter->method, "dora") == 0)
+                res->method = "dora";
+    }
+    if (select_modules(res, base, sd, S, opts, &mods, &L, err) != 0)
         goto done;
     if (L == 0) {
         dora_errf(err, "run '%s': no tensor to analyse (none of rank >= 2 and floating type is in "
@@ -400,6 +746,8 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     jb.per_row = opts->per_row;
     if (make_chunks(&jb, L, &pool_d, &pool_z, err) != 0)
         goto done;
+    /* our threads split the work; each GEMM is small and runs on its caller */
+    openblas_set_num_threads(1);
     if (run_jobs(&jb, opts->threads, err) != 0)
         goto done;
 
@@ -423,12 +771,12 @@ done:
     free(jb.chunks);
     free(pool_d);
     free(pool_z);
-    for (size_t l = 0; l < L; l++)
-        free(mods[l].ck);
-    free(mods);
-    for (size_t s = 0; s < S; s++)
-        dora_model_close(ck ? ck[s] : NULL);
-    free(ck);
+    free_modules(mods, L);
+    for (size_t s = 0; sd && s < S; s++) {
+        dora_model_close(sd[s].model);
+        dora_adapter_close(sd[s].adapter);
+    }
+    free(sd);
     if (rc != 0)
         dora_result_release(res);
     return rc;
@@ -442,12 +790,14 @@ void dora_result_release(dora_result *res)
         free(res->step_paths[s]);
     for (size_t l = 0; l < res->nmodules && res->modules; l++) {
         free(res->modules[l]);
-        if (res->m0) {
+        if (res->m0)
             free(res->m0[l]);
+        if (res->m)
             free(res->m[l]);
+        if (res->cos)
             free(res->cos[l]);
+        if (res->one_minus_cos)
             free(res->one_minus_cos[l]);
-        }
     }
     free(res->m0);
     free(res->m);
@@ -459,6 +809,7 @@ void dora_result_release(dora_result *res)
     free(res->layer);
     free(res->rows);
     free(res->cols);
+    free(res->rank);
     free(res->delta_m);
     free(res->delta_d);
     free(res->zero_rows);

@@ -184,6 +184,7 @@ static int write_run(hid_t runs, const dora_result *r, dora_err *err)
         dataset(g, "layer", 1, l, H5T_STD_I32LE, H5T_NATIVE_INT32, r->layer, err) != 0 ||
         dataset(g, "rows", 1, l, H5T_STD_I64LE, H5T_NATIVE_INT64, r->rows, err) != 0 ||
         dataset(g, "cols", 1, l, H5T_STD_I64LE, H5T_NATIVE_INT64, r->cols, err) != 0 ||
+        dataset(g, "rank", 1, l, H5T_STD_I32LE, H5T_NATIVE_INT32, r->rank, err) != 0 ||
         dataset(g, "delta_m", 2, sl, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->delta_m, err) != 0 ||
         dataset(g, "delta_d", 2, sl, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->delta_d, err) != 0 ||
         dataset(g, "zero_rows", 2, sl, H5T_STD_I64LE, H5T_NATIVE_INT64, r->zero_rows, err) != 0)

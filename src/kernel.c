@@ -196,11 +196,53 @@ ALWAYS_INLINE void sums_tt(const unsigned char *pa, dora_dtype ta, const unsigne
         }                                                                                          \
     }
 
+/* Convert a row to float64 and return its sum of squares (for the LoRA path,
+ * which multiplies the converted base rows with the factors). */
+ALWAYS_INLINE double convert_t(const unsigned char *p, dora_dtype t, size_t n, double *out)
+{
+    const size_t sz = dora_dtype_size(t);
+    v8d acc = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8d x = load8(p + i * sz, t);
+        memcpy(out + i, &x, sizeof x);
+        acc += x * x;
+    }
+    double s = hsum(&acc);
+    for (; i < n; i++) {
+        out[i] = load1(p + i * sz, t);
+        s += out[i] * out[i];
+    }
+    return s;
+}
+
+#define DEFINE_CONVERT(NAME, TARGET)                                                               \
+    TARGET static double NAME(const void *p, dora_dtype t, size_t n, double *out)                  \
+    {                                                                                              \
+        switch (t) {                                                                               \
+        case DORA_DT_BF16:                                                                         \
+            return convert_t(p, DORA_DT_BF16, n, out);                                             \
+        case DORA_DT_F16:                                                                          \
+            return convert_t(p, DORA_DT_F16, n, out);                                              \
+        case DORA_DT_F32:                                                                          \
+            return convert_t(p, DORA_DT_F32, n, out);                                              \
+        case DORA_DT_F64:                                                                          \
+            return convert_t(p, DORA_DT_F64, n, out);                                              \
+        default:                                                                                   \
+            for (size_t i = 0; i < n; i++)                                                         \
+                out[i] = NAN;                                                                      \
+            return NAN;                                                                            \
+        }                                                                                          \
+    }
+
 DEFINE_SUMS(sums_baseline, )
+DEFINE_CONVERT(convert_baseline, )
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define HAVE_ISA_CLONES 1
 DEFINE_SUMS(sums_x86_64_v3, __attribute__((target("arch=x86-64-v3")))) /* AVX2, FMA, F16C */
 DEFINE_SUMS(sums_x86_64_v4, __attribute__((target("arch=x86-64-v4")))) /* AVX-512 */
+DEFINE_CONVERT(convert_x86_64_v3, __attribute__((target("arch=x86-64-v3"))))
+DEFINE_CONVERT(convert_x86_64_v4, __attribute__((target("arch=x86-64-v4"))))
 #endif
 
 typedef void (*sums_fn)(const void *, dora_dtype, const void *, dora_dtype, size_t, dora_rowsums *);
@@ -223,13 +265,31 @@ static sums_fn isa_fn(dora_isa isa)
     }
 }
 
+typedef double (*convert_fn)(const void *, dora_dtype, size_t, double *);
+
 static sums_fn best_fn;
+static convert_fn best_convert;
 static pthread_once_t best_once = PTHREAD_ONCE_INIT;
 
 static void choose_best(void)
 {
-    for (int isa = DORA_ISA_COUNT - 1; isa >= 0 && !best_fn; isa--)
-        best_fn = isa_fn((dora_isa)isa);
+    int isa = DORA_ISA_COUNT - 1;
+    while (isa > 0 && !isa_fn((dora_isa)isa))
+        isa--;
+    best_fn = isa_fn((dora_isa)isa);
+    best_convert = convert_baseline;
+#ifdef HAVE_ISA_CLONES
+    if (isa == DORA_ISA_X86_64_V4)
+        best_convert = convert_x86_64_v4;
+    else if (isa == DORA_ISA_X86_64_V3)
+        best_convert = convert_x86_64_v3;
+#endif
+}
+
+double dora_row_to_f64(const void *p, dora_dtype t, size_t n, double *out)
+{
+    pthread_once(&best_once, choose_best);
+    return best_convert(p, t, n, out);
 }
 
 void dora_row_sums(const void *a, dora_dtype ta, const void *b, dora_dtype tb, size_t n,

@@ -61,6 +61,20 @@ int dora_model_probe(const char *path, dora_model_kind *kind, char **model_path,
             return dora_errf(err, "out of memory");
         if (util_is_file(p)) {
             *kind = known[i].kind;
+            if (known[i].kind == DORA_MODEL_ADAPTER) {
+                /* the adapter's weights file stands for it (byte comparisons) */
+                static const char *const wnames[] = {"adapter_model.safetensors",
+                                                     "adapters.safetensors", "adapter_model.bin"};
+                for (size_t w = 0; w < 3; w++) {
+                    char *wp = util_join(path, wnames[w]);
+                    if (wp && util_is_file(wp)) {
+                        free(p);
+                        p = wp;
+                        break;
+                    }
+                    free(wp);
+                }
+            }
             if (model_path)
                 *model_path = p;
             else

@@ -1,6 +1,7 @@
 /* run.c - checkpoint discovery; the rules are in include/dora/run.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/run.h"
+#include "dora/adapter.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -185,22 +186,32 @@ static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
     }
 
     /* A final model in the run folder itself. */
-    dora_model_kind kind;
-    if (dora_model_probe(dir, &kind, NULL, err) != 0)
+    dora_model_kind kind, ck_kind;
+    char *final_path = NULL;
+    if (dora_model_probe(dir, &kind, &final_path, err) != 0)
         return -1;
-    if (kind == DORA_MODEL_NONE)
+    if (kind == DORA_MODEL_NONE) {
+        free(final_path);
         return 0;
+    }
     int64_t last = run->steps[run->nsteps - 1].step;
+    /* Compare the weight files themselves (adapter weights for an adapter). */
     dora_model *final = NULL;
-    if (dora_model_open(&final, dir, err) != 0)
+    int r0 = dora_model_open(&final, final_path, err);
+    free(final_path);
+    if (r0 != 0)
         return dora_errprefix(err, "final model of run '%s'", dir);
     for (size_t i = 0; i < run->nsteps; i++) {
+        char *ck_path = NULL;
         dora_model *ck = NULL;
-        if (dora_model_open(&ck, run->steps[i].path, err) != 0) {
+        if (dora_model_probe(run->steps[i].path, &ck_kind, &ck_path, err) != 0 ||
+            (ck_kind != DORA_MODEL_NONE && dora_model_open(&ck, ck_path, err) != 0)) {
+            free(ck_path);
             dora_model_close(final);
             return -1;
         }
-        int same = dora_model_same_bytes(final, ck);
+        free(ck_path);
+        int same = ck && ck_kind == kind && dora_model_same_bytes(final, ck);
         dora_model_close(ck);
         if (same) {
             run_note(run, "'%s': the final model is byte-identical to '%s' (step %lld); not "
@@ -245,6 +256,27 @@ static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
     return add_step(run, step, dir, err);
 }
 
+/* "ft" for full weights; for adapters, "dora" if any checkpoint's adapter is
+ * DoRA (use_dora, the paper's DORA type, or magnitude tensors), else "lora". */
+static int detect_method(dora_run *run, dora_err *err)
+{
+    run->method = "ft";
+    for (size_t s = 0; s < run->nsteps; s++) {
+        dora_model_kind kind;
+        if (dora_model_probe(run->steps[s].path, &kind, NULL, err) != 0)
+            return -1;
+        if (kind != DORA_MODEL_ADAPTER)
+            continue;
+        dora_adapter *a;
+        if (dora_adapter_open(&a, run->steps[s].path, err) != 0)
+            return -1;
+        if (strcmp(run->method, "dora") != 0)
+            run->method = a->method;
+        dora_adapter_close(a);
+    }
+    return 0;
+}
+
 int dora_run_discover(dora_run *run, const char *path, dora_err *err)
 {
     memset(run, 0, sizeof *run);
@@ -268,8 +300,6 @@ int dora_run_discover(dora_run *run, const char *path, dora_err *err)
                                     "model.safetensors, model.safetensors.index.json or one "
                                     ".safetensors file)",
                                path);
-            if (rc == 0 && kind == DORA_MODEL_ADAPTER)
-                run->method = "lora";
             if (rc == 0)
                 rc = folder_step(path, &step, err);
             if (rc == 0) {
@@ -280,6 +310,8 @@ int dora_run_discover(dora_run *run, const char *path, dora_err *err)
     } else {
         rc = dora_errf(err, "'%s': no such file or folder", path);
     }
+    if (rc == 0)
+        rc = detect_method(run, err);
     if (rc != 0) {
         dora_run_release(run);
         return -1;

@@ -30,7 +30,7 @@ typedef struct dora_analysis_opts {
 
 typedef struct dora_result {
     char *name;           /* run name (HDF5 group), owned */
-    const char *method;   /* "ft", "lora", "dora" */
+    const char *method;   /* "ft", "lora", "dora" (static) */
     char *source_path;    /* run path, owned */
     char *base_path;      /* base path, owned */
     size_t nsteps, nmodules;
@@ -39,6 +39,7 @@ typedef struct dora_result {
     char **modules;       /* [L] base tensor names, natural order */
     int32_t *layer;       /* [L] */
     int64_t *rows, *cols; /* [L] */
+    int32_t *rank;        /* [L] LoRA rank, 0 for a dense (FT or saved) weight */
     double *delta_m;      /* [S * L], row-major by step */
     double *delta_d;      /* [S * L] */
     int64_t *zero_rows;   /* [S * L] rows zero in W0 or Wt (see kernel.h) */

@@ -52,6 +52,10 @@ typedef enum dora_isa {
 void dora_row_sums(const void *a, dora_dtype ta, const void *b, dora_dtype tb, size_t n,
                    dora_rowsums *out);
 
+/* Convert n elements of type t at p (possibly unaligned) to float64 into out
+ * and return their sum of squares. */
+double dora_row_to_f64(const void *p, dora_dtype t, size_t n, double *out);
+
 /* The fast kernel for one instruction set, so that tests can hold each to the
  * naive twin. Returns -1 (and does nothing) if this CPU or build lacks it. */
 int dora_row_sums_isa(dora_isa isa, const void *a, dora_dtype ta, const void *b, dora_dtype tb,

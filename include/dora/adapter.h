@@ -1,0 +1,97 @@
+/* adapter.h - LoRA / DoRA adapter checkpoints (HF PEFT, the DoRA paper's own
+ * code, MLX), read without merging anything.
+ *
+ * An adapter folder holds adapter_config.json and adapter_model.safetensors.
+ * Each adapted module m of the base (tensor "m.weight") gets a low-rank update
+ *
+ *     W = W0 + s * L @ R        L: [out, r], R: [r, in]      (in = all dims but the first)
+ *
+ * where, by layout:
+ *     PEFT Linear / Conv   L = lora_B [out, r(,1,1)]   R = lora_A [r, in(, kh, kw)]
+ *     PEFT Embedding       L = lora_embedding_A^T      R = lora_embedding_B^T
+ *     MLX                  L = lora_b^T ([r, out])     R = lora_a^T ([in, r])
+ * and s = lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora, r and alpha
+ * overridden per module by rank_pattern / alpha_pattern (a pattern matches the
+ * end of the module name at a dot boundary; the first that matches wins, as in
+ * PEFT); for MLX, s = lora_parameters.scale. With fan_in_fan_out (GPT-2
+ * Conv1D) the base weight is stored [in, out] and is read transposed.
+ *
+ * DoRA: the magnitude tensor (m.lora_magnitude_vector[.weight|.default.weight]
+ * [out], or the paper's m.weight_m_wdecomp.weight [out, 1]) is the merged
+ * row norm; the merged direction is that of V = W0 + s * L @ R.
+ *
+ * modules_to_save: any other tensor of rank >= 2 replaces the base tensor of
+ * the same name and is analysed like a fully fine-tuned weight.
+ */
+#ifndef DORA_ADAPTER_H
+#define DORA_ADAPTER_H
+
+#include "dora/error.h"
+#include "dora/model.h"
+
+#include <stdint.h>
+
+/* A logical 2-D matrix over a stored tensor: the tensor viewed as
+ * [shape[0], rest], or its transpose. */
+typedef struct dora_matrix {
+    const dora_tensor *t;
+    int transposed;
+    int64_t rows, cols; /* of the logical matrix */
+} dora_matrix;
+
+/* Element (i, j) of a logical matrix, as a double. */
+double dora_matrix_get(const dora_matrix *m, int64_t i, int64_t j);
+
+typedef enum dora_adapted_kind {
+    DORA_ADAPTED_LORA = 0, /* low-rank update (maybe with a DoRA magnitude) */
+    DORA_ADAPTED_SAVED     /* modules_to_save: a whole replacement tensor */
+} dora_adapted_kind;
+
+typedef struct dora_adapted {
+    char *base_name;            /* base tensor name ("model.layers.0.self_attn.q_proj.weight"), owned */
+    dora_adapted_kind kind;
+    const char *layout;         /* "linear", "embedding", "mlx" or "saved" (static) */
+    dora_matrix L, R;           /* the factors (LORA) */
+    int64_t r;
+    double alpha, scale;
+    int fan_in_fan_out;         /* base weight stored [in, out] */
+    const dora_tensor *magnitude; /* DoRA magnitude, or NULL */
+    const dora_tensor *saved;   /* SAVED: the replacement */
+} dora_adapted;
+
+typedef struct dora_pattern {
+    char *pattern;
+    double value;
+} dora_pattern;
+
+typedef struct dora_adapter {
+    char *dir;                  /* the checkpoint folder, owned */
+    char *config_path;          /* owned */
+    dora_model *weights;        /* adapter_model.safetensors (or MLX adapters.safetensors) */
+    const char *format;         /* "peft", "dora-paper" or "mlx" */
+    const char *method;         /* "lora" or "dora" */
+    char *peft_type;            /* as written, owned */
+    int64_t r;
+    double lora_alpha;
+    int use_rslora, use_dora, fan_in_fan_out;
+    char *base_model;           /* base_model_name_or_path, or NULL */
+    char *targets;              /* target_modules as written (JSON text), owned */
+    size_t nrank_pattern, nalpha_pattern;
+    dora_pattern *rank_pattern, *alpha_pattern;
+    size_t nmodules;
+    dora_adapted *modules;      /* sorted by base_name */
+} dora_adapter;
+
+/* Open and validate the adapter checkpoint in folder DIR: the config, the
+ * tensor names and the shapes of each module's factors among themselves.
+ * Shapes against the base are checked by dora_adapter_check. */
+int dora_adapter_open(dora_adapter **out, const char *dir, dora_err *err);
+void dora_adapter_close(dora_adapter *a);
+
+/* Check every adapted module against the base: the base tensor exists, is
+ * floating, and its shape fits the factors (or the replacement). */
+int dora_adapter_check(const dora_adapter *a, const dora_model *base, dora_err *err);
+
+const dora_adapted *dora_adapter_find(const dora_adapter *a, const char *base_name);
+
+#endif

@@ -1,0 +1,556 @@
+/* adapter.c - reading LoRA/DoRA adapter checkpoints; see include/dora/adapter.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "dora/adapter.h"
+#include "dora/kernel.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <regex.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONFIG_MAX_BYTES (16u << 20)
+#define PEFT_PREFIX "base_model.model."
+
+double dora_matrix_get(const dora_matrix *m, int64_t i, int64_t j)
+{
+    const dora_tensor *t = m->t;
+    int64_t tcols = dora_tensor_cols(t);
+    int64_t idx = m->transposed ? j * tcols + i : i * tcols + j;
+    const unsigned char *p = t->data + (size_t)idx * dora_dtype_size(t->dtype);
+    uint16_t h;
+    float f;
+    double d;
+    switch (t->dtype) {
+    case DORA_DT_BF16:
+        memcpy(&h, p, 2);
+        return dora_bf16_to_f32(h);
+    case DORA_DT_F16:
+        memcpy(&h, p, 2);
+        return dora_f16_to_f32(h);
+    case DORA_DT_F32:
+        memcpy(&f, p, 4);
+        return f;
+    case DORA_DT_F64:
+        memcpy(&d, p, 8);
+        return d;
+    default:
+        return NAN; /* callers check dtypes first */
+    }
+}
+
+static dora_matrix matrix(const dora_tensor *t, int transposed)
+{
+    dora_matrix m = {t, transposed, 0, 0};
+    int64_t r = dora_tensor_rows(t), c = dora_tensor_cols(t);
+    m.rows = transposed ? c : r;
+    m.cols = transposed ? r : c;
+    return m;
+}
+
+/* What one tensor of an adapter file is. */
+typedef enum role {
+    ROLE_A, ROLE_B, ROLE_EMB_A, ROLE_EMB_B, ROLE_MAG, ROLE_MLX_A, ROLE_MLX_B, ROLE_LORA_BIAS,
+    ROLE_SAVED, ROLE_COUNT
+} role;
+
+static const struct {
+    const char *suffix;
+    role r;
+} suffixes[] = {
+    {".lora_A.weight", ROLE_A},
+    {".lora_A.default.weight", ROLE_A},
+    {".lora_B.weight", ROLE_B},
+    {".lora_B.default.weight", ROLE_B},
+    {".lora_B.bias", ROLE_LORA_BIAS},
+    {".lora_B.default.bias", ROLE_LORA_BIAS},
+    {".lora_embedding_A", ROLE_EMB_A},
+    {".lora_embedding_A.default", ROLE_EMB_A},
+    {".lora_embedding_B", ROLE_EMB_B},
+    {".lora_embedding_B.default", ROLE_EMB_B},
+    {".lora_magnitude_vector", ROLE_MAG},
+    {".lora_magnitude_vector.weight", ROLE_MAG},
+    {".lora_magnitude_vector.default", ROLE_MAG},
+    {".lora_magnitude_vector.default.weight", ROLE_MAG},
+    {".weight_m_wdecomp.weight", ROLE_MAG}, /* the DoRA paper's own code */
+    {".lora_a", ROLE_MLX_A},
+    {".lora_b", ROLE_MLX_B},
+};
+
+typedef struct pending {
+    char *module;
+    const dora_tensor *t[ROLE_COUNT];
+} pending;
+
+static int pattern_lookup(const dora_pattern *pats, size_t n, const char *module, double *value,
+                          dora_err *err, const char *config)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(pats[i].pattern) + 16;
+        char *re = malloc(len);
+        if (!re)
+            return dora_errf(err, "out of memory");
+        snprintf(re, len, "(^|\\.)(%s)$", pats[i].pattern);
+        regex_t rx;
+        int rc = regcomp(&rx, re, REG_EXTENDED | REG_NOSUB);
+        free(re);
+        if (rc != 0)
+            return dora_errf(err, "'%s': pattern '%s' is not a valid regular expression", config,
+                             pats[i].pattern);
+        rc = regexec(&rx, module, 0, NULL, 0);
+        regfree(&rx);
+        if (rc == 0) {
+            *value = pats[i].value;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int read_patterns(json_t *obj, const char *field, int integer, dora_pattern **out,
+                         size_t *n, const char *config, dora_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    if (!obj || json_is_null(obj))
+        return 0;
+    if (!json_is_object(obj))
+        return dora_errf(err, "'%s': '%s' is not an object", config, field);
+    size_t cnt = json_object_size(obj);
+    *out = calloc(cnt ? cnt : 1, sizeof **out);
+    if (!*out)
+        return dora_errf(err, "out of memory");
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        if (integer ? !json_is_integer(v) || json_integer_value(v) < 1
+                    : !json_is_number(v) || !isfinite(json_number_value(v)))
+            return dora_errf(err, "'%s': '%s' entry '%s' is not a %s", config, field, key,
+                             integer ? "positive integer" : "finite number");
+        (*out)[*n].pattern = strdup(key);
+        (*out)[*n].value = json_number_value(v);
+        if (!(*out)[*n].pattern)
+            return dora_errf(err, "out of memory");
+        (*n)++;
+    }
+    return 0;
+}
+
+static int get_bool(json_t *root, const char *field, int *out, const char *config, dora_err *err)
+{
+    json_t *v = json_object_get(root, field);
+    *out = 0;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_boolean(v))
+        return dora_errf(err, "'%s': '%s' is not true or false", config, field);
+    *out = json_is_true(v);
+    return 0;
+}
+
+static int read_config(dora_adapter *a, json_t **root_out, dora_err *err)
+{
+    char *text;
+    size_t len;
+    if (util_read_file(a->config_path, CONFIG_MAX_BYTES, &text, &len, err) != 0)
+        return -1;
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    free(text);
+    if (!root)
+        return dora_errf(err, "'%s': not valid JSON: %s (line %d, column %d)", a->config_path,
+                         jerr.text, jerr.line, jerr.column);
+    *root_out = root;
+    if (!json_is_object(root))
+        return dora_errf(err, "'%s': not a JSON object", a->config_path);
+    const char *cfg = a->config_path;
+
+    json_t *mlx = json_object_get(root, "lora_parameters");
+    if (mlx) {
+        a->format = "mlx";
+        json_t *rank = json_object_get(mlx, "rank"), *scale = json_object_get(mlx, "scale");
+        if (!json_is_integer(rank) || json_integer_value(rank) < 1)
+            return dora_errf(err, "'%s': 'lora_parameters.rank' is not a positive integer", cfg);
+        if (!json_is_number(scale) || !isfinite(json_number_value(scale)))
+            return dora_errf(err, "'%s': 'lora_parameters.scale' is not a finite number", cfg);
+        a->r = json_integer_value(rank);
+        a->lora_alpha = json_number_value(scale) * (double)a->r; /* so that alpha / r = scale */
+        a->peft_type = strdup("MLX");
+        a->targets = strdup("(all lora_a/lora_b pairs in the file)");
+        return a->peft_type && a->targets ? 0 : dora_errf(err, "out of memory");
+    }
+
+    json_t *pt = json_object_get(root, "peft_type");
+    if (!json_is_string(pt))
+        return dora_errf(err, "'%s': 'peft_type' is missing or not a string", cfg);
+    if (!(a->peft_type = strdup(json_string_value(pt))))
+        return dora_errf(err, "out of memory");
+    if (strcmp(a->peft_type, "LORA") == 0)
+        a->format = "peft";
+    else if (strcmp(a->peft_type, "DORA") == 0)
+        a->format = "dora-paper";
+    else
+        return dora_errf(err, "'%s': peft_type '%s' is not supported: only LORA and DORA adapters "
+                              "decompose into magnitude and direction updates",
+                         cfg, a->peft_type);
+    json_t *r = json_object_get(root, "r"), *alpha = json_object_get(root, "lora_alpha");
+    if (!json_is_integer(r) || json_integer_value(r) < 1)
+        return dora_errf(err, "'%s': 'r' is missing or not a positive integer", cfg);
+    if (!json_is_number(alpha) || !isfinite(json_number_value(alpha)))
+        return dora_errf(err, "'%s': 'lora_alpha' is missing or not a finite number", cfg);
+    a->r = json_integer_value(r);
+    a->lora_alpha = json_number_value(alpha);
+    if (get_bool(root, "use_rslora", &a->use_rslora, cfg, err) != 0 ||
+        get_bool(root, "use_dora", &a->use_dora, cfg, err) != 0 ||
+        get_bool(root, "fan_in_fan_out", &a->fan_in_fan_out, cfg, err) != 0)
+        return -1;
+    if (read_patterns(json_object_get(root, "rank_pattern"), "rank_pattern", 1, &a->rank_pattern,
+                      &a->nrank_pattern, cfg, err) != 0 ||
+        read_patterns(json_object_get(root, "alpha_pattern"), "alpha_pattern", 0,
+                      &a->alpha_pattern, &a->nalpha_pattern, cfg, err) != 0)
+        return -1;
+    json_t *bm = json_object_get(root, "base_model_name_or_path");
+    if (json_is_string(bm) && !(a->base_model = strdup(json_string_value(bm))))
+        return dora_errf(err, "out of memory");
+    json_t *tm = json_object_get(root, "target_modules");
+    a->targets = tm ? json_dumps(tm, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("null");
+    return a->targets ? 0 : dora_errf(err, "out of memory");
+}
+
+static role classify(const char *name, size_t *stem_len)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        size_t m = strlen(suffixes[i].suffix);
+        if (n > m && strcmp(name + n - m, suffixes[i].suffix) == 0) {
+            *stem_len = n - m;
+            return suffixes[i].r;
+        }
+    }
+    *stem_len = n;
+    return ROLE_SAVED;
+}
+
+/* Module name: without PEFT's prefix and without the modules_to_save wrapper. */
+static char *module_name(const char *name, size_t len)
+{
+    if (len >= strlen(PEFT_PREFIX) && strncmp(name, PEFT_PREFIX, strlen(PEFT_PREFIX)) == 0) {
+        name += strlen(PEFT_PREFIX);
+        len -= strlen(PEFT_PREFIX);
+    }
+    char *s = strndup(name, len);
+    if (!s)
+        return NULL;
+    static const char wrap[] = "modules_to_save.default.";
+    char *w = strstr(s, wrap);
+    if (w)
+        memmove(w, w + sizeof wrap - 1, strlen(w + sizeof wrap - 1) + 1);
+    return s;
+}
+
+static int adapted_cmp(const void *pa, const void *pb)
+{
+    return strcmp(((const dora_adapted *)pa)->base_name, ((const dora_adapted *)pb)->base_name);
+}
+
+static int build_module(dora_adapter *a, const pending *p, dora_adapted *m, dora_err *err)
+{
+    const char *cfg = a->config_path, *wf = a->weights->path;
+    const dora_tensor *const *t = p->t;
+    size_t blen = strlen(p->module) + sizeof ".weight";
+    if (!(m->base_name = malloc(blen)))
+        return dora_errf(err, "out of memory");
+    snprintf(m->base_name, blen, "%s.weight", p->module);
+    m->fan_in_fan_out = a->fan_in_fan_out;
+    m->magnitude = t[ROLE_MAG];
+    if (t[ROLE_LORA_BIAS])
+        return dora_errf(err, "'%s': module '%s' has a LoRA bias ('%s'), which this tool does not "
+                              "merge",
+                         wf, p->module, t[ROLE_LORA_BIAS]->name);
+    int lin = t[ROLE_A] || t[ROLE_B], emb = t[ROLE_EMB_A] || t[ROLE_EMB_B],
+        mlx = t[ROLE_MLX_A] || t[ROLE_MLX_B];
+    if (lin + emb + mlx > 1)
+        return dora_errf(err, "'%s': module '%s' mixes LoRA tensor kinds", wf, p->module);
+    if (!lin && !emb && !mlx) {
+        if (t[ROLE_MAG])
+            return dora_errf(err, "'%s': module '%s' has a DoRA magnitude ('%s') but no lora_A / "
+                                  "lora_B",
+                             wf, p->module, t[ROLE_MAG]->name);
+        m->kind = DORA_ADAPTED_SAVED;
+        m->layout = "saved";
+        m->saved = t[ROLE_SAVED];
+        return 0;
+    }
+    const dora_tensor *ta = lin ? t[ROLE_A] : emb ? t[ROLE_EMB_A] : t[ROLE_MLX_A];
+    const dora_tensor *tb = lin ? t[ROLE_B] : emb ? t[ROLE_EMB_B] : t[ROLE_MLX_B];
+    if (!ta || !tb)
+        return dora_errf(err, "'%s': module '%s' has %s but not %s", wf, p->module,
+                         ta ? ta->name : tb->name, ta ? "its B factor" : "its A factor");
+    if (!dora_dtype_is_analysable(ta->dtype) || !dora_dtype_is_analysable(tb->dtype))
+        return dora_errf(err, "'%s': module '%s': LoRA factors must be F16, BF16, F32 or F64, not "
+                              "%s / %s",
+                         wf, p->module, dora_dtype_name(ta->dtype), dora_dtype_name(tb->dtype));
+    if (ta->ndim < 2 || tb->ndim < 2)
+        return dora_errf(err, "'%s': module '%s': LoRA factors must have rank >= 2", wf, p->module);
+    m->kind = DORA_ADAPTED_LORA;
+    if (lin) { /* A [r, in...], B [out, r(, 1, 1)] */
+        m->layout = "linear";
+        m->R = matrix(ta, 0);
+        m->L = matrix(tb, 0);
+        for (int d = 2; d < tb->ndim; d++)
+            if (tb->shape[d] != 1)
+                return dora_errf(err, "'%s': '%s': a conv lora_B must be 1x1", wf, tb->name);
+    } else if (emb) { /* A [r, num], B [dim, r] */
+        m->layout = "embedding";
+        m->L = matrix(ta, 1);
+        m->R = matrix(tb, 1);
+        m->fan_in_fan_out = 0;
+    } else { /* MLX: a [in, r], b [r, out] */
+        m->layout = "mlx";
+        m->R = matrix(ta, 1);
+        m->L = matrix(tb, 1);
+        m->fan_in_fan_out = 0;
+    }
+    /* r and alpha of this module: the patterns, else the config's */
+    double r = (double)a->r, alpha = a->lora_alpha;
+    int hit;
+    if ((hit = pattern_lookup(a->rank_pattern, a->nrank_pattern, p->module, &r, err, cfg)) < 0 ||
+        (hit = pattern_lookup(a->alpha_pattern, a->nalpha_pattern, p->module, &alpha, err, cfg)) <
+            0)
+        return -1;
+    m->r = (int64_t)r;
+    m->alpha = alpha;
+    if (m->L.cols != m->r || m->R.rows != m->r)
+        return dora_errf(err, "'%s': module '%s': factors '%s' and '%s' have rank %lld and %lld, "
+                              "but the config gives r = %lld",
+                         wf, p->module, ta->name, tb->name, (long long)m->R.rows,
+                         (long long)m->L.cols, (long long)m->r);
+    if (strcmp(a->format, "mlx") == 0)
+        m->scale = a->lora_alpha / (double)a->r;
+    else
+        m->scale = a->use_rslora ? alpha / sqrt((double)m->r) : alpha / (double)m->r;
+    if (m->magnitude) {
+        const dora_tensor *g = m->magnitude;
+        if (!dora_dtype_is_analysable(g->dtype) ||
+            !(g->ndim == 1 || (g->ndim == 2 && g->shape[1] == 1)))
+            return dora_errf(err, "'%s': DoRA magnitude '%s' must be a floating [out] or [out, 1] "
+                                  "tensor",
+                             wf, g->name);
+        if ((int64_t)g->numel != m->L.rows)
+            return dora_errf(err, "'%s': DoRA magnitude '%s' has %llu entries but lora_B has %lld "
+                                  "rows",
+                             wf, g->name, (unsigned long long)g->numel, (long long)m->L.rows);
+    }
+    return 0;
+}
+
+static int collect(dora_adapter *a, dora_err *err)
+{
+    const dora_model *w = a->weights;
+    pending *p = calloc(w->ntensors ? w->ntensors : 1, sizeof *p);
+    size_t np = 0;
+    int rc = -1;
+    if (!p)
+        return dora_errf(err, "out of memory");
+    for (size_t i = 0; i < w->ntensors; i++) {
+        const dora_tensor *t = w->by_name[i];
+        size_t stem;
+        role r = classify(t->name, &stem);
+        if (r == ROLE_SAVED && t->ndim < 2)
+            continue; /* biases and norms of modules_to_save: 1-D, not analysed */
+        char *mod = module_name(t->name, stem);
+        if (!mod) {
+            dora_errf(err, "out of memory");
+            goto done;
+        }
+        if (r == ROLE_SAVED) {
+            /* the replacement's module is its tensor name minus ".weight" */
+            size_t ml = strlen(mod);
+            if (ml > 7 && strcmp(mod + ml - 7, ".weight") == 0)
+                mod[ml - 7] = '\0';
+            else {
+                dora_errf(err, "'%s': tensor '%s' is neither a LoRA factor nor a module weight",
+                          w->path, t->name);
+                free(mod);
+                goto done;
+            }
+        }
+        size_t k = 0;
+        while (k < np && strcmp(p[k].module, mod) != 0)
+            k++;
+        if (k == np)
+            p[np++].module = mod;
+        else
+            free(mod);
+        if (p[k].t[r]) {
+            dora_errf(err, "'%s': module '%s' has two tensors of the same role: '%s' and '%s'",
+                      w->path, p[k].module, p[k].t[r]->name, t->name);
+            goto done;
+        }
+        p[k].t[r] = t;
+    }
+    a->modules = calloc(np ? np : 1, sizeof *a->modules);
+    if (!a->modules) {
+        dora_errf(err, "out of memory");
+        goto done;
+    }
+    for (size_t k = 0; k < np; k++) {
+        int r = build_module(a, &p[k], &a->modules[a->nmodules], err);
+        a->nmodules++; /* so that close frees base_name even on failure */
+        if (r != 0)
+            goto done;
+        if (a->modules[k].magnitude)
+            a->method = "dora";
+    }
+    if (a->nmodules == 0) {
+        dora_errf(err, "'%s': no LoRA factors and no saved module weights", w->path);
+        goto done;
+    }
+    qsort(a->modules, a->nmodules, sizeof *a->modules, adapted_cmp);
+    rc = 0;
+done:
+    for (size_t k = 0; k < np; k++)
+        free(p[k].module);
+    free(p);
+    return rc;
+}
+
+int dora_adapter_open(dora_adapter **out, const char *dir, dora_err *err)
+{
+    *out = NULL;
+    dora_adapter *a = calloc(1, sizeof *a);
+    json_t *root = NULL;
+    char *wpath = NULL;
+    if (!a || !(a->dir = strdup(dir)) || !(a->config_path = util_join(dir, "adapter_config.json"))) {
+        dora_adapter_close(a);
+        return dora_errf(err, "out of memory");
+    }
+    a->method = "lora";
+    int rc = read_config(a, &root, err);
+    if (rc == 0) {
+        const char *wname = strcmp(a->format, "mlx") == 0 ? "adapters.safetensors"
+                                                           : "adapter_model.safetensors";
+        wpath = util_join(dir, wname);
+        if (!wpath) {
+            rc = dora_errf(err, "out of memory");
+        } else if (!util_is_file(wpath)) {
+            char *bin = util_join(dir, "adapter_model.bin");
+            if (bin && util_is_file(bin))
+                rc = dora_errf(err, "'%s': a PyTorch adapter file; this version reads "
+                                    "adapter_model.safetensors only",
+                               bin);
+            else
+                rc = dora_errf(err, "'%s': missing (the adapter's weights, beside '%s')", wpath,
+                               a->config_path);
+            free(bin);
+        } else {
+            rc = dora_model_open(&a->weights, wpath, err);
+        }
+    }
+    if (rc == 0 && a->use_dora)
+        a->method = "dora";
+    if (rc == 0 && strcmp(a->format, "dora-paper") == 0)
+        a->method = "dora";
+    if (rc == 0)
+        rc = collect(a, err);
+    free(wpath);
+    json_decref(root);
+    if (rc != 0) {
+        dora_adapter_close(a);
+        return -1;
+    }
+    *out = a;
+    return 0;
+}
+
+void dora_adapter_close(dora_adapter *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < a->nmodules; i++)
+        free(a->modules[i].base_name);
+    free(a->modules);
+    for (size_t i = 0; i < a->nrank_pattern; i++)
+        free(a->rank_pattern[i].pattern);
+    for (size_t i = 0; i < a->nalpha_pattern; i++)
+        free(a->alpha_pattern[i].pattern);
+    free(a->rank_pattern);
+    free(a->alpha_pattern);
+    dora_model_close(a->weights);
+    free(a->peft_type);
+    free(a->base_model);
+    free(a->targets);
+    free(a->config_path);
+    free(a->dir);
+    free(a);
+}
+
+const dora_adapted *dora_adapter_find(const dora_adapter *a, const char *base_name)
+{
+    size_t lo = 0, hi = a->nmodules;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(base_name, a->modules[mid].base_name);
+        if (c == 0)
+            return &a->modules[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+int dora_adapter_check(const dora_adapter *a, const dora_model *base, dora_err *err)
+{
+    for (size_t i = 0; i < a->nmodules; i++) {
+        const dora_adapted *m = &a->modules[i];
+        const dora_tensor *b = dora_model_find(base, m->base_name);
+        const char *src = m->kind == DORA_ADAPTED_SAVED ? m->saved->name : m->L.t->name;
+        if (!b)
+            return dora_errf(err, "'%s': '%s' adapts '%s', which the base model '%s' does not have",
+                             a->weights->path, src, m->base_name, base->path);
+        if (!dora_dtype_is_analysable(b->dtype) || b->ndim < 2)
+            return dora_errf(err, "'%s': base tensor '%s' is %s of rank %d, not a floating weight "
+                                  "of rank >= 2",
+                             b->file, b->name, dora_dtype_name(b->dtype), b->ndim);
+        char sb[256];
+        dora_shape_str(b, sb, sizeof sb);
+        if (m->kind == DORA_ADAPTED_SAVED) {
+            int same = b->ndim == m->saved->ndim;
+            for (int d = 0; same && d < b->ndim; d++)
+                same = b->shape[d] == m->saved->shape[d];
+            if (!same) {
+                char ss[256];
+                dora_shape_str(m->saved, ss, sizeof ss);
+                return dora_errf(err, "'%s': tensor '%s' has shape %s, but %s in the base '%s'",
+                                 a->weights->path, m->saved->name, ss, sb, b->file);
+            }
+            if (!dora_dtype_is_analysable(m->saved->dtype))
+                return dora_errf(err, "'%s': tensor '%s' is %s, not a floating type",
+                                 a->weights->path, m->saved->name,
+                                 dora_dtype_name(m->saved->dtype));
+            continue;
+        }
+        int64_t out, in;
+        if (m->fan_in_fan_out) {
+            if (b->ndim != 2)
+                return dora_errf(err, "'%s': fan_in_fan_out needs a 2-D base weight, '%s' is %s",
+                                 a->config_path, b->name, sb);
+            out = b->shape[1];
+            in = b->shape[0];
+        } else {
+            out = dora_tensor_rows(b);
+            in = dora_tensor_cols(b);
+        }
+        if (m->L.rows != out || m->R.cols != in)
+            return dora_errf(err, "'%s': module '%s': the update B @ A is [%lld, %lld] but the base "
+                                  "weight is %s%s",
+                             a->weights->path, m->base_name, (long long)m->L.rows,
+                             (long long)m->R.cols, sb,
+                             m->fan_in_fan_out ? " (stored [in, out]: fan_in_fan_out)" : "");
+    }
+    return 0;
+}
