@@ -237,8 +237,30 @@ int cmd_analyze(int argc, char **argv)
             return cli_usage_error("analyze", "unknown option '%s'", argv[optind - 1]);
         }
     }
-    if (!base_path)
+    if (!base_path) {
+        /* say why for adapter runs: they cannot be analysed alone */
+        for (int i = optind; i < argc; i++) {
+            run_arg ra0;
+            dora_run run;
+            dora_err e;
+            if (parse_run_arg(argv[i], &ra0) != 0)
+                break;
+            const char *method = "ft";
+            if (dora_run_discover(&run, ra0.path, &e) == 0) {
+                method = run.method; /* a static string */
+                dora_run_release(&run);
+            }
+            int adapter = strcmp(method, "ft") != 0;
+            free(ra0.name);
+            if (adapter)
+                return cli_usage_error("analyze", "'%s' holds %s adapters: dM and dD compare the "
+                                                  "merged weights with the pre-trained ones, so "
+                                                  "the base model they were trained on is needed "
+                                                  "(--base PATH)",
+                                       argv[i], method);
+        }
         return cli_usage_error("analyze", "--base PATH is required");
+    }
     if (!out)
         return cli_usage_error("analyze", "-o OUT.h5 is required");
     if (optind >= argc)

@@ -1,6 +1,7 @@
 /* cmd_inspect.c - `dora-analyze inspect PATH`: what a file or run folder holds. */
 #define _GNU_SOURCE
 #include "cli.h"
+#include "dora/adapter.h"
 #include "dora/model.h"
 #include "dora/run.h"
 #include "util.h"
@@ -41,6 +42,43 @@ static void print_tensors(const dora_model *m)
     }
 }
 
+static void print_adapter(const dora_adapter *a)
+{
+    printf("# adapter: %s (format %s, peft_type %s, method %s)\n", a->dir, a->format, a->peft_type,
+           a->method);
+    if (strcmp(a->format, "mlx") == 0) {
+        printf("# r %lld, scale %.17g (lora_parameters)\n", (long long)a->r,
+               a->lora_alpha / (double)a->r);
+    } else {
+        printf("# r %lld, lora_alpha %.17g, use_rslora %s, use_dora %s, fan_in_fan_out %s\n",
+               (long long)a->r, a->lora_alpha, a->use_rslora ? "true" : "false",
+               a->use_dora ? "true" : "false", a->fan_in_fan_out ? "true" : "false");
+        printf("# target_modules %s\n", a->targets);
+        for (size_t i = 0; i < a->nrank_pattern; i++)
+            printf("# rank_pattern %s = %.17g\n", a->rank_pattern[i].pattern,
+                   a->rank_pattern[i].value);
+        for (size_t i = 0; i < a->nalpha_pattern; i++)
+            printf("# alpha_pattern %s = %.17g\n", a->alpha_pattern[i].pattern,
+                   a->alpha_pattern[i].value);
+        printf("# base model %s\n", a->base_model ? a->base_model : "(not named)");
+    }
+    printf("module\tkind\tr\talpha\tscale\tupdate\tmagnitude\n");
+    for (size_t i = 0; i < a->nmodules; i++) {
+        const dora_adapted *m = &a->modules[i];
+        if (m->kind == DORA_ADAPTED_SAVED) {
+            char shp[256];
+            dora_shape_str(m->saved, shp, sizeof shp);
+            printf("%s\tsaved\t-\t-\t-\t%s %s\t-\n", m->base_name, dora_dtype_name(m->saved->dtype),
+                   shp);
+            continue;
+        }
+        printf("%s\t%s%s\t%lld\t%.17g\t%.17g\t[%lld, %lld] x [%lld, %lld]\t%s\n", m->base_name,
+               m->layout, m->fan_in_fan_out ? " (fan_in_fan_out)" : "", (long long)m->r, m->alpha,
+               m->scale, (long long)m->L.rows, (long long)m->L.cols, (long long)m->R.rows,
+               (long long)m->R.cols, m->magnitude ? m->magnitude->name : "-");
+    }
+}
+
 int cmd_inspect(int argc, char **argv)
 {
     static const struct option longopts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
@@ -64,7 +102,19 @@ int cmd_inspect(int argc, char **argv)
         fprintf(stderr, "dora-analyze: note: %s\n", run.notes[k]);
 
     int status = EXIT_OK;
-    if (run.layout != DORA_RUN_TRAINER) {
+    dora_model_kind kind = DORA_MODEL_NONE;
+    if (run.layout != DORA_RUN_TRAINER &&
+        dora_model_probe(run.steps[0].path, &kind, NULL, &err) == 0 && kind == DORA_MODEL_ADAPTER) {
+        dora_adapter *a;
+        if (dora_adapter_open(&a, run.steps[0].path, &err) != 0) {
+            status = cli_fail(&err);
+        } else {
+            printf("# %s: %s, method %s, step %lld\n", path, dora_run_layout_name(run.layout),
+                   run.method, (long long)run.steps[0].step);
+            print_adapter(a);
+            dora_adapter_close(a);
+        }
+    } else if (run.layout != DORA_RUN_TRAINER) {
         dora_model *m;
         if (dora_model_open(&m, run.steps[0].path, &err) != 0) {
             status = cli_fail(&err);
@@ -80,9 +130,17 @@ int cmd_inspect(int argc, char **argv)
         printf("step\tpath\ttensors\tbytes\n");
         for (size_t s = 0; s < run.nsteps; s++) {
             dora_model *m;
-            if (dora_model_open(&m, run.steps[s].path, &err) != 0) {
+            dora_adapter *a = NULL;
+            if (dora_model_probe(run.steps[s].path, &kind, NULL, &err) != 0 ||
+                (kind == DORA_MODEL_ADAPTER ? dora_adapter_open(&a, run.steps[s].path, &err)
+                                            : dora_model_open(&m, run.steps[s].path, &err)) != 0) {
                 status = cli_fail(&err);
                 break;
+            }
+            if (a) { /* the adapter's own weights file */
+                m = a->weights;
+                a->weights = NULL;
+                dora_adapter_close(a);
             }
             uint64_t total = 0;
             for (size_t i = 0; i < m->ntensors; i++)

@@ -65,15 +65,16 @@ int dora_model_probe(const char *path, dora_model_kind *kind, char **model_path,
                 /* the adapter's weights file stands for it (byte comparisons) */
                 static const char *const wnames[] = {"adapter_model.safetensors",
                                                      "adapters.safetensors", "adapter_model.bin"};
-                for (size_t w = 0; w < 3; w++) {
+                char *found = NULL;
+                for (size_t w = 0; w < 3 && !found; w++) {
                     char *wp = util_join(path, wnames[w]);
-                    if (wp && util_is_file(wp)) {
-                        free(p);
-                        p = wp;
-                        break;
-                    }
-                    free(wp);
+                    if (wp && util_is_file(wp))
+                        found = wp;
+                    else
+                        free(wp);
                 }
+                free(p);
+                p = found; /* NULL: a config without weights */
             }
             if (model_path)
                 *model_path = p;

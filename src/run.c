@@ -194,6 +194,10 @@ static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
         free(final_path);
         return 0;
     }
+    if (!final_path) { /* adapter_config.json alone, as PEFT leaves in a Trainer folder */
+        run_note(run, "'%s': adapter_config.json without adapter weights: no final model", dir);
+        return 0;
+    }
     int64_t last = run->steps[run->nsteps - 1].step;
     /* Compare the weight files themselves (adapter weights for an adapter). */
     dora_model *final = NULL;

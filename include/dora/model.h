@@ -31,7 +31,8 @@ typedef struct dora_model {
 
 /* What a path holds, without opening tensors. For a folder, *model_path (if
  * not NULL) receives a newly allocated path of the file to open (the index or
- * the single .safetensors), or NULL. Returns -1 only on a system error. */
+ * the single .safetensors; for an adapter, its weights file, NULL if it has
+ * none), or NULL. Returns -1 only on a system error. */
 int dora_model_probe(const char *path, dora_model_kind *kind, char **model_path, dora_err *err);
 
 int dora_model_open(dora_model **out, const char *path, dora_err *err);
