@@ -58,6 +58,45 @@ def write_bf16(path, seed, base=None):
     return offset + 8 + len(hjson)
 
 
+def write_adapter(folder, base, seed, r=16, dora=False):
+    """PEFT adapter with r=16 f32 factors on every linear weight of the base."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    tensors = []
+    for name, shp in shapes():
+        if len(shp) != 2 or "embed" in name:
+            continue
+        m = "base_model.model." + name[: -len(".weight")]
+        tensors.append((m + ".lora_A.weight", (rng.standard_normal((r, shp[1]), dtype=np.float32) * 0.01)))
+        tensors.append((m + ".lora_B.weight", (rng.standard_normal((shp[0], r), dtype=np.float32) * 0.01)))
+        if dora:
+            norms = np.linalg.norm(base.tensor(name), axis=1).astype(np.float32)
+            tensors.append((m + ".lora_magnitude_vector", norms * (1 + 0.01 * rng.standard_normal(shp[0], dtype=np.float32))))
+    header, off = {}, 0
+    for k, v in tensors:
+        header[k] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [off, off + v.nbytes]}
+        off += v.nbytes
+    hj = json.dumps(header).encode()
+    with open(os.path.join(folder, "adapter_model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(hj)) + hj)
+        for _, v in tensors:
+            f.write(v.tobytes())
+    with open(os.path.join(folder, "adapter_config.json"), "w") as f:
+        json.dump({"peft_type": "LORA", "r": r, "lora_alpha": 2 * r, "use_dora": dora,
+                   "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}, f)
+
+
+def timed(cmd, repeat):
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        r = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t)
+        if r.returncode != 0:
+            sys.exit(f"bench: {' '.join(cmd)} exited {r.returncode}")
+    return min(times), sorted(times)[len(times) // 2]
+
+
 class Reader:
     def __init__(self, path):
         with open(path, "rb") as f:
@@ -94,20 +133,25 @@ def main():
                 while f.read(1 << 24):
                     pass
         out = os.path.join(work, "out.h5")
-        cmd = [a.bin, "analyze", "-q", "--base", base, "-o", out, "ft=" + ck]
-        if a.j:
-            cmd[2:2] = ["-j", a.j]
-        times = []
-        for _ in range(a.repeat):
-            t = time.perf_counter()
-            r = subprocess.run(cmd, stdout=subprocess.DEVNULL)
-            times.append(time.perf_counter() - t)
-            if r.returncode != 0:
-                sys.exit(f"bench: {' '.join(cmd)} exited {r.returncode}")
+        jobs = ["-j", a.j] if a.j else []
+        cases = [("ft pair", ["ft=" + ck], total)]
+        lora, dora = os.path.join(work, "lora"), os.path.join(work, "dora")
+        if not os.path.exists(lora):
+            write_adapter(lora, Reader(base), 3)
+            write_adapter(dora, Reader(base), 4, dora=True)
+        base_bytes = os.path.getsize(base)
+        cases.append(("lora r=16", ["lora=" + lora], base_bytes))
+        cases.append(("dora r=16", ["dora=" + dora], base_bytes))
+        results = {}
+        for label, runs, nbytes in cases:
+            best, med = timed([a.bin, "analyze", "-q"] + jobs + ["--base", base, "-o", out] + runs, a.repeat)
+            results[label] = best
+            print(f"{label:10s} (bf16 base, {nbytes / 1e9:.2f} GB of weights in): best {best:.3f} s, "
+                  f"median {med:.3f} s over {a.repeat} runs; {nbytes / 1e9 / best:.2f} GB/s")
+        print(f"lora / ft time: {results['lora r=16'] / results['ft pair']:.2f}x, "
+              f"dora / ft: {results['dora r=16'] / results['ft pair']:.2f}x")
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        best = min(times)
-        print(f"ft pair (bf16, {total / 1e9:.2f} GB in): best {best:.3f} s, median {sorted(times)[len(times) // 2]:.3f} s "
-              f"over {a.repeat} runs; {total / 1e9 / best:.2f} GB/s; peak RSS {rss:.0f} MiB (file pages included)")
+        print(f"peak RSS of any run {rss:.0f} MiB (file pages of the mappings included)")
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
