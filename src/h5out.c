@@ -1,6 +1,7 @@
 /* h5out.c - writing the results with the HDF5 C library; see h5out.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/h5out.h"
+#include "dora/stats.h"
 #include "dora/version.h"
 
 #include <errno.h>
@@ -201,6 +202,81 @@ fail:
     return -1;
 }
 
+/* /regression: one row per (run, module kind); see README "Regression". */
+static int write_regression(hid_t f, const dora_result *runs, size_t nruns, dora_err *err)
+{
+    dora_regression *g = NULL;
+    size_t n = 0;
+    if (dora_regressions(runs, nruns, &g, &n) != 0)
+        return dora_errf(err, "out of memory computing the regressions");
+    int rc = -1;
+    hid_t grp = -1;
+    char **run = calloc(n + 1, sizeof *run), **kind = calloc(n + 1, sizeof *kind);
+    char **method = calloc(n + 1, sizeof *method);
+    int64_t *cnt = calloc(n + 1, sizeof *cnt), *layers = calloc(n + 1, sizeof *layers);
+    int32_t *def = calloc(n + 1, sizeof *def), *wdef = calloc(n + 1, sizeof *wdef);
+    double *slope = calloc(n + 1, sizeof *slope), *icpt = calloc(n + 1, sizeof *icpt);
+    double *r = calloc(n + 1, sizeof *r), *wr = calloc(n + 1, sizeof *wr);
+    if (!run || !kind || !method || !cnt || !layers || !def || !wdef || !slope || !icpt || !r ||
+        !wr) {
+        dora_errf(err, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        run[i] = g[i].run;
+        kind[i] = g[i].kind;
+        method[i] = (char *)g[i].method;
+        cnt[i] = g[i].n;
+        layers[i] = g[i].layers;
+        def[i] = g[i].defined;
+        wdef[i] = g[i].within_defined;
+        slope[i] = g[i].slope;
+        icpt[i] = g[i].intercept;
+        r[i] = g[i].r;
+        wr[i] = g[i].within_r;
+    }
+    CHECK(grp = H5Gcreate2(f, "regression", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+          "cannot create group '/regression'");
+    hsize_t k[1] = {n};
+    if (attr_str(grp, "definition",
+                 "x = delta_d, y = delta_m over every (layer, step) of the run's modules of one "
+                 "kind; least squares y = intercept + slope * x; pearson_r over the same points; "
+                 "within_step_r after centring each step's points on that step's mean; a value "
+                 "whose *defined flag is 0 is undefined (fewer than 2 points or no spread) and "
+                 "stored as 0",
+                 err) != 0 ||
+        strings(grp, "run", n, run, err) != 0 || strings(grp, "method", n, method, err) != 0 ||
+        strings(grp, "module_kind", n, kind, err) != 0 ||
+        dataset(grp, "n", 1, k, H5T_STD_I64LE, H5T_NATIVE_INT64, cnt, err) != 0 ||
+        dataset(grp, "layers", 1, k, H5T_STD_I64LE, H5T_NATIVE_INT64, layers, err) != 0 ||
+        dataset(grp, "defined", 1, k, H5T_STD_I32LE, H5T_NATIVE_INT32, def, err) != 0 ||
+        dataset(grp, "slope", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, slope, err) != 0 ||
+        dataset(grp, "intercept", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, icpt, err) != 0 ||
+        dataset(grp, "pearson_r", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r, err) != 0 ||
+        dataset(grp, "within_step_defined", 1, k, H5T_STD_I32LE, H5T_NATIVE_INT32, wdef, err) !=
+            0 ||
+        dataset(grp, "within_step_r", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, wr, err) != 0)
+        goto fail;
+    rc = 0;
+fail:
+done:
+    if (grp >= 0)
+        H5Gclose(grp);
+    free(run);
+    free(kind);
+    free(method);
+    free(cnt);
+    free(layers);
+    free(def);
+    free(wdef);
+    free(slope);
+    free(icpt);
+    free(r);
+    free(wr);
+    dora_regressions_free(g, n);
+    return rc;
+}
+
 char *h5o_temp_path(const char *path)
 {
     size_t n = strlen(path) + 48;
@@ -231,13 +307,21 @@ int h5o_write(const char *path, const dora_result *runs, size_t nruns, const cha
         attr_str(f, "created", created, err) != 0 ||
         attr_i32(f, "layout_version", DORA_LAYOUT_VERSION, err) != 0)
         goto fail;
-    CHECK(g = H5Gcreate2(f, "runs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-          "cannot create group '/runs'");
+    /* runs keep the order of the command line: track link creation order */
+    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    if (gcpl >= 0)
+        H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
+    g = H5Gcreate2(f, "runs", H5P_DEFAULT, gcpl >= 0 ? gcpl : H5P_DEFAULT, H5P_DEFAULT);
+    if (gcpl >= 0)
+        H5Pclose(gcpl);
+    CHECK(g, "cannot create group '/runs'");
     for (size_t i = 0; i < nruns; i++)
         if (write_run(g, &runs[i], err) != 0)
             goto fail;
     H5Gclose(g);
     g = -1;
+    if (write_regression(f, runs, nruns, err) != 0)
+        goto fail;
     CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), "cannot flush '%s'", tmp);
     hid_t fclose_rc = H5Fclose(f);
     f = -1;

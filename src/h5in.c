@@ -1,0 +1,286 @@
+/* h5in.c - reading results files; see include/dora/h5in.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "dora/h5in.h"
+
+#include <hdf5.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_ITEMS 100000000ULL /* bound on S, L and S * L read from a file */
+
+typedef struct ctx {
+    const char *path;
+    dora_err *err;
+} ctx;
+
+/* Length of a dataset of the expected rank, or -1. dims[1] for rank 2. */
+static int ds_dims(hid_t ds, int rank, hsize_t *dims)
+{
+    hid_t sp = H5Dget_space(ds);
+    if (sp < 0)
+        return -1;
+    int r = H5Sget_simple_extent_ndims(sp);
+    int ok = r == rank && H5Sget_simple_extent_dims(sp, dims, NULL) == rank;
+    H5Sclose(sp);
+    return ok ? 0 : -1;
+}
+
+static int read_num(hid_t g, const char *name, int rank, hsize_t d0, hsize_t d1, hid_t memtype,
+                    void *out, const ctx *c, const char *run)
+{
+    hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
+    hsize_t dims[2] = {0, 0};
+    if (ds < 0)
+        return dora_errf(c->err, "'%s': run '%s' has no dataset '%s'", c->path, run, name);
+    int rc = 0;
+    if (ds_dims(ds, rank, dims) != 0 || dims[0] != d0 || (rank == 2 && dims[1] != d1))
+        rc = dora_errf(c->err, "'%s': '/runs/%s/%s' does not have the shape the layout requires",
+                       c->path, run, name);
+    else if (d0 * (rank == 2 ? d1 : 1) > 0 &&
+             H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+        rc = dora_errf(c->err, "'%s': cannot read '/runs/%s/%s'", c->path, run, name);
+    H5Dclose(ds);
+    return rc;
+}
+
+static char *read_attr_str(hid_t loc, const char *name)
+{
+    if (H5Aexists(loc, name) <= 0)
+        return NULL;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0)
+        return NULL;
+    hid_t ft = H5Aget_type(a), mt = H5Tcopy(H5T_C_S1);
+    char *out = NULL;
+    if (ft >= 0 && H5Tget_class(ft) == H5T_STRING && mt >= 0) {
+        if (H5Tis_variable_str(ft) > 0) {
+            char *v = NULL;
+            H5Tset_size(mt, H5T_VARIABLE);
+            if (H5Aread(a, mt, &v) >= 0 && v) {
+                out = strdup(v);
+                H5free_memory(v);
+            }
+        } else {
+            size_t n = H5Tget_size(ft);
+            char *v = calloc(n + 1, 1);
+            H5Tset_size(mt, n + 1);
+            if (v && H5Aread(a, mt, v) >= 0)
+                out = v;
+            else
+                free(v);
+        }
+    }
+    if (mt >= 0)
+        H5Tclose(mt);
+    if (ft >= 0)
+        H5Tclose(ft);
+    H5Aclose(a);
+    return out;
+}
+
+/* A 1-D variable-length string dataset of length N into newly allocated strings. */
+static int read_strings(hid_t g, const char *name, hsize_t n, char **out, const ctx *c,
+                        const char *run)
+{
+    hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
+    hsize_t dims[1];
+    if (ds < 0)
+        return dora_errf(c->err, "'%s': run '%s' has no dataset '%s'", c->path, run, name);
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    H5Tset_size(mt, H5T_VARIABLE);
+    H5Tset_cset(mt, H5T_CSET_UTF8);
+    hid_t ft = H5Dget_type(ds);
+    int rc = 0;
+    char **tmp = calloc(n + 1, sizeof *tmp);
+    if (!tmp || ds_dims(ds, 1, dims) != 0 || dims[0] != n || H5Tget_class(ft) != H5T_STRING ||
+        H5Tis_variable_str(ft) <= 0)
+        rc = dora_errf(c->err, "'%s': '/runs/%s/%s' is not a string list of length %llu", c->path,
+                       run, name, (unsigned long long)n);
+    else if (n > 0 && H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp) < 0)
+        rc = dora_errf(c->err, "'%s': cannot read '/runs/%s/%s'", c->path, run, name);
+    for (hsize_t i = 0; rc == 0 && i < n; i++)
+        if (!(out[i] = strdup(tmp[i] ? tmp[i] : "")))
+            rc = dora_errf(c->err, "out of memory");
+    if (tmp && n > 0 && rc == 0) {
+        hid_t sp = H5Dget_space(ds);
+        H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, tmp);
+        H5Sclose(sp);
+    }
+    free(tmp);
+    H5Tclose(ft);
+    H5Tclose(mt);
+    H5Dclose(ds);
+    return rc;
+}
+
+static const char *static_method(const char *m)
+{
+    static const char *const known[] = {"ft", "lora", "dora"};
+    for (size_t i = 0; i < 3; i++)
+        if (m && strcmp(m, known[i]) == 0)
+            return known[i];
+    return NULL;
+}
+
+static int read_run(hid_t runs, const char *name, dora_result *r, const ctx *c)
+{
+    hid_t g = H5Gopen2(runs, name, H5P_DEFAULT);
+    if (g < 0)
+        return dora_errf(c->err, "'%s': '/runs/%s' is not a group", c->path, name);
+    int rc = -1;
+    hsize_t ds_s[1], ds_l[1];
+    char *method = read_attr_str(g, "method");
+    r->name = strdup(name);
+    r->method = static_method(method);
+    r->source_path = read_attr_str(g, "source_path");
+    r->base_path = read_attr_str(g, "base_path");
+    free(method);
+    if (!r->name || !r->source_path || !r->base_path) {
+        dora_errf(c->err, "'%s': run '%s' lacks its attributes (source_path, base_path)", c->path,
+                  name);
+        goto done;
+    }
+    if (!r->method) {
+        dora_errf(c->err, "'%s': run '%s': attribute 'method' is not ft, lora or dora", c->path,
+                  name);
+        goto done;
+    }
+    hid_t d1 = H5Dopen2(g, "steps", H5P_DEFAULT), d2 = H5Dopen2(g, "modules", H5P_DEFAULT);
+    int shp = d1 >= 0 && d2 >= 0 && ds_dims(d1, 1, ds_s) == 0 && ds_dims(d2, 1, ds_l) == 0;
+    if (d1 >= 0)
+        H5Dclose(d1);
+    if (d2 >= 0)
+        H5Dclose(d2);
+    if (!shp || ds_s[0] > MAX_ITEMS || ds_l[0] > MAX_ITEMS || ds_s[0] * ds_l[0] > MAX_ITEMS) {
+        dora_errf(c->err, "'%s': run '%s' has no valid 'steps' and 'modules' datasets", c->path,
+                  name);
+        goto done;
+    }
+    size_t S = ds_s[0], L = ds_l[0];
+    r->nsteps = S;
+    r->nmodules = L;
+    r->steps = calloc(S + 1, sizeof *r->steps);
+    r->step_paths = calloc(S + 1, sizeof *r->step_paths);
+    r->modules = calloc(L + 1, sizeof *r->modules);
+    r->layer = calloc(L + 1, sizeof *r->layer);
+    r->rows = calloc(L + 1, sizeof *r->rows);
+    r->cols = calloc(L + 1, sizeof *r->cols);
+    r->rank = calloc(L + 1, sizeof *r->rank);
+    r->delta_m = calloc(S * L + 1, sizeof *r->delta_m);
+    r->delta_d = calloc(S * L + 1, sizeof *r->delta_d);
+    r->zero_rows = calloc(S * L + 1, sizeof *r->zero_rows);
+    if (!r->steps || !r->step_paths || !r->modules || !r->layer || !r->rows || !r->cols ||
+        !r->rank || !r->delta_m || !r->delta_d || !r->zero_rows) {
+        dora_errf(c->err, "out of memory reading run '%s'", name);
+        goto done;
+    }
+    if (read_num(g, "steps", 1, S, 0, H5T_NATIVE_INT64, r->steps, c, name) != 0 ||
+        read_strings(g, "modules", L, r->modules, c, name) != 0 ||
+        read_num(g, "layer", 1, L, 0, H5T_NATIVE_INT32, r->layer, c, name) != 0 ||
+        read_num(g, "delta_m", 2, S, L, H5T_NATIVE_DOUBLE, r->delta_m, c, name) != 0 ||
+        read_num(g, "delta_d", 2, S, L, H5T_NATIVE_DOUBLE, r->delta_d, c, name) != 0)
+        goto done;
+    for (size_t i = 0; i < S * L; i++)
+        if (!isfinite(r->delta_m[i]) || !isfinite(r->delta_d[i])) {
+            dora_errf(c->err, "'%s': run '%s' holds a non-finite delta_m or delta_d", c->path,
+                      name);
+            goto done;
+        }
+    for (size_t s = 1; s < S; s++)
+        if (r->steps[s] <= r->steps[s - 1]) {
+            dora_errf(c->err, "'%s': run '%s': steps are not ascending", c->path, name);
+            goto done;
+        }
+    rc = 0;
+done:
+    H5Gclose(g);
+    return rc;
+}
+
+typedef struct names {
+    char **v;
+    size_t n, cap;
+} names;
+
+static herr_t collect(hid_t g, const char *name, const H5L_info_t *info, void *op)
+{
+    (void)g;
+    (void)info;
+    names *nm = op;
+    if (nm->n == nm->cap) {
+        size_t nc = nm->cap ? 2 * nm->cap : 8;
+        char **p = realloc(nm->v, nc * sizeof *p);
+        if (!p)
+            return -1;
+        nm->v = p;
+        nm->cap = nc;
+    }
+    if (!(nm->v[nm->n] = strdup(name)))
+        return -1;
+    nm->n++;
+    return 0;
+}
+
+int h5i_read(const char *path, dora_result **runs, size_t *nruns, dora_err *err)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    *runs = NULL;
+    *nruns = 0;
+    ctx c = {path, err};
+    if (H5Fis_hdf5(path) <= 0)
+        return dora_errf(err, "'%s': not an HDF5 file (or cannot be read)", path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0)
+        return dora_errf(err, "'%s': cannot open as HDF5", path);
+    int rc = -1;
+    names nm = {0};
+    dora_result *res = NULL;
+    hid_t g = H5Gopen2(f, "runs", H5P_DEFAULT);
+    if (g < 0) {
+        dora_errf(err, "'%s': no '/runs' group: not a dora-analyze results file", path);
+        goto done;
+    }
+    hsize_t idx = 0;
+    /* creation order (the command line's) where tracked, else by name */
+    hid_t gcpl = H5Gget_create_plist(g);
+    unsigned order = 0;
+    if (gcpl >= 0) {
+        H5Pget_link_creation_order(gcpl, &order);
+        H5Pclose(gcpl);
+    }
+    H5_index_t by = (order & H5P_CRT_ORDER_INDEXED) ? H5_INDEX_CRT_ORDER : H5_INDEX_NAME;
+    if (H5Literate(g, by, H5_ITER_INC, &idx, collect, &nm) < 0) {
+        dora_errf(err, "'%s': cannot list '/runs'", path);
+        goto done;
+    }
+    if (nm.n == 0) {
+        dora_errf(err, "'%s': '/runs' holds no run", path);
+        goto done;
+    }
+    res = calloc(nm.n, sizeof *res);
+    if (!res) {
+        dora_errf(err, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < nm.n; i++) {
+        if (read_run(g, nm.v[i], &res[i], &c) != 0) {
+            for (size_t j = 0; j <= i; j++)
+                dora_result_release(&res[j]);
+            free(res);
+            res = NULL;
+            goto done;
+        }
+    }
+    *runs = res;
+    *nruns = nm.n;
+    rc = 0;
+done:
+    for (size_t i = 0; i < nm.n; i++)
+        free(nm.v[i]);
+    free(nm.v);
+    if (g >= 0)
+        H5Gclose(g);
+    H5Fclose(f);
+    return rc;
+}
