@@ -13,7 +13,7 @@ ALL_CFLAGS = $(WARN) $(CFLAGS) -Iinclude -Isrc $(DEPFLAGS) -MMD -MP
 BUILD   ?= build
 LIB_SRC := src/error.c src/tensor.c src/util.c src/safetensors.c src/model.c src/kernel.c \
            src/run.c src/adapter.c src/analyze.c src/stats.c src/h5out.c src/h5in.c
-CLI_SRC := src/main.c src/cmd_analyze.c src/cmd_inspect.c
+CLI_SRC := src/main.c src/cmd_analyze.c src/cmd_inspect.c src/cmd_plot.c
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 CLI_OBJ := $(CLI_SRC:src/%.c=$(BUILD)/obj/%.o)
 LIB     := $(BUILD)/libdora.a

@@ -54,6 +54,7 @@ static char *read_attr_str(hid_t loc, const char *name)
     hid_t ft = H5Aget_type(a), mt = H5Tcopy(H5T_C_S1);
     char *out = NULL;
     if (ft >= 0 && H5Tget_class(ft) == H5T_STRING && mt >= 0) {
+        H5Tset_cset(mt, H5Tget_cset(ft)); /* HDF5 does not convert between ASCII and UTF-8 */
         if (H5Tis_variable_str(ft) > 0) {
             char *v = NULL;
             H5Tset_size(mt, H5T_VARIABLE);
@@ -91,6 +92,8 @@ static int read_strings(hid_t g, const char *name, hsize_t n, char **out, const 
     H5Tset_size(mt, H5T_VARIABLE);
     H5Tset_cset(mt, H5T_CSET_UTF8);
     hid_t ft = H5Dget_type(ds);
+    if (ft >= 0 && H5Tget_class(ft) == H5T_STRING)
+        H5Tset_cset(mt, H5Tget_cset(ft));
     int rc = 0;
     char **tmp = calloc(n + 1, sizeof *tmp);
     if (!tmp || ds_dims(ds, 1, dims) != 0 || dims[0] != n || H5Tget_class(ft) != H5T_STRING ||

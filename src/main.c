@@ -17,6 +17,7 @@ static const struct {
 } commands[] = {
     {"analyze", cmd_analyze, "per-layer, per-step magnitude and direction change (dM, dD) to HDF5"},
     {"inspect", cmd_inspect, "list a file's tensors, or a run folder's checkpoints and steps"},
+    {"plot", cmd_plot, "the paper's figures (dD vs dM, per-layer) and the regression table"},
 };
 
 static void usage(FILE *out)

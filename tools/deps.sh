@@ -8,6 +8,7 @@ PKGS="gcc make pkg-config libc6-dev
 libhdf5-dev hdf5-tools
 libjansson-dev
 libopenblas-dev liblapacke-dev
+gnuplot-nox
 python3 python3-numpy python3-h5py python3-pandas"
 
 missing=""
