@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Check `plot` output against NumPy: check_plot.py STUDY.h5 STATS.json FIGDIR FORMATS
+
+- the regression table (--stats=json) and the /regression group of the HDF5 file
+  match np.polyfit (slope, intercept) and np.corrcoef (pooled and within-step r)
+  computed from /runs/*/delta_d and delta_m, to 1e-9 relative (atol 1e-12);
+- every figure exists in every format and is a valid PNG (signature, IHDR size),
+  PDF (header, one page, %%EOF) or SVG (XML with an <svg> root).
+Prints PASS/FAIL lines; exits 1 on any FAIL."""
+import json
+import struct
+import sys
+import xml.etree.ElementTree as ET
+
+import h5py
+import numpy as np
+
+RTOL, ATOL = 1e-9, 1e-12
+fails = 0
+
+
+def report(ok, name, why=""):
+    global fails
+    print(("PASS " if ok else "FAIL ") + "plot/" + name + ("" if ok else ": " + why))
+    fails += not ok
+
+
+def close(a, b):
+    return abs(a - b) <= ATOL + RTOL * abs(b)
+
+
+def kind(name):
+    n = name[: -len(".weight")] if name.endswith(".weight") else name
+    return n.rsplit(".", 1)[-1]
+
+
+def main():
+    h5, stats_path, figdir, formats = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(",")
+    stats = json.load(open(stats_path))
+    with h5py.File(h5, "r") as f:
+        ref = {}
+        for run in f["runs"]:
+            g = f["runs"][run]
+            mods = list(g["modules"].asstr()[:])
+            dm, dd = g["delta_m"][:], g["delta_d"][:]
+            for k in dict.fromkeys(kind(m) for m in mods):
+                cols = [i for i, m in enumerate(mods) if kind(m) == k]
+                x, y = dd[:, cols], dm[:, cols]
+                slope, icpt = np.polyfit(x.ravel(), y.ravel(), 1)
+                r = np.corrcoef(x.ravel(), y.ravel())[0, 1]
+                xc = x - x.mean(axis=1, keepdims=True)
+                yc = y - y.mean(axis=1, keepdims=True)
+                wr = np.corrcoef(xc.ravel(), yc.ravel())[0, 1]
+                ref[(run, k)] = (slope, icpt, r, wr, x.size)
+        reg = f["regression"]
+        file_rows = {(a.decode() if isinstance(a, bytes) else a, b.decode() if isinstance(b, bytes) else b):
+                     (s, i, r, w, n) for a, b, s, i, r, w, n in
+                     zip(reg["run"][:], reg["module_kind"][:], reg["slope"][:], reg["intercept"][:],
+                         reg["pearson_r"][:], reg["within_step_r"][:], reg["n"][:])}
+    worst = 0.0
+    for row in stats:
+        key = (row["run"], row["module_kind"])
+        if key not in ref:
+            report(False, f"stats-{key}", "not in the reference")
+            continue
+        s, i, r, wr, n = ref[key]
+        got = (row["slope"], row["intercept"], row["pearson_r"], row["within_step_r"])
+        ok = row["n"] == n and all(g is not None and close(g, e) for g, e in zip(got, (s, i, r, wr)))
+        for g, e in zip(got, (s, i, r, wr)):
+            if g is not None:
+                worst = max(worst, abs(g - e) / max(abs(e), 1e-300))
+        report(ok, f"stats-{key[0]}-{key[1]}", f"got {got} n={row['n']}, numpy {(s, i, r, wr)} n={n}")
+        fs = file_rows.get(key)
+        ok = fs is not None and fs[4] == n and all(close(a, b) for a, b in zip(fs[:4], (s, i, r, wr)))
+        report(ok, f"h5-regression-{key[0]}-{key[1]}", f"file {fs}, numpy {(s, i, r, wr)}")
+    report(len(stats) == len(ref), "stats-complete", f"{len(stats)} rows, {len(ref)} expected")
+    print(f"regression vs numpy: worst relative error {worst:.3g}")
+
+    kinds = sorted({k for (_, k) in ref if k in ("q_proj", "v_proj")})
+    for k in kinds:
+        for fig in ("fig2", "fig8"):
+            for fmt in formats:
+                path = f"{figdir}/{fig}_{k}.{fmt}"
+                try:
+                    data = open(path, "rb").read()
+                except OSError as e:
+                    report(False, f"{fig}-{k}-{fmt}", str(e))
+                    continue
+                if fmt == "png":
+                    ok = data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+                    w, h = struct.unpack(">II", data[16:24]) if ok else (0, 0)
+                    ok = ok and w >= 1000 and h >= 400
+                    why = f"size {w}x{h}"
+                elif fmt == "pdf":
+                    ok = data[:5] == b"%PDF-" and b"%%EOF" in data[-64:] and data.count(b"/Type /Page\n") + data.count(b"/Type /Page ") + data.count(b"/Type/Page") >= 1
+                    why = "not a one-page PDF"
+                else:
+                    try:
+                        ok = ET.fromstring(data).tag.endswith("svg")
+                        why = "root is not <svg>"
+                    except ET.ParseError as e:
+                        ok, why = False, str(e)
+                report(ok, f"{fig}-{k}-{fmt}", why)
+    sys.exit(1 if fails else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+#!/bin/bash
+# plot: figures in every format, the regression numbers against NumPy, the
+# missing-gnuplot message, usage errors. One PASS/FAIL line per check.
+set -u
+top=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${BIN:-$top/bin/dora-analyze}
+PYTHON=${PYTHON:-/usr/bin/python3}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+pass() { echo "PASS plot/$1"; }
+fail() { echo "FAIL plot/$1: $2"; fails=$((fails + 1)); }
+
+"$PYTHON" "$top/tests/py/gen_small_study.py" "$tmp/study" >/dev/null || { fail gen "generator failed"; exit 1; }
+cd "$tmp/study" || exit 1
+"$BIN" analyze -q --base base.safetensors -o study.h5 ft=ft lora=lora dora=dora >/dev/null 2>"$tmp/err" \
+    && pass analyze || fail analyze "$(cat "$tmp/err")"
+
+if "$BIN" plot study.h5 -o figs --format png,pdf,svg --stats=json >stats.json 2>"$tmp/err"; then
+    pass plot-run
+else
+    fail plot-run "$(cat "$tmp/err")"
+fi
+"$PYTHON" "$top/tests/py/check_plot.py" study.h5 stats.json figs png,pdf,svg || fails=$((fails + 1))
+leftover=$(find figs -name '*.tmp-*' | head -1)
+[ -z "$leftover" ] && pass no-temp-files || fail no-temp-files "$leftover"
+
+# TSV table: header and one row per run and kind
+"$BIN" plot study.h5 --stats --no-figures >stats.tsv 2>"$tmp/err"
+rows=$(tail -n +2 stats.tsv | wc -l)
+head -1 stats.tsv | grep -q $'^run\tmethod\tmodule_kind\tn\tlayers\tslope\tintercept\tpearson_r\twithin_step_r$' \
+    && [ "$rows" -eq 6 ] && pass stats-tsv || fail stats-tsv "$rows rows: $(head -2 stats.tsv)"
+
+# panel order and subset follow --runs
+"$BIN" plot study.h5 -o figs2 --runs dora,ft --modules v_proj --format png 2>"$tmp/err" \
+    && [ -f figs2/fig2_v_proj.png ] && [ ! -f figs2/fig2_q_proj.png ] && pass runs-modules \
+    || fail runs-modules "$(cat "$tmp/err")"
+
+# gnuplot missing: one clear line, exit 1
+PATH=/nonexistent "$BIN" plot study.h5 -o figs3 --format png >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 1 ] && grep -q "apt-get install gnuplot-nox" "$tmp/err" && pass no-gnuplot \
+    || fail no-gnuplot "exit $rc: $(cat "$tmp/err")"
+
+# bad input and usage
+check_exit() { # name expected-exit args...
+    local name=$1 want=$2
+    shift 2
+    "$BIN" plot "$@" >/dev/null 2>"$tmp/err"
+    local rc=$?
+    [ $rc -eq "$want" ] && pass "$name" || fail "$name" "exit $rc, expected $want: $(cat "$tmp/err")"
+}
+check_exit usage-format 2 study.h5 -o figs --format gif
+check_exit usage-no-output 2 study.h5
+check_exit usage-stats-kind 2 study.h5 --stats=xml --no-figures
+check_exit unknown-run 1 study.h5 -o figs --runs nope
+check_exit unknown-kind 1 study.h5 -o figs --modules k_proj
+check_exit not-hdf5 1 base.safetensors -o figs
+check_exit missing-file 1 nope.h5 -o figs
+"$BIN" plot --help >/dev/null && pass help || fail help "exit $?"
+
+[ $fails -eq 0 ]
