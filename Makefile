@@ -3,7 +3,7 @@
 
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
-PKGS    := hdf5 jansson openblas
+PKGS    := hdf5 jansson openblas libpcre2-8
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -Wall -Wextra -Wpedantic -Werror
 DEPFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

@@ -11,13 +11,16 @@
 set encoding utf8
 if (term_kind eq "png") {
     fs = 13
+    psf = 1.0
     set terminal pngcairo size 1500,560 font "DejaVu Sans,13" linewidth 1.5
 } else {
     if (term_kind eq "pdf") {
         fs = 8
+        psf = 0.45
         set terminal pdfcairo size 7.2in,2.75in font "DejaVu Sans,8" linewidth 1
     } else {
         fs = 12
+        psf = 0.8
         set terminal svg size 1200,450 font "DejaVu Sans,12" linewidth 1.2 background "white"
     }
 }
@@ -34,7 +37,7 @@ unset colorbox
 # open markers for intermediate steps, a filled one for the final step
 array step_pt[8] = [6, 8, 4, 12, 10, 14, 2, 1]
 pt_of(s, fin) = (fin > 0.5) ? 7 : step_pt[int(s - 1) % 8 + 1]
-ps_of(fin) = (fin > 0.5) ? 1.5 : 1.3
+ps_of(fin) = psf * ((fin > 0.5) ? 1.5 : 1.3)
 
 set multiplot title main_title noenhanced font @bigf
 key_w = 0.16
@@ -91,7 +94,7 @@ set xrange [0:1]
 set yrange [0:1]
 set key at graph 0.02, graph 1.0 left top Left reverse samplen 1 spacing 1.1 font @smallf
 if (nlayers <= 12) {
-    plot for [l = 1:nlayers] NaN with points pt 7 ps 1.3 lc palette cb (l - 1) \
+    plot for [l = 1:nlayers] NaN with points pt 7 ps psf * 1.3 lc palette cb (l - 1) \
              title sprintf("layer %d", l), \
          for [s = 1:nsteps] NaN with points pt pt_of(s, s == nsteps) ps ps_of(s == nsteps) \
              lc rgb "#444444" title step_label[s]

@@ -8,13 +8,16 @@
 set encoding utf8
 if (term_kind eq "png") {
     fs = 13
+    psf = 1.0
     set terminal pngcairo size 1300,520 font "DejaVu Sans,13" linewidth 1.5
 } else {
     if (term_kind eq "pdf") {
         fs = 8
+        psf = 0.45
         set terminal pdfcairo size 7in,2.8in font "DejaVu Sans,8" linewidth 1
     } else {
         fs = 12
+        psf = 0.8
         set terminal svg size 1100,440 font "DejaVu Sans,12" linewidth 1.2 background "white"
     }
 }
@@ -41,13 +44,13 @@ set key outside top center horizontal Left reverse samplen 2 font @smallf
 set title "magnitude change"
 set ylabel mlab
 plot for [i = 1:nruns] datafile index (i - 1) using ($1 + 1):($2 * mscale) \
-     with linespoints lw 1.5 pt run_pt[(i - 1) % 8 + 1] ps 1.2 lc rgb run_lc[(i - 1) % 8 + 1] \
+     with linespoints lw 1.5 pt run_pt[(i - 1) % 8 + 1] ps psf * 1.2 lc rgb run_lc[(i - 1) % 8 + 1] \
      title run_title[i] noenhanced
 
 set title "direction change"
 set ylabel dlab
 unset key  # one legend, over the left panel, serves both
 plot for [i = 1:nruns] datafile index (i - 1) using ($1 + 1):($3 * dscale) \
-     with linespoints lw 1.5 pt run_pt[(i - 1) % 8 + 1] ps 1.2 lc rgb run_lc[(i - 1) % 8 + 1] \
+     with linespoints lw 1.5 pt run_pt[(i - 1) % 8 + 1] ps psf * 1.2 lc rgb run_lc[(i - 1) % 8 + 1] \
      title run_title[i] noenhanced
 unset multiplot

@@ -6,7 +6,8 @@
 
 #include <jansson.h>
 #include <math.h>
-#include <regex.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,6 +84,11 @@ typedef struct pending {
     const dora_tensor *t[ROLE_COUNT];
 } pending;
 
+/* PEFT's rule (peft.utils.other.get_pattern_key): the first key K, in the
+ * config's order, for which Python's re.match(r"(.*\.)?(K)$", module)
+ * succeeds. The keys are Python regular expressions (\d, (?:...) and the
+ * like), so they are matched with PCRE2, whose syntax is Python's for
+ * everything such keys use, not with POSIX regex. */
 static int pattern_lookup(const dora_pattern *pats, size_t n, const char *module, double *value,
                           dora_err *err, const char *config)
 {
@@ -91,19 +97,31 @@ static int pattern_lookup(const dora_pattern *pats, size_t n, const char *module
         char *re = malloc(len);
         if (!re)
             return dora_errf(err, "out of memory");
-        snprintf(re, len, "(^|\\.)(%s)$", pats[i].pattern);
-        regex_t rx;
-        int rc = regcomp(&rx, re, REG_EXTENDED | REG_NOSUB);
+        snprintf(re, len, "^(.*\\.)?(%s)$", pats[i].pattern);
+        int code;
+        PCRE2_SIZE off;
+        pcre2_code *rx = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &code,
+                                       &off, NULL);
         free(re);
-        if (rc != 0)
-            return dora_errf(err, "'%s': pattern '%s' is not a valid regular expression", config,
-                             pats[i].pattern);
-        rc = regexec(&rx, module, 0, NULL, 0);
-        regfree(&rx);
-        if (rc == 0) {
+        if (!rx) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(code, msg, sizeof msg);
+            return dora_errf(err, "'%s': pattern '%s' is not a valid regular expression: %s",
+                             config, pats[i].pattern, (const char *)msg);
+        }
+        pcre2_match_data *md = pcre2_match_data_create_from_pattern(rx, NULL);
+        int rc = md ? pcre2_match(rx, (PCRE2_SPTR)module, PCRE2_ZERO_TERMINATED, 0, 0, md, NULL)
+                    : PCRE2_ERROR_NOMEMORY;
+        pcre2_match_data_free(md);
+        pcre2_code_free(rx);
+        if (rc >= 0) {
             *value = pats[i].value;
             return 1;
         }
+        if (rc != PCRE2_ERROR_NOMATCH)
+            return dora_errf(err, "'%s': pattern '%s' could not be matched against '%s' (PCRE2 "
+                                  "error %d)",
+                             config, pats[i].pattern, module, rc);
     }
     return 0;
 }

@@ -267,9 +267,10 @@ int dora_model_open(dora_model **out, const char *path, dora_err *err)
                               "model.safetensors or " INDEX_NAME ")",
                          path);
     case DORA_MODEL_ADAPTER:
-        dora_errf(err, "'%s': a PEFT adapter checkpoint; this version analyses full weights "
-                       "only (merging adapters onto the base comes with LoRA/DoRA support)",
-                  mpath);
+        dora_errf(err, "'%s' belongs to an adapter checkpoint (LoRA/DoRA), not a full model: a "
+                       "base model, and each checkpoint of a full fine-tuning run, must hold full "
+                       "weights",
+                  mpath ? mpath : path);
         free(mpath);
         return -1;
     case DORA_MODEL_TORCH:

@@ -11,9 +11,9 @@
  *     PEFT Embedding       L = lora_embedding_A^T      R = lora_embedding_B^T
  *     MLX                  L = lora_b^T ([r, out])     R = lora_a^T ([in, r])
  * and s = lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora, r and alpha
- * overridden per module by rank_pattern / alpha_pattern (a pattern matches the
- * end of the module name at a dot boundary; the first that matches wins, as in
- * PEFT); for MLX, s = lora_parameters.scale. With fan_in_fan_out (GPT-2
+ * overridden per module by rank_pattern / alpha_pattern (keys are Python
+ * regular expressions; the first key K for which "(.*\.)?(K)" matches the
+ * whole module name wins, as in PEFT); for MLX, s = lora_parameters.scale. With fan_in_fan_out (GPT-2
  * Conv1D) the base weight is stored [in, out] and is read transposed.
  *
  * DoRA: the magnitude tensor (m.lora_magnitude_vector[.weight|.default.weight]
