@@ -21,8 +21,11 @@ int32_t dora_layer_index(const char *name)
     while (*p) {
         const char *end = strchr(p, '.');
         size_t n = end ? (size_t)(end - p) : strlen(p);
-        if (n > 0 && n <= 9 && strspn(p, "0123456789") == n)
-            return (int32_t)strtol(p, NULL, 10);
+        if (n > 0 && n <= 10 && strspn(p, "0123456789") == n) {
+            long long v = strtoll(p, NULL, 10);
+            if (v <= INT32_MAX)
+                return (int32_t)v;
+        }
         if (!end)
             break;
         p = end + 1;

@@ -94,11 +94,14 @@ static int valid_run_name(const char *s)
     return s[0] != '\0' && strcmp(s, ".") != 0 && strcmp(s, "..") != 0 && strchr(s, '/') == NULL;
 }
 
-/* "NAME=PATH" when the part before '=' has no '/'; else the whole is a path. */
+/* "NAME=PATH" when the part before '=' has no '/' and the whole argument is
+ * not itself an existing path (folders like "lr=1e-4" are common); else the
+ * whole is a path. */
 static int parse_run_arg(const char *arg, run_arg *out)
 {
     const char *eq = strchr(arg, '=');
-    if (eq && memchr(arg, '/', (size_t)(eq - arg)) == NULL) {
+    if (eq && memchr(arg, '/', (size_t)(eq - arg)) == NULL && !util_is_file(arg) &&
+        !util_is_dir(arg)) {
         out->name = strndup(arg, (size_t)(eq - arg));
         out->path = eq + 1;
     } else {

@@ -239,7 +239,7 @@ static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
     if (r == 1) {
         step = gs;
         how = "global_step of the run folder's trainer_state.json";
-    } else if (last_max_steps > last) {
+    } else if (last_max_steps >= last) {
         step = last_max_steps;
         how = "max_steps of the last checkpoint's trainer_state.json";
     } else {
