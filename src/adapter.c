@@ -454,11 +454,9 @@ int dora_adapter_open(dora_adapter **out, const char *dir, dora_err *err)
         if (!wpath) {
             rc = dora_errf(err, "out of memory");
         } else if (!util_is_file(wpath)) {
-            char *bin = util_join(dir, "adapter_model.bin");
+            char *bin = util_join(dir, "adapter_model.bin"); /* torch.save, as PEFT < 0.7 */
             if (bin && util_is_file(bin))
-                rc = dora_errf(err, "'%s': a PyTorch adapter file; this version reads "
-                                    "adapter_model.safetensors only",
-                               bin);
+                rc = dora_model_open(&a->weights, bin, err);
             else
                 rc = dora_errf(err, "'%s': missing (the adapter's weights, beside '%s')", wpath,
                                a->config_path);

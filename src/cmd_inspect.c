@@ -25,9 +25,10 @@ static void print_tensors(const dora_model *m)
     uint64_t total = 0;
     for (size_t i = 0; i < m->ntensors; i++)
         total += m->by_name[i]->nbytes;
-    printf("# model: %s (%s, %zu file(s), %zu tensors, %llu bytes)\n", m->path,
-           m->kind == DORA_MODEL_SHARDED ? "sharded safetensors" : "safetensors", m->nfiles,
-           m->ntensors, (unsigned long long)total);
+    printf("# model: %s (%s%s, %zu file(s), %zu tensors, %llu bytes)\n", m->path,
+           m->kind == DORA_MODEL_SHARDED ? "sharded " : "",
+           m->nfiles ? m->files[0]->format : "?", m->nfiles, m->ntensors,
+           (unsigned long long)total);
     for (size_t f = 0; f < m->nfiles; f++)
         for (size_t k = 0; k < m->files[f]->nmeta; k++)
             printf("# metadata %s: %s = %s\n", m->files[f]->path, m->files[f]->meta_keys[k],

@@ -88,7 +88,8 @@ static void gp_str(FILE *f, const char *s)
     fputc('\'', f);
 }
 
-/* Templates: $DORA_PLOTS_DIR, else ../plots beside the executable. */
+/* Templates: $DORA_PLOTS_DIR; else ../plots beside the executable (the
+ * source tree's bin/); else the plots/ folder of the tree it was built in. */
 static char *templates_dir(void)
 {
     const char *env = getenv("DORA_PLOTS_DIR");
@@ -96,15 +97,25 @@ static char *templates_dir(void)
         return strdup(env);
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return strdup("plots");
-    exe[n] = '\0';
-    char *bin = util_dirname(exe);
-    char *top = bin ? util_dirname(bin) : NULL;
-    char *p = top ? util_join(top, "plots") : NULL;
-    free(bin);
-    free(top);
-    return p;
+    if (n > 0) {
+        exe[n] = '\0';
+        char *bin = util_dirname(exe);
+        char *top = bin ? util_dirname(bin) : NULL;
+        char *p = top ? util_join(top, "plots") : NULL;
+        char *probe = p ? util_join(p, "fig2.gp") : NULL;
+        int found = probe && util_is_file(probe);
+        free(bin);
+        free(top);
+        free(probe);
+        if (found)
+            return p;
+        free(p);
+    }
+#ifdef DORA_DEFAULT_PLOTS_DIR
+    return strdup(DORA_DEFAULT_PLOTS_DIR);
+#else
+    return strdup("plots");
+#endif
 }
 
 /* Run "gnuplot PARAMS TEMPLATE"; anything on its stderr is a failure. */
@@ -562,6 +573,18 @@ int cmd_plot(int argc, char **argv)
     }
     if (!(tdir = templates_dir()))
         goto oom;
+    {
+        char *probe = util_join(tdir, "fig2.gp");
+        int found = probe && util_is_file(probe);
+        free(probe);
+        if (!found) {
+            dora_errf(&err, "the gnuplot templates (fig2.gp, fig8.gp) are not in '%s'; set "
+                            "DORA_PLOTS_DIR to the project's plots/ folder",
+                      tdir);
+            status = cli_fail(&err);
+            goto done;
+        }
+    }
     if (!mkdtemp(work)) {
         dora_errf(&err, "cannot create a temporary folder: %s", strerror(errno));
         status = cli_fail(&err);

@@ -1,6 +1,7 @@
 /* model.c - one model's tensors from a single or sharded safetensors checkpoint. */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/model.h"
+#include "dora/torchzip.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -11,6 +12,7 @@
 #include <sys/stat.h>
 
 #define INDEX_NAME "model.safetensors.index.json"
+#define TORCH_INDEX_NAME "pytorch_model.bin.index.json"
 #define INDEX_MAX_BYTES (256u << 20) /* an index of a million tensors is ~100 MB */
 
 static int by_name_cmp(const void *pa, const void *pb)
@@ -52,7 +54,7 @@ int dora_model_probe(const char *path, dora_model_kind *kind, char **model_path,
         {INDEX_NAME, DORA_MODEL_SHARDED},
         {"model.safetensors", DORA_MODEL_SAFETENSORS},
         {"adapter_config.json", DORA_MODEL_ADAPTER},
-        {"pytorch_model.bin.index.json", DORA_MODEL_TORCH},
+        {TORCH_INDEX_NAME, DORA_MODEL_SHARDED},
         {"pytorch_model.bin", DORA_MODEL_TORCH},
     };
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
@@ -215,7 +217,7 @@ static int open_sharded(dora_model *m, const char *index_path, dora_err *err)
             goto done;
         }
         st_file *f;
-        int r = st_open(&f, sp, err);
+        int r = util_has_suffix(sp, ".safetensors") ? st_open(&f, sp, err) : pt_open(&f, sp, err);
         free(sp);
         if (r != 0)
             goto done;
@@ -263,18 +265,15 @@ int dora_model_open(dora_model **out, const char *path, dora_err *err)
     switch (kind) {
     case DORA_MODEL_NONE:
         free(mpath);
-        return dora_errf(err, "'%s': no model here (expected a .safetensors file, or a folder with "
-                              "model.safetensors or " INDEX_NAME ")",
+        return dora_errf(err, "'%s': no model here (expected a .safetensors, .bin or .pt file, or a "
+                              "folder with model.safetensors, " INDEX_NAME ", pytorch_model.bin "
+                              "or " TORCH_INDEX_NAME ")",
                          path);
     case DORA_MODEL_ADAPTER:
         dora_errf(err, "'%s' belongs to an adapter checkpoint (LoRA/DoRA), not a full model: a "
                        "base model, and each checkpoint of a full fine-tuning run, must hold full "
                        "weights",
                   mpath ? mpath : path);
-        free(mpath);
-        return -1;
-    case DORA_MODEL_TORCH:
-        dora_errf(err, "'%s': a PyTorch checkpoint; this version reads safetensors only", mpath);
         free(mpath);
         return -1;
     default:
@@ -288,11 +287,12 @@ int dora_model_open(dora_model **out, const char *path, dora_err *err)
     m->path = mpath;
     m->kind = kind;
     int rc;
-    if (kind == DORA_MODEL_SHARDED) {
+    if (util_has_suffix(mpath, ".index.json")) { /* safetensors or PyTorch shards */
+        m->kind = DORA_MODEL_SHARDED;
         rc = open_sharded(m, mpath, err);
     } else {
         st_file *f;
-        rc = st_open(&f, mpath, err);
+        rc = kind == DORA_MODEL_TORCH ? pt_open(&f, mpath, err) : st_open(&f, mpath, err);
         if (rc == 0 && (rc = add_file(m, f, err)) != 0)
             st_close(f);
         if (rc == 0)

@@ -285,6 +285,7 @@ int st_open(st_file **out, const char *path, dora_err *err)
         free(f);
         return dora_errf(err, "'%s': out of memory", path);
     }
+    f->format = "safetensors";
     if (st_open_inner(f, err) != 0) {
         dora_errprefix(err, "'%s'", path);
         st_close(f);
@@ -307,6 +308,9 @@ void st_close(st_file *f)
         free(f->meta_keys[i]);
         free(f->meta_values[i]);
     }
+    for (size_t i = 0; i < f->nowned; i++)
+        free(f->owned[i]);
+    free(f->owned);
     free(f->meta_keys);
     free(f->meta_values);
     free(f->path);

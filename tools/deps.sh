@@ -6,7 +6,7 @@ set -eu
 
 PKGS="gcc make pkg-config libc6-dev
 libhdf5-dev hdf5-tools
-libjansson-dev libpcre2-dev
+libjansson-dev libpcre2-dev libzip-dev
 libopenblas-dev liblapacke-dev
 gnuplot-nox
 python3 python3-numpy python3-h5py python3-pandas"

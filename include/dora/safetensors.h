@@ -38,6 +38,10 @@ typedef struct st_file {
     size_t nmeta;
     char **meta_keys;        /* __metadata__, in header order, owned */
     char **meta_values;
+    const char *format;      /* "safetensors" or "pytorch" (see torchzip.h) */
+    size_t nowned;
+    unsigned char **owned;   /* buffers some tensors point into (strided views made
+                                contiguous), freed by st_close */
 } st_file;
 
 /* Open, map and validate PATH. On success *out owns the mapping: every
