@@ -69,12 +69,22 @@ clean:
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc $(DEPFLAGS)
+FUZZ_TARGETS := safetensors pickle
 .PHONY: fuzz
-fuzz: build-fuzz/fuzz_safetensors
-	@mkdir -p build-fuzz/corpus/safetensors
-	build-fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	  build-fuzz/corpus/safetensors tests/fuzz/corpus/safetensors
+fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build-fuzz/corpus/$$t tests/fuzz/corpus/$$t; \
+	  echo "== fuzz_$$t ($(FUZZ_SECONDS) s)"; \
+	  build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    build-fuzz/corpus/$$t tests/fuzz/corpus/$$t >build-fuzz/fuzz_$$t.log 2>&1; rc=$$?; \
+	  grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::new_units_added)" build-fuzz/fuzz_$$t.log; \
+	  if [ $$rc -ne 0 ]; then tail -40 build-fuzz/fuzz_$$t.log; exit 1; fi; \
+	done
 
 build-fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c src/safetensors.c src/tensor.c src/error.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(LDLIBS)
+
+build-fuzz/fuzz_pickle: tests/fuzz/fuzz_pickle.c src/pickle.c src/tensor.c src/error.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(LDLIBS)
