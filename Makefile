@@ -3,7 +3,7 @@
 
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
-PKGS    := hdf5 jansson openblas libpcre2-8 libzip
+PKGS    := hdf5 jansson openblas lapacke libpcre2-8 libzip
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -Wall -Wextra -Wpedantic -Werror
 DEPFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -12,9 +12,9 @@ ALL_CFLAGS = $(WARN) $(CFLAGS) -Iinclude -Isrc $(DEPFLAGS) -MMD -MP \
              -DDORA_DEFAULT_PLOTS_DIR='"$(CURDIR)/plots"' 
 
 BUILD   ?= build
-LIB_SRC := src/error.c src/tensor.c src/util.c src/safetensors.c src/pickle.c src/torchzip.c src/model.c src/kernel.c \
-           src/run.c src/adapter.c src/analyze.c src/stats.c src/h5out.c src/h5in.c
-CLI_SRC := src/main.c src/cmd_analyze.c src/cmd_inspect.c src/cmd_plot.c
+# every src/*.c is library code except the command layer (main.c, cmd_*.c)
+CLI_SRC := src/main.c $(sort $(wildcard src/cmd_*.c))
+LIB_SRC := $(filter-out $(CLI_SRC),$(sort $(wildcard src/*.c)))
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 CLI_OBJ := $(CLI_SRC:src/%.c=$(BUILD)/obj/%.o)
 LIB     := $(BUILD)/libdora.a
