@@ -1,6 +1,7 @@
 /* h5out.c - writing the results with the HDF5 C library; see h5out.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/h5out.h"
+#include "h5util.h"
 #include "dora/stats.h"
 #include "dora/version.h"
 
@@ -20,91 +21,6 @@
             goto fail;                                                                             \
         }                                                                                          \
     } while (0)
-
-static hid_t str_type(void)
-{
-    hid_t t = H5Tcopy(H5T_C_S1);
-    if (t < 0)
-        return t;
-    if (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
-        H5Tclose(t);
-        return -1;
-    }
-    return t;
-}
-
-static int attr_str(hid_t loc, const char *name, const char *value, dora_err *err)
-{
-    hid_t t = -1, sp = -1, a = -1;
-    CHECK(t = str_type(), "cannot make a string type for attribute '%s'", name);
-    CHECK(sp = H5Screate(H5S_SCALAR), "cannot make a dataspace for attribute '%s'", name);
-    CHECK(a = H5Acreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT), "cannot create attribute '%s'",
-          name);
-    CHECK(H5Awrite(a, t, &value), "cannot write attribute '%s'", name);
-    H5Aclose(a);
-    H5Sclose(sp);
-    H5Tclose(t);
-    return 0;
-fail:
-    if (a >= 0)
-        H5Aclose(a);
-    if (sp >= 0)
-        H5Sclose(sp);
-    if (t >= 0)
-        H5Tclose(t);
-    return -1;
-}
-
-static int attr_i32(hid_t loc, const char *name, int32_t value, dora_err *err)
-{
-    hid_t sp = -1, a = -1;
-    CHECK(sp = H5Screate(H5S_SCALAR), "cannot make a dataspace for attribute '%s'", name);
-    CHECK(a = H5Acreate2(loc, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT),
-          "cannot create attribute '%s'", name);
-    CHECK(H5Awrite(a, H5T_NATIVE_INT32, &value), "cannot write attribute '%s'", name);
-    H5Aclose(a);
-    H5Sclose(sp);
-    return 0;
-fail:
-    if (a >= 0)
-        H5Aclose(a);
-    if (sp >= 0)
-        H5Sclose(sp);
-    return -1;
-}
-
-/* A dataset of RANK (1 or 2) with the given file and memory types. */
-static int dataset(hid_t loc, const char *name, int rank, const hsize_t *dims, hid_t file_type,
-                   hid_t mem_type, const void *data, dora_err *err)
-{
-    hid_t sp = -1, ds = -1;
-    CHECK(sp = H5Screate_simple(rank, dims, NULL), "cannot make a dataspace for dataset '%s'", name);
-    CHECK(ds = H5Dcreate2(loc, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-          "cannot create dataset '%s'", name);
-    if (dims[0] > 0 && (rank == 1 || dims[1] > 0))
-        CHECK(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data),
-              "cannot write dataset '%s'", name);
-    H5Dclose(ds);
-    H5Sclose(sp);
-    return 0;
-fail:
-    if (ds >= 0)
-        H5Dclose(ds);
-    if (sp >= 0)
-        H5Sclose(sp);
-    return -1;
-}
-
-static int strings(hid_t loc, const char *name, size_t n, char *const *v, dora_err *err)
-{
-    hid_t t = str_type();
-    if (t < 0)
-        return dora_errf(err, "cannot make a string type for dataset '%s'", name);
-    hsize_t dims[1] = {n};
-    int rc = dataset(loc, name, 1, dims, t, t, v, err);
-    H5Tclose(t);
-    return rc;
-}
 
 /* HDF5 link names cannot hold '/': per-row groups spell it %2F (and '%' as %25). */
 static char *link_name(const char *s)
@@ -145,10 +61,10 @@ static int write_per_row(hid_t grp, const dora_result *r, dora_err *err)
               "cannot create group 'per_row/%s' of run '%s'", ln, r->name);
         hsize_t k[1] = {(hsize_t)r->rows[l]};
         hsize_t sk[2] = {(hsize_t)r->nsteps, (hsize_t)r->rows[l]};
-        if (dataset(g, "m0", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->m0[l], err) != 0 ||
-            dataset(g, "m", 2, sk, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->m[l], err) != 0 ||
-            dataset(g, "cos", 2, sk, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->cos[l], err) != 0 ||
-            dataset(g, "one_minus_cos", 2, sk, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE,
+        if (h5u_dataset(g, "m0", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->m0[l], err) != 0 ||
+            h5u_dataset(g, "m", 2, sk, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->m[l], err) != 0 ||
+            h5u_dataset(g, "cos", 2, sk, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->cos[l], err) != 0 ||
+            h5u_dataset(g, "one_minus_cos", 2, sk, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE,
                     r->one_minus_cos[l], err) != 0) {
             dora_errprefix(err, "run '%s', per_row/%s", r->name, ln);
             goto fail;
@@ -174,21 +90,21 @@ static int write_run(hid_t runs, const dora_result *r, dora_err *err)
     hid_t g = -1;
     CHECK(g = H5Gcreate2(runs, r->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
           "cannot create group '/runs/%s'", r->name);
-    if (attr_str(g, "method", r->method, err) != 0 ||
-        attr_str(g, "source_path", r->source_path, err) != 0 ||
-        attr_str(g, "base_path", r->base_path, err) != 0)
+    if (h5u_attr_str(g, "method", r->method, err) != 0 ||
+        h5u_attr_str(g, "source_path", r->source_path, err) != 0 ||
+        h5u_attr_str(g, "base_path", r->base_path, err) != 0)
         goto fail_named;
     hsize_t s[1] = {r->nsteps}, l[1] = {r->nmodules}, sl[2] = {r->nsteps, r->nmodules};
-    if (dataset(g, "steps", 1, s, H5T_STD_I64LE, H5T_NATIVE_INT64, r->steps, err) != 0 ||
-        strings(g, "checkpoints", r->nsteps, r->step_paths, err) != 0 ||
-        strings(g, "modules", r->nmodules, r->modules, err) != 0 ||
-        dataset(g, "layer", 1, l, H5T_STD_I32LE, H5T_NATIVE_INT32, r->layer, err) != 0 ||
-        dataset(g, "rows", 1, l, H5T_STD_I64LE, H5T_NATIVE_INT64, r->rows, err) != 0 ||
-        dataset(g, "cols", 1, l, H5T_STD_I64LE, H5T_NATIVE_INT64, r->cols, err) != 0 ||
-        dataset(g, "rank", 1, l, H5T_STD_I32LE, H5T_NATIVE_INT32, r->rank, err) != 0 ||
-        dataset(g, "delta_m", 2, sl, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->delta_m, err) != 0 ||
-        dataset(g, "delta_d", 2, sl, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->delta_d, err) != 0 ||
-        dataset(g, "zero_rows", 2, sl, H5T_STD_I64LE, H5T_NATIVE_INT64, r->zero_rows, err) != 0)
+    if (h5u_dataset(g, "steps", 1, s, H5T_STD_I64LE, H5T_NATIVE_INT64, r->steps, err) != 0 ||
+        h5u_strings(g, "checkpoints", r->nsteps, r->step_paths, err) != 0 ||
+        h5u_strings(g, "modules", r->nmodules, r->modules, err) != 0 ||
+        h5u_dataset(g, "layer", 1, l, H5T_STD_I32LE, H5T_NATIVE_INT32, r->layer, err) != 0 ||
+        h5u_dataset(g, "rows", 1, l, H5T_STD_I64LE, H5T_NATIVE_INT64, r->rows, err) != 0 ||
+        h5u_dataset(g, "cols", 1, l, H5T_STD_I64LE, H5T_NATIVE_INT64, r->cols, err) != 0 ||
+        h5u_dataset(g, "rank", 1, l, H5T_STD_I32LE, H5T_NATIVE_INT32, r->rank, err) != 0 ||
+        h5u_dataset(g, "delta_m", 2, sl, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->delta_m, err) != 0 ||
+        h5u_dataset(g, "delta_d", 2, sl, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->delta_d, err) != 0 ||
+        h5u_dataset(g, "zero_rows", 2, sl, H5T_STD_I64LE, H5T_NATIVE_INT64, r->zero_rows, err) != 0)
         goto fail_named;
     if (r->m0 && write_per_row(g, r, err) != 0)
         goto fail;
@@ -238,24 +154,24 @@ static int write_regression(hid_t f, const dora_result *runs, size_t nruns, dora
     CHECK(grp = H5Gcreate2(f, "regression", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
           "cannot create group '/regression'");
     hsize_t k[1] = {n};
-    if (attr_str(grp, "definition",
+    if (h5u_attr_str(grp, "definition",
                  "x = delta_d, y = delta_m over every (layer, step) of the run's modules of one "
                  "kind; least squares y = intercept + slope * x; pearson_r over the same points; "
                  "within_step_r after centring each step's points on that step's mean; a value "
                  "whose *defined flag is 0 is undefined (fewer than 2 points or no spread) and "
                  "stored as 0",
                  err) != 0 ||
-        strings(grp, "run", n, run, err) != 0 || strings(grp, "method", n, method, err) != 0 ||
-        strings(grp, "module_kind", n, kind, err) != 0 ||
-        dataset(grp, "n", 1, k, H5T_STD_I64LE, H5T_NATIVE_INT64, cnt, err) != 0 ||
-        dataset(grp, "layers", 1, k, H5T_STD_I64LE, H5T_NATIVE_INT64, layers, err) != 0 ||
-        dataset(grp, "defined", 1, k, H5T_STD_I32LE, H5T_NATIVE_INT32, def, err) != 0 ||
-        dataset(grp, "slope", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, slope, err) != 0 ||
-        dataset(grp, "intercept", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, icpt, err) != 0 ||
-        dataset(grp, "pearson_r", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r, err) != 0 ||
-        dataset(grp, "within_step_defined", 1, k, H5T_STD_I32LE, H5T_NATIVE_INT32, wdef, err) !=
+        h5u_strings(grp, "run", n, run, err) != 0 || h5u_strings(grp, "method", n, method, err) != 0 ||
+        h5u_strings(grp, "module_kind", n, kind, err) != 0 ||
+        h5u_dataset(grp, "n", 1, k, H5T_STD_I64LE, H5T_NATIVE_INT64, cnt, err) != 0 ||
+        h5u_dataset(grp, "layers", 1, k, H5T_STD_I64LE, H5T_NATIVE_INT64, layers, err) != 0 ||
+        h5u_dataset(grp, "defined", 1, k, H5T_STD_I32LE, H5T_NATIVE_INT32, def, err) != 0 ||
+        h5u_dataset(grp, "slope", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, slope, err) != 0 ||
+        h5u_dataset(grp, "intercept", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, icpt, err) != 0 ||
+        h5u_dataset(grp, "pearson_r", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r, err) != 0 ||
+        h5u_dataset(grp, "within_step_defined", 1, k, H5T_STD_I32LE, H5T_NATIVE_INT32, wdef, err) !=
             0 ||
-        dataset(grp, "within_step_r", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, wr, err) != 0)
+        h5u_dataset(grp, "within_step_r", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, wr, err) != 0)
         goto fail;
     rc = 0;
 fail:
@@ -302,10 +218,10 @@ int h5o_write(const char *path, const dora_result *runs, size_t nruns, const cha
 
     CHECK(f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
           "cannot create '%s' (is the folder writable?)", tmp);
-    if (attr_str(f, "tool_version", DORA_VERSION, err) != 0 ||
-        attr_str(f, "command_line", command_line, err) != 0 ||
-        attr_str(f, "created", created, err) != 0 ||
-        attr_i32(f, "layout_version", DORA_LAYOUT_VERSION, err) != 0)
+    if (h5u_attr_str(f, "tool_version", DORA_VERSION, err) != 0 ||
+        h5u_attr_str(f, "command_line", command_line, err) != 0 ||
+        h5u_attr_str(f, "created", created, err) != 0 ||
+        h5u_attr_i32(f, "layout_version", DORA_LAYOUT_VERSION, err) != 0)
         goto fail;
     /* runs keep the order of the command line: track link creation order */
     hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);

@@ -1,0 +1,25 @@
+/* h5util.h - checked HDF5 writing helpers (internal). Every call is checked
+ * and a failure fills err naming the object; explicit little-endian file types
+ * are chosen by the caller, memory types are native. */
+#ifndef DORA_H5UTIL_H
+#define DORA_H5UTIL_H
+
+#include "dora/error.h"
+
+#include <hdf5.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Variable-length UTF-8 string type (h5py's str); close with H5Tclose. */
+hid_t h5u_str_type(void);
+/* Scalar attributes. */
+int h5u_attr_str(hid_t loc, const char *name, const char *value, dora_err *err);
+int h5u_attr_i32(hid_t loc, const char *name, int32_t value, dora_err *err);
+/* A dataset of rank 1 or 2 (dims[0], dims[1]) written from DATA in MEM_TYPE,
+ * stored as FILE_TYPE (e.g. H5T_IEEE_F64LE from H5T_NATIVE_DOUBLE). */
+int h5u_dataset(hid_t loc, const char *name, int rank, const hsize_t *dims, hid_t file_type,
+                hid_t mem_type, const void *data, dora_err *err);
+/* A 1-D dataset of N variable-length UTF-8 strings. */
+int h5u_strings(hid_t loc, const char *name, size_t n, char *const *v, dora_err *err);
+
+#endif
