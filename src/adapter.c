@@ -458,8 +458,8 @@ int dora_adapter_open(dora_adapter **out, const char *dir, dora_err *err)
             if (bin && util_is_file(bin))
                 rc = dora_model_open(&a->weights, bin, err);
             else
-                rc = dora_errf(err, "'%s': missing (the adapter's weights, beside '%s')", wpath,
-                               a->config_path);
+                rc = dora_err_missing(err, "'%s': missing (the adapter's weights, beside '%s')",
+                                      wpath, a->config_path);
             free(bin);
         } else {
             rc = dora_model_open(&a->weights, wpath, err);

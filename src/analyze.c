@@ -2,12 +2,14 @@
 #define _POSIX_C_SOURCE 200809L
 #include "dora/analyze.h"
 #include "dora/adapter.h"
+#include "dora/guard.h"
 #include "dora/kernel.h"
 #include "util.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +81,8 @@ typedef struct job {
     int per_row;
     size_t next; /* atomic: next chunk to take */
     int failed;  /* atomic */
+    int *step_bad; /* [S] atomic: a file of the step changed while read */
+    char **step_why; /* [S] why (under lock) */
     pthread_mutex_t lock;
     dora_err err;
 } job;
@@ -129,6 +133,8 @@ static int run_chunk_dense(job *jb, chunk *c)
     for (int64_t r = c->row0; r < c->row1; r++) {
         const unsigned char *a = md->base->data ? md->base->data + (size_t)r * cols * sa : NULL;
         for (size_t s = 0; s < jb->S; s++) {
+            if (__atomic_load_n(&jb->step_bad[s], __ATOMIC_RELAXED))
+                continue;
             const dora_tensor *t = md->src[s].dense;
             const unsigned char *b =
                 t->data ? t->data + (size_t)r * cols * dora_dtype_size(t->dtype) : NULL;
@@ -252,6 +258,8 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
             return -1;
         }
         for (size_t s = 0; s < jb->S; s++) {
+            if (__atomic_load_n(&jb->step_bad[s], __ATOMIC_RELAXED))
+                continue;
             const stepsrc *src = &md->src[s];
             const dora_adapted *ad = src->ad;
             const int64_t r = ad->r;
@@ -306,6 +314,48 @@ static int run_chunk(job *jb, chunk *c, workspace *ws)
     return jb->mods[c->module].lora ? run_chunk_lora(jb, c, ws) : run_chunk_dense(jb, c);
 }
 
+static int owns(const dora_tensor *t, const void *addr)
+{
+    const st_file *f = t ? t->owner : NULL;
+    const unsigned char *a = addr;
+    return f && f->map && a >= f->map && a < f->map + f->size;
+}
+
+/* A SIGBUS at ADDR while chunk C was read: a file shrank. If it is a step's
+ * file, that step is dropped (the others go on) and 0 is returned so that the
+ * chunk is redone without it; if it is the base's, or unknown, -1. */
+static int mark_fault(job *jb, const chunk *c, const void *addr)
+{
+    const module *md = &jb->mods[c->module];
+    if (owns(md->base, addr)) {
+        job_fail(jb, "'%s' changed while it was read (truncated?): the base is needed for every "
+                     "result",
+                 md->base->file);
+        return -1;
+    }
+    for (size_t s = 0; s < jb->S; s++) {
+        const stepsrc *src = &md->src[s];
+        const dora_tensor *ts[4] = {src->dense, src->ad ? src->ad->L.t : NULL,
+                                    src->ad ? src->ad->R.t : NULL,
+                                    src->ad ? src->ad->magnitude : NULL};
+        for (int i = 0; i < 4; i++)
+            if (owns(ts[i], addr)) {
+                pthread_mutex_lock(&jb->lock);
+                if (!jb->step_why[s]) {
+                    char buf[1200];
+                    snprintf(buf, sizeof buf, "'%s' changed while it was read (truncated?)",
+                             ts[i]->file);
+                    jb->step_why[s] = strdup(buf);
+                }
+                __atomic_store_n(&jb->step_bad[s], 1, __ATOMIC_RELEASE);
+                pthread_mutex_unlock(&jb->lock);
+                return 0;
+            }
+    }
+    job_fail(jb, "a memory-mapped file changed while it was read (fault at %p)", addr);
+    return -1;
+}
+
 static void *worker(void *arg)
 {
     job *jb = arg;
@@ -318,9 +368,27 @@ static void *worker(void *arg)
         size_t i = __atomic_fetch_add(&jb->next, 1, __ATOMIC_RELAXED);
         if (i >= jb->nchunks)
             break;
-        if (run_chunk(jb, &jb->chunks[i], &ws) != 0)
-            break;
+        /* A truncated mapping faults inside run_chunk; the guard brings us back
+         * here, the step whose file it was is dropped, and the chunk redone. */
+        sigjmp_buf env;
+        volatile int ok = 0;
+        while (!ok) {
+            if (sigsetjmp(env, 1) == 0) {
+                dora_guard_enter(&env);
+                int r = run_chunk(jb, &jb->chunks[i], &ws);
+                dora_guard_leave();
+                if (r != 0)
+                    goto out;
+                ok = 1;
+            } else {
+                dora_guard_leave();
+                ws.rall_module = SIZE_MAX; /* the factors may be half converted */
+                if (mark_fault(jb, &jb->chunks[i], dora_guard_fault()) != 0)
+                    goto out;
+            }
+        }
     }
+out:
     free(ws.w0);
     free(ws.rall);
     free(ws.p);
@@ -664,27 +732,99 @@ static int make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dor
     return 0;
 }
 
-/* Open every step: a full model, or an adapter checked against the base. */
-static int open_steps(const dora_run *run, const dora_model *base, stepdata *sd, dora_err *err)
+static int add_failure(dora_result *res, const char *msg)
 {
+    char **nf = realloc(res->failures, (res->nfailures + 1) * sizeof *nf);
+    if (!nf)
+        return -1;
+    res->failures = nf;
+    if (!(nf[res->nfailures] = strdup(msg)))
+        return -1;
+    res->nfailures++;
+    return 0;
+}
+
+/* Open every step: a full model, or an adapter checked against the base. In a
+ * Trainer folder, a checkpoint whose files are not all there yet (still being
+ * written) is left out and recorded as a failure; the others go on. Fills
+ * sd[0..*kept) and idx (the kept steps' positions in run->steps). */
+static int open_steps(const dora_run *run, const dora_model *base, stepdata *sd, size_t *idx,
+                      size_t *kept, dora_result *res, dora_err *err)
+{
+    size_t k = 0;
     for (size_t s = 0; s < run->nsteps; s++) {
         dora_model_kind kind;
+        stepdata *d = &sd[k];
         if (dora_model_probe(run->steps[s].path, &kind, NULL, err) != 0)
             return -1;
-        if (kind == DORA_MODEL_ADAPTER) {
-            if (dora_adapter_open(&sd[s].adapter, run->steps[s].path, err) != 0 ||
-                dora_adapter_check(sd[s].adapter, base, err) != 0)
+        int r = kind == DORA_MODEL_ADAPTER
+                    ? (dora_adapter_open(&d->adapter, run->steps[s].path, err) != 0 ||
+                       dora_adapter_check(d->adapter, base, err) != 0)
+                    : dora_model_open(&d->model, run->steps[s].path, err) != 0;
+        if (r) {
+            dora_model_close(d->model);
+            dora_adapter_close(d->adapter);
+            d->model = NULL;
+            d->adapter = NULL;
+            if (!(err->missing && run->layout == DORA_RUN_TRAINER && run->nsteps > 1))
                 return -1;
-        } else if (dora_model_open(&sd[s].model, run->steps[s].path, err) != 0) {
-            return -1;
+            char buf[DORA_ERR_MAX + 64];
+            snprintf(buf, sizeof buf, "step %lld left out, incomplete: %s",
+                     (long long)run->steps[s].step, err->msg);
+            if (add_failure(res, buf) != 0)
+                return dora_errf(err, "out of memory");
+            continue;
         }
-        if ((sd[s].adapter != NULL) != (sd[0].adapter != NULL))
+        if (k > 0 && (d->adapter != NULL) != (sd[0].adapter != NULL))
             return dora_errf(err, "'%s' is %s but '%s' is %s: a run is either full weights or "
                                   "adapters",
-                             run->steps[s].path, sd[s].adapter ? "an adapter" : "a full model",
-                             run->steps[0].path, sd[0].adapter ? "an adapter" : "a full model");
+                             run->steps[s].path, d->adapter ? "an adapter" : "a full model",
+                             run->steps[idx[0]].path,
+                             sd[0].adapter ? "an adapter" : "a full model");
+        idx[k++] = s;
     }
+    *kept = k;
+    if (k == 0)
+        return dora_err_missing(err, "'%s': no checkpoint is complete (%s)", run->path,
+                                res->nfailures ? res->failures[0] : "none found");
     return 0;
+}
+
+/* 1 if a file of the step changed since it was opened. */
+static const char *step_changed(const stepdata *d)
+{
+    const dora_model *m = d->model ? d->model : d->adapter->weights;
+    for (size_t i = 0; i < m->nfiles; i++)
+        if (st_file_changed(m->files[i]))
+            return m->files[i]->path;
+    return NULL;
+}
+
+/* Drop the steps marked in BAD from the result, keeping the order. */
+static void drop_steps(dora_result *res, const int *bad)
+{
+    const size_t S = res->nsteps, L = res->nmodules;
+    size_t k = 0;
+    for (size_t s = 0; s < S; s++) {
+        if (bad[s]) {
+            free(res->step_paths[s]);
+            continue;
+        }
+        res->steps[k] = res->steps[s];
+        res->step_paths[k] = res->step_paths[s];
+        memmove(res->delta_m + k * L, res->delta_m + s * L, L * sizeof *res->delta_m);
+        memmove(res->delta_d + k * L, res->delta_d + s * L, L * sizeof *res->delta_d);
+        memmove(res->zero_rows + k * L, res->zero_rows + s * L, L * sizeof *res->zero_rows);
+        for (size_t l = 0; res->m && l < L; l++) {
+            size_t rows = (size_t)res->rows[l];
+            memmove(res->m[l] + k * rows, res->m[l] + s * rows, rows * sizeof **res->m);
+            memmove(res->cos[l] + k * rows, res->cos[l] + s * rows, rows * sizeof **res->cos);
+            memmove(res->one_minus_cos[l] + k * rows, res->one_minus_cos[l] + s * rows,
+                    rows * sizeof **res->one_minus_cos);
+        }
+        k++;
+    }
+    res->nsteps = k;
 }
 
 int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
@@ -692,8 +832,12 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
                      dora_err *err)
 {
     memset(res, 0, sizeof *res);
-    const size_t S = run->nsteps;
-    stepdata *sd = calloc(S ? S : 1, sizeof *sd);
+    size_t S = 0;
+    const size_t S0 = run->nsteps;
+    stepdata *sd = calloc(S0 ? S0 : 1, sizeof *sd);
+    size_t *idx = calloc(S0 ? S0 : 1, sizeof *idx);
+    int *bad = calloc(S0 ? S0 : 1, sizeof *bad);
+    char **why = calloc(S0 ? S0 : 1, sizeof *why);
     module *mods = NULL;
     size_t L = 0;
     double *pool_d = NULL;
@@ -707,15 +851,15 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     res->name = strdup(name);
     res->source_path = strdup(run->path);
     res->base_path = strdup(base_path);
-    if (!sd || !res->name || !res->source_path || !res->base_path) {
+    if (!sd || !idx || !bad || !why || !res->name || !res->source_path || !res->base_path) {
         dora_errf(err, "out of memory");
         goto done;
     }
-    if (S == 0) {
+    if (S0 == 0) {
         dora_errf(err, "'%s': the run has no checkpoints", run->path);
         goto done;
     }
-    if (open_steps(run, base, sd, err) != 0)
+    if (open_steps(run, base, sd, idx, &S, res, err) != 0)
         goto done;
     if (sd[0].adapter) {
         res->method = "lora";
@@ -736,8 +880,8 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
         goto done;
     }
     for (size_t s = 0; s < S; s++) {
-        res->steps[s] = run->steps[s].step;
-        if (!(res->step_paths[s] = strdup(run->steps[s].path))) {
+        res->steps[s] = run->steps[idx[s]].step;
+        if (!(res->step_paths[s] = strdup(run->steps[idx[s]].path))) {
             dora_errf(err, "out of memory");
             goto done;
         }
@@ -747,12 +891,53 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     jb.mods = mods;
     jb.res = res;
     jb.per_row = opts->per_row;
+    jb.step_bad = bad;
+    jb.step_why = why;
     if (make_chunks(&jb, L, &pool_d, &pool_z, err) != 0)
         goto done;
     /* our threads split the work; each GEMM is small and runs on its caller */
     openblas_set_num_threads(1);
+    if (opts->after_open)
+        opts->after_open(opts->after_open_ctx);
+    if (dora_guard_install() != 0) {
+        dora_errf(err, "cannot install the SIGBUS guard");
+        goto done;
+    }
     if (run_jobs(&jb, opts->threads, err) != 0)
         goto done;
+
+    /* A file that changed without faulting (rewritten in place, or shrunk
+     * within its last page) is caught here; the base is needed by all. */
+    for (size_t i = 0; i < base->nfiles; i++)
+        if (st_file_changed(base->files[i])) {
+            dora_errf(err, "'%s' changed while it was read: the base is needed for every result",
+                      base->files[i]->path);
+            goto done;
+        }
+    size_t nbad = 0;
+    for (size_t s = 0; s < S; s++) {
+        const char *changed = bad[s] ? NULL : step_changed(&sd[s]);
+        if (changed) {
+            char buf[1200];
+            snprintf(buf, sizeof buf, "'%s' changed while it was read", changed);
+            why[s] = strdup(buf);
+            bad[s] = 1;
+        }
+        if (bad[s]) {
+            char buf[1400];
+            snprintf(buf, sizeof buf, "step %lld left out: %s", (long long)res->steps[s],
+                     why[s] ? why[s] : "a file changed while it was read");
+            if (add_failure(res, buf) != 0) {
+                dora_errf(err, "out of memory");
+                goto done;
+            }
+            nbad++;
+        }
+    }
+    if (nbad == S) {
+        dora_errf(err, "run '%s': %s", name, res->failures[res->nfailures - 1]);
+        goto done;
+    }
 
     /* Fixed-order reduction: chunk order is module order, then row order. */
     for (size_t c = 0; c < jb.nchunks; c++) {
@@ -768,6 +953,8 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
             res->delta_m[s * L + l] /= (double)mods[l].rows;
             res->delta_d[s * L + l] /= (double)mods[l].rows;
         }
+    if (nbad)
+        drop_steps(res, bad);
     rc = 0;
 done:
     pthread_mutex_destroy(&jb.lock);
@@ -775,10 +962,15 @@ done:
     free(pool_d);
     free(pool_z);
     free_modules(mods, L);
-    for (size_t s = 0; sd && s < S; s++) {
+    for (size_t s = 0; sd && s < S0; s++) {
         dora_model_close(sd[s].model);
         dora_adapter_close(sd[s].adapter);
     }
+    for (size_t s = 0; why && s < S0; s++)
+        free(why[s]);
+    free(why);
+    free(bad);
+    free(idx);
     free(sd);
     if (rc != 0)
         dora_result_release(res);
@@ -819,6 +1011,9 @@ void dora_result_release(dora_result *res)
     for (size_t i = 0; i < res->nnotes; i++)
         free(res->notes[i]);
     free(res->notes);
+    for (size_t i = 0; i < res->nfailures; i++)
+        free(res->failures[i]);
+    free(res->failures);
     free(res->name);
     free(res->source_path);
     free(res->base_path);

@@ -298,8 +298,8 @@ int cmd_analyze(int argc, char **argv)
     dora_result *res = calloc(nruns, sizeof *res);
     dora_model *base = NULL;
     char *cmdline = command_line(argc, argv);
-    dora_err err = {{0}};
-    size_t done = 0;
+    dora_err err = {{0}, 0};
+    size_t done = 0, incomplete = 0;
     if (!ra || !res || !cmdline) {
         dora_errf(&err, "out of memory");
         status = cli_fail(&err);
@@ -366,6 +366,10 @@ int cmd_analyze(int argc, char **argv)
         if (!quiet)
             for (size_t k = 0; k < res[i].nnotes; k++)
                 fprintf(stderr, "dora-analyze: note: run '%s': %s\n", res[i].name, res[i].notes[k]);
+        for (size_t k = 0; k < res[i].nfailures; k++) /* errors: printed even with -q */
+            fprintf(stderr, "dora-analyze: error: run '%s': %s\n", res[i].name,
+                    res[i].failures[k]);
+        incomplete += res[i].nfailures;
     }
 
     char *tmp = h5o_temp_path(out);
@@ -394,6 +398,12 @@ int cmd_analyze(int argc, char **argv)
     } else {
         print_table(stdout, res, nruns, 0);
         status = cli_finish_stdout();
+    }
+    if (status == EXIT_OK && incomplete) {
+        /* the results hold every step that could be read; the others are named above */
+        fprintf(stderr, "dora-analyze: error: %zu step(s) left out; '%s' holds the others\n",
+                incomplete, out);
+        status = EXIT_BAD_INPUT;
     }
 cleanup:
     for (size_t i = 0; i < done; i++)

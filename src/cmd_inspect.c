@@ -95,7 +95,7 @@ int cmd_inspect(int argc, char **argv)
     if (argc - optind != 1)
         return cli_usage_error("inspect", "expected exactly one PATH");
     const char *path = argv[optind];
-    dora_err err = {{0}};
+    dora_err err = {{0}, 0};
     dora_run run;
     if (dora_run_discover(&run, path, &err) != 0)
         return cli_fail(&err);

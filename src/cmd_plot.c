@@ -489,7 +489,7 @@ int cmd_plot(int argc, char **argv)
         return cli_usage_error("plot", "--format needs at least one of png, pdf, svg");
     }
 
-    dora_err err = {{0}};
+    dora_err err = {{0}, 0};
     dora_result *all = NULL, *sel = NULL;
     size_t nall = 0, nsel = 0, ng = 0;
     dora_regression *g = NULL;

@@ -11,6 +11,19 @@ int dora_errf(dora_err *err, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
+        err->missing = 0;
+    }
+    return -1;
+}
+
+int dora_err_missing(dora_err *err, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->missing = 1;
     }
     return -1;
 }

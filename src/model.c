@@ -212,7 +212,8 @@ static int open_sharded(dora_model *m, const char *index_path, dora_err *err)
             goto done;
         }
         if (!util_is_file(sp)) {
-            dora_errf(err, "'%s': shard '%s' listed in the index is missing", index_path, sp);
+            dora_err_missing(err, "'%s': shard '%s' listed in the index is missing", index_path,
+                             sp);
             free(sp);
             goto done;
         }
@@ -265,7 +266,7 @@ int dora_model_open(dora_model **out, const char *path, dora_err *err)
     switch (kind) {
     case DORA_MODEL_NONE:
         free(mpath);
-        return dora_errf(err, "'%s': no model here (expected a .safetensors, .bin or .pt file, or a "
+        return dora_err_missing(err, "'%s': no model here (expected a .safetensors, .bin or .pt file, or a "
                               "folder with model.safetensors, " INDEX_NAME ", pytorch_model.bin "
                               "or " TORCH_INDEX_NAME ")",
                          path);

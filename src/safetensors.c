@@ -178,6 +178,7 @@ int st_parse_header(st_file *f, const char *json, size_t json_len, const unsigne
             goto done;
         }
         t->file = f->path;
+        t->owner = f;
         sp->index = f->ntensors;
         f->ntensors++;
     }
@@ -263,6 +264,7 @@ static int st_open_inner(st_file *f, dora_err *err)
         return dora_errf(err, "not a regular file");
     }
     f->size = (uint64_t)sb.st_size;
+    st_file_stamp(f, fd);
     if (f->size < 8) { /* nothing to map; st_parse_bytes refuses it without reading */
         close(fd);
         return st_parse_bytes(f, NULL, f->size, err);
@@ -275,6 +277,26 @@ static int st_open_inner(st_file *f, dora_err *err)
                          strerror(errno));
     }
     return st_parse_bytes(f, f->map, f->size, err);
+}
+
+void st_file_stamp(st_file *f, int fd)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return;
+    f->dev = (uint64_t)sb.st_dev;
+    f->ino = (uint64_t)sb.st_ino;
+    f->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+}
+
+int st_file_changed(const st_file *f)
+{
+    struct stat sb;
+    if (stat(f->path, &sb) != 0)
+        return 1;
+    int64_t m = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+    return (uint64_t)sb.st_dev != f->dev || (uint64_t)sb.st_ino != f->ino ||
+           (uint64_t)sb.st_size != f->size || m != f->mtime_ns;
 }
 
 int st_open(st_file **out, const char *path, dora_err *err)

@@ -223,6 +223,7 @@ static int build(st_file *f, zip_t *za, zsrc *src, const char *prefix, pk_tensor
         d->dtype = t->dtype;
         d->ndim = t->ndim;
         d->file = f->path;
+        d->owner = f;
         uint64_t numel = 1, last = (uint64_t)t->offset, expect = 1;
         int contiguous = 1;
         for (int k = t->ndim - 1; k >= 0; k--) {
@@ -293,6 +294,7 @@ static int open_archive(st_file *f, dora_err *err)
         return dora_errf(err, "not a readable regular file");
     }
     f->size = (uint64_t)sb.st_size;
+    st_file_stamp(f, fd);
     if (f->size < 4) {
         close(fd);
         return dora_errf(err, "file is %llu bytes: not a torch.save archive",

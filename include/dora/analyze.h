@@ -10,6 +10,12 @@
  * The work is split into fixed row chunks that depend only on the shapes, and
  * the chunk sums are added in a fixed order, so results do not depend on the
  * thread count. The base rows of a chunk are read once for all steps.
+ *
+ * Files that change underneath: a checkpoint of a Trainer folder whose files
+ * are not all there is left out (res->failures); a mapped file that is
+ * truncated while it is read (SIGBUS, caught by guard.h) or found changed
+ * afterwards (size, mtime, inode) drops that step only; a changed base fails
+ * the run.
  */
 #ifndef DORA_ANALYZE_H
 #define DORA_ANALYZE_H
@@ -26,6 +32,10 @@ typedef struct dora_analysis_opts {
     const regex_t *exclude; /* then drop names matching this (NULL: none) */
     int threads;            /* >= 1 */
     int per_row;            /* also keep per-row magnitudes and cosines */
+    /* called once every file of the run is open, before any is read (NULL:
+     * none); tests use it to change files underneath */
+    void (*after_open)(void *ctx);
+    void *after_open_ctx;
 } dora_analysis_opts;
 
 typedef struct dora_result {
@@ -50,6 +60,10 @@ typedef struct dora_result {
     double **one_minus_cos; /* [L][S * rows] */
     size_t nnotes;
     char **notes;         /* remarks for the user (tensors left out and why) */
+    size_t nfailures;
+    char **failures;      /* steps left out: a checkpoint still being written (files
+                             missing) or a file that changed while it was read; the
+                             result holds the other steps and the command exits 1 */
 } dora_result;
 
 int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,

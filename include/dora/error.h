@@ -14,11 +14,20 @@
 
 typedef struct dora_err {
     char msg[DORA_ERR_MAX]; /* NUL-terminated, empty when no error was set */
+    int missing;            /* 1 when the cause is a file that is not there (yet): a
+                               checkpoint still being written, as opposed to a bad one */
 } dora_err;
 
 /* Set the message (printf-style). err may be NULL. Always returns -1 so that
  * callers can write `return dora_errf(err, ...);`. */
 int dora_errf(dora_err *err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* dora_errf, and mark the cause as a missing file (see dora_err.missing). */
+int dora_err_missing(dora_err *err, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif

@@ -39,6 +39,8 @@ typedef struct st_file {
     char **meta_keys;        /* __metadata__, in header order, owned */
     char **meta_values;
     const char *format;      /* "safetensors" or "pytorch" (see torchzip.h) */
+    uint64_t dev, ino;       /* identity and state at open, to notice a file that */
+    int64_t mtime_ns;        /* changes while it is read (st_file_changed) */
     size_t nowned;
     unsigned char **owned;   /* buffers some tensors point into (strided views made
                                 contiguous), freed by st_close */
@@ -57,6 +59,15 @@ int st_parse_bytes(st_file *f, const unsigned char *buf, uint64_t size, dora_err
  * f->meta_*. Exposed for the fuzzer and the unit tests; st_open uses it. */
 int st_parse_header(st_file *f, const char *json, size_t json_len,
                     const unsigned char *data, uint64_t data_len, dora_err *err);
+
+/* Record the identity, size and mtime of the open descriptor FD in f (used by
+ * st_open and pt_open). */
+void st_file_stamp(st_file *f, int fd);
+
+/* 1 if the file at f->path is no longer the one that was mapped (replaced,
+ * resized or modified since it was opened), else 0. A mapping of a file that
+ * changed may read wrong bytes or fault (SIGBUS); see guard.h. */
+int st_file_changed(const st_file *f);
 
 /* Release the mapping and everything st_open allocated. NULL is a no-op. */
 void st_close(st_file *f);

@@ -42,6 +42,8 @@ size_t dora_dtype_size(dora_dtype t);
 /* Non-zero for the types whose weights are analysed: F16, BF16, F32, F64. */
 int dora_dtype_is_analysable(dora_dtype t);
 
+struct st_file; /* the container that owns a tensor's bytes (safetensors.h) */
+
 typedef struct dora_tensor {
     const char *name;              /* owned by the container */
     const char *file;              /* path of the file holding the bytes; owned by the container */
@@ -51,6 +53,7 @@ typedef struct dora_tensor {
     uint64_t numel;
     uint64_t nbytes;               /* numel * dtype size */
     const unsigned char *data;     /* into the mapping; NULL when nbytes == 0 */
+    const struct st_file *owner;   /* the file holding the bytes */
 } dora_tensor;
 
 /* Rows (dim 0) and columns (product of the other dims) of a tensor of rank >= 1. */

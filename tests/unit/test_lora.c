@@ -132,7 +132,7 @@ static void check_run(const char *base_path, const char *run_path, const char *m
     dora_result res;
     CHECK_MSG(dora_model_open(&base, base_path, &err) == 0, "%s", err.msg);
     CHECK_MSG(dora_run_discover(&run, run_path, &err) == 0, "%s", err.msg);
-    dora_analysis_opts opts = {NULL, NULL, threads, 0};
+    dora_analysis_opts opts = {NULL, NULL, threads, 0, NULL, NULL};
     int rc = dora_analyze_run(&res, "r", base, base_path, &run, &opts, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     if (rc == 0) {

@@ -1,0 +1,175 @@
+/* Files that change underneath: a checkpoint truncated or rewritten while the
+ * analysis reads it loses that step only (SIGBUS caught by the guard, or the
+ * change noticed afterwards); a changed base fails the run; a checkpoint still
+ * being written is left out. Deterministic: the files are changed from the
+ * after_open hook, once they are mapped and before they are read. */
+#define _POSIX_C_SOURCE 200809L
+#include "dora/analyze.h"
+#include "dora/model.h"
+#include "dora/run.h"
+#include "st_write.h"
+#include "unit.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum { ROWS = 512, COLS = 1024 }; /* 2 MiB per F32 tensor: many pages */
+static char root[] = "/tmp/dora-unit-guard-XXXXXX";
+static float *vals;
+
+static void model(const char *path, float scale)
+{
+    for (int i = 0; i < ROWS * COLS; i++)
+        vals[i] = (float)((i % 97) - 48) * 0.01f * (1.0f + scale * (float)(i % 7));
+    st_write_f32(path, "w", ROWS, COLS, vals);
+}
+
+static void path(char *buf, size_t n, const char *rel)
+{
+    snprintf(buf, n, "%s/%s", root, rel);
+}
+
+typedef struct change {
+    const char *file; /* relative to root */
+    int rewrite;      /* 0: truncate to half; 1: same size, new bytes */
+} change;
+
+static void do_change(void *ctx)
+{
+    const change *c = ctx;
+    char p[512];
+    path(p, sizeof p, c->file);
+    if (!c->rewrite) {
+        if (truncate(p, (off_t)ROWS * COLS * 2) != 0)
+            perror("truncate");
+        return;
+    }
+    /* rewrite in place (same inode), a different mtime */
+    FILE *f = fopen(p, "r+b");
+    if (f) {
+        fseek(f, 200, SEEK_SET);
+        fputc(0x41, f);
+        fclose(f);
+    }
+    struct timespec ts[2] = {{0, UTIME_NOW}, {12345, 0}};
+    utimensat(AT_FDCWD, p, ts, 0);
+}
+
+static int analyse(const char *run_rel, const change *c, dora_result *res, dora_err *err)
+{
+    char bp[512], rp[512];
+    path(bp, sizeof bp, "base.safetensors");
+    path(rp, sizeof rp, run_rel);
+    dora_model *base = NULL;
+    dora_run run;
+    if (dora_model_open(&base, bp, err) != 0)
+        return -1;
+    if (dora_run_discover(&run, rp, err) != 0) {
+        dora_model_close(base);
+        return -1;
+    }
+    dora_analysis_opts opts = {NULL, NULL, 2, 0, c ? do_change : NULL, (void *)c};
+    int rc = dora_analyze_run(res, "r", base, bp, &run, &opts, err);
+    dora_run_release(&run);
+    dora_model_close(base);
+    return rc;
+}
+
+static void make_run(const char *name)
+{
+    char p[1024], cmd[400];
+    for (int s = 1; s <= 3; s++) {
+        snprintf(cmd, sizeof cmd, "mkdir -p %s/%s/checkpoint-%d", root, name, s * 10);
+        if (system(cmd) != 0)
+            return;
+        snprintf(cmd, sizeof cmd, "%s/checkpoint-%d/model.safetensors", name, s * 10);
+        path(p, sizeof p, cmd);
+        model(p, 0.01f * (float)s);
+    }
+}
+
+int main(void)
+{
+    if (!mkdtemp(root))
+        return 2;
+    vals = malloc(sizeof *vals * ROWS * COLS);
+    char p[512];
+    path(p, sizeof p, "base.safetensors");
+    model(p, 0.0f);
+
+    /* the clean reference */
+    make_run("clean");
+    dora_result ref, res;
+    dora_err err;
+    CHECK_MSG(analyse("clean", NULL, &ref, &err) == 0, "%s", err.msg);
+    CHECK(ref.nsteps == 3 && ref.nfailures == 0);
+
+    /* step 20 truncated while mapped: SIGBUS caught, the step dropped */
+    make_run("trunc");
+    change c1 = {"trunc/checkpoint-20/model.safetensors", 0};
+    int rc = analyse("trunc", &c1, &res, &err);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    if (rc == 0) {
+        CHECK(res.nsteps == 2 && res.steps[0] == 10 && res.steps[1] == 30);
+        CHECK(res.nfailures == 1 && strstr(res.failures[0], "checkpoint-20/model.safetensors") &&
+              strstr(res.failures[0], "changed while it was read"));
+        CHECK(res.delta_m[0] == ref.delta_m[0] && res.delta_d[0] == ref.delta_d[0]);
+        CHECK(res.delta_m[1] == ref.delta_m[2] && res.delta_d[1] == ref.delta_d[2]);
+        dora_result_release(&res);
+    }
+
+    /* step 30 rewritten in place (no fault): noticed afterwards, dropped */
+    make_run("rewrite");
+    change c2 = {"rewrite/checkpoint-30/model.safetensors", 1};
+    rc = analyse("rewrite", &c2, &res, &err);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    if (rc == 0) {
+        CHECK(res.nsteps == 2 && res.steps[1] == 20 && res.nfailures == 1);
+        CHECK(res.delta_m[1] == ref.delta_m[1]);
+        dora_result_release(&res);
+    }
+
+    /* the base truncated: no result at all, the base named */
+    make_run("basecut");
+    change c3 = {"base.safetensors", 0};
+    rc = analyse("basecut", &c3, &res, &err);
+    CHECK(rc == -1 && strstr(err.msg, "base.safetensors") && strstr(err.msg, "changed"));
+    path(p, sizeof p, "base.safetensors");
+    model(p, 0.0f);
+
+    /* a checkpoint still being written: no model yet, then an index without its shard */
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/clean/checkpoint-40 %s/clean/checkpoint-50", root, root);
+    if (system(cmd) != 0)
+        return 2;
+    path(p, sizeof p, "clean/checkpoint-50/model.safetensors.index.json");
+    FILE *f = fopen(p, "w");
+    fputs("{\"weight_map\": {\"w\": \"model-00001-of-00001.safetensors\"}}", f);
+    fclose(f);
+    rc = analyse("clean", NULL, &res, &err);
+    CHECK_MSG(rc == 0, "%s", err.msg);
+    if (rc == 0) {
+        CHECK(res.nsteps == 3 && res.nfailures == 2);
+        CHECK(res.nfailures == 2 && strstr(res.failures[0], "step 40") &&
+              strstr(res.failures[1], "step 50") && strstr(res.failures[1], "missing"));
+        CHECK(res.delta_d[2] == ref.delta_d[2]);
+        dora_result_release(&res);
+    }
+    /* a corrupt (not missing) checkpoint is still an error for the run */
+    path(p, sizeof p, "clean/checkpoint-40/model.safetensors");
+    f = fopen(p, "w");
+    fputs("garbage!garbage!", f);
+    fclose(f);
+    rc = analyse("clean", NULL, &res, &err);
+    CHECK(rc == -1 && strstr(err.msg, "checkpoint-40/model.safetensors"));
+
+    dora_result_release(&ref);
+    free(vals);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", root);
+    return unit_summary("test_guard");
+}
