@@ -79,7 +79,8 @@ typedef struct pk {
     size_t marks[PK_MAX_MARKS];
     size_t nmarks;
     pv **memo;
-    size_t nmemo;
+    size_t nmemo;    /* slots allocated */
+    size_t memo_len; /* slots set: MEMOIZE stores at this index, as len(memo) */
     pv *all;
     size_t nobj;
     dora_err *err;
@@ -245,6 +246,45 @@ static pv *mkstr(pk *k, const unsigned char *s, size_t n)
     v->u.str.s[n] = '\0';
     v->u.str.n = n;
     return v;
+}
+
+/* Strict UTF-8 (no overlongs, no surrogates, at most U+10FFFF), as Python
+ * requires of the unicode opcodes. */
+static int utf8_ok(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            len = 2;
+            cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            len = 3;
+            cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (n - i < len)
+            return 0;
+        for (size_t j = 1; j < len; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + j] & 0x3f);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += len;
+    }
+    return 1;
 }
 
 static pv *mkint(pk *k, int64_t i)
@@ -468,6 +508,8 @@ static int memo_put(pk *k, size_t idx, pv *v)
         k->memo = nm;
         k->nmemo = nn;
     }
+    if (!k->memo[idx])
+        k->memo_len++;
     k->memo[idx] = v;
     return 0;
 }
@@ -628,7 +670,7 @@ static int run(pk *k, pv **result)
                 return -1;
             break;
         case 0x94: /* MEMOIZE */
-            if (!(v = top(k)) || memo_put(k, k->nmemo, v) != 0)
+            if (!(v = top(k)) || memo_put(k, k->memo_len, v) != 0)
                 return -1;
             break;
         case 'h': /* BINGET */
@@ -745,6 +787,8 @@ static int run(pk *k, pv **result)
                 return fail(k, "negative string length");
             if (need(k, n) != 0)
                 return -1;
+            if ((op == 'X' || op == 0x8c || op == 0x8d) && !utf8_ok(k->p, (size_t)n))
+                return fail(k, "a unicode string is not valid UTF-8");
             v = mkstr(k, k->p, (size_t)n);
             k->p += n;
             if (push(k, v) != 0)
