@@ -56,8 +56,13 @@ sanitize:
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" check
 
-bench: all
-	@PYTHON=$(PYTHON) BIN=$(BIN) sh tests/bench.sh
+bench: all $(BUILD)/bench_probe
+	@PYTHON=$(PYTHON) BIN=$(BIN) PROBE=$(BUILD)/bench_probe sh tests/bench.sh
+
+# the probe is the practical limit: built for this CPU, nothing but the pass
+$(BUILD)/bench_probe: tests/bench_probe.c
+	@mkdir -p $(dir $@)
+	$(CC) -O3 -march=native -pthread -o $@ $<
 
 clean:
 	rm -rf build build-san build-fuzz bin

@@ -86,15 +86,40 @@ def write_adapter(folder, base, seed, r=16, dora=False):
                    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}, f)
 
 
+def run_measured(cmd):
+    """Run CMD; return (wall seconds, peak RssAnon in MiB), polling /proc every 2 ms."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    peak = 0
+    while p.poll() is None:
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.002)
+    wall = time.perf_counter() - t
+    if p.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd)} exited {p.returncode}")
+    return wall, peak / 1024
+
+
 def timed(cmd, repeat):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        r = subprocess.run(cmd, stdout=subprocess.DEVNULL)
-        times.append(time.perf_counter() - t)
-        if r.returncode != 0:
-            sys.exit(f"bench: {' '.join(cmd)} exited {r.returncode}")
-    return min(times), sorted(times)[len(times) // 2]
+    """Best and median wall time over REPEAT runs, and the largest peak RssAnon."""
+    runs = [run_measured(cmd) for _ in range(repeat)]
+    walls = sorted(w for w, _ in runs)
+    return walls[0], walls[len(walls) // 2], max(m for _, m in runs)
+
+
+def warm(*paths):
+    for p in paths:
+        for root, _, files in os.walk(p) if os.path.isdir(p) else [("", [], [p])]:
+            for name in files:
+                with open(os.path.join(root, name), "rb") as f:
+                    while f.read(1 << 24):
+                        pass
 
 
 class Reader:
@@ -116,7 +141,9 @@ def main():
     ap.add_argument("--bin", default=os.environ.get("BIN", "bin/dora-analyze"))
     ap.add_argument("--keep", help="generate into (and keep) this folder")
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("-j", default=None, help="threads passed to the tool")
+    ap.add_argument("--probe", default="build/bench_probe", help="the fused-pass probe binary")
+    ap.add_argument("--python", default="/usr/bin/python3")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     a = ap.parse_args()
     work = a.keep or tempfile.mkdtemp(prefix="dora-bench-")
     os.makedirs(work, exist_ok=True)
@@ -128,30 +155,58 @@ def main():
             write_bf16(ck, 2, Reader(base))
             print(f"generated 2 x {os.path.getsize(base) / 2**30:.2f} GiB bf16 in {time.perf_counter() - t:.0f} s", file=sys.stderr)
         total = os.path.getsize(base) + os.path.getsize(ck)
-        for p in (base, ck):  # warm the page cache
-            with open(p, "rb") as f:
-                while f.read(1 << 24):
-                    pass
         out = os.path.join(work, "out.h5")
-        jobs = ["-j", a.j] if a.j else []
-        cases = [("ft pair", ["ft=" + ck], total)]
         lora, dora = os.path.join(work, "lora"), os.path.join(work, "dora")
         if not os.path.exists(lora):
             write_adapter(lora, Reader(base), 3)
             write_adapter(dora, Reader(base), 4, dora=True)
+        # three FT checkpoints of the same base, for the S+1 reads claim
+        multi = os.path.join(work, "multi")
+        if not os.path.exists(multi):
+            for s in (1, 2, 3):
+                os.makedirs(os.path.join(multi, f"checkpoint-{s}"))
+                os.link(ck, os.path.join(multi, f"checkpoint-{s}", "model.safetensors"))
+        warm(base, ck, lora, dora)
         base_bytes = os.path.getsize(base)
-        cases.append(("lora r=16", ["lora=" + lora], base_bytes))
-        cases.append(("dora r=16", ["dora=" + dora], base_bytes))
-        results = {}
-        for label, runs, nbytes in cases:
-            best, med = timed([a.bin, "analyze", "-q"] + jobs + ["--base", base, "-o", out] + runs, a.repeat)
-            results[label] = best
-            print(f"{label:10s} (bf16 base, {nbytes / 1e9:.2f} GB of weights in): best {best:.3f} s, "
-                  f"median {med:.3f} s over {a.repeat} runs; {nbytes / 1e9 / best:.2f} GB/s")
-        print(f"lora / ft time: {results['lora r=16'] / results['ft pair']:.2f}x, "
-              f"dora / ft: {results['dora r=16'] / results['ft pair']:.2f}x")
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        print(f"peak RSS of any run {rss:.0f} MiB (file pages of the mappings included)")
+        tool = lambda *args: [a.bin, "analyze", "-q", "--base", base, "-o", out] + list(args)
+
+        rows = []
+        probe = timed([a.probe, base, ck, "2"], a.repeat)
+        best, med, rss = timed(tool("ft=" + ck), a.repeat)
+        rows.append(("FT pair, -j 2", total, best, med, rss))
+        ft_time = best
+        best1, med1, rss1 = timed(tool("-j", "1", "ft=" + ck), max(1, a.repeat // 2))
+        rows.append(("FT pair, -j 1", total, best1, med1, rss1))
+        bm, mm, rm = timed(tool("ft=" + multi), max(1, a.repeat // 2))
+        rows.append(("FT, 3 checkpoints", base_bytes * 4, bm, mm, rm))
+        bl, ml, rl = timed(tool("lora=" + lora), a.repeat)
+        rows.append(("LoRA r=16", base_bytes, bl, ml, rl))
+        bd, md, rd = timed(tool("dora=" + dora), a.repeat)
+        rows.append(("DoRA r=16", base_bytes, bd, md, rd))
+
+        peer = None
+        if not a.no_torch:
+            r = subprocess.run([a.python, os.path.join(os.path.dirname(__file__), "bench_torch_peer.py"),
+                                base, ck], capture_output=True, text=True)
+            if r.returncode == 0:
+                peer = float(r.stdout.strip().splitlines()[-1])
+            else:
+                print(f"bench: PyTorch peer failed: {r.stderr.strip()[-300:]}", file=sys.stderr)
+
+        print(f"\n{'case':22s} {'GB in':>6s} {'best s':>7s} {'median s':>8s} {'GB/s':>6s} {'RssAnon MiB':>11s}")
+        for label, nbytes, b, m, rss in rows:
+            print(f"{label:22s} {nbytes / 1e9:6.2f} {b:7.3f} {m:8.3f} {nbytes / 1e9 / b:6.2f} {rss:11.1f}")
+        print(f"{'probe (fused pass)':22s} {total / 1e9:6.2f} {probe[0]:7.3f} {probe[1]:8.3f} {total / 1e9 / probe[0]:6.2f} {probe[2]:11.1f}")
+        if peer is not None:
+            print(f"{'PyTorch peer (compute)':22s} {total / 1e9:6.2f} {peer:7.3f} {'':8s} {total / 1e9 / peer:6.2f}")
+        print()
+        print(f"FT pair vs probe (whole process): {ft_time / probe[0]:.2f}x the probe's time (target <= 1.25x)")
+        if peer is not None:
+            print(f"PyTorch peer compute time / tool whole-process time: {peer / ft_time:.1f}x (target >= 30x)")
+        print(f"3 checkpoints vs 1: {bm / ft_time:.2f}x the time for {4 / 2:.1f}x the reads if the base is read once "
+              f"(S+1 = 4 reads vs 2); reading the base per checkpoint would be 6 reads, 3.0x")
+        print(f"-j 1 / -j 2: {best1 / ft_time:.2f}x")
+        print(f"LoRA / FT: {bl / ft_time:.2f}x, DoRA / FT: {bd / ft_time:.2f}x (target <= 1.5x)")
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
