@@ -211,8 +211,13 @@ static int build(st_file *f, zip_t *za, zsrc *src, const char *prefix, pk_tensor
         }
         size_t es = dora_dtype_size(t->dtype);
         uint64_t want;
-        if (__builtin_mul_overflow((uint64_t)t->storage_numel, (uint64_t)es, &want) ||
-            want != r->size) {
+        if (__builtin_mul_overflow((uint64_t)t->storage_numel, (uint64_t)es, &want)) {
+            dora_errf(err, "storage '%s' declares %lld elements of %s: its byte size overflows 64 "
+                           "bits",
+                      t->storage_key, (long long)t->storage_numel, dora_dtype_name(t->dtype));
+            goto named;
+        }
+        if (want != r->size) {
             dora_errf(err, "storage '%s' declares %lld elements of %s (%llu bytes) but its record "
                            "holds %llu bytes",
                       t->storage_key, (long long)t->storage_numel, dora_dtype_name(t->dtype),
