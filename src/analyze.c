@@ -646,6 +646,7 @@ static int alloc_result(dora_result *res, const module *mods, size_t S, size_t L
     res->nmodules = L;
     res->steps = calloc(S, sizeof *res->steps);
     res->step_paths = calloc(S, sizeof *res->step_paths);
+    res->step_stamps = calloc(S, sizeof *res->step_stamps);
     res->modules = calloc(L ? L : 1, sizeof *res->modules);
     res->layer = calloc(L ? L : 1, sizeof *res->layer);
     res->rows = calloc(L ? L : 1, sizeof *res->rows);
@@ -654,7 +655,7 @@ static int alloc_result(dora_result *res, const module *mods, size_t S, size_t L
     res->delta_m = calloc(S * L + 1, sizeof *res->delta_m);
     res->delta_d = calloc(S * L + 1, sizeof *res->delta_d);
     res->zero_rows = calloc(S * L + 1, sizeof *res->zero_rows);
-    if (!res->steps || !res->step_paths || !res->modules || !res->layer || !res->rows ||
+    if (!res->steps || !res->step_paths || !res->step_stamps || !res->modules || !res->layer || !res->rows ||
         !res->cols || !res->rank || !res->delta_m || !res->delta_d || !res->zero_rows)
         return -1;
     for (size_t l = 0; l < L; l++) {
@@ -800,6 +801,22 @@ static const char *step_changed(const stepdata *d)
     return NULL;
 }
 
+/* "size:mtime_ns;size:mtime_ns..." of the step's weight files. */
+static char *step_stamp(const stepdata *d)
+{
+    const dora_model *m = d->model ? d->model : d->adapter->weights;
+    size_t cap = 48 * (m->nfiles + 1), used = 0;
+    char *s = malloc(cap);
+    if (!s)
+        return NULL;
+    s[0] = '\0';
+    for (size_t i = 0; i < m->nfiles; i++)
+        used += (size_t)snprintf(s + used, cap - used, "%s%llu:%lld", i ? ";" : "",
+                                 (unsigned long long)m->files[i]->size,
+                                 (long long)m->files[i]->mtime_ns);
+    return s;
+}
+
 /* Drop the steps marked in BAD from the result, keeping the order. */
 static void drop_steps(dora_result *res, const int *bad)
 {
@@ -808,10 +825,12 @@ static void drop_steps(dora_result *res, const int *bad)
     for (size_t s = 0; s < S; s++) {
         if (bad[s]) {
             free(res->step_paths[s]);
+            free(res->step_stamps[s]);
             continue;
         }
         res->steps[k] = res->steps[s];
         res->step_paths[k] = res->step_paths[s];
+        res->step_stamps[k] = res->step_stamps[s];
         memmove(res->delta_m + k * L, res->delta_m + s * L, L * sizeof *res->delta_m);
         memmove(res->delta_d + k * L, res->delta_d + s * L, L * sizeof *res->delta_d);
         memmove(res->zero_rows + k * L, res->zero_rows + s * L, L * sizeof *res->zero_rows);
@@ -881,7 +900,8 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     }
     for (size_t s = 0; s < S; s++) {
         res->steps[s] = run->steps[idx[s]].step;
-        if (!(res->step_paths[s] = strdup(run->steps[idx[s]].path))) {
+        if (!(res->step_paths[s] = strdup(run->steps[idx[s]].path)) ||
+            !(res->step_stamps[s] = step_stamp(&sd[s]))) {
             dora_errf(err, "out of memory");
             goto done;
         }
@@ -983,6 +1003,9 @@ void dora_result_release(dora_result *res)
         return;
     for (size_t s = 0; s < res->nsteps && res->step_paths; s++)
         free(res->step_paths[s]);
+    for (size_t s = 0; s < res->nsteps && res->step_stamps; s++)
+        free(res->step_stamps[s]);
+    free(res->step_stamps);
     for (size_t l = 0; l < res->nmodules && res->modules; l++) {
         free(res->modules[l]);
         if (res->m0)

@@ -165,6 +165,7 @@ static int read_run(hid_t runs, const char *name, dora_result *r, const ctx *c)
     r->nmodules = L;
     r->steps = calloc(S + 1, sizeof *r->steps);
     r->step_paths = calloc(S + 1, sizeof *r->step_paths);
+    r->step_stamps = calloc(S + 1, sizeof *r->step_stamps);
     r->modules = calloc(L + 1, sizeof *r->modules);
     r->layer = calloc(L + 1, sizeof *r->layer);
     r->rows = calloc(L + 1, sizeof *r->rows);
@@ -178,7 +179,14 @@ static int read_run(hid_t runs, const char *name, dora_result *r, const ctx *c)
         dora_errf(c->err, "out of memory reading run '%s'", name);
         goto done;
     }
+    if (!r->step_stamps) {
+        dora_errf(c->err, "out of memory reading run '%s'", name);
+        goto done;
+    }
     if (read_num(g, "steps", 1, S, 0, H5T_NATIVE_INT64, r->steps, c, name) != 0 ||
+        read_strings(g, "checkpoints", S, r->step_paths, c, name) != 0 ||
+        (H5Lexists(g, "checkpoint_stamps", H5P_DEFAULT) > 0 &&
+         read_strings(g, "checkpoint_stamps", S, r->step_stamps, c, name) != 0) ||
         read_strings(g, "modules", L, r->modules, c, name) != 0 ||
         read_num(g, "layer", 1, L, 0, H5T_NATIVE_INT32, r->layer, c, name) != 0 ||
         read_num(g, "delta_m", 2, S, L, H5T_NATIVE_DOUBLE, r->delta_m, c, name) != 0 ||

@@ -97,6 +97,8 @@ static int write_run(hid_t runs, const dora_result *r, dora_err *err)
     hsize_t s[1] = {r->nsteps}, l[1] = {r->nmodules}, sl[2] = {r->nsteps, r->nmodules};
     if (h5u_dataset(g, "steps", 1, s, H5T_STD_I64LE, H5T_NATIVE_INT64, r->steps, err) != 0 ||
         h5u_strings(g, "checkpoints", r->nsteps, r->step_paths, err) != 0 ||
+        (r->step_stamps &&
+         h5u_strings(g, "checkpoint_stamps", r->nsteps, r->step_stamps, err) != 0) ||
         h5u_strings(g, "modules", r->nmodules, r->modules, err) != 0 ||
         h5u_dataset(g, "layer", 1, l, H5T_STD_I32LE, H5T_NATIVE_INT32, r->layer, err) != 0 ||
         h5u_dataset(g, "rows", 1, l, H5T_STD_I64LE, H5T_NATIVE_INT64, r->rows, err) != 0 ||

@@ -46,6 +46,8 @@ typedef struct dora_result {
     size_t nsteps, nmodules;
     int64_t *steps;       /* [S] */
     char **step_paths;    /* [S] model location read for each step */
+    char **step_stamps;   /* [S] "size:mtime_ns" of each weight file read for the step,
+                             ';'-separated: tells a later run whether the inputs changed */
     char **modules;       /* [L] base tensor names, natural order */
     int32_t *layer;       /* [L] */
     int64_t *rows, *cols; /* [L] */
