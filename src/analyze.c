@@ -124,14 +124,29 @@ static void nonfinite(job *jb, const dora_tensor *t, int64_t r)
              t->file, t->name, (long long)r);
 }
 
-/* Dense steps: one fused pass per (base row, checkpoint row). */
-static int run_chunk_dense(job *jb, chunk *c)
+static int grow(double **buf, size_t *cap, size_t n);
+
+/* Dense steps: one fused pass per (base row, checkpoint row). With several
+ * steps the base row is converted to float64 once (into a buffer that stays
+ * in L1/L2) and each step's pass reads it from there. */
+static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
 {
     const module *md = &jb->mods[c->module];
     const size_t cols = (size_t)md->cols;
     const size_t sa = dora_dtype_size(md->base->dtype);
+    const int reuse = jb->S > 1 && md->base->dtype != DORA_DT_F64;
+    if (reuse && grow(&ws->w0, &ws->cap_w0, cols ? cols : 1) != 0) {
+        job_fail(jb, "out of memory for a row buffer of '%s'", md->base->name);
+        return -1;
+    }
     for (int64_t r = c->row0; r < c->row1; r++) {
         const unsigned char *a = md->base->data ? md->base->data + (size_t)r * cols * sa : NULL;
+        dora_dtype ta = md->base->dtype;
+        if (reuse && a) {
+            dora_row_to_f64(a, ta, cols, ws->w0);
+            a = (const unsigned char *)ws->w0;
+            ta = DORA_DT_F64;
+        }
         for (size_t s = 0; s < jb->S; s++) {
             if (__atomic_load_n(&jb->step_bad[s], __ATOMIC_RELAXED))
                 continue;
@@ -141,7 +156,7 @@ static int run_chunk_dense(job *jb, chunk *c)
             dora_rowsums sums;
             dora_rowstat st;
             int side;
-            dora_row_sums(a, md->base->dtype, b, t->dtype, cols, &sums);
+            dora_row_sums(a, ta, b, t->dtype, cols, &sums);
             if (dora_row_finish(&sums, &st, &side) != 0) {
                 nonfinite(jb, side ? t : md->base, r);
                 return -1;
@@ -311,7 +326,7 @@ static int run_chunk(job *jb, chunk *c, workspace *ws)
         c->dm_sum[s] = c->dd_sum[s] = 0;
         c->zero[s] = 0;
     }
-    return jb->mods[c->module].lora ? run_chunk_lora(jb, c, ws) : run_chunk_dense(jb, c);
+    return jb->mods[c->module].lora ? run_chunk_lora(jb, c, ws) : run_chunk_dense(jb, c, ws);
 }
 
 static int owns(const dora_tensor *t, const void *addr)
