@@ -16,7 +16,8 @@ export BIN
 pass=0
 fail=0
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+skiplog=$(mktemp)
+trap 'rm -f "$log" "$skiplog"' EXIT
 
 for t in "$BUILD"/tests/test_*; do
     [ -x "$t" ] || continue
@@ -44,6 +45,7 @@ for s in tests/sh/*.sh; do
     cat "$log"
     p=$(grep -c '^PASS ' "$log")
     f=$(grep -c '^FAIL ' "$log")
+    grep '^SKIP ' "$log" >>"$skiplog"
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
         echo "FAIL $s: exit status $rc without a FAIL line"
         f=1
@@ -52,5 +54,7 @@ for s in tests/sh/*.sh; do
     fail=$((fail + f))
 done
 
+skips=$(cat "$skiplog" 2>/dev/null | wc -l)
+[ "$skips" -gt 0 ] && echo "($skips check(s) skipped: see the SKIP lines above)"
 echo "total: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -174,7 +174,10 @@ def test_hostile_reader(tmp):
 
 def test_realdata(realdata):
     if not os.path.isdir(realdata):
-        result("realdata", False, f"{realdata} missing")
+        if os.environ.get("CI"):  # CI lays shared/ beside the clone
+            result("realdata", False, f"{realdata} missing")
+        else:
+            print(f"SKIP selftest/realdata: {realdata} missing (set REALDATA)")
         return
     bad = []
     for p in sorted(glob.glob(os.path.join(realdata, "**", "*.safetensors"), recursive=True)):

@@ -306,7 +306,9 @@ inspect_ok inspect-trainer-noextra "$D/ft-f16"
 
 # ---------------------------------------------------------------- real files
 if [ ! -d "$REALDATA" ]; then
-    fail realdata "REALDATA=$REALDATA not found"
+    # CI lays shared/ beside the clone, so there its absence is a failure
+    if [ -n "${CI:-}" ]; then fail realdata "REALDATA=$REALDATA not found"
+    else echo "SKIP integration/realdata: REALDATA=$REALDATA not found (set REALDATA)"; fi
 else
     n=0
     for f in "$REALDATA"/hf-safetensors/samples/*.safetensors "$REALDATA"/cloneofsimo-lora/example_loras/*.safetensors \

@@ -189,7 +189,9 @@ if [ -d "$REALDATA" ]; then
         esac
     done
 else
-    fail realdata "$REALDATA not found (set REALDATA)"
+    # CI lays shared/ beside the clone, so there its absence is a failure
+    if [ -n "${CI:-}" ]; then fail realdata "$REALDATA not found (set REALDATA)"
+    else echo "SKIP torch/realdata: $REALDATA not found (set REALDATA)"; fi
 fi
 
 # ---------------------------------------------------------------- compare with torch
