@@ -19,26 +19,7 @@ double dora_matrix_get(const dora_matrix *m, int64_t i, int64_t j)
     const dora_tensor *t = m->t;
     int64_t tcols = dora_tensor_cols(t);
     int64_t idx = m->transposed ? j * tcols + i : i * tcols + j;
-    const unsigned char *p = t->data + (size_t)idx * dora_dtype_size(t->dtype);
-    uint16_t h;
-    float f;
-    double d;
-    switch (t->dtype) {
-    case DORA_DT_BF16:
-        memcpy(&h, p, 2);
-        return dora_bf16_to_f32(h);
-    case DORA_DT_F16:
-        memcpy(&h, p, 2);
-        return dora_f16_to_f32(h);
-    case DORA_DT_F32:
-        memcpy(&f, p, 4);
-        return f;
-    case DORA_DT_F64:
-        memcpy(&d, p, 8);
-        return d;
-    default:
-        return NAN; /* callers check dtypes first */
-    }
+    return dora_elem_to_f64(t->data + (size_t)idx * dora_dtype_size(t->dtype), t->dtype);
 }
 
 static dora_matrix matrix(const dora_tensor *t, int transposed)

@@ -13,14 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Every H5 call is checked; the failing object is named in the message. */
-#define CHECK(expr, ...)                                                                           \
-    do {                                                                                           \
-        if ((expr) < 0) {                                                                          \
-            dora_errf(err, __VA_ARGS__);                                                           \
-            goto fail;                                                                             \
-        }                                                                                          \
-    } while (0)
 
 /* HDF5 link names cannot hold '/': per-row groups spell it %2F (and '%' as %25). */
 static char *link_name(const char *s)

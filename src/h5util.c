@@ -1,14 +1,6 @@
 /* h5util.c - small checked HDF5 writers shared by the result files; see h5util.h. */
 #include "h5util.h"
 
-/* Every H5 call is checked; the failing object is named in the message. */
-#define CHECK(expr, ...)                                                                           \
-    do {                                                                                           \
-        if ((expr) < 0) {                                                                          \
-            dora_errf(err, __VA_ARGS__);                                                           \
-            goto fail;                                                                             \
-        }                                                                                          \
-    } while (0)
 
 hid_t h5u_str_type(void)
 {

@@ -10,6 +10,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Every H5 call is checked; the failing object is named in the message. The
+ * enclosing function has a dora_err *err and a fail: label. */
+#define CHECK(expr, ...)                                                                           \
+    do {                                                                                           \
+        if ((expr) < 0) {                                                                          \
+            dora_errf(err, __VA_ARGS__);                                                           \
+            goto fail;                                                                             \
+        }                                                                                          \
+    } while (0)
+
 /* Variable-length UTF-8 string type (h5py's str); close with H5Tclose. */
 hid_t h5u_str_type(void);
 /* Scalar attributes. */

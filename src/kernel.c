@@ -105,10 +105,17 @@ ALWAYS_INLINE double load1(const unsigned char *p, dora_dtype t)
     case DORA_DT_F32:
         memcpy(&f, p, 4);
         return f;
-    default:
+    case DORA_DT_F64:
         memcpy(&d, p, 8);
         return d;
+    default:
+        return NAN; /* callers pass analysable types only */
     }
+}
+
+double dora_elem_to_f64(const void *p, dora_dtype t)
+{
+    return load1(p, t);
 }
 
 ALWAYS_INLINE double hsum(const v8d *p)

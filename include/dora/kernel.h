@@ -77,6 +77,10 @@ int dora_row_finish(const dora_rowsums *s, dora_rowstat *st, int *bad_side);
 void dora_row_stat_naive(const void *a, dora_dtype ta, const void *b, dora_dtype tb, size_t n,
                          dora_rowstat *st);
 
+/* One element of type t (F16, BF16, F32, F64; NaN for others) at p, which
+ * may be unaligned, as a double. */
+double dora_elem_to_f64(const void *p, dora_dtype t);
+
 /* Scalar element conversions (exposed for the tests). */
 float dora_bf16_to_f32(uint16_t h);
 float dora_f16_to_f32(uint16_t h);
