@@ -8,8 +8,11 @@
 enum { EXIT_OK = 0, EXIT_BAD_INPUT = 1, EXIT_USAGE = 2 };
 
 int cmd_analyze(int argc, char **argv);
+int cmd_batch(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_spectrum(int argc, char **argv);
 
 /* "dora-analyze: error: MSG" on stderr; returns EXIT_BAD_INPUT. */
 int cli_fail(const dora_err *err);

@@ -18,6 +18,7 @@ static const struct {
     {"analyze", cmd_analyze, "per-layer, per-step magnitude and direction change (dM, dD) to HDF5"},
     {"inspect", cmd_inspect, "list a file's tensors, or a run folder's checkpoints and steps"},
     {"plot", cmd_plot, "the paper's figures (dD vs dM, per-layer) and the regression table"},
+    {"spectrum", cmd_spectrum, "singular values, r90, intruder dimensions, subspace similarity of the updates"},
 };
 
 static void usage(FILE *out)

@@ -22,10 +22,11 @@
  *   SVD of the small s R_L R_R^T give the exact SVD in O((out + in) r^2), float64.
  *   Dense (FT, modules_to_save, and DoRA with the base, whose merged update
  *   m * V/||V|| - W0 is not low-rank): dW is formed and decomposed with LAPACK:
- *   dgesdd for every value, dgesvdx (values and vectors of the top k only) for
- *   vectors or a --top K, or, for a small --top K, a randomised subspace iteration
- *   whose every Ritz triplet is verified by its residual (falling back to dgesvdx
- *   when it does not converge). Precision: float64 up to DORA_SPEC_F64_MAX_ELEMS
+ *   dgesdd for every value (with every vector when vectors are wanted), dgesvdx
+ *   (the top k values and vectors only) for a --top K of at most min(out, in)/4,
+ *   or first, for a small --top K, a randomised subspace iteration whose every
+ *   Ritz triplet is verified by its residual (falling back to dgesvdx when it
+ *   does not converge). Precision: float64 up to DORA_SPEC_F64_MAX_ELEMS
  *   elements (out * in), float32 (sgesdd, ...) above; matrices above
  *   DORA_SPEC_DENSE_MAX_ELEMS are left out with a note.
  *
