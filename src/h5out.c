@@ -14,29 +14,6 @@
 #include <unistd.h>
 
 
-/* HDF5 link names cannot hold '/': per-row groups spell it %2F (and '%' as %25). */
-static char *link_name(const char *s)
-{
-    size_t n = 0;
-    for (const char *p = s; *p; p++)
-        n += (*p == '/' || *p == '%') ? 3 : 1;
-    char *out = malloc(n + 2);
-    if (!out)
-        return NULL;
-    char *q = out;
-    for (const char *p = s; *p; p++) {
-        if (*p == '/' || *p == '%') {
-            q += sprintf(q, "%%%02X", (unsigned)(unsigned char)*p);
-        } else {
-            *q++ = *p;
-        }
-    }
-    *q = '\0';
-    if (strcmp(out, ".") == 0 || out[0] == '\0')
-        strcpy(out, out[0] ? "%2E" : "%00"); /* "." and "" are not valid names */
-    return out;
-}
-
 static int write_per_row(hid_t grp, const dora_result *r, dora_err *err)
 {
     hid_t pr = -1, g = -1;
@@ -44,7 +21,7 @@ static int write_per_row(hid_t grp, const dora_result *r, dora_err *err)
     CHECK(pr = H5Gcreate2(grp, "per_row", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
           "cannot create group 'per_row' of run '%s'", r->name);
     for (size_t l = 0; l < r->nmodules; l++) {
-        ln = link_name(r->modules[l]);
+        ln = h5u_link_name(r->modules[l]);
         if (!ln) {
             dora_errf(err, "out of memory");
             goto fail;
@@ -218,13 +195,7 @@ int h5o_write(const char *path, const dora_result *runs, size_t nruns, const cha
         h5u_attr_i32(f, "layout_version", DORA_LAYOUT_VERSION, err) != 0)
         goto fail;
     /* runs keep the order of the command line: track link creation order */
-    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
-    if (gcpl >= 0)
-        H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
-    g = H5Gcreate2(f, "runs", H5P_DEFAULT, gcpl >= 0 ? gcpl : H5P_DEFAULT, H5P_DEFAULT);
-    if (gcpl >= 0)
-        H5Pclose(gcpl);
-    CHECK(g, "cannot create group '/runs'");
+    CHECK(g = h5u_ordered_group(f, "runs"), "cannot create group '/runs'");
     for (size_t i = 0; i < nruns; i++)
         if (write_run(g, &runs[i], err) != 0)
             goto fail;

@@ -1,6 +1,10 @@
 /* h5util.c - small checked HDF5 writers shared by the result files; see h5util.h. */
 #include "h5util.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 
 hid_t h5u_str_type(void)
 {
@@ -59,10 +63,13 @@ int h5u_dataset(hid_t loc, const char *name, int rank, const hsize_t *dims, hid_
                    hid_t mem_type, const void *data, dora_err *err)
 {
     hid_t sp = -1, ds = -1;
+    hsize_t total = 1;
+    for (int i = 0; i < rank; i++)
+        total *= dims[i];
     CHECK(sp = H5Screate_simple(rank, dims, NULL), "cannot make a dataspace for dataset '%s'", name);
     CHECK(ds = H5Dcreate2(loc, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
           "cannot create dataset '%s'", name);
-    if (dims[0] > 0 && (rank == 1 || dims[1] > 0))
+    if (total > 0) /* an empty dataset has nothing to write */
         CHECK(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data),
               "cannot write dataset '%s'", name);
     H5Dclose(ds);
@@ -87,3 +94,58 @@ int h5u_strings(hid_t loc, const char *name, size_t n, char *const *v, dora_err 
     return rc;
 }
 
+
+int h5u_attr_num(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, const void *v,
+                    dora_err *err)
+{
+    hid_t sp = -1, a = -1;
+    CHECK(sp = H5Screate(H5S_SCALAR), "cannot make a dataspace for attribute '%s'", name);
+    CHECK(a = H5Acreate2(loc, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT),
+          "cannot create attribute '%s'", name);
+    CHECK(H5Awrite(a, mem_type, v), "cannot write attribute '%s'", name);
+    H5Aclose(a);
+    H5Sclose(sp);
+    return 0;
+fail:
+    if (a >= 0)
+        H5Aclose(a);
+    if (sp >= 0)
+        H5Sclose(sp);
+    return -1;
+}
+
+/* An HDF5 link name for a tensor name: '/' -> %2F, '%' -> %25; "." -> %2E,
+ * "" -> %00 (the rule of the per_row groups of `analyze`). */
+char *h5u_link_name(const char *s)
+{
+    size_t n = 4;
+    for (const char *p = s; *p; p++)
+        n += (*p == '/' || *p == '%') ? 3 : 1;
+    char *o = malloc(n);
+    if (!o)
+        return NULL;
+    size_t k = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p == '/' || *p == '%')
+            k += (size_t)snprintf(o + k, n - k, "%%%02X", (unsigned)(unsigned char)*p);
+        else
+            o[k++] = *p;
+    }
+    o[k] = '\0';
+    if (k == 0)
+        strcpy(o, "%00");
+    else if (strcmp(o, ".") == 0)
+        strcpy(o, "%2E");
+    return o;
+}
+
+hid_t h5u_ordered_group(hid_t loc, const char *name)
+{
+    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    if (gcpl >= 0)
+        H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
+    hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, gcpl >= 0 ? gcpl : H5P_DEFAULT, H5P_DEFAULT);
+    if (gcpl >= 0)
+        H5Pclose(gcpl);
+    return g;
+}

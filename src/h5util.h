@@ -25,10 +25,19 @@ hid_t h5u_str_type(void);
 /* Scalar attributes. */
 int h5u_attr_str(hid_t loc, const char *name, const char *value, dora_err *err);
 int h5u_attr_i32(hid_t loc, const char *name, int32_t value, dora_err *err);
-/* A dataset of rank 1 or 2 (dims[0], dims[1]) written from DATA in MEM_TYPE,
- * stored as FILE_TYPE (e.g. H5T_IEEE_F64LE from H5T_NATIVE_DOUBLE). */
+/* A dataset of any rank written from DATA in MEM_TYPE, stored as FILE_TYPE
+ * (e.g. H5T_IEEE_F64LE from H5T_NATIVE_DOUBLE); nothing is written when it has
+ * no element. */
 int h5u_dataset(hid_t loc, const char *name, int rank, const hsize_t *dims, hid_t file_type,
                 hid_t mem_type, const void *data, dora_err *err);
+/* A scalar numeric attribute. */
+int h5u_attr_num(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, const void *v,
+                 dora_err *err);
+/* An HDF5 link name for a tensor name, newly allocated: '/' -> %2F, '%' -> %25,
+ * "." -> %2E, "" -> %00 (HDF5 names cannot hold '/', nor be "." or ""). */
+char *h5u_link_name(const char *s);
+/* A group whose links keep their creation order (runs in command-line order). */
+hid_t h5u_ordered_group(hid_t loc, const char *name);
 /* A 1-D dataset of N variable-length UTF-8 strings. */
 int h5u_strings(hid_t loc, const char *name, size_t n, char *const *v, dora_err *err);
 

@@ -1772,94 +1772,6 @@ done:
 
 /* ---------------------------------------------------------------- HDF5 */
 
-#define SP_H5CHECK(expr, ...)                                                                         \
-    do {                                                                                           \
-        if ((expr) < 0) {                                                                          \
-            dora_errf(err, __VA_ARGS__);                                                           \
-            goto fail;                                                                             \
-        }                                                                                          \
-    } while (0)
-
-static int attr_num(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, const void *v,
-                    dora_err *err)
-{
-    hid_t sp = -1, a = -1;
-    SP_H5CHECK(sp = H5Screate(H5S_SCALAR), "cannot make a dataspace for attribute '%s'", name);
-    SP_H5CHECK(a = H5Acreate2(loc, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT),
-            "cannot create attribute '%s'", name);
-    SP_H5CHECK(H5Awrite(a, mem_type, v), "cannot write attribute '%s'", name);
-    H5Aclose(a);
-    H5Sclose(sp);
-    return 0;
-fail:
-    if (a >= 0)
-        H5Aclose(a);
-    if (sp >= 0)
-        H5Sclose(sp);
-    return -1;
-}
-
-/* A dataset of any rank; nothing is written when it has no element. */
-static int dataset_nd(hid_t loc, const char *name, int rank, const hsize_t *dims, hid_t file_type,
-                      hid_t mem_type, const void *data, dora_err *err)
-{
-    hid_t sp = -1, ds = -1;
-    hsize_t total = 1;
-    for (int i = 0; i < rank; i++)
-        total *= dims[i];
-    SP_H5CHECK(sp = H5Screate_simple(rank, dims, NULL), "cannot make a dataspace for dataset '%s'",
-            name);
-    SP_H5CHECK(ds = H5Dcreate2(loc, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-            "cannot create dataset '%s'", name);
-    if (total > 0)
-        SP_H5CHECK(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data),
-                "cannot write dataset '%s'", name);
-    H5Dclose(ds);
-    H5Sclose(sp);
-    return 0;
-fail:
-    if (ds >= 0)
-        H5Dclose(ds);
-    if (sp >= 0)
-        H5Sclose(sp);
-    return -1;
-}
-
-/* An HDF5 link name for a tensor name: '/' -> %2F, '%' -> %25; "." -> %2E,
- * "" -> %00 (the rule of the per_row groups of `analyze`). */
-static char *link_name(const char *s)
-{
-    size_t n = 4;
-    for (const char *p = s; *p; p++)
-        n += (*p == '/' || *p == '%') ? 3 : 1;
-    char *o = malloc(n);
-    if (!o)
-        return NULL;
-    size_t k = 0;
-    for (const char *p = s; *p; p++) {
-        if (*p == '/' || *p == '%')
-            k += (size_t)snprintf(o + k, n - k, "%%%02X", (unsigned)(unsigned char)*p);
-        else
-            o[k++] = *p;
-    }
-    o[k] = '\0';
-    if (k == 0)
-        strcpy(o, "%00");
-    else if (strcmp(o, ".") == 0)
-        strcpy(o, "%2E");
-    return o;
-}
-
-static hid_t ordered_group(hid_t loc, const char *name)
-{
-    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
-    if (gcpl >= 0)
-        H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
-    hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, gcpl >= 0 ? gcpl : H5P_DEFAULT, H5P_DEFAULT);
-    if (gcpl >= 0)
-        H5Pclose(gcpl);
-    return g;
-}
 
 static int write_spec_run(hid_t runs, const dora_spectrum *sp, const dora_spec_run *r,
                           dora_err *err)
@@ -1887,7 +1799,7 @@ static int write_spec_run(hid_t runs, const dora_spectrum *sp, const dora_spec_r
         cols[l] = r->mods[l].cols;
         nsig[l] = r->mods[l].nsigma;
     }
-    SP_H5CHECK(g = H5Gcreate2(runs, r->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+    CHECK(g = H5Gcreate2(runs, r->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
             "cannot create group '/runs/%s'", r->name);
     hsize_t s1[1] = {S}, l1[1] = {L}, sl[2] = {S, L}, p2[2] = {P, 2};
     if (h5u_attr_str(g, "method", r->method, err) != 0 ||
@@ -1919,21 +1831,21 @@ static int write_spec_run(hid_t runs, const dora_spectrum *sp, const dora_spec_r
         (r->intruders && h5u_dataset(g, "intruders", 2, sl, H5T_STD_I32LE, H5T_NATIVE_INT32,
                                      r->intruders, err) != 0))
         goto fail_named;
-    SP_H5CHECK(sg = H5Gcreate2(g, "spectrum", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+    CHECK(sg = H5Gcreate2(g, "spectrum", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
             "cannot create group '/runs/%s/spectrum'", r->name);
     for (size_t l = 0; l < L; l++) {
         const dora_spec_module *m = &r->mods[l];
-        if (!(ln = link_name(m->name))) {
+        if (!(ln = h5u_link_name(m->name))) {
             dora_errf(err, "out of memory");
             goto fail;
         }
-        SP_H5CHECK(mg = H5Gcreate2(sg, ln, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+        CHECK(mg = H5Gcreate2(sg, ln, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
                 "cannot create group '/runs/%s/spectrum/%s'", r->name, ln);
         hsize_t sn[2] = {S, (hsize_t)m->nsigma}, pkk[3] = {P, K, K},
                 si[2] = {S, DORA_SPEC_INTRUDER_TOP};
         if (h5u_dataset(mg, "sigma", 2, sn, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, m->sigma, err) !=
                 0 ||
-            dataset_nd(mg, "phi", 3, pkk, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, m->phi, err) != 0 ||
+            h5u_dataset(mg, "phi", 3, pkk, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, m->phi, err) != 0 ||
             h5u_dataset(mg, "phi_k", 2, p2, H5T_STD_I32LE, H5T_NATIVE_INT32, m->phi_k, err) != 0 ||
             (m->intruder_cos && h5u_dataset(mg, "intruder_cos", 2, si, H5T_IEEE_F64LE,
                                             H5T_NATIVE_DOUBLE, m->intruder_cos, err) != 0)) {
@@ -1985,13 +1897,13 @@ static int write_compare(hid_t top, const dora_spectrum *sp, const dora_spec_com
     char *ln = NULL;
     const hsize_t P = cp->npairs, M = cp->nmodules, K = (hsize_t)sp->opts.subspace;
     htri_t exists = H5Lexists(top, na, H5P_DEFAULT);
-    SP_H5CHECK(exists, "cannot look up '/compare/%s'", na);
+    CHECK(exists, "cannot look up '/compare/%s'", na);
     if (exists > 0)
-        SP_H5CHECK(ga = H5Gopen2(top, na, H5P_DEFAULT), "cannot open group '/compare/%s'", na);
+        CHECK(ga = H5Gopen2(top, na, H5P_DEFAULT), "cannot open group '/compare/%s'", na);
     else
-        SP_H5CHECK(ga = H5Gcreate2(top, na, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+        CHECK(ga = H5Gcreate2(top, na, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
                 "cannot create group '/compare/%s'", na);
-    SP_H5CHECK(g = H5Gcreate2(ga, nb, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+    CHECK(g = H5Gcreate2(ga, nb, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
             "cannot create group '/compare/%s/%s'", na, nb);
     hsize_t p1[1] = {P}, pm[2] = {P, M};
     if (h5u_attr_str(g, "run_a", na, err) != 0 || h5u_attr_str(g, "run_b", nb, err) != 0 ||
@@ -2001,17 +1913,17 @@ static int write_compare(hid_t top, const dora_spectrum *sp, const dora_spec_com
         h5u_dataset(g, "phi", 2, pm, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, cp->phi, err) != 0 ||
         h5u_dataset(g, "k", 2, pm, H5T_STD_I32LE, H5T_NATIVE_INT32, cp->k, err) != 0)
         goto fail_named;
-    SP_H5CHECK(gg = H5Gcreate2(g, "grid", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+    CHECK(gg = H5Gcreate2(g, "grid", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
             "cannot create group '/compare/%s/%s/grid'", na, nb);
     for (size_t i = 0; i < M; i++) {
-        if (!(ln = link_name(cp->modules[i]))) {
+        if (!(ln = h5u_link_name(cp->modules[i]))) {
             dora_errf(err, "out of memory");
             goto fail;
         }
-        SP_H5CHECK(mg = H5Gcreate2(gg, ln, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+        CHECK(mg = H5Gcreate2(gg, ln, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
                 "cannot create group '/compare/%s/%s/grid/%s'", na, nb, ln);
         hsize_t pkk[3] = {P, K, K};
-        if (dataset_nd(mg, "phi", 3, pkk, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, cp->grid[i], err) != 0)
+        if (h5u_dataset(mg, "phi", 3, pkk, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, cp->grid[i], err) != 0)
             goto fail_named;
         H5Gclose(mg);
         mg = -1;
@@ -2080,7 +1992,7 @@ int dora_spectrum_write(const char *path, const dora_spectrum *sp, const char *c
                   dmax = sp->opts.dense_max_elems;
     const int32_t itop = DORA_SPEC_INTRUDER_TOP;
 
-    SP_H5CHECK(f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+    CHECK(f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
             "cannot create '%s' (is the folder writable?)", tmp);
     if (h5u_attr_str(f, "tool_version", DORA_VERSION, err) != 0 ||
         h5u_attr_str(f, "command_line", command_line, err) != 0 ||
@@ -2088,33 +2000,33 @@ int dora_spectrum_write(const char *path, const dora_spectrum *sp, const char *c
         h5u_attr_i32(f, "layout_version", DORA_SPEC_LAYOUT_VERSION, err) != 0 ||
         h5u_attr_str(f, "analysis", "spectrum", err) != 0 ||
         h5u_attr_str(f, "base_path", sp->base_path ? sp->base_path : "", err) != 0 ||
-        attr_num(f, "threshold", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &thr, err) != 0 ||
-        attr_num(f, "top", H5T_STD_I64LE, H5T_NATIVE_INT64, &top, err) != 0 ||
-        attr_num(f, "subspace", H5T_STD_I64LE, H5T_NATIVE_INT64, &sub, err) != 0 ||
-        attr_num(f, "intruder_top", H5T_STD_I32LE, H5T_NATIVE_INT32, &itop, err) != 0 ||
-        attr_num(f, "f64_max_elements", H5T_STD_I64LE, H5T_NATIVE_INT64, &f64max, err) != 0 ||
-        attr_num(f, "dense_max_elements", H5T_STD_I64LE, H5T_NATIVE_INT64, &dmax, err) != 0 ||
+        h5u_attr_num(f, "threshold", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &thr, err) != 0 ||
+        h5u_attr_num(f, "top", H5T_STD_I64LE, H5T_NATIVE_INT64, &top, err) != 0 ||
+        h5u_attr_num(f, "subspace", H5T_STD_I64LE, H5T_NATIVE_INT64, &sub, err) != 0 ||
+        h5u_attr_num(f, "intruder_top", H5T_STD_I32LE, H5T_NATIVE_INT32, &itop, err) != 0 ||
+        h5u_attr_num(f, "f64_max_elements", H5T_STD_I64LE, H5T_NATIVE_INT64, &f64max, err) != 0 ||
+        h5u_attr_num(f, "dense_max_elements", H5T_STD_I64LE, H5T_NATIVE_INT64, &dmax, err) != 0 ||
         h5u_attr_str(f, "definitions", spec_definitions, err) != 0 ||
         h5u_attr_str(f, "svd_methods", spec_methods, err) != 0)
         goto fail;
-    SP_H5CHECK(g = ordered_group(f, "runs"), "cannot create group '/runs'");
+    CHECK(g = h5u_ordered_group(f, "runs"), "cannot create group '/runs'");
     for (size_t i = 0; i < sp->nruns; i++)
         if (write_spec_run(g, sp, &sp->runs[i], err) != 0)
             goto fail;
     H5Gclose(g);
     g = -1;
     if (sp->ncompare) {
-        SP_H5CHECK(g = ordered_group(f, "compare"), "cannot create group '/compare'");
+        CHECK(g = h5u_ordered_group(f, "compare"), "cannot create group '/compare'");
         for (size_t i = 0; i < sp->ncompare; i++)
             if (write_compare(g, sp, &sp->cmp[i], err) != 0)
                 goto fail;
         H5Gclose(g);
         g = -1;
     }
-    SP_H5CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), "cannot flush '%s'", tmp);
+    CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), "cannot flush '%s'", tmp);
     herr_t cr = H5Fclose(f);
     f = -1;
-    SP_H5CHECK(cr, "cannot close '%s' (disk full?)", tmp);
+    CHECK(cr, "cannot close '%s' (disk full?)", tmp);
     if (rename(tmp, path) != 0) {
         dora_errf(err, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
         goto fail;
