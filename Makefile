@@ -11,6 +11,13 @@ LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 ALL_CFLAGS = $(WARN) $(CFLAGS) -Iinclude -Isrc $(DEPFLAGS) -MMD -MP \
              -DDORA_DEFAULT_PLOTS_DIR='"$(CURDIR)/plots"' 
 
+# `make MPI=1`: built with mpicc, `batch` spreads its units over the ranks of
+# mpirun (use a separate tree: make MPI=1 BUILD=build-mpi BIN=build-mpi/bin/dora-analyze)
+ifeq ($(MPI),1)
+CC      := mpicc
+ALL_CFLAGS += -DDORA_MPI
+endif
+
 BUILD   ?= build
 # every src/*.c is library code except the command layer (main.c, cmd_*.c)
 CLI_SRC := src/main.c $(sort $(wildcard src/cmd_*.c))
@@ -65,7 +72,7 @@ $(BUILD)/bench_probe: tests/bench_probe.c
 	$(CC) -O3 -march=native -pthread -o $@ $<
 
 clean:
-	rm -rf build build-san build-fuzz bin
+	rm -rf build build-san build-fuzz build-mpi bin
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 

@@ -190,7 +190,12 @@ static int read_run(hid_t runs, const char *name, dora_result *r, const ctx *c)
         read_strings(g, "modules", L, r->modules, c, name) != 0 ||
         read_num(g, "layer", 1, L, 0, H5T_NATIVE_INT32, r->layer, c, name) != 0 ||
         read_num(g, "delta_m", 2, S, L, H5T_NATIVE_DOUBLE, r->delta_m, c, name) != 0 ||
-        read_num(g, "delta_d", 2, S, L, H5T_NATIVE_DOUBLE, r->delta_d, c, name) != 0)
+        read_num(g, "delta_d", 2, S, L, H5T_NATIVE_DOUBLE, r->delta_d, c, name) != 0 ||
+        read_num(g, "rows", 1, L, 0, H5T_NATIVE_INT64, r->rows, c, name) != 0 ||
+        read_num(g, "cols", 1, L, 0, H5T_NATIVE_INT64, r->cols, c, name) != 0 ||
+        read_num(g, "zero_rows", 2, S, L, H5T_NATIVE_INT64, r->zero_rows, c, name) != 0 ||
+        (H5Lexists(g, "rank", H5P_DEFAULT) > 0 && /* files of layout 1 before adapters lack it */
+         read_num(g, "rank", 1, L, 0, H5T_NATIVE_INT32, r->rank, c, name) != 0))
         goto done;
     for (size_t i = 0; i < S * L; i++)
         if (!isfinite(r->delta_m[i]) || !isfinite(r->delta_d[i])) {

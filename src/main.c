@@ -18,6 +18,8 @@ static const struct {
     {"analyze", cmd_analyze, "per-layer, per-step magnitude and direction change (dM, dD) to HDF5"},
     {"inspect", cmd_inspect, "list a file's tensors, or a run folder's checkpoints and steps"},
     {"plot", cmd_plot, "the paper's figures (dD vs dM, per-layer) and the regression table"},
+    {"batch", cmd_batch, "every study of a manifest: parallel, resumable, checked against expectations"},
+    {"merge", cmd_merge, "join the shard files of a study (batch --shard) into one results file"},
     {"spectrum", cmd_spectrum, "singular values, r90, intruder dimensions, subspace similarity of the updates"},
 };
 

@@ -1,0 +1,100 @@
+/* cmd_merge.c - `dora-analyze merge OUT.h5 SHARD...`: the shard files of one
+ * study (written by `batch --shard K/N`) joined into one results file. */
+#define _GNU_SOURCE
+#include "cli.h"
+#include "dora/batch.h"
+#include "util.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char merge_help[] =
+    "usage: dora-analyze merge [-q] OUT.h5 SHARD...\n"
+    "\n"
+    "Join the shard files of one study, written by `dora-analyze batch --shard K/N`,\n"
+    "into OUT.h5 (and OUT.h5.journal, so that a later batch run finds every unit\n"
+    "done). Each SHARD is a shard's HDF5 file, whose journal SHARD.journal holds its\n"
+    "results in full, or that journal itself. The shards must come from the same\n"
+    "study and inputs; the result is the same, number for number, as one run of\n"
+    "the whole study.\n"
+    "\n"
+    "options:\n"
+    "  -q, --quiet   no notes on stderr\n"
+    "  -h, --help    this help\n"
+    "\n"
+    "exit status: 0 success, 1 bad input or units missing from the shards (the\n"
+    "output then holds those there are), 2 usage error\n";
+
+int cmd_merge(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int quiet = 0, c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":qh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'q':
+            quiet = 1;
+            break;
+        case 'h':
+            fputs(merge_help, stdout);
+            return cli_finish_stdout();
+        default:
+            return cli_usage_error("merge", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind < 2)
+        return cli_usage_error("merge", "an output file and at least one shard file are needed");
+    const char *out = argv[optind];
+    for (int i = optind + 1; i < argc; i++)
+        if (strcmp(argv[i], out) == 0)
+            return cli_usage_error("merge", "'%s' is both the output and a shard", out);
+    {
+        char *dir = util_dirname(out);
+        int ok = dir && util_is_dir(dir);
+        dora_err e;
+        if (!ok)
+            dora_errf(&e, "'%s': the output folder '%s' does not exist", out, dir ? dir : "?");
+        free(dir);
+        if (!ok)
+            return cli_fail(&e);
+    }
+    size_t n = 0;
+    for (int i = 0; i < argc; i++)
+        n += strlen(argv[i]) + 1;
+    char *cmdline = malloc(n + sizeof "dora-analyze");
+    if (!cmdline) {
+        dora_err e;
+        dora_errf(&e, "out of memory");
+        return cli_fail(&e);
+    }
+    strcpy(cmdline, "dora-analyze");
+    for (int i = 0; i < argc; i++) {
+        strcat(cmdline, " ");
+        strcat(cmdline, argv[i]);
+    }
+    dora_err err = {{0}, 0};
+    size_t missing = 0;
+    char msg[512];
+    int rc = dora_merge_shards(out, (const char *const *)argv + optind + 1,
+                               (size_t)(argc - optind - 1), cmdline, &missing, msg, sizeof msg,
+                               &err);
+    free(cmdline);
+    if (rc != 0)
+        return cli_fail(&err);
+    if (missing) {
+        fprintf(stderr, "dora-analyze: error: %zu unit(s) of the study are in no shard (%s); "
+                        "'%s' holds the others\n",
+                missing, msg, out);
+        return EXIT_BAD_INPUT;
+    }
+    if (!quiet)
+        fprintf(stderr, "dora-analyze: merged %d shard file(s) into '%s'\n", argc - optind - 1,
+                out);
+    return EXIT_OK;
+}
