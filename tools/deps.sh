@@ -9,6 +9,7 @@ libhdf5-dev hdf5-tools
 libjansson-dev libpcre2-dev libzip-dev
 libopenblas-dev liblapacke-dev
 gnuplot-nox
+libopenmpi-dev openmpi-bin
 python3 python3-numpy python3-h5py python3-pandas python3-torch"
 
 missing=""
