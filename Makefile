@@ -63,6 +63,9 @@ sanitize:
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" check
 
+demo:
+	@sh tools/demo.sh
+
 bench: all $(BUILD)/bench_probe
 	@PYTHON=$(PYTHON) BIN=$(BIN) PROBE=$(BUILD)/bench_probe sh tests/bench.sh
 

@@ -1,0 +1,41 @@
+#!/bin/sh
+# make demo: install what is missing, build, analyse the shipped demo runs
+# (data/demo/, made by data/gen_study.py), draw the paper's figures into
+# paper-figures/, and print the regression beside the paper's numbers.
+set -eu
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin/dora-analyze}
+DEMO=${DEMO:-data/demo}
+OUT=${OUT:-paper-figures}
+
+sh tools/deps.sh
+make -s all
+for d in base ft lora dora; do
+    if [ ! -e "$DEMO/$d" ]; then
+        echo "demo: $DEMO/$d is missing; regenerate the runs with: /usr/bin/python3 data/gen_study.py $DEMO" >&2
+        exit 1
+    fi
+done
+mkdir -p "$OUT"
+echo "== analyze: FT, LoRA and DoRA runs against the pre-trained base"
+"$BIN" analyze --base "$DEMO/base" -o "$OUT/demo.h5" --csv "$OUT/demo-table.csv" \
+    --modules 'self_attn\.(q|v)_proj\.weight$' \
+    ft="$DEMO/ft" lora="$DEMO/lora" dora="$DEMO/dora"
+echo "== plot: Fig. 2 (q_proj), Fig. 7 (v_proj), Fig. 8 into $OUT/"
+"$BIN" plot "$OUT/demo.h5" -o "$OUT" --modules q_proj,v_proj --format png,pdf \
+    --stats >"$OUT/regression.tsv"
+echo
+echo "== dD vs dM: Pearson r (pooled over layers and steps, and within steps) and slope"
+awk -F '\t' '
+    BEGIN { paper["ft"] = "-0.62"; paper["lora"] = "+0.83"; paper["dora"] = "-0.31"
+            printf "%-6s %-7s %8s %12s %10s %12s\n", "method", "kind", "r", "within-step", "slope", "paper r" }
+    NR > 1 {
+        p = ($3 == "q_proj" && ($2 in paper)) ? paper[$2] : "-"
+        r = ($8 == "NA") ? "NA" : sprintf("%+.2f", $8)
+        w = ($9 == "NA") ? "NA" : sprintf("%+.2f", $9)
+        s = ($6 == "NA") ? "NA" : sprintf("%.3g", $6)
+        printf "%-6s %-7s %8s %12s %10s %12s\n", $2, $3, r, w, s, p
+    }' "$OUT/regression.tsv"
+echo
+echo "(the paper reports r for the query projection only: FT -0.62, LoRA +0.83, DoRA -0.31;"
+echo " data/README.md says how these runs were made and what they show)"
