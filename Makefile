@@ -84,7 +84,7 @@ clean:
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc $(DEPFLAGS)
-FUZZ_TARGETS := safetensors pickle
+FUZZ_TARGETS := safetensors pickle index adapter_config torchzip manifest
 .PHONY: fuzz
 fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
 	@for t in $(FUZZ_TARGETS); do \
@@ -103,3 +103,9 @@ build-fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c src/safetensors.c src
 build-fuzz/fuzz_pickle: tests/fuzz/fuzz_pickle.c src/pickle.c src/tensor.c src/error.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(LDLIBS)
+
+# the file-based targets link the whole library (built again with the fuzzer's flags)
+FUZZ_LIB_SRC := $(filter-out src/main.c src/cmd_%.c,$(wildcard src/*.c))
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_files.h $(FUZZ_LIB_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Itests/fuzz -o $@ $< $(FUZZ_LIB_SRC) $(LDLIBS)

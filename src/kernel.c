@@ -53,7 +53,9 @@ typedef double v8d __attribute__((vector_size(64)));
 typedef float v8f __attribute__((vector_size(32)));
 typedef uint32_t v8u32 __attribute__((vector_size(32)));
 typedef uint16_t v8u16 __attribute__((vector_size(16)));
-__extension__ typedef _Float16 v8h __attribute__((vector_size(16))); /* ISO TS 18661-3 */
+#ifdef __FLT16_MAX__ /* the compiler has _Float16 (ISO TS 18661-3) */
+__extension__ typedef _Float16 v8h __attribute__((vector_size(16)));
+#endif
 
 #ifndef PREFETCH
 #define PREFETCH 1024
@@ -73,9 +75,19 @@ ALWAYS_INLINE v8d load8(const unsigned char *p, dora_dtype t)
         return __builtin_convertvector((v8f)u, v8d);
     }
     case DORA_DT_F16: {
+#ifdef __FLT16_MAX__
         v8h h;
         memcpy(&h, p, sizeof h);
         return __builtin_convertvector(__builtin_convertvector(h, v8f), v8d);
+#else /* element by element (clang on x86 without _Float16) */
+        v8d d;
+        for (int j = 0; j < 8; j++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * j, 2);
+            d[j] = dora_f16_to_f32(h);
+        }
+        return d;
+#endif
     }
     case DORA_DT_F32: {
         v8f f;
