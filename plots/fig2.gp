@@ -39,6 +39,11 @@ array step_pt[8] = [6, 8, 4, 12, 10, 14, 2, 1]
 pt_of(s, fin) = (fin > 0.5) ? 7 : step_pt[int(s - 1) % 8 + 1]
 ps_of(fin) = psf * ((fin > 0.5) ? 1.5 : 1.3)
 
+# a tick step of 1, 2 or 5 x 10^k giving three to five ticks over a range r
+tick_e(r) = 10**floor(log10(r / 3.0))
+tick_f(r) = r / 3.0 / tick_e(r)
+nice(r) = (tick_f(r) < 1.5 ? 1 : tick_f(r) < 3.5 ? 2 : tick_f(r) < 7.5 ? 5 : 10) * tick_e(r)
+
 set multiplot title main_title noenhanced font @bigf
 key_w = 0.16
 panel_w = (1.0 - key_w) / nruns
@@ -56,10 +61,12 @@ do for [i = 1:nruns] {
     set ylabel ylab[i] offset 1,0
     set format x "%.3g"
     set format y "%.3g"
-    set xtics autofreq
-    set ytics autofreq
+    # three to five ticks per axis, at 1, 2 or 5 x 10^k, so labels never crowd
+    stats datafile index (i - 1) using ($1 * xs[i]):($2 * ys[i]) nooutput
+    if (STATS_max_x > STATS_min_x) { set xtics nice(STATS_max_x - STATS_min_x) } else { set xtics autofreq }
+    if (STATS_max_y > STATS_min_y) { set ytics nice(STATS_max_y - STATS_min_y) } else { set ytics autofreq }
     set autoscale fix
-    set offsets graph 0.06, graph 0.06, graph 0.12, graph 0.06
+    set offsets graph 0.06, graph 0.06, graph 0.30, graph 0.06  # room for the r/slope box
     unset label
     if (defined[i]) {
         if (wdefined[i]) {
