@@ -23,6 +23,7 @@ extern char **environ;
 
 static const char plot_help[] =
     "usage: dora-analyze plot RESULT.h5 -o DIR [options]\n"
+    "       dora-analyze plot RESULT.h5 --stats[=tsv|json] --no-figures [--modules K1,K2]\n"
     "\n"
     "Draw, for each module kind, the paper's figures from an `analyze` results file:\n"
     "  DIR/fig2_KIND.FMT  dD (x) vs dM (y), one panel per run, one point per (layer,\n"
@@ -39,7 +40,8 @@ static const char plot_help[] =
     "                        found: q_proj, v_proj, query, value, q, v)\n"
     "  --runs R1,R2          runs and their panel order (default: all, in file order)\n"
     "  --format F1,F2        png, pdf, svg (default: png,pdf)\n"
-    "  --stats[=tsv|json]    print the regression table on stdout (default tsv)\n"
+    "  --stats[=tsv|json]    print the regression table on stdout (default tsv; the\n"
+    "                        module kinds of --modules only, when given)\n"
     "  --no-figures          only the table (with --stats)\n"
     "  -h, --help            this help\n"
     "\n"
@@ -526,7 +528,26 @@ int cmd_plot(int argc, char **argv)
     }
     if (dora_regressions(sel, nsel, &g, &ng) != 0)
         goto oom;
-    if (stats) {
+    if (stats && mods_arg) { /* the table follows --modules too */
+        size_t nk = 0, keep = 0;
+        char **want_k = split_list(mods_arg, &nk);
+        if (!want_k)
+            goto oom;
+        for (size_t i = 0; i < ng; i++) {
+            int hit = 0;
+            for (size_t k = 0; k < nk; k++)
+                hit |= strcmp(g[i].kind, want_k[k]) == 0;
+            if (hit) {
+                dora_regression t = g[keep];
+                g[keep++] = g[i];
+                g[i] = t;
+            }
+        }
+        free_list(want_k);
+        print_stats(g, keep, json);
+        if (cli_finish_stdout() != EXIT_OK)
+            goto done;
+    } else if (stats) {
         print_stats(g, ng, json);
         if (cli_finish_stdout() != EXIT_OK)
             goto done;
