@@ -22,6 +22,21 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+/* The command line as a shell would read it back ("dora-analyze" + ARGV,
+ * quoted where needed), newly allocated. */
+char *cli_command_line(int argc, char **argv);
+/* "NAME=PATH" when the part before '=' has no '/' and the whole argument is
+ * not itself an existing path (folders like "lr=1e-4" are common); else the
+ * whole is the path and the name is its last component (a .safetensors
+ * file's without the suffix). *name is allocated; -1 when out of memory. */
+int cli_split_run_arg(const char *arg, char **name, const char **path);
+/* A run name is an HDF5 group name: non-empty, not "." or "..", no '/'. */
+int cli_valid_run_name(const char *s);
+/* While an output is written under the temporary name TMP, SIGINT and
+ * SIGTERM remove it before the process dies of the signal. */
+void cli_guard_tmp(const char *tmp);
+void cli_unguard_tmp(void);
+
 /* Flush stdout and report a write error (full disk, closed pipe) as a failure. */
 int cli_finish_stdout(void);
 

@@ -41,77 +41,14 @@ static const char analyze_help[] =
     "\n"
     "exit status: 0 success, 1 bad input or failed analysis, 2 usage error\n";
 
-static volatile sig_atomic_t have_tmp;
-static char tmp_path[4096];
-
-/* On SIGINT/SIGTERM remove the temporary output, then die of the signal. */
-static void on_signal(int sig)
-{
-    if (have_tmp)
-        unlink(tmp_path);
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-static char *command_line(int argc, char **argv)
-{
-    size_t n = strlen("dora-analyze") + 1;
-    for (int i = 0; i < argc; i++)
-        n += 4 * strlen(argv[i]) + 3;
-    char *s = malloc(n);
-    if (!s)
-        return NULL;
-    char *q = s + sprintf(s, "dora-analyze");
-    for (int i = 0; i < argc; i++) {
-        *q++ = ' ';
-        int plain = argv[i][0] != '\0' && strspn(argv[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLM"
-                                                          "NOPQRSTUVWXYZ0123456789-_=./,:+@%") ==
-                                              strlen(argv[i]);
-        if (plain) {
-            q += sprintf(q, "%s", argv[i]);
-            continue;
-        }
-        *q++ = '\'';
-        for (const char *p = argv[i]; *p; p++) {
-            if (*p == '\'')
-                q += sprintf(q, "'\\''");
-            else
-                *q++ = *p;
-        }
-        *q++ = '\'';
-    }
-    *q = '\0';
-    return s;
-}
-
 typedef struct run_arg {
     char *name;
     const char *path;
 } run_arg;
 
-static int valid_run_name(const char *s)
-{
-    return s[0] != '\0' && strcmp(s, ".") != 0 && strcmp(s, "..") != 0 && strchr(s, '/') == NULL;
-}
-
-/* "NAME=PATH" when the part before '=' has no '/' and the whole argument is
- * not itself an existing path (folders like "lr=1e-4" are common); else the
- * whole is a path. */
 static int parse_run_arg(const char *arg, run_arg *out)
 {
-    const char *eq = strchr(arg, '=');
-    if (eq && memchr(arg, '/', (size_t)(eq - arg)) == NULL && !util_is_file(arg) &&
-        !util_is_dir(arg)) {
-        out->name = strndup(arg, (size_t)(eq - arg));
-        out->path = eq + 1;
-    } else {
-        char *base = util_basename(arg);
-        if (base && util_has_suffix(base, ".safetensors") && util_is_file(arg))
-            base[strlen(base) - strlen(".safetensors")] = '\0';
-        out->name = base;
-        out->path = arg;
-    }
-    return out->name ? 0 : -1;
+    return cli_split_run_arg(arg, &out->name, &out->path);
 }
 
 static void print_field(FILE *f, const char *s, int csv)
@@ -268,7 +205,7 @@ int cmd_analyze(int argc, char **argv)
         return cli_usage_error("analyze", "-o OUT.h5 is required");
     if (optind >= argc)
         return cli_usage_error("analyze", "no run given");
-    if (strlen(out) + 64 > sizeof tmp_path)
+    if (strlen(out) + 64 > 4096)
         return cli_usage_error("analyze", "output path too long");
 
     regex_t re_in, re_ex;
@@ -297,7 +234,7 @@ int cmd_analyze(int argc, char **argv)
     run_arg *ra = calloc(nruns, sizeof *ra);
     dora_result *res = calloc(nruns, sizeof *res);
     dora_model *base = NULL;
-    char *cmdline = command_line(argc, argv);
+    char *cmdline = cli_command_line(argc, argv);
     dora_err err = {{0}, 0};
     size_t done = 0, incomplete = 0;
     if (!ra || !res || !cmdline) {
@@ -311,7 +248,7 @@ int cmd_analyze(int argc, char **argv)
             status = cli_fail(&err);
             goto cleanup;
         }
-        if (!valid_run_name(ra[i].name)) {
+        if (!cli_valid_run_name(ra[i].name)) {
             status = cli_usage_error("analyze", "'%s': a run name must be non-empty, not '.' or "
                                                 "'..', and without '/'",
                                      argv[optind + (int)i]);
@@ -378,13 +315,10 @@ int cmd_analyze(int argc, char **argv)
         status = cli_fail(&err);
         goto cleanup;
     }
-    snprintf(tmp_path, sizeof tmp_path, "%s", tmp);
+    cli_guard_tmp(tmp);
     free(tmp);
-    have_tmp = 1;
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
     int wr = h5o_write(out, res, nruns, cmdline, &err);
-    have_tmp = 0;
+    cli_unguard_tmp();
     if (wr != 0) {
         status = cli_fail(&err);
         goto cleanup;

@@ -155,28 +155,14 @@ static void blog(batch *b, const char *fmt, ...)
 
 /* ---- signals: an HDF5 file being written is a temporary; remove it ------ */
 
-static volatile sig_atomic_t have_tmp;
-static char tmp_path[4096];
-
-static void on_signal(int sig)
-{
-    if (have_tmp)
-        unlink(tmp_path);
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
 static int write_h5(batch *b, const char *out, const dora_result *res, size_t n, dora_err *err)
 {
     pthread_mutex_lock(&b->h5_lock);
     char *tmp = h5o_temp_path(out);
-    if (tmp && strlen(tmp) < sizeof tmp_path) {
-        memcpy(tmp_path, tmp, strlen(tmp) + 1);
-        have_tmp = 1;
-    }
+    cli_guard_tmp(tmp);
     free(tmp);
     int rc = h5o_write(out, res, n, b->cmdline, err);
-    have_tmp = 0;
+    cli_unguard_tmp();
     pthread_mutex_unlock(&b->h5_lock);
     return rc;
 }
@@ -1202,20 +1188,6 @@ static int print_plan(batch *b)
     return rc != EXIT_OK ? rc : ok ? EXIT_OK : EXIT_BAD_INPUT;
 }
 
-static char *command_line(int argc, char **argv)
-{
-    size_t n = strlen("dora-analyze") + 1;
-    for (int i = 0; i < argc; i++)
-        n += strlen(argv[i]) + 3;
-    char *s = malloc(n);
-    if (!s)
-        return NULL;
-    char *q = s + sprintf(s, "dora-analyze");
-    for (int i = 0; i < argc; i++)
-        q += sprintf(q, " %s", argv[i]);
-    return s;
-}
-
 static int parse_shard(const char *s, unsigned *k, unsigned *n)
 {
     const char *slash = strchr(s, '/');
@@ -1370,7 +1342,7 @@ int cmd_batch(int argc, char **argv)
 #endif
     double t_start = now();
     int status = EXIT_BAD_INPUT, dispatched = 0;
-    b.cmdline = command_line(argc, argv);
+    b.cmdline = cli_command_line(argc, argv);
     b.ss = calloc(b.m.nstudies, sizeof *b.ss);
     if (!b.cmdline || !b.ss) {
         dora_errf(&err, "out of memory");
@@ -1380,8 +1352,6 @@ int cmd_batch(int argc, char **argv)
         b.ss[i].st = &b.m.studies[i];
         pthread_mutex_init(&b.ss[i].lock, NULL);
     }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
     size_t global_index = 0;
     for (size_t i = 0; i < b.m.nstudies; i++) {
         study_state *s = &b.ss[i];

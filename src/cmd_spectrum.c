@@ -53,75 +53,6 @@ static const char spectrum_help[] =
     "\n"
     "exit status: 0 success, 1 bad input or failed analysis, 2 usage error\n";
 
-static volatile sig_atomic_t spec_have_tmp;
-static char spec_tmp[4096];
-
-/* SIGINT/SIGTERM: remove the temporary output, then die of the signal. */
-static void spec_on_signal(int sig)
-{
-    if (spec_have_tmp)
-        unlink(spec_tmp);
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-/* The command line as a shell would read it back (quoted where needed). */
-static char *spec_command_line(int argc, char **argv)
-{
-    static const char safe[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-                               "-_=./,:+@%";
-    size_t n = sizeof "dora-analyze spectrum";
-    for (int i = 1; i < argc; i++)
-        n += 4 * strlen(argv[i]) + 4;
-    char *s = malloc(n), *q;
-    if (!s)
-        return NULL;
-    q = s + sprintf(s, "dora-analyze spectrum");
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        *q++ = ' ';
-        if (a[0] && strspn(a, safe) == strlen(a)) {
-            q += sprintf(q, "%s", a);
-            continue;
-        }
-        *q++ = '\'';
-        for (; *a; a++) {
-            if (*a == '\'') {
-                memcpy(q, "'\\''", 4);
-                q += 4;
-            } else {
-                *q++ = *a;
-            }
-        }
-        *q++ = '\'';
-    }
-    *q = '\0';
-    return s;
-}
-
-/* NAME=PATH when the part before '=' has no '/' and the whole argument is not
- * itself an existing path; else the whole argument is the path and the name is
- * the folder's name (a .safetensors file's name without the suffix). */
-static int split_run_arg(const char *arg, char **name, const char **path)
-{
-    const char *eq = strchr(arg, '=');
-    if (eq && !memchr(arg, '/', (size_t)(eq - arg)) && !util_is_file(arg) && !util_is_dir(arg)) {
-        *name = strndup(arg, (size_t)(eq - arg));
-        *path = eq + 1;
-    } else {
-        *name = util_basename(arg);
-        *path = arg;
-        if (*name && util_is_file(arg) && util_has_suffix(*name, ".safetensors"))
-            (*name)[strlen(*name) - strlen(".safetensors")] = '\0';
-    }
-    return *name ? 0 : -1;
-}
-
-static int good_run_name(const char *s)
-{
-    return *s && strcmp(s, ".") != 0 && strcmp(s, "..") != 0 && !strchr(s, '/');
-}
-
 /* A strict decimal number (no spaces, no trailing text, finite). */
 static int parse_double(const char *s, double *out)
 {
@@ -265,7 +196,7 @@ int cmd_spectrum(int argc, char **argv)
         return cli_usage_error("spectrum", "-o OUT.h5 is required");
     if (optind >= argc)
         return cli_usage_error("spectrum", "no run given");
-    if (strlen(out) + 64 > sizeof spec_tmp)
+    if (strlen(out) + 64 > 4096)
         return cli_usage_error("spectrum", "output path too long");
     const size_t nruns = (size_t)(argc - optind);
     if (opts.compare && nruns < 2)
@@ -302,7 +233,7 @@ int cmd_spectrum(int argc, char **argv)
     dora_model *base = NULL;
     dora_spectrum sp;
     int have_sp = 0;
-    char *cmdline = spec_command_line(argc, argv);
+    char *cmdline = cli_command_line(argc, argv);
     dora_err err = {0};
     if (!names || !paths || !runs || !cmdline) {
         dora_errf(&err, "out of memory");
@@ -311,12 +242,12 @@ int cmd_spectrum(int argc, char **argv)
     }
     for (size_t i = 0; i < nruns; i++) {
         const char *arg = argv[optind + (int)i];
-        if (split_run_arg(arg, &names[i], &paths[i]) != 0) {
+        if (cli_split_run_arg(arg, &names[i], &paths[i]) != 0) {
             dora_errf(&err, "out of memory");
             status = cli_fail(&err);
             goto cleanup;
         }
-        if (!good_run_name(names[i])) {
+        if (!cli_valid_run_name(names[i])) {
             status = cli_usage_error("spectrum", "'%s': a run name must be non-empty, not '.' or "
                                                  "'..', and without '/'",
                                      arg);
@@ -377,13 +308,10 @@ int cmd_spectrum(int argc, char **argv)
         status = cli_fail(&err);
         goto cleanup;
     }
-    snprintf(spec_tmp, sizeof spec_tmp, "%s", tmp);
+    cli_guard_tmp(tmp);
     free(tmp);
-    spec_have_tmp = 1;
-    signal(SIGINT, spec_on_signal);
-    signal(SIGTERM, spec_on_signal);
     int wr = dora_spectrum_write(out, &sp, cmdline, &err);
-    spec_have_tmp = 0;
+    cli_unguard_tmp();
     if (wr != 0) {
         status = cli_fail(&err);
         goto cleanup;
