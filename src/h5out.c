@@ -176,23 +176,11 @@ char *h5o_temp_path(const char *path)
 int h5o_write(const char *path, const dora_result *runs, size_t nruns, const char *command_line,
               dora_err *err)
 {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack dumps */
     char *tmp = h5o_temp_path(path);
     if (!tmp)
         return dora_errf(err, "out of memory");
     hid_t f = -1, g = -1;
-    char created[32];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
-
-    CHECK(f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
-          "cannot create '%s' (is the folder writable?)", tmp);
-    if (h5u_attr_str(f, "tool_version", DORA_VERSION, err) != 0 ||
-        h5u_attr_str(f, "command_line", command_line, err) != 0 ||
-        h5u_attr_str(f, "created", created, err) != 0 ||
-        h5u_attr_i32(f, "layout_version", DORA_LAYOUT_VERSION, err) != 0)
+    if ((f = h5u_create(tmp, command_line, DORA_LAYOUT_VERSION, err)) < 0)
         goto fail;
     /* runs keep the order of the command line: track link creation order */
     CHECK(g = h5u_ordered_group(f, "runs"), "cannot create group '/runs'");
@@ -203,14 +191,10 @@ int h5o_write(const char *path, const dora_result *runs, size_t nruns, const cha
     g = -1;
     if (write_regression(f, runs, nruns, err) != 0)
         goto fail;
-    CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), "cannot flush '%s'", tmp);
-    hid_t fclose_rc = H5Fclose(f);
+    hid_t done = f;
     f = -1;
-    CHECK(fclose_rc, "cannot close '%s' (disk full?)", tmp);
-    if (rename(tmp, path) != 0) {
-        dora_errf(err, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+    if (h5u_commit(done, tmp, path, err) != 0)
         goto fail;
-    }
     free(tmp);
     return 0;
 fail:

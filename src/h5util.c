@@ -1,5 +1,10 @@
 /* h5util.c - small checked HDF5 writers shared by the result files; see h5util.h. */
+#define _POSIX_C_SOURCE 200809L
 #include "h5util.h"
+#include "dora/version.h"
+
+#include <errno.h>
+#include <time.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,4 +153,40 @@ hid_t h5u_ordered_group(hid_t loc, const char *name)
     if (gcpl >= 0)
         H5Pclose(gcpl);
     return g;
+}
+
+hid_t h5u_create(const char *tmp, const char *command_line, int32_t layout_version, dora_err *err)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack dumps */
+    char created[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) {
+        dora_errf(err, "cannot create '%s' (is the folder writable?)", tmp);
+        return -1;
+    }
+    if (h5u_attr_str(f, "tool_version", DORA_VERSION, err) != 0 ||
+        h5u_attr_str(f, "command_line", command_line, err) != 0 ||
+        h5u_attr_str(f, "created", created, err) != 0 ||
+        h5u_attr_i32(f, "layout_version", layout_version, err) != 0) {
+        H5Fclose(f);
+        return -1;
+    }
+    return f;
+}
+
+int h5u_commit(hid_t f, const char *tmp, const char *path, dora_err *err)
+{
+    int flushed = H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0;
+    int closed = H5Fclose(f) >= 0;
+    if (!flushed)
+        return dora_errf(err, "cannot flush '%s'", tmp);
+    if (!closed)
+        return dora_errf(err, "cannot close '%s' (disk full?)", tmp);
+    if (rename(tmp, path) != 0)
+        return dora_errf(err, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+    return 0;
 }

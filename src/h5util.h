@@ -41,4 +41,12 @@ hid_t h5u_ordered_group(hid_t loc, const char *name);
 /* A 1-D dataset of N variable-length UTF-8 strings. */
 int h5u_strings(hid_t loc, const char *name, size_t n, char *const *v, dora_err *err);
 
+/* Create the temporary file TMP of a results file, with the root attributes
+ * every results file has: tool_version, command_line, created (UTC, ISO
+ * 8601), layout_version. Returns the file, or -1 (nothing left open). */
+hid_t h5u_create(const char *tmp, const char *command_line, int32_t layout_version, dora_err *err);
+/* Flush and close F (always closed), then rename TMP over PATH: a file under
+ * the final name is always whole. The caller removes TMP on failure. */
+int h5u_commit(hid_t f, const char *tmp, const char *path, dora_err *err);
+
 #endif

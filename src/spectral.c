@@ -1977,28 +1977,18 @@ static const char spec_methods[] =
 int dora_spectrum_write(const char *path, const dora_spectrum *sp, const char *command_line,
                         dora_err *err)
 {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     char *tmp = h5o_temp_path(path);
     if (!tmp)
         return dora_errf(err, "out of memory");
     hid_t f = -1, g = -1;
-    char created[32];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
     const double thr = sp->opts.threshold;
     const int64_t top = sp->opts.top, sub = sp->opts.subspace, f64max = sp->opts.f64_max_elems,
                   dmax = sp->opts.dense_max_elems;
     const int32_t itop = DORA_SPEC_INTRUDER_TOP;
 
-    CHECK(f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
-            "cannot create '%s' (is the folder writable?)", tmp);
-    if (h5u_attr_str(f, "tool_version", DORA_VERSION, err) != 0 ||
-        h5u_attr_str(f, "command_line", command_line, err) != 0 ||
-        h5u_attr_str(f, "created", created, err) != 0 ||
-        h5u_attr_i32(f, "layout_version", DORA_SPEC_LAYOUT_VERSION, err) != 0 ||
-        h5u_attr_str(f, "analysis", "spectrum", err) != 0 ||
+    if ((f = h5u_create(tmp, command_line, DORA_SPEC_LAYOUT_VERSION, err)) < 0)
+        goto fail;
+    if (h5u_attr_str(f, "analysis", "spectrum", err) != 0 ||
         h5u_attr_str(f, "base_path", sp->base_path ? sp->base_path : "", err) != 0 ||
         h5u_attr_num(f, "threshold", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &thr, err) != 0 ||
         h5u_attr_num(f, "top", H5T_STD_I64LE, H5T_NATIVE_INT64, &top, err) != 0 ||
@@ -2023,14 +2013,10 @@ int dora_spectrum_write(const char *path, const dora_spectrum *sp, const char *c
         H5Gclose(g);
         g = -1;
     }
-    CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), "cannot flush '%s'", tmp);
-    herr_t cr = H5Fclose(f);
+    hid_t done = f;
     f = -1;
-    CHECK(cr, "cannot close '%s' (disk full?)", tmp);
-    if (rename(tmp, path) != 0) {
-        dora_errf(err, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+    if (h5u_commit(done, tmp, path, err) != 0)
         goto fail;
-    }
     free(tmp);
     return 0;
 fail:
