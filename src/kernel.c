@@ -189,26 +189,26 @@ ALWAYS_INLINE void sums_tt(const unsigned char *pa, dora_dtype ta, const unsigne
 }
 
 #define PAIR(A, B) ((int)(A) * DORA_DT_COUNT + (int)(B))
-#define CASE(A, B)                                                                                 \
+#define CASE(F, A, B)                                                                              \
     case PAIR(A, B):                                                                               \
-        sums_tt(pa, A, pb, B, n, out);                                                             \
+        F(pa, A, pb, B, n, out);                                                                   \
         return;
-#define ROW(A)                                                                                     \
-    CASE(A, DORA_DT_BF16) CASE(A, DORA_DT_F16) CASE(A, DORA_DT_F32) CASE(A, DORA_DT_F64)
+#define ROW(F, A)                                                                                  \
+    CASE(F, A, DORA_DT_BF16) CASE(F, A, DORA_DT_F16) CASE(F, A, DORA_DT_F32) CASE(F, A, DORA_DT_F64)
 
 /* One instance of the type dispatch per instruction set: the reduction is
  * bound by arithmetic unless it is vectorised wide. Each instance inlines
  * sums_tt for all 16 type pairs, compiled for its own target. */
-#define DEFINE_SUMS(NAME, TARGET)                                                                  \
+#define DEFINE_SUMS(NAME, TARGET, BODY)                                                            \
     TARGET static void NAME(const void *a, dora_dtype ta, const void *b, dora_dtype tb, size_t n,  \
                             dora_rowsums *out)                                                     \
     {                                                                                              \
         const unsigned char *pa = a, *pb = b;                                                      \
         switch (PAIR(ta, tb)) {                                                                    \
-            ROW(DORA_DT_BF16)                                                                      \
-            ROW(DORA_DT_F16)                                                                       \
-            ROW(DORA_DT_F32)                                                                       \
-            ROW(DORA_DT_F64)                                                                       \
+            ROW(BODY, DORA_DT_BF16)                                                                \
+            ROW(BODY, DORA_DT_F16)                                                                 \
+            ROW(BODY, DORA_DT_F32)                                                                 \
+            ROW(BODY, DORA_DT_F64)                                                                 \
         default: /* callers pass analysable types only; make misuse loud */                        \
             out->saa = out->sbb = out->sad = out->sdd = NAN;                                       \
             return;                                                                                \
@@ -235,18 +235,18 @@ ALWAYS_INLINE double convert_t(const unsigned char *p, dora_dtype t, size_t n, d
     return s;
 }
 
-#define DEFINE_CONVERT(NAME, TARGET)                                                               \
+#define DEFINE_CONVERT(NAME, TARGET, BODY)                                                         \
     TARGET static double NAME(const void *p, dora_dtype t, size_t n, double *out)                  \
     {                                                                                              \
         switch (t) {                                                                               \
         case DORA_DT_BF16:                                                                         \
-            return convert_t(p, DORA_DT_BF16, n, out);                                             \
+            return BODY(p, DORA_DT_BF16, n, out);                                                  \
         case DORA_DT_F16:                                                                          \
-            return convert_t(p, DORA_DT_F16, n, out);                                              \
+            return BODY(p, DORA_DT_F16, n, out);                                                   \
         case DORA_DT_F32:                                                                          \
-            return convert_t(p, DORA_DT_F32, n, out);                                              \
+            return BODY(p, DORA_DT_F32, n, out);                                                   \
         case DORA_DT_F64:                                                                          \
-            return convert_t(p, DORA_DT_F64, n, out);                                              \
+            return BODY(p, DORA_DT_F64, n, out);                                                   \
         default:                                                                                   \
             for (size_t i = 0; i < n; i++)                                                         \
                 out[i] = NAN;                                                                      \
@@ -254,17 +254,19 @@ ALWAYS_INLINE double convert_t(const unsigned char *p, dora_dtype t, size_t n, d
         }                                                                                          \
     }
 
-DEFINE_SUMS(sums_baseline, )
-DEFINE_CONVERT(convert_baseline, )
+DEFINE_SUMS(sums_baseline, , sums_tt)
+DEFINE_CONVERT(convert_baseline, , convert_t)
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define HAVE_ISA_CLONES 1
-DEFINE_SUMS(sums_x86_64_v3, __attribute__((target("arch=x86-64-v3")))) /* AVX2, FMA, F16C */
-DEFINE_SUMS(sums_x86_64_v4, __attribute__((target("arch=x86-64-v4")))) /* AVX-512 */
-DEFINE_CONVERT(convert_x86_64_v3, __attribute__((target("arch=x86-64-v3"))))
-DEFINE_CONVERT(convert_x86_64_v4, __attribute__((target("arch=x86-64-v4"))))
+#include "kernel_x86.h"
+DEFINE_SUMS(sums_x86_64_v3, V3, v3_sums_tt)
+DEFINE_SUMS(sums_x86_64_v4, V4, v4_sums_tt)
+DEFINE_CONVERT(convert_x86_64_v3, V3, v3_convert_t)
+DEFINE_CONVERT(convert_x86_64_v4, V4, v4_convert_t)
 #endif
 
 typedef void (*sums_fn)(const void *, dora_dtype, const void *, dora_dtype, size_t, dora_rowsums *);
+typedef double (*convert_fn)(const void *, dora_dtype, size_t, double *);
 
 static sums_fn isa_fn(dora_isa isa)
 {
@@ -284,7 +286,21 @@ static sums_fn isa_fn(dora_isa isa)
     }
 }
 
-typedef double (*convert_fn)(const void *, dora_dtype, size_t, double *);
+static convert_fn isa_convert(dora_isa isa)
+{
+    if (!isa_fn(isa))
+        return NULL;
+    switch (isa) {
+#ifdef HAVE_ISA_CLONES
+    case DORA_ISA_X86_64_V4:
+        return convert_x86_64_v4;
+    case DORA_ISA_X86_64_V3:
+        return convert_x86_64_v3;
+#endif
+    default:
+        return convert_baseline;
+    }
+}
 
 static sums_fn best_fn;
 static convert_fn best_convert;
@@ -296,13 +312,7 @@ static void choose_best(void)
     while (isa > 0 && !isa_fn((dora_isa)isa))
         isa--;
     best_fn = isa_fn((dora_isa)isa);
-    best_convert = convert_baseline;
-#ifdef HAVE_ISA_CLONES
-    if (isa == DORA_ISA_X86_64_V4)
-        best_convert = convert_x86_64_v4;
-    else if (isa == DORA_ISA_X86_64_V3)
-        best_convert = convert_x86_64_v3;
-#endif
+    best_convert = isa_convert((dora_isa)isa);
 }
 
 double dora_row_to_f64(const void *p, dora_dtype t, size_t n, double *out)
@@ -325,6 +335,16 @@ int dora_row_sums_isa(dora_isa isa, const void *a, dora_dtype ta, const void *b,
     if (!fn)
         return -1;
     fn(a, ta, b, tb, n, out);
+    return 0;
+}
+
+int dora_row_to_f64_isa(dora_isa isa, const void *p, dora_dtype t, size_t n, double *out,
+                        double *sumsq)
+{
+    convert_fn fn = isa_convert(isa);
+    if (!fn)
+        return -1;
+    *sumsq = fn(p, t, n, out);
     return 0;
 }
 

@@ -62,6 +62,11 @@ int dora_row_sums_isa(dora_isa isa, const void *a, dora_dtype ta, const void *b,
                       size_t n, dora_rowsums *out);
 const char *dora_isa_name(dora_isa isa);
 
+/* dora_row_to_f64 for one instruction set (sum of squares into *sumsq), for
+ * the tests. Returns -1 (and does nothing) if this CPU or build lacks it. */
+int dora_row_to_f64_isa(dora_isa isa, const void *p, dora_dtype t, size_t n, double *out,
+                        double *sumsq);
+
 /* Naive twin, for the tests: element by element, scalar conversions written
  * independently of the fast path, long double accumulation. */
 void dora_row_sums_naive(const void *a, dora_dtype ta, const void *b, dora_dtype tb, size_t n,

@@ -4,6 +4,7 @@
 #include "dora/kernel.h"
 #include "unit.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,7 +108,8 @@ static void test_conversions(void)
 static void test_random_rows(void)
 {
     static const dora_dtype types[] = {DORA_DT_BF16, DORA_DT_F16, DORA_DT_F32, DORA_DT_F64};
-    static const size_t lens[] = {1, 7, 8, 9, 511, 512, 513, 1000, 4099};
+    static const size_t lens[] = {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65,
+                                  511, 512, 513, 1000, 4099};
     double worst_dm = 0, worst_omc = 0;
     for (size_t ta = 0; ta < 4; ta++)
         for (size_t tb = 0; tb < 4; tb++)
@@ -237,6 +239,63 @@ static void test_edges(void)
 }
 
 /* The dispatching entry point gives the same sums as the best clone. */
+/* Element decoders for the conversion test, by arithmetic (not bit moves). */
+static double ref_half(uint16_t h, int ebits, int mbits)
+{
+    int bias = (1 << (ebits - 1)) - 1, sign = h >> 15;
+    int exp = (h >> mbits) & ((1 << ebits) - 1), man = h & ((1 << mbits) - 1);
+    double v = exp ? ldexp((double)((1 << mbits) + man), exp - bias - mbits)
+                   : ldexp((double)man, 1 - bias - mbits);
+    return sign ? -v : v;
+}
+
+/* dora_row_to_f64 of this instruction set: every element bit for bit, the
+ * sum of squares against a long double one, over random finite bit patterns
+ * (subnormals included) and lengths around the vector steps; unaligned. */
+static void test_convert(void)
+{
+    static const dora_dtype types[] = {DORA_DT_BF16, DORA_DT_F16, DORA_DT_F32, DORA_DT_F64};
+    static const size_t lens[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 4099};
+    for (size_t ti = 0; ti < 4; ti++)
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            const dora_dtype t = types[ti];
+            const size_t n = lens[li], sz = dora_dtype_size(t);
+            unsigned char *p = malloc(n * sz + 1);
+            double *ref = malloc((n + 1) * sizeof *ref), *out = malloc((n + 1) * sizeof *out);
+            long double ss = 0;
+            for (size_t i = 0; i < n; i++) {
+                uint64_t bits = rng;
+                uniform();
+                if (t == DORA_DT_BF16 || t == DORA_DT_F16) {
+                    uint16_t h = (uint16_t)bits;
+                    int ebits = t == DORA_DT_BF16 ? 8 : 5, mbits = t == DORA_DT_BF16 ? 7 : 10;
+                    if (((h >> mbits) & ((1 << ebits) - 1)) == (1 << ebits) - 1)
+                        h &= (uint16_t)~(1u << mbits); /* not Inf/NaN */
+                    memcpy(p + 1 + 2 * i, &h, 2);
+                    ref[i] = ref_half(h, ebits, mbits);
+                } else if (t == DORA_DT_F32) {
+                    float f = (float)(uniform() * ldexp(1.0, (int)(bits % 60) - 30));
+                    memcpy(p + 1 + 4 * i, &f, 4);
+                    ref[i] = f;
+                } else {
+                    ref[i] = uniform() * ldexp(1.0, (int)(bits % 200) - 100);
+                    memcpy(p + 1 + 8 * i, &ref[i], 8);
+                }
+                ss += (long double)ref[i] * ref[i];
+            }
+            double sumsq;
+            if (dora_row_to_f64_isa(cur_isa, p + 1, t, n, out, &sumsq) != 0)
+                abort();
+            CHECK_MSG(n == 0 || memcmp(out, ref, n * sizeof *ref) == 0, "%s: %s n=%zu converts wrongly",
+                      dora_isa_name(cur_isa), dora_dtype_name(t), n);
+            CHECK_MSG(unit_close(sumsq, (double)ss, 1e-13, 0), "%s: %s n=%zu sum of squares %.17g vs %.17g",
+                      dora_isa_name(cur_isa), dora_dtype_name(t), n, sumsq, (double)ss);
+            free(p);
+            free(ref);
+            free(out);
+        }
+}
+
 static void test_dispatch(void)
 {
     double a[37], b[37];
@@ -267,6 +326,7 @@ int main(void)
         test_random_rows();
         test_tiny_update();
         test_edges();
+        test_convert();
     }
     CHECK(tested >= 1);
     test_dispatch();
