@@ -63,12 +63,15 @@ typedef struct chunk {
 
 /* Per-thread buffers of the LoRA path, grown as needed. */
 typedef struct workspace {
-    double *w0;     /* [nb * cols] base rows in float64 */
-    double *rall;   /* [rsum * cols] the steps' R factors, stacked, float64 */
+    double *w0;     /* [nb * cols] base rows in float64 (transposed bases) */
+    double *rall;   /* the steps' R factors, stacked, float64, padded as
+                       dora_lowrank wants: [lowrank_rows(rsum), lowrank_ld(cols)] */
+    double *scratch; /* [dora_lowrank_scratch(rsum)] */
     double *p;      /* [nb * rsum] W0 R^T */
     double *saa;    /* [nb] */
-    double *l;      /* [r] one row of L */
-    size_t cap_w0, cap_rall, cap_p, cap_saa, cap_l;
+    double *l;      /* [nb * r] the chunk's rows of L, float64 */
+    double *y;      /* [nb * r] L G */
+    size_t cap_w0, cap_rall, cap_p, cap_saa, cap_l, cap_y, cap_scratch;
     size_t rall_module; /* module whose factors are in rall, or SIZE_MAX */
 } workspace;
 
@@ -167,6 +170,21 @@ static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
     return 0;
 }
 
+/* As grow, 64-byte aligned for the vector loads of dora_lowrank, and without
+ * keeping the contents (the callers rewrite them). */
+static int grow_aligned(double **buf, size_t *cap, size_t n)
+{
+    if (n <= *cap)
+        return 0;
+    void *nb;
+    if (posix_memalign(&nb, 64, n * sizeof **buf) != 0)
+        return -1;
+    free(*buf);
+    *buf = nb;
+    *cap = n;
+    return 0;
+}
+
 static int grow(double **buf, size_t *cap, size_t n)
 {
     if (n <= *cap)
@@ -211,15 +229,17 @@ static void load_base_rows(const module *md, int64_t row0, int64_t row1, workspa
     }
 }
 
-/* The stacked R factors of every step of the module, as float64 [rsum, cols]. */
+/* The stacked R factors of every step of the module, as float64, in the
+ * padded layout of dora_lowrank (zeros beyond rsum rows and cols columns). */
 static void load_factors(const job *jb, size_t l, workspace *ws)
 {
     const module *md = &jb->mods[l];
-    const size_t cols = (size_t)md->cols;
+    const size_t cols = (size_t)md->cols, ld = dora_lowrank_ld(cols);
+    memset(ws->rall, 0, dora_lowrank_rows((size_t)md->rsum) * ld * sizeof *ws->rall);
     for (size_t s = 0; s < jb->S; s++) {
         const dora_adapted *ad = md->src[s].ad;
         for (int64_t k = 0; k < ad->r; k++) {
-            double *dst = ws->rall + (size_t)(md->src[s].off + k) * cols;
+            double *dst = ws->rall + (size_t)(md->src[s].off + k) * ld;
             if (!ad->R.transposed) {
                 const dora_tensor *t = ad->R.t;
                 dora_row_to_f64(t->data + (size_t)k * cols * dora_dtype_size(t->dtype), t->dtype,
@@ -237,10 +257,9 @@ static void load_factors(const job *jb, size_t l, workspace *ws)
  * L), the sums the kernel needs are
  *     sad = a.u = s * l . (R a)      sdd = |u|^2 = s^2 * l G l^T,  G = R R^T
  * so no merged row is formed: R a for all rows of the chunk and all steps at
- * once is one GEMM, W0[rows] R_all^T (OpenBLAS dgemm), and G is r x r. Why
- * this and not merging in blocks: the GEMM reads each base row once for every
- * step and costs O(rows * cols * r), like the merge, but needs no [rows, cols]
- * buffer per step; measured ~1.1x the FT time on the same base (README). */
+ * once is the product W0[rows] R_all^T (dora_lowrank, reading each base row
+ * once for every step), and G is r x r. Merging in blocks would cost the same
+ * O(rows * cols * r) and need a [rows, cols] buffer per step. */
 static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
 {
     const module *md = &jb->mods[c->module];
@@ -250,46 +269,62 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
     for (size_t s = 0; s < jb->S; s++)
         if (md->src[s].ad->r > rmax)
             rmax = md->src[s].ad->r;
-    if (grow(&ws->w0, &ws->cap_w0, nb * cols) || grow(&ws->saa, &ws->cap_saa, nb) ||
-        grow(&ws->p, &ws->cap_p, nb * rsum) || grow(&ws->l, &ws->cap_l, (size_t)rmax)) {
+    if ((md->transposed && grow(&ws->w0, &ws->cap_w0, nb * cols)) ||
+        grow(&ws->saa, &ws->cap_saa, nb) || grow(&ws->p, &ws->cap_p, nb * rsum) ||
+        grow(&ws->l, &ws->cap_l, nb * (size_t)rmax) || grow(&ws->y, &ws->cap_y, nb * (size_t)rmax) ||
+        grow_aligned(&ws->scratch, &ws->cap_scratch, dora_lowrank_scratch(rsum))) {
         job_fail(jb, "out of memory for the LoRA work buffers of '%s'", md->base->name);
         return -1;
     }
     if (ws->rall_module != c->module) {
-        if (grow(&ws->rall, &ws->cap_rall, rsum * cols)) {
+        if (grow_aligned(&ws->rall, &ws->cap_rall, dora_lowrank_rows(rsum) * dora_lowrank_ld(cols))) {
             job_fail(jb, "out of memory for the LoRA factors of '%s'", md->base->name);
             return -1;
         }
         load_factors(jb, c->module, ws);
     }
-    load_base_rows(md, c->row0, c->row1, ws);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)rsum, (int)cols, 1.0, ws->w0,
-                (int)cols, ws->rall, (int)cols, 0.0, ws->p, (int)rsum);
-    for (size_t i = 0; i < nb; i++) {
-        const int64_t row = c->row0 + (int64_t)i;
-        const double saa = ws->saa[i];
-        if (!isfinite(saa)) {
-            nonfinite(jb, md->base, row);
+    if (md->transposed) {
+        load_base_rows(md, c->row0, c->row1, ws);
+        dora_lowrank(ws->w0, DORA_DT_F64, nb, cols, ws->rall, rsum, ws->p, ws->saa, ws->scratch);
+    } else {
+        const size_t rb = cols * dora_dtype_size(md->base->dtype);
+        dora_lowrank(md->base->data + (size_t)c->row0 * rb, md->base->dtype, nb, cols, ws->rall,
+                     rsum, ws->p, ws->saa, ws->scratch);
+    }
+    for (size_t i = 0; i < nb; i++)
+        if (!isfinite(ws->saa[i])) {
+            nonfinite(jb, md->base, c->row0 + (int64_t)i);
             return -1;
         }
-        for (size_t s = 0; s < jb->S; s++) {
-            if (__atomic_load_n(&jb->step_bad[s], __ATOMIC_RELAXED))
-                continue;
-            const stepsrc *src = &md->src[s];
-            const dora_adapted *ad = src->ad;
-            const int64_t r = ad->r;
-            const double *pr = ws->p + i * rsum + src->off;
+    for (size_t s = 0; s < jb->S; s++) {
+        if (__atomic_load_n(&jb->step_bad[s], __ATOMIC_RELAXED))
+            continue;
+        const stepsrc *src = &md->src[s];
+        const dora_adapted *ad = src->ad;
+        const size_t r = (size_t)ad->r;
+        /* the chunk's rows of L as float64 [nb, r], then Y = L G for all of
+         * them in one dgemm: |u|^2 = s^2 l G l^T = s^2 l . y */
+        for (size_t i = 0; i < nb; i++) {
+            const int64_t row = c->row0 + (int64_t)i;
+            if (!ad->L.transposed)
+                dora_row_to_f64(ad->L.t->data + (size_t)row * (size_t)dora_tensor_cols(ad->L.t) *
+                                                    dora_dtype_size(ad->L.t->dtype),
+                                ad->L.t->dtype, r, ws->l + i * r);
+            else
+                for (size_t k = 0; k < r; k++)
+                    ws->l[i * r + k] = dora_matrix_get(&ad->L, row, (int64_t)k);
+        }
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)r, (int)r, 1.0, ws->l,
+                    (int)r, src->gram, (int)r, 0.0, ws->y, (int)r);
+        for (size_t i = 0; i < nb; i++) {
+            const int64_t row = c->row0 + (int64_t)i;
+            const double *l = ws->l + i * r, *y = ws->y + i * r, *pr = ws->p + i * rsum + src->off;
             double sad = 0, sdd = 0;
-            for (int64_t k = 0; k < r; k++)
-                ws->l[k] = dora_matrix_get(&ad->L, row, k);
-            for (int64_t k = 0; k < r; k++) {
-                sad += ws->l[k] * pr[k];
-                double gk = 0;
-                for (int64_t q = 0; q < r; q++)
-                    gk += src->gram[k * r + q] * ws->l[q];
-                sdd += ws->l[k] * gk;
+            for (size_t k = 0; k < r; k++) {
+                sad += l[k] * pr[k];
+                sdd += l[k] * y[k];
             }
-            dora_rowsums sums = {saa, 0, ad->scale * sad, ad->scale * ad->scale * sdd};
+            dora_rowsums sums = {ws->saa[i], 0, ad->scale * sad, ad->scale * ad->scale * sdd};
             sums.sbb = sums.saa + 2 * sums.sad + sums.sdd;
             dora_rowstat st;
             int side;
@@ -406,9 +441,11 @@ static void *worker(void *arg)
 out:
     free(ws.w0);
     free(ws.rall);
+    free(ws.scratch);
     free(ws.p);
     free(ws.saa);
     free(ws.l);
+    free(ws.y);
     return NULL;
 }
 
@@ -701,16 +738,16 @@ static int alloc_result(dora_result *res, const module *mods, size_t S, size_t L
     return 0;
 }
 
-/* Rows per work unit: about CHUNK_BYTES of base data for dense modules; for
- * LoRA modules, a float64 block of about LORA_BLOCK_BYTES (the GEMM's left
- * operand, kept in L2), and at least 256 rows when the base is read
- * transposed, so that each stored row is read in runs of 512+ bytes. */
+/* Rows per work unit: about CHUNK_BYTES of base data; for a base read
+ * transposed (LoRA with fan_in_fan_out), a float64 block of about
+ * LORA_BLOCK_BYTES, kept in L2, and at least 256 rows, so that each stored
+ * row is read in runs of 512+ bytes. */
 #define LORA_BLOCK_BYTES (512u << 10)
 static int64_t chunk_rows(const module *md)
 {
-    uint64_t row_bytes = md->lora ? (uint64_t)md->cols * sizeof(double)
-                                  : (uint64_t)md->cols * dora_dtype_size(md->base->dtype);
-    uint64_t budget = md->lora ? LORA_BLOCK_BYTES : CHUNK_BYTES;
+    uint64_t row_bytes = md->transposed ? (uint64_t)md->cols * sizeof(double)
+                                        : (uint64_t)md->cols * dora_dtype_size(md->base->dtype);
+    uint64_t budget = md->transposed ? LORA_BLOCK_BYTES : CHUNK_BYTES;
     int64_t per = row_bytes ? (int64_t)(budget / row_bytes) : md->rows;
     if (md->transposed && per < 256)
         per = 256;

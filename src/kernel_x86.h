@@ -136,6 +136,38 @@ V4 ALWAYS_INLINE double v4_convert_t(const unsigned char *p, dora_dtype t, size_
     return s;
 }
 
+/* The 4 x 4 block of low-rank products over cb columns (see DEFINE_LOWRANK in
+ * kernel.c): 16 accumulators, then per 8 columns 4 tile loads (L1), 4 loads
+ * of R and 16 FMAs. */
+V4 static inline void v4_micro(const double *tile, const double *R, size_t ld, size_t cb,
+                               double *acc, size_t as)
+{
+    __m512d c[4][4];
+    #pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+        #pragma GCC unroll 4
+        for (int q = 0; q < 4; q++)
+            c[r][q] = _mm512_loadu_pd(acc + r * as + q * 8);
+    for (size_t j = 0; j < cb; j += 8) {
+        __m512d a[4];
+        #pragma GCC unroll 4
+        for (int r = 0; r < 4; r++)
+            a[r] = _mm512_load_pd(tile + r * LR_CB + j);
+        #pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) {
+            __m512d b = _mm512_loadu_pd(R + q * ld + j);
+            #pragma GCC unroll 4
+            for (int r = 0; r < 4; r++)
+                c[r][q] = _mm512_fmadd_pd(a[r], b, c[r][q]);
+        }
+    }
+    #pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+        #pragma GCC unroll 4
+        for (int q = 0; q < 4; q++)
+            _mm512_storeu_pd(acc + r * as + q * 8, c[r][q]);
+}
+
 /* ------------------------------------------------------------------- AVX2 */
 
 /* 8 elements of type T at P (unaligned) as float64, lanes 0-3 and 4-7. */
@@ -237,6 +269,35 @@ V3 ALWAYS_INLINE double v3_convert_t(const unsigned char *p, dora_dtype t, size_
         s += out[i] * out[i];
     }
     return s;
+}
+
+/* The 4 x 4 block in two halves of 4 x 2 (16 ymm registers: 8 accumulators,
+ * 2 of R, the tile from memory operands); lanes 4-7 of acc stay 0. */
+V3 static inline void v3_micro(const double *tile, const double *R, size_t ld, size_t cb,
+                               double *acc, size_t as)
+{
+    for (int q0 = 0; q0 < 4; q0 += 2) {
+        __m256d c[4][2];
+        #pragma GCC unroll 4
+        for (int r = 0; r < 4; r++)
+            #pragma GCC unroll 4
+            for (int q = 0; q < 2; q++)
+                c[r][q] = _mm256_loadu_pd(acc + r * as + (q0 + q) * 8);
+        for (size_t j = 0; j < cb; j += 4) {
+            __m256d b0 = _mm256_loadu_pd(R + q0 * ld + j), b1 = _mm256_loadu_pd(R + (q0 + 1) * ld + j);
+            #pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                __m256d a = _mm256_load_pd(tile + r * LR_CB + j);
+                c[r][0] = _mm256_fmadd_pd(a, b0, c[r][0]);
+                c[r][1] = _mm256_fmadd_pd(a, b1, c[r][1]);
+            }
+        }
+        #pragma GCC unroll 4
+        for (int r = 0; r < 4; r++)
+            #pragma GCC unroll 4
+            for (int q = 0; q < 2; q++)
+                _mm256_storeu_pd(acc + r * as + (q0 + q) * 8, c[r][q]);
+    }
 }
 
 #endif
