@@ -4,7 +4,10 @@
 Generates (never commits) a ~1 GiB bf16 base and one fine-tuned checkpoint of the
 same shapes in a temporary folder, warms the page cache, runs the tool several
 times and reports the best whole-process wall time, the input rate in GB/s and
-the peak resident set. Usage: bench.py [--bin BIN] [--keep DIR] [--repeat N].
+the peak anonymous resident set (RssAnon). Then the same for a ~4 GiB pair (the
+same shapes, more layers), to show RssAnon does not grow with the model; the
+first generation of those files takes a few minutes.
+Usage: bench.py [--bin BIN] [--keep DIR] [--repeat N] [--no-big].
 """
 import argparse
 import json
@@ -20,11 +23,13 @@ import time
 import numpy as np
 
 HIDDEN, INTER, LAYERS, VOCAB = 2048, 5632, 9, 32000
+BIG_LAYERS = 40  # 3.95 GiB of bf16: a model 4x the size with nothing else changed
+RSS_TARGET = 64  # MiB of RssAnon, plus a small per-thread buffer (issue #10)
 
 
-def shapes():
+def shapes(layers=LAYERS):
     yield "model.embed_tokens.weight", (VOCAB, HIDDEN)
-    for i in range(LAYERS):
+    for i in range(layers):
         p = f"model.layers.{i}."
         for m in ("q_proj", "k_proj", "v_proj", "o_proj"):
             yield p + f"self_attn.{m}.weight", (HIDDEN, HIDDEN)
@@ -34,18 +39,20 @@ def shapes():
         yield p + "input_layernorm.weight", (HIDDEN,)
 
 
-def write_bf16(path, seed, base=None):
-    """Write all tensors as bf16 (truncated float32); return the float32 arrays
-    only when needed to derive a checkpoint (never all at once)."""
+def write_bf16(path, seed, base=None, layers=LAYERS):
+    """Write all tensors as bf16 (truncated float32), one tensor in memory at a
+    time; a checkpoint is derived from BASE tensor by tensor."""
     rng = np.random.default_rng(seed)
-    header, offset, entries = {}, 0, list(shapes())
+    header, offset, entries = {}, 0, list(shapes(layers))
     for name, shp in entries:
         n = int(np.prod(shp)) * 2
         header[name] = {"dtype": "BF16", "shape": list(shp), "data_offsets": [offset, offset + n]}
         offset += n
     hjson = json.dumps(header, separators=(",", ":")).encode()
     hjson += b" " * (-len(hjson) % 8)
-    with open(path, "wb") as f:
+    # through a .part file, so an interrupted run is not taken for a finished file
+    # by the next --keep run
+    with open(path + ".part", "wb") as f:
         f.write(struct.pack("<Q", len(hjson)))
         f.write(hjson)
         for name, shp in entries:
@@ -55,15 +62,16 @@ def write_bf16(path, seed, base=None):
                 w = base.tensor(name) * (1 + 0.01 * rng.standard_normal((shp[0],) + (1,) * (len(shp) - 1), dtype=np.float32))
                 w += 0.002 * rng.standard_normal(shp, dtype=np.float32)
             f.write((w.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes())
+    os.replace(path + ".part", path)
     return offset + 8 + len(hjson)
 
 
-def write_adapter(folder, base, seed, r=16, dora=False):
+def write_adapter(folder, base, seed, r=16, dora=False, layers=LAYERS):
     """PEFT adapter with r=16 f32 factors on every linear weight of the base."""
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     tensors = []
-    for name, shp in shapes():
+    for name, shp in shapes(layers):
         if len(shp) != 2 or "embed" in name:
             continue
         m = "base_model.model." + name[: -len(".weight")]
@@ -136,6 +144,36 @@ class Reader:
         return u16.view(np.float32).reshape(e["shape"])
 
 
+def big_case(a, work, out):
+    """Generate (once, with --keep) the ~4 GiB pair and a LoRA r=16 adapter on it,
+    and time them; return two table rows, or None when the disk has no room."""
+    base, ck = os.path.join(work, "base-4g.safetensors"), os.path.join(work, "ft-4g.safetensors")
+    lora = os.path.join(work, "lora-4g")
+    size = 8 + 2 * sum(int(np.prod(s)) for _, s in shapes(BIG_LAYERS))  # header aside
+    need = size * ((not os.path.exists(base)) + (not os.path.exists(ck))) + (1 << 30)
+    if need > (1 << 30) and shutil.disk_usage(work).free < need:
+        print(f"bench: skipping the 4 GiB case: it needs {need / 1e9:.1f} GB free in {work}", file=sys.stderr)
+        return None
+    if not (os.path.exists(base) and os.path.exists(ck)):
+        print(f"bench: generating 2 x {size / 2**30:.2f} GiB bf16 for the 4 GiB case in {work} "
+              "(a few minutes; kept with --keep, skipped with --no-big)", file=sys.stderr)
+        t = time.perf_counter()
+        if not os.path.exists(base):
+            write_bf16(base, 11, layers=BIG_LAYERS)
+        if not os.path.exists(ck):
+            write_bf16(ck, 12, Reader(base), layers=BIG_LAYERS)
+        print(f"generated 2 x {os.path.getsize(base) / 2**30:.2f} GiB bf16 in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    if not os.path.exists(os.path.join(lora, "adapter_config.json")):  # written last
+        write_adapter(lora, Reader(base), 13, layers=BIG_LAYERS)
+    warm(base, ck, lora)
+    total, base_bytes = os.path.getsize(base) + os.path.getsize(ck), os.path.getsize(base)
+    tool = lambda *args: [a.bin, "analyze", "-q", "--base", base, "-o", out] + list(args)
+    # 8 GiB of input per run: fewer repeats
+    repeat = max(1, min(3, a.repeat // 2))
+    return [("FT pair 4 GiB, -j 2", total, *timed(tool("-j", "2", "ft=" + ck), repeat)),
+            ("LoRA r=16 4 GiB", base_bytes, *timed(tool("lora=" + lora), repeat))]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.environ.get("BIN", "bin/dora-analyze"))
@@ -144,6 +182,7 @@ def main():
     ap.add_argument("--probe", default="build/bench_probe", help="the fused-pass probe binary")
     ap.add_argument("--python", default="/usr/bin/python3")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    ap.add_argument("--no-big", action="store_true", help="skip the ~4 GiB case (quick runs)")
     a = ap.parse_args()
     work = a.keep or tempfile.mkdtemp(prefix="dora-bench-")
     os.makedirs(work, exist_ok=True)
@@ -172,9 +211,11 @@ def main():
 
         rows = []
         probe = timed([a.probe, base, ck, "2"], a.repeat)
-        best, med, rss = timed(tool("ft=" + ck), a.repeat)
+        # -j 2 spelled out (the default is all cores): the probe's thread count,
+        # and the same per-thread buffers as the 4 GiB row on any machine
+        best, med, rss = timed(tool("-j", "2", "ft=" + ck), a.repeat)
         rows.append(("FT pair, -j 2", total, best, med, rss))
-        ft_time = best
+        ft_time, ft_rss = best, rss
         best1, med1, rss1 = timed(tool("-j", "1", "ft=" + ck), max(1, a.repeat // 2))
         rows.append(("FT pair, -j 1", total, best1, med1, rss1))
         bm, mm, rm = timed(tool("ft=" + multi), max(1, a.repeat // 2))
@@ -210,6 +251,11 @@ def main():
             else:
                 print(f"bench: PyTorch peer failed: {r.stderr.strip()[-300:]}", file=sys.stderr)
 
+        # last: warming 8 GiB may evict the 1 GiB files from the page cache
+        big = None if a.no_big else big_case(a, work, out)
+        if big:
+            rows += big
+
         print(f"\n{'case':22s} {'GB in':>6s} {'best s':>7s} {'median s':>8s} {'GB/s':>6s} {'RssAnon MiB':>11s}")
         for label, nbytes, b, m, rss in rows:
             print(f"{label:22s} {nbytes / 1e9:6.2f} {b:7.3f} {m:8.3f} {nbytes / 1e9 / b:6.2f} {rss:11.1f}")
@@ -224,6 +270,13 @@ def main():
               f"(S+1 = 4 reads vs 2); reading the base per checkpoint would be 6 reads, 3.0x")
         print(f"-j 1 / -j 2: {best1 / ft_time:.2f}x")
         print(f"LoRA / FT: {bl / ft_time:.2f}x, DoRA / FT: {bd / ft_time:.2f}x (target <= 1.5x)")
+        if big:
+            print(f"peak RssAnon, 1 GiB -> 4 GiB model: FT pair -j 2 {ft_rss:.1f} -> {big[0][4]:.1f} MiB "
+                  f"({big[0][4] - ft_rss:+.1f}), LoRA r=16 {rl:.1f} -> {big[1][4]:.1f} MiB ({big[1][4] - rl:+.1f}) "
+                  f"(target: under {RSS_TARGET} MiB plus a small per-thread buffer, alike for both sizes)")
+        else:
+            print("peak RssAnon vs model size: 4 GiB case " + ("skipped (--no-big)" if a.no_big else "not run (no disk room)")
+                  + f"; 1 GiB: FT pair -j 2 {ft_rss:.1f} MiB, LoRA r=16 {rl:.1f} MiB (target: under {RSS_TARGET} MiB)")
         if cold:
             print(f"cold cache: FT pair {cold[1]:.2f} s ({total / 1e9 / cold[1]:.2f} GB/s) against a plain "
                   f"sequential read (cat) of the same files {cold[0]:.2f} s ({total / 1e9 / cold[0]:.2f} GB/s)")
