@@ -1,4 +1,5 @@
 /* analyze.c - per-run, per-step, per-tensor dM and dD; see include/dora/analyze.h. */
+#define _DEFAULT_SOURCE /* madvise */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/analyze.h"
 #include "dora/adapter.h"
@@ -14,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define CHUNK_BYTES (1u << 20) /* base bytes per work unit: enough to amortise, small for balance */
 
@@ -253,6 +256,28 @@ static void load_factors(const job *jb, size_t l, workspace *ws)
     ws->rall_module = l;
 }
 
+/* Map the pages of [p, p + len) now, in one call. dora_lowrank reads rows in
+ * pieces 4 KiB apart and prefetches the next ones; a prefetch into a page not
+ * yet mapped is dropped, so without this its loads wait for memory (measured:
+ * the conversion's loads took 45% of its time). Advice only: an error (an old
+ * kernel, a shrunk file) changes nothing, and a fault is still guarded. */
+static void prefault(const void *p, size_t len)
+{
+#ifdef MADV_POPULATE_READ
+    static size_t page;
+    if (!page) {
+        long ps = sysconf(_SC_PAGESIZE);
+        page = ps > 0 ? (size_t)ps : 4096;
+    }
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(page - 1);
+    if (len)
+        madvise((void *)a, (uintptr_t)p + len - a, MADV_POPULATE_READ);
+#else
+    (void)p;
+    (void)len;
+#endif
+}
+
 /* Low-rank steps. For a row a of W0 and the update u = s * l R (l: the row of
  * L), the sums the kernel needs are
  *     sad = a.u = s * l . (R a)      sdd = |u|^2 = s^2 * l G l^T,  G = R R^T
@@ -288,6 +313,7 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
         dora_lowrank(ws->w0, DORA_DT_F64, nb, cols, ws->rall, rsum, ws->p, ws->saa, ws->scratch);
     } else {
         const size_t rb = cols * dora_dtype_size(md->base->dtype);
+        prefault(md->base->data + (size_t)c->row0 * rb, nb * rb);
         dora_lowrank(md->base->data + (size_t)c->row0 * rb, md->base->dtype, nb, cols, ws->rall,
                      rsum, ws->p, ws->saa, ws->scratch);
     }
