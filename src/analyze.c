@@ -131,6 +131,7 @@ static void nonfinite(job *jb, const dora_tensor *t, int64_t r)
 }
 
 static int grow(double **buf, size_t *cap, size_t n);
+static void prefault(const void *p, size_t len);
 
 /* Dense steps: one fused pass per (base row, checkpoint row). With several
  * steps the base row is converted to float64 once (into a buffer that stays
@@ -144,6 +145,15 @@ static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
     if (reuse && grow(&ws->w0, &ws->cap_w0, cols ? cols : 1) != 0) {
         job_fail(jb, "out of memory for a row buffer of '%s'", md->base->name);
         return -1;
+    }
+    const size_t nrow = (size_t)(c->row1 - c->row0);
+    if (md->base->data)
+        prefault(md->base->data + (size_t)c->row0 * cols * sa, nrow * cols * sa);
+    for (size_t s = 0; s < jb->S; s++) {
+        const dora_tensor *t = md->src[s].dense;
+        const size_t rb = cols * dora_dtype_size(t->dtype);
+        if (t->data)
+            prefault(t->data + (size_t)c->row0 * rb, nrow * rb);
     }
     for (int64_t r = c->row0; r < c->row1; r++) {
         const unsigned char *a = md->base->data ? md->base->data + (size_t)r * cols * sa : NULL;
