@@ -262,9 +262,9 @@ DEFINE_CONVERT(convert_baseline, , convert_t)
  * every row of the block, 4 rows at a time (LR_MR) converted into an L1
  * tile. Each 4 x 4 block of products (LR_MR rows x LR_NR rows of R) is held
  * in 8-lane partial sums in acc, [LR_ROWS][kp][8], that the column blocks
- * add to; the lanes are summed at the end. Why this order: with R's whole
- * width read for every 4 rows, the loads of R from L2 bound the loop at 37
- * GFLOP/s of a core's 100. */
+ * add to; the lanes are summed at the end. Why this order: each block of R
+ * is read from L1 by all the rows of the block, where reading R's whole
+ * width for every 4 rows would stream it from L2 each time. */
 #define LR_MR 4
 #define LR_NR 4
 #define LR_CB 256    /* widest column block (the tile is LR_MR x LR_CB) */
