@@ -11,6 +11,7 @@
 #include "dora/spectral.h"
 #include "dora/adapter.h"
 #include "dora/analyze.h"
+#include "dora/guard.h"
 #include "dora/h5out.h"
 #include "dora/kernel.h"
 #include "dora/version.h"
@@ -23,6 +24,7 @@
 #include <lapacke.h>
 #include <limits.h>
 #include <math.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1224,7 +1226,7 @@ static int nonfinite(const dora_tensor *t, const char *what, int64_t row, dora_e
 
 /* Rows [i0, i1) of the logical [rows, cols] matrix of T (transposed: T is
  * stored [cols, rows]) as float64 into blk [i1 - i0, cols]. */
-static int tensor_block(const dora_tensor *t, int transposed, int64_t rows, int64_t cols,
+static int tensor_block_raw(const dora_tensor *t, int transposed, int64_t rows, int64_t cols,
                         int64_t i0, int64_t i1, double *blk, double *seg, dora_err *err)
 {
     const size_t sz = dora_dtype_size(t->dtype);
@@ -1252,7 +1254,7 @@ static int tensor_block(const dora_tensor *t, int transposed, int64_t rows, int6
 }
 
 /* A logical factor matrix as float64, row-major [rows, cols]. */
-static int load_factor(const dora_matrix *x, double *out, dora_err *err)
+static int load_factor_raw(const dora_matrix *x, double *out, dora_err *err)
 {
     const dora_tensor *t = x->t;
     if (!x->transposed) {
@@ -1273,6 +1275,57 @@ static int load_factor(const dora_matrix *x, double *out, dora_err *err)
             out[i * x->cols + j] = v;
         }
     return 0;
+}
+
+/* Every read of a mapping goes through the three functions below, each a
+ * guarded region (guard.h): a file truncated while it is read raises SIGBUS
+ * there, which becomes an error naming the file and the tensor instead of a
+ * crash. They only copy from the mapping into the caller's buffers. */
+static int shrank(const dora_tensor *t, dora_err *err)
+{
+    return dora_errf(err, "'%s': tensor '%s': the file shrank while it was read (fault at %p)",
+                     t->file, t->name, dora_guard_fault());
+}
+
+static int tensor_block(const dora_tensor *t, int transposed, int64_t rows, int64_t cols,
+                        int64_t i0, int64_t i1, double *blk, double *seg, dora_err *err)
+{
+    sigjmp_buf env;
+    if (sigsetjmp(env, 1) == 0) {
+        dora_guard_enter(&env);
+        int rc = tensor_block_raw(t, transposed, rows, cols, i0, i1, blk, seg, err);
+        dora_guard_leave();
+        return rc;
+    }
+    dora_guard_leave();
+    return shrank(t, err);
+}
+
+static int load_factor(const dora_matrix *x, double *out, dora_err *err)
+{
+    sigjmp_buf env;
+    if (sigsetjmp(env, 1) == 0) {
+        dora_guard_enter(&env);
+        int rc = load_factor_raw(x, out, err);
+        dora_guard_leave();
+        return rc;
+    }
+    dora_guard_leave();
+    return shrank(x->t, err);
+}
+
+/* A whole 1-D tensor (a DoRA magnitude) as float64; its sum of squares. */
+static int load_vector(const dora_tensor *t, size_t n, double *out, double *ss, dora_err *err)
+{
+    sigjmp_buf env;
+    if (sigsetjmp(env, 1) == 0) {
+        dora_guard_enter(&env);
+        *ss = dora_row_to_f64(t->data, t->dtype, n, out);
+        dora_guard_leave();
+        return 0;
+    }
+    dora_guard_leave();
+    return shrank(t, err);
 }
 
 static void store_row(const dora_dense *d, int64_t i, const double *v)
@@ -1507,7 +1560,9 @@ static int do_step(sctx *c, size_t ri, size_t l, size_t s, basecache *bc, dora_s
                 dora_errf(err, "out of memory");
                 goto done;
             }
-            double ss = dora_row_to_f64(ad->magnitude->data, ad->magnitude->dtype, (size_t)m, mag);
+            double ss;
+            if (load_vector(ad->magnitude, (size_t)m, mag, &ss, err) != 0)
+                goto done;
             if (!isfinite(ss)) {
                 nonfinite(ad->magnitude, "row", 0, err);
                 goto done;
@@ -1688,6 +1743,8 @@ int dora_spectrum_run(dora_spectrum *sp, const dora_model *base, const char *bas
                       const dora_spectrum_opts *opts, dora_err *err)
 {
     memset(sp, 0, sizeof *sp);
+    if (dora_guard_install() != 0)
+        return dora_errf(err, "cannot install the SIGBUS guard");
     sctx c;
     memset(&c, 0, sizeof c);
     c.sp = sp;

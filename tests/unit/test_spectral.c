@@ -24,6 +24,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 static uint64_t rng = 0x853c49e6748fea9bULL;
@@ -656,6 +657,13 @@ static void test_runs(void)
     CHECK(dora_spectrum_run(&sp, NULL, NULL, (char *const *)names, rr, 1, &o, &err) != 0);
     CHECK_MSG(strstr(err.msg, p) && strstr(err.msg, "lora_B") && strstr(err.msg, "NaN"), "%s",
               err.msg);
+
+    /* the base truncated while mapped: its pages are gone, the first read
+     * faults (SIGBUS), and the guard turns that into an error naming it */
+    snprintf(p, sizeof p, "%s/base.safetensors", root);
+    CHECK(truncate(p, 0) == 0);
+    CHECK(dora_spectrum_run(&sp, bm, "base", (char *const *)&names[3], &rr[3], 1, &o, &err) != 0);
+    CHECK_MSG(strstr(err.msg, p) && strstr(err.msg, "shrank"), "%s", err.msg);
 
     for (int i = 0; i < 4; i++)
         dora_run_release(&rr[i]);
