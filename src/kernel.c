@@ -136,6 +136,21 @@ ALWAYS_INLINE double hsum(const v8d *p)
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
+/* Elements [i, n) of a row pair, one by one, added to *s (the vector loops'
+ * remainder). */
+ALWAYS_INLINE void sums_tail(const unsigned char *pa, dora_dtype ta, const unsigned char *pb,
+                             dora_dtype tb, size_t i, size_t n, dora_rowsums *s)
+{
+    const size_t sa = dora_dtype_size(ta), sb = dora_dtype_size(tb);
+    for (; i < n; i++) {
+        double x = load1(pa + i * sa, ta), y = load1(pb + i * sb, tb), d = y - x;
+        s->saa += x * x;
+        s->sbb += y * y;
+        s->sad += x * d;
+        s->sdd += d * d;
+    }
+}
+
 /* The fused loop for one pair of types: convert and accumulate in one pass,
  * two sets of accumulators to keep the FMA units busy. */
 ALWAYS_INLINE void sums_tt(const unsigned char *pa, dora_dtype ta, const unsigned char *pb,
@@ -178,13 +193,7 @@ ALWAYS_INLINE void sums_tt(const unsigned char *pa, dora_dtype ta, const unsigne
     ad0 += ad1;
     dd0 += dd1;
     dora_rowsums s = {hsum(&aa0), hsum(&bb0), hsum(&ad0), hsum(&dd0)};
-    for (; i < n; i++) {
-        double x = load1(pa + i * sa, ta), y = load1(pb + i * sb, tb), d = y - x;
-        s.saa += x * x;
-        s.sbb += y * y;
-        s.sad += x * d;
-        s.sdd += d * d;
-    }
+    sums_tail(pa, ta, pb, tb, i, n, &s);
     *out = s;
 }
 
@@ -407,118 +416,93 @@ typedef double (*convert_fn)(const void *, dora_dtype, size_t, double *);
 typedef void (*lowrank_fn)(const void *, dora_dtype, size_t, size_t, const double *, size_t,
                            double *, double *, double *);
 
-static sums_fn isa_fn(dora_isa isa)
-{
-    switch (isa) {
+/* The kernels compiled for one instruction set. */
+typedef struct isa_impl {
+    sums_fn sums;
+    convert_fn convert;
+    lowrank_fn lowrank;
+} isa_impl;
+
+static const isa_impl impls[DORA_ISA_COUNT] = {
+    [DORA_ISA_BASELINE] = {sums_baseline, convert_baseline, lowrank_baseline},
 #ifdef HAVE_ISA_CLONES
-    case DORA_ISA_X86_64_V4:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("x86-64-v4") ? sums_x86_64_v4 : NULL;
-    case DORA_ISA_X86_64_V3:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("x86-64-v3") ? sums_x86_64_v3 : NULL;
+    [DORA_ISA_X86_64_V3] = {sums_x86_64_v3, convert_x86_64_v3, lowrank_x86_64_v3},
+    [DORA_ISA_X86_64_V4] = {sums_x86_64_v4, convert_x86_64_v4, lowrank_x86_64_v4},
 #endif
-    case DORA_ISA_BASELINE:
-        return sums_baseline;
-    default:
+};
+
+/* The kernels of ISA, or NULL if this build or CPU lacks it. */
+static const isa_impl *isa_get(dora_isa isa)
+{
+    if ((int)isa < 0 || isa >= DORA_ISA_COUNT || !impls[isa].sums)
         return NULL;
-    }
+#ifdef HAVE_ISA_CLONES
+    __builtin_cpu_init();
+    if ((isa == DORA_ISA_X86_64_V4 && !__builtin_cpu_supports("x86-64-v4")) ||
+        (isa == DORA_ISA_X86_64_V3 && !__builtin_cpu_supports("x86-64-v3")))
+        return NULL;
+#endif
+    return &impls[isa];
 }
 
-static convert_fn isa_convert(dora_isa isa)
-{
-    if (!isa_fn(isa))
-        return NULL;
-    switch (isa) {
-#ifdef HAVE_ISA_CLONES
-    case DORA_ISA_X86_64_V4:
-        return convert_x86_64_v4;
-    case DORA_ISA_X86_64_V3:
-        return convert_x86_64_v3;
-#endif
-    default:
-        return convert_baseline;
-    }
-}
-
-static lowrank_fn isa_lowrank(dora_isa isa)
-{
-    if (!isa_fn(isa))
-        return NULL;
-    switch (isa) {
-#ifdef HAVE_ISA_CLONES
-    case DORA_ISA_X86_64_V4:
-        return lowrank_x86_64_v4;
-    case DORA_ISA_X86_64_V3:
-        return lowrank_x86_64_v3;
-#endif
-    default:
-        return lowrank_baseline;
-    }
-}
-
-static lowrank_fn best_lowrank;
-static sums_fn best_fn;
-static convert_fn best_convert;
+static const isa_impl *best;
 static pthread_once_t best_once = PTHREAD_ONCE_INIT;
 
 static void choose_best(void)
 {
     int isa = DORA_ISA_COUNT - 1;
-    while (isa > 0 && !isa_fn((dora_isa)isa))
+    while (isa > 0 && !isa_get((dora_isa)isa))
         isa--;
-    best_fn = isa_fn((dora_isa)isa);
-    best_convert = isa_convert((dora_isa)isa);
-    best_lowrank = isa_lowrank((dora_isa)isa);
+    best = isa_get((dora_isa)isa);
 }
 
 double dora_row_to_f64(const void *p, dora_dtype t, size_t n, double *out)
 {
     pthread_once(&best_once, choose_best);
-    return best_convert(p, t, n, out);
+    return best->convert(p, t, n, out);
 }
 
 void dora_row_sums(const void *a, dora_dtype ta, const void *b, dora_dtype tb, size_t n,
                    dora_rowsums *out)
 {
     pthread_once(&best_once, choose_best);
-    best_fn(a, ta, b, tb, n, out);
-}
-
-int dora_row_sums_isa(dora_isa isa, const void *a, dora_dtype ta, const void *b, dora_dtype tb,
-                      size_t n, dora_rowsums *out)
-{
-    sums_fn fn = isa_fn(isa);
-    if (!fn)
-        return -1;
-    fn(a, ta, b, tb, n, out);
-    return 0;
+    best->sums(a, ta, b, tb, n, out);
 }
 
 void dora_lowrank(const void *w, dora_dtype t, size_t n, size_t cols, const double *R, size_t k,
                   double *p, double *saa, double *scratch)
 {
     pthread_once(&best_once, choose_best);
-    best_lowrank(w, t, n, cols, R, k, p, saa, scratch);
+    best->lowrank(w, t, n, cols, R, k, p, saa, scratch);
+}
+
+int dora_row_sums_isa(dora_isa isa, const void *a, dora_dtype ta, const void *b, dora_dtype tb,
+                      size_t n, dora_rowsums *out)
+{
+    const isa_impl *im = isa_get(isa);
+    if (!im)
+        return -1;
+    im->sums(a, ta, b, tb, n, out);
+    return 0;
 }
 
 int dora_lowrank_isa(dora_isa isa, const void *w, dora_dtype t, size_t n, size_t cols,
                      const double *R, size_t k, double *p, double *saa, double *scratch)
 {
-    lowrank_fn fn = isa_lowrank(isa);
-    if (!fn)
+    const isa_impl *im = isa_get(isa);
+    if (!im)
         return -1;
-    fn(w, t, n, cols, R, k, p, saa, scratch);
+    im->lowrank(w, t, n, cols, R, k, p, saa, scratch);
     return 0;
 }
 
 int dora_row_to_f64_isa(dora_isa isa, const void *p, dora_dtype t, size_t n, double *out,
                         double *sumsq)
 {
-    convert_fn fn = isa_convert(isa);
-    if (!fn)
+    const isa_impl *im = isa_get(isa);
+    if (!im)
         return -1;
-    *sumsq = fn(p, t, n, out);
+    *sumsq = im->convert(p, t, n, out);
     return 0;
 }
 

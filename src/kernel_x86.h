@@ -104,13 +104,7 @@ V4 ALWAYS_INLINE void v4_sums_tt(const unsigned char *pa, dora_dtype ta, const u
                       _mm512_reduce_add_pd(_mm512_add_pd(acc[1], acc[5])),
                       _mm512_reduce_add_pd(_mm512_add_pd(acc[2], acc[6])),
                       _mm512_reduce_add_pd(_mm512_add_pd(acc[3], acc[7]))};
-    for (; i < n; i++) {
-        double x = load1(pa + i * sa, ta), y = load1(pb + i * sb, tb), d = y - x;
-        s.saa += x * x;
-        s.sbb += y * y;
-        s.sad += x * d;
-        s.sdd += d * d;
-    }
+    sums_tail(pa, ta, pb, tb, i, n, &s);
     *out = s;
 }
 
@@ -238,13 +232,7 @@ V3 ALWAYS_INLINE void v3_sums_tt(const unsigned char *pa, dora_dtype ta, const u
         v3_step8(pa + i * sa, ta, pb + i * sb, tb, acc);
     dora_rowsums s = {v3_hsum(acc[0], acc[4]), v3_hsum(acc[1], acc[5]), v3_hsum(acc[2], acc[6]),
                       v3_hsum(acc[3], acc[7])};
-    for (; i < n; i++) {
-        double x = load1(pa + i * sa, ta), y = load1(pb + i * sb, tb), d = y - x;
-        s.saa += x * x;
-        s.sbb += y * y;
-        s.sad += x * d;
-        s.sdd += d * d;
-    }
+    sums_tail(pa, ta, pb, tb, i, n, &s);
     *out = s;
 }
 
