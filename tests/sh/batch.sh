@@ -284,11 +284,12 @@ done
 # ---- MPI: 3 ranks give the same file as one process -----------------------------------------
 if command -v mpicc >/dev/null && command -v mpirun >/dev/null; then
     mbin="$top/build-mpi/bin/dora-analyze"
-    # built with the default flags whoever runs the tests: under `make sanitize` MAKEFLAGS
-    # carries the sanitizer flags, and LeakSanitizer then fails the ranks at exit on Open
-    # MPI's own allocations (and objects built both ways would mix in build-mpi)
-    if env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s -C "$top" -j2 MPI=1 BUILD=build-mpi \
-        BIN=build-mpi/bin/dora-analyze "build-mpi/bin/dora-analyze" >mk.txt 2>&1; then
+    # built with the default flags whoever runs the tests: under `make sanitize` the
+    # sanitizer flags come in MAKEFLAGS and in CFLAGS/LDFLAGS of the environment, and
+    # LeakSanitizer then fails the ranks at exit on Open MPI's own allocations (and
+    # objects built both ways would mix in build-mpi)
+    if env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u CFLAGS -u LDFLAGS make -s -C "$top" -j2 MPI=1 \
+        BUILD=build-mpi BIN=build-mpi/bin/dora-analyze "build-mpi/bin/dora-analyze" >mk.txt 2>&1; then
         rm -f out/paper.* out/vonly.*
         mpirun --allow-run-as-root --oversubscribe -np 3 "$mbin" batch -v m/pass.json >mpi.txt 2>&1
         rc=$?
