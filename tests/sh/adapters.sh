@@ -13,60 +13,12 @@
 # Prints `PASS adapters/<name>` or `FAIL adapters/<name>: <why>`; exits 1 on any FAIL.
 
 set -u
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN=${DORA_BIN:-${BIN:-$ROOT/bin/dora-analyze}}
-case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
-PY=${PY:-${PYTHON:-/usr/bin/python3}}
-TP=$ROOT/tests/py
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/dora-adapters.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-LOG=$TMP/log
+SUITE=adapters
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 OUT=$TMP/out
 D=$TMP/data
-mkdir -p "$LOG" "$OUT"
-NPASS=0
-NFAIL=0
+mkdir -p "$OUT"
 RTOL=1e-9   # relative tolerance of every dM / dD against the float64 reference
-
-pass() { echo "PASS adapters/$1"; NPASS=$((NPASS + 1)); }
-fail() { echo "FAIL adapters/$1: $2"; NFAIL=$((NFAIL + 1)); }
-peek() { head -c "${2:-300}" "$1" | tr '\n\t' '  '; }
-finish() {
-    echo "adapters: $NPASS passed, $NFAIL failed"
-    [ "$NFAIL" -eq 0 ]
-    exit $?
-}
-
-# run LABEL CMD... : 60 s timeout; stdout/stderr in $LOG/LABEL.{out,err}; sets RC
-run() {
-    local label=$1
-    shift
-    timeout -k 5 60 "$@" >"$LOG/$label.out" 2>"$LOG/$label.err"
-    RC=$?
-}
-
-# crashed LABEL : true (and reports) on a signal, a timeout or a sanitizer report
-crashed() {
-    if [ $RC -eq 124 ] || [ $RC -eq 137 ]; then
-        fail "$1" "timed out"
-        return 0
-    fi
-    if [ $RC -ge 128 ]; then
-        fail "$1" "killed by signal $((RC - 128)): $(peek "$LOG/$1.err")"
-        return 0
-    fi
-    if grep -qE 'Sanitizer|runtime error:' "$LOG/$1.err"; then
-        fail "$1" "sanitizer report: $(grep -m1 -E 'Sanitizer|runtime error:' "$LOG/$1.err")"
-        return 0
-    fi
-    return 1
-}
-
-# leftovers FILE : output file or temporary files left beside it
-leftovers() {
-    local f=$1
-    ls -d "$f" "$f".tmp* "$(dirname "$f")"/.*tmp* 2>/dev/null | head -3 | tr '\n' ' '
-}
 
 # check LABEL H5 CHECK_ARGS... : the reference checker; PASS/FAIL with the worst errors
 check() {
@@ -84,22 +36,7 @@ check() {
 }
 
 # analyze_ok LABEL H5 ANALYZE_ARGS... : runs analyze -o H5 and wants exit 0 and the file
-analyze_ok() {
-    local label=$1 h5=$2
-    shift 2
-    rm -f "$h5"
-    run "$label" "$BIN" analyze -o "$h5" "$@"
-    crashed "$label" && return 1
-    if [ $RC -ne 0 ]; then
-        fail "$label" "exit $RC, expected 0: $(peek "$LOG/$label.err")"
-        return 1
-    fi
-    if [ ! -s "$h5" ]; then
-        fail "$label" "no output file $h5"
-        return 1
-    fi
-    return 0
-}
+analyze_ok() { writes_ok "$1" "$2" analyze "${@:3}"; }
 
 if [ ! -x "$BIN" ]; then
     fail binary "$BIN not found or not executable (run make)"

@@ -13,15 +13,8 @@
 # Prints `PASS hostile/<name>` or `FAIL hostile/<name>: <why>`; exits 1 on any FAIL.
 
 set -u
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# DORA_BIN / PY, else BIN / PYTHON as tests/run_all.sh exports them
-BIN=${DORA_BIN:-${BIN:-$ROOT/bin/dora-analyze}}
-case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
-PY=${PY:-${PYTHON:-/usr/bin/python3}}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/dora-hostile.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-NPASS=0
-NFAIL=0
+SUITE=hostile
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 if [ ! -x "$BIN" ]; then
     echo "FAIL hostile/binary: $BIN not found or not executable"

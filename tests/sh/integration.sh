@@ -12,50 +12,9 @@
 # Prints `PASS integration/<name>` or `FAIL integration/<name>: <why>`; exits 1 on any FAIL.
 
 set -u
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# DORA_BIN / PY, else BIN / PYTHON as tests/run_all.sh exports them
-BIN=${DORA_BIN:-${BIN:-$ROOT/bin/dora-analyze}}
-case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
-PY=${PY:-${PYTHON:-/usr/bin/python3}}
-REALDATA=${REALDATA:-$ROOT/../shared/realdata}
-TP=$ROOT/tests/py
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/dora-integration.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-LOG=$TMP/log
-mkdir -p "$LOG"
-NPASS=0
-NFAIL=0
+SUITE=integration
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 D=$TMP/data
-
-pass() { echo "PASS integration/$1"; NPASS=$((NPASS + 1)); }
-fail() { echo "FAIL integration/$1: $2"; NFAIL=$((NFAIL + 1)); }
-# first bytes of a file on one line
-peek() { head -c "${2:-300}" "$1" | tr '\n\t' '  '; }
-
-# run LABEL CMD... : runs with a 60 s timeout; stdout/stderr in $LOG/LABEL.{out,err}; sets RC
-run() {
-    local label=$1
-    shift
-    timeout -k 5 60 "$@" >"$LOG/$label.out" 2>"$LOG/$label.err"
-    RC=$?
-}
-
-# crashed LABEL : true (and reports) if RC says signal/timeout or stderr has a sanitizer report
-crashed() {
-    if [ $RC -eq 124 ] || [ $RC -eq 137 ]; then
-        fail "$1" "timed out"
-        return 0
-    fi
-    if [ $RC -ge 128 ]; then
-        fail "$1" "killed by signal $((RC - 128)): $(peek "$LOG/$1.err")"
-        return 0
-    fi
-    if grep -qE 'Sanitizer|runtime error:' "$LOG/$1.err"; then
-        fail "$1" "sanitizer report: $(grep -m1 -E 'Sanitizer|runtime error:' "$LOG/$1.err")"
-        return 0
-    fi
-    return 1
-}
 
 # expect_ok LABEL : RC 0 expected
 expect_ok() {

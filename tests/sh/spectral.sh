@@ -14,73 +14,16 @@
 # Prints `PASS spectral/<name>` or `FAIL spectral/<name>: <why>`; exits 1 on any FAIL.
 
 set -u
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN=${DORA_BIN:-${BIN:-$ROOT/bin/dora-analyze}}
-case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
-PY=${PY:-${PYTHON:-/usr/bin/python3}}
-TP=$ROOT/tests/py
+SUITE=spectral
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 REAL=${DORA_REALDATA:-/work/shared/realdata}
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/dora-spectral.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-LOG=$TMP/log
 OUT=$TMP/out
 D=$TMP/data
 G=$TMP/gen
-mkdir -p "$LOG" "$OUT"
-NPASS=0
-NFAIL=0
-
-pass() { echo "PASS spectral/$1"; NPASS=$((NPASS + 1)); }
-fail() { echo "FAIL spectral/$1: $2"; NFAIL=$((NFAIL + 1)); }
-peek() { head -c "${2:-300}" "$1" | tr '\n\t' '  '; }
-finish() {
-    echo "spectral: $NPASS passed, $NFAIL failed"
-    [ "$NFAIL" -eq 0 ]
-    exit $?
-}
-
-# run LABEL CMD... : 60 s timeout; stdout/stderr in $LOG/LABEL.{out,err}; sets RC
-run() {
-    local label=$1
-    shift
-    timeout -k 5 60 "$@" >"$LOG/$label.out" 2>"$LOG/$label.err"
-    RC=$?
-}
-
-# crashed LABEL : true (and reports) on a signal, a timeout or a sanitizer report
-crashed() {
-    if [ $RC -eq 124 ] || [ $RC -eq 137 ]; then
-        fail "$1" "timed out"
-        return 0
-    fi
-    if [ $RC -ge 128 ]; then
-        fail "$1" "killed by signal $((RC - 128)): $(peek "$LOG/$1.err")"
-        return 0
-    fi
-    if grep -qE 'Sanitizer|runtime error:' "$LOG/$1.err"; then
-        fail "$1" "sanitizer report: $(grep -m1 -E 'Sanitizer|runtime error:' "$LOG/$1.err")"
-        return 0
-    fi
-    return 1
-}
+mkdir -p "$OUT"
 
 # spectrum_ok LABEL H5 ARGS... : `spectrum -o H5 ARGS`, wants exit 0 and the file
-spectrum_ok() {
-    local label=$1 h5=$2
-    shift 2
-    rm -f "$h5"
-    run "$label" "$BIN" spectrum -o "$h5" "$@"
-    crashed "$label" && return 1
-    if [ $RC -ne 0 ]; then
-        fail "$label" "exit $RC, expected 0: $(peek "$LOG/$label.err")"
-        return 1
-    fi
-    if [ ! -s "$h5" ]; then
-        fail "$label" "no output file $h5"
-        return 1
-    fi
-    return 0
-}
+spectrum_ok() { writes_ok "$1" "$2" spectrum "${@:3}"; }
 
 # check LABEL H5 CHECK_ARGS... : the NumPy reference (and the table against the file)
 check() {
@@ -95,11 +38,6 @@ check() {
     fail "$label" "$(grep -m2 -E 'MISMATCH|Error|mismatch' "$LOG/$label.check" | tr '\n' ' ')"
     grep -E 'MISMATCH|Error|^worst' "$LOG/$label.check" | head -10 | sed 's/^/    /'
     return 1
-}
-
-# leftovers FILE : the output or its temporary files
-leftovers() {
-    ls -d "$1" "$1".tmp* 2>/dev/null | head -3 | tr '\n' ' '
 }
 
 # want_exit LABEL CODE SUBSTRING... ARGS... : `spectrum ARGS` must exit CODE, say every

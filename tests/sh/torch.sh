@@ -23,56 +23,11 @@
 # Prints `PASS torch/<name>` or `FAIL torch/<name>: <why>`; exits 1 on any FAIL.
 
 set -u
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN=${DORA_BIN:-${BIN:-$ROOT/bin/dora-analyze}}
-case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
-PY=${PY:-${PYTHON:-/usr/bin/python3}}
-REALDATA=${REALDATA:-$ROOT/../shared/realdata}
-TP=$ROOT/tests/py
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/dora-torch.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+SUITE=torch
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 D=$TMP/data
 O=$TMP/out
-LOG=$TMP/log
-mkdir -p "$O/inspect" "$LOG"
-NPASS=0
-NFAIL=0
-
-pass() { echo "PASS torch/$1"; NPASS=$((NPASS + 1)); }
-fail() { echo "FAIL torch/$1: $2"; NFAIL=$((NFAIL + 1)); }
-peek() { head -c "${2:-300}" "$1" | tr '\n\t' '  '; }
-finish() {
-    echo "torch: $NPASS passed, $NFAIL failed"
-    [ "$NFAIL" -eq 0 ]
-    exit $?
-}
-
-# run LABEL CMD... : 60 s timeout; stdout/stderr in $LOG/LABEL.{out,err}; sets RC
-run() {
-    local label=$1
-    shift
-    timeout -k 5 60 "$@" >"$LOG/$label.out" 2>"$LOG/$label.err"
-    RC=$?
-}
-
-# crashed LABEL [NAME] : true (and reports NAME, default LABEL) on a timeout, a signal or
-# a sanitizer report in $LOG/LABEL.err
-crashed() {
-    local shown=${2:-$1}
-    if [ $RC -eq 124 ] || [ $RC -eq 137 ]; then
-        fail "$shown" "timed out"
-        return 0
-    fi
-    if [ $RC -ge 128 ]; then
-        fail "$shown" "killed by signal $((RC - 128)): $(peek "$LOG/$1.err")"
-        return 0
-    fi
-    if grep -qE 'Sanitizer|runtime error:' "$LOG/$1.err"; then
-        fail "$shown" "sanitizer report: $(grep -m1 -E 'Sanitizer|runtime error:' "$LOG/$1.err")"
-        return 0
-    fi
-    return 1
-}
+mkdir -p "$O/inspect"
 
 # ok LABEL CMD... : must exit 0 (no PASS line: the checker judges the content)
 ok() {
