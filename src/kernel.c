@@ -266,20 +266,26 @@ ALWAYS_INLINE double convert_t(const unsigned char *p, dora_dtype t, size_t n, d
 DEFINE_SUMS(sums_baseline, , sums_tt)
 DEFINE_CONVERT(convert_baseline, , convert_t)
 
-/* Low-rank products (see kernel.h). Rows go in blocks of LR_ROWS; for each
- * block of cb columns, R's block (kp rows x cb, sized to stay in L1) serves
- * every row of the block, 4 rows at a time (LR_MR) converted into an L1
- * tile. Each 4 x 4 block of products (LR_MR rows x LR_NR rows of R) is held
- * in 8-lane partial sums in acc, [LR_ROWS][kp][8], that the column blocks
- * add to; the lanes are summed at the end. Why this order: each block of R
- * is read from L1 by all the rows of the block, where reading R's whole
- * width for every 4 rows would stream it from L2 each time. */
+/* Low-rank products (see kernel.h). Rows go in blocks of LR_ROWS, and R's
+ * rows in groups of LR_QG; for each block of cb columns, the group's block of
+ * R (sized to stay in L1) serves every row of the block, 4 rows at a time
+ * (LR_MR) converted into an L1 tile. Each 4 x 4 block of products (LR_MR rows
+ * x LR_NR rows of R) is held in 8-lane partial sums in acc,
+ * [LR_ROWS][LR_QG][8], that the column blocks add to; the lanes are summed
+ * at the end of the group. Why this order: each block of R is read from L1 by
+ * all the rows of the block, where reading R's whole width for every 4 rows
+ * would stream it from L2 each time. */
 #define LR_MR 4
 #define LR_NR 4
 #define LR_CB 256    /* widest column block (the tile is LR_MR x LR_CB) */
 #ifndef LR_ROWS
-#define LR_ROWS 16 /* rows per block: acc is LR_ROWS x kp x 8 doubles */
+#define LR_ROWS 16 /* rows per block: acc is LR_ROWS x LR_QG x 8 doubles */
 #endif
+/* R's rows per pass over a block of rows: more would shrink the column blocks
+ * (R's block must stay in L1) until the partial sums' loads and stores
+ * dominate (measured: 10 GFLOP/s at 256 rows, 6 at 640, against 47 at 16);
+ * fewer would convert the rows more often. */
+#define LR_QG 16
 #ifndef LR_L1
 #define LR_L1 32768 /* bytes of R's block, of a 48 KiB L1 */
 #endif
@@ -299,7 +305,8 @@ size_t dora_lowrank_ld(size_t cols)
 
 size_t dora_lowrank_scratch(size_t k)
 {
-    return LR_ROWS * dora_lowrank_rows(k) * 8;
+    size_t kp = dora_lowrank_rows(k);
+    return LR_ROWS * (kp < LR_QG ? kp : LR_QG) * 8;
 }
 
 /* Column block width for kp rows of R: R's block fits LR_L1, a multiple of 8. */
@@ -346,56 +353,64 @@ static inline void lr_prefetch(const unsigned char *w, size_t sz, size_t cols, s
     {                                                                                              \
         const unsigned char *wb = w;                                                               \
         const size_t sz = dora_dtype_size(t), ld = dora_lowrank_ld(cols);                          \
-        const size_t cp = (cols + 7) & ~(size_t)7, kp = dora_lowrank_rows(k), as = kp * 8;         \
-        const size_t cbw = lr_block(kp);                                                           \
+        const size_t cp = (cols + 7) & ~(size_t)7, kp = dora_lowrank_rows(k);                      \
         _Alignas(64) double tile[LR_MR * LR_CB];                                                   \
         double ss[LR_ROWS];                                                                        \
         for (size_t b0 = 0; b0 < n; b0 += LR_ROWS) {                                               \
             const size_t nr = n - b0 < LR_ROWS ? n - b0 : LR_ROWS;                                 \
-            memset(acc, 0, (nr + LR_MR - 1) / LR_MR * LR_MR * as * sizeof *acc);                   \
             memset(ss, 0, sizeof ss);                                                              \
-            /* the next block of rows, contiguous, into L2 over this block's tiles */              \
-            const size_t nn = n - b0 - nr < LR_ROWS ? n - b0 - nr : LR_ROWS;                       \
-            const uintptr_t next = (uintptr_t)(wb + (b0 + nr) * cols * sz);                        \
-            const size_t nbytes = nn * cols * sz;                                                  \
-            const size_t tiles = (nr + LR_MR - 1) / LR_MR * ((cp + cbw - 1) / cbw);                \
-            const size_t share = (nbytes / tiles + 63) & ~(size_t)63;                              \
-            size_t ahead = 0;                                                                      \
-            for (size_t j0 = 0; j0 < cp; j0 += cbw) {                                              \
-                const size_t cb = cp - j0 < cbw ? cp - j0 : cbw; /* a multiple of 8 */             \
-                const size_t len = j0 >= cols ? 0 : cols - j0 < cb ? cols - j0 : cb;               \
-                for (size_t i0 = 0; i0 < nr; i0 += LR_MR) {                                        \
-                    for (size_t r = 0; r < LR_MR; r++) {                                           \
-                        double *dst = tile + r * LR_CB;                                            \
-                        const size_t m = i0 + r < nr ? len : 0;                                    \
-                        if (m)                                                                     \
-                            ss[i0 + r] +=                                                          \
-                                CONVERT(wb + ((b0 + i0 + r) * cols + j0) * sz, t, m, dst);         \
-                        if (m < cb)                                                                \
-                            memset(dst + m, 0, (cb - m) * sizeof *dst);                            \
+            for (size_t g0 = 0; g0 < kp; g0 += LR_QG) { /* a group of R's rows */                  \
+                const size_t kg = kp - g0 < LR_QG ? kp - g0 : LR_QG, as = kg * 8;                  \
+                const size_t cbw = lr_block(kg);                                                   \
+                const int last = g0 + kg == kp;                                                    \
+                memset(acc, 0, (nr + LR_MR - 1) / LR_MR * LR_MR * as * sizeof *acc);               \
+                /* in the last group, the next block of rows (contiguous) into L2, spread          \
+                 * over the tiles */                                                               \
+                const size_t nn = n - b0 - nr < LR_ROWS ? n - b0 - nr : LR_ROWS;                   \
+                const uintptr_t next = (uintptr_t)(wb + (b0 + nr) * cols * sz);                    \
+                const size_t nbytes = last ? nn * cols * sz : 0;                                   \
+                const size_t tiles = (nr + LR_MR - 1) / LR_MR * ((cp + cbw - 1) / cbw);            \
+                const size_t share = (nbytes / tiles + 63) & ~(size_t)63;                          \
+                size_t ahead = 0;                                                                  \
+                for (size_t j0 = 0; j0 < cp; j0 += cbw) {                                          \
+                    const size_t cb = cp - j0 < cbw ? cp - j0 : cbw; /* a multiple of 8 */         \
+                    const size_t len = j0 >= cols ? 0 : cols - j0 < cb ? cols - j0 : cb;           \
+                    for (size_t i0 = 0; i0 < nr; i0 += LR_MR) {                                    \
+                        for (size_t r = 0; r < LR_MR; r++) {                                       \
+                            double *dst = tile + r * LR_CB;                                        \
+                            const size_t m = i0 + r < nr ? len : 0;                                \
+                            double s2 = 0;                                                         \
+                            if (m)                                                                 \
+                                s2 = CONVERT(wb + ((b0 + i0 + r) * cols + j0) * sz, t, m, dst);    \
+                            if (g0 == 0)                                                           \
+                                ss[i0 + r] += s2;                                                  \
+                            if (m < cb)                                                            \
+                                memset(dst + m, 0, (cb - m) * sizeof *dst);                        \
+                        }                                                                          \
+                        /* the next tile: 4 rows on, or the next block of the first rows */        \
+                        for (size_t r = 0; r < LR_MR; r++) {                                       \
+                            if (i0 + LR_MR + r < nr)                                               \
+                                lr_prefetch(wb, sz, cols, b0 + i0 + LR_MR + r, j0, len);           \
+                            else if (j0 + cb < cols && r < nr)                                     \
+                                lr_prefetch(wb, sz, cols, b0 + r, j0 + cb,                         \
+                                            cols - j0 - cb < cb ? cols - j0 - cb : cb);            \
+                        }                                                                          \
+                        for (size_t e = ahead + share; ahead < e && ahead < nbytes; ahead += 64)   \
+                            __builtin_prefetch((const void *)(next + ahead), 0, 2);                \
+                        for (size_t q0 = 0; q0 < kg; q0 += LR_NR)                                  \
+                            MICRO(tile, R + (g0 + q0) * ld + j0, ld, cb, acc + i0 * as + q0 * 8,   \
+                                  as);                                                             \
                     }                                                                              \
-                    /* the next tile: 4 rows on, or the next block of the first rows */            \
-                    for (size_t r = 0; r < LR_MR; r++) {                                           \
-                        if (i0 + LR_MR + r < nr)                                                   \
-                            lr_prefetch(wb, sz, cols, b0 + i0 + LR_MR + r, j0, len);               \
-                        else if (j0 + cb < cols && r < nr)                                         \
-                            lr_prefetch(wb, sz, cols, b0 + r, j0 + cb,                             \
-                                        cols - j0 - cb < cb ? cols - j0 - cb : cb);                \
-                    }                                                                              \
-                    for (size_t e = ahead + share; ahead < e && ahead < nbytes; ahead += 64)       \
-                        __builtin_prefetch((const void *)(next + ahead), 0, 2);                    \
-                    for (size_t q0 = 0; q0 < kp; q0 += LR_NR)                                      \
-                        MICRO(tile, R + q0 * ld + j0, ld, cb, acc + i0 * as + q0 * 8, as);         \
                 }                                                                                  \
+                for (size_t r = 0; r < nr; r++)                                                    \
+                    for (size_t q = 0; q < kg && g0 + q < k; q++) {                                \
+                        const double *c = acc + r * as + q * 8;                                    \
+                        p[(b0 + r) * k + g0 + q] = ((c[0] + c[4]) + (c[1] + c[5])) +               \
+                                                   ((c[2] + c[6]) + (c[3] + c[7]));                \
+                    }                                                                              \
             }                                                                                      \
-            for (size_t r = 0; r < nr; r++) {                                                      \
+            for (size_t r = 0; r < nr; r++)                                                        \
                 saa[b0 + r] = ss[r];                                                               \
-                for (size_t q = 0; q < k; q++) {                                                   \
-                    const double *c = acc + r * as + q * 8;                                        \
-                    p[(b0 + r) * k + q] = ((c[0] + c[4]) + (c[1] + c[5])) +                        \
-                                          ((c[2] + c[6]) + (c[3] + c[7]));                         \
-                }                                                                                  \
-            }                                                                                      \
         }                                                                                          \
     }
 

@@ -298,13 +298,14 @@ static void test_convert(void)
 
 /* dora_lowrank of this instruction set against its naive twin: every type,
  * row counts around the 4-row groups, widths around the 8-lane steps and the
- * 256-column blocks, ranks around the 4-row blocks of R; unaligned rows. */
+ * 256-column blocks, ranks around the 4-row blocks and 16-row groups of R;
+ * unaligned rows. */
 static void test_lowrank(void)
 {
     static const dora_dtype types[] = {DORA_DT_BF16, DORA_DT_F16, DORA_DT_F32, DORA_DT_F64};
     static const size_t ns[] = {1, 3, 4, 5, 9};
     static const size_t colss[] = {1, 7, 8, 9, 255, 256, 257, 600, 2051};
-    static const size_t ks[] = {1, 3, 4, 5, 16, 17};
+    static const size_t ks[] = {1, 3, 4, 5, 16, 17, 40};
     double worst = 0;
     for (size_t ti = 0; ti < 4; ti++)
         for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
