@@ -370,7 +370,7 @@ static inline void lr_prefetch(const unsigned char *w, size_t sz, size_t cols, s
                 const uintptr_t next = (uintptr_t)(wb + (b0 + nr) * cols * sz);                    \
                 const size_t nbytes = last ? nn * cols * sz : 0;                                   \
                 const size_t tiles = (nr + LR_MR - 1) / LR_MR * ((cp + cbw - 1) / cbw);            \
-                const size_t share = (nbytes / tiles + 63) & ~(size_t)63;                          \
+                const size_t share = tiles ? (nbytes / tiles + 63) & ~(size_t)63 : 0;              \
                 size_t ahead = 0;                                                                  \
                 for (size_t j0 = 0; j0 < cp; j0 += cbw) {                                          \
                     const size_t cb = cp - j0 < cbw ? cp - j0 : cbw; /* a multiple of 8 */         \

@@ -304,7 +304,7 @@ static void test_lowrank(void)
 {
     static const dora_dtype types[] = {DORA_DT_BF16, DORA_DT_F16, DORA_DT_F32, DORA_DT_F64};
     static const size_t ns[] = {1, 3, 4, 5, 9};
-    static const size_t colss[] = {1, 7, 8, 9, 255, 256, 257, 600, 2051};
+    static const size_t colss[] = {0, 1, 7, 8, 9, 255, 256, 257, 600, 2051};
     static const size_t ks[] = {1, 3, 4, 5, 16, 17, 40};
     double worst = 0;
     for (size_t ti = 0; ti < 4; ti++)
