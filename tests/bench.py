@@ -114,11 +114,26 @@ def run_measured(cmd):
     return wall, peak / 1024
 
 
-def timed(cmd, repeat):
-    """Best and median wall time over REPEAT runs, and the largest peak RssAnon."""
-    runs = [run_measured(cmd) for _ in range(repeat)]
+def summary(runs):
+    """Best and median wall time of (wall, rss) RUNS, and the largest peak RssAnon."""
     walls = sorted(w for w, _ in runs)
     return walls[0], walls[len(walls) // 2], max(m for _, m in runs)
+
+
+def timed(cmd, repeat):
+    """Best and median wall time over REPEAT runs, and the largest peak RssAnon."""
+    return summary([run_measured(cmd) for _ in range(repeat)])
+
+
+def timed_together(cmds, repeat):
+    """timed() of several commands run in turn, round after round, so that a machine
+    whose memory speed drifts (seen here: the probe from 0.15 to 0.23 s within hours)
+    moves them all alike and their ratios hold."""
+    runs = [[] for _ in cmds]
+    for _ in range(repeat):
+        for i, c in enumerate(cmds):
+            runs[i].append(run_measured(c))
+    return [summary(r) for r in runs]
 
 
 def warm(*paths):
@@ -210,19 +225,18 @@ def main():
         tool = lambda *args: [a.bin, "analyze", "-q", "--base", base, "-o", out] + list(args)
 
         rows = []
-        probe = timed([a.probe, base, ck, "2"], a.repeat)
-        # -j 2 spelled out (the default is all cores): the probe's thread count,
-        # and the same per-thread buffers as the 4 GiB row on any machine
-        best, med, rss = timed(tool("-j", "2", "ft=" + ck), a.repeat)
-        rows.append(("FT pair, -j 2", total, best, med, rss))
+        # the cases whose ratios are targets, in turn: the probe, FT at -j 2 and -j 1, three
+        # checkpoints, LoRA, DoRA. -j 2 spelled out (the default is all cores): the probe's
+        # thread count, and the same per-thread buffers as the 4 GiB row on any machine
+        (probe, (best, med, rss), (best1, med1, rss1), (bm, mm, rm), (bl, ml, rl),
+         (bd, md, rd)) = timed_together(
+            [[a.probe, base, ck, "2"], tool("-j", "2", "ft=" + ck), tool("-j", "1", "ft=" + ck),
+             tool("ft=" + multi), tool("lora=" + lora), tool("dora=" + dora)], a.repeat)
         ft_time, ft_rss = best, rss
-        best1, med1, rss1 = timed(tool("-j", "1", "ft=" + ck), max(1, a.repeat // 2))
+        rows.append(("FT pair, -j 2", total, best, med, rss))
         rows.append(("FT pair, -j 1", total, best1, med1, rss1))
-        bm, mm, rm = timed(tool("ft=" + multi), max(1, a.repeat // 2))
         rows.append(("FT, 3 checkpoints", base_bytes * 4, bm, mm, rm))
-        bl, ml, rl = timed(tool("lora=" + lora), a.repeat)
         rows.append(("LoRA r=16", base_bytes, bl, ml, rl))
-        bd, md, rd = timed(tool("dora=" + dora), a.repeat)
         rows.append(("DoRA r=16", base_bytes, bd, md, rd))
 
         # cold cache, where the machine lets us drop it (root): the tool against a
