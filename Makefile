@@ -6,17 +6,19 @@ PYTHON  ?= /usr/bin/python3
 PKGS    := hdf5 jansson lapacke libpcre2-8 libzip
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -Wall -Wextra -Wpedantic -Werror
-# OpenBLAS: the serial build where it is installed (Debian's libopenblas-serial-dev,
-# beside the system's default). Our worker threads split the work and each calls
-# BLAS on its own; the pthread build starts a pool when it is loaded whose threads
-# spin on sched_yield for ~0.1 s, and took 14% of the CPU samples of a 0.19 s
-# `analyze` on this 2-core machine (README, Performance).
-BLAS_SERIAL := /usr/lib/$(shell $(CC) -print-multiarch 2>/dev/null)/openblas-serial
-ifneq ($(wildcard $(BLAS_SERIAL)/pkgconfig/openblas.pc),)
-BLAS_PC := PKG_CONFIG_PATH=$(BLAS_SERIAL)/pkgconfig
+# OpenBLAS: the OpenMP build where it is installed (Debian's libopenblas-openmp-dev,
+# beside the system's default). Our worker threads split the work and call BLAS at
+# once; the default pthread build starts a pool when it is loaded whose threads spin
+# on sched_yield for ~0.1 s (up to 14% of the CPU samples of a 0.19 s `analyze` on
+# 2 cores), and the serial build is not thread-safe (Debian builds it without
+# USE_LOCKING: concurrent dgemm calls returned wrong results). The OpenMP build
+# locks, and starts no thread until a call runs in parallel (README, Performance).
+BLAS_DIR := /usr/lib/$(shell $(CC) -print-multiarch 2>/dev/null)/openblas-openmp
+ifneq ($(wildcard $(BLAS_DIR)/pkgconfig/openblas.pc),)
+BLAS_PC := PKG_CONFIG_PATH=$(BLAS_DIR)/pkgconfig
 # DT_RPATH, not RUNPATH: it also serves the libblas.so.3 and liblapack.so.3
-# that liblapacke loads, which must be the serial ones too
-BLAS_RPATH := -Wl,--disable-new-dtags,-rpath,$(BLAS_SERIAL)
+# that liblapacke loads, which must come from the same build
+BLAS_RPATH := -Wl,--disable-new-dtags,-rpath,$(BLAS_DIR)
 endif
 DEPFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(shell $(BLAS_PC) pkg-config --cflags openblas 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) \

@@ -69,7 +69,7 @@ typedef struct workspace {
     double *w0;     /* [nb * cols] base rows in float64 (transposed bases) */
     double *rall;   /* the steps' R factors, stacked, float64, padded as
                        dora_lowrank wants: [lowrank_rows(rsum), lowrank_ld(cols)] */
-    double *scratch; /* [dora_lowrank_scratch(rsum)] */
+    double *scratch; /* [dora_lowrank_scratch(rsum, cols)] */
     double *p;      /* [nb * rsum] W0 R^T */
     double *saa;    /* [nb] */
     double *l;      /* [nb * r] the chunk's rows of L, float64 */
@@ -132,6 +132,12 @@ static void nonfinite(job *jb, const dora_tensor *t, int64_t r)
 
 static int grow(double **buf, size_t *cap, size_t n);
 static void prefault(const void *p, size_t len);
+
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static void blas_single(void)
+{
+    openblas_set_num_threads(1);
+}
 
 /* Dense steps: one fused pass per (base row, checkpoint row). With several
  * steps the base row is converted to float64 once (into a buffer that stays
@@ -308,7 +314,7 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
     if ((md->transposed && grow(&ws->w0, &ws->cap_w0, nb * cols)) ||
         grow(&ws->saa, &ws->cap_saa, nb) || grow(&ws->p, &ws->cap_p, nb * rsum) ||
         grow(&ws->l, &ws->cap_l, nb * (size_t)rmax) || grow(&ws->y, &ws->cap_y, nb * (size_t)rmax) ||
-        grow_aligned(&ws->scratch, &ws->cap_scratch, dora_lowrank_scratch(rsum))) {
+        grow_aligned(&ws->scratch, &ws->cap_scratch, dora_lowrank_scratch(rsum, cols))) {
         job_fail(jb, "out of memory for the LoRA work buffers of '%s'", md->base->name);
         return -1;
     }
@@ -645,9 +651,14 @@ static double *gram(const dora_adapted *ad)
         free(g);
         return NULL;
     }
+    const dora_tensor *t = ad->R.t;
     for (size_t k = 0; k < r; k++)
-        for (size_t j = 0; j < cols; j++)
-            rm[k * cols + j] = dora_matrix_get(&ad->R, (int64_t)k, (int64_t)j);
+        if (!ad->R.transposed)
+            dora_row_to_f64(t->data + k * cols * dora_dtype_size(t->dtype), t->dtype, cols,
+                            rm + k * cols);
+        else
+            for (size_t j = 0; j < cols; j++)
+                rm[k * cols + j] = dora_matrix_get(&ad->R, (int64_t)k, (int64_t)j);
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)r, (int)cols, 1.0, rm,
                 (int)cols, rm, (int)cols, 0.0, g, (int)r);
     free(rm);
@@ -939,6 +950,12 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
                      const char *base_path, const dora_run *run, const dora_analysis_opts *opts,
                      dora_err *err)
 {
+    /* Before any BLAS call (the Gram matrices come first): our threads split the
+     * work, and each GEMM is small and runs on its caller. Once per process:
+     * analyses may run at once (batch), and OpenBLAS's setter reallocates its
+     * buffers unlocked; and a first multi-threaded call from two threads at
+     * once (OpenMP build) gave a wrong Gram matrix, rarely (1 run in ~50). */
+    pthread_once(&blas_once, blas_single);
     memset(res, 0, sizeof *res);
     size_t S = 0;
     const size_t S0 = run->nsteps;
@@ -1004,8 +1021,6 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     jb.step_why = why;
     if (make_chunks(&jb, L, &pool_d, &pool_z, err) != 0)
         goto done;
-    /* our threads split the work; each GEMM is small and runs on its caller */
-    openblas_set_num_threads(1);
     if (opts->after_open)
         opts->after_open(opts->after_open_ctx);
     if (dora_guard_install() != 0) {

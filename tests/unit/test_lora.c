@@ -12,6 +12,7 @@
 #include "unit.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -166,10 +167,139 @@ static void check_run(const char *base_path, const char *run_path, const char *m
     dora_model_close(base);
 }
 
+/* Analyses running at once in one process, as `batch` runs its units, must give
+ * the bits of one alone, from the very first BLAS calls of the process on: so
+ * this runs first in main, and the references are computed afterwards. A guard
+ * for shared state in our code and in the BLAS underneath; it did not catch the
+ * rare wrong value `batch` wrote with an earlier BLAS set-up (README,
+ * Performance), which showed once in ~50 runs. */
+enum { CONC_ROUNDS = 12 };
+typedef struct conc {
+    const char *base, *run;
+    double *dm, *dd; /* [CONC_ROUNDS][n] */
+    size_t n;
+    int failures;
+} conc;
+
+static int analyze_once(const char *base_path, const char *run_path, dora_result *res)
+{
+    dora_err err;
+    dora_model *base = NULL;
+    dora_run run;
+    if (dora_model_open(&base, base_path, &err) != 0)
+        return -1;
+    if (dora_run_discover(&run, run_path, &err) != 0) {
+        dora_model_close(base);
+        return -1;
+    }
+    dora_analysis_opts opts = {NULL, NULL, 1, 0, NULL, NULL};
+    int rc = dora_analyze_run(res, "r", base, base_path, &run, &opts, &err);
+    dora_run_release(&run);
+    dora_model_close(base);
+    return rc;
+}
+
+static void *conc_worker(void *arg)
+{
+    conc *c = arg;
+    for (int i = 0; i < CONC_ROUNDS; i++) {
+        dora_result res;
+        if (analyze_once(c->base, c->run, &res) != 0) {
+            c->failures++;
+            continue;
+        }
+        if (res.nsteps * res.nmodules == c->n) {
+            memcpy(c->dm + (size_t)i * c->n, res.delta_m, c->n * sizeof *c->dm);
+            memcpy(c->dd + (size_t)i * c->n, res.delta_d, c->n * sizeof *c->dd);
+        } else {
+            c->failures++;
+        }
+        dora_result_release(&res);
+    }
+    return NULL;
+}
+
+static void test_concurrent(void)
+{
+    char base_path[512], q[1200], run_path[2][512];
+    /* many modules of rank 128: most of an analysis is their Gram matrices (dgemm) */
+    enum { OUT = 16, IN = 1024, R = 128, NMOD = 24 };
+    wt base[NMOD], ad[2 * NMOD];
+    char names[3 * NMOD][96];
+    for (int i = 0; i < NMOD; i++) {
+        snprintf(names[i], sizeof names[i], "m.layers.%d.q.weight", i);
+        base[i] = (wt){names[i], 2, {OUT, IN}, NULL};
+        fill(&base[i], 0.5);
+        snprintf(names[NMOD + i], sizeof names[0], "base_model.model.m.layers.%d.q.lora_A.weight", i);
+        snprintf(names[2 * NMOD + i], sizeof names[0], "base_model.model.m.layers.%d.q.lora_B.weight", i);
+    }
+    snprintf(base_path, sizeof base_path, "%s/conc-base.safetensors", root);
+    write_all(base_path, base, NMOD);
+    for (int i = 0; i < NMOD; i++)
+        free(base[i].v);
+    /* two runs with different factors: threads that shared a BLAS buffer while
+     * computing the same numbers would not show it */
+    for (int k = 0; k < 2; k++) {
+        snprintf(run_path[k], sizeof run_path[k], "%s/conc%d", root, k);
+        snprintf(q, sizeof q, "mkdir -p %s/checkpoint-1", run_path[k]);
+        if (system(q) != 0) {
+            CHECK(0);
+            return;
+        }
+        for (int i = 0; i < NMOD; i++) {
+            ad[2 * i] = (wt){names[NMOD + i], 2, {R, IN}, NULL};
+            ad[2 * i + 1] = (wt){names[2 * NMOD + i], 2, {OUT, R}, NULL};
+            fill(&ad[2 * i], 0.1);
+            fill(&ad[2 * i + 1], 0.1);
+        }
+        snprintf(q, sizeof q, "%s/checkpoint-1/adapter_model.safetensors", run_path[k]);
+        write_all(q, ad, 2 * NMOD);
+        snprintf(q, sizeof q, "%s/checkpoint-1/adapter_config.json", run_path[k]);
+        text(q, "{\"peft_type\":\"LORA\",\"r\":128,\"lora_alpha\":256,\"target_modules\":[\"q\"]}");
+        for (int i = 0; i < 2 * NMOD; i++)
+            free(ad[i].v);
+    }
+
+    conc c[2];
+    for (int k = 0; k < 2; k++) {
+        c[k] = (conc){base_path, run_path[k], calloc(CONC_ROUNDS * NMOD, sizeof(double)),
+                      calloc(CONC_ROUNDS * NMOD, sizeof(double)), NMOD, 0};
+        if (!c[k].dm || !c[k].dd) {
+            CHECK(0);
+            return;
+        }
+    }
+    pthread_t t;
+    int started = pthread_create(&t, NULL, conc_worker, &c[1]) == 0;
+    conc_worker(&c[0]);
+    if (started)
+        pthread_join(t, NULL);
+    CHECK(started);
+    CHECK_MSG(c[0].failures + c[1].failures == 0, "%d analyses failed",
+              c[0].failures + c[1].failures);
+    int mismatches = 0;
+    for (int k = 0; k < 2; k++) {
+        dora_result ref;
+        if (analyze_once(base_path, run_path[k], &ref) != 0) {
+            CHECK(0);
+            continue;
+        }
+        for (int i = 0; i < CONC_ROUNDS; i++)
+            mismatches += memcmp(c[k].dm + (size_t)i * NMOD, ref.delta_m, NMOD * sizeof(double)) != 0 ||
+                          memcmp(c[k].dd + (size_t)i * NMOD, ref.delta_d, NMOD * sizeof(double)) != 0;
+        dora_result_release(&ref);
+        free(c[k].dm);
+        free(c[k].dd);
+    }
+    CHECK_MSG(mismatches == 0, "%d of %d analyses run two at a time differ from one alone",
+              mismatches, 2 * CONC_ROUNDS);
+}
+
 int main(void)
 {
     if (!mkdtemp(root))
         return 2;
+    test_concurrent();
     char p[512], q[512];
     /* base: GQA-like non-square k, a conv, an embedding, a Conv1D stored [in, out] */
     wt base[] = {
