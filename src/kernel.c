@@ -1,6 +1,7 @@
 /* kernel.c - row sums for dM and dD; see include/dora/kernel.h. */
 #include "dora/kernel.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
@@ -303,10 +304,11 @@ size_t dora_lowrank_ld(size_t cols)
     return ((cols + 7) & ~(size_t)7) + 8;
 }
 
-size_t dora_lowrank_scratch(size_t k)
+size_t dora_lowrank_scratch(size_t k, size_t cols)
 {
-    size_t kp = dora_lowrank_rows(k);
-    return LR_ROWS * (kp < LR_QG ? kp : LR_QG) * 8;
+    size_t kp = dora_lowrank_rows(k), acc = LR_ROWS * (kp < LR_QG ? kp : LR_QG) * 8;
+    size_t rows = LR_ROWS * (cols ? cols : 1); /* the baseline's float64 rows */
+    return acc > rows ? acc : rows;
 }
 
 /* Column block width for kp rows of R: R's block fits LR_L1, a multiple of 8. */
@@ -314,21 +316,6 @@ static size_t lr_block(size_t kp)
 {
     size_t cb = LR_L1 / (kp * sizeof(double)) & ~(size_t)7;
     return cb < 8 ? 8 : cb > LR_CB ? LR_CB : cb;
-}
-
-/* acc[r * as + q * 8 + lane] += the products of tile row r and R row q over
- * cb columns (a multiple of 8), lane by lane. */
-static void micro_baseline(const double *tile, const double *R, size_t ld, size_t cb, double *acc,
-                           size_t as)
-{
-    for (size_t r = 0; r < LR_MR; r++)
-        for (size_t q = 0; q < LR_NR; q++) {
-            double *c = acc + r * as + q * 8;
-            const double *a = tile + r * LR_CB, *b = R + q * ld;
-            for (size_t j = 0; j < cb; j += 8)
-                for (size_t l = 0; l < 8; l++)
-                    c[l] += a[j + l] * b[j + l];
-        }
 }
 
 #ifndef LR_PREFETCH_LOCALITY
@@ -414,7 +401,27 @@ static inline void lr_prefetch(const unsigned char *w, size_t sz, size_t cols, s
         }                                                                                          \
     }
 
-DEFINE_LOWRANK(lowrank_baseline, , convert_baseline, micro_baseline)
+/* Without AVX2 (other architectures, old x86): the rows as float64, LR_ROWS
+ * at a time, and OpenBLAS's dgemm, which has kernels for far more CPUs than
+ * this file (a plain C version of the blocked loop ran at 3.9 GFLOP/s here,
+ * dgemm at ~30). */
+static void lowrank_baseline(const void *w, dora_dtype t, size_t n, size_t cols, const double *R,
+                             size_t k, double *p, double *saa, double *buf)
+{
+    const unsigned char *wb = w;
+    const size_t sz = dora_dtype_size(t), ld = dora_lowrank_ld(cols);
+    for (size_t b0 = 0; b0 < n; b0 += LR_ROWS) {
+        const size_t nr = n - b0 < LR_ROWS ? n - b0 : LR_ROWS;
+        for (size_t r = 0; r < nr; r++)
+            saa[b0 + r] = convert_baseline(wb + (b0 + r) * cols * sz, t, cols, buf + r * cols);
+        if (cols == 0) {
+            memset(p + b0 * k, 0, nr * k * sizeof *p);
+            continue;
+        }
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)k, (int)cols, 1.0, buf,
+                    (int)cols, R, (int)ld, 0.0, p + b0 * k, (int)k);
+    }
+}
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define HAVE_ISA_CLONES 1
 #include "kernel_x86.h"

@@ -319,7 +319,7 @@ static void test_lowrank(void)
                     double *R = calloc(kp * ld, sizeof *R);
                     double *p = malloc(n * k * sizeof *p), *pn = malloc(n * k * sizeof *pn);
                     double *saa = malloc(n * sizeof *saa), *saan = malloc(n * sizeof *saan);
-                    double *scratch = malloc(dora_lowrank_scratch(k) * sizeof *scratch);
+                    double *scratch = malloc(dora_lowrank_scratch(k, cols) * sizeof *scratch);
                     for (size_t i = 0; i < n * cols; i++)
                         v[i] = 0.05 * uniform();
                     for (size_t q = 0; q < k; q++)
