@@ -200,11 +200,7 @@ int h5o_write(const char *path, const dora_result *runs, size_t nruns, const cha
 fail:
     if (g >= 0)
         H5Gclose(g);
-    if (f >= 0)
-        H5Fclose(f);
-    unlink(tmp);
-    if (strstr(err->msg, path) == NULL)
-        dora_errprefix(err, "'%s'", path);
+    h5u_abandon(f, tmp, path, err);
     free(tmp);
     return -1;
 }

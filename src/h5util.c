@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,6 +177,15 @@ hid_t h5u_create(const char *tmp, const char *command_line, int32_t layout_versi
         return -1;
     }
     return f;
+}
+
+void h5u_abandon(hid_t f, const char *tmp, const char *path, dora_err *err)
+{
+    if (f >= 0)
+        H5Fclose(f);
+    unlink(tmp);
+    if (!strstr(err->msg, path))
+        dora_errprefix(err, "'%s'", path);
 }
 
 int h5u_commit(hid_t f, const char *tmp, const char *path, dora_err *err)

@@ -48,5 +48,8 @@ hid_t h5u_create(const char *tmp, const char *command_line, int32_t layout_versi
 /* Flush and close F (always closed), then rename TMP over PATH: a file under
  * the final name is always whole. The caller removes TMP on failure. */
 int h5u_commit(hid_t f, const char *tmp, const char *path, dora_err *err);
+/* After a failed write: close F (if open, i.e. >= 0), remove TMP, and name
+ * PATH in ERR unless its message already does. */
+void h5u_abandon(hid_t f, const char *tmp, const char *path, dora_err *err);
 
 #endif

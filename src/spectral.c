@@ -2079,11 +2079,7 @@ int dora_spectrum_write(const char *path, const dora_spectrum *sp, const char *c
 fail:
     if (g >= 0)
         H5Gclose(g);
-    if (f >= 0)
-        H5Fclose(f);
-    unlink(tmp);
-    if (!strstr(err->msg, path))
-        dora_errprefix(err, "'%s'", path);
+    h5u_abandon(f, tmp, path, err);
     free(tmp);
     return -1;
 }
