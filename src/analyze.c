@@ -742,21 +742,7 @@ static int select_modules(dora_result *res, const dora_model *base, const stepda
 
 static int alloc_result(dora_result *res, const module *mods, size_t S, size_t L, int per_row)
 {
-    res->nsteps = S;
-    res->nmodules = L;
-    res->steps = calloc(S, sizeof *res->steps);
-    res->step_paths = calloc(S, sizeof *res->step_paths);
-    res->step_stamps = calloc(S, sizeof *res->step_stamps);
-    res->modules = calloc(L ? L : 1, sizeof *res->modules);
-    res->layer = calloc(L ? L : 1, sizeof *res->layer);
-    res->rows = calloc(L ? L : 1, sizeof *res->rows);
-    res->cols = calloc(L ? L : 1, sizeof *res->cols);
-    res->rank = calloc(L ? L : 1, sizeof *res->rank);
-    res->delta_m = calloc(S * L + 1, sizeof *res->delta_m);
-    res->delta_d = calloc(S * L + 1, sizeof *res->delta_d);
-    res->zero_rows = calloc(S * L + 1, sizeof *res->zero_rows);
-    if (!res->steps || !res->step_paths || !res->step_stamps || !res->modules || !res->layer || !res->rows ||
-        !res->cols || !res->rank || !res->delta_m || !res->delta_d || !res->zero_rows)
+    if (dora_result_alloc(res, S, L) != 0)
         return -1;
     for (size_t l = 0; l < L; l++) {
         if (!(res->modules[l] = strdup(mods[l].base->name)))
@@ -1099,6 +1085,27 @@ done:
     if (rc != 0)
         dora_result_release(res);
     return rc;
+}
+
+int dora_result_alloc(dora_result *r, size_t S, size_t L)
+{
+    r->nsteps = S;
+    r->nmodules = L;
+    r->steps = calloc(S + 1, sizeof *r->steps);
+    r->step_paths = calloc(S + 1, sizeof *r->step_paths);
+    r->step_stamps = calloc(S + 1, sizeof *r->step_stamps);
+    r->modules = calloc(L + 1, sizeof *r->modules);
+    r->layer = calloc(L + 1, sizeof *r->layer);
+    r->rows = calloc(L + 1, sizeof *r->rows);
+    r->cols = calloc(L + 1, sizeof *r->cols);
+    r->rank = calloc(L + 1, sizeof *r->rank);
+    r->delta_m = calloc(S * L + 1, sizeof *r->delta_m);
+    r->delta_d = calloc(S * L + 1, sizeof *r->delta_d);
+    r->zero_rows = calloc(S * L + 1, sizeof *r->zero_rows);
+    return r->steps && r->step_paths && r->step_stamps && r->modules && r->layer && r->rows &&
+                   r->cols && r->rank && r->delta_m && r->delta_d && r->zero_rows
+               ? 0
+               : -1;
 }
 
 void dora_result_release(dora_result *res)

@@ -778,27 +778,6 @@ int dora_analyze_unit(dora_result *res, const char *name, const dora_model *base
 
 /* ---- copying and joining results ----------------------------------------- */
 
-static int alloc_arrays(dora_result *r, size_t S, size_t L)
-{
-    r->nsteps = S;
-    r->nmodules = L;
-    r->steps = calloc(S + 1, sizeof *r->steps);
-    r->step_paths = calloc(S + 1, sizeof *r->step_paths);
-    r->step_stamps = calloc(S + 1, sizeof *r->step_stamps);
-    r->modules = calloc(L + 1, sizeof *r->modules);
-    r->layer = calloc(L + 1, sizeof *r->layer);
-    r->rows = calloc(L + 1, sizeof *r->rows);
-    r->cols = calloc(L + 1, sizeof *r->cols);
-    r->rank = calloc(L + 1, sizeof *r->rank);
-    r->delta_m = calloc(S * L + 1, sizeof *r->delta_m);
-    r->delta_d = calloc(S * L + 1, sizeof *r->delta_d);
-    r->zero_rows = calloc(S * L + 1, sizeof *r->zero_rows);
-    return r->steps && r->step_paths && r->step_stamps && r->modules && r->layer && r->rows &&
-                   r->cols && r->rank && r->delta_m && r->delta_d && r->zero_rows
-               ? 0
-               : -1;
-}
-
 static int add_str(char ***v, size_t *n, const char *s)
 {
     for (size_t i = 0; i < *n; i++)
@@ -971,7 +950,7 @@ int dora_result_join(dora_result *out, const dora_result *const *parts, size_t n
     out->name = strdup(p0->name);
     out->source_path = strdup(p0->source_path);
     out->base_path = strdup(p0->base_path);
-    if (!out->name || !out->source_path || !out->base_path || alloc_arrays(out, S, L) != 0) {
+    if (!out->name || !out->source_path || !out->base_path || dora_result_alloc(out, S, L) != 0) {
         dora_errf(err, "out of memory");
         free(keep);
         goto done;
@@ -1279,7 +1258,7 @@ int dora_result_unpack(dora_result *r, const unsigned char *buf, size_t len, con
         why = "counts larger than the data";
         goto bad;
     }
-    if (alloc_arrays(r, (size_t)S, (size_t)L) != 0) {
+    if (dora_result_alloc(r, (size_t)S, (size_t)L) != 0) {
         dora_errf(err, "%s: out of memory", what);
         dora_result_release(r);
         return -1;

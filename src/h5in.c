@@ -161,21 +161,7 @@ static int read_run(hid_t runs, const char *name, dora_result *r, const ctx *c)
         goto done;
     }
     size_t S = ds_s[0], L = ds_l[0];
-    r->nsteps = S;
-    r->nmodules = L;
-    r->steps = calloc(S + 1, sizeof *r->steps);
-    r->step_paths = calloc(S + 1, sizeof *r->step_paths);
-    r->step_stamps = calloc(S + 1, sizeof *r->step_stamps);
-    r->modules = calloc(L + 1, sizeof *r->modules);
-    r->layer = calloc(L + 1, sizeof *r->layer);
-    r->rows = calloc(L + 1, sizeof *r->rows);
-    r->cols = calloc(L + 1, sizeof *r->cols);
-    r->rank = calloc(L + 1, sizeof *r->rank);
-    r->delta_m = calloc(S * L + 1, sizeof *r->delta_m);
-    r->delta_d = calloc(S * L + 1, sizeof *r->delta_d);
-    r->zero_rows = calloc(S * L + 1, sizeof *r->zero_rows);
-    if (!r->steps || !r->step_paths || !r->modules || !r->layer || !r->rows || !r->cols ||
-        !r->rank || !r->delta_m || !r->delta_d || !r->zero_rows) {
+    if (dora_result_alloc(r, S, L) != 0) {
         dora_errf(c->err, "out of memory reading run '%s'", name);
         goto done;
     }

@@ -72,6 +72,12 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
                      const char *base_path, const dora_run *run, const dora_analysis_opts *opts,
                      dora_err *err);
 void dora_result_release(dora_result *res);
+/* Set RES's nsteps and nmodules to S and L and allocate its per-step arrays
+ * (steps, step_paths, step_stamps) and per-module ones (modules, layer, rows,
+ * cols, rank; delta_m, delta_d, zero_rows [S * L]), zeroed; the rest is left
+ * as it is. 0, or -1 when out of memory (dora_result_release frees what was
+ * allocated). */
+int dora_result_alloc(dora_result *res, size_t S, size_t L);
 
 /* First dot-separated component of NAME made of digits only, else -1
  * ("model.layers.12.mlp.up_proj.weight" -> 12). */

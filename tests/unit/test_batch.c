@@ -42,19 +42,8 @@ static void make_result(dora_result *r, const char *name, const char *method, si
     r->method = method;
     r->source_path = strdup("runs/x");
     r->base_path = strdup("base");
-    r->nsteps = S;
-    r->nmodules = L;
-    r->steps = calloc(S + 1, sizeof *r->steps);
-    r->step_paths = calloc(S + 1, sizeof *r->step_paths);
-    r->step_stamps = calloc(S + 1, sizeof *r->step_stamps);
-    r->modules = calloc(L + 1, sizeof *r->modules);
-    r->layer = calloc(L + 1, sizeof *r->layer);
-    r->rows = calloc(L + 1, sizeof *r->rows);
-    r->cols = calloc(L + 1, sizeof *r->cols);
-    r->rank = calloc(L + 1, sizeof *r->rank);
-    r->delta_m = calloc(S * L + 1, sizeof *r->delta_m);
-    r->delta_d = calloc(S * L + 1, sizeof *r->delta_d);
-    r->zero_rows = calloc(S * L + 1, sizeof *r->zero_rows);
+    if (dora_result_alloc(r, S, L) != 0)
+        abort();
     for (size_t s = 0; s < S; s++) {
         char buf[64];
         r->steps[s] = step0 + 100 * (int64_t)s;
