@@ -281,12 +281,9 @@ static void load_factors(const job *jb, size_t l, workspace *ws)
 static void prefault(const void *p, size_t len)
 {
 #ifdef MADV_POPULATE_READ
-    static size_t page;
-    if (!page) {
-        long ps = sysconf(_SC_PAGESIZE);
-        page = ps > 0 ? (size_t)ps : 4096;
-    }
-    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(page - 1);
+    const long ps = sysconf(_SC_PAGESIZE); /* read from the auxiliary vector: cheap */
+    const uintptr_t page = ps > 0 ? (uintptr_t)ps : 4096;
+    uintptr_t a = (uintptr_t)p & ~(page - 1);
     if (len)
         madvise((void *)a, (uintptr_t)p + len - a, MADV_POPULATE_READ);
 #else
