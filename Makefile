@@ -92,6 +92,50 @@ $(BUILD)/bench_probe: tests/bench_probe.c
 clean:
 	rm -rf build build-san build-fuzz build-mpi bin
 
+# Installing (GNU conventions): `make install PREFIX=/usr DESTDIR=/tmp/stage`.
+# The binary finds its gnuplot templates in ../share/dora-analyze/plots beside
+# itself, so an installed tree can be moved as a whole.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DATADIR    ?= $(PREFIX)/share
+MANDIR     ?= $(DATADIR)/man
+COMPDIR    ?= $(DATADIR)/bash-completion/completions
+VERSION    := $(shell sed -n 's/^#define DORA_VERSION "\(.*\)"/\1/p' include/dora/version.h)
+MAN1       := $(sort $(wildcard docs/man/*.1))
+HEADERS    := $(sort $(wildcard include/dora/*.h))
+.PHONY: install uninstall dist
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/dora \
+	  $(DESTDIR)$(DATADIR)/dora-analyze/plots $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(COMPDIR)
+	install -m 755 $(BIN) $(DESTDIR)$(BINDIR)/dora-analyze
+	install -m 644 $(LIB) $(DESTDIR)$(LIBDIR)/libdora.a
+	install -m 644 $(HEADERS) $(DESTDIR)$(INCLUDEDIR)/dora/
+	# pkg-config: a static library, so Libs carries the libraries it needs
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
+	  -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' -e 's|@VERSION@|$(VERSION)|' \
+	  -e 's|@CFLAGS@|$(DEPFLAGS)|' -e 's|@LIBS@|$(LDLIBS)|' tools/dora.pc.in >$(DESTDIR)$(LIBDIR)/pkgconfig/dora.pc
+	chmod 644 $(DESTDIR)$(LIBDIR)/pkgconfig/dora.pc
+	install -m 644 plots/*.gp $(DESTDIR)$(DATADIR)/dora-analyze/plots/
+	install -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 tools/completion/dora-analyze.bash $(DESTDIR)$(COMPDIR)/dora-analyze
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/dora-analyze $(DESTDIR)$(LIBDIR)/libdora.a \
+	  $(DESTDIR)$(LIBDIR)/pkgconfig/dora.pc $(DESTDIR)$(COMPDIR)/dora-analyze \
+	  $(addprefix $(DESTDIR)$(INCLUDEDIR)/dora/,$(notdir $(HEADERS))) \
+	  $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) \
+	  $(DESTDIR)$(DATADIR)/dora-analyze/plots/*.gp
+	-rmdir $(DESTDIR)$(INCLUDEDIR)/dora $(DESTDIR)$(DATADIR)/dora-analyze/plots \
+	  $(DESTDIR)$(DATADIR)/dora-analyze 2>/dev/null
+
+# a versioned source tarball of the committed tree (HEAD), which builds and tests on its own
+dist:
+	@mkdir -p $(BUILD)
+	git archive --format=tar.gz --prefix=dora-analyze-$(VERSION)/ -o $(BUILD)/dora-analyze-$(VERSION).tar.gz HEAD
+	@echo $(BUILD)/dora-analyze-$(VERSION).tar.gz
+
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 
 # libFuzzer (clang): each parser's target runs FUZZ_SECONDS from its seed corpus

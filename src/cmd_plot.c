@@ -31,8 +31,8 @@ static const char plot_help[] =
     "                     Pearson r, within-step r and slope in each panel (Fig. 2/7)\n"
     "  DIR/fig8_KIND.FMT  dM and dD by layer at each run's final step, runs overlaid\n"
     "                     (Fig. 8)\n"
-    "gnuplot draws them (templates in plots/, found beside the program, or in\n"
-    "$DORA_PLOTS_DIR).\n"
+    "gnuplot draws them (templates in ../share/dora-analyze/plots or ../plots\n"
+    "beside the program, or in $DORA_PLOTS_DIR).\n"
     "\n"
     "options:\n"
     "  -o, --output DIR      folder for the figures (created if missing)\n"
@@ -90,8 +90,10 @@ static void gp_str(FILE *f, const char *s)
     fputc('\'', f);
 }
 
-/* Templates: $DORA_PLOTS_DIR; else ../plots beside the executable (the
- * source tree's bin/); else the plots/ folder of the tree it was built in. */
+/* Templates: $DORA_PLOTS_DIR; else, beside the executable's folder (PREFIX/bin
+ * or the source tree's bin/), share/dora-analyze/plots (an installed tree, which
+ * may have been moved) or plots (the source tree); else the plots/ folder of the
+ * tree it was built in. */
 static char *templates_dir(void)
 {
     const char *env = getenv("DORA_PLOTS_DIR");
@@ -101,17 +103,23 @@ static char *templates_dir(void)
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {
         exe[n] = '\0';
+        static const char *const beside[] = {"share/dora-analyze/plots", "plots"};
         char *bin = util_dirname(exe);
         char *top = bin ? util_dirname(bin) : NULL;
-        char *p = top ? util_join(top, "plots") : NULL;
-        char *probe = p ? util_join(p, "fig2.gp") : NULL;
-        int found = probe && util_is_file(probe);
+        for (size_t i = 0; top && i < sizeof beside / sizeof *beside; i++) {
+            char *p = util_join(top, beside[i]);
+            char *probe = p ? util_join(p, "fig2.gp") : NULL;
+            int found = probe && util_is_file(probe);
+            free(probe);
+            if (found) {
+                free(bin);
+                free(top);
+                return p;
+            }
+            free(p);
+        }
         free(bin);
         free(top);
-        free(probe);
-        if (found)
-            return p;
-        free(p);
     }
 #ifdef DORA_DEFAULT_PLOTS_DIR
     return strdup(DORA_DEFAULT_PLOTS_DIR);

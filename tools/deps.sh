@@ -10,7 +10,8 @@ libjansson-dev libpcre2-dev libzip-dev
 libopenblas-dev libopenblas-openmp-dev liblapacke-dev
 gnuplot-nox
 libopenmpi-dev openmpi-bin
-python3 python3-numpy python3-h5py python3-pandas python3-torch"
+python3 python3-numpy python3-h5py python3-pandas python3-torch
+man-db groff-base bash-completion"
 
 missing=""
 for p in $PKGS; do

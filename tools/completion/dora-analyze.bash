@@ -1,0 +1,80 @@
+# bash completion for dora-analyze                              -*- shell-script -*-
+# Installed as $(datadir)/bash-completion/completions/dora-analyze. The option lists
+# are held against each command's --help by tests/sh/install.sh.
+
+_dora_analyze_models()
+{
+    # a model or run: folders, and the model files the tool reads
+    _filedir '@(safetensors|bin|pt|pth)'
+}
+
+_dora_analyze()
+{
+    local cur prev words cword
+    _init_completion -n = || return
+
+    local commands="analyze inspect plot batch merge spectrum help"
+    if [[ $cword -eq 1 ]]; then
+        COMPREPLY=($(compgen -W "$commands --help --version" -- "$cur"))
+        return
+    fi
+    local cmd=${words[1]} opts=""
+    case $cmd in
+    analyze)
+        opts="--base -o --output --modules --exclude -j --jobs --per-row --csv -q --quiet -h --help"
+        case $prev in
+        --base) _dora_analyze_models; return ;;
+        -o | --output) _filedir h5; return ;;
+        --csv) _filedir csv; return ;;
+        --modules | --exclude | -j | --jobs) return ;;
+        esac
+        ;;
+    spectrum)
+        opts="--base -o --output --modules --exclude --top --threshold --subspace --compare --exact -q --quiet -h --help"
+        case $prev in
+        --base) _dora_analyze_models; return ;;
+        -o | --output) _filedir h5; return ;;
+        --modules | --exclude | --top | --threshold | --subspace) return ;;
+        esac
+        ;;
+    plot)
+        opts="-o --output --modules --runs --format --stats --stats=tsv --stats=json --no-figures -h --help"
+        case $prev in
+        -o | --output) _filedir -d; return ;;
+        --format) COMPREPLY=($(compgen -W "png pdf svg png,pdf png,pdf,svg" -- "$cur")); return ;;
+        --modules | --runs) return ;;
+        esac
+        if [[ $cur != -* ]]; then _filedir h5; return; fi
+        ;;
+    batch)
+        opts="-j --jobs --progress=auto --progress=always --progress=never -q --quiet -v --verbose --report-json --junit --shard --dry-run -h --help"
+        case $prev in
+        --report-json) _filedir json; return ;;
+        --junit) _filedir xml; return ;;
+        -j | --jobs | --shard) return ;;
+        esac
+        if [[ $cur != -* ]]; then _filedir json; return; fi
+        ;;
+    merge)
+        opts="-q --quiet -h --help"
+        if [[ $cur != -* ]]; then _filedir '@(h5|journal)'; return; fi
+        ;;
+    inspect)
+        opts="-h --help"
+        if [[ $cur != -* ]]; then _dora_analyze_models; _filedir '@(h5|json)'; return; fi
+        ;;
+    help)
+        COMPREPLY=($(compgen -W "$commands" -- "$cur"))
+        return
+        ;;
+    esac
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+        [[ ${COMPREPLY-} == *= ]] && compopt -o nospace
+        return
+    fi
+    case $cmd in
+    analyze | spectrum) _dora_analyze_models ;;
+    esac
+} &&
+    complete -F _dora_analyze dora-analyze
