@@ -91,8 +91,8 @@ V=$D/views
 refused view-wrap "$V/wrap.bin" "repeats elements|stride 0" w
 refused view-big "$V/big.bin" "repeats elements|stride 0" w
 refused view-expand "$V/expand.bin" "repeats elements|stride 0" w
-refused view-overlap "$V/overlap.bin" "overlap" w
-refused view-overlap3d "$V/overlap3d.bin" "overlap" w
+refused view-overlap "$V/overlap.bin" "makes elements overlap" w
+refused view-overlap3d "$V/overlap3d.bin" "makes elements overlap" w
 
 # real torch.save of transposed / permuted weights: analysed exactly like their
 # contiguous copies (the gather keeps their values; memory bounded by the file's bytes)
