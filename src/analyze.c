@@ -257,6 +257,10 @@ static void load_factors(const job *jb, size_t l, workspace *ws)
     memset(ws->rall, 0, dora_lowrank_rows((size_t)md->rsum) * ld * sizeof *ws->rall);
     for (size_t s = 0; s < jb->S; s++) {
         const dora_adapted *ad = md->src[s].ad;
+        /* a step dropped (its file shrank) stays zero: reading it again would
+         * fault again, and the chunk would be redone forever */
+        if (__atomic_load_n(&jb->step_bad[s], __ATOMIC_RELAXED))
+            continue;
         for (int64_t k = 0; k < ad->r; k++) {
             double *dst = ws->rall + (size_t)(md->src[s].off + k) * ld;
             if (!ad->R.transposed) {
@@ -346,13 +350,25 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
          * them in one dgemm: |u|^2 = s^2 l G l^T = s^2 l . y */
         for (size_t i = 0; i < nb; i++) {
             const int64_t row = c->row0 + (int64_t)i;
-            if (!ad->L.transposed)
-                dora_row_to_f64(ad->L.t->data + (size_t)row * (size_t)dora_tensor_cols(ad->L.t) *
-                                                    dora_dtype_size(ad->L.t->dtype),
-                                ad->L.t->dtype, r, ws->l + i * r);
-            else
-                for (size_t k = 0; k < r; k++)
-                    ws->l[i * r + k] = dora_matrix_get(&ad->L, row, (int64_t)k);
+            if (!ad->L.transposed) {
+                double ss = dora_row_to_f64(ad->L.t->data + (size_t)row *
+                                                                (size_t)dora_tensor_cols(ad->L.t) *
+                                                                dora_dtype_size(ad->L.t->dtype),
+                                            ad->L.t->dtype, r, ws->l + i * r);
+                if (!isfinite(ss)) {
+                    nonfinite(jb, ad->L.t, row);
+                    return -1;
+                }
+            } else {
+                for (size_t k = 0; k < r; k++) {
+                    double v = dora_matrix_get(&ad->L, row, (int64_t)k);
+                    if (!isfinite(v)) { /* stored transposed: element (k, row) */
+                        nonfinite(jb, ad->L.t, (int64_t)k);
+                        return -1;
+                    }
+                    ws->l[i * r + k] = v;
+                }
+            }
         }
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)r, (int)r, 1.0, ws->l,
                     (int)r, src->gram, (int)r, 0.0, ws->y, (int)r);
@@ -573,22 +589,39 @@ static void free_modules(module *mods, size_t L)
     free(mods);
 }
 
-/* FT runs: every floating tensor of rank >= 2 of the base in every checkpoint. */
+/* The note for EMPTY tensors without elements left out (FIRST among them). */
+static void note_empty(dora_result *res, size_t empty, const char *first, const dora_model *base)
+{
+    if (!empty)
+        return;
+    char shp[256];
+    dora_shape_str(dora_model_find(base, first), shp, sizeof shp);
+    result_note(res, "%zu tensor(s) without elements were left out (first: '%s', shape %s)",
+                empty, first, shp);
+}
+
+/* FT runs: every floating tensor of rank >= 2 of the base with elements, in
+ * every checkpoint. */
 static int select_dense(dora_result *res, const dora_model *base, const stepdata *sd, size_t S,
                         const dora_analysis_opts *opts, module *mods, size_t *nout,
                         dora_err *err)
 {
-    size_t L = 0, missing = 0, skipped_type = 0;
-    const char *first_missing = NULL;
+    size_t L = 0, missing = 0, skipped_type = 0, empty = 0;
+    const char *first_missing = NULL, *first_empty = NULL;
     for (size_t i = 0; i < base->ntensors; i++) {
         const dora_tensor *t = base->by_name[i];
-        if (t->ndim < 2 || !dora_dtype_is_analysable(t->dtype) || t->shape[0] == 0) {
-            if (t->ndim >= 2 && !dora_dtype_is_analysable(t->dtype))
+        if (t->ndim < 2 || !dora_dtype_is_analysable(t->dtype)) {
+            if (t->ndim >= 2)
                 skipped_type++;
             continue;
         }
         if (!kept(opts, t->name))
             continue;
+        if (t->numel == 0) { /* [2^40, 0] holds nothing: no loop over its rows */
+            if (!empty++)
+                first_empty = t->name;
+            continue;
+        }
         module *md = &mods[L];
         md->base = t;
         md->rows = dora_tensor_rows(t);
@@ -635,37 +668,80 @@ static int select_dense(dora_result *res, const dora_model *base, const stepdata
                     missing, first_missing);
     if (skipped_type)
         result_note(res, "%zu non-floating tensor(s) of rank >= 2 were left out", skipped_type);
+    note_empty(res, empty, first_empty, base);
     return 0;
 }
 
-/* G = R R^T in float64, [r, r]. */
-static double *gram(const dora_adapted *ad)
+/* R's rows as float64 [r, cols] into rm: run in a guarded region (guard.h). */
+typedef struct factor_rows {
+    const dora_adapted *ad;
+    double *rm;
+} factor_rows;
+
+static void factor_rows_fn(void *arg)
 {
+    const factor_rows *fr = arg;
+    const dora_adapted *ad = fr->ad;
     const size_t r = (size_t)ad->r, cols = (size_t)ad->R.cols;
-    double *rm = malloc(r * cols * sizeof *rm), *g = malloc(r * r * sizeof *g);
-    if (!rm || !g) {
-        free(rm);
-        free(g);
-        return NULL;
-    }
     const dora_tensor *t = ad->R.t;
     for (size_t k = 0; k < r; k++)
         if (!ad->R.transposed)
             dora_row_to_f64(t->data + k * cols * dora_dtype_size(t->dtype), t->dtype, cols,
-                            rm + k * cols);
+                            fr->rm + k * cols);
         else
             for (size_t j = 0; j < cols; j++)
-                rm[k * cols + j] = dora_matrix_get(&ad->R, (int64_t)k, (int64_t)j);
+                fr->rm[k * cols + j] = dora_matrix_get(&ad->R, (int64_t)k, (int64_t)j);
+}
+
+/* G = R R^T in float64, [r, r], into *out. 0; 1 if reading R faulted (its
+ * file shrank underneath: *fault names the place, the step is dropped); -1
+ * with ERR set: out of memory, or NaN/Inf in R (named by its tensor and the
+ * row of that tensor, so a NaN in lora_A is not blamed on lora_B later). */
+static int gram(const dora_adapted *ad, double **out, const void **fault, dora_err *err)
+{
+    const size_t r = (size_t)ad->r, cols = (size_t)ad->R.cols;
+    double *rm = malloc((r * cols > 0 ? r * cols : 1) * sizeof *rm), *g = malloc(r * r * sizeof *g);
+    *out = NULL;
+    if (!rm || !g) {
+        free(rm);
+        free(g);
+        return dora_errf(err, "out of memory for the Gram matrix of '%s'", ad->base_name);
+    }
+    factor_rows fr = {ad, rm};
+    int gr = dora_guard_run(factor_rows_fn, &fr, fault);
+    if (gr != 0) {
+        free(rm);
+        free(g);
+        return gr == 1 ? 1 : dora_errf(err, "cannot install the SIGBUS guard");
+    }
+    for (size_t k = 0; k < r; k++)
+        for (size_t j = 0; j < cols; j++)
+            if (!isfinite(rm[k * cols + j])) {
+                free(rm);
+                free(g);
+                return dora_errf(err, "'%s': tensor '%s': row %lld holds NaN or Inf",
+                                 ad->R.t->file, ad->R.t->name,
+                                 (long long)(ad->R.transposed ? j : k));
+            }
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)r, (int)cols, 1.0, rm,
                 (int)cols, rm, (int)cols, 0.0, g, (int)r);
     free(rm);
-    return g;
+    for (size_t k = 0; k < r; k++)
+        if (!isfinite(g[k * r + k])) {
+            free(g);
+            return dora_errf(err, "'%s': tensor '%s': %s %lld holds values whose squares "
+                                  "overflow float64",
+                             ad->R.t->file, ad->R.t->name, ad->R.transposed ? "column" : "row",
+                             (long long)k);
+        }
+    *out = g;
+    return 0;
 }
 
 /* Adapter runs: the modules the adapters adapt (the same in every step). */
-static int select_adapted(const dora_model *base, const stepdata *sd, size_t S,
-                          const dora_analysis_opts *opts, module *mods, size_t *nout,
-                          dora_err *err)
+static int select_adapted(dora_result *res, const dora_model *base, const stepdata *sd,
+                          size_t S, const dora_analysis_opts *opts, module *mods, size_t *nout,
+                          int *bad, char **why, dora_err *err)
 {
     const dora_adapter *first = sd[0].adapter;
     for (size_t s = 1; s < S; s++)
@@ -675,12 +751,18 @@ static int select_adapted(const dora_model *base, const stepdata *sd, size_t S,
                                       "run must adapt the same modules",
                                  sd[s].adapter->weights->path, sd[s].adapter->modules[i].base_name,
                                  first->weights->path);
-    size_t L = 0;
+    size_t L = 0, empty = 0;
+    const char *first_empty = NULL;
     for (size_t i = 0; i < first->nmodules; i++) {
         const char *name = first->modules[i].base_name;
         if (!kept(opts, name))
             continue;
         const dora_tensor *t = dora_model_find(base, name); /* exists: dora_adapter_check */
+        if (t->numel == 0) {
+            if (!empty++)
+                first_empty = name;
+            continue;
+        }
         module *md = &mods[L];
         md->base = t;
         md->nsrc = S;
@@ -708,24 +790,37 @@ static int select_adapted(const dora_model *base, const stepdata *sd, size_t S,
             md->src[s].ad = ad;
             md->src[s].off = md->rsum;
             md->rsum += ad->r;
-            if (!(md->src[s].gram = gram(ad)))
-                return dora_errf(err, "out of memory for the Gram matrix of '%s'", name);
+            if (bad[s])
+                continue; /* a file of the step already faulted */
+            const void *fault;
+            int gr = gram(ad, &md->src[s].gram, &fault, err);
+            if (gr < 0)
+                return -1;
+            if (gr == 1) { /* the adapter file shrank: the step is left out */
+                char buf[1200];
+                snprintf(buf, sizeof buf, "'%s' changed while it was read (truncated?)",
+                         ad->R.t->file);
+                bad[s] = 1;
+                if (!(why[s] = strdup(buf)))
+                    return dora_errf(err, "out of memory");
+            }
         }
     }
+    note_empty(res, empty, first_empty, base);
     return 0;
 }
 
 /* Choose the tensors to analyse; fills mods (allocated) and their step sources. */
 static int select_modules(dora_result *res, const dora_model *base, const stepdata *sd, size_t S,
-                          const dora_analysis_opts *opts, module **out, size_t *nout,
-                          dora_err *err)
+                          const dora_analysis_opts *opts, module **out, size_t *nout, int *bad,
+                          char **why, dora_err *err)
 {
     size_t cap = sd[0].adapter ? sd[0].adapter->nmodules : base->ntensors;
     module *mods = calloc(cap ? cap : 1, sizeof *mods);
     size_t L = 0;
     if (!mods)
         return dora_errf(err, "out of memory");
-    int rc = sd[0].adapter ? select_adapted(base, sd, S, opts, mods, &L, err)
+    int rc = sd[0].adapter ? select_adapted(res, base, sd, S, opts, mods, &L, bad, why, err)
                            : select_dense(res, base, sd, S, opts, mods, &L, err);
     if (rc != 0) {
         free_modules(mods, L);
@@ -975,7 +1070,11 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
             if (strcmp(sd[s].adapter->method, "dora") == 0)
                 res->method = "dora";
     }
-    if (select_modules(res, base, sd, S, opts, &mods, &L, err) != 0)
+    /* the hook runs before any byte of data is read (the Gram matrices of
+     * select_modules read the adapters' factors) */
+    if (opts->after_open)
+        opts->after_open(opts->after_open_ctx);
+    if (select_modules(res, base, sd, S, opts, &mods, &L, bad, why, err) != 0)
         goto done;
     if (L == 0) {
         dora_errf(err, "run '%s': no tensor to analyse (none of rank >= 2 and floating type is in "
@@ -1004,8 +1103,6 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     jb.step_why = why;
     if (make_chunks(&jb, L, &pool_d, &pool_z, err) != 0)
         goto done;
-    if (opts->after_open)
-        opts->after_open(opts->after_open_ctx);
     if (dora_guard_install() != 0) {
         dora_errf(err, "cannot install the SIGBUS guard");
         goto done;

@@ -1,6 +1,7 @@
 /* model.c - one model's tensors from a single or sharded safetensors checkpoint. */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/model.h"
+#include "dora/guard.h"
 #include "dora/torchzip.h"
 #include "util.h"
 
@@ -116,12 +117,17 @@ int dora_model_probe(const char *path, dora_model_kind *kind, char **model_path,
     return 0;
 }
 
-static int add_file(dora_model *m, st_file *f, dora_err *err)
+/* Append F to m->files (capacity doubled as needed: indexes name 10^5 shards). */
+static int add_file(dora_model *m, st_file *f, size_t *cap, dora_err *err)
 {
-    st_file **nf = realloc(m->files, (m->nfiles + 1) * sizeof *nf);
-    if (!nf)
-        return dora_errf(err, "out of memory");
-    m->files = nf;
+    if (m->nfiles == *cap) {
+        size_t nc = *cap ? 2 * *cap : 4;
+        st_file **nf = realloc(m->files, nc * sizeof *nf);
+        if (!nf)
+            return dora_errf(err, "out of memory");
+        m->files = nf;
+        *cap = nc;
+    }
     m->files[m->nfiles++] = f;
     return 0;
 }
@@ -153,6 +159,45 @@ static int shard_name_ok(const char *s)
            strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
+typedef struct named_pos {
+    const char *s;
+    size_t pos;
+} named_pos;
+
+static int named_pos_cmp(const void *pa, const void *pb)
+{
+    const named_pos *a = pa, *b = pb;
+    int c = strcmp(a->s, b->s);
+    return c ? c : (a->pos > b->pos) - (a->pos < b->pos);
+}
+
+/* Keep the first occurrence of each string of V[0..n), in their order; returns
+ * the count kept, (size_t)-1 when out of memory. O(n log n): an index may name
+ * 10^5 shards. */
+static size_t distinct_in_order(const char **v, size_t n)
+{
+    named_pos *np = malloc((n ? n : 1) * sizeof *np);
+    unsigned char *keep = calloc(n ? n : 1, 1);
+    if (!np || !keep) {
+        free(np);
+        free(keep);
+        return (size_t)-1;
+    }
+    for (size_t i = 0; i < n; i++)
+        np[i] = (named_pos){v[i], i};
+    qsort(np, n, sizeof *np, named_pos_cmp);
+    for (size_t i = 0; i < n; i++)
+        if (i == 0 || strcmp(np[i - 1].s, np[i].s) != 0)
+            keep[np[i].pos] = 1; /* the lowest position of its run */
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (keep[i])
+            v[k++] = v[i];
+    free(np);
+    free(keep);
+    return k;
+}
+
 static int open_sharded(dora_model *m, const char *index_path, dora_err *err)
 {
     char *text = NULL;
@@ -168,7 +213,7 @@ static int open_sharded(dora_model *m, const char *index_path, dora_err *err)
     int rc = -1;
     char *dir = util_dirname(index_path);
     const char **shard_names = NULL;
-    size_t nshards = 0;
+    size_t nshards = 0, fcap = 0;
     json_t *wm = json_object_get(root, "weight_map");
     if (!dir) {
         dora_errf(err, "out of memory");
@@ -186,7 +231,7 @@ static int open_sharded(dora_model *m, const char *index_path, dora_err *err)
     }
     const char *tname;
     json_t *val;
-    /* Distinct shard names, in first-seen order. */
+    size_t nnames = 0;
     json_object_foreach(wm, tname, val)
     {
         if (!json_is_string(val) || !shard_name_ok(json_string_value(val))) {
@@ -194,12 +239,12 @@ static int open_sharded(dora_model *m, const char *index_path, dora_err *err)
                       index_path, tname);
             goto done;
         }
-        const char *s = json_string_value(val);
-        size_t k = 0;
-        while (k < nshards && strcmp(shard_names[k], s) != 0)
-            k++;
-        if (k == nshards)
-            shard_names[nshards++] = s;
+        shard_names[nnames++] = json_string_value(val);
+    }
+    nshards = distinct_in_order(shard_names, nnames);
+    if (nshards == (size_t)-1) {
+        dora_errf(err, "out of memory");
+        goto done;
     }
     if (nshards == 0) {
         dora_errf(err, "'%s': 'weight_map' is empty", index_path);
@@ -222,7 +267,7 @@ static int open_sharded(dora_model *m, const char *index_path, dora_err *err)
         free(sp);
         if (r != 0)
             goto done;
-        if (add_file(m, f, err) != 0) {
+        if (add_file(m, f, &fcap, err) != 0) {
             st_close(f);
             goto done;
         }
@@ -293,8 +338,9 @@ int dora_model_open(dora_model **out, const char *path, dora_err *err)
         rc = open_sharded(m, mpath, err);
     } else {
         st_file *f;
+        size_t fcap = 0;
         rc = kind == DORA_MODEL_TORCH ? pt_open(&f, mpath, err) : st_open(&f, mpath, err);
-        if (rc == 0 && (rc = add_file(m, f, err)) != 0)
+        if (rc == 0 && (rc = add_file(m, f, &fcap, err)) != 0)
             st_close(f);
         if (rc == 0)
             rc = index_names(m, err);
@@ -335,15 +381,35 @@ void dora_model_close(dora_model *m)
     free(m);
 }
 
-int dora_model_same_bytes(const dora_model *a, const dora_model *b)
+int dora_model_cmp_bytes(const dora_model *a, const dora_model *b, dora_err *err)
 {
     if (a->kind != b->kind || a->nfiles != b->nfiles)
         return 0;
     for (size_t i = 0; i < a->nfiles; i++)
         if (a->files[i]->size != b->files[i]->size)
             return 0;
-    for (size_t i = 0; i < a->nfiles; i++)
-        if (memcmp(a->files[i]->map, b->files[i]->map, (size_t)a->files[i]->size) != 0)
+    for (size_t i = 0; i < a->nfiles; i++) {
+        const st_file *fa = a->files[i], *fb = b->files[i];
+        const void *fault;
+        int d = dora_guard_differ(fa->map, fb->map, (size_t)fa->size, &fault);
+        if (d < 0) {
+            /* the fault address names the file that shrank underneath */
+            const unsigned char *p = fault;
+            const st_file *f = p && fb->map && p >= fb->map && p < fb->map + fb->size ? fb : fa;
+            if (!fault)
+                return dora_errf(err, "cannot install the SIGBUS guard to compare '%s' with "
+                                      "'%s'",
+                                 fa->path, fb->path);
+            return dora_errf(err, "'%s' changed while it was compared with '%s' (truncated?)",
+                             f->path, f == fa ? fb->path : fa->path);
+        }
+        if (d)
             return 0;
+    }
     return 1;
+}
+
+int dora_model_same_bytes(const dora_model *a, const dora_model *b)
+{
+    return dora_model_cmp_bytes(a, b, NULL) == 1;
 }

@@ -232,20 +232,47 @@ done:
     return rc;
 }
 
-int st_parse_bytes(st_file *f, const unsigned char *buf, uint64_t size, dora_err *err)
+/* The length rules of the 8-byte header length N in a file of SIZE bytes. */
+static int check_header_len(uint64_t n, uint64_t size, dora_err *err)
 {
-    if (size < 8)
-        return dora_errf(err, "file is %llu bytes, shorter than the 8-byte header length",
-                         (unsigned long long)size);
-    uint64_t n = load_le64(buf);
     if (n > ST_MAX_HEADER)
         return dora_errf(err, "header length %llu exceeds the limit of %llu bytes",
                          (unsigned long long)n, (unsigned long long)ST_MAX_HEADER);
     if (n > size - 8)
         return dora_errf(err, "header length %llu runs past the end of the file (%llu bytes)",
                          (unsigned long long)n, (unsigned long long)size);
+    return 0;
+}
+
+int st_parse_bytes(st_file *f, const unsigned char *buf, uint64_t size, dora_err *err)
+{
+    if (size < 8)
+        return dora_errf(err, "file is %llu bytes, shorter than the 8-byte header length",
+                         (unsigned long long)size);
+    uint64_t n = load_le64(buf);
+    if (check_header_len(n, size, err) != 0)
+        return -1;
     f->header_len = n;
     return st_parse_header(f, (const char *)buf + 8, (size_t)n, buf + 8 + n, size - 8 - n, err);
+}
+
+/* Read exactly LEN bytes at OFF of FD; a short read is a file that shrank. */
+static int pread_all(int fd, void *buf, size_t len, uint64_t off, dora_err *err)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(fd, (unsigned char *)buf + got, len - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return dora_errf(err, "cannot read: %s", strerror(errno));
+        if (r == 0)
+            return dora_errf(err, "the file ended at byte %llu while it was read, %llu bytes "
+                                  "short (truncated while it was read?)",
+                             (unsigned long long)(off + got), (unsigned long long)(len - got));
+        got += (size_t)r;
+    }
+    return 0;
 }
 
 static int st_open_inner(st_file *f, dora_err *err)
@@ -269,14 +296,34 @@ static int st_open_inner(st_file *f, dora_err *err)
         close(fd);
         return st_parse_bytes(f, NULL, f->size, err);
     }
-    f->map = mmap(NULL, (size_t)f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (f->map == MAP_FAILED) {
-        f->map = NULL;
-        return dora_errf(err, "cannot map %llu bytes: %s", (unsigned long long)f->size,
-                         strerror(errno));
+    /* The header is read with pread, not through the mapping: a file that
+     * shrinks while it is parsed gives a short read, not a SIGBUS inside the
+     * JSON parser (whose allocations a jump out of it would leak). */
+    unsigned char len8[8];
+    char *json = NULL;
+    int rc = pread_all(fd, len8, 8, 0, err);
+    uint64_t n = rc == 0 ? load_le64(len8) : 0;
+    if (rc == 0)
+        rc = check_header_len(n, f->size, err);
+    if (rc == 0 && !(json = malloc((size_t)n + 1)))
+        rc = dora_errf(err, "out of memory for a header of %llu bytes", (unsigned long long)n);
+    if (rc == 0)
+        rc = pread_all(fd, json, (size_t)n, 8, err);
+    if (rc == 0) {
+        f->map = mmap(NULL, (size_t)f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (f->map == MAP_FAILED) {
+            f->map = NULL;
+            rc = dora_errf(err, "cannot map %llu bytes: %s", (unsigned long long)f->size,
+                           strerror(errno));
+        }
     }
-    return st_parse_bytes(f, f->map, f->size, err);
+    close(fd);
+    if (rc == 0) {
+        f->header_len = n;
+        rc = st_parse_header(f, json, (size_t)n, f->map + 8 + n, f->size - 8 - n, err);
+    }
+    free(json);
+    return rc;
 }
 
 void st_file_stamp(st_file *f, int fd)

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "dora/torchzip.h"
 #include "dora/pickle.h"
+#include "dora/guard.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,10 +15,14 @@
 
 /* A libzip source over the mapped file that remembers where each read
  * started: after opening an entry and reading its first byte, the last read
- * began at the entry's data. */
+ * began at the entry's data. Each read copies from the mapping in a guarded
+ * region (guard.h), so that a file that shrinks while libzip reads it gives a
+ * read error (SHRUNK set), not a SIGBUS inside libzip; the jump only leaves
+ * the copy, never libzip's own frames. */
 typedef struct zsrc {
     const unsigned char *buf;
     zip_uint64_t len, pos, last_read;
+    int shrunk; /* a read faulted: the file was truncated underneath */
     zip_error_t error;
 } zsrc;
 
@@ -32,8 +37,11 @@ static zip_int64_t zsrc_cb(void *ud, void *data, zip_uint64_t n, zip_source_cmd_
         zip_uint64_t m = s->pos >= s->len ? 0 : s->len - s->pos;
         if (n < m)
             m = n;
-        if (m)
-            memcpy(data, s->buf + s->pos, (size_t)m);
+        if (m && dora_guard_copy(data, s->buf + s->pos, (size_t)m, NULL) != 0) {
+            s->shrunk = 1;
+            zip_error_set(&s->error, ZIP_ER_READ, EIO);
+            return -1;
+        }
         s->last_read = s->pos;
         s->pos += m;
         return (zip_int64_t)m;
@@ -113,7 +121,8 @@ typedef struct record {
 } record;
 
 /* Where a stored record's bytes are in the mapping. */
-static int locate(zip_t *za, zsrc *src, const char *name, record *r, dora_err *err)
+static int locate(zip_t *za, zsrc *src, const unsigned char *map, const char *name, record *r,
+                  dora_err *err)
 {
     zip_int64_t idx = zip_name_locate(za, name, ZIP_FL_ENC_RAW);
     if (idx < 0)
@@ -138,80 +147,211 @@ static int locate(zip_t *za, zsrc *src, const char *name, record *r, dora_err *e
     zip_int64_t got = zip_fread(zf, &first, 1);
     zip_uint64_t off = src->last_read;
     zip_fclose(zf);
-    if (got != 1 || off >= src->len || src->len - off < st.size || src->buf[off] != first)
+    unsigned char again;
+    if (got != 1 || off >= src->len || src->len - off < st.size ||
+        dora_guard_copy(&again, map + off, 1, NULL) != 0 || again != first)
         return dora_errf(err, "cannot locate the bytes of record '%s' in the file", name);
-    r->data = src->buf + off;
+    r->data = map + off;
     return 0;
 }
 
-static int record_cmp(const void *a, const void *b)
+/* "(a, b, c)" of N int64 values into buf (truncated if too small). */
+static void ints_str(const int64_t *v, int n, char *buf, size_t len)
 {
-    return strcmp(((const record *)a)->key, ((const record *)b)->key);
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i <= n && used < len; i++) {
+        int k = i == n ? snprintf(buf + used, len - used, ")")
+                       : snprintf(buf + used, len - used, "%s%lld", i ? ", " : "(",
+                                  (long long)v[i]);
+        if (k < 0)
+            break;
+        used += (size_t)k;
+    }
 }
 
-/* Gather a strided view into a new contiguous buffer (element by element). */
-static unsigned char *gather(const unsigned char *base, size_t es, const pk_tensor *t,
-                             uint64_t numel)
+/* Check the view T (offset, shape, strides over a storage of
+ * t->storage_numel elements). A weight is never a view whose elements
+ * overlap (an expand()ed tensor, stride 0 on a dim of size > 1, or strides
+ * that revisit elements): such views are refused. The dims of size > 1,
+ * sorted by stride, must each have a stride above the farthest offset the
+ * dims with smaller strides reach; then every element of the view is a
+ * distinct element of the storage, so numel <= storage numel and the view's
+ * bytes are no more than its record's, which are in the file. Every product
+ * and sum is checked for 64-bit overflow. Fills *numel and *contiguous. */
+static int check_view(const pk_tensor *t, uint64_t *numel, int *contiguous, dora_err *err)
 {
-    unsigned char *out = malloc(numel ? numel * es : 1);
-    if (!out)
-        return NULL;
+    char sh[200], st[200];
+    ints_str(t->shape, t->ndim, sh, sizeof sh);
+    ints_str(t->stride, t->ndim, st, sizeof st);
+    if (t->offset < 0)
+        return dora_errf(err, "storage offset %lld is negative", (long long)t->offset);
+    uint64_t n = 1;
+    for (int k = 0; k < t->ndim; k++) {
+        if (t->shape[k] < 0 || t->stride[k] < 0)
+            return dora_errf(err, "view of shape %s with strides %s: a negative %s", sh, st,
+                             t->shape[k] < 0 ? "size" : "stride");
+        if (__builtin_mul_overflow(n, (uint64_t)t->shape[k], &n))
+            return dora_errf(err, "shape %s: its product overflows 64 bits", sh);
+    }
+    *numel = n;
+    *contiguous = 1;
+    if (n == 0)
+        return 0; /* no element, no byte: strides do not matter */
+    int dims[DORA_MAX_DIMS], nd = 0;
+    uint64_t expect = 1;
+    for (int k = t->ndim - 1; k >= 0; k--) {
+        if (t->shape[k] == 1)
+            continue;
+        if ((uint64_t)t->stride[k] != expect)
+            *contiguous = 0;
+        expect *= (uint64_t)t->shape[k]; /* <= numel: no overflow */
+        /* insertion by stride, ascending */
+        int j = nd++;
+        while (j > 0 && t->stride[dims[j - 1]] > t->stride[k]) {
+            dims[j] = dims[j - 1];
+            j--;
+        }
+        dims[j] = k;
+    }
+    uint64_t reach = 0; /* farthest offset from the first element, over dims[0..i) */
+    for (int i = 0; i < nd; i++) {
+        const int k = dims[i];
+        const uint64_t stride = (uint64_t)t->stride[k];
+        if (stride == 0)
+            return dora_errf(err, "view of shape %s with strides %s repeats elements of its "
+                                  "storage (stride 0 on dim %d of size %lld): an expanded view "
+                                  "is not a weight (save it with .contiguous())",
+                             sh, st, k, (long long)t->shape[k]);
+        if (stride <= reach)
+            return dora_errf(err, "view of shape %s with strides %s makes elements overlap (dim "
+                                  "%d: stride %llu does not exceed %llu, the farthest offset of "
+                                  "the dims with smaller strides)",
+                             sh, st, k, (unsigned long long)stride, (unsigned long long)reach);
+        uint64_t span;
+        if (__builtin_mul_overflow((uint64_t)(t->shape[k] - 1), stride, &span) ||
+            __builtin_add_overflow(reach, span, &reach))
+            return dora_errf(err, "view of shape %s with strides %s: its extent overflows 64 bits",
+                             sh, st);
+    }
+    uint64_t last;
+    if (__builtin_add_overflow((uint64_t)t->offset, reach, &last) ||
+        last >= (uint64_t)t->storage_numel)
+        return dora_errf(err, "view (offset %lld, shape %s, strides %s) reaches element %llu of a "
+                              "storage of %lld",
+                         (long long)t->offset, sh, st,
+                         (unsigned long long)(last >= (uint64_t)t->offset ? last : UINT64_MAX),
+                         (long long)t->storage_numel);
+    return 0;
+}
+
+/* Gather a strided view into a contiguous buffer: the innermost dim in one
+ * loop, the others by a row-major odometer. Runs in a guarded region
+ * (guard.h): it only reads the mapping and writes OUT. */
+typedef struct gather_job {
+    const unsigned char *base; /* the storage's first element */
+    size_t es;
+    const pk_tensor *t;
+    unsigned char *out;
+} gather_job;
+
+static void gather_fn(void *arg)
+{
+    const gather_job *g = arg;
+    const pk_tensor *t = g->t;
+    const size_t es = g->es;
+    const int nd = t->ndim;
+    if (nd == 0) {
+        memcpy(g->out, g->base + (uint64_t)t->offset * es, es);
+        return;
+    }
+    const uint64_t inner = (uint64_t)t->shape[nd - 1], istep = (uint64_t)t->stride[nd - 1] * es;
     int64_t idx[DORA_MAX_DIMS] = {0};
-    for (uint64_t n = 0; n < numel; n++) {
-        int64_t off = t->offset;
-        for (int d = 0; d < t->ndim; d++)
-            off += idx[d] * t->stride[d];
-        memcpy(out + n * es, base + (uint64_t)off * es, es);
-        for (int d = t->ndim - 1; d >= 0; d--) { /* row-major odometer */
+    unsigned char *o = g->out;
+    for (;;) {
+        uint64_t off = (uint64_t)t->offset;
+        for (int d = 0; d < nd - 1; d++)
+            off += (uint64_t)idx[d] * (uint64_t)t->stride[d];
+        const unsigned char *p = g->base + off * es;
+        for (uint64_t j = 0; j < inner; j++, p += istep, o += es)
+            memcpy(o, p, es);
+        int d = nd - 2;
+        for (; d >= 0; d--) { /* row-major odometer over the outer dims */
             if (++idx[d] < t->shape[d])
                 break;
             idx[d] = 0;
         }
+        if (d < 0)
+            return;
     }
-    return out;
 }
 
-static int add_owned(st_file *f, unsigned char *p)
+static int add_owned(st_file *f, unsigned char *p, size_t *cap)
 {
-    unsigned char **no = realloc(f->owned, (f->nowned + 1) * sizeof *no);
-    if (!no)
-        return -1;
-    f->owned = no;
+    if (f->nowned == *cap) {
+        size_t nc = *cap ? 2 * *cap : 8;
+        unsigned char **no = realloc(f->owned, nc * sizeof *no);
+        if (!no)
+            return -1;
+        f->owned = no;
+        *cap = nc;
+    }
     f->owned[f->nowned++] = p;
     return 0;
 }
 
-/* Turn the pickle's tensor list into views over the records. */
+typedef struct keyed {
+    const char *key;
+    size_t i;
+} keyed;
+
+/* By storage key, then tensor index. */
+static int keyed_cmp(const void *pa, const void *pb)
+{
+    const keyed *a = pa, *b = pb;
+    int c = strcmp(a->key, b->key);
+    return c ? c : (a->i > b->i) - (a->i < b->i);
+}
+
+/* Turn the pickle's tensor list into views over the records. Each distinct
+ * storage is located once (tensors sorted by key: O(n log n) for 10^5). */
 static int build(st_file *f, zip_t *za, zsrc *src, const char *prefix, pk_tensor *pt, size_t npt,
                  dora_err *err)
 {
     record *recs = calloc(npt ? npt : 1, sizeof *recs);
-    size_t nrec = 0;
+    keyed *order = malloc((npt ? npt : 1) * sizeof *order);
+    size_t *rec_of = malloc((npt ? npt : 1) * sizeof *rec_of);
+    size_t nrec = 0, owned_cap = 0;
     int rc = -1;
-    if (!recs)
-        return dora_errf(err, "out of memory");
     f->tensors = calloc(npt ? npt : 1, sizeof *f->tensors);
-    if (!f->tensors) {
-        dora_errf(err, "out of memory");
+    if (!recs || !order || !rec_of || !f->tensors) {
+        dora_errf(err, "out of memory for %zu tensors", npt);
         goto done;
     }
-    for (size_t i = 0; i < npt; i++) {
-        const pk_tensor *t = &pt[i];
-        record key = {t->storage_key, NULL, 0};
-        record *r = nrec ? bsearch(&key, recs, nrec, sizeof *recs, record_cmp) : NULL;
-        if (!r) {
+    for (size_t i = 0; i < npt; i++)
+        order[i] = (keyed){pt[i].storage_key, i};
+    qsort(order, npt, sizeof *order, keyed_cmp);
+    for (size_t j = 0; j < npt; j++) {
+        const pk_tensor *t = &pt[order[j].i];
+        if (j == 0 || strcmp(order[j - 1].key, t->storage_key) != 0) {
             char name[512];
             snprintf(name, sizeof name, "%s/data/%s", prefix, t->storage_key);
             recs[nrec].key = t->storage_key;
-            if (locate(za, src, name, &recs[nrec], err) != 0)
-                goto named;
-            r = &recs[nrec++];
-            qsort(recs, nrec, sizeof *recs, record_cmp);
-            r = bsearch(&key, recs, nrec, sizeof *recs, record_cmp);
+            if (locate(za, src, f->map, name, &recs[nrec], err) != 0) {
+                dora_errprefix(err, "tensor '%s'", t->name);
+                goto done;
+            }
+            nrec++;
         }
+        rec_of[order[j].i] = nrec - 1;
+    }
+    for (size_t i = 0; i < npt; i++) {
+        const pk_tensor *t = &pt[i];
+        const record *r = &recs[rec_of[i]];
         size_t es = dora_dtype_size(t->dtype);
         uint64_t want;
-        if (__builtin_mul_overflow((uint64_t)t->storage_numel, (uint64_t)es, &want)) {
+        if (t->storage_numel < 0 ||
+            __builtin_mul_overflow((uint64_t)t->storage_numel, (uint64_t)es, &want)) {
             dora_errf(err, "storage '%s' declares %lld elements of %s: its byte size overflows 64 "
                            "bits",
                       t->storage_key, (long long)t->storage_numel, dora_dtype_name(t->dtype));
@@ -224,53 +364,42 @@ static int build(st_file *f, zip_t *za, zsrc *src, const char *prefix, pk_tensor
                       (unsigned long long)want, (unsigned long long)r->size);
             goto named;
         }
+        uint64_t numel = 0;
+        int contiguous = 1;
+        if (check_view(t, &numel, &contiguous, err) != 0)
+            goto named;
         dora_tensor *d = &f->tensors[f->ntensors];
         d->dtype = t->dtype;
         d->ndim = t->ndim;
         d->file = f->path;
         d->owner = f;
-        uint64_t numel = 1, last = (uint64_t)t->offset, expect = 1;
-        int contiguous = 1;
-        for (int k = t->ndim - 1; k >= 0; k--) {
+        for (int k = 0; k < t->ndim; k++)
             d->shape[k] = t->shape[k];
-            if (__builtin_mul_overflow(numel, (uint64_t)t->shape[k], &numel)) {
-                dora_errf(err, "shape product overflows 64 bits");
-                goto named;
-            }
-            if (t->shape[k] > 1 && (uint64_t)t->stride[k] != expect)
-                contiguous = 0;
-            uint64_t span;
-            if (t->shape[k] > 0 &&
-                (__builtin_mul_overflow((uint64_t)(t->shape[k] - 1), (uint64_t)t->stride[k],
-                                        &span) ||
-                 __builtin_add_overflow(last, span, &last))) {
-                dora_errf(err, "view extent overflows 64 bits");
-                goto named;
-            }
-            if (__builtin_mul_overflow(expect, (uint64_t)t->shape[k], &expect))
-                expect = UINT64_MAX;
-        }
         d->numel = numel;
-        d->nbytes = numel * es; /* numel <= storage numel below, so no overflow */
-        if (numel > 0 && last >= (uint64_t)t->storage_numel) {
-            dora_errf(err, "view (offset %lld, shape and strides) reaches element %llu of a "
-                           "storage of %lld",
-                      (long long)t->offset, (unsigned long long)last,
-                      (long long)t->storage_numel);
-            goto named;
-        }
+        d->nbytes = numel * es; /* distinct elements: numel <= storage numel, no overflow */
         if (numel == 0) {
             d->data = NULL;
         } else if (contiguous) {
             d->data = r->data + (uint64_t)t->offset * es;
         } else {
-            unsigned char *buf = gather(r->data, es, t, numel);
-            if (!buf || add_owned(f, buf) != 0) {
-                free(buf);
-                dora_errf(err, "out of memory making a strided view contiguous");
+            /* at most the record's bytes, which are in the file */
+            gather_job g = {r->data, es, t, malloc((size_t)d->nbytes)};
+            const void *fault;
+            int gr = g.out ? dora_guard_run(gather_fn, &g, &fault) : -2;
+            if (gr != 0 || add_owned(f, g.out, &owned_cap) != 0) {
+                free(g.out);
+                if (gr == 1)
+                    dora_errf(err, "the file changed while its strided view was read "
+                                   "(truncated?)");
+                else if (gr == -1)
+                    dora_errf(err, "cannot install the SIGBUS guard");
+                else
+                    dora_errf(err, "out of memory making a strided view of %llu bytes "
+                                   "contiguous",
+                              (unsigned long long)d->nbytes);
                 goto named;
             }
-            d->data = buf;
+            d->data = g.out;
         }
         if (!(d->name = strdup(t->name))) {
             dora_errf(err, "out of memory");
@@ -285,38 +414,33 @@ static int build(st_file *f, zip_t *za, zsrc *src, const char *prefix, pk_tensor
     rc = 0;
 done:
     free(recs);
+    free(order);
+    free(rec_of);
     return rc;
 }
 
-static int open_archive(st_file *f, dora_err *err)
+/* The archive of f->path, open as FD (f->size bytes). Every read of the
+ * mapping while the archive is parsed is guarded (zsrc, locate, gather): a
+ * file truncated underneath is an error naming it, never a SIGBUS. */
+static int read_archive(st_file *f, int fd, dora_err *err)
 {
-    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return dora_errf(err, "cannot open: %s", strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return dora_errf(err, "not a readable regular file");
-    }
-    f->size = (uint64_t)sb.st_size;
-    st_file_stamp(f, fd);
-    if (f->size < 4) {
-        close(fd);
+    if (f->size < 4)
         return dora_errf(err, "file is %llu bytes: not a torch.save archive",
                          (unsigned long long)f->size);
-    }
-    f->map = mmap(NULL, (size_t)f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (f->map == MAP_FAILED) {
-        f->map = NULL;
-        return dora_errf(err, "cannot map: %s", strerror(errno));
-    }
-    if (memcmp(f->map, "PK\x03\x04", 4) != 0) {
-        if (f->map[0] == 0x80 && f->map[1] <= 5)
+    unsigned char magic[4];
+    if (pread(fd, magic, 4, 0) != 4)
+        return dora_errf(err, "cannot read its first 4 bytes (truncated while it was read?)");
+    if (memcmp(magic, "PK\x03\x04", 4) != 0) {
+        if (magic[0] == 0x80 && magic[1] <= 5)
             return dora_errf(err, "the legacy torch.save format (before PyTorch 1.6, or "
                                   "_use_new_zipfile_serialization=False) is not supported: load "
                                   "and save it again with a current PyTorch");
         return dora_errf(err, "not a zip archive, so not a torch.save checkpoint");
+    }
+    f->map = mmap(NULL, (size_t)f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (f->map == MAP_FAILED) {
+        f->map = NULL;
+        return dora_errf(err, "cannot map: %s", strerror(errno));
     }
     zsrc *src = calloc(1, sizeof *src);
     if (!src)
@@ -329,7 +453,10 @@ static int open_archive(st_file *f, dora_err *err)
     zip_source_t *zs = zip_source_function_create(zsrc_cb, src, &zerr);
     zip_t *za = zs ? zip_open_from_source(zs, ZIP_RDONLY | ZIP_CHECKCONS, &zerr) : NULL;
     if (!za) {
-        dora_errf(err, "not a valid zip archive: %s", zip_error_strerror(&zerr));
+        if (src->shrunk)
+            dora_errf(err, "the file shrank while its zip directory was read (truncated?)");
+        else
+            dora_errf(err, "not a valid zip archive: %s", zip_error_strerror(&zerr));
         if (zs)
             zip_source_free(zs);
         zip_error_fini(&zerr);
@@ -390,6 +517,8 @@ static int open_archive(st_file *f, dora_err *err)
         goto done;
     rc = 0;
 done:
+    if (rc != 0 && src->shrunk)
+        dora_errprefix(err, "the file shrank while it was read (truncated?)");
     pk_tensors_free(pt, npt);
     free(pkl);
     free(bo);
@@ -397,6 +526,23 @@ done:
     zip_discard(za); /* also frees the source */
     zip_error_fini(&src->error);
     free(src);
+    return rc;
+}
+
+static int open_archive(st_file *f, dora_err *err)
+{
+    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return dora_errf(err, "cannot open: %s", strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return dora_errf(err, "not a readable regular file");
+    }
+    f->size = (uint64_t)sb.st_size;
+    st_file_stamp(f, fd);
+    int rc = read_archive(f, fd, err);
+    close(fd);
     return rc;
 }
 

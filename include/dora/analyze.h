@@ -1,8 +1,9 @@
 /* analyze.h - dM and dD of every analysed tensor of a run, per step.
  *
  * Analysed: every tensor of the base whose type is F16, BF16, F32 or F64, of
- * rank >= 2 with at least one row, kept by the name filters, and present in
- * every step of the run. A tensor with a different shape in a checkpoint, or a
+ * rank >= 2 with at least one element, kept by the name filters, and present
+ * in every step of the run (a tensor without elements, [2^40, 0] say, is left
+ * out with a note, in O(1)). A tensor with a different shape in a checkpoint, or a
  * non-floating type there, is an error naming the tensor, the file and both
  * shapes. NaN or Inf in an analysed row is an error naming the file, the
  * tensor and the row: no NaN is ever written as a result.
@@ -13,9 +14,11 @@
  *
  * Files that change underneath: a checkpoint of a Trainer folder whose files
  * are not all there is left out (res->failures); a mapped file that is
- * truncated while it is read (SIGBUS, caught by guard.h) or found changed
- * afterwards (size, mtime, inode) drops that step only; a changed base fails
- * the run.
+ * truncated while it is read (SIGBUS, caught by guard.h: in the pass and
+ * when the adapters' Gram matrices are formed) or found changed afterwards
+ * (size, mtime, inode) drops that step only; a changed base fails the run.
+ * NaN or Inf in a LoRA factor is named by its own tensor and row (lora_A
+ * when its Gram matrix is formed, lora_B as its rows are read).
  */
 #ifndef DORA_ANALYZE_H
 #define DORA_ANALYZE_H

@@ -24,6 +24,7 @@
 #define DORA_GUARD_H
 
 #include <setjmp.h>
+#include <stddef.h>
 
 /* Install the SIGBUS handler (idempotent, thread-safe). Returns 0 or -1. */
 int dora_guard_install(void);
@@ -31,5 +32,22 @@ void dora_guard_enter(sigjmp_buf *env);
 void dora_guard_leave(void);
 /* The address of the last fault caught on this thread. */
 const void *dora_guard_fault(void);
+
+/* Run FN(CTX) in a guarded region of this thread (installing the handler if
+ * needed). FN follows the rules above: it only reads mappings into memory
+ * its caller owns. Regions nest: the enclosing one (if any) is guarded again
+ * afterwards. Returns 0 when FN returned, 1 when a read faulted (*fault, if
+ * not NULL, gets the address; FN was cut short), -1 when the handler cannot
+ * be installed (FN was not run). */
+int dora_guard_run(void (*fn)(void *ctx), void *ctx, const void **fault);
+
+/* memcpy(DST, SRC, N) in a guarded region: 0, 1 if reading SRC faulted, -1
+ * if the handler cannot be installed (*fault as for dora_guard_run). */
+int dora_guard_copy(void *dst, const void *src, size_t n, const void **fault);
+
+/* memcmp(A, B, N) != 0 in a guarded region: 0 if equal, 1 if they differ, -1
+ * if reading faulted or the handler cannot be installed (*fault as above,
+ * NULL for the latter). */
+int dora_guard_differ(const void *a, const void *b, size_t n, const void **fault);
 
 #endif

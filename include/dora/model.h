@@ -40,7 +40,13 @@ const dora_tensor *dora_model_find(const dora_model *m, const char *name);
 void dora_model_close(dora_model *m);
 
 /* 1 if the two models' weight files are byte-identical (same count, sizes and
- * contents, in order), else 0. */
+ * contents, in order), 0 if not, -1 if a file shrank while it was compared
+ * (the SIGBUS is caught, guard.h): ERR names it. */
+int dora_model_cmp_bytes(const dora_model *a, const dora_model *b, dora_err *err);
+
+/* dora_model_cmp_bytes == 1: a file that faults counts as different (it is
+ * opened again, and refused, when its step is read). Prefer
+ * dora_model_cmp_bytes, which names the file. */
 int dora_model_same_bytes(const dora_model *a, const dora_model *b);
 
 #endif

@@ -46,8 +46,10 @@ typedef struct st_file {
                                 contiguous), freed by st_close */
 } st_file;
 
-/* Open, map and validate PATH. On success *out owns the mapping: every
- * dora_tensor in it stays valid until st_close. */
+/* Open, map and validate PATH. The header is read with pread, not through
+ * the mapping (a file that shrinks meanwhile gives an error naming it, not a
+ * SIGBUS). On success *out owns the mapping: every dora_tensor in it stays
+ * valid until st_close. */
 int st_open(st_file **out, const char *path, dora_err *err);
 
 /* Validate a whole file image already in memory (BUF, SIZE bytes): the header

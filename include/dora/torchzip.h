@@ -9,10 +9,16 @@
  * The pickle goes through the restricted interpreter of pickle.h.
  *
  * Tensors honour storage offset, shape and strides; several may share a
- * storage. A contiguous view points into the mapping; a non-contiguous one (a
- * transposed weight, say) is gathered once into a contiguous buffer owned by
- * the file. The legacy (pre-1.6) format and big-endian records are refused
- * with a clear error.
+ * storage. A view whose elements overlap (expand(): stride 0 on a dim of size
+ * > 1, or strides that revisit elements) is not a weight and is refused, so
+ * every view's elements are distinct elements of its storage and its bytes
+ * at most its record's; every size is checked for 64-bit overflow. A
+ * contiguous view points into the mapping; a non-contiguous one (a transposed
+ * weight, say) is gathered once into a contiguous buffer owned by the file
+ * (so at most the file's own bytes in all). Every read of the mapping while
+ * the archive is parsed is guarded (guard.h): a file truncated underneath is
+ * an error naming it. The legacy (pre-1.6) format and big-endian records are
+ * refused with a clear error.
  */
 #ifndef DORA_TORCHZIP_H
 #define DORA_TORCHZIP_H
