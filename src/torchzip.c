@@ -171,15 +171,16 @@ static void ints_str(const int64_t *v, int n, char *buf, size_t len)
 }
 
 /* Check the view T (offset, shape, strides over a storage of
- * t->storage_numel elements). A weight is never a view whose elements
- * overlap (an expand()ed tensor, stride 0 on a dim of size > 1, or strides
- * that revisit elements): such views are refused. The dims of size > 1,
- * sorted by stride, must each have a stride above the farthest offset the
- * dims with smaller strides reach; then every element of the view is a
- * distinct element of the storage, so numel <= storage numel and the view's
- * bytes are no more than its record's, which are in the file. Every product
- * and sum is checked for 64-bit overflow. Fills *numel and *contiguous. */
-static int check_view(const pk_tensor *t, uint64_t *numel, int *contiguous, dora_err *err)
+ * t->storage_numel elements): no negative value, every product and sum
+ * within 64 bits, the farthest element inside the storage. Fills *numel,
+ * *contiguous, and *overlap: 1 when elements repeat (an expand()ed tensor,
+ * stride 0 on a dim of size > 1, or strides that revisit elements), found by
+ * sorting the dims of size > 1 by stride: without overlap each stride exceeds
+ * the farthest offset the dims with smaller strides reach, so every element
+ * is a distinct element of the storage and numel <= storage numel. A view
+ * with overlap is bounded by its caller (PT_MAX_OVERLAP_BYTES). */
+static int check_view(const pk_tensor *t, uint64_t *numel, int *contiguous, int *overlap,
+                      dora_err *err)
 {
     char sh[200], st[200];
     ints_str(t->shape, t->ndim, sh, sizeof sh);
@@ -196,6 +197,7 @@ static int check_view(const pk_tensor *t, uint64_t *numel, int *contiguous, dora
     }
     *numel = n;
     *contiguous = 1;
+    *overlap = 0;
     if (n == 0)
         return 0; /* no element, no byte: strides do not matter */
     int dims[DORA_MAX_DIMS], nd = 0;
@@ -218,16 +220,8 @@ static int check_view(const pk_tensor *t, uint64_t *numel, int *contiguous, dora
     for (int i = 0; i < nd; i++) {
         const int k = dims[i];
         const uint64_t stride = (uint64_t)t->stride[k];
-        if (stride == 0)
-            return dora_errf(err, "view of shape %s with strides %s repeats elements of its "
-                                  "storage (stride 0 on dim %d of size %lld): an expanded view "
-                                  "is not a weight (save it with .contiguous())",
-                             sh, st, k, (long long)t->shape[k]);
-        if (stride <= reach)
-            return dora_errf(err, "view of shape %s with strides %s makes elements overlap (dim "
-                                  "%d: stride %llu does not exceed %llu, the farthest offset of "
-                                  "the dims with smaller strides)",
-                             sh, st, k, (unsigned long long)stride, (unsigned long long)reach);
+        if (stride <= reach || stride == 0)
+            *overlap = 1;
         uint64_t span;
         if (__builtin_mul_overflow((uint64_t)(t->shape[k] - 1), stride, &span) ||
             __builtin_add_overflow(reach, span, &reach))
@@ -322,6 +316,7 @@ static int build(st_file *f, zip_t *za, zsrc *src, const char *prefix, pk_tensor
     keyed *order = malloc((npt ? npt : 1) * sizeof *order);
     size_t *rec_of = malloc((npt ? npt : 1) * sizeof *rec_of);
     size_t nrec = 0, owned_cap = 0;
+    uint64_t overlap_bytes = 0; /* made contiguous from views whose elements repeat */
     int rc = -1;
     f->tensors = calloc(npt ? npt : 1, sizeof *f->tensors);
     if (!recs || !order || !rec_of || !f->tensors) {
@@ -364,10 +359,31 @@ static int build(st_file *f, zip_t *za, zsrc *src, const char *prefix, pk_tensor
                       (unsigned long long)want, (unsigned long long)r->size);
             goto named;
         }
-        uint64_t numel = 0;
-        int contiguous = 1;
-        if (check_view(t, &numel, &contiguous, err) != 0)
+        uint64_t numel = 0, bytes;
+        int contiguous = 1, overlap = 0;
+        if (check_view(t, &numel, &contiguous, &overlap, err) != 0)
             goto named;
+        if (__builtin_mul_overflow(numel, (uint64_t)es, &bytes)) {
+            dora_errf(err, "view of %llu elements of %s: its byte size overflows 64 bits",
+                      (unsigned long long)numel, dora_dtype_name(t->dtype));
+            goto named;
+        }
+        /* a view whose elements repeat takes more memory made contiguous than its
+         * record holds: all such views of one file share a small budget */
+        if (overlap && (bytes > PT_MAX_OVERLAP_BYTES - overlap_bytes)) {
+            char sh[200], st[200];
+            ints_str(t->shape, t->ndim, sh, sizeof sh);
+            ints_str(t->stride, t->ndim, st, sizeof st);
+            dora_errf(err, "view of shape %s with strides %s repeats elements of its storage "
+                           "(an expand()ed tensor, or strides that overlap): made contiguous it "
+                           "would take %llu bytes, over the %llu bytes this reader gives such "
+                           "views in one file (save it with .contiguous())",
+                      sh, st, (unsigned long long)bytes,
+                      (unsigned long long)(PT_MAX_OVERLAP_BYTES - overlap_bytes));
+            goto named;
+        }
+        if (overlap)
+            overlap_bytes += bytes;
         dora_tensor *d = &f->tensors[f->ntensors];
         d->dtype = t->dtype;
         d->ndim = t->ndim;
@@ -376,13 +392,13 @@ static int build(st_file *f, zip_t *za, zsrc *src, const char *prefix, pk_tensor
         for (int k = 0; k < t->ndim; k++)
             d->shape[k] = t->shape[k];
         d->numel = numel;
-        d->nbytes = numel * es; /* distinct elements: numel <= storage numel, no overflow */
+        d->nbytes = bytes; /* distinct elements: <= the record's bytes; else within the budget */
         if (numel == 0) {
             d->data = NULL;
         } else if (contiguous) {
             d->data = r->data + (uint64_t)t->offset * es;
         } else {
-            /* at most the record's bytes, which are in the file */
+            /* at most the record's bytes (which are in the file), or within the budget */
             gather_job g = {r->data, es, t, malloc((size_t)d->nbytes)};
             const void *fault;
             int gr = g.out ? dora_guard_run(gather_fn, &g, &fault) : -2;

@@ -13,9 +13,11 @@ OUTDIR/views/       torch files whose views lie about their size or overlap:
                     2^62 elements of 4 bytes, whose byte size wraps to 0
   big.bin           w: shape (8192, 8192), strides (0, 0) over 1 element: 256 MiB
                     to gather from a file of under 1 KiB
-  expand.bin        w: shape (4, 5), strides (0, 1) (what expand() saves)
-  overlap.bin       w: shape (4, 6), strides (2, 1): rows share elements
-  overlap3d.bin     w: shape (3, 4, 5), strides (12, 5, 1): dim 0 revisits dims 1-2
+  expand.bin        w: shape (4097, 1024), strides (0, 1) (what expand() saves): 16 MiB + 4 KiB
+  overlap.bin       w: shape (2^21, 6), strides (1, 1): rows share elements (48 MiB)
+  overlap3d.bin     w: shape (2^20, 4, 5), strides (1, 5, 1): dims revisit each other (80 MiB)
+  budget.bin        a, b: shape (4096, 640), strides (0, 1): 10 MiB each, 20 MiB together
+  expand_small.bin  w: shape (4, 5), strides (0, 1): within the budget, read
   base_t.safetensors, ck_t.bin, ck.safetensors: real torch.save of transposed
                     weights (w.t(), a permuted 3-D tensor) and their contiguous copies
 OUTDIR/empty/       tensors without elements beside a normal one:
@@ -68,9 +70,19 @@ def gen_views(out, rng):
 
     view("wrap.bin", 1, (2 ** 31, 2 ** 31), (0, 0))
     view("big.bin", 1, (8192, 8192), (0, 0))
-    view("expand.bin", 5, (4, 5), (0, 1), {"0": f32_bytes(5, 2)})
-    view("overlap.bin", 24, (4, 6), (2, 1), {"0": f32_bytes(24, 3)})
-    view("overlap3d.bin", 44, (3, 4, 5), (12, 5, 1), {"0": f32_bytes(44, 4)})
+    # views whose elements repeat, each beyond the 16 MiB such views get in one file
+    view("expand.bin", 1024, (4097, 1024), (0, 1), {"0": f32_bytes(1024, 2)})
+    view("overlap.bin", 2 ** 21 + 5, (2 ** 21, 6), (1, 1), {"0": f32_bytes(2 ** 21 + 5, 3)})
+    view("overlap3d.bin", 44 + 2 ** 20, (2 ** 20, 4, 5), (1, 5, 1), {"0": f32_bytes(44 + 2 ** 20, 4)})
+    # two that fit the budget alone (10 MiB each) but not together
+    def two(name):
+        obj = {"a": tensor_v2("FloatStorage", "0", 640, 0, (4096, 640), (0, 1)),
+               "b": tensor_v2("FloatStorage", "1", 640, 0, (4096, 640), (0, 1))}
+        write_torch_zip(os.path.join(d, name), pickle_of(obj),
+                        {"0": f32_bytes(640, 5), "1": f32_bytes(640, 6)})
+    two("budget.bin")
+    # a small expanded view, as torch.save writes expand(): read, within the budget
+    view("expand_small.bin", 5, (4, 5), (0, 1), {"0": f32_bytes(5, 7)})
 
     # real transposed weights as torch saves them, and their contiguous copies
     g = torch.Generator().manual_seed(7)

@@ -88,11 +88,19 @@ refused() {
 
 # ---------------------------------------------------------------- views that lie or overlap
 V=$D/views
-refused view-wrap "$V/wrap.bin" "repeats elements|stride 0" w
-refused view-big "$V/big.bin" "repeats elements|stride 0" w
-refused view-expand "$V/expand.bin" "repeats elements|stride 0" w
-refused view-overlap "$V/overlap.bin" "makes elements overlap" w
-refused view-overlap3d "$V/overlap3d.bin" "makes elements overlap" w
+refused view-wrap "$V/wrap.bin" "byte size overflows 64 bits" w
+refused view-big "$V/big.bin" "repeats elements of its storage.*over the 16777216 bytes" w
+refused view-expand "$V/expand.bin" "repeats elements of its storage.*over the 16777216 bytes" w
+refused view-overlap "$V/overlap.bin" "repeats elements of its storage" w
+refused view-overlap3d "$V/overlap3d.bin" "repeats elements of its storage" w
+refused view-budget "$V/budget.bin" "repeats elements of its storage.*over the 6291456 bytes" b
+# within the budget, an expanded view is read: 4 rows, each the storage's 5 values
+if measured view-expand-small 10 "$BIN" inspect "$V/expand_small.bin" && [ $RC -eq 0 ] &&
+    grep -qE $'^w\tF32\t\[4, 5\]\t80\t' "$LOG/view-expand-small.out"; then
+    pass view-expand-small
+else
+    fail view-expand-small "exit $RC: $(peek "$LOG/view-expand-small.out") $(peek "$LOG/view-expand-small.err")"
+fi
 
 # real torch.save of transposed / permuted weights: analysed exactly like their
 # contiguous copies (the gather keeps their values; memory bounded by the file's bytes)
