@@ -59,9 +59,12 @@ typedef struct dora_adapted {
     const dora_tensor *saved;   /* SAVED: the replacement */
 } dora_adapted;
 
+/* One key of rank_pattern or alpha_pattern, in the config's order. */
 typedef struct dora_pattern {
-    char *pattern;
-    double value;
+    char *pattern;              /* the key (a Python regular expression), owned */
+    double value;               /* the value (for rank_pattern, rank as a double: inexact
+                                   beyond 2^53) */
+    int64_t rank;               /* rank_pattern: the value exactly, >= 1; 0 for alpha_pattern */
 } dora_pattern;
 
 typedef struct dora_adapter {
