@@ -12,6 +12,8 @@
 #include <string.h>
 
 #define CONFIG_MAX_BYTES (16u << 20)
+/* largest r per unit of out + in of a module's update (see build_module) */
+#define RANK_PER_DIM 4
 #define PEFT_PREFIX "base_model.model."
 
 double dora_matrix_get(const dora_matrix *m, int64_t i, int64_t j)
@@ -378,16 +380,21 @@ static int build_module(dora_adapter *a, const pending *p, dora_adapted *m, matc
                               "in '%s' have rank %lld and %lld",
                          cfg, p->module, (long long)r, r_from, ta->name, tb->name, wf,
                          (long long)m->R.rows, (long long)m->L.cols);
-    /* The update L @ R is [out, in]. Up to r = max(out, in), the r x r Gram
-     * matrix the analysis forms has no more entries than the factors
-     * (r^2 <= r * (out + in)); beyond both dimensions the rank is more than
-     * the update can use, and the Gram matrix would outgrow the input
-     * (r = 8192 on a [2, 3] weight: 512 MiB from 128 KiB of factors). */
-    if (r > m->L.rows && r > m->R.cols)
-        return dora_errf(err, "'%s': module '%s': r = %lld (%s) is larger than both dimensions "
-                              "of its update [%lld, %lld] ('%s' in '%s')",
+    /* The analysis forms the r x r Gram matrix R R^T for each module and
+     * step; the factors hold r * (out + in) entries. A rank above
+     * RANK_PER_DIM * (out + in) would make that matrix outgrow the factors by
+     * more than RANK_PER_DIM (r = 8192 on a [2, 3] weight: 512 MiB from
+     * 128 KiB). Ranks above both out and in are otherwise legal (PEFT's own
+     * regression adapter lora_emb_conv1d has r = 8 on a [1, 5] conv). */
+    const int64_t rank_max = m->L.rows > INT64_MAX / (4 * RANK_PER_DIM) ||
+                                     m->R.cols > INT64_MAX / (4 * RANK_PER_DIM)
+                                 ? INT64_MAX
+                                 : RANK_PER_DIM * (m->L.rows + m->R.cols);
+    if (r > rank_max)
+        return dora_errf(err, "'%s': module '%s': r = %lld (%s) is absurd for an update of "
+                              "[%lld, %lld] ('%s' in '%s'): at most %d x (out + in) = %lld",
                          cfg, p->module, (long long)r, r_from, (long long)m->L.rows,
-                         (long long)m->R.cols, tb->name, wf);
+                         (long long)m->R.cols, tb->name, wf, RANK_PER_DIM, (long long)rank_max);
     if (mlx_cfg)
         m->scale = a->lora_alpha / (double)a->r;
     else
