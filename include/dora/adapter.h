@@ -15,6 +15,11 @@
  * regular expressions; the first key K for which "(.*\.)?(K)" matches the
  * whole module name wins, as in PEFT); for MLX, s = lora_parameters.scale. With fan_in_fan_out (GPT-2
  * Conv1D) the base weight is stored [in, out] and is read transposed.
+ * A module's r (an int64 from the JSON integer, never through a double) must
+ * equal its factors' rank and be at most 4 * (out + in), so that the r x r
+ * Gram matrix of the analysis stays within 4 times the factors' entries; s^2
+ * must be a finite float64. Errors name the config, the module and where r
+ * came from ('r', a rank_pattern key, 'lora_parameters.rank').
  *
  * DoRA: the magnitude tensor (m.lora_magnitude_vector[.weight|.default.weight]
  * [out], or the paper's m.weight_m_wdecomp.weight [out, 1]) is the merged
