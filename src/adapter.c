@@ -12,6 +12,8 @@
 #include <string.h>
 
 #define CONFIG_MAX_BYTES (16u << 20)
+/* largest r per unit of out + in of a module's update (see build_module) */
+#define RANK_PER_DIM 4
 #define PEFT_PREFIX "base_model.model."
 
 double dora_matrix_get(const dora_matrix *m, int64_t i, int64_t j)
@@ -61,48 +63,85 @@ static const struct {
 };
 
 typedef struct pending {
-    char *module;
+    char *module;                     /* owned */
+    size_t first;                     /* index in by_name of its first tensor */
     const dora_tensor *t[ROLE_COUNT];
 } pending;
+
+/* The keys of a rank_pattern or alpha_pattern, each compiled on first use and
+ * then kept for the adapter's other modules (one compile per key and adapter,
+ * not per module). */
+typedef struct matcher {
+    const dora_pattern *pats;
+    size_t n;
+    pcre2_code **rx;        /* [n], NULL until needed */
+    pcre2_match_data *md;   /* shared by the keys: only whether they match counts */
+} matcher;
+
+static int matcher_init(matcher *mt, const dora_pattern *pats, size_t n, dora_err *err)
+{
+    mt->pats = pats;
+    mt->n = n;
+    mt->rx = calloc(n ? n : 1, sizeof *mt->rx);
+    mt->md = pcre2_match_data_create(1, NULL);
+    if (!mt->rx || !mt->md)
+        return dora_errf(err, "out of memory");
+    return 0;
+}
+
+static void matcher_release(matcher *mt)
+{
+    for (size_t i = 0; mt->rx && i < mt->n; i++)
+        pcre2_code_free(mt->rx[i]);
+    free(mt->rx);
+    pcre2_match_data_free(mt->md);
+    memset(mt, 0, sizeof *mt);
+}
 
 /* PEFT's rule (peft.utils.other.get_pattern_key): the first key K, in the
  * config's order, for which Python's re.match(r"(.*\.)?(K)$", module)
  * succeeds. The keys are Python regular expressions (\d, (?:...) and the
  * like), so they are matched with PCRE2, whose syntax is Python's for
- * everything such keys use, not with POSIX regex. */
-static int pattern_lookup(const dora_pattern *pats, size_t n, const char *module, double *value,
-                          dora_err *err, const char *config)
+ * everything such keys use, not with POSIX regex. Returns 1 and the key's
+ * index in *hit, 0 if no key matches, -1 on error. A key is compiled when a
+ * module first reaches it: as with Python's re, an invalid key that no module
+ * reaches is not an error. */
+static int pattern_lookup(matcher *mt, const char *module, size_t *hit, dora_err *err,
+                          const char *config)
 {
-    for (size_t i = 0; i < n; i++) {
-        size_t len = strlen(pats[i].pattern) + 16;
-        char *re = malloc(len);
-        if (!re)
-            return dora_errf(err, "out of memory");
-        snprintf(re, len, "^(.*\\.)?(%s)$", pats[i].pattern);
-        int code;
-        PCRE2_SIZE off;
-        pcre2_code *rx = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &code,
-                                       &off, NULL);
-        free(re);
-        if (!rx) {
-            PCRE2_UCHAR msg[256];
-            pcre2_get_error_message(code, msg, sizeof msg);
-            return dora_errf(err, "'%s': pattern '%s' is not a valid regular expression: %s",
-                             config, pats[i].pattern, (const char *)msg);
+    for (size_t i = 0; i < mt->n; i++) {
+        const char *key = mt->pats[i].pattern;
+        if (!mt->rx[i]) {
+            size_t len = strlen(key) + 16;
+            char *re = malloc(len);
+            if (!re)
+                return dora_errf(err, "out of memory");
+            snprintf(re, len, "^(.*\\.)?(%s)$", key);
+            int code;
+            PCRE2_SIZE off;
+            mt->rx[i] = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &code,
+                                      &off, NULL);
+            free(re);
+            if (!mt->rx[i]) {
+                PCRE2_UCHAR msg[256];
+                pcre2_get_error_message(code, msg, sizeof msg);
+                return dora_errf(err, "'%s': pattern '%s' is not a valid regular expression: %s",
+                                 config, key, (const char *)msg);
+            }
+            /* every key is tried against every module it reaches: machine code
+             * where PCRE2 has a JIT, else (the call fails) the interpreter */
+            (void)pcre2_jit_compile(mt->rx[i], PCRE2_JIT_COMPLETE);
         }
-        pcre2_match_data *md = pcre2_match_data_create_from_pattern(rx, NULL);
-        int rc = md ? pcre2_match(rx, (PCRE2_SPTR)module, PCRE2_ZERO_TERMINATED, 0, 0, md, NULL)
-                    : PCRE2_ERROR_NOMEMORY;
-        pcre2_match_data_free(md);
-        pcre2_code_free(rx);
-        if (rc >= 0) {
-            *value = pats[i].value;
+        int rc = pcre2_match(mt->rx[i], (PCRE2_SPTR)module, PCRE2_ZERO_TERMINATED, 0, 0, mt->md,
+                             NULL);
+        if (rc >= 0) { /* 0: a match with more groups than md holds */
+            *hit = i;
             return 1;
         }
         if (rc != PCRE2_ERROR_NOMATCH)
             return dora_errf(err, "'%s': pattern '%s' could not be matched against '%s' (PCRE2 "
                                   "error %d)",
-                             config, pats[i].pattern, module, rc);
+                             config, key, module, rc);
     }
     return 0;
 }
@@ -130,6 +169,7 @@ static int read_patterns(json_t *obj, const char *field, int integer, dora_patte
                              integer ? "positive integer" : "finite number");
         (*out)[*n].pattern = strdup(key);
         (*out)[*n].value = json_number_value(v);
+        (*out)[*n].rank = integer ? (int64_t)json_integer_value(v) : 0;
         if (!(*out)[*n].pattern)
             return dora_errf(err, "out of memory");
         (*n)++;
@@ -254,7 +294,8 @@ static int adapted_cmp(const void *pa, const void *pb)
     return strcmp(((const dora_adapted *)pa)->base_name, ((const dora_adapted *)pb)->base_name);
 }
 
-static int build_module(dora_adapter *a, const pending *p, dora_adapted *m, dora_err *err)
+static int build_module(dora_adapter *a, const pending *p, dora_adapted *m, matcher *rank_mt,
+                        matcher *alpha_mt, dora_err *err)
 {
     const char *cfg = a->config_path, *wf = a->weights->path;
     const dora_tensor *const *t = p->t;
@@ -312,24 +353,66 @@ static int build_module(dora_adapter *a, const pending *p, dora_adapted *m, dora
         m->L = matrix(tb, 1);
         m->fan_in_fan_out = 0;
     }
-    /* r and alpha of this module: the patterns, else the config's */
-    double r = (double)a->r, alpha = a->lora_alpha;
-    int hit;
-    if ((hit = pattern_lookup(a->rank_pattern, a->nrank_pattern, p->module, &r, err, cfg)) < 0 ||
-        (hit = pattern_lookup(a->alpha_pattern, a->nalpha_pattern, p->module, &alpha, err, cfg)) <
-            0)
+    /* r and alpha of this module: the patterns, else the config's. r stays an
+     * integer throughout: a double would round ranks beyond 2^53 and turn
+     * 2^63 - 1 into an out-of-range conversion. */
+    int64_t r = a->r;
+    double alpha = a->lora_alpha;
+    const int mlx_cfg = strcmp(a->format, "mlx") == 0;
+    char r_from[256]; /* where r comes from, for the messages */
+    snprintf(r_from, sizeof r_from, "%s", mlx_cfg ? "'lora_parameters.rank'" : "'r'");
+    size_t hit;
+    int found = pattern_lookup(rank_mt, p->module, &hit, err, cfg);
+    if (found < 0)
         return -1;
-    m->r = (int64_t)r;
+    if (found) {
+        r = rank_mt->pats[hit].rank;
+        snprintf(r_from, sizeof r_from, "rank_pattern key '%.200s'", rank_mt->pats[hit].pattern);
+    }
+    if ((found = pattern_lookup(alpha_mt, p->module, &hit, err, cfg)) < 0)
+        return -1;
+    if (found)
+        alpha = alpha_mt->pats[hit].value;
+    m->r = r;
     m->alpha = alpha;
-    if (m->L.cols != m->r || m->R.rows != m->r)
-        return dora_errf(err, "'%s': module '%s': factors '%s' and '%s' have rank %lld and %lld, "
-                              "but the config gives r = %lld",
-                         wf, p->module, ta->name, tb->name, (long long)m->R.rows,
-                         (long long)m->L.cols, (long long)m->r);
-    if (strcmp(a->format, "mlx") == 0)
+    if (m->L.cols != r || m->R.rows != r)
+        return dora_errf(err, "'%s': module '%s': r = %lld (%s), but its factors '%s' and '%s' "
+                              "in '%s' have rank %lld and %lld",
+                         cfg, p->module, (long long)r, r_from, ta->name, tb->name, wf,
+                         (long long)m->R.rows, (long long)m->L.cols);
+    /* The analysis forms the r x r Gram matrix R R^T for each module and
+     * step; the factors hold r * (out + in) entries. A rank above
+     * RANK_PER_DIM * (out + in) would make that matrix outgrow the factors by
+     * more than RANK_PER_DIM (r = 8192 on a [2, 3] weight: 512 MiB from
+     * 128 KiB). Ranks above both out and in are otherwise legal (PEFT's own
+     * regression adapter lora_emb_conv1d has r = 8 on a [1, 5] conv). */
+    const int64_t rank_max = m->L.rows > INT64_MAX / (4 * RANK_PER_DIM) ||
+                                     m->R.cols > INT64_MAX / (4 * RANK_PER_DIM)
+                                 ? INT64_MAX
+                                 : RANK_PER_DIM * (m->L.rows + m->R.cols);
+    if (r > rank_max)
+        return dora_errf(err, "'%s': module '%s': r = %lld (%s) is absurd for an update of "
+                              "[%lld, %lld] ('%s' in '%s'): at most %d x (out + in) = %lld",
+                         cfg, p->module, (long long)r, r_from, (long long)m->L.rows,
+                         (long long)m->R.cols, tb->name, wf, RANK_PER_DIM, (long long)rank_max);
+    if (mlx_cfg)
         m->scale = a->lora_alpha / (double)a->r;
     else
-        m->scale = a->use_rslora ? alpha / sqrt((double)m->r) : alpha / (double)m->r;
+        m->scale = a->use_rslora ? alpha / sqrt((double)r) : alpha / (double)r;
+    /* the analysis squares s (|s L R a|^2): a finite s whose square overflows
+     * would surface as a non-finite row of lora_B, naming the wrong culprit */
+    if (!isfinite(m->scale) || !isfinite(m->scale * m->scale)) {
+        char how[160];
+        if (mlx_cfg)
+            snprintf(how, sizeof how, "lora_parameters.scale = %g", m->scale);
+        else
+            snprintf(how, sizeof how, "alpha / %s = %g / %s%lld%s = %g",
+                     a->use_rslora ? "sqrt(r)" : "r", alpha, a->use_rslora ? "sqrt(" : "",
+                     (long long)r, a->use_rslora ? ")" : "", m->scale);
+        return dora_errf(err, "'%s': module '%s': the scale %s is too large: its square "
+                              "overflows float64",
+                         cfg, p->module, how);
+    }
     if (m->magnitude) {
         const dora_tensor *g = m->magnitude;
         if (!dora_dtype_is_analysable(g->dtype) ||
@@ -345,14 +428,41 @@ static int build_module(dora_adapter *a, const pending *p, dora_adapted *m, dora
     return 0;
 }
 
+/* One tensor of the adapter file with the module it belongs to. */
+typedef struct named {
+    char *module;  /* owned */
+    size_t tensor; /* index in by_name */
+    role r;
+} named;
+
+static int named_cmp(const void *pa, const void *pb)
+{
+    const named *a = pa, *b = pb;
+    int c = strcmp(a->module, b->module);
+    return c ? c : (a->tensor > b->tensor) - (a->tensor < b->tensor);
+}
+
+static int pending_cmp(const void *pa, const void *pb)
+{
+    const pending *a = pa, *b = pb;
+    return (a->first > b->first) - (a->first < b->first);
+}
+
+/* The modules of the adapter file: its tensors grouped by module with one
+ * sort (O(n log n) in the tensor count), each module built and checked in the
+ * order of its first tensor, then sorted by base name for dora_adapter_find. */
 static int collect(dora_adapter *a, dora_err *err)
 {
     const dora_model *w = a->weights;
+    named *nm = calloc(w->ntensors ? w->ntensors : 1, sizeof *nm);
     pending *p = calloc(w->ntensors ? w->ntensors : 1, sizeof *p);
-    size_t np = 0;
+    size_t nn = 0, np = 0;
+    matcher rank_mt = {0}, alpha_mt = {0};
     int rc = -1;
-    if (!p)
-        return dora_errf(err, "out of memory");
+    if (!nm || !p) {
+        dora_errf(err, "out of memory");
+        goto done;
+    }
     for (size_t i = 0; i < w->ntensors; i++) {
         const dora_tensor *t = w->by_name[i];
         size_t stem;
@@ -376,27 +486,36 @@ static int collect(dora_adapter *a, dora_err *err)
                 goto done;
             }
         }
-        size_t k = 0;
-        while (k < np && strcmp(p[k].module, mod) != 0)
-            k++;
-        if (k == np)
-            p[np++].module = mod;
-        else
-            free(mod);
-        if (p[k].t[r]) {
+        nm[nn++] = (named){mod, i, r};
+    }
+    qsort(nm, nn, sizeof *nm, named_cmp);
+    for (size_t i = 0; i < nn; i++) {
+        if (np == 0 || strcmp(nm[i].module, p[np - 1].module) != 0) {
+            p[np].module = nm[i].module; /* the group's first entry: its tensor comes first */
+            p[np].first = nm[i].tensor;
+            nm[i].module = NULL;
+            np++;
+        }
+        pending *q = &p[np - 1];
+        const dora_tensor *t = w->by_name[nm[i].tensor];
+        if (q->t[nm[i].r]) {
             dora_errf(err, "'%s': module '%s' has two tensors of the same role: '%s' and '%s'",
-                      w->path, p[k].module, p[k].t[r]->name, t->name);
+                      w->path, q->module, q->t[nm[i].r]->name, t->name);
             goto done;
         }
-        p[k].t[r] = t;
+        q->t[nm[i].r] = t;
     }
+    qsort(p, np, sizeof *p, pending_cmp);
     a->modules = calloc(np ? np : 1, sizeof *a->modules);
     if (!a->modules) {
         dora_errf(err, "out of memory");
         goto done;
     }
+    if (matcher_init(&rank_mt, a->rank_pattern, a->nrank_pattern, err) != 0 ||
+        matcher_init(&alpha_mt, a->alpha_pattern, a->nalpha_pattern, err) != 0)
+        goto done;
     for (size_t k = 0; k < np; k++) {
-        int r = build_module(a, &p[k], &a->modules[a->nmodules], err);
+        int r = build_module(a, &p[k], &a->modules[a->nmodules], &rank_mt, &alpha_mt, err);
         a->nmodules++; /* so that close frees base_name even on failure */
         if (r != 0)
             goto done;
@@ -410,7 +529,12 @@ static int collect(dora_adapter *a, dora_err *err)
     qsort(a->modules, a->nmodules, sizeof *a->modules, adapted_cmp);
     rc = 0;
 done:
-    for (size_t k = 0; k < np; k++)
+    matcher_release(&rank_mt);
+    matcher_release(&alpha_mt);
+    for (size_t i = 0; nm && i < nn; i++)
+        free(nm[i].module);
+    free(nm);
+    for (size_t k = 0; p && k < np; k++)
         free(p[k].module);
     free(p);
     return rc;

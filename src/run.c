@@ -84,19 +84,19 @@ static int add_step(dora_run *run, int64_t step, const char *path, dora_err *err
     return 0;
 }
 
-/* "checkpoint-123" -> 123; -1 for any other name. */
-static int64_t checkpoint_step(const char *name)
+/* "checkpoint-123": 1 and *step = 123. 0 for a name that is not checkpoint-
+ * followed by decimal digits only (not a checkpoint folder). -1 for
+ * checkpoint-DIGITS whose number does not fit in int64: a checkpoint that
+ * cannot be placed, not something to skip in silence. */
+static int checkpoint_step(const char *name, int64_t *step)
 {
     static const char prefix[] = "checkpoint-";
-    int64_t step;
     if (strncmp(name, prefix, sizeof prefix - 1) != 0)
-        return -1;
+        return 0;
     const char *num = name + sizeof prefix - 1;
-    if (*num == '+' || *num == '-')
-        return -1;
-    if (util_parse_i64(num, 0, INT64_MAX, &step) != 0)
-        return -1;
-    return step;
+    if (!*num || strspn(num, "0123456789") != strlen(num))
+        return 0;
+    return util_parse_i64(num, 0, INT64_MAX, step) == 0 ? 1 : -1;
 }
 
 static int step_cmp(const void *pa, const void *pb)
@@ -119,8 +119,13 @@ static int folder_step(const char *dir, int64_t *step, dora_err *err)
     char *base = util_basename(dir);
     if (!base)
         return dora_errf(err, "out of memory");
-    int64_t named = checkpoint_step(base);
+    int64_t named = -1;
+    int kind = checkpoint_step(base, &named);
     free(base);
+    if (kind < 0)
+        return dora_errf(err, "'%s': the step in the folder name does not fit in a signed 64-bit "
+                              "integer (at most %lld)",
+                         dir, (long long)INT64_MAX);
     if (r == 1 && named >= 0 && named != gs)
         return dora_errf(err, "'%s': folder name says step %lld but trainer_state.json says "
                               "global_step %lld",
@@ -138,8 +143,9 @@ static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
     struct dirent *de;
     int rc = 0;
     while ((de = readdir(d)) != NULL) {
-        int64_t step = checkpoint_step(de->d_name);
-        if (step < 0)
+        int64_t step;
+        int kind = checkpoint_step(de->d_name, &step);
+        if (kind == 0)
             continue;
         char *p = util_join(dir, de->d_name);
         if (!p) {
@@ -147,7 +153,11 @@ static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
             break;
         }
         if (util_is_dir(p)) {
-            if (run->nsteps >= MAX_CHECKPOINTS)
+            if (kind < 0)
+                rc = dora_errf(err, "'%s': the step in the folder name does not fit in a signed "
+                                    "64-bit integer (at most %lld)",
+                               p, (long long)INT64_MAX);
+            else if (run->nsteps >= MAX_CHECKPOINTS)
                 rc = dora_errf(err, "'%s': more than %d checkpoint folders", dir, MAX_CHECKPOINTS);
             else
                 rc = add_step(run, step, p, err);
@@ -242,9 +252,13 @@ static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
     } else if (last_max_steps >= last) {
         step = last_max_steps;
         how = "max_steps of the last checkpoint's trainer_state.json";
-    } else {
+    } else if (last < INT64_MAX) {
         step = last + 1;
         how = "no trainer_state.json says it: last checkpoint's step + 1";
+    } else {
+        return dora_errf(err, "'%s': the final model would be step %lld + 1, which does not fit "
+                              "in a signed 64-bit integer (no trainer_state.json gives its step)",
+                         dir, (long long)last);
     }
     if (step < last)
         return dora_errf(err, "'%s': the final model's step %lld (%s) is before the last "

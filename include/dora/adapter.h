@@ -15,6 +15,11 @@
  * regular expressions; the first key K for which "(.*\.)?(K)" matches the
  * whole module name wins, as in PEFT); for MLX, s = lora_parameters.scale. With fan_in_fan_out (GPT-2
  * Conv1D) the base weight is stored [in, out] and is read transposed.
+ * A module's r (an int64 from the JSON integer, never through a double) must
+ * equal its factors' rank and be at most 4 * (out + in), so that the r x r
+ * Gram matrix of the analysis stays within 4 times the factors' entries; s^2
+ * must be a finite float64. Errors name the config, the module and where r
+ * came from ('r', a rank_pattern key, 'lora_parameters.rank').
  *
  * DoRA: the magnitude tensor (m.lora_magnitude_vector[.weight|.default.weight]
  * [out], or the paper's m.weight_m_wdecomp.weight [out, 1]) is the merged
@@ -59,9 +64,12 @@ typedef struct dora_adapted {
     const dora_tensor *saved;   /* SAVED: the replacement */
 } dora_adapted;
 
+/* One key of rank_pattern or alpha_pattern, in the config's order. */
 typedef struct dora_pattern {
-    char *pattern;
-    double value;
+    char *pattern;              /* the key (a Python regular expression), owned */
+    double value;               /* the value (for rank_pattern, rank as a double: inexact
+                                   beyond 2^53) */
+    int64_t rank;               /* rank_pattern: the value exactly, >= 1; 0 for alpha_pattern */
 } dora_pattern;
 
 typedef struct dora_adapter {

@@ -8,10 +8,14 @@
  *    checkpoints' (then it is that checkpoint and is not repeated). Its step
  *    is the global_step of the run folder's trainer_state.json; without one,
  *    the max_steps of the last checkpoint's trainer_state.json; without that,
- *    the last checkpoint's STEP + 1. A final model whose step equals the last
- *    checkpoint's is dropped with a note (the checkpoint stands for the step).
+ *    the last checkpoint's STEP + 1 (an error if that is beyond INT64_MAX). A
+ *    final model whose step equals the last checkpoint's is dropped with a
+ *    note (the checkpoint stands for the step). A folder named
+ *    checkpoint-DIGITS whose number does not fit in int64 is an error naming
+ *    it; other names (checkpoint-1x, checkpoint--2) are not checkpoints.
  *  - a single checkpoint folder (a model folder): one step, from its
- *    trainer_state.json global_step, else its name checkpoint-STEP, else 0;
+ *    trainer_state.json global_step, else its name checkpoint-STEP, else 0
+ *    (a name checkpoint-DIGITS beyond INT64_MAX is an error);
  *  - a single model file: one step, 0.
  */
 #ifndef DORA_RUN_H

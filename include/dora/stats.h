@@ -39,7 +39,8 @@ int dora_linfit(const double *x, const double *y, size_t n, double *slope, doubl
                 double *r);
 
 /* One regression per (run, module kind), kinds in order of first appearance.
- * *out is allocated; free with dora_regressions_free. */
+ * O(L log L + S * L) per run of L modules and S steps, whatever the number of
+ * kinds. *out is allocated; free with dora_regressions_free. */
 int dora_regressions(const dora_result *runs, size_t nruns, dora_regression **out, size_t *nout);
 void dora_regressions_free(dora_regression *r, size_t n);
 

@@ -126,6 +126,56 @@ static void test_trainer_layout(void)
     dora_run_release(&run);
 }
 
+/* Steps at and beyond the int64 range (issue #14): never a wrap, never a
+ * checkpoint skipped in silence. */
+static void test_step_limits(void)
+{
+    char p[512];
+    dora_run run;
+    dora_err err;
+    /* the last step is INT64_MAX: the largest step works... */
+    mkdirs("big/checkpoint-9223372036854775807");
+    model("big/checkpoint-9223372036854775807/model.safetensors", 1.0f);
+    path(p, sizeof p, "big");
+    CHECK_MSG(dora_run_discover(&run, p, &err) == 0, "%s", err.msg);
+    CHECK(run.nsteps == 1 && run.steps[0].step == INT64_MAX);
+    dora_run_release(&run);
+    /* ...but a final model at last + 1 does not fit: an error, not step -2^63 */
+    model("big/model.safetensors", 2.0f);
+    CHECK_MSG(dora_run_discover(&run, p, &err) == -1 && strstr(err.msg, "does not fit") &&
+                  strstr(err.msg, "9223372036854775807 + 1") && strstr(err.msg, p),
+              "%s", err.msg);
+    /* a run-level trainer_state.json that gives the step is fine */
+    text("big/trainer_state.json", "{\"global_step\": 9223372036854775807}");
+    CHECK_MSG(dora_run_discover(&run, p, &err) == 0, "%s", err.msg);
+    CHECK(run.nsteps == 1 && run.nnotes == 1); /* same step as the checkpoint: noted */
+    dora_run_release(&run);
+
+    /* checkpoint-DIGITS whose number does not fit: an error naming the folder */
+    mkdirs("long/checkpoint-1");
+    mkdirs("long/checkpoint-99999999999999999999");
+    model("long/checkpoint-1/model.safetensors", 1.0f);
+    model("long/checkpoint-99999999999999999999/model.safetensors", 1.5f);
+    path(p, sizeof p, "long");
+    CHECK_MSG(dora_run_discover(&run, p, &err) == -1 && strstr(err.msg, "does not fit") &&
+                  strstr(err.msg, "long/checkpoint-99999999999999999999"),
+              "%s", err.msg);
+    /* the same folder on its own */
+    path(p, sizeof p, "long/checkpoint-99999999999999999999");
+    CHECK_MSG(dora_run_discover(&run, p, &err) == -1 && strstr(err.msg, "does not fit"), "%s",
+              err.msg);
+    /* names that are not checkpoint-DIGITS are still no checkpoints */
+    mkdirs("names/checkpoint-1");
+    mkdirs("names/checkpoint-1x");
+    mkdirs("names/checkpoint--2");
+    mkdirs("names/checkpoint-");
+    model("names/checkpoint-1/model.safetensors", 1.0f);
+    path(p, sizeof p, "names");
+    CHECK_MSG(dora_run_discover(&run, p, &err) == 0, "%s", err.msg);
+    CHECK(run.nsteps == 1 && run.steps[0].step == 1);
+    dora_run_release(&run);
+}
+
 static void test_sharded(void)
 {
     mkdirs("shard");
@@ -209,6 +259,7 @@ int main(void)
     if (!mkdtemp(root))
         return 2;
     test_trainer_layout();
+    test_step_limits();
     test_sharded();
     test_util();
     char cmd[300];
