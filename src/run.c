@@ -225,8 +225,14 @@ static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
             return -1;
         }
         free(ck_path);
-        int same = ck && ck_kind == kind && dora_model_same_bytes(final, ck);
+        /* a file truncated while it is compared is an error naming it, not a SIGBUS */
+        int same = ck && ck_kind == kind ? dora_model_cmp_bytes(final, ck, err) : 0;
         dora_model_close(ck);
+        if (same < 0) {
+            dora_model_close(final);
+            return dora_errprefix(err, "comparing the final model of run '%s' with its checkpoints",
+                                  dir);
+        }
         if (same) {
             run_note(run, "'%s': the final model is byte-identical to '%s' (step %lld); not "
                           "counted twice",
