@@ -149,39 +149,18 @@ static json_t *jstr(const char *s)
     return j ? j : json_null();
 }
 
-/* Write BUF to PATH through PATH.tmp-PID, flushed and renamed. */
+/* Write BUF to PATH through a private temporary (util_out), flushed and
+ * renamed. */
 static int write_atomic(const char *path, const char *buf, size_t len, dora_err *err)
 {
-    char *tmp = xprintf("%s.tmp-%ld", path, (long)getpid());
-    if (!tmp)
-        return dora_errf(err, "out of memory");
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        dora_errf(err, "'%s': cannot create: %s", tmp, strerror(errno));
-        free(tmp);
+    util_out o;
+    if (util_out_begin(&o, path, err) != 0)
+        return -1;
+    if (util_out_write(&o, buf, len, err) != 0) {
+        util_out_abort(&o);
         return -1;
     }
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, buf + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
-    int ok = off == len && fsync(fd) == 0;
-    int e = errno;
-    if (close(fd) != 0)
-        ok = 0;
-    if (!ok || rename(tmp, path) != 0) {
-        dora_errf(err, "'%s': cannot write: %s", path, strerror(ok ? errno : e));
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    return 0;
+    return util_out_commit(&o, err);
 }
 
 /* ---- manifest ----------------------------------------------------------- */
@@ -597,11 +576,28 @@ int dora_manifest_load(dora_manifest *m, const char *path, dora_err *err)
                 mbad(&c, "studies", "two studies are named '%s'", m->studies[i].name);
                 goto done;
             }
-            if (strcmp(m->studies[k].output, m->studies[i].output) == 0) {
-                mbad(&c, "studies", "studies '%s' and '%s' write the same output '%s'",
-                     m->studies[k].name, m->studies[i].name, m->studies[i].output);
+            /* one file under two names (a symlinked folder) is still one file */
+            const dora_study *sk = &m->studies[k], *si = &m->studies[i];
+            if (util_same_output(sk->output, si->output)) {
+                mbad(&c, "studies", "studies '%s' and '%s' write the same output ('%s' and '%s')",
+                     sk->name, si->name, sk->output, si->output);
                 goto done;
             }
+            char *jk = dora_journal_path(sk->output), *ji = dora_journal_path(si->output);
+            const char *clash = !jk || !ji                          ? NULL
+                                : util_same_output(si->output, jk) ? jk
+                                : util_same_output(sk->output, ji) ? ji
+                                                                   : NULL;
+            if (!jk || !ji)
+                dora_errf(err, "out of memory");
+            else if (clash)
+                mbad(&c, "studies", "the output of one of studies '%s' and '%s' is the other's "
+                                    "journal '%s'",
+                     sk->name, si->name, clash);
+            free(jk);
+            free(ji);
+            if (!jk || !ji || clash)
+                goto done;
         }
     }
     rc = 0;
