@@ -311,12 +311,37 @@ void util_out_clean_stale(const char *path)
         int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
             continue;
-        if (fstat(fd, &sb2) == 0 && sb2.st_dev == sb.st_dev && sb2.st_ino == sb.st_ino) {
+        if (fstat(fd, &sb2) != 0 || sb2.st_dev != sb.st_dev || sb2.st_ino != sb.st_ino) {
+            close(fd);
+            continue;
+        }
+        /* only "out" (a file or a symlink, never followed) may be in it */
+        int other = 0, have_out = 0;
+        int fd2 = dup(fd);
+        DIR *in = fd2 >= 0 ? fdopendir(fd2) : NULL;
+        if (!in) {
+            if (fd2 >= 0)
+                close(fd2);
+            other = 1;
+        }
+        struct dirent *f;
+        while (in && (f = readdir(in))) {
+            if (strcmp(f->d_name, ".") == 0 || strcmp(f->d_name, "..") == 0)
+                continue;
             struct stat fb;
-            if (fstatat(fd, OUT_FILE, &fb, AT_SYMLINK_NOFOLLOW) == 0 &&
+            if (strcmp(f->d_name, OUT_FILE) == 0 &&
+                fstatat(fd, OUT_FILE, &fb, AT_SYMLINK_NOFOLLOW) == 0 &&
                 (S_ISREG(fb.st_mode) || S_ISLNK(fb.st_mode)))
+                have_out = 1;
+            else
+                other = 1;
+        }
+        if (in)
+            closedir(in);
+        if (!other) {
+            if (have_out)
                 unlinkat(fd, OUT_FILE, 0);
-            unlinkat(dfd, name, AT_REMOVEDIR); /* fails, harmlessly, if anything else is in it */
+            unlinkat(dfd, name, AT_REMOVEDIR);
         }
         close(fd);
     }
