@@ -1454,17 +1454,6 @@ done:
     return rc;
 }
 
-static void sync_dir_of(const char *path)
-{
-    char *dir = util_dirname(path);
-    int fd = dir ? open(dir, O_RDONLY | O_CLOEXEC) : -1;
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 int dora_journal_create(dora_journal **j, const char *path, const char *header,
                         const dora_result *units, size_t nunits, dora_err *err)
 {
@@ -1486,23 +1475,52 @@ int dora_journal_create(dora_journal **j, const char *path, const char *header,
         free(b.p);
         return dora_errf(err, "out of memory");
     }
-    int rc = write_atomic(path, (const char *)b.p, b.n, err);
-    free(b.p);
-    if (rc != 0)
+    /* written through a private temporary and renamed; the descriptor of the
+       temporary is kept for the appends, so no name is opened again after the
+       rename (another file could have been put there in between) */
+    util_out o;
+    if (util_out_begin(&o, path, err) != 0) {
+        free(b.p);
         return -1;
-    sync_dir_of(path);
+    }
+    int fd = util_out_open(&o, err);
+    size_t off = 0;
+    int e = 0;
+    while (fd >= 0 && off < b.n) {
+        ssize_t w = write(fd, b.p + off, b.n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            e = w < 0 ? errno : ENOSPC;
+            break;
+        }
+        off += (size_t)w;
+    }
+    if (fd >= 0 && !e && fsync(fd) != 0)
+        e = errno;
+    free(b.p);
+    if (fd < 0 || e) {
+        if (fd >= 0) {
+            dora_errf(err, "'%s': cannot write: %s", path, strerror(e));
+            close(fd);
+        }
+        util_out_abort(&o);
+        return -1;
+    }
+    if (util_out_commit(&o, err) != 0) {
+        close(fd);
+        return -1;
+    }
     dora_journal *jn = calloc(1, sizeof *jn);
     if (!jn || !(jn->path = strdup(path))) {
         free(jn);
+        close(fd);
         return dora_errf(err, "out of memory");
     }
-    jn->fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (jn->fd < 0) {
-        dora_errf(err, "'%s': cannot open for appending: %s", path, strerror(errno));
-        free(jn->path);
-        free(jn);
-        return -1;
-    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl | O_APPEND); /* each record at the end, as before */
+    jn->fd = fd;
     *j = jn;
     return 0;
 }
