@@ -149,39 +149,18 @@ static json_t *jstr(const char *s)
     return j ? j : json_null();
 }
 
-/* Write BUF to PATH through PATH.tmp-PID, flushed and renamed. */
+/* Write BUF to PATH through a private temporary (util_out), flushed and
+ * renamed. */
 static int write_atomic(const char *path, const char *buf, size_t len, dora_err *err)
 {
-    char *tmp = xprintf("%s.tmp-%ld", path, (long)getpid());
-    if (!tmp)
-        return dora_errf(err, "out of memory");
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        dora_errf(err, "'%s': cannot create: %s", tmp, strerror(errno));
-        free(tmp);
+    util_out o;
+    if (util_out_begin(&o, path, err) != 0)
+        return -1;
+    if (util_out_write(&o, buf, len, err) != 0) {
+        util_out_abort(&o);
         return -1;
     }
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, buf + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
-    int ok = off == len && fsync(fd) == 0;
-    int e = errno;
-    if (close(fd) != 0)
-        ok = 0;
-    if (!ok || rename(tmp, path) != 0) {
-        dora_errf(err, "'%s': cannot write: %s", path, strerror(ok ? errno : e));
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    return 0;
+    return util_out_commit(&o, err);
 }
 
 /* ---- manifest ----------------------------------------------------------- */
@@ -597,11 +576,28 @@ int dora_manifest_load(dora_manifest *m, const char *path, dora_err *err)
                 mbad(&c, "studies", "two studies are named '%s'", m->studies[i].name);
                 goto done;
             }
-            if (strcmp(m->studies[k].output, m->studies[i].output) == 0) {
-                mbad(&c, "studies", "studies '%s' and '%s' write the same output '%s'",
-                     m->studies[k].name, m->studies[i].name, m->studies[i].output);
+            /* one file under two names (a symlinked folder) is still one file */
+            const dora_study *sk = &m->studies[k], *si = &m->studies[i];
+            if (util_same_output(sk->output, si->output)) {
+                mbad(&c, "studies", "studies '%s' and '%s' write the same output ('%s' and '%s')",
+                     sk->name, si->name, sk->output, si->output);
                 goto done;
             }
+            char *jk = dora_journal_path(sk->output), *ji = dora_journal_path(si->output);
+            const char *clash = !jk || !ji                          ? NULL
+                                : util_same_output(si->output, jk) ? jk
+                                : util_same_output(sk->output, ji) ? ji
+                                                                   : NULL;
+            if (!jk || !ji)
+                dora_errf(err, "out of memory");
+            else if (clash)
+                mbad(&c, "studies", "the output of one of studies '%s' and '%s' is the other's "
+                                    "journal '%s'",
+                     sk->name, si->name, clash);
+            free(jk);
+            free(ji);
+            if (!jk || !ji || clash)
+                goto done;
         }
     }
     rc = 0;
@@ -1458,17 +1454,6 @@ done:
     return rc;
 }
 
-static void sync_dir_of(const char *path)
-{
-    char *dir = util_dirname(path);
-    int fd = dir ? open(dir, O_RDONLY | O_CLOEXEC) : -1;
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 int dora_journal_create(dora_journal **j, const char *path, const char *header,
                         const dora_result *units, size_t nunits, dora_err *err)
 {
@@ -1490,23 +1475,52 @@ int dora_journal_create(dora_journal **j, const char *path, const char *header,
         free(b.p);
         return dora_errf(err, "out of memory");
     }
-    int rc = write_atomic(path, (const char *)b.p, b.n, err);
-    free(b.p);
-    if (rc != 0)
+    /* written through a private temporary and renamed; the descriptor of the
+       temporary is kept for the appends, so no name is opened again after the
+       rename (another file could have been put there in between) */
+    util_out o;
+    if (util_out_begin(&o, path, err) != 0) {
+        free(b.p);
         return -1;
-    sync_dir_of(path);
+    }
+    int fd = util_out_open(&o, err);
+    size_t off = 0;
+    int e = 0;
+    while (fd >= 0 && off < b.n) {
+        ssize_t w = write(fd, b.p + off, b.n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            e = w < 0 ? errno : ENOSPC;
+            break;
+        }
+        off += (size_t)w;
+    }
+    if (fd >= 0 && !e && fsync(fd) != 0)
+        e = errno;
+    free(b.p);
+    if (fd < 0 || e) {
+        if (fd >= 0) {
+            dora_errf(err, "'%s': cannot write: %s", path, strerror(e));
+            close(fd);
+        }
+        util_out_abort(&o);
+        return -1;
+    }
+    if (util_out_commit(&o, err) != 0) {
+        close(fd);
+        return -1;
+    }
     dora_journal *jn = calloc(1, sizeof *jn);
     if (!jn || !(jn->path = strdup(path))) {
         free(jn);
+        close(fd);
         return dora_errf(err, "out of memory");
     }
-    jn->fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (jn->fd < 0) {
-        dora_errf(err, "'%s': cannot open for appending: %s", path, strerror(errno));
-        free(jn->path);
-        free(jn);
-        return -1;
-    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl | O_APPEND); /* each record at the end, as before */
+    jn->fd = fd;
     *j = jn;
     return 0;
 }

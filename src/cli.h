@@ -32,10 +32,53 @@ char *cli_command_line(int argc, char **argv);
 int cli_split_run_arg(const char *arg, char **name, const char **path);
 /* A run name is an HDF5 group name: non-empty, not "." or "..", no '/'. */
 int cli_valid_run_name(const char *s);
-/* While an output is written under the temporary name TMP, SIGINT and
- * SIGTERM remove it before the process dies of the signal. */
-void cli_guard_tmp(const char *tmp);
-void cli_unguard_tmp(void);
+/* SIGINT, SIGTERM, SIGHUP and SIGQUIT remove every output temporary in
+ * flight (util_out_remove_all) before the process dies of the signal. Each
+ * subcommand that writes files installs it first. */
+void cli_guard_signals(void);
+
+/* ---- inputs and outputs: an output never replaces an input -------------- */
+
+/* The files a command reads, by device and inode. */
+typedef struct cli_input {
+    unsigned long long dev, ino;
+    char *path; /* as found, owned */
+} cli_input;
+typedef struct cli_inputs {
+    size_t n, cap;
+    cli_input *v;
+    int oom;
+} cli_inputs;
+
+/* Add PATH: a file as it is (symlinks followed); for a folder, the files in
+ * it and in its subfolders one level down (checkpoint-STEP/) whose names end
+ * in .safetensors, .json, .bin, .pt, .pth or .h5: every weight file, shard,
+ * index, adapter config and trainer_state.json a model, checkpoint, adapter
+ * or run folder can make the tool read. A path that does not exist adds
+ * nothing (the reader says so later). */
+void cli_inputs_add(cli_inputs *in, const char *path);
+void cli_inputs_release(cli_inputs *in);
+/* The input that is the same file as PATH (stat(), so after symlinks), or NULL. */
+const char *cli_inputs_find(const cli_inputs *in, const char *path);
+
+typedef enum cli_out_kind {
+    CLI_OUT_H5 = 0,  /* an HDF5 results file (h5o_is_results_file) */
+    CLI_OUT_CSV,     /* analyze --csv: first line the table's header */
+    CLI_OUT_JOURNAL, /* a batch journal: its magic */
+    CLI_OUT_JSON,    /* batch --report-json: "tool": "dora-analyze ..." near the top */
+    CLI_OUT_JUNIT    /* batch --junit: <testsuites name="dora-analyze batch ... */
+} cli_out_kind;
+
+/* May PATH be written as an output of KIND? Refused, with a usage error on
+ * stderr naming PATH and the reason ("dora-analyze CMD: refusing to write
+ * 'PATH': ..."), returning EXIT_USAGE: when PATH is the same file as an input
+ * (always, even with FORCE); when it is a folder, FIFO or device; when it is
+ * an existing file that is not one of KIND written by this tool (unless
+ * FORCE). Returns 0 when it may be written. */
+int cli_check_output(const char *cmd, const char *path, cli_out_kind kind, const cli_inputs *in,
+                     int force);
+/* 1 if an existing PATH holds what this tool writes as KIND, else 0. */
+int cli_output_is_ours(const char *path, cli_out_kind kind);
 
 /* Flush stdout and report a write error (full disk, closed pipe) as a failure. */
 int cli_finish_stdout(void);

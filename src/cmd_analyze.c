@@ -36,6 +36,8 @@ static const char analyze_help[] =
     "  -j, --jobs N      threads (default: all cores)\n"
     "  --per-row         also store per-row magnitudes and cosines\n"
     "  --csv FILE        write the table as CSV to FILE instead of TSV on stdout\n"
+    "  --force           replace an existing OUT.h5 or CSV file that this tool did not\n"
+    "                    write (an input is never replaced)\n"
     "  -q, --quiet       no notes on stderr (errors are still printed)\n"
     "  -h, --help        this help\n"
     "\n"
@@ -96,34 +98,41 @@ static void print_table(FILE *f, const dora_result *res, size_t nres, int csv)
     }
 }
 
-static int write_csv(const char *path, const dora_result *res, size_t nres, dora_err *err)
+/* The CSV table into O's temporary file (flushed to disk), not yet renamed:
+ * it is committed with the HDF5 file, after it. */
+static int stage_csv(util_out *o, const char *path, const dora_result *res, size_t nres,
+                     dora_err *err)
 {
-    size_t n = strlen(path) + 32;
-    char *tmp = malloc(n);
-    if (!tmp)
-        return dora_errf(err, "out of memory");
-    snprintf(tmp, n, "%s.tmp-%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
+    if (util_out_begin(o, path, err) != 0)
+        return -1;
+    int fd = util_out_open(o, err);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!f) {
-        dora_errf(err, "'%s': cannot create: %s", tmp, strerror(errno));
-        free(tmp);
+        if (fd >= 0) {
+            dora_errf(err, "'%s': cannot write: %s", path, strerror(errno));
+            close(fd);
+        }
+        util_out_abort(o);
         return -1;
     }
     print_table(f, res, nres, 1);
-    int bad = ferror(f);
-    if (fclose(f) != 0 || bad || rename(tmp, path) != 0) {
-        dora_errf(err, "'%s': cannot write: %s", path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
+    int bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
+    int e = errno;
+    if (fclose(f) != 0 && !bad) {
+        bad = 1;
+        e = errno;
+    }
+    if (bad) {
+        dora_errf(err, "'%s': cannot write: %s", path, strerror(e));
+        util_out_abort(o);
         return -1;
     }
-    free(tmp);
     return 0;
 }
 
 int cmd_analyze(int argc, char **argv)
 {
-    enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV };
+    enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV, OPT_FORCE };
     static const struct option longopts[] = {
         {"base", required_argument, NULL, OPT_BASE},
         {"output", required_argument, NULL, 'o'},
@@ -132,13 +141,14 @@ int cmd_analyze(int argc, char **argv)
         {"jobs", required_argument, NULL, 'j'},
         {"per-row", no_argument, NULL, OPT_PER_ROW},
         {"csv", required_argument, NULL, OPT_CSV},
+        {"force", no_argument, NULL, OPT_FORCE},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *base_path = NULL, *out = NULL, *modules_re = NULL, *exclude_re = NULL, *csv = NULL;
     int64_t jobs = 0;
-    int per_row = 0, quiet = 0, c;
+    int per_row = 0, quiet = 0, force = 0, c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:j:qh", longopts, NULL)) != -1) {
         switch (c) {
@@ -164,6 +174,9 @@ int cmd_analyze(int argc, char **argv)
             break;
         case OPT_CSV:
             csv = optarg;
+            break;
+        case OPT_FORCE:
+            force = 1;
             break;
         case 'q':
             quiet = 1;
@@ -207,6 +220,8 @@ int cmd_analyze(int argc, char **argv)
         return cli_usage_error("analyze", "no run given");
     if (strlen(out) + 64 > 4096)
         return cli_usage_error("analyze", "output path too long");
+    if (csv && util_same_output(out, csv))
+        return cli_usage_error("analyze", "-o '%s' and --csv '%s' are the same file", out, csv);
 
     regex_t re_in, re_ex;
     int have_in = 0, have_ex = 0, status = EXIT_BAD_INPUT;
@@ -237,6 +252,9 @@ int cmd_analyze(int argc, char **argv)
     char *cmdline = cli_command_line(argc, argv);
     dora_err err = {{0}, 0};
     size_t done = 0, incomplete = 0;
+    cli_inputs inputs = {0};
+    util_out csv_out = {0};
+    csv_out.slot = -1;
     if (!ra || !res || !cmdline) {
         dora_errf(&err, "out of memory");
         status = cli_fail(&err);
@@ -273,6 +291,21 @@ int cmd_analyze(int argc, char **argv)
             goto cleanup;
         }
     }
+    /* before any work: no output may replace an input, or a file not ours */
+    cli_inputs_add(&inputs, base_path);
+    for (size_t i = 0; i < nruns; i++)
+        cli_inputs_add(&inputs, ra[i].path);
+    if (inputs.oom) {
+        dora_errf(&err, "out of memory");
+        status = cli_fail(&err);
+        goto cleanup;
+    }
+    if ((status = cli_check_output("analyze", out, CLI_OUT_H5, &inputs, force)) != EXIT_OK ||
+        (csv && (status = cli_check_output("analyze", csv, CLI_OUT_CSV, &inputs, force)) !=
+                    EXIT_OK))
+        goto cleanup;
+    status = EXIT_BAD_INPUT;
+    cli_guard_signals();
 
     if (dora_model_open(&base, base_path, &err) != 0) {
         status = cli_fail(&err);
@@ -309,22 +342,19 @@ int cmd_analyze(int argc, char **argv)
         incomplete += res[i].nfailures;
     }
 
-    char *tmp = h5o_temp_path(out);
-    if (!tmp) {
-        dora_errf(&err, "out of memory");
+    /* both outputs or neither: the CSV is staged first, renamed after the HDF5 file */
+    if (csv && stage_csv(&csv_out, csv, res, nruns, &err) != 0) {
         status = cli_fail(&err);
         goto cleanup;
     }
-    cli_guard_tmp(tmp);
-    free(tmp);
-    int wr = h5o_write(out, res, nruns, cmdline, &err);
-    cli_unguard_tmp();
-    if (wr != 0) {
+    if (h5o_write(out, res, nruns, cmdline, &err) != 0) {
         status = cli_fail(&err);
         goto cleanup;
     }
     if (csv) {
-        if (write_csv(csv, res, nruns, &err) != 0) {
+        if (util_out_commit(&csv_out, &err) != 0) {
+            unlink(out); /* not one without the other */
+            dora_errprefix(&err, "'%s' not written either", out);
             status = cli_fail(&err);
             goto cleanup;
         }
@@ -340,6 +370,8 @@ int cmd_analyze(int argc, char **argv)
         status = EXIT_BAD_INPUT;
     }
 cleanup:
+    util_out_abort(&csv_out);
+    cli_inputs_release(&inputs);
     for (size_t i = 0; i < done; i++)
         dora_result_release(&res[i]);
     for (size_t i = 0; ra && i < nruns; i++)

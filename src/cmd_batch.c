@@ -65,6 +65,8 @@ static const char batch_help[] =
     "                        without --shard pick them up\n"
     "  --dry-run             check the manifest and the inputs, print the units each\n"
     "                        study has and which are up to date; write nothing\n"
+    "  --force               replace existing outputs, journals and reports that this\n"
+    "                        tool did not write (an input is never replaced)\n"
     "  -h, --help            this help\n"
     "\n"
     "Built with `make MPI=1` and started by mpirun, rank 0 hands units to the other\n"
@@ -108,7 +110,7 @@ typedef struct batch {
     size_t nunits, capunits;
     size_t next;         /* atomic: next unit to take */
     int jobs, unit_threads;
-    int quiet, verbose, progress, dry_run;
+    int quiet, verbose, progress, dry_run, force;
     unsigned shard_k, shard_n;
     char shard_text[32];
     char *cmdline;
@@ -153,16 +155,13 @@ static void blog(batch *b, const char *fmt, ...)
     pthread_mutex_unlock(&b->log_lock);
 }
 
-/* ---- signals: an HDF5 file being written is a temporary; remove it ------ */
+/* ---- writing a study's HDF5 file -------------------------------------------- */
 
+/* (cli_guard_signals is installed by cmd_batch; h5o_write registers its temporary) */
 static int write_h5(batch *b, const char *out, const dora_result *res, size_t n, dora_err *err)
 {
     pthread_mutex_lock(&b->h5_lock);
-    char *tmp = h5o_temp_path(out);
-    cli_guard_tmp(tmp);
-    free(tmp);
     int rc = h5o_write(out, res, n, b->cmdline, err);
-    cli_unguard_tmp();
     pthread_mutex_unlock(&b->h5_lock);
     return rc;
 }
@@ -422,7 +421,10 @@ static int resume(batch *b, study_state *s, unit *mine, size_t nmine, char *take
         dora_err e = {{0}, 0};
         int r = dora_journal_read(src[i], &header, &units, &nu, &tail, &e);
         if (r < 0) {
-            if (i == 0) { /* the study's own journal: refuse to overwrite what we cannot read */
+            if (i == 0 && b->force) { /* --force: what is there is replaced */
+                if (!b->quiet)
+                    blog(b, "note: study '%s': %s: replaced (--force)", s->st->name, e.msg);
+            } else if (i == 0) { /* the study's own journal: refuse to overwrite what we cannot read */
                 char msg[DORA_ERR_MAX + 128];
                 snprintf(msg, sizeof msg, "%s (remove it to start the study over)", e.msg);
                 study_error(b, s, msg);
@@ -1239,9 +1241,102 @@ static void release(batch *b)
     pthread_cond_destroy(&b->bar_cond);
 }
 
+/* ---- outputs against inputs, before any work ----------------------------- */
+
+typedef struct out_item {
+    char *path; /* owned */
+    cli_out_kind kind;
+    const char *what; /* "study 'x' output", ... for messages */
+    char who[300];
+} out_item;
+
+/* Every file the batch writes (each study's output or shard file and its
+ * journal, the reports) against every file it reads (the manifest, each
+ * study's base and runs): none may be an input, none may be an existing file
+ * this tool did not write (unless --force), no two may be one file, and no
+ * input may sit in a figures folder under a figure's name. Returns EXIT_OK or
+ * EXIT_USAGE (message printed). */
+static int check_outputs(batch *b, const char *report_json, const char *junit)
+{
+    cli_inputs in = {0};
+    cli_inputs_add(&in, b->m.path);
+    for (size_t i = 0; i < b->m.nstudies; i++) {
+        const dora_study *st = &b->m.studies[i];
+        cli_inputs_add(&in, st->base);
+        for (size_t r = 0; r < st->nruns; r++)
+            cli_inputs_add(&in, st->runs[r].path);
+    }
+    size_t cap = 2 * b->m.nstudies + 2, n = 0;
+    out_item *o = calloc(cap, sizeof *o);
+    int status = EXIT_OK;
+    if (!o || in.oom) {
+        fprintf(stderr, "dora-analyze: error: out of memory\n");
+        status = EXIT_BAD_INPUT;
+        goto done;
+    }
+    for (size_t i = 0; i < b->m.nstudies; i++) {
+        const dora_study *st = &b->m.studies[i];
+        char *out = b->shard_n ? dora_shard_path(st->output, b->shard_k, b->shard_n)
+                               : strdup(st->output);
+        char *jp = out ? dora_journal_path(out) : NULL;
+        o[n] = (out_item){out, CLI_OUT_H5, "the output of study", ""};
+        snprintf(o[n++].who, sizeof o[0].who, "'%.250s'", st->name);
+        o[n] = (out_item){jp, CLI_OUT_JOURNAL, "the journal of study", ""};
+        snprintf(o[n++].who, sizeof o[0].who, "'%.250s'", st->name);
+        if (!out || !jp) {
+            fprintf(stderr, "dora-analyze: error: out of memory\n");
+            status = EXIT_BAD_INPUT;
+            goto done;
+        }
+    }
+    if (report_json)
+        o[n++] = (out_item){strdup(report_json), CLI_OUT_JSON, "--report-json", ""};
+    if (junit)
+        o[n++] = (out_item){strdup(junit), CLI_OUT_JUNIT, "--junit", ""};
+    for (size_t i = 0; i < n; i++)
+        if (!o[i].path) {
+            fprintf(stderr, "dora-analyze: error: out of memory\n");
+            status = EXIT_BAD_INPUT;
+            goto done;
+        }
+    for (size_t i = 0; i < n && status == EXIT_OK; i++) {
+        status = cli_check_output("batch", o[i].path, o[i].kind, &in, b->force);
+        for (size_t k = 0; k < i && status == EXIT_OK; k++)
+            if (util_same_output(o[i].path, o[k].path))
+                status = cli_usage_error("batch", "%s %s ('%s') and %s %s ('%s') are one file",
+                                         o[k].what, o[k].who, o[k].path, o[i].what, o[i].who,
+                                         o[i].path);
+    }
+    /* a figure is written as fig2_KIND.FMT / fig8_KIND.FMT in the figures folder */
+    for (size_t i = 0; i < b->m.nstudies && status == EXIT_OK; i++) {
+        const dora_study *st = &b->m.studies[i];
+        struct stat fd;
+        if (!st->figures || stat(st->fig_dir, &fd) != 0)
+            continue;
+        for (size_t k = 0; k < in.n && status == EXIT_OK; k++) {
+            char *dir = util_dirname(in.v[k].path), *base = util_basename(in.v[k].path);
+            struct stat dd;
+            if (dir && base && stat(dir, &dd) == 0 && dd.st_dev == fd.st_dev &&
+                dd.st_ino == fd.st_ino && (strncmp(base, "fig2_", 5) == 0 ||
+                                           strncmp(base, "fig8_", 5) == 0))
+                status = cli_usage_error("batch", "study '%s': the figures folder '%s' holds the "
+                                                  "input '%s' under a figure's name",
+                                         st->name, st->fig_dir, in.v[k].path);
+            free(dir);
+            free(base);
+        }
+    }
+done:
+    for (size_t i = 0; o && i < n; i++)
+        free(o[i].path);
+    free(o);
+    cli_inputs_release(&in);
+    return status;
+}
+
 int cmd_batch(int argc, char **argv)
 {
-    enum { OPT_PROGRESS = 256, OPT_REPORT_JSON, OPT_JUNIT, OPT_SHARD, OPT_DRY_RUN };
+    enum { OPT_PROGRESS = 256, OPT_REPORT_JSON, OPT_JUNIT, OPT_SHARD, OPT_DRY_RUN, OPT_FORCE };
     static const struct option longopts[] = {
         {"jobs", required_argument, NULL, 'j'},
         {"progress", required_argument, NULL, OPT_PROGRESS},
@@ -1251,6 +1346,7 @@ int cmd_batch(int argc, char **argv)
         {"junit", required_argument, NULL, OPT_JUNIT},
         {"shard", required_argument, NULL, OPT_SHARD},
         {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+        {"force", no_argument, NULL, OPT_FORCE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1294,6 +1390,9 @@ int cmd_batch(int argc, char **argv)
             break;
         case OPT_DRY_RUN:
             b.dry_run = 1;
+            break;
+        case OPT_FORCE:
+            b.force = 1;
             break;
         case 'h':
             fputs(batch_help, stdout);
@@ -1342,6 +1441,10 @@ int cmd_batch(int argc, char **argv)
 #endif
     double t_start = now();
     int status = EXIT_BAD_INPUT, dispatched = 0;
+    if ((status = check_outputs(&b, report_json, junit)) != EXIT_OK)
+        goto done; /* before any work; MPI workers are sent their stop below */
+    status = EXIT_BAD_INPUT;
+    cli_guard_signals();
     b.cmdline = cli_command_line(argc, argv);
     b.ss = calloc(b.m.nstudies, sizeof *b.ss);
     if (!b.cmdline || !b.ss) {

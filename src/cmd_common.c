@@ -1,13 +1,18 @@
 /* cmd_common.c - pieces the subcommands share: the recorded command line,
- * NAME=RUN arguments, and removing a temporary output on SIGINT/SIGTERM. */
+ * NAME=RUN arguments, removing temporary outputs on a signal, and the rule
+ * that an output never replaces an input or a file this tool did not write. */
 #define _GNU_SOURCE
 #include "cli.h"
+#include "dora/h5out.h"
 #include "util.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 char *cli_command_line(int argc, char **argv)
@@ -61,29 +66,200 @@ int cli_valid_run_name(const char *s)
     return s[0] != '\0' && strcmp(s, ".") != 0 && strcmp(s, "..") != 0 && strchr(s, '/') == NULL;
 }
 
-static volatile sig_atomic_t have_tmp;
-static char tmp_path[4096];
-
 static void on_signal(int sig)
 {
-    if (have_tmp)
-        unlink(tmp_path);
+    util_out_remove_all();
     signal(sig, SIG_DFL);
     raise(sig);
 }
 
-void cli_guard_tmp(const char *tmp)
+void cli_guard_signals(void)
 {
-    if (!tmp || strlen(tmp) >= sizeof tmp_path)
-        return;
-    have_tmp = 0;
-    memcpy(tmp_path, tmp, strlen(tmp) + 1);
-    have_tmp = 1;
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        for (size_t k = 0; k < sizeof sigs / sizeof sigs[0]; k++)
+            sigaddset(&sa.sa_mask, sigs[k]); /* one handler at a time */
+        struct sigaction old;
+        /* a signal ignored by whoever started us (nohup) stays ignored */
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+            continue;
+        sigaction(sigs[i], &sa, NULL);
+    }
 }
 
-void cli_unguard_tmp(void)
+/* ---- inputs ------------------------------------------------------------- */
+
+static void add_id(cli_inputs *in, const char *path, const struct stat *sb)
 {
-    have_tmp = 0;
+    for (size_t i = 0; i < in->n; i++)
+        if (in->v[i].dev == (unsigned long long)sb->st_dev &&
+            in->v[i].ino == (unsigned long long)sb->st_ino)
+            return;
+    if (in->n == in->cap) {
+        size_t nc = in->cap ? 2 * in->cap : 32;
+        cli_input *q = realloc(in->v, nc * sizeof *q);
+        if (!q) {
+            in->oom = 1;
+            return;
+        }
+        in->v = q;
+        in->cap = nc;
+    }
+    char *p = strdup(path);
+    if (!p) {
+        in->oom = 1;
+        return;
+    }
+    in->v[in->n++] = (cli_input){(unsigned long long)sb->st_dev, (unsigned long long)sb->st_ino, p};
+}
+
+static int model_file_name(const char *name)
+{
+    static const char *const sfx[] = {".safetensors", ".json", ".bin", ".pt", ".pth", ".h5"};
+    for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++)
+        if (util_has_suffix(name, sfx[i]))
+            return 1;
+    return 0;
+}
+
+/* The model files of folder DIR, and (DEPTH > 0) those of its subfolders. */
+static void add_folder(cli_inputs *in, const char *dir, int depth)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char *p = util_join(dir, e->d_name);
+        struct stat sb;
+        if (!p) {
+            in->oom = 1;
+            break;
+        }
+        if (stat(p, &sb) == 0) {
+            if (S_ISREG(sb.st_mode) && model_file_name(e->d_name))
+                add_id(in, p, &sb);
+            else if (S_ISDIR(sb.st_mode) && depth > 0)
+                add_folder(in, p, depth - 1);
+        }
+        free(p);
+    }
+    closedir(d);
+}
+
+void cli_inputs_add(cli_inputs *in, const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return;
+    if (S_ISDIR(sb.st_mode))
+        add_folder(in, path, 1);
+    else
+        add_id(in, path, &sb);
+}
+
+void cli_inputs_release(cli_inputs *in)
+{
+    for (size_t i = 0; i < in->n; i++)
+        free(in->v[i].path);
+    free(in->v);
+    memset(in, 0, sizeof *in);
+}
+
+const char *cli_inputs_find(const cli_inputs *in, const char *path)
+{
+    struct stat sb;
+    if (!in || stat(path, &sb) != 0)
+        return NULL;
+    for (size_t i = 0; i < in->n; i++)
+        if (in->v[i].dev == (unsigned long long)sb.st_dev &&
+            in->v[i].ino == (unsigned long long)sb.st_ino)
+            return in->v[i].path;
+    return NULL;
+}
+
+/* ---- outputs ------------------------------------------------------------ */
+
+/* The first bytes of regular file PATH (up to N - 1, NUL-terminated); -1 if
+ * it cannot be read. */
+static ssize_t head_of(const char *path, char *buf, size_t n)
+{
+    int fd = util_open_regular(path, NULL);
+    if (fd < 0)
+        return -1;
+    size_t got = 0;
+    while (got < n - 1) {
+        ssize_t r = read(fd, buf + got, n - 1 - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[got] = '\0';
+    return (ssize_t)got;
+}
+
+int cli_output_is_ours(const char *path, cli_out_kind kind)
+{
+    char head[4096];
+    if (kind == CLI_OUT_H5)
+        return h5o_is_results_file(path);
+    ssize_t n = head_of(path, head, sizeof head);
+    if (n < 0)
+        return 0;
+    switch (kind) {
+    case CLI_OUT_CSV: {
+        static const char hdr[] = "run,method,step,module,layer,delta_m,delta_d\n";
+        return strncmp(head, hdr, strlen(hdr)) == 0;
+    }
+    case CLI_OUT_JOURNAL:
+        return n >= 8 && memcmp(head, "DORAJNL1", 8) == 0;
+    case CLI_OUT_JSON:
+        return head[0] == '{' && strstr(head, "\"tool\": \"dora-analyze ") != NULL;
+    case CLI_OUT_JUNIT:
+        return strncmp(head, "<?xml", 5) == 0 &&
+               strstr(head, "<testsuites name=\"dora-analyze batch ") != NULL;
+    default:
+        return 0;
+    }
+}
+
+static const char *kind_name(cli_out_kind kind)
+{
+    switch (kind) {
+    case CLI_OUT_H5: return "an HDF5 results file of dora-analyze";
+    case CLI_OUT_CSV: return "a CSV table of dora-analyze";
+    case CLI_OUT_JOURNAL: return "a dora-analyze journal";
+    case CLI_OUT_JSON: return "a JSON report of dora-analyze";
+    default: return "a JUnit report of dora-analyze";
+    }
+}
+
+int cli_check_output(const char *cmd, const char *path, cli_out_kind kind, const cli_inputs *in,
+                     int force)
+{
+    const char *same = cli_inputs_find(in, path);
+    if (same)
+        return cli_usage_error(cmd, "refusing to write '%s': it is the input '%s' (the same file)",
+                               path, same);
+    struct stat sb;
+    if (lstat(path, &sb) != 0)
+        return EXIT_OK; /* a new file */
+    struct stat tb;
+    if (stat(path, &tb) != 0) /* a dangling symlink: the rename replaces the link */
+        return EXIT_OK;
+    if (!S_ISREG(tb.st_mode))
+        return cli_usage_error(cmd, "refusing to write '%s': it exists and is not a regular file",
+                               path);
+    if (!force && !cli_output_is_ours(path, kind))
+        return cli_usage_error(cmd, "refusing to replace '%s': it exists and is not %s (--force "
+                                    "replaces it)",
+                               path, kind_name(kind));
+    return EXIT_OK;
 }

@@ -11,7 +11,7 @@
 #include <string.h>
 
 static const char merge_help[] =
-    "usage: dora-analyze merge [-q] OUT.h5 SHARD...\n"
+    "usage: dora-analyze merge [-q] [--force] OUT.h5 SHARD...\n"
     "\n"
     "Join the shard files of one study, written by `dora-analyze batch --shard K/N`,\n"
     "into OUT.h5 (and OUT.h5.journal, so that a later batch run finds every unit\n"
@@ -22,6 +22,8 @@ static const char merge_help[] =
     "\n"
     "options:\n"
     "  -q, --quiet   no notes on stderr\n"
+    "  --force       replace an existing OUT.h5 or OUT.h5.journal that this tool did\n"
+    "                not write (a shard is never replaced)\n"
     "  -h, --help    this help\n"
     "\n"
     "exit status: 0 success, 1 bad input or units missing from the shards (the\n"
@@ -31,15 +33,19 @@ int cmd_merge(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"quiet", no_argument, NULL, 'q'},
+        {"force", no_argument, NULL, 'f'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    int quiet = 0, c;
+    int quiet = 0, force = 0, c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":qh", longopts, NULL)) != -1) {
         switch (c) {
         case 'q':
             quiet = 1;
+            break;
+        case 'f':
+            force = 1;
             break;
         case 'h':
             fputs(merge_help, stdout);
@@ -52,8 +58,37 @@ int cmd_merge(int argc, char **argv)
         return cli_usage_error("merge", "an output file and at least one shard file are needed");
     const char *out = argv[optind];
     for (int i = optind + 1; i < argc; i++)
-        if (strcmp(argv[i], out) == 0)
-            return cli_usage_error("merge", "'%s' is both the output and a shard", out);
+        if (util_same_output(argv[i], out))
+            return cli_usage_error("merge", "'%s' is both the output and a shard ('%s')", out,
+                                   argv[i]);
+    char *jout = dora_journal_path(out);
+    if (!jout) {
+        dora_err e;
+        dora_errf(&e, "out of memory");
+        return cli_fail(&e);
+    }
+    /* the shards and the journals merge reads are inputs: never replaced */
+    cli_inputs inputs = {0};
+    for (int i = optind + 1; i < argc; i++) {
+        cli_inputs_add(&inputs, argv[i]);
+        char *j = util_has_suffix(argv[i], ".journal") ? NULL : dora_journal_path(argv[i]);
+        if (j)
+            cli_inputs_add(&inputs, j);
+        free(j);
+    }
+    int st = inputs.oom ? EXIT_BAD_INPUT : EXIT_OK;
+    if (st == EXIT_OK)
+        st = cli_check_output("merge", out, CLI_OUT_H5, &inputs, force);
+    if (st == EXIT_OK)
+        st = cli_check_output("merge", jout, CLI_OUT_JOURNAL, &inputs, force);
+    cli_inputs_release(&inputs);
+    free(jout);
+    if (st != EXIT_OK) {
+        if (st == EXIT_BAD_INPUT)
+            fprintf(stderr, "dora-analyze: error: out of memory\n");
+        return st;
+    }
+    cli_guard_signals();
     {
         char *dir = util_dirname(out);
         int ok = dir && util_is_dir(dir);

@@ -290,13 +290,20 @@ static int draw_kind(const char *kind, pick *picks, size_t np, const dora_regres
     char *model = model_name(picks[0].run);
     for (size_t fi = 0; formats[fi]; fi++) {
         for (int fig = 2; fig <= 8; fig += 6) {
-            char out[4096], tmp[4200], tmpl[4096];
+            char out[4096], tmpl[4096];
             snprintf(out, sizeof out, "%s/fig%d_%s.%s", outdir, fig, kind, formats[fi]);
-            snprintf(tmp, sizeof tmp, "%s/.fig%d_%s.%s.tmp-%ld", outdir, fig, kind, formats[fi],
-                     (long)getpid());
+            /* gnuplot writes into our private folder beside the figure: nothing can be
+               planted at that name; renamed over the figure when gnuplot succeeds */
+            util_out o;
+            if (util_out_begin(&o, out, err) != 0) {
+                free(model);
+                return -1;
+            }
+            const char *tmp = o.tmp;
             snprintf(tmpl, sizeof tmpl, "%s/fig%d.gp", tdir, fig);
             FILE *p = fopen(par, "w");
             if (!p) {
+                util_out_abort(&o);
                 free(model);
                 return dora_errf(err, "'%s': cannot write: %s", par, strerror(errno));
             }
@@ -369,18 +376,23 @@ static int draw_kind(const char *kind, pick *picks, size_t np, const dora_regres
             gp_str(p, dl);
             fputc('\n', p);
             if (fclose(p) != 0) {
+                util_out_abort(&o);
                 free(model);
                 return dora_errf(err, "'%s': cannot write", par);
             }
             if (run_gnuplot(par, tmpl, errp, err) != 0) {
-                unlink(tmp);
+                util_out_abort(&o);
                 free(model);
                 return -1;
             }
-            if (rename(tmp, out) != 0) {
-                unlink(tmp);
+            if (!util_is_file(tmp)) {
+                util_out_abort(&o);
                 free(model);
-                return dora_errf(err, "cannot rename '%s' to '%s': %s", tmp, out, strerror(errno));
+                return dora_errf(err, "'%s': gnuplot wrote no file", out);
+            }
+            if (util_out_commit(&o, err) != 0) {
+                free(model);
+                return -1;
             }
             (*drawn)++;
         }
@@ -508,6 +520,14 @@ int cmd_plot(int argc, char **argv)
     int have_work = 0, status = EXIT_BAD_INPUT;
     char *tdir = NULL;
 
+    {   /* a FIFO would hold HDF5's open() forever */
+        int fd = util_open_regular(argv[optind], &err);
+        if (fd < 0) {
+            status = cli_fail(&err);
+            goto done;
+        }
+        close(fd);
+    }
     if (h5i_read(argv[optind], &all, &nall, &err) != 0) {
         status = cli_fail(&err);
         goto done;
@@ -590,6 +610,29 @@ int cmd_plot(int argc, char **argv)
             goto done;
         }
     }
+    {   /* no figure may replace the results file it is drawn from */
+        cli_inputs in = {0};
+        cli_inputs_add(&in, argv[optind]);
+        int refused = EXIT_OK;
+        for (size_t k = 0; k < nkinds && refused == EXIT_OK; k++)
+            for (size_t fi = 0; formats[fi] && refused == EXIT_OK; fi++)
+                for (int fig = 2; fig <= 8 && refused == EXIT_OK; fig += 6) {
+                    char out[4096];
+                    snprintf(out, sizeof out, "%s/fig%d_%s.%s", outdir, fig, kinds[k],
+                             formats[fi]);
+                    const char *same = cli_inputs_find(&in, out);
+                    if (same)
+                        refused = cli_usage_error("plot", "refusing to write '%s': it is the "
+                                                          "input '%s' (the same file)",
+                                                  out, same);
+                }
+        cli_inputs_release(&in);
+        if (refused != EXIT_OK) {
+            status = refused;
+            goto done;
+        }
+    }
+    cli_guard_signals();
     if (mkdir(outdir, 0777) != 0 && errno != EEXIST) {
         dora_errf(&err, "'%s': cannot create the output folder: %s", outdir, strerror(errno));
         status = cli_fail(&err);

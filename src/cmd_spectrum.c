@@ -48,6 +48,8 @@ static const char spectrum_help[] =
     "  --subspace K      singular vectors compared by phi, 1..256 (default 16)\n"
     "  --compare         also phi between every pair of runs\n"
     "  --exact           no randomised SVD (LAPACK dgesvdx for --top)\n"
+    "  --force           replace an existing OUT.h5 that this tool did not write (an\n"
+    "                    input is never replaced)\n"
     "  -q, --quiet       no notes on stderr (errors are still printed)\n"
     "  -h, --help        this help\n"
     "\n"
@@ -121,7 +123,7 @@ static void print_table(const dora_spectrum *sp)
 int cmd_spectrum(int argc, char **argv)
 {
     enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_TOP, OPT_THRESHOLD, OPT_SUBSPACE,
-           OPT_COMPARE, OPT_EXACT };
+           OPT_COMPARE, OPT_EXACT, OPT_FORCE };
     static const struct option longopts[] = {
         {"base", required_argument, NULL, OPT_BASE},
         {"output", required_argument, NULL, 'o'},
@@ -132,6 +134,7 @@ int cmd_spectrum(int argc, char **argv)
         {"subspace", required_argument, NULL, OPT_SUBSPACE},
         {"compare", no_argument, NULL, OPT_COMPARE},
         {"exact", no_argument, NULL, OPT_EXACT},
+        {"force", no_argument, NULL, OPT_FORCE},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -139,7 +142,7 @@ int cmd_spectrum(int argc, char **argv)
     const char *base_path = NULL, *out = NULL, *modules_re = NULL, *exclude_re = NULL;
     dora_spectrum_opts opts;
     dora_spectrum_opts_init(&opts);
-    int quiet = 0, c;
+    int quiet = 0, force = 0, c;
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, ":o:qh", longopts, NULL)) != -1) {
@@ -179,6 +182,9 @@ int cmd_spectrum(int argc, char **argv)
             break;
         case OPT_EXACT:
             opts.randomized = 0;
+            break;
+        case OPT_FORCE:
+            force = 1;
             break;
         case 'q':
             quiet = 1;
@@ -235,6 +241,7 @@ int cmd_spectrum(int argc, char **argv)
     int have_sp = 0;
     char *cmdline = cli_command_line(argc, argv);
     dora_err err = {0};
+    cli_inputs inputs = {0};
     if (!names || !paths || !runs || !cmdline) {
         dora_errf(&err, "out of memory");
         status = cli_fail(&err);
@@ -261,6 +268,20 @@ int cmd_spectrum(int argc, char **argv)
                 goto cleanup;
             }
     }
+    /* before any work: the output may not replace an input, or a file not ours */
+    if (base_path)
+        cli_inputs_add(&inputs, base_path);
+    for (size_t i = 0; i < nruns; i++)
+        cli_inputs_add(&inputs, paths[i]);
+    if (inputs.oom) {
+        dora_errf(&err, "out of memory");
+        status = cli_fail(&err);
+        goto cleanup;
+    }
+    if ((status = cli_check_output("spectrum", out, CLI_OUT_H5, &inputs, force)) != EXIT_OK)
+        goto cleanup;
+    status = EXIT_BAD_INPUT;
+    cli_guard_signals();
     for (size_t i = 0; i < nruns; i++) {
         if (dora_run_discover(&runs[i], paths[i], &err) != 0) {
             status = cli_fail(&err);
@@ -302,23 +323,14 @@ int cmd_spectrum(int argc, char **argv)
         for (size_t k = 0; k < sp.nnotes; k++)
             fprintf(stderr, "dora-analyze: note: %s\n", sp.notes[k]);
 
-    char *tmp = h5o_temp_path(out);
-    if (!tmp) {
-        dora_errf(&err, "out of memory");
-        status = cli_fail(&err);
-        goto cleanup;
-    }
-    cli_guard_tmp(tmp);
-    free(tmp);
-    int wr = dora_spectrum_write(out, &sp, cmdline, &err);
-    cli_unguard_tmp();
-    if (wr != 0) {
+    if (dora_spectrum_write(out, &sp, cmdline, &err) != 0) {
         status = cli_fail(&err);
         goto cleanup;
     }
     print_table(&sp);
     status = cli_finish_stdout();
 cleanup:
+    cli_inputs_release(&inputs);
     if (have_sp)
         dora_spectrum_release(&sp);
     for (size_t i = 0; i < discovered; i++)

@@ -164,23 +164,19 @@ done:
     return rc;
 }
 
-char *h5o_temp_path(const char *path)
+int h5o_is_results_file(const char *path)
 {
-    size_t n = strlen(path) + 48;
-    char *t = malloc(n);
-    if (t)
-        snprintf(t, n, "%s.tmp-%ld", path, (long)getpid());
-    return t;
+    return h5u_is_ours(path);
 }
 
 int h5o_write(const char *path, const dora_result *runs, size_t nruns, const char *command_line,
               dora_err *err)
 {
-    char *tmp = h5o_temp_path(path);
-    if (!tmp)
-        return dora_errf(err, "out of memory");
+    util_out o;
+    if (util_out_begin(&o, path, err) != 0)
+        return -1;
     hid_t f = -1, g = -1;
-    if ((f = h5u_create(tmp, command_line, DORA_LAYOUT_VERSION, err)) < 0)
+    if ((f = h5u_create(o.tmp, command_line, DORA_LAYOUT_VERSION, err)) < 0)
         goto fail;
     /* runs keep the order of the command line: track link creation order */
     CHECK(g = h5u_ordered_group(f, "runs"), "cannot create group '/runs'");
@@ -193,14 +189,13 @@ int h5o_write(const char *path, const dora_result *runs, size_t nruns, const cha
         goto fail;
     hid_t done = f;
     f = -1;
-    if (h5u_commit(done, tmp, path, err) != 0)
+    if (h5u_commit(done, &o, err) != 0 || util_out_commit(&o, err) != 0)
         goto fail;
-    free(tmp);
     return 0;
 fail:
     if (g >= 0)
         H5Gclose(g);
-    h5u_abandon(f, tmp, path, err);
-    free(tmp);
+    h5u_abandon(f, path, err);
+    util_out_abort(&o);
     return -1;
 }

@@ -156,7 +156,7 @@ hid_t h5u_ordered_group(hid_t loc, const char *name)
     return g;
 }
 
-hid_t h5u_create(const char *tmp, const char *command_line, int32_t layout_version, dora_err *err)
+hid_t h5u_create(const char *name, const char *command_line, int32_t layout_version, dora_err *err)
 {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack dumps */
     char created[32];
@@ -164,9 +164,18 @@ hid_t h5u_create(const char *tmp, const char *command_line, int32_t layout_versi
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) < 0 ||
+        H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
+        if (fapl >= 0)
+            H5Pclose(fapl);
+        dora_errf(err, "'%s': cannot set up HDF5's in-memory driver", name);
+        return -1;
+    }
+    hid_t f = H5Fcreate(name, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (f < 0) {
-        dora_errf(err, "cannot create '%s' (is the folder writable?)", tmp);
+        dora_errf(err, "'%s': cannot create the HDF5 file in memory", name);
         return -1;
     }
     if (h5u_attr_str(f, "tool_version", DORA_VERSION, err) != 0 ||
@@ -179,24 +188,115 @@ hid_t h5u_create(const char *tmp, const char *command_line, int32_t layout_versi
     return f;
 }
 
-void h5u_abandon(hid_t f, const char *tmp, const char *path, dora_err *err)
+/* Close every group, dataset, named type and attribute still open in F. */
+static void close_all(hid_t f)
 {
-    if (f >= 0)
+    const unsigned types = H5F_OBJ_DATASET | H5F_OBJ_GROUP | H5F_OBJ_DATATYPE | H5F_OBJ_ATTR |
+                           H5F_OBJ_LOCAL;
+    ssize_t n = H5Fget_obj_count(f, types);
+    if (n <= 0)
+        return;
+    hid_t *ids = malloc((size_t)n * sizeof *ids);
+    if (!ids)
+        return; /* H5F_CLOSE_STRONG closes them with the file */
+    n = H5Fget_obj_ids(f, types, (size_t)n, ids);
+    for (ssize_t i = 0; i < n; i++) {
+        H5I_type_t t = H5Iget_type(ids[i]);
+        if (t == H5I_DATASET)
+            H5Dclose(ids[i]);
+        else if (t == H5I_GROUP)
+            H5Gclose(ids[i]);
+        else if (t == H5I_DATATYPE)
+            H5Tclose(ids[i]);
+        else if (t == H5I_ATTR)
+            H5Aclose(ids[i]);
+    }
+    free(ids);
+}
+
+void h5u_abandon(hid_t f, const char *path, dora_err *err)
+{
+    if (f >= 0) {
+        close_all(f);
         H5Fclose(f);
-    unlink(tmp);
+    }
     if (!strstr(err->msg, path))
         dora_errprefix(err, "'%s'", path);
 }
 
-int h5u_commit(hid_t f, const char *tmp, const char *path, dora_err *err)
+int h5u_commit(hid_t f, const util_out *o, dora_err *err)
 {
-    int flushed = H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0;
+    const unsigned types = H5F_OBJ_DATASET | H5F_OBJ_GROUP | H5F_OBJ_DATATYPE | H5F_OBJ_ATTR |
+                           H5F_OBJ_LOCAL;
+    ssize_t open_objs = H5Fget_obj_count(f, types);
+    if (open_objs != 0) {
+        close_all(f);
+        H5Fclose(f);
+        return dora_errf(err, "'%s': %zd HDF5 object(s) left open by the writer", o->path,
+                         open_objs);
+    }
+    unsigned char *img = NULL;
+    ssize_t n = -1;
+    if (H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0 && (n = H5Fget_file_image(f, NULL, 0)) > 0 &&
+        (img = malloc((size_t)n)) && H5Fget_file_image(f, img, (size_t)n) != n)
+        n = -1;
     int closed = H5Fclose(f) >= 0;
-    if (!flushed)
-        return dora_errf(err, "cannot flush '%s'", tmp);
-    if (!closed)
-        return dora_errf(err, "cannot close '%s' (disk full?)", tmp);
-    if (rename(tmp, path) != 0)
-        return dora_errf(err, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
-    return 0;
+    if (n <= 0 || !img || !closed) {
+        free(img);
+        return dora_errf(err, "'%s': %s", o->path,
+                         n > 0 && !img ? "out of memory for the file's image"
+                                       : "HDF5 could not finish the file in memory");
+    }
+    int rc = util_out_write(o, img, (size_t)n, err);
+    free(img);
+    return rc;
+}
+
+int h5u_is_ours(const char *path)
+{
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    int fd = util_open_regular(path, NULL);
+    if (fd < 0)
+        return 0;
+    unsigned char head[8];
+    ssize_t got = read(fd, head, sizeof head);
+    close(fd);
+    if (got != (ssize_t)sizeof head || memcmp(head, sig, sizeof sig) != 0)
+        return 0;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    /* a look, not a use: no lock (a file system without locks must not make it "not ours") */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0)
+        H5Pset_file_locking(fapl, 0, 1);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl >= 0 ? fapl : H5P_DEFAULT);
+    if (fapl >= 0)
+        H5Pclose(fapl);
+    if (f < 0)
+        return 0;
+    int ours = H5Aexists(f, "tool_version") > 0 && H5Aexists(f, "layout_version") > 0 &&
+               H5Aexists(f, "command_line") > 0;
+    if (ours) {
+        ours = 0;
+        hid_t a = H5Aopen(f, "command_line", H5P_DEFAULT);
+        hid_t t = a >= 0 ? H5Aget_type(a) : -1;
+        hid_t sp = a >= 0 ? H5Aget_space(a) : -1;
+        hid_t mt = h5u_str_type();
+        char *v = NULL;
+        if (t >= 0 && sp >= 0 && mt >= 0 && H5Tget_class(t) == H5T_STRING &&
+            H5Tis_variable_str(t) > 0 && H5Sget_simple_extent_npoints(sp) == 1 &&
+            H5Aread(a, mt, &v) >= 0 && v) {
+            ours = strncmp(v, "dora-analyze", strlen("dora-analyze")) == 0;
+            H5free_memory(v);
+        }
+        if (mt >= 0)
+            H5Tclose(mt);
+        if (sp >= 0)
+            H5Sclose(sp);
+        if (t >= 0)
+            H5Tclose(t);
+        if (a >= 0)
+            H5Aclose(a);
+    }
+    H5Fclose(f);
+    return ours;
 }

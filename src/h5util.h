@@ -5,6 +5,7 @@
 #define DORA_H5UTIL_H
 
 #include "dora/error.h"
+#include "util.h"
 
 #include <hdf5.h>
 #include <stddef.h>
@@ -41,15 +42,25 @@ hid_t h5u_ordered_group(hid_t loc, const char *name);
 /* A 1-D dataset of N variable-length UTF-8 strings. */
 int h5u_strings(hid_t loc, const char *name, size_t n, char *const *v, dora_err *err);
 
-/* Create the temporary file TMP of a results file, with the root attributes
- * every results file has: tool_version, command_line, created (UTC, ISO
- * 8601), layout_version. Returns the file, or -1 (nothing left open). */
-hid_t h5u_create(const char *tmp, const char *command_line, int32_t layout_version, dora_err *err);
-/* Flush and close F (always closed), then rename TMP over PATH: a file under
- * the final name is always whole. The caller removes TMP on failure. */
-int h5u_commit(hid_t f, const char *tmp, const char *path, dora_err *err);
-/* After a failed write: close F (if open, i.e. >= 0), remove TMP, and name
- * PATH in ERR unless its message already does. */
-void h5u_abandon(hid_t f, const char *tmp, const char *path, dora_err *err);
+/* Create a results file in memory (HDF5's core driver without a backing
+ * store: the library never writes to disk, so a full disk cannot fail inside
+ * it), named NAME in HDF5's messages, with the root attributes every results
+ * file has: tool_version, command_line, created (UTC, ISO 8601),
+ * layout_version. H5Fclose closes every object still open in it
+ * (H5F_CLOSE_STRONG). Returns the file, or -1 (nothing left open). */
+hid_t h5u_create(const char *name, const char *command_line, int32_t layout_version, dora_err *err);
+/* Take the image of F, close F (always), and write the image into O's
+ * temporary file (util_out_write: written in full and fsync'ed), without
+ * renaming it: the caller commits O. A group, dataset, type or attribute
+ * still open in F is an error (a missing close in the writer). */
+int h5u_commit(hid_t f, const util_out *o, dora_err *err);
+/* After a failed write: close every object still open in F and F itself (if
+ * open, i.e. >= 0), and name PATH in ERR unless its message already does.
+ * The caller aborts its util_out. */
+void h5u_abandon(hid_t f, const char *path, dora_err *err);
+/* 1 if PATH is a regular file with the HDF5 signature at byte 0 whose root
+ * has the attributes tool_version, layout_version and a command_line that
+ * starts with "dora-analyze": a results file of this tool. 0 otherwise. */
+int h5u_is_ours(const char *path);
 
 #endif

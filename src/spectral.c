@@ -2034,16 +2034,16 @@ static const char spec_methods[] =
 int dora_spectrum_write(const char *path, const dora_spectrum *sp, const char *command_line,
                         dora_err *err)
 {
-    char *tmp = h5o_temp_path(path);
-    if (!tmp)
-        return dora_errf(err, "out of memory");
+    util_out o;
+    if (util_out_begin(&o, path, err) != 0)
+        return -1;
     hid_t f = -1, g = -1;
     const double thr = sp->opts.threshold;
     const int64_t top = sp->opts.top, sub = sp->opts.subspace, f64max = sp->opts.f64_max_elems,
                   dmax = sp->opts.dense_max_elems;
     const int32_t itop = DORA_SPEC_INTRUDER_TOP;
 
-    if ((f = h5u_create(tmp, command_line, DORA_SPEC_LAYOUT_VERSION, err)) < 0)
+    if ((f = h5u_create(o.tmp, command_line, DORA_SPEC_LAYOUT_VERSION, err)) < 0)
         goto fail;
     if (h5u_attr_str(f, "analysis", "spectrum", err) != 0 ||
         h5u_attr_str(f, "base_path", sp->base_path ? sp->base_path : "", err) != 0 ||
@@ -2072,14 +2072,13 @@ int dora_spectrum_write(const char *path, const dora_spectrum *sp, const char *c
     }
     hid_t done = f;
     f = -1;
-    if (h5u_commit(done, tmp, path, err) != 0)
+    if (h5u_commit(done, &o, err) != 0 || util_out_commit(&o, err) != 0)
         goto fail;
-    free(tmp);
     return 0;
 fail:
     if (g >= 0)
         H5Gclose(g);
-    h5u_abandon(f, tmp, path, err);
-    free(tmp);
+    h5u_abandon(f, path, err);
+    util_out_abort(&o);
     return -1;
 }

@@ -17,8 +17,63 @@ char *util_basename(const char *path);
 int util_is_file(const char *path);
 int util_is_dir(const char *path);
 /* Read a whole file of at most MAX bytes into a NUL-terminated buffer the
- * caller frees. Errors name the file. */
+ * caller frees. Errors name the file. Only a regular file is read: it is
+ * opened with O_NONBLOCK, so a FIFO or a device is refused, never waited on. */
 int util_read_file(const char *path, size_t max, char **buf, size_t *len, dora_err *err);
+/* Open PATH read-only the same way (O_NONBLOCK, then refused unless it is a
+ * regular file; O_NONBLOCK is cleared again). Returns the descriptor, or -1
+ * with ERR naming the file. */
+int util_open_regular(const char *path, dora_err *err);
+
+/* ---- outputs: private temporaries, committed by rename -----------------
+ *
+ * An output PATH is written as DIR/NAME/out, where NAME is the private folder
+ * ".BASE.dora-tmp-HOST-PID-XXXXXX" that mkdtemp creates (mode 0700) beside
+ * PATH (BASE: PATH's last component, cut to 100 bytes). Nobody else can plant
+ * a file or a symlink in it, and the file is created O_EXCL|O_NOFOLLOW. It is
+ * renamed over PATH when complete and the folder removed. While it exists the
+ * pair is in a table that util_out_remove_all (async-signal-safe) empties, so
+ * a signal handler can remove the temporaries of every output in flight. The
+ * folder's name lets a later run remove one left by a process killed with
+ * SIGKILL (util_out_begin does, see util_out_clean_stale). */
+typedef struct util_out {
+    char *path; /* the final name, owned */
+    char *dir;  /* the private folder, owned */
+    char *tmp;  /* dir/out, the file being written, owned */
+    int slot;   /* in the signal table, or -1 */
+} util_out;
+
+/* Remove stale temporaries of PATH (util_out_clean_stale), create the private
+ * folder and register it. The file itself is not created. */
+int util_out_begin(util_out *o, const char *path, dora_err *err);
+/* Create o->tmp (O_CREAT|O_EXCL|O_NOFOLLOW, 0644 less umask) and return its
+ * descriptor, or -1 with ERR set. */
+int util_out_open(const util_out *o, dora_err *err);
+/* Create o->tmp holding LEN bytes of BUF, written in full, fsync'ed and
+ * closed. A short write (disk full) is an error naming PATH. */
+int util_out_write(const util_out *o, const void *buf, size_t len, dora_err *err);
+/* Rename o->tmp over o->path, remove the folder, sync the destination folder,
+ * and release O. On failure the temporary is removed and O released too. */
+int util_out_commit(util_out *o, dora_err *err);
+/* Remove the temporary and its folder, and release O (no-op when not begun). */
+void util_out_abort(util_out *o);
+/* Remove every registered temporary and its folder: unlink and rmdir only,
+ * for signal handlers. */
+void util_out_remove_all(void);
+/* Remove, in PATH's folder, the private folders of earlier runs for PATH
+ * that are certainly stale: named as util_out_begin names them, for this
+ * host, of a PID that is not alive, a real folder (not a symlink) owned by
+ * this user, holding nothing but the file "out". Anything else is left. */
+void util_out_clean_stale(const char *path);
+
+/* PATH with its folder resolved (realpath of the longest existing prefix of
+ * the folder, the rest appended lexically, "." and ".." removed) and its last
+ * component kept as is (a rename replaces a symlink there, not its target);
+ * newly allocated, NULL when out of memory. Two outputs are one file when
+ * these are equal, or when both exist and stat() gives one device and inode. */
+char *util_resolve_output(const char *path);
+/* 1 if A and B are the same output (see util_resolve_output), else 0. */
+int util_same_output(const char *a, const char *b);
 /* Strict decimal parse of a whole string into [min, max]; -1 if it is not one. */
 int util_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 /* Compare names so that embedded numbers order numerically (layers.2 < layers.10). */

@@ -1,9 +1,13 @@
 /* h5out.h - the HDF5 results file (layout documented in README.md).
  *
- * All of hdf5.h stays inside h5out.c. The file is written under a temporary
- * name in the destination folder and renamed over PATH only when complete and
- * closed, so an interrupted or failed run never leaves a file that looks
- * finished; on failure the temporary file is removed.
+ * All of hdf5.h stays inside h5out.c and h5util.c. The file is built in
+ * memory (HDF5 never writes to disk itself, so a full disk is an ordinary
+ * write error), written into a private temporary folder beside PATH (see
+ * util_out in src/util.h: created 0700 by mkdtemp, the file O_EXCL and
+ * O_NOFOLLOW, so nothing can be planted there), fsync'ed and renamed over PATH
+ * only when complete, so an interrupted or failed run never leaves a file that
+ * looks finished; on failure the temporary is removed, and on SIGINT, SIGTERM,
+ * SIGHUP or SIGQUIT too when the command installed cli_guard_signals.
  */
 #ifndef DORA_H5OUT_H
 #define DORA_H5OUT_H
@@ -16,8 +20,10 @@
 int h5o_write(const char *path, const dora_result *runs, size_t nruns, const char *command_line,
               dora_err *err);
 
-/* Path of the temporary file h5o_write uses for PATH (newly allocated), so
- * that a signal handler set up by the caller can remove it. */
-char *h5o_temp_path(const char *path);
+/* 1 if PATH is an HDF5 results file this tool wrote (the HDF5 signature and
+ * the root attributes tool_version, layout_version and a command_line of
+ * dora-analyze), else 0: what an existing output must be to be replaced
+ * without --force. */
+int h5o_is_results_file(const char *path);
 
 #endif
