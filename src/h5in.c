@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define MAX_ITEMS 100000000ULL /* bound on S, L and S * L read from a file */
 
@@ -230,6 +231,9 @@ int h5i_read(const char *path, dora_result **runs, size_t *nruns, dora_err *err)
     *runs = NULL;
     *nruns = 0;
     ctx c = {path, err};
+    struct stat sb; /* a FIFO would make HDF5 wait for a writer */
+    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
+        return dora_errf(err, "'%s': not a regular file (or cannot be read)", path);
     if (H5Fis_hdf5(path) <= 0)
         return dora_errf(err, "'%s': not an HDF5 file (or cannot be read)", path);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);

@@ -277,7 +277,9 @@ static int pread_all(int fd, void *buf, size_t len, uint64_t off, dora_err *err)
 
 static int st_open_inner(st_file *f, dora_err *err)
 {
-    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO is refused below instead of waited on; a regular
+     * file's reads and mapping do not see the flag */
+    int fd = open(f->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return dora_errf(err, "cannot open: %s", strerror(errno));
     struct stat sb;

@@ -547,7 +547,8 @@ done:
 
 static int open_archive(st_file *f, dora_err *err)
 {
-    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO is refused below instead of waited on */
+    int fd = open(f->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return dora_errf(err, "cannot open: %s", strerror(errno));
     struct stat sb;

@@ -203,8 +203,8 @@ int dora_spectrum_run(dora_spectrum *sp, const dora_model *base, const char *bas
                       const dora_spectrum_opts *opts, dora_err *err);
 void dora_spectrum_release(dora_spectrum *sp);
 
-/* Write the results file (layout: README "spectrum"), under a temporary name
- * (h5o_temp_path) renamed over PATH when complete; removed on failure. */
+/* Write the results file (layout: docs/hdf5.md, "spectrum") through a private
+ * temporary (util_out) renamed over PATH when complete; removed on failure. */
 int dora_spectrum_write(const char *path, const dora_spectrum *sp, const char *command_line,
                         dora_err *err);
 

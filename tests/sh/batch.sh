@@ -133,7 +133,7 @@ EOF
 check report pass-reports out/pass.json out/pass.xml want.json
 [ -s out/figs/paper/fig2_q_proj.png ] && [ -s out/figs/paper/fig8_q_proj.svg ] &&
     [ ! -e out/figs/paper/fig2_v_proj.png ] && pass figures || fail figures "$(ls out/figs/paper 2>&1)"
-left=$(find out -name '*.tmp-*' | head -1)
+left=$(find out \( -name '*.tmp-*' -o -name '*dora-tmp*' \) | head -1)
 [ -z "$left" ] && pass no-temp-files || fail no-temp-files "$left"
 # numbers as `analyze` gives them: FT bit for bit; adapters within 1e-13 (see below)
 "$BIN" analyze -q --base small/base.safetensors -o ref.h5 ft=small/ft lora=small/lora dora=small/dora >/dev/null 2>err.txt ||

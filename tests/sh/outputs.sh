@@ -234,6 +234,11 @@ mkfifo fifo.h5
 fifo fifo-plot-input 1 fifo.h5 "$BIN" plot --stats --no-figures fifo.h5
 mkfifo shards/f.journal
 fifo fifo-shard-journal 1 shards/f.journal "$BIN" merge -q o/f.h5 shards/f.journal
+# model files: a FIFO named like a model is refused, not waited on
+mkfifo fifo.safetensors fifo.bin
+fifo fifo-base 1 fifo.safetensors "$BIN" analyze -q --base fifo.safetensors -o o/ff.h5 ft=small/ft
+fifo fifo-run-bin 1 fifo.bin "${A[@]}" -o o/ff.h5 ft=fifo.bin
+fifo fifo-inspect 1 fifo.safetensors "$BIN" inspect fifo.safetensors
 
 # ---- signals and kill -9: a shim holds fsync of our temporaries so the signal lands ----
 cat >shim.c <<'EOF'

@@ -22,7 +22,7 @@ else
     fail plot-run "$(cat "$tmp/err")"
 fi
 "$PYTHON" "$top/tests/py/check_plot.py" study.h5 stats.json figs png,pdf,svg || fails=$((fails + 1))
-leftover=$(find figs -name '*.tmp-*' | head -1)
+leftover=$(find figs \( -name '*.tmp-*' -o -name '*dora-tmp*' \) | head -1)
 [ -z "$leftover" ] && pass no-temp-files || fail no-temp-files "$leftover"
 
 # TSV table: header and one row per run and kind
