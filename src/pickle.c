@@ -873,7 +873,7 @@ static int collect_mark(pk *k, pv_kind kind)
     size_t m = 0;
     if (pop_mark(k, &m) != 0)
         return -1;
-    pv *s = mkseq(k, kind, k->stack + m, k->sp - m);
+    pv *s = mkseq(k, kind, k->sp > m ? k->stack + m : NULL, k->sp - m);
     if (!s)
         return -1;
     k->sp = m; /* their references are the tuple's now */
