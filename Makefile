@@ -143,7 +143,7 @@ dist:
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc $(DEPFLAGS)
-FUZZ_TARGETS := safetensors pickle index adapter_config torchzip manifest
+FUZZ_TARGETS := safetensors pickle index adapter_config torchzip manifest torchzip_pickle torchzip_gen
 .PHONY: fuzz
 fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
 	@for t in $(FUZZ_TARGETS); do \
@@ -166,5 +166,13 @@ build-fuzz/fuzz_pickle: tests/fuzz/fuzz_pickle.c src/pickle.c src/tensor.c src/e
 # the file-based targets link the whole library (built again with the fuzzer's flags)
 FUZZ_LIB_SRC := $(filter-out src/main.c src/cmd_%.c,$(wildcard src/*.c))
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_files.h $(FUZZ_LIB_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Itests/fuzz -o $@ $< $(FUZZ_LIB_SRC) $(LDLIBS)
+
+# valid torch archives around a fuzzed pickle (torchzip_pickle) or around one written by a
+# program the fuzz bytes choose (torchzip_gen): tests/fuzz/fuzz_zip.h writes the zip, so the
+# mutations reach the pickle and the views instead of the CRC check
+build-fuzz/fuzz_torchzip_pickle build-fuzz/fuzz_torchzip_gen: build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c \
+    tests/fuzz/fuzz_files.h tests/fuzz/fuzz_zip.h $(FUZZ_LIB_SRC)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -Itests/fuzz -o $@ $< $(FUZZ_LIB_SRC) $(LDLIBS)

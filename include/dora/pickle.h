@@ -7,8 +7,27 @@
  * _rebuild_parameter_with_state, torch._tensor._rebuild_from_type_v2 with
  * torch.Tensor or torch.nn.Parameter) and the typed storage classes
  * (torch.FloatStorage, ...; torch.UntypedStorage as raw bytes). Every other
- * global is refused with an error that names it. Stack, memo, nesting and
- * object counts are bounded; nothing read from the file is trusted.
+ * global is refused with an error that names it; a module or name must match
+ * exactly (one holding a NUL byte never does). Nothing read from the file is
+ * trusted, and every resource is bounded:
+ *
+ * - memory: the interpreter's values, the memo, the stack and the tensor list
+ *   it returns take at most PK_MEM_PER_BYTE bytes per byte of pickle plus
+ *   PK_MEM_BASE, and never more than PK_MEM_MAX (counted as requested from
+ *   malloc, plus PK_MEM_OVERHEAD per block). Values are reference counted and
+ *   freed (their slots reused) as soon as nothing holds them, so a pickle that
+ *   creates and drops values costs nothing; a cycle of values is freed at the
+ *   end, and counts against the limit until then.
+ * - time: each opcode does work in proportion to the bytes it reads or the
+ *   items it moves (dict keys are hashed); at most PK_MAX_OBJECTS values are
+ *   created in all.
+ * - depth: nothing recurses more than PK_MAX_DEPTH levels (the nesting of the
+ *   object, a chain of _rebuild_from_type_v2); deeper is an error.
+ * - names: the result has at most PK_MAX_TENSORS tensor names, at most
+ *   PK_NAMES_PER_TENSOR per distinct tensor plus PK_NAMES_SLACK (a tensor
+ *   shared by two names, as tied weights are, is fine; a memo graph that
+ *   multiplies the paths to a tensor is refused), each at most PK_MAX_NAME
+ *   bytes, all different.
  */
 #ifndef DORA_PICKLE_H
 #define DORA_PICKLE_H
@@ -23,6 +42,15 @@
 #define PK_MAX_MARKS 1000        /* nesting of MARK-delimited groups */
 #define PK_MAX_MEMO (1u << 22)   /* highest memo index */
 #define PK_MAX_OBJECTS 20000000u /* values created in all */
+#define PK_MAX_DEPTH 1000        /* nesting of the object and of _rebuild_from_type_v2 */
+#define PK_MAX_TENSORS 1000000u  /* tensor names in the result (as ST_MAX_TENSORS) */
+#define PK_NAMES_PER_TENSOR 4u   /* names per distinct tensor object, on average ... */
+#define PK_NAMES_SLACK 1024u     /* ... plus this many */
+#define PK_MAX_NAME 4096         /* bytes in one dotted tensor name */
+#define PK_MEM_PER_BYTE 64u      /* memory limit: bytes per byte of pickle (real ones: <= 17) */
+#define PK_MEM_BASE (16u << 20)  /* ... plus 16 MiB ... */
+#define PK_MEM_MAX (1ull << 30)  /* ... and never more than 1 GiB */
+#define PK_MEM_OVERHEAD 16u      /* counted per allocated block (malloc's own header) */
 
 /* One tensor found in the unpickled object. The storage is named by its key
  * (the record "data/KEY" of the archive); offset, shape and strides are in
@@ -40,9 +68,14 @@ typedef struct pk_tensor {
 
 /* Interpret DATA (LEN bytes) and list the tensors of the result. Tensors in
  * nested dicts (and lists) get dotted names: {"model": {"w": T}} gives
- * "model.w", a list element its index. Non-tensor leaves are ignored. */
+ * "model.w", a list element its index, an integer key its decimal value.
+ * Non-tensor leaves, and values under keys that are neither strings nor
+ * integers, are ignored. On success *out (n entries) is owned by the caller:
+ * release it with pk_tensors_free. On failure *out is NULL, *n is 0 and err
+ * says what is wrong ("pickle: ... (at byte N)"); nothing is left allocated. */
 int pk_load_tensors(const unsigned char *data, size_t len, pk_tensor **out, size_t *n,
                     dora_err *err);
+/* Free a list from pk_load_tensors (NULL is fine). */
 void pk_tensors_free(pk_tensor *t, size_t n);
 
 #endif
