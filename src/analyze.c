@@ -568,6 +568,7 @@ static int same_shape(const dora_tensor *a, const dora_tensor *b)
 typedef struct stepdata {
     dora_model *model;
     dora_adapter *adapter;
+    int borrowed; /* the adapter is the run's (dora_step.adapter): not closed here */
 } stepdata;
 
 static int kept(const dora_analysis_opts *opts, const char *name)
@@ -936,15 +937,22 @@ static int open_steps(const dora_run *run, const dora_model *base, stepdata *sd,
         stepdata *d = &sd[k];
         if (dora_model_probe(run->steps[s].path, &kind, NULL, err) != 0)
             return -1;
+        /* an adapter that discovery opened is borrowed, not parsed again */
+        d->borrowed = kind == DORA_MODEL_ADAPTER && run->steps[s].adapter != NULL;
+        if (d->borrowed)
+            d->adapter = run->steps[s].adapter;
         int r = kind == DORA_MODEL_ADAPTER
-                    ? (dora_adapter_open(&d->adapter, run->steps[s].path, err) != 0 ||
+                    ? ((!d->borrowed &&
+                        dora_adapter_open(&d->adapter, run->steps[s].path, err) != 0) ||
                        dora_adapter_check(d->adapter, base, err) != 0)
                     : dora_model_open(&d->model, run->steps[s].path, err) != 0;
         if (r) {
             dora_model_close(d->model);
-            dora_adapter_close(d->adapter);
+            if (!d->borrowed)
+                dora_adapter_close(d->adapter);
             d->model = NULL;
             d->adapter = NULL;
+            d->borrowed = 0;
             if (!(err->missing && run->layout == DORA_RUN_TRAINER && run->nsteps > 1))
                 return -1;
             char buf[DORA_ERR_MAX + 64];
@@ -1168,7 +1176,8 @@ done:
     free_modules(mods, L);
     for (size_t s = 0; sd && s < S0; s++) {
         dora_model_close(sd[s].model);
-        dora_adapter_close(sd[s].adapter);
+        if (!sd[s].borrowed)
+            dora_adapter_close(sd[s].adapter);
     }
     for (size_t s = 0; why && s < S0; s++)
         free(why[s]);

@@ -880,7 +880,7 @@ static int mpi_worker(batch *b)
         if (why[0]) {
             reply(NULL, why);
         } else {
-            dora_step one = {step, sp};
+            dora_step one = {.step = step, .path = sp};
             dora_run run;
             memset(&run, 0, sizeof run);
             run.path = rp;

@@ -77,8 +77,8 @@ static int add_step(dora_run *run, int64_t step, const char *path, dora_err *err
     if (!ns)
         return dora_errf(err, "out of memory");
     run->steps = ns;
-    ns[run->nsteps].step = step;
-    if (!(ns[run->nsteps].path = strdup(path)))
+    ns[run->nsteps] = (dora_step){.step = step, .path = strdup(path)};
+    if (!ns[run->nsteps].path)
         return dora_errf(err, "out of memory");
     run->nsteps++;
     return 0;
@@ -296,7 +296,7 @@ static int detect_method(dora_run *run, dora_err *err)
             return -1;
         if (strcmp(run->method, "dora") != 0)
             run->method = a->method;
-        dora_adapter_close(a);
+        run->steps[s].adapter = a; /* kept for the analysis (run.h) */
     }
     return 0;
 }
@@ -347,8 +347,10 @@ void dora_run_release(dora_run *run)
 {
     if (!run)
         return;
-    for (size_t i = 0; i < run->nsteps; i++)
+    for (size_t i = 0; i < run->nsteps; i++) {
         free(run->steps[i].path);
+        dora_adapter_close(run->steps[i].adapter);
+    }
     free(run->steps);
     for (size_t i = 0; i < run->nnotes; i++)
         free(run->notes[i]);

@@ -26,9 +26,15 @@
 
 #include <stdint.h>
 
+struct dora_adapter;
+
 typedef struct dora_step {
     int64_t step;
     char *path; /* the model location for this step: a folder or a file, owned */
+    /* the adapter at PATH as discovery opened it (to learn the run's method),
+     * kept so that the analysis need not parse it again; NULL for full weights
+     * or a step made by hand. Owned by the run, closed by dora_run_release. */
+    struct dora_adapter *adapter;
 } dora_step;
 
 #define DORA_RUN_MAX_NOTES 8
