@@ -34,9 +34,10 @@ ALL_CFLAGS += -DDORA_MPI
 endif
 
 BUILD   ?= build
-# every src/*.c is library code except the command layer (main.c, cmd_*.c)
-CLI_SRC := src/main.c $(sort $(wildcard src/cmd_*.c))
-LIB_SRC := $(filter-out $(CLI_SRC),$(sort $(wildcard src/*.c)))
+# src/LAYER/*.c, one folder per layer (docs/design.md); every layer but the
+# command layer (src/cli/) is library code
+CLI_SRC := $(sort $(wildcard src/cli/*.c))
+LIB_SRC := $(filter-out $(CLI_SRC),$(sort $(wildcard src/*/*.c)))
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 CLI_OBJ := $(CLI_SRC:src/%.c=$(BUILD)/obj/%.o)
 LIB     := $(BUILD)/libdora.a
@@ -155,16 +156,16 @@ fuzz: $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
 	  if [ $$rc -ne 0 ]; then tail -40 build-fuzz/fuzz_$$t.log; exit 1; fi; \
 	done
 
-build-fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c src/safetensors.c src/tensor.c src/error.c
+build-fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c src/formats/safetensors.c src/core/tensor.c src/core/error.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(LDLIBS)
 
-build-fuzz/fuzz_pickle: tests/fuzz/fuzz_pickle.c src/pickle.c src/tensor.c src/error.c
+build-fuzz/fuzz_pickle: tests/fuzz/fuzz_pickle.c src/formats/pickle.c src/core/tensor.c src/core/error.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(LDLIBS)
 
 # the file-based targets link the whole library (built again with the fuzzer's flags)
-FUZZ_LIB_SRC := $(filter-out src/main.c src/cmd_%.c,$(wildcard src/*.c))
+FUZZ_LIB_SRC := $(filter-out src/cli/%.c,$(wildcard src/*/*.c))
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_files.h $(FUZZ_LIB_SRC)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -Itests/fuzz -o $@ $< $(FUZZ_LIB_SRC) $(LDLIBS)

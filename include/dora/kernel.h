@@ -111,12 +111,6 @@ int dora_lowrank_isa(dora_isa isa, const void *w, dora_dtype t, size_t n, size_t
 void dora_lowrank_naive(const void *w, dora_dtype t, size_t n, size_t cols, const double *R,
                         size_t k, double *p, double *saa);
 
-/* One element of type t (F16, BF16, F32, F64; NaN for others) at p, which
- * may be unaligned, as a double. */
-double dora_elem_to_f64(const void *p, dora_dtype t);
-
-/* Scalar element conversions (exposed for the tests). */
-float dora_bf16_to_f32(uint16_t h);
-float dora_f16_to_f32(uint16_t h);
+/* dora_elem_to_f64, dora_bf16_to_f32 and dora_f16_to_f32: tensor.h. */
 
 #endif

@@ -5,7 +5,7 @@
 #include "dora/run.h"
 #include "st_write.h"
 #include "unit.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,8 +1,8 @@
 /* adapter.c - reading LoRA/DoRA adapter checkpoints; see include/dora/adapter.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/adapter.h"
-#include "dora/kernel.h"
-#include "util.h"
+#include "dora/tensor.h"
+#include "core/util.h"
 
 #include <jansson.h>
 #include <math.h>

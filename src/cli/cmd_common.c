@@ -2,9 +2,9 @@
  * NAME=RUN arguments, removing temporary outputs on a signal, and the rule
  * that an output never replaces an input or a file this tool did not write. */
 #define _GNU_SOURCE
-#include "cli.h"
+#include "cli/cli.h"
 #include "dora/h5out.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <dirent.h>
 #include <fcntl.h>

@@ -2,7 +2,7 @@
  * through private temporaries; see util.h. */
 #define _DEFAULT_SOURCE /* mkdtemp, realpath, gethostname with POSIX 2008 */
 #define _POSIX_C_SOURCE 200809L
-#include "util.h"
+#include "core/util.h"
 
 #include <ctype.h>
 #include <dirent.h>

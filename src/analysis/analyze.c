@@ -5,7 +5,7 @@
 #include "dora/adapter.h"
 #include "dora/guard.h"
 #include "dora/kernel.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <cblas.h>
 #include <math.h>

@@ -1,7 +1,7 @@
 /* stats.c - regressions of dM on dD; see include/dora/stats.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/stats.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -1,11 +1,11 @@
 /* cmd_analyze.c - `dora-analyze analyze`: runs against a base, into HDF5. */
 #define _GNU_SOURCE
-#include "cli.h"
+#include "cli/cli.h"
 #include "dora/analyze.h"
 #include "dora/h5out.h"
 #include "dora/model.h"
 #include "dora/run.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <getopt.h>

@@ -1,11 +1,11 @@
 /* cmd_plot.c - `dora-analyze plot`: the paper's figures from a results file,
  * drawn by gnuplot from the templates in plots/, and the regression table. */
 #define _GNU_SOURCE
-#include "cli.h"
+#include "cli/cli.h"
 #include "dora/analyze.h"
 #include "dora/h5in.h"
 #include "dora/stats.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <fcntl.h>

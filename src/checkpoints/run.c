@@ -2,7 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "dora/run.h"
 #include "dora/adapter.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <dirent.h>
 #include <errno.h>

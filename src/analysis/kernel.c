@@ -10,40 +10,6 @@
 #error "the readers map little-endian files directly and need a little-endian host"
 #endif
 
-float dora_bf16_to_f32(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16; /* bf16 is the top half of an IEEE single */
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-float dora_f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu;
-    uint32_t man = h & 0x3ffu;
-    uint32_t u;
-    if (exp == 0x1f) {
-        u = sign | 0x7f800000u | (man << 13); /* Inf, NaN (payload kept) */
-    } else if (exp != 0) {
-        u = sign | ((exp + 112u) << 23) | (man << 13); /* rebias 15 -> 127 */
-    } else if (man == 0) {
-        u = sign; /* signed zero */
-    } else {
-        /* subnormal: normalise the mantissa */
-        int e = -1;
-        do {
-            man <<= 1;
-            e++;
-        } while (!(man & 0x400u));
-        u = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ffu) << 13);
-    }
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 /* The helpers below take and return vectors but are always inlined: no call
  * ABI is involved, so GCC's note about it does not apply. */
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -103,34 +69,6 @@ ALWAYS_INLINE v8d load8(const unsigned char *p, dora_dtype t)
     }
 }
 
-ALWAYS_INLINE double load1(const unsigned char *p, dora_dtype t)
-{
-    uint16_t h;
-    float f;
-    double d;
-    switch (t) {
-    case DORA_DT_BF16:
-        memcpy(&h, p, 2);
-        return dora_bf16_to_f32(h);
-    case DORA_DT_F16:
-        memcpy(&h, p, 2);
-        return dora_f16_to_f32(h);
-    case DORA_DT_F32:
-        memcpy(&f, p, 4);
-        return f;
-    case DORA_DT_F64:
-        memcpy(&d, p, 8);
-        return d;
-    default:
-        return NAN; /* callers pass analysable types only */
-    }
-}
-
-double dora_elem_to_f64(const void *p, dora_dtype t)
-{
-    return load1(p, t);
-}
-
 ALWAYS_INLINE double hsum(const v8d *p)
 {
     v8d v = *p;
@@ -144,7 +82,8 @@ ALWAYS_INLINE void sums_tail(const unsigned char *pa, dora_dtype ta, const unsig
 {
     const size_t sa = dora_dtype_size(ta), sb = dora_dtype_size(tb);
     for (; i < n; i++) {
-        double x = load1(pa + i * sa, ta), y = load1(pb + i * sb, tb), d = y - x;
+        double x = dora_elem_to_f64(pa + i * sa, ta), y = dora_elem_to_f64(pb + i * sb, tb);
+        double d = y - x;
         s->saa += x * x;
         s->sbb += y * y;
         s->sad += x * d;
@@ -239,7 +178,7 @@ ALWAYS_INLINE double convert_t(const unsigned char *p, dora_dtype t, size_t n, d
     }
     double s = hsum(&acc);
     for (; i < n; i++) {
-        out[i] = load1(p + i * sz, t);
+        out[i] = dora_elem_to_f64(p + i * sz, t);
         s += out[i] * out[i];
     }
     return s;
@@ -424,7 +363,7 @@ static void lowrank_baseline(const void *w, dora_dtype t, size_t n, size_t cols,
 }
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define HAVE_ISA_CLONES 1
-#include "kernel_x86.h"
+#include "analysis/kernel_x86.h"
 DEFINE_SUMS(sums_x86_64_v3, V3, v3_sums_tt)
 DEFINE_SUMS(sums_x86_64_v4, V4, v4_sums_tt)
 DEFINE_CONVERT(convert_x86_64_v3, V3, v3_convert_t)

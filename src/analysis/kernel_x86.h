@@ -124,7 +124,7 @@ V4 ALWAYS_INLINE double v4_convert_t(const unsigned char *p, dora_dtype t, size_
     }
     double s = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
     for (; i < n; i++) {
-        out[i] = load1(p + i * sz, t);
+        out[i] = dora_elem_to_f64(p + i * sz, t);
         s += out[i] * out[i];
     }
     return s;
@@ -253,7 +253,7 @@ V3 ALWAYS_INLINE double v3_convert_t(const unsigned char *p, dora_dtype t, size_
     }
     double s = v3_hsum(a0, a1);
     for (; i < n; i++) {
-        out[i] = load1(p + i * sz, t);
+        out[i] = dora_elem_to_f64(p + i * sz, t);
         s += out[i] * out[i];
     }
     return s;

@@ -5,7 +5,7 @@
 #include "dora/adapter.h"
 #include "dora/h5out.h"
 #include "dora/version.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <fcntl.h>

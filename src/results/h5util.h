@@ -5,7 +5,7 @@
 #define DORA_H5UTIL_H
 
 #include "dora/error.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <hdf5.h>
 #include <stddef.h>

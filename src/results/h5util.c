@@ -1,6 +1,6 @@
 /* h5util.c - small checked HDF5 writers shared by the result files; see h5util.h. */
 #define _POSIX_C_SOURCE 200809L
-#include "h5util.h"
+#include "results/h5util.h"
 #include "dora/version.h"
 
 #include <errno.h>

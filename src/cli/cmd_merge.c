@@ -1,9 +1,9 @@
 /* cmd_merge.c - `dora-analyze merge OUT.h5 SHARD...`: the shard files of one
  * study (written by `batch --shard K/N`) joined into one results file. */
 #define _GNU_SOURCE
-#include "cli.h"
+#include "cli/cli.h"
 #include "dora/batch.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <getopt.h>
 #include <stdio.h>

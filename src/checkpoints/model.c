@@ -3,7 +3,7 @@
 #include "dora/model.h"
 #include "dora/guard.h"
 #include "dora/torchzip.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -2,12 +2,12 @@
  * updates, r90, stable rank, intruder dimensions and subspace similarity, into
  * HDF5, with a tidy table on stdout. */
 #define _GNU_SOURCE
-#include "cli.h"
+#include "cli/cli.h"
 #include "dora/h5out.h"
 #include "dora/model.h"
 #include "dora/run.h"
 #include "dora/spectral.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <getopt.h>

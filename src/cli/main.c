@@ -2,7 +2,7 @@
  * messages and chooses exit statuses (0 ok, 1 bad input or failed analysis,
  * 2 usage error). */
 #define _POSIX_C_SOURCE 200809L
-#include "cli.h"
+#include "cli/cli.h"
 #include "dora/version.h"
 
 #include <errno.h>

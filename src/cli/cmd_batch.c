@@ -10,13 +10,13 @@
  * counts as done, so a killed batch loses only the units in flight.
  */
 #define _GNU_SOURCE
-#include "cli.h"
+#include "cli/cli.h"
 #include "dora/batch.h"
 #include "dora/h5out.h"
 #include "dora/model.h"
 #include "dora/run.h"
 #include "dora/stats.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <fcntl.h>

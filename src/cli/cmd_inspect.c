@@ -1,10 +1,10 @@
 /* cmd_inspect.c - `dora-analyze inspect PATH`: what a file or run folder holds. */
 #define _GNU_SOURCE
-#include "cli.h"
+#include "cli/cli.h"
 #include "dora/adapter.h"
 #include "dora/model.h"
 #include "dora/run.h"
-#include "util.h"
+#include "core/util.h"
 
 #include <getopt.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* h5out.c - writing the results with the HDF5 C library; see h5out.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/h5out.h"
-#include "h5util.h"
+#include "results/h5util.h"
 #include "dora/stats.h"
 #include "dora/version.h"
 
