@@ -3,7 +3,7 @@
  * All of hdf5.h stays inside h5out.c and h5util.c. The file is built in
  * memory (HDF5 never writes to disk itself, so a full disk is an ordinary
  * write error), written into a private temporary folder beside PATH (see
- * util_out in src/util.h: created 0700 by mkdtemp, the file O_EXCL and
+ * util_out in src/core/util.h: created 0700 by mkdtemp, the file O_EXCL and
  * O_NOFOLLOW, so nothing can be planted there), fsync'ed and renamed over PATH
  * only when complete, so an interrupted or failed run never leaves a file that
  * looks finished; on failure the temporary is removed, and on SIGINT, SIGTERM,
