@@ -272,12 +272,14 @@ EOF
 if ! cc -shared -fPIC -o shim.so shim.c 2>"$LOG/shim.err"; then
     fail shim "cannot build the fsync shim: $(peek "$LOG/shim.err")"
 else
-    # held LABEL SIGNAL OUTDIR COMMAND...: start it held in fsync, send SIGNAL, wait
+    # held LABEL SIGNAL OUTDIR COMMAND...: start it held in fsync, send SIGNAL, wait. A
+    # non-interactive shell starts background jobs with SIGINT and SIGQUIT ignored (and
+    # nohup ignores SIGHUP), which the tool rightly keeps: env restores the defaults.
     held() {
         local label=$1 sig=$2 dir=$3
         shift 3
         rm -f mark
-        (ulimit -c 0; SHIM_MARK=$TMP/mark LD_PRELOAD=$TMP/shim.so exec "$@") \
+        (ulimit -c 0; SHIM_MARK=$TMP/mark LD_PRELOAD=$TMP/shim.so exec env --default-signal=INT,QUIT,HUP,TERM "$@") \
             >"$LOG/$label.out" 2>"$LOG/$label.err" &
         bgpid=$!
         for _ in $(seq 300); do [ -s mark ] && break; sleep 0.1; done
