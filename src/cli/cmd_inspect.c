@@ -1,4 +1,10 @@
-/* cmd_inspect.c - `dora-analyze inspect PATH`: what a file or run folder holds. */
+/* cmd_inspect.c - `dora-analyze inspect PATH`: what a file or run folder holds.
+ *
+ * The printing stays here rather than in a library function: it is the
+ * command's presentation of what checkpoints/ already returns (dora_run,
+ * dora_model, dora_adapter), with no computation of its own beyond a sum of
+ * bytes, and no other caller wants that text. Discovery, probing and opening
+ * are library calls; this file only lays out their results as TSV. */
 #define _GNU_SOURCE
 #include "cli/cli.h"
 #include "dora/adapter.h"
@@ -20,11 +26,18 @@ static const char inspect_help[] =
     "\n"
     "exit status: 0 success, 1 bad or unreadable input, 2 usage error\n";
 
-static void print_tensors(const dora_model *m)
+/* The bytes of every tensor of M. */
+static uint64_t model_bytes(const dora_model *m)
 {
     uint64_t total = 0;
     for (size_t i = 0; i < m->ntensors; i++)
         total += m->by_name[i]->nbytes;
+    return total;
+}
+
+static void print_tensors(const dora_model *m)
+{
+    uint64_t total = model_bytes(m);
     printf("# model: %s (%s%s, %zu file(s), %zu tensors, %llu bytes)\n", m->path,
            m->kind == DORA_MODEL_SHARDED ? "sharded " : "",
            m->nfiles ? m->files[0]->format : "?", m->nfiles, m->ntensors,
@@ -80,6 +93,59 @@ static void print_adapter(const dora_adapter *a)
     }
 }
 
+/* A single model or adapter (RUN's one step): its header line and listing. */
+static int inspect_one(const char *path, const dora_run *run)
+{
+    dora_err err = {{0}, 0};
+    dora_model_kind kind = DORA_MODEL_NONE;
+    const char *step_path = run->steps[0].path;
+    if (dora_model_probe(step_path, &kind, NULL, &err) == 0 && kind == DORA_MODEL_ADAPTER) {
+        dora_adapter *a;
+        if (dora_adapter_open(&a, step_path, &err) != 0)
+            return cli_fail(&err);
+        printf("# %s: %s, method %s, step %lld\n", path, dora_run_layout_name(run->layout),
+               run->method, (long long)run->steps[0].step);
+        print_adapter(a);
+        dora_adapter_close(a);
+        return EXIT_OK;
+    }
+    dora_model *m;
+    if (dora_model_open(&m, step_path, &err) != 0)
+        return cli_fail(&err);
+    printf("# %s: %s, method %s, step %lld\n", path, dora_run_layout_name(run->layout),
+           run->method, (long long)run->steps[0].step);
+    print_tensors(m);
+    dora_model_close(m);
+    return EXIT_OK;
+}
+
+/* A Trainer output folder: one line per step (step, path, tensors, bytes). */
+static int inspect_steps(const char *path, const dora_run *run)
+{
+    dora_err err = {{0}, 0};
+    printf("# %s: %s, method %s, %zu step(s)\n", path, dora_run_layout_name(run->layout),
+           run->method, run->nsteps);
+    printf("step\tpath\ttensors\tbytes\n");
+    for (size_t s = 0; s < run->nsteps; s++) {
+        dora_model_kind kind = DORA_MODEL_NONE;
+        dora_model *m;
+        dora_adapter *a = NULL;
+        if (dora_model_probe(run->steps[s].path, &kind, NULL, &err) != 0 ||
+            (kind == DORA_MODEL_ADAPTER ? dora_adapter_open(&a, run->steps[s].path, &err)
+                                        : dora_model_open(&m, run->steps[s].path, &err)) != 0)
+            return cli_fail(&err);
+        if (a) { /* the adapter's own weights file */
+            m = a->weights;
+            a->weights = NULL;
+            dora_adapter_close(a);
+        }
+        printf("%lld\t%s\t%zu\t%llu\n", (long long)run->steps[s].step, run->steps[s].path,
+               m->ntensors, (unsigned long long)model_bytes(m));
+        dora_model_close(m);
+    }
+    return EXIT_OK;
+}
+
 int cmd_inspect(int argc, char **argv)
 {
     static const struct option longopts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
@@ -101,56 +167,8 @@ int cmd_inspect(int argc, char **argv)
         return cli_fail(&err);
     for (size_t k = 0; k < run.nnotes; k++)
         fprintf(stderr, "dora-analyze: note: %s\n", run.notes[k]);
-
-    int status = EXIT_OK;
-    dora_model_kind kind = DORA_MODEL_NONE;
-    if (run.layout != DORA_RUN_TRAINER &&
-        dora_model_probe(run.steps[0].path, &kind, NULL, &err) == 0 && kind == DORA_MODEL_ADAPTER) {
-        dora_adapter *a;
-        if (dora_adapter_open(&a, run.steps[0].path, &err) != 0) {
-            status = cli_fail(&err);
-        } else {
-            printf("# %s: %s, method %s, step %lld\n", path, dora_run_layout_name(run.layout),
-                   run.method, (long long)run.steps[0].step);
-            print_adapter(a);
-            dora_adapter_close(a);
-        }
-    } else if (run.layout != DORA_RUN_TRAINER) {
-        dora_model *m;
-        if (dora_model_open(&m, run.steps[0].path, &err) != 0) {
-            status = cli_fail(&err);
-        } else {
-            printf("# %s: %s, method %s, step %lld\n", path, dora_run_layout_name(run.layout),
-                   run.method, (long long)run.steps[0].step);
-            print_tensors(m);
-            dora_model_close(m);
-        }
-    } else {
-        printf("# %s: %s, method %s, %zu step(s)\n", path, dora_run_layout_name(run.layout),
-               run.method, run.nsteps);
-        printf("step\tpath\ttensors\tbytes\n");
-        for (size_t s = 0; s < run.nsteps; s++) {
-            dora_model *m;
-            dora_adapter *a = NULL;
-            if (dora_model_probe(run.steps[s].path, &kind, NULL, &err) != 0 ||
-                (kind == DORA_MODEL_ADAPTER ? dora_adapter_open(&a, run.steps[s].path, &err)
-                                            : dora_model_open(&m, run.steps[s].path, &err)) != 0) {
-                status = cli_fail(&err);
-                break;
-            }
-            if (a) { /* the adapter's own weights file */
-                m = a->weights;
-                a->weights = NULL;
-                dora_adapter_close(a);
-            }
-            uint64_t total = 0;
-            for (size_t i = 0; i < m->ntensors; i++)
-                total += m->by_name[i]->nbytes;
-            printf("%lld\t%s\t%zu\t%llu\n", (long long)run.steps[s].step, run.steps[s].path,
-                   m->ntensors, (unsigned long long)total);
-            dora_model_close(m);
-        }
-    }
+    int status = run.layout == DORA_RUN_TRAINER ? inspect_steps(path, &run)
+                                                : inspect_one(path, &run);
     dora_run_release(&run);
     if (status == EXIT_OK)
         status = cli_finish_stdout();

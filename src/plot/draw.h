@@ -1,0 +1,56 @@
+/* draw.h - the pieces of the plot layer behind plot.h: comma-separated lists,
+ * running gnuplot, and drawing one module kind's figures. */
+#ifndef DORA_PLOT_DRAW_H
+#define DORA_PLOT_DRAW_H
+
+#include "dora/analyze.h"
+#include "dora/error.h"
+#include "dora/stats.h"
+
+#include <stddef.h>
+#include <stdio.h>
+
+/* ---- lists (plot.c) -------------------------------------------------------- */
+
+/* Split "a,b,c" into a NULL-terminated array of newly allocated strings, empty
+ * items left out; *n is the count. NULL when out of memory. */
+char **plot_list_split(const char *s, size_t *n);
+void plot_list_free(char **v);
+
+/* ---- gnuplot (gnuplot.c) ------------------------------------------------- */
+
+/* S as a gnuplot single-quoted string on F (' doubled, newlines dropped). */
+void plot_gp_str(FILE *f, const char *s);
+/* Run "gnuplot PARAMS TEMPLATE" with its stdout to /dev/null and its stderr to
+ * ERRPATH; a nonzero exit or anything on stderr is a failure, whose message
+ * keeps gnuplot's (up to 600 bytes). A missing gnuplot says how to install it. */
+int plot_run_gnuplot(const char *params, const char *tmpl, const char *errpath, dora_err *err);
+
+/* ---- one module kind's figures (figure.c) -------------------------------- */
+
+/* The modules of one kind in one run, by layer. */
+typedef struct plot_pick {
+    const dora_result *run;
+    size_t *mods; /* [n] indices into run->modules, sorted by layer then name, owned */
+    size_t n;
+} plot_pick;
+
+/* Fill P with the modules of R whose kind is KIND (P->mods freed by the caller,
+ * also on failure). -1 when out of memory. */
+int plot_pick_modules(const dora_result *r, const char *kind, plot_pick *p);
+
+/* Where one kind's figures are drawn from and to. */
+typedef struct plot_where {
+    const char *outdir; /* the figures' folder */
+    const char *tdir;   /* the templates' folder */
+    const char *work;   /* a private folder for gnuplot's inputs and stderr */
+} plot_where;
+
+/* Write the data of kind KIND of the NP runs of PICKS (all with modules of it)
+ * and draw fig2 and fig8 in each of FORMATS (NULL-terminated); *drawn counts
+ * the figures written. */
+int plot_draw_kind(const char *kind, const plot_pick *picks, size_t np, const dora_regression *g,
+                   size_t ng, char *const *formats, const plot_where *w, int *drawn,
+                   dora_err *err);
+
+#endif

@@ -1,0 +1,78 @@
+/* table.c - the regression table of a study (dora_plot_stats): TSV or JSON. */
+#include "dora/plot.h"
+#include "plot/draw.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void write_json(FILE *out, const dora_regression *const *g, size_t n)
+{
+    fprintf(out, "[");
+    for (size_t i = 0; i < n; i++) {
+        fprintf(out, "%s\n  {\"run\": \"", i ? "," : "");
+        for (const char *c = g[i]->run; *c; c++) {
+            if (*c == '"' || *c == '\\')
+                putc('\\', out);
+            if ((unsigned char)*c >= 0x20)
+                putc(*c, out);
+        }
+        fprintf(out, "\", \"method\": \"%s\", \"module_kind\": \"%s\", \"n\": %lld, "
+                     "\"layers\": %lld, ",
+                g[i]->method, g[i]->kind, g[i]->n, g[i]->layers);
+        if (g[i]->defined)
+            fprintf(out, "\"slope\": %.17g, \"intercept\": %.17g, \"pearson_r\": %.17g, ",
+                    g[i]->slope, g[i]->intercept, g[i]->r);
+        else
+            fprintf(out, "\"slope\": null, \"intercept\": null, \"pearson_r\": null, ");
+        if (g[i]->within_defined)
+            fprintf(out, "\"within_step_r\": %.17g}", g[i]->within_r);
+        else
+            fprintf(out, "\"within_step_r\": null}");
+    }
+    fprintf(out, "\n]\n");
+}
+
+static void write_tsv(FILE *out, const dora_regression *const *g, size_t n)
+{
+    fprintf(out, "run\tmethod\tmodule_kind\tn\tlayers\tslope\tintercept\tpearson_r\t"
+                 "within_step_r\n");
+    for (size_t i = 0; i < n; i++) {
+        fprintf(out, "%s\t%s\t%s\t%lld\t%lld\t", g[i]->run, g[i]->method, g[i]->kind, g[i]->n,
+                g[i]->layers);
+        if (g[i]->defined)
+            fprintf(out, "%.17g\t%.17g\t%.17g\t", g[i]->slope, g[i]->intercept, g[i]->r);
+        else
+            fprintf(out, "NA\tNA\tNA\t");
+        if (g[i]->within_defined)
+            fprintf(out, "%.17g\n", g[i]->within_r);
+        else
+            fprintf(out, "NA\n");
+    }
+}
+
+int dora_plot_stats(FILE *out, const dora_plot_study *s, const char *kinds, int json,
+                    dora_err *err)
+{
+    size_t nk = 0, n = 0;
+    char **want = kinds ? plot_list_split(kinds, &nk) : NULL;
+    const dora_regression **rows = calloc(s->nregs + 1, sizeof *rows);
+    if ((kinds && !want) || !rows) {
+        plot_list_free(want);
+        free(rows);
+        return dora_errf(err, "out of memory");
+    }
+    for (size_t i = 0; i < s->nregs; i++) {
+        int hit = !kinds;
+        for (size_t k = 0; k < nk; k++)
+            hit |= strcmp(s->regs[i].kind, want[k]) == 0;
+        if (hit)
+            rows[n++] = &s->regs[i];
+    }
+    if (json)
+        write_json(out, rows, n);
+    else
+        write_tsv(out, rows, n);
+    plot_list_free(want);
+    free(rows);
+    return 0;
+}
