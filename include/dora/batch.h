@@ -5,7 +5,8 @@
  * base, runs, module filters, an output file, figures and expectations on the
  * regression of dM on dD. Each checkpoint of each run is one unit: analysed
  * alone (a dora_result with one step), it gives the same numbers as within the
- * whole run, so units can be shared out and joined back (dora_result_join).
+ * whole run, so units can be shared out and joined back (dora_result_join,
+ * dora/join.h); journal records carry them as dora/wire.h packs them.
  *
  * Finished units go to a journal beside the output (OUT.journal): an
  * append-only file of checksummed records, each one unit's result, written
@@ -24,6 +25,8 @@
 
 #include "dora/analyze.h"
 #include "dora/error.h"
+#include "dora/join.h"
+#include "dora/wire.h"
 #include "dora/stats.h"
 
 #include <regex.h>
@@ -110,30 +113,6 @@ char *dora_study_fingerprint(const dora_study *st, const char *base_stamp);
 int dora_analyze_unit(dora_result *res, const char *name, const dora_model *base,
                       const char *base_path, const dora_run *run, size_t step_index,
                       const dora_analysis_opts *opts, dora_err *err);
-
-/* Join results of single steps (or several) of one run, given in any order,
- * into *out: steps ascending; the modules present in every part (tensors a
- * checkpoint lacks are left out with a note, as `analyze` does for a full
- * run); method "dora" if any part is, else "lora" if any is, else "ft" (full
- * and adapter checkpoints cannot be mixed). Parts must agree on name, paths,
- * and each module's layer, rows and cols. A step held twice must hold the same
- * numbers bit for bit (it is kept once). Per-row data are not joined. */
-int dora_result_join(dora_result *out, const dora_result *const *parts, size_t nparts,
-                     dora_err *err);
-
-/* Deep copy (without per-row data). */
-int dora_result_copy(dora_result *out, const dora_result *in, dora_err *err);
-
-/* ---- wire format (journal records, MPI messages) ------------------------ */
-
-/* A result as bytes: explicit little-endian integers and IEEE doubles,
- * length-prefixed strings. *buf is allocated; free() it. */
-int dora_result_pack(const dora_result *r, unsigned char **buf, size_t *len, dora_err *err);
-/* Read bytes written by dora_result_pack, checked as hostile input (counts
- * against the bytes left, finite numbers, known method, ascending steps).
- * WHAT names the source in errors. On failure *r is released. */
-int dora_result_unpack(dora_result *r, const unsigned char *buf, size_t len, const char *what,
-                       dora_err *err);
 
 /* ---- journal ----------------------------------------------------------- */
 
