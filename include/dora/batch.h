@@ -232,4 +232,61 @@ char *dora_journal_header(const char *study, const char *fingerprint, const dora
  * if the header is not one. */
 char *dora_header_fingerprint(const char *header);
 
+/* ---- running a manifest (batch.c) --------------------------------------- */
+
+typedef struct dora_batch_opts {
+    const char *manifest;      /* path of the manifest */
+    int jobs;                  /* threads, >= 1; units run side by side */
+    int quiet;                 /* only failures on stderr */
+    int verbose;               /* one line per unit */
+    int progress;              /* draw a progress bar on stderr */
+    int dry_run;               /* plan, print the plan on stdout, write nothing */
+    int force;                 /* replace a journal that cannot be read */
+    unsigned shard_k, shard_n; /* this run's shard K of N, or 0 and 0 */
+    const char *report_json;   /* write dora_report_json here, or NULL */
+    const char *junit;         /* write dora_report_junit here, or NULL */
+    const char *command_line;  /* recorded in each output, borrowed */
+    /* Called once the manifest is read, before anything is planned or
+     * written (under MPI on rank 0 only): checks the outputs and installs
+     * what must be in place while they are written. A nonzero return stops
+     * the batch; dora_batch_run returns DORA_BATCH_REFUSED with the value in
+     * report->refused. May be NULL. */
+    int (*before_work)(const dora_manifest *m, void *ctx);
+    void *ctx;
+} dora_batch_opts;
+
+typedef enum dora_batch_outcome {
+    DORA_BATCH_OK = 0,       /* every study ran and every expectation held (dry run:
+                                every study could be planned) */
+    DORA_BATCH_FAILED,       /* a study, unit, expectation, figure or report failed; said
+                                on stderr */
+    DORA_BATCH_BAD_MANIFEST, /* the manifest is invalid: err says why; nothing was done */
+    DORA_BATCH_REFUSED,      /* before_work returned nonzero: report->refused */
+    DORA_BATCH_ERROR         /* out of memory: err says why */
+} dora_batch_outcome;
+
+typedef struct dora_batch_report {
+    int refused;             /* what before_work returned */
+    size_t studies, units, units_run, units_skipped, units_failed;
+    size_t held, failed;     /* expectations */
+    double seconds;
+} dora_batch_report;
+
+/* Run every study of the manifest OPTS->manifest: plan (open each base once,
+ * discover the runs, stamp each checkpoint, take the units a journal holds
+ * for unchanged inputs), run the rest on OPTS->jobs threads (or, built with
+ * MPI and started by mpirun, rank 0 hands units to the other ranks), write
+ * each study's HDF5 when its last unit is in, then draw figures (by running
+ * this program as `dora-analyze plot`), check expectations and write the
+ * reports. Each finished unit is appended to the study's journal before it
+ * counts as done.
+ *
+ * Unlike the rest of this header, the run reports as it goes: notes, unit
+ * lines, failures, the progress bar and the summary go to stderr ("dora-
+ * analyze: ..."), the dry run's plan to stdout (the caller flushes it). On a
+ * rank other than 0 it analyses what it is sent and returns DORA_BATCH_OK.
+ * REPORT (may be NULL) gets the counts. */
+dora_batch_outcome dora_batch_run(const dora_batch_opts *opts, dora_batch_report *report,
+                                  dora_err *err);
+
 #endif

@@ -1,147 +1,276 @@
-/* batch.c - stamps of checkpoints, a study's fingerprint, one unit analysed; see include/dora/batch.h. */
-#define _XOPEN_SOURCE 700 /* realpath, fdatasync, with POSIX 2008 */
-#include "dora/batch.h"
-#include "dora/adapter.h"
-#include "dora/h5out.h"
-#include "dora/join.h"
-#include "dora/version.h"
-#include "dora/wire.h"
-#include "batch/common.h"
-#include "results/bytes.h"
-#include "core/util.h"
+/* batch.c - running a manifest: dora_batch_run; see include/dora/batch.h. */
+#define _GNU_SOURCE
+#include "batch/engine.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <jansson.h>
-#include <math.h>
-#include <stdarg.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-char *dora_model_stamp(const dora_model *m, uint64_t *bytes)
+/* The outcome of each study and of the batch on stderr, and its counts in
+ * *REP; 1 if every study is complete and every expectation and figure held. */
+static int summarise(batch *b, double seconds, dora_batch_report *rep)
 {
-    size_t cap = 48 * (m->nfiles + 1), used = 0;
-    char *s = malloc(cap);
-    uint64_t total = 0;
-    if (!s)
-        return NULL;
-    s[0] = '\0';
-    for (size_t i = 0; i < m->nfiles; i++) {
-        used += (size_t)snprintf(s + used, cap - used, "%s%llu:%lld", i ? ";" : "",
-                                 (unsigned long long)m->files[i]->size,
-                                 (long long)m->files[i]->mtime_ns);
-        total += m->files[i]->size;
+    int ok = 1;
+    size_t units = 0, run = 0, up = 0, failed = 0, held = 0, efail = 0;
+    for (size_t i = 0; i < b->m.nstudies; i++) {
+        const study_state *s = &b->ss[i];
+        const dora_study_report *r = &s->rep;
+        if (r->status != DORA_STUDY_COMPLETE)
+            ok = 0;
+        units += r->units_total;
+        run += r->units_run;
+        up += r->units_skipped;
+        failed += r->units_failed;
+        if (r->status == DORA_STUDY_ERROR) {
+            batch_log(b, "error: study '%s': %s", r->name, r->error ? r->error : "failed");
+            continue;
+        }
+        if (!b->quiet)
+            batch_log(b, "batch: study '%s': %s: %zu unit(s), %zu analysed, %zu up to date, %zu "
+                    "failed%s%s",
+                 r->name, r->status == DORA_STUDY_COMPLETE ? "complete" : "incomplete",
+                 r->units_total, r->units_run, r->units_skipped, r->units_failed,
+                 s->written ? " -> " : "", s->written ? s->out : "");
+        for (size_t e = 0; e < r->nexpect; e++) {
+            const dora_expect_result *x = &r->results[e];
+            if (x->outcome == DORA_OUTCOME_HELD) {
+                held++;
+                if (!b->quiet)
+                    batch_log(b, "batch: study '%s': held: %s", r->name, x->message);
+            } else if (x->outcome == DORA_OUTCOME_FAILED) {
+                efail++;
+                ok = 0;
+                batch_log(b, "error: study '%s': expectation '%s' failed: %s", r->name,
+                     r->expect[e].name, x->message);
+            }
+        }
+        if (r->figures == DORA_FIG_FAILED) {
+            ok = 0;
+            batch_log(b, "error: study '%s': figures: %s", r->name, r->figures_message);
+        } else if (r->figures == DORA_FIG_DRAWN && !b->quiet) {
+            batch_log(b, "batch: study '%s': figures in %s", r->name, r->figures_message);
+        }
     }
-    if (bytes)
-        *bytes = total;
-    return s;
+    if (!ok || !b->quiet)
+        batch_log(b, "batch: %zu stud%s, %zu unit(s): %zu analysed, %zu up to date, %zu failed; "
+                "expectations: %zu held, %zu failed; %.1f s: %s",
+             b->m.nstudies, b->m.nstudies == 1 ? "y" : "ies", units, run, up, failed, held, efail,
+             seconds, ok ? "ok" : "FAILED");
+    *rep = (dora_batch_report){rep->refused, b->m.nstudies, units, run, up, failed, held, efail,
+                               seconds};
+    return ok;
 }
 
-int dora_step_stamp(const char *path, char **stamp, uint64_t *bytes, dora_err *err)
+/* --dry-run: what each study would do, on stdout (flushed by the caller).
+ * 1 if every study could be planned. */
+static int print_plan(batch *b)
 {
-    dora_model_kind kind;
-    *stamp = NULL;
-    if (dora_model_probe(path, &kind, NULL, err) != 0)
-        return -1;
-    if (kind == DORA_MODEL_ADAPTER) {
-        dora_adapter *a;
-        if (dora_adapter_open(&a, path, err) != 0)
-            return -1;
-        *stamp = dora_model_stamp(a->weights, bytes);
-        dora_adapter_close(a);
+    int ok = 1;
+    for (size_t i = 0; i < b->m.nstudies; i++) {
+        const study_state *s = &b->ss[i];
+        const dora_study *st = s->st;
+        if (s->rep.status == DORA_STUDY_ERROR) {
+            printf("study '%s': error: %s\n", st->name, s->rep.error);
+            ok = 0;
+            continue;
+        }
+        printf("study '%s': base '%s', %zu unit(s), %zu up to date, %zu to do -> %s\n", st->name,
+               st->base, s->rep.units_total, s->rep.units_skipped, s->pending, s->out);
+        for (size_t r = 0; r < st->nruns; r++) {
+            printf("  run '%s' (%s, '%s'): steps", st->runs[r].name, s->runs[r].method,
+                   st->runs[r].path);
+            for (size_t k = 0; k < s->runs[r].nsteps; k++)
+                printf(" %lld", (long long)s->runs[r].steps[k].step);
+            printf("\n");
+        }
+        for (size_t e = 0; e < st->nexpect; e++)
+            printf("  expect: %s\n", st->expect[e].name);
+        if (st->figures)
+            printf("  figures: %s (%s%s%s)\n", st->fig_dir, st->fig_formats,
+                   st->fig_kinds ? "; " : "", st->fig_kinds ? st->fig_kinds : "");
+    }
+    return ok;
+}
+
+static void release(batch *b)
+{
+    for (size_t i = 0; b->ss && i < b->m.nstudies; i++) {
+        study_state *s = &b->ss[i];
+        for (size_t r = 0; r < s->ndiscovered; r++)
+            dora_run_release(&s->runs[r]);
+        free(s->runs);
+        dora_model_close(s->base);
+        free(s->fingerprint);
+        free(s->header);
+        dora_journal_close(s->journal);
+        for (size_t k = 0; k < s->ndone; k++)
+            dora_result_release(&s->done[k]);
+        free(s->done);
+        for (size_t k = 0; k < s->njoined; k++)
+            dora_result_release(&s->joined[k]);
+        free(s->joined);
+        dora_study_report_release(&s->rep);
+        free(s->out);
+        pthread_mutex_destroy(&s->lock);
+    }
+    free(b->ss);
+    for (size_t i = 0; i < b->nunits; i++)
+        free(b->units[i].stamp);
+    free(b->units);
+    free(b->cmdline);
+    dora_manifest_release(&b->m);
+    pthread_mutex_destroy(&b->log_lock);
+    pthread_mutex_destroy(&b->h5_lock);
+    pthread_cond_destroy(&b->bar_cond);
+}
+
+static void setup(batch *b, const dora_batch_opts *o)
+{
+    memset(b, 0, sizeof *b);
+    b->jobs = o->jobs;
+    b->quiet = o->quiet;
+    b->verbose = o->verbose;
+    b->progress = o->progress;
+    b->dry_run = o->dry_run;
+    b->force = o->force;
+    b->shard_k = o->shard_k;
+    b->shard_n = o->shard_n;
+    if (b->shard_n)
+        snprintf(b->shard_text, sizeof b->shard_text, "%u/%u", b->shard_k, b->shard_n);
+    b->mpi_size = 1;
+    pthread_mutex_init(&b->log_lock, NULL);
+    pthread_mutex_init(&b->h5_lock, NULL);
+    pthread_cond_init(&b->bar_cond, NULL);
+}
+
+/* Plan every study; a study with nothing left to do is finished at once. */
+static int plan(batch *b, dora_err *err)
+{
+    b->ss = calloc(b->m.nstudies, sizeof *b->ss);
+    if (!b->cmdline || !b->ss)
+        return dora_errf(err, "out of memory");
+    for (size_t i = 0; i < b->m.nstudies; i++) {
+        b->ss[i].st = &b->m.studies[i];
+        pthread_mutex_init(&b->ss[i].lock, NULL);
+    }
+    size_t global_index = 0;
+    for (size_t i = 0; i < b->m.nstudies; i++) {
+        study_state *s = &b->ss[i];
+        if (batch_plan_study(b, s, &global_index) != 0)
+            return dora_errf(err, "out of memory planning study '%s'", s->st->name);
+        if (s->rep.status == DORA_STUDY_ERROR) {
+            dora_model_close(s->base);
+            s->base = NULL;
+            continue;
+        }
+        if (s->pending == 0 && !b->dry_run)
+            batch_finalize_study(b, s);
+    }
+    return 0;
+}
+
+/* The planned units, on threads or over the MPI ranks, under the progress bar. */
+static void work(batch *b)
+{
+    pthread_t bar;
+    int have_bar = 0;
+    b->t_work = batch_now();
+    if (b->progress && b->nunits > 0)
+        have_bar = pthread_create(&bar, NULL, batch_bar_thread, b) == 0;
+    if (b->mpi_size > 1) {
+        batch_mpi_dispatch(b);
+        b->dispatched = 1;
     } else {
-        dora_model *m;
-        if (dora_model_open(&m, path, err) != 0)
-            return -1;
-        *stamp = dora_model_stamp(m, bytes);
-        dora_model_close(m);
+        batch_run_local(b);
     }
-    return *stamp ? 0 : dora_errf(err, "out of memory");
-}
-
-static char *dump_canonical(const json_t *j)
-{
-    return json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
-}
-
-static json_t *fingerprint_json(const dora_study *st, const char *base_stamp)
-{
-    json_t *f = json_object();
-    json_object_set_new(f, "tool", batch_jstr("dora-analyze " DORA_VERSION));
-    json_object_set_new(f, "layout_version", json_integer(DORA_LAYOUT_VERSION));
-    /* the base by its real path: the same study reached through another spelling of
-     * the manifest's path (relative, absolute, a symbolic link) is the same study */
-    char *real = realpath(st->base, NULL);
-    json_object_set_new(f, "base", batch_jstr(real ? real : st->base));
-    free(real);
-    json_object_set_new(f, "base_stamp", batch_jstr(base_stamp));
-    json_object_set_new(f, "include", st->include ? batch_jstr(st->include) : json_null());
-    json_object_set_new(f, "exclude", st->exclude ? batch_jstr(st->exclude) : json_null());
-    return f;
-}
-
-char *dora_study_fingerprint(const dora_study *st, const char *base_stamp)
-{
-    json_t *f = fingerprint_json(st, base_stamp);
-    char *s = f ? dump_canonical(f) : NULL;
-    json_decref(f);
-    return s;
-}
-
-char *dora_journal_header(const char *study, const char *fingerprint, const dora_study *st,
-                          const dora_run *runs)
-{
-    json_error_t jerr;
-    json_t *fp = json_loads(fingerprint, 0, &jerr);
-    json_t *h = json_object(), *ra = json_array();
-    if (!fp || !h || !ra) {
-        json_decref(fp);
-        json_decref(h);
-        json_decref(ra);
-        return NULL;
+    if (have_bar) {
+        pthread_mutex_lock(&b->log_lock);
+        b->stop_bar = 1;
+        pthread_cond_signal(&b->bar_cond);
+        pthread_mutex_unlock(&b->log_lock);
+        pthread_join(bar, NULL);
     }
-    json_object_set_new(h, "format", json_string("dora-analyze batch journal"));
-    json_object_set_new(h, "version", json_integer(1));
-    json_object_set_new(h, "study", batch_jstr(study));
-    json_object_set_new(h, "fingerprint", fp);
-    for (size_t r = 0; r < st->nruns; r++) {
-        json_t *o = json_object(), *steps = json_array();
-        json_object_set_new(o, "name", batch_jstr(st->runs[r].name));
-        json_object_set_new(o, "path", batch_jstr(st->runs[r].path));
-        for (size_t s = 0; runs && s < runs[r].nsteps; s++)
-            json_array_append_new(steps, json_integer(runs[r].steps[s].step));
-        json_object_set_new(o, "steps", steps);
-        json_array_append_new(ra, o);
+}
+
+/* A report that cannot be written fails the batch, said as the command's errors are. */
+static void report_error(batch *b, const dora_err *e)
+{
+    batch_log(b, "error: %s", e->msg[0] ? e->msg : "unknown failure");
+}
+
+static dora_batch_outcome write_reports(batch *b, const dora_batch_opts *o, int ok,
+                                        double seconds, dora_err *err)
+{
+    dora_study_report *reps = calloc(b->m.nstudies, sizeof *reps);
+    if (!reps) {
+        dora_errf(err, "out of memory");
+        return DORA_BATCH_ERROR;
     }
-    json_object_set_new(h, "runs", ra);
-    char *s = dump_canonical(h);
-    json_decref(h);
-    return s;
+    for (size_t i = 0; i < b->m.nstudies; i++) {
+        reps[i] = b->ss[i].rep; /* shallow: the study states keep ownership */
+        if (!b->ss[i].written)
+            reps[i].output = NULL;
+    }
+    dora_batch_outcome out = ok ? DORA_BATCH_OK : DORA_BATCH_FAILED;
+    dora_err e = {{0}, 0};
+    if (o->report_json && dora_report_json(o->report_json, b->m.path,
+                                           b->shard_n ? b->shard_text : NULL, ok, reps,
+                                           b->m.nstudies, seconds, &e) != 0) {
+        report_error(b, &e);
+        out = DORA_BATCH_FAILED;
+    }
+    if (o->junit &&
+        dora_report_junit(o->junit, b->m.path, reps, b->m.nstudies, seconds, &e) != 0) {
+        report_error(b, &e);
+        out = DORA_BATCH_FAILED;
+    }
+    free(reps);
+    return out;
 }
 
-char *dora_header_fingerprint(const char *header)
+/* Rank 0's part, or the whole batch without MPI: from the output checks to the reports. */
+static dora_batch_outcome run_studies(batch *b, const dora_batch_opts *o,
+                                      dora_batch_report *rep, dora_err *err)
 {
-    json_error_t jerr;
-    json_t *h = json_loads(header, 0, &jerr);
-    json_t *fp = h ? json_object_get(h, "fingerprint") : NULL;
-    char *s = json_is_object(fp) ? dump_canonical(fp) : NULL;
-    json_decref(h);
-    return s;
+    double t_start = batch_now();
+    if (o->before_work && (rep->refused = o->before_work(&b->m, o->ctx)) != 0)
+        return DORA_BATCH_REFUSED; /* before any work; MPI workers are sent their stop */
+    b->cmdline = o->command_line ? strdup(o->command_line) : NULL;
+    if (plan(b, err) != 0)
+        return DORA_BATCH_ERROR;
+    if (b->dry_run)
+        return print_plan(b) ? DORA_BATCH_OK : DORA_BATCH_FAILED;
+    work(b);
+    for (size_t i = 0; i < b->m.nstudies; i++)
+        batch_check_study(b, &b->ss[i]);
+    double seconds = batch_now() - t_start;
+    int ok = summarise(b, seconds, rep);
+    return write_reports(b, o, ok, seconds, err);
 }
 
-int dora_analyze_unit(dora_result *res, const char *name, const dora_model *base,
-                      const char *base_path, const dora_run *run, size_t step_index,
-                      const dora_analysis_opts *opts, dora_err *err)
+dora_batch_outcome dora_batch_run(const dora_batch_opts *o, dora_batch_report *report,
+                                  dora_err *err)
 {
-    if (step_index >= run->nsteps)
-        return dora_errf(err, "'%s': no step number %zu (the run has %zu)", run->path, step_index,
-                         run->nsteps);
-    dora_run one = *run; /* plain data: a view of one step, not released */
-    one.nsteps = 1;
-    one.steps = &run->steps[step_index];
-    one.nnotes = 0;
-    return dora_analyze_run(res, name, base, base_path, &one, opts, err);
+    dora_batch_report none;
+    if (!report)
+        report = &none;
+    memset(report, 0, sizeof *report);
+    batch b;
+    setup(&b, o);
+    if (dora_manifest_load(&b.m, o->manifest, err) != 0) {
+        release(&b);
+        return DORA_BATCH_BAD_MANIFEST;
+    }
+    int rank = 0, mpi_on = batch_mpi_begin(&b, &rank);
+    if (b.mpi_size > 1 && rank > 0) {
+        batch_mpi_worker(&b);
+        release(&b);
+        batch_mpi_end(mpi_on, b.mpi_size, 0);
+        return DORA_BATCH_OK;
+    }
+    dora_batch_outcome out = run_studies(&b, o, report, err);
+    release(&b);
+    batch_mpi_end(mpi_on, b.mpi_size, !b.dispatched);
+    return out;
 }

@@ -3,10 +3,13 @@
 #include "batch/common.h"
 #include "core/util.h"
 
+#include <errno.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 char *batch_xprintf(const char *fmt, ...)
 {
@@ -81,4 +84,24 @@ int batch_write_atomic(const char *path, const char *buf, size_t len, dora_err *
         return -1;
     }
     return util_out_commit(&o, err);
+}
+
+int batch_mkdir_p(const char *path)
+{
+    char *p = strdup(path);
+    if (!p)
+        return -1;
+    for (char *q = p + 1; *q; q++) {
+        if (*q != '/')
+            continue;
+        *q = '\0';
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+            free(p);
+            return -1;
+        }
+        *q = '/';
+    }
+    int rc = mkdir(p, 0777) != 0 && errno != EEXIST ? -1 : 0;
+    free(p);
+    return rc;
 }

@@ -21,5 +21,7 @@ json_t *batch_jstr(const char *s);
 /* Write BUF to PATH through a private temporary (util_out), flushed and
  * renamed. */
 int batch_write_atomic(const char *path, const char *buf, size_t len, dora_err *err);
+/* mkdir -p PATH (mode 0777 less umask): 0, or -1 with errno set. */
+int batch_mkdir_p(const char *path);
 
 #endif
