@@ -1,20 +1,13 @@
 /* journal.c - the append-only journal of finished units; see include/dora/batch.h. */
 #define _XOPEN_SOURCE 700 /* realpath, fdatasync, with POSIX 2008 */
 #include "dora/batch.h"
-#include "dora/adapter.h"
-#include "dora/h5out.h"
-#include "dora/join.h"
-#include "dora/version.h"
-#include "dora/wire.h"
 #include "batch/common.h"
 #include "results/bytes.h"
 #include "core/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
-#include <math.h>
-#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -5,10 +5,12 @@
 #include "core/util.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
 
 #define MANIFEST_MAX_BYTES (16u << 20)
 

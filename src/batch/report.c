@@ -1,25 +1,15 @@
 /* report.c - expectations evaluated, and the JSON and JUnit reports; see include/dora/batch.h. */
 #define _XOPEN_SOURCE 700 /* realpath, fdatasync, with POSIX 2008 */
 #include "dora/batch.h"
-#include "dora/adapter.h"
-#include "dora/h5out.h"
-#include "dora/join.h"
 #include "dora/version.h"
-#include "dora/wire.h"
 #include "batch/common.h"
 #include "results/bytes.h"
-#include "core/util.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
-#include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
+
 
 void dora_expect_eval(const dora_expect *e, const dora_regression *regs, size_t nregs,
                       dora_expect_result *out)

@@ -1,6 +1,7 @@
 /* bytes.c - byte buffers for the wire format; see results/bytes.h. */
 #include "results/bytes.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
