@@ -2,6 +2,7 @@
  * other ranks and gathers their results; see batch/engine.h. */
 #define _GNU_SOURCE
 #include "batch/engine.h"
+#include "results/bytes.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -14,43 +15,22 @@
 enum { TAG_WORK = 1, TAG_STOP = 2, TAG_RESULT = 3 };
 
 /* Work message: study, run, step index as u64, then the step and the paths,
- * so that a worker needs no discovery of its own. Little-endian, like the
- * journal. */
-static size_t put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-    return 8;
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
+ * so that a worker needs no discovery of its own: u64 study, u64 run, u64
+ * step, the run's path and the step's path as wire strings, u64 index of
+ * the step in the run (results/bytes.h, little-endian like the journal). */
 static int send_work(batch *b, const unit *u, int dest)
 {
     const study_state *s = &b->ss[u->study];
-    const char *rp = s->runs[u->run].path, *sp = s->runs[u->run].steps[u->step].path;
-    size_t lr = strlen(rp), ls = strlen(sp), n = 6 * 8 + lr + ls, k = 0;
-    unsigned char *m = malloc(n);
-    if (!m)
-        return -1;
-    k += put64(m + k, u->study);
-    k += put64(m + k, u->run);
-    k += put64(m + k, (uint64_t)s->runs[u->run].steps[u->step].step);
-    k += put64(m + k, lr);
-    memcpy(m + k, rp, lr);
-    k += lr;
-    k += put64(m + k, ls);
-    memcpy(m + k, sp, ls);
-    k += ls;
-    k += put64(m + k, u->step);
-    int rc = MPI_Send(m, (int)k, MPI_BYTE, dest, TAG_WORK, MPI_COMM_WORLD);
-    free(m);
+    wbuf m = {0};
+    wire_put_u64(&m, u->study);
+    wire_put_u64(&m, u->run);
+    wire_put_u64(&m, (uint64_t)s->runs[u->run].steps[u->step].step);
+    wire_put_str(&m, s->runs[u->run].path);
+    wire_put_str(&m, s->runs[u->run].steps[u->step].path);
+    wire_put_u64(&m, u->step);
+    int rc = m.oom ? MPI_ERR_NO_MEM
+                   : MPI_Send(m.p, (int)m.n, MPI_BYTE, dest, TAG_WORK, MPI_COMM_WORLD);
+    free(m.p);
     return rc == MPI_SUCCESS ? 0 : -1;
 }
 
@@ -87,6 +67,23 @@ static void reply(const dora_result *res, const char *why)
     free(buf);
 }
 
+/* Read a work message of N bytes: the study *SI, run *RI, *STEP and the paths
+ * (newly allocated, NULL when out of memory). The message comes from rank 0
+ * of this job: it is checked all the same, and WHY says when it is malformed. */
+static void read_work(const batch *b, const unsigned char *m, int n, uint64_t *si, uint64_t *ri,
+                      int64_t *step, char **rp, char **sp, char *why, size_t why_size)
+{
+    rbuf r = {m, (size_t)n, 0, 0};
+    *si = wire_get_u64(&r);
+    *ri = wire_get_u64(&r);
+    *step = (int64_t)wire_get_u64(&r);
+    *rp = wire_get_str(&r);
+    *sp = wire_get_str(&r);
+    (void)wire_get_u64(&r); /* the step's index in the run; the worker's run has one step */
+    if (r.bad == 1 || *si >= b->m.nstudies || *ri >= b->m.studies[*si].nruns)
+        snprintf(why, why_size, "malformed work message (%d bytes)", n);
+}
+
 int batch_mpi_worker(batch *b)
 {
     size_t ns = b->m.nstudies;
@@ -105,31 +102,11 @@ int batch_mpi_worker(batch *b)
             free(m);
             break;
         }
-        /* the message comes from rank 0 of this job: lengths are checked all the same */
-        size_t k = 0, len = (size_t)n;
         char why[DORA_ERR_MAX + 64] = "";
-        uint64_t si = 0, ri = 0, lr = 0, ls = 0;
+        uint64_t si = 0, ri = 0;
         int64_t step = 0;
         char *rp = NULL, *sp = NULL;
-        if (len >= 32) {
-            si = get64(m);
-            ri = get64(m + 8);
-            step = (int64_t)get64(m + 16);
-            lr = get64(m + 24);
-            k = 32;
-        }
-        if (len < 32 || lr > len - k - 8 || si >= ns || ri >= b->m.studies[si].nruns) {
-            snprintf(why, sizeof why, "malformed work message (%d bytes)", n);
-        } else {
-            rp = strndup((const char *)m + k, (size_t)lr);
-            k += (size_t)lr;
-            ls = get64(m + k);
-            k += 8;
-            if (ls > len - k || len - k - (size_t)ls < 8)
-                snprintf(why, sizeof why, "malformed work message (%d bytes)", n);
-            else
-                sp = strndup((const char *)m + k, (size_t)ls);
-        }
+        read_work(b, m, n, &si, &ri, &step, &rp, &sp, why, sizeof why);
         free(m);
         dora_study *sd = why[0] ? NULL : &b->m.studies[si];
         dora_err e = {{0}, 0};
