@@ -1,5 +1,5 @@
 /* journal.c - the append-only journal of finished units; see include/dora/batch.h. */
-#define _XOPEN_SOURCE 700 /* realpath, fdatasync, with POSIX 2008 */
+#define _XOPEN_SOURCE 700 /* fdatasync, strdup, with POSIX 2008 */
 #include "dora/batch.h"
 #include "batch/common.h"
 #include "results/bytes.h"

@@ -1,5 +1,5 @@
 /* manifest.c - reading and checking a batch manifest; see include/dora/batch.h. */
-#define _XOPEN_SOURCE 700 /* strdup, realpath, with POSIX 2008 */
+#define _XOPEN_SOURCE 700 /* strdup, with POSIX 2008 */
 #include "dora/batch.h"
 #include "batch/common.h"
 #include "core/util.h"

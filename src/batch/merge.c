@@ -1,5 +1,6 @@
-/* merge.c - joining the journals of shard files into one output; see include/dora/batch.h. */
-#define _XOPEN_SOURCE 700 /* realpath, fdatasync, with POSIX 2008 */
+/* merge.c - joining the journals of shard files into one output; see
+ * include/dora/batch.h. */
+#define _XOPEN_SOURCE 700 /* strdup, with POSIX 2008 */
 #include "dora/batch.h"
 #include "dora/h5out.h"
 #include "batch/common.h"

@@ -1,5 +1,5 @@
-/* report.c - expectations evaluated, and the JSON and JUnit reports; see include/dora/batch.h. */
-#define _XOPEN_SOURCE 700 /* realpath, fdatasync, with POSIX 2008 */
+/* report.c - expectations evaluated, and the JSON and JUnit reports; see
+ * include/dora/batch.h. */
 #include "dora/batch.h"
 #include "dora/version.h"
 #include "batch/common.h"

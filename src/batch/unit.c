@@ -1,5 +1,6 @@
-/* unit.c - stamps of checkpoints, a study's fingerprint, one unit analysed; see include/dora/batch.h. */
-#define _XOPEN_SOURCE 700 /* realpath, fdatasync, with POSIX 2008 */
+/* unit.c - stamps of checkpoints, a study's fingerprint, one unit analysed;
+ * see include/dora/batch.h. */
+#define _XOPEN_SOURCE 700 /* realpath, with POSIX 2008 */
 #include "dora/batch.h"
 #include "dora/adapter.h"
 #include "dora/h5out.h"

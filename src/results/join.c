@@ -1,5 +1,5 @@
 /* join.c - joining results of steps of one run; see include/dora/join.h. */
-#define _XOPEN_SOURCE 700 /* strdup, realpath, with POSIX 2008 */
+#define _XOPEN_SOURCE 700 /* strdup, with POSIX 2008 */
 #include "dora/join.h"
 
 #include <stdint.h>

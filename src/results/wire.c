@@ -1,6 +1,5 @@
 /* wire.c - results as bytes (journal records, MPI messages); see
  * include/dora/wire.h. */
-#define _XOPEN_SOURCE 700 /* strdup, realpath, with POSIX 2008 */
 #include "dora/wire.h"
 #include "results/bytes.h"
 
