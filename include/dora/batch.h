@@ -5,7 +5,8 @@
  * base, runs, module filters, an output file, figures and expectations on the
  * regression of dM on dD. Each checkpoint of each run is one unit: analysed
  * alone (a dora_result with one step), it gives the same numbers as within the
- * whole run, so units can be shared out and joined back (dora_result_join).
+ * whole run, so units can be shared out and joined back (dora_result_join,
+ * dora/join.h); journal records carry them as dora/wire.h packs them.
  *
  * Finished units go to a journal beside the output (OUT.journal): an
  * append-only file of checksummed records, each one unit's result, written
@@ -24,6 +25,8 @@
 
 #include "dora/analyze.h"
 #include "dora/error.h"
+#include "dora/join.h"
+#include "dora/wire.h"
 #include "dora/stats.h"
 
 #include <regex.h>
@@ -110,30 +113,6 @@ char *dora_study_fingerprint(const dora_study *st, const char *base_stamp);
 int dora_analyze_unit(dora_result *res, const char *name, const dora_model *base,
                       const char *base_path, const dora_run *run, size_t step_index,
                       const dora_analysis_opts *opts, dora_err *err);
-
-/* Join results of single steps (or several) of one run, given in any order,
- * into *out: steps ascending; the modules present in every part (tensors a
- * checkpoint lacks are left out with a note, as `analyze` does for a full
- * run); method "dora" if any part is, else "lora" if any is, else "ft" (full
- * and adapter checkpoints cannot be mixed). Parts must agree on name, paths,
- * and each module's layer, rows and cols. A step held twice must hold the same
- * numbers bit for bit (it is kept once). Per-row data are not joined. */
-int dora_result_join(dora_result *out, const dora_result *const *parts, size_t nparts,
-                     dora_err *err);
-
-/* Deep copy (without per-row data). */
-int dora_result_copy(dora_result *out, const dora_result *in, dora_err *err);
-
-/* ---- wire format (journal records, MPI messages) ------------------------ */
-
-/* A result as bytes: explicit little-endian integers and IEEE doubles,
- * length-prefixed strings. *buf is allocated; free() it. */
-int dora_result_pack(const dora_result *r, unsigned char **buf, size_t *len, dora_err *err);
-/* Read bytes written by dora_result_pack, checked as hostile input (counts
- * against the bytes left, finite numbers, known method, ascending steps).
- * WHAT names the source in errors. On failure *r is released. */
-int dora_result_unpack(dora_result *r, const unsigned char *buf, size_t len, const char *what,
-                       dora_err *err);
 
 /* ---- journal ----------------------------------------------------------- */
 
@@ -252,5 +231,62 @@ char *dora_journal_header(const char *study, const char *fingerprint, const dora
 /* The fingerprint inside a header (newly allocated, canonical JSON), or NULL
  * if the header is not one. */
 char *dora_header_fingerprint(const char *header);
+
+/* ---- running a manifest (batch.c) --------------------------------------- */
+
+typedef struct dora_batch_opts {
+    const char *manifest;      /* path of the manifest */
+    int jobs;                  /* threads, >= 1; units run side by side */
+    int quiet;                 /* only failures on stderr */
+    int verbose;               /* one line per unit */
+    int progress;              /* draw a progress bar on stderr */
+    int dry_run;               /* plan, print the plan on stdout, write nothing */
+    int force;                 /* replace a journal that cannot be read */
+    unsigned shard_k, shard_n; /* this run's shard K of N, or 0 and 0 */
+    const char *report_json;   /* write dora_report_json here, or NULL */
+    const char *junit;         /* write dora_report_junit here, or NULL */
+    const char *command_line;  /* recorded in each output, borrowed */
+    /* Called once the manifest is read, before anything is planned or
+     * written (under MPI on rank 0 only): checks the outputs and installs
+     * what must be in place while they are written. A nonzero return stops
+     * the batch; dora_batch_run returns DORA_BATCH_REFUSED with the value in
+     * report->refused. May be NULL. */
+    int (*before_work)(const dora_manifest *m, void *ctx);
+    void *ctx;
+} dora_batch_opts;
+
+typedef enum dora_batch_outcome {
+    DORA_BATCH_OK = 0,       /* every study ran and every expectation held (dry run:
+                                every study could be planned) */
+    DORA_BATCH_FAILED,       /* a study, unit, expectation, figure or report failed; said
+                                on stderr */
+    DORA_BATCH_BAD_MANIFEST, /* the manifest is invalid: err says why; nothing was done */
+    DORA_BATCH_REFUSED,      /* before_work returned nonzero: report->refused */
+    DORA_BATCH_ERROR         /* out of memory: err says why */
+} dora_batch_outcome;
+
+typedef struct dora_batch_report {
+    int refused;             /* what before_work returned */
+    size_t studies, units, units_run, units_skipped, units_failed;
+    size_t held, failed;     /* expectations */
+    double seconds;
+} dora_batch_report;
+
+/* Run every study of the manifest OPTS->manifest: plan (open each base once,
+ * discover the runs, stamp each checkpoint, take the units a journal holds
+ * for unchanged inputs), run the rest on OPTS->jobs threads (or, built with
+ * MPI and started by mpirun, rank 0 hands units to the other ranks), write
+ * each study's HDF5 when its last unit is in, then draw figures (by running
+ * this program as `dora-analyze plot`), check expectations and write the
+ * reports. Each finished unit is appended to the study's journal before it
+ * counts as done.
+ *
+ * Unlike the rest of this header, the run reports as it goes: notes, unit
+ * lines, failures, the progress bar and the summary go to stderr ("dora-
+ * analyze: ..."), the dry run's plan to stdout (the caller flushes it). On a
+ * rank other than 0 it analyses what it is sent and returns DORA_BATCH_OK.
+ * REPORT (may be NULL) gets the counts. */
+dora_batch_outcome dora_batch_run(const dora_batch_opts *opts, dora_batch_report *report,
+                                  dora_err *err);
 
 #endif

@@ -29,6 +29,67 @@ static const char merge_help[] =
     "exit status: 0 success, 1 bad input or units missing from the shards (the\n"
     "output then holds those there are), 2 usage error\n";
 
+/* OUT and its journal against the shards and their journals, which merge
+ * reads and never replaces: EXIT_OK, or the status with the message printed. */
+static int check_merge_outputs(const char *out, char *const *shards, int nshards, int force)
+{
+    char *jout = dora_journal_path(out);
+    if (!jout) {
+        dora_err e;
+        dora_errf(&e, "out of memory");
+        return cli_fail(&e);
+    }
+    cli_inputs inputs = {0};
+    for (int i = 0; i < nshards; i++) {
+        cli_inputs_add(&inputs, shards[i]);
+        char *j = util_has_suffix(shards[i], ".journal") ? NULL : dora_journal_path(shards[i]);
+        if (j)
+            cli_inputs_add(&inputs, j);
+        free(j);
+    }
+    int st = inputs.oom ? EXIT_BAD_INPUT : EXIT_OK;
+    if (st == EXIT_OK)
+        st = cli_check_output("merge", out, CLI_OUT_H5, &inputs, force);
+    if (st == EXIT_OK)
+        st = cli_check_output("merge", jout, CLI_OUT_JOURNAL, &inputs, force);
+    cli_inputs_release(&inputs);
+    free(jout);
+    if (st == EXIT_BAD_INPUT)
+        fprintf(stderr, "dora-analyze: error: out of memory\n");
+    return st;
+}
+
+/* 0 if the folder of OUT exists, else -1 with *err set. */
+static int check_out_dir(const char *out, dora_err *err)
+{
+    char *dir = util_dirname(out);
+    int ok = dir && util_is_dir(dir);
+    if (!ok)
+        dora_errf(err, "'%s': the output folder '%s' does not exist", out, dir ? dir : "?");
+    free(dir);
+    return ok ? 0 : -1;
+}
+
+/* "dora-analyze ARGV..." joined by spaces as given (recorded in the output),
+ * or NULL with *err set. */
+static char *merge_command_line(int argc, char **argv, dora_err *err)
+{
+    size_t n = 0;
+    for (int i = 0; i < argc; i++)
+        n += strlen(argv[i]) + 1;
+    char *cmdline = malloc(n + sizeof "dora-analyze");
+    if (!cmdline) {
+        dora_errf(err, "out of memory");
+        return NULL;
+    }
+    strcpy(cmdline, "dora-analyze");
+    for (int i = 0; i < argc; i++) {
+        strcat(cmdline, " ");
+        strcat(cmdline, argv[i]);
+    }
+    return cmdline;
+}
+
 int cmd_merge(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -61,59 +122,14 @@ int cmd_merge(int argc, char **argv)
         if (util_same_output(argv[i], out))
             return cli_usage_error("merge", "'%s' is both the output and a shard ('%s')", out,
                                    argv[i]);
-    char *jout = dora_journal_path(out);
-    if (!jout) {
-        dora_err e;
-        dora_errf(&e, "out of memory");
-        return cli_fail(&e);
-    }
-    /* the shards and the journals merge reads are inputs: never replaced */
-    cli_inputs inputs = {0};
-    for (int i = optind + 1; i < argc; i++) {
-        cli_inputs_add(&inputs, argv[i]);
-        char *j = util_has_suffix(argv[i], ".journal") ? NULL : dora_journal_path(argv[i]);
-        if (j)
-            cli_inputs_add(&inputs, j);
-        free(j);
-    }
-    int st = inputs.oom ? EXIT_BAD_INPUT : EXIT_OK;
-    if (st == EXIT_OK)
-        st = cli_check_output("merge", out, CLI_OUT_H5, &inputs, force);
-    if (st == EXIT_OK)
-        st = cli_check_output("merge", jout, CLI_OUT_JOURNAL, &inputs, force);
-    cli_inputs_release(&inputs);
-    free(jout);
-    if (st != EXIT_OK) {
-        if (st == EXIT_BAD_INPUT)
-            fprintf(stderr, "dora-analyze: error: out of memory\n");
+    int st = check_merge_outputs(out, argv + optind + 1, argc - optind - 1, force);
+    if (st != EXIT_OK)
         return st;
-    }
     cli_guard_signals();
-    {
-        char *dir = util_dirname(out);
-        int ok = dir && util_is_dir(dir);
-        dora_err e;
-        if (!ok)
-            dora_errf(&e, "'%s': the output folder '%s' does not exist", out, dir ? dir : "?");
-        free(dir);
-        if (!ok)
-            return cli_fail(&e);
-    }
-    size_t n = 0;
-    for (int i = 0; i < argc; i++)
-        n += strlen(argv[i]) + 1;
-    char *cmdline = malloc(n + sizeof "dora-analyze");
-    if (!cmdline) {
-        dora_err e;
-        dora_errf(&e, "out of memory");
-        return cli_fail(&e);
-    }
-    strcpy(cmdline, "dora-analyze");
-    for (int i = 0; i < argc; i++) {
-        strcat(cmdline, " ");
-        strcat(cmdline, argv[i]);
-    }
     dora_err err = {{0}, 0};
+    char *cmdline = check_out_dir(out, &err) == 0 ? merge_command_line(argc, argv, &err) : NULL;
+    if (!cmdline)
+        return cli_fail(&err);
     size_t missing = 0;
     char msg[512];
     int rc = dora_merge_shards(out, (const char *const *)argv + optind + 1,

@@ -1,0 +1,139 @@
+/* unit.c - stamps of checkpoints, a study's fingerprint, one unit analysed;
+ * see include/dora/batch.h. */
+#define _XOPEN_SOURCE 700 /* realpath, with POSIX 2008 */
+#include "dora/batch.h"
+#include "dora/adapter.h"
+#include "dora/h5out.h"
+#include "dora/version.h"
+#include "batch/common.h"
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+
+char *dora_model_stamp(const dora_model *m, uint64_t *bytes)
+{
+    size_t cap = 48 * (m->nfiles + 1), used = 0;
+    char *s = malloc(cap);
+    uint64_t total = 0;
+    if (!s)
+        return NULL;
+    s[0] = '\0';
+    for (size_t i = 0; i < m->nfiles; i++) {
+        used += (size_t)snprintf(s + used, cap - used, "%s%llu:%lld", i ? ";" : "",
+                                 (unsigned long long)m->files[i]->size,
+                                 (long long)m->files[i]->mtime_ns);
+        total += m->files[i]->size;
+    }
+    if (bytes)
+        *bytes = total;
+    return s;
+}
+
+int dora_step_stamp(const char *path, char **stamp, uint64_t *bytes, dora_err *err)
+{
+    dora_model_kind kind;
+    *stamp = NULL;
+    if (dora_model_probe(path, &kind, NULL, err) != 0)
+        return -1;
+    if (kind == DORA_MODEL_ADAPTER) {
+        dora_adapter *a;
+        if (dora_adapter_open(&a, path, err) != 0)
+            return -1;
+        *stamp = dora_model_stamp(a->weights, bytes);
+        dora_adapter_close(a);
+    } else {
+        dora_model *m;
+        if (dora_model_open(&m, path, err) != 0)
+            return -1;
+        *stamp = dora_model_stamp(m, bytes);
+        dora_model_close(m);
+    }
+    return *stamp ? 0 : dora_errf(err, "out of memory");
+}
+
+static char *dump_canonical(const json_t *j)
+{
+    return json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+}
+
+static json_t *fingerprint_json(const dora_study *st, const char *base_stamp)
+{
+    json_t *f = json_object();
+    json_object_set_new(f, "tool", batch_jstr("dora-analyze " DORA_VERSION));
+    json_object_set_new(f, "layout_version", json_integer(DORA_LAYOUT_VERSION));
+    /* the base by its real path: the same study reached through another spelling of
+     * the manifest's path (relative, absolute, a symbolic link) is the same study */
+    char *real = realpath(st->base, NULL);
+    json_object_set_new(f, "base", batch_jstr(real ? real : st->base));
+    free(real);
+    json_object_set_new(f, "base_stamp", batch_jstr(base_stamp));
+    json_object_set_new(f, "include", st->include ? batch_jstr(st->include) : json_null());
+    json_object_set_new(f, "exclude", st->exclude ? batch_jstr(st->exclude) : json_null());
+    return f;
+}
+
+char *dora_study_fingerprint(const dora_study *st, const char *base_stamp)
+{
+    json_t *f = fingerprint_json(st, base_stamp);
+    char *s = f ? dump_canonical(f) : NULL;
+    json_decref(f);
+    return s;
+}
+
+char *dora_journal_header(const char *study, const char *fingerprint, const dora_study *st,
+                          const dora_run *runs)
+{
+    json_error_t jerr;
+    json_t *fp = json_loads(fingerprint, 0, &jerr);
+    json_t *h = json_object(), *ra = json_array();
+    if (!fp || !h || !ra) {
+        json_decref(fp);
+        json_decref(h);
+        json_decref(ra);
+        return NULL;
+    }
+    json_object_set_new(h, "format", json_string("dora-analyze batch journal"));
+    json_object_set_new(h, "version", json_integer(1));
+    json_object_set_new(h, "study", batch_jstr(study));
+    json_object_set_new(h, "fingerprint", fp);
+    for (size_t r = 0; r < st->nruns; r++) {
+        json_t *o = json_object(), *steps = json_array();
+        json_object_set_new(o, "name", batch_jstr(st->runs[r].name));
+        json_object_set_new(o, "path", batch_jstr(st->runs[r].path));
+        for (size_t s = 0; runs && s < runs[r].nsteps; s++)
+            json_array_append_new(steps, json_integer(runs[r].steps[s].step));
+        json_object_set_new(o, "steps", steps);
+        json_array_append_new(ra, o);
+    }
+    json_object_set_new(h, "runs", ra);
+    char *s = dump_canonical(h);
+    json_decref(h);
+    return s;
+}
+
+char *dora_header_fingerprint(const char *header)
+{
+    json_error_t jerr;
+    json_t *h = json_loads(header, 0, &jerr);
+    json_t *fp = h ? json_object_get(h, "fingerprint") : NULL;
+    char *s = json_is_object(fp) ? dump_canonical(fp) : NULL;
+    json_decref(h);
+    return s;
+}
+
+int dora_analyze_unit(dora_result *res, const char *name, const dora_model *base,
+                      const char *base_path, const dora_run *run, size_t step_index,
+                      const dora_analysis_opts *opts, dora_err *err)
+{
+    if (step_index >= run->nsteps)
+        return dora_errf(err, "'%s': no step number %zu (the run has %zu)", run->path, step_index,
+                         run->nsteps);
+    dora_run one = *run; /* plain data: a view of one step, not released */
+    one.nsteps = 1;
+    one.steps = &run->steps[step_index];
+    one.nnotes = 0;
+    return dora_analyze_run(res, name, base, base_path, &one, opts, err);
+}

@@ -1,0 +1,170 @@
+/* wire.c - results as bytes (journal records, MPI messages); see
+ * include/dora/wire.h. */
+#include "dora/wire.h"
+#include "results/bytes.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PACK_MAGIC 0x31555244u /* "DRU1": the unit wire format, version 1 */
+
+int dora_result_pack(const dora_result *r, unsigned char **buf, size_t *len, dora_err *err)
+{
+    wbuf b = {0};
+    const size_t S = r->nsteps, L = r->nmodules;
+    wire_put_u32(&b, PACK_MAGIC);
+    wire_put_str(&b, r->name);
+    wire_put_str(&b, r->method);
+    wire_put_str(&b, r->source_path);
+    wire_put_str(&b, r->base_path);
+    wire_put_u64(&b, S);
+    wire_put_u64(&b, L);
+    for (size_t s = 0; s < S; s++) {
+        wire_put_u64(&b, (uint64_t)r->steps[s]);
+        wire_put_str(&b, r->step_paths[s]);
+        wire_put_str(&b, r->step_stamps ? r->step_stamps[s] : "");
+    }
+    for (size_t l = 0; l < L; l++) {
+        wire_put_str(&b, r->modules[l]);
+        wire_put_u32(&b, (uint32_t)r->layer[l]);
+        wire_put_u64(&b, (uint64_t)r->rows[l]);
+        wire_put_u64(&b, (uint64_t)r->cols[l]);
+        wire_put_u32(&b, (uint32_t)r->rank[l]);
+    }
+    for (size_t i = 0; i < S * L; i++)
+        wire_put_f64(&b, r->delta_m[i]);
+    for (size_t i = 0; i < S * L; i++)
+        wire_put_f64(&b, r->delta_d[i]);
+    for (size_t i = 0; i < S * L; i++)
+        wire_put_u64(&b, (uint64_t)r->zero_rows[i]);
+    wire_put_u64(&b, r->nnotes);
+    for (size_t i = 0; i < r->nnotes; i++)
+        wire_put_str(&b, r->notes[i]);
+    wire_put_u64(&b, r->nfailures);
+    for (size_t i = 0; i < r->nfailures; i++)
+        wire_put_str(&b, r->failures[i]);
+    if (b.oom) {
+        free(b.p);
+        return dora_errf(err, "out of memory packing the results of run '%s'", r->name);
+    }
+    *buf = b.p;
+    *len = b.n;
+    return 0;
+}
+
+static int unpack_strs(rbuf *b, char ***v, size_t *n)
+{
+    uint64_t k = wire_get_u64(b);
+    if (b->bad || k > (b->n - b->off) / 8) {
+        b->bad = 1;
+        return -1;
+    }
+    *v = calloc((size_t)k + 1, sizeof **v);
+    if (!*v) {
+        b->bad = 2;
+        return -1;
+    }
+    for (size_t i = 0; i < k; i++) {
+        if (!((*v)[i] = wire_get_str(b)))
+            return -1;
+        *n = i + 1;
+    }
+    return 0;
+}
+
+int dora_result_unpack(dora_result *r, const unsigned char *buf, size_t len, const char *what,
+                       dora_err *err)
+{
+    memset(r, 0, sizeof *r);
+    rbuf b = {buf, len, 0, 0};
+    const char *why = "truncated or malformed";
+    if (wire_get_u32(&b) != PACK_MAGIC) {
+        dora_errf(err, "%s: not a unit result of this version", what);
+        return -1;
+    }
+    char *method = NULL;
+    r->name = wire_get_str(&b);
+    method = wire_get_str(&b);
+    r->source_path = wire_get_str(&b);
+    r->base_path = wire_get_str(&b);
+    uint64_t S = wire_get_u64(&b), L = wire_get_u64(&b);
+    if (b.bad)
+        goto bad;
+    static const char *const known[] = {"ft", "lora", "dora"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(method, known[i]) == 0)
+            r->method = known[i];
+    free(method);
+    method = NULL;
+    if (!r->method) {
+        why = "unknown method";
+        goto bad;
+    }
+    /* each step takes >= 24 bytes, each module >= 32, each (step, module) 24 */
+    size_t left = len - b.off;
+    if (S > left / 24 || L > left / 32 || (S && L > left / 24 / S)) {
+        why = "counts larger than the data";
+        goto bad;
+    }
+    if (dora_result_alloc(r, (size_t)S, (size_t)L) != 0) {
+        dora_errf(err, "%s: out of memory", what);
+        dora_result_release(r);
+        return -1;
+    }
+    for (size_t s = 0; s < S; s++) {
+        r->steps[s] = (int64_t)wire_get_u64(&b);
+        r->step_paths[s] = wire_get_str(&b);
+        r->step_stamps[s] = wire_get_str(&b);
+        if (b.bad)
+            goto bad;
+        if (s > 0 && r->steps[s] <= r->steps[s - 1]) {
+            why = "steps not ascending";
+            goto bad;
+        }
+    }
+    for (size_t l = 0; l < L; l++) {
+        r->modules[l] = wire_get_str(&b);
+        r->layer[l] = (int32_t)wire_get_u32(&b);
+        r->rows[l] = (int64_t)wire_get_u64(&b);
+        r->cols[l] = (int64_t)wire_get_u64(&b);
+        r->rank[l] = (int32_t)wire_get_u32(&b);
+        if (b.bad)
+            goto bad;
+        if (r->rows[l] < 1 || r->cols[l] < 0 || r->rank[l] < 0) {
+            why = "a module with a bad shape or rank";
+            goto bad;
+        }
+    }
+    const size_t SL = (size_t)(S * L);
+    for (size_t i = 0; i < SL; i++)
+        r->delta_m[i] = wire_get_f64(&b);
+    for (size_t i = 0; i < SL; i++)
+        r->delta_d[i] = wire_get_f64(&b);
+    for (size_t i = 0; i < SL; i++)
+        r->zero_rows[i] = (int64_t)wire_get_u64(&b);
+    if (b.bad)
+        goto bad;
+    for (size_t i = 0; i < SL; i++)
+        if (!isfinite(r->delta_m[i]) || !isfinite(r->delta_d[i]) || r->zero_rows[i] < 0) {
+            why = "a non-finite or negative value";
+            goto bad;
+        }
+    if (unpack_strs(&b, &r->notes, &r->nnotes) != 0 ||
+        unpack_strs(&b, &r->failures, &r->nfailures) != 0)
+        goto bad;
+    if (b.off != len) {
+        why = "trailing bytes";
+        goto bad;
+    }
+    return 0;
+bad:
+    free(method);
+    if (b.bad == 2)
+        dora_errf(err, "%s: out of memory", what);
+    else
+        dora_errf(err, "%s: %s", what, why);
+    dora_result_release(r);
+    return -1;
+}
