@@ -24,14 +24,14 @@
 #define DORA_ANALYZE_H
 
 #include "dora/error.h"
+#include "dora/filter.h"
 #include "dora/model.h"
 #include "dora/run.h"
 
-#include <regex.h>
 #include <stdint.h>
 
 typedef struct dora_analysis_opts {
-    const regex_t *include; /* keep names matching this (NULL: all) */
+    const regex_t *include; /* keep names matching this (NULL: all; filter.h) */
     const regex_t *exclude; /* then drop names matching this (NULL: none) */
     int threads;            /* >= 1 */
     int per_row;            /* also keep per-row magnitudes and cosines */

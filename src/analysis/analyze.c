@@ -573,11 +573,7 @@ typedef struct stepdata {
 
 static int kept(const dora_analysis_opts *opts, const char *name)
 {
-    if (opts->include && regexec(opts->include, name, 0, NULL, 0) != 0)
-        return 0;
-    if (opts->exclude && regexec(opts->exclude, name, 0, NULL, 0) == 0)
-        return 0;
-    return 1;
+    return dora_filter_match(opts->include, opts->exclude, name);
 }
 
 static void free_modules(module *mods, size_t L)

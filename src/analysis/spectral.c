@@ -647,11 +647,7 @@ static int sp_note(dora_spectrum *sp, const char *fmt, ...)
 
 static int kept(const dora_spectrum_opts *o, const char *name)
 {
-    if (o->include && regexec(o->include, name, 0, NULL, 0) != 0)
-        return 0;
-    if (o->exclude && regexec(o->exclude, name, 0, NULL, 0) == 0)
-        return 0;
-    return 1;
+    return dora_filter_match(o->include, o->exclude, name);
 }
 
 static rmod *add_rmod(rctx *rc, size_t S)
