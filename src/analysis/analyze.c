@@ -328,6 +328,38 @@ done:
     return rc;
 }
 
+int dora_analyze_runs(dora_result *res, size_t *done, const char *base_path,
+                      char *const *names, const char *const *paths, size_t nruns,
+                      const dora_analysis_opts *opts, dora_note_fn note, void *ctx,
+                      dora_err *err)
+{
+    dora_model *base = NULL;
+    *done = 0;
+    if (dora_model_open(&base, base_path, err) != 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < nruns && rc == 0; i++) {
+        dora_run run;
+        if (dora_run_discover(&run, paths[i], err) != 0) {
+            rc = -1;
+            break;
+        }
+        for (size_t k = 0; note && k < run.nnotes; k++)
+            note(ctx, NULL, run.notes[k], 0);
+        rc = dora_analyze_run(&res[i], names[i], base, base_path, &run, opts, err);
+        dora_run_release(&run);
+        if (rc != 0)
+            break;
+        ++*done;
+        for (size_t k = 0; note && k < res[i].nnotes; k++)
+            note(ctx, res[i].name, res[i].notes[k], 0);
+        for (size_t k = 0; note && k < res[i].nfailures; k++)
+            note(ctx, res[i].name, res[i].failures[k], 1);
+    }
+    dora_model_close(base);
+    return rc;
+}
+
 int dora_result_alloc(dora_result *r, size_t S, size_t L)
 {
     r->nsteps = S;

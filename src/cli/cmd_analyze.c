@@ -3,7 +3,6 @@
 #include "cli/cli.h"
 #include "dora/analyze.h"
 #include "dora/h5out.h"
-#include "dora/model.h"
 #include "dora/run.h"
 #include "core/util.h"
 
@@ -216,33 +215,13 @@ static int check_args(const analyze_args *a, int nargs, char **args)
     return EXIT_OK;
 }
 
-/* Discover and analyse each run against BASE into RES[0..*done), the notes on
- * stderr as they come (unless quiet) and the steps left out always; adds
- * those to *INCOMPLETE. EXIT_OK, or EXIT_BAD_INPUT (reported). */
-static int analyze_runs(dora_result *res, size_t *done, size_t *incomplete, const analyze_args *a,
-                        char *const *names, const char *const *paths, size_t nruns,
-                        const dora_model *base, const dora_analysis_opts *opts)
+/* Notes on stderr unless quiet (CTX points to the flag); steps left out always. */
+static void on_note(void *ctx, const char *run, const char *msg, int failed)
 {
-    dora_err err;
-    for (size_t i = 0; i < nruns; i++) {
-        dora_run run;
-        if (dora_run_discover(&run, paths[i], &err) != 0)
-            return cli_fail(&err);
-        for (size_t k = 0; !a->quiet && k < run.nnotes; k++)
-            cli_note(NULL, run.notes[k]);
-        int r = dora_analyze_run(&res[i], names[i], base, a->base_path, &run, opts, &err);
-        dora_run_release(&run);
-        if (r != 0)
-            return cli_fail(&err);
-        ++*done;
-        for (size_t k = 0; !a->quiet && k < res[i].nnotes; k++)
-            cli_note(res[i].name, res[i].notes[k]);
-        for (size_t k = 0; k < res[i].nfailures; k++) /* errors: printed even with -q */
-            fprintf(stderr, "dora-analyze: error: run '%s': %s\n", res[i].name,
-                    res[i].failures[k]);
-        *incomplete += res[i].nfailures;
-    }
-    return EXIT_OK;
+    if (failed)
+        fprintf(stderr, "dora-analyze: error: run '%s': %s\n", run, msg);
+    else if (!*(const int *)ctx)
+        cli_note(run, msg);
 }
 
 /* OUT.h5, and the table to --csv or stdout: both outputs or neither, so the
@@ -291,9 +270,8 @@ int cmd_analyze(int argc, char **argv)
     const char **paths = calloc(nruns, sizeof *paths);
     dora_result *res = calloc(nruns, sizeof *res);
     char *cmdline = cli_command_line(argc, argv);
-    dora_model *base = NULL;
     dora_err err;
-    size_t done = 0, incomplete = 0;
+    size_t done = 0;
     if (!names || !paths || !res || !cmdline) {
         dora_errf(&err, "out of memory");
         status = cli_fail(&err);
@@ -306,20 +284,22 @@ int cmd_analyze(int argc, char **argv)
                                     a.force)) != EXIT_OK)
         goto cleanup;
     cli_guard_signals();
-    if (dora_model_open(&base, a.base_path, &err) != 0) {
-        status = cli_fail(&err);
-        goto cleanup;
-    }
     const dora_analysis_opts opts = {
         .include = dora_filter_include(&filter),
         .exclude = dora_filter_exclude(&filter),
         .threads = a.jobs > 0 ? (int)a.jobs : (int)sysconf(_SC_NPROCESSORS_ONLN),
         .per_row = a.per_row,
     };
-    if ((status = analyze_runs(res, &done, &incomplete, &a, names, paths, nruns, base, &opts)) !=
-            EXIT_OK ||
-        (status = write_outputs(&a, res, nruns, cmdline)) != EXIT_OK)
+    if (dora_analyze_runs(res, &done, a.base_path, names, paths, nruns, &opts, on_note, &a.quiet,
+                          &err) != 0) {
+        status = cli_fail(&err);
         goto cleanup;
+    }
+    if ((status = write_outputs(&a, res, nruns, cmdline)) != EXIT_OK)
+        goto cleanup;
+    size_t incomplete = 0;
+    for (size_t i = 0; i < nruns; i++)
+        incomplete += res[i].nfailures;
     if (incomplete) {
         /* the results hold every step that could be read; the others are named above */
         fprintf(stderr, "dora-analyze: error: %zu step(s) left out; '%s' holds the others\n",
@@ -335,7 +315,6 @@ cleanup:
     free(paths);
     free(res);
     free(cmdline);
-    dora_model_close(base);
     dora_filter_free(&filter);
     return status;
 }
