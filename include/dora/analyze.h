@@ -24,14 +24,14 @@
 #define DORA_ANALYZE_H
 
 #include "dora/error.h"
+#include "dora/filter.h"
 #include "dora/model.h"
 #include "dora/run.h"
 
-#include <regex.h>
 #include <stdint.h>
 
 typedef struct dora_analysis_opts {
-    const regex_t *include; /* keep names matching this (NULL: all) */
+    const regex_t *include; /* keep names matching this (NULL: all; filter.h) */
     const regex_t *exclude; /* then drop names matching this (NULL: none) */
     int threads;            /* >= 1 */
     int per_row;            /* also keep per-row magnitudes and cosines */
@@ -75,6 +75,22 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
                      const char *base_path, const dora_run *run, const dora_analysis_opts *opts,
                      dora_err *err);
 void dora_result_release(dora_result *res);
+
+/* A remark for the user as it arises: RUN names the run (NULL for a note of
+ * run discovery, which names its folder itself); FAILED is 1 for a step left
+ * out (res->failures: an error even for a quiet command), 0 for a note. */
+typedef void (*dora_note_fn)(void *ctx, const char *run, const char *msg, int failed);
+
+/* `analyze` over NRUNS runs: open the base at BASE_PATH, then for each run
+ * discover PATHS[i] (run.h) and analyse it as NAMES[i] into RES[i], handing
+ * each note of discovery and of the result and each step left out to NOTE
+ * (may be NULL) as it comes. *DONE counts the results filled, which the caller
+ * releases (dora_result_release) whether or not the call succeeds. 0, or -1
+ * with ERR set at the first run that fails (the ones before it are kept). */
+int dora_analyze_runs(dora_result *res, size_t *done, const char *base_path,
+                      char *const *names, const char *const *paths, size_t nruns,
+                      const dora_analysis_opts *opts, dora_note_fn note, void *ctx,
+                      dora_err *err);
 /* Set RES's nsteps and nmodules to S and L and allocate its per-step arrays
  * (steps, step_paths, step_stamps) and per-module ones (modules, layer, rows,
  * cols, rank; delta_m, delta_d, zero_rows [S * L]), zeroed; the rest is left

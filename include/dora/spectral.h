@@ -37,10 +37,10 @@
 #define DORA_SPECTRAL_H
 
 #include "dora/error.h"
+#include "dora/filter.h"
 #include "dora/model.h"
 #include "dora/run.h"
 
-#include <regex.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -120,7 +120,7 @@ int64_t dora_intruders(int64_t m, const double *u0, int64_t k0, const double *ut
 /* ---------------------------------------------------------------- runs */
 
 typedef struct dora_spectrum_opts {
-    const regex_t *include;  /* keep module names matching this (NULL: all) */
+    const regex_t *include;  /* keep module names matching this (NULL: all; filter.h) */
     const regex_t *exclude;  /* then drop names matching this (NULL: none) */
     int64_t top;             /* 0: every singular value; else store the top K */
     int64_t subspace;        /* K of phi: top singular vectors compared (1..DORA_SPEC_SUBSPACE_MAX) */

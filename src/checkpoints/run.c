@@ -134,8 +134,8 @@ static int folder_step(const char *dir, int64_t *step, dora_err *err)
     return 0;
 }
 
-/* The Trainer layout: checkpoint-STEP/ folders, then maybe a final model. */
-static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
+/* The checkpoint-STEP/ folders of DIR into RUN's steps, unsorted. */
+static int list_checkpoints(dora_run *run, const char *dir, dora_err *err)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -167,13 +167,15 @@ static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
             break;
     }
     closedir(d);
-    if (rc != 0)
-        return -1;
-    if (run->nsteps == 0)
-        return 0; /* not a Trainer output folder */
-    qsort(run->steps, run->nsteps, sizeof *run->steps, step_cmp);
+    return rc != 0 ? -1 : 0;
+}
 
-    int64_t last_max_steps = -1;
+/* The sorted steps: no step twice, and each trainer_state.json (if any) agrees
+ * with its folder. *LAST_MAX_STEPS: max_steps of the last checkpoint's state, or
+ * -1 when it has none. */
+static int check_steps(const dora_run *run, int64_t *last_max_steps, dora_err *err)
+{
+    *last_max_steps = -1;
     for (size_t i = 0; i < run->nsteps; i++) {
         if (i > 0 && run->steps[i].step == run->steps[i - 1].step)
             return dora_errf(err, "'%s' and '%s' are both step %lld", run->steps[i - 1].path,
@@ -190,26 +192,20 @@ static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
         if (r < 0)
             return -1;
         if (r == 1)
-            last_max_steps = ms;
+            *last_max_steps = ms;
         else if (i == run->nsteps - 1)
-            last_max_steps = -1;
+            *last_max_steps = -1;
     }
+    return 0;
+}
 
-    /* A final model in the run folder itself. */
-    dora_model_kind kind, ck_kind;
-    char *final_path = NULL;
-    if (dora_model_probe(dir, &kind, &final_path, err) != 0)
-        return -1;
-    if (kind == DORA_MODEL_NONE) {
-        free(final_path);
-        return 0;
-    }
-    if (!final_path) { /* adapter_config.json alone, as PEFT leaves in a Trainer folder */
-        run_note(run, "'%s': adapter_config.json without adapter weights: no final model", dir);
-        return 0;
-    }
-    int64_t last = run->steps[run->nsteps - 1].step;
+/* 1 (noted) if the final model at FINAL_PATH (of KIND; freed here) has the
+ * bytes of one of the checkpoints, 0 if of none, -1 with ERR set. */
+static int final_is_a_checkpoint(dora_run *run, const char *dir, dora_model_kind kind,
+                                 char *final_path, dora_err *err)
+{
     /* Compare the weight files themselves (adapter weights for an adapter). */
+    dora_model_kind ck_kind;
     dora_model *final = NULL;
     int r0 = dora_model_open(&final, final_path, err);
     free(final_path);
@@ -238,11 +234,19 @@ static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
                           "counted twice",
                      dir, run->steps[i].path, (long long)run->steps[i].step);
             dora_model_close(final);
-            return 0;
+            return 1;
         }
     }
     dora_model_close(final);
+    return 0;
+}
 
+/* The final model's step (from trainer_state.json, max_steps, or the last
+ * checkpoint's + 1) and its place among the steps: added, or noted when a
+ * checkpoint is at that step already. */
+static int add_final(dora_run *run, const char *dir, int64_t last_max_steps, dora_err *err)
+{
+    int64_t last = run->steps[run->nsteps - 1].step;
     char *state = util_join(dir, "trainer_state.json");
     if (!state)
         return dora_errf(err, "out of memory");
@@ -278,6 +282,37 @@ static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
     }
     run_note(run, "'%s': final model taken as step %lld (%s)", dir, (long long)step, how);
     return add_step(run, step, dir, err);
+}
+
+/* The Trainer layout: checkpoint-STEP/ folders, then maybe a final model. */
+static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
+{
+    if (list_checkpoints(run, dir, err) != 0)
+        return -1;
+    if (run->nsteps == 0)
+        return 0; /* not a Trainer output folder */
+    qsort(run->steps, run->nsteps, sizeof *run->steps, step_cmp);
+    int64_t last_max_steps;
+    if (check_steps(run, &last_max_steps, err) != 0)
+        return -1;
+
+    /* A final model in the run folder itself. */
+    dora_model_kind kind;
+    char *final_path = NULL;
+    if (dora_model_probe(dir, &kind, &final_path, err) != 0)
+        return -1;
+    if (kind == DORA_MODEL_NONE) {
+        free(final_path);
+        return 0;
+    }
+    if (!final_path) { /* adapter_config.json alone, as PEFT leaves in a Trainer folder */
+        run_note(run, "'%s': adapter_config.json without adapter weights: no final model", dir);
+        return 0;
+    }
+    int same = final_is_a_checkpoint(run, dir, kind, final_path, err);
+    if (same != 0)
+        return same < 0 ? -1 : 0;
+    return add_final(run, dir, last_max_steps, err);
 }
 
 /* "ft" for full weights; for adapters, "dora" if any checkpoint's adapter is

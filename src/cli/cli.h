@@ -3,6 +3,9 @@
 #define DORA_CLI_H
 
 #include "dora/error.h"
+#include "dora/filter.h"
+
+#include <stddef.h>
 
 /* Exit statuses, the same for every subcommand. */
 enum { EXIT_OK = 0, EXIT_BAD_INPUT = 1, EXIT_USAGE = 2 };
@@ -36,6 +39,30 @@ int cli_valid_run_name(const char *s);
  * flight (util_out_remove_all) before the process dies of the signal. Each
  * subcommand that writes files installs it first. */
 void cli_guard_signals(void);
+
+/* ---- what analyze and spectrum share ------------------------------------ */
+
+/* Compile --modules MODULES_RE and --exclude EXCLUDE_RE (each NULL for none)
+ * into *F. EXIT_OK, or a usage error of CMD naming the option whose
+ * expression does not compile ("--modules 'RE': what regerror says"),
+ * EXIT_USAGE, with *F left empty. dora_filter_free releases *F. */
+int cli_compile_filter(const char *cmd, dora_filter *f, const char *modules_re,
+                       const char *exclude_re);
+/* Split the N run arguments ARGS ([NAME=]RUN) into NAMES[i] (allocated; the
+ * caller frees every one, NAMES zeroed first) and PATHS[i] (into ARGS).
+ * EXIT_OK; a usage error of CMD for a name that is not a valid run name or
+ * two runs of the same name; EXIT_BAD_INPUT (reported) when out of memory. */
+int cli_parse_runs(const char *cmd, size_t n, char *const *args, char **names, const char **paths);
+/* EXIT_OK when the folder OUT is to be written into exists; else reported,
+ * EXIT_BAD_INPUT. */
+int cli_check_output_dir(const char *out);
+/* Before any work: may OUT (an HDF5 results file) and CSV (analyze's table,
+ * NULL for none) be written, given that BASE_PATH (NULL for none) and the N
+ * PATHS are read? EXIT_OK, or the status of the refusal (reported). */
+int cli_check_outputs(const char *cmd, const char *out, const char *csv, const char *base_path,
+                      const char *const *paths, size_t n, int force);
+/* "dora-analyze: note: [run 'RUN': ]MSG" on stderr (RUN NULL: no run named). */
+void cli_note(const char *run, const char *msg);
 
 /* ---- inputs and outputs: an output never replaces an input -------------- */
 

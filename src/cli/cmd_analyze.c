@@ -3,13 +3,11 @@
 #include "cli/cli.h"
 #include "dora/analyze.h"
 #include "dora/h5out.h"
-#include "dora/model.h"
 #include "dora/run.h"
 #include "core/util.h"
 
 #include <errno.h>
 #include <getopt.h>
-#include <regex.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,16 +40,6 @@ static const char analyze_help[] =
     "  -h, --help        this help\n"
     "\n"
     "exit status: 0 success, 1 bad input or failed analysis, 2 usage error\n";
-
-typedef struct run_arg {
-    char *name;
-    const char *path;
-} run_arg;
-
-static int parse_run_arg(const char *arg, run_arg *out)
-{
-    return cli_split_run_arg(arg, &out->name, &out->path);
-}
 
 static void print_field(FILE *f, const char *s, int csv)
 {
@@ -130,7 +118,16 @@ static int stage_csv(util_out *o, const char *path, const dora_result *res, size
     return 0;
 }
 
-int cmd_analyze(int argc, char **argv)
+/* The options of one `analyze`. */
+typedef struct analyze_args {
+    const char *base_path, *out, *modules_re, *exclude_re, *csv;
+    int64_t jobs;
+    int per_row, quiet, force;
+} analyze_args;
+
+/* Options into *A (optind then at the first run). -1 to go on, else the exit
+ * status to return (--help, a usage error). */
+static int parse_options(int argc, char **argv, analyze_args *a)
 {
     enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV, OPT_FORCE };
     static const struct option longopts[] = {
@@ -146,41 +143,23 @@ int cmd_analyze(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *base_path = NULL, *out = NULL, *modules_re = NULL, *exclude_re = NULL, *csv = NULL;
-    int64_t jobs = 0;
-    int per_row = 0, quiet = 0, force = 0, c;
+    int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:j:qh", longopts, NULL)) != -1) {
         switch (c) {
-        case OPT_BASE:
-            base_path = optarg;
-            break;
-        case 'o':
-            out = optarg;
-            break;
-        case OPT_MODULES:
-            modules_re = optarg;
-            break;
-        case OPT_EXCLUDE:
-            exclude_re = optarg;
-            break;
+        case OPT_BASE: a->base_path = optarg; break;
+        case 'o': a->out = optarg; break;
+        case OPT_MODULES: a->modules_re = optarg; break;
+        case OPT_EXCLUDE: a->exclude_re = optarg; break;
         case 'j':
-            if (util_parse_i64(optarg, 1, 4096, &jobs) != 0)
+            if (util_parse_i64(optarg, 1, 4096, &a->jobs) != 0)
                 return cli_usage_error("analyze", "-j wants a whole number from 1 to 4096, not '%s'",
                                        optarg);
             break;
-        case OPT_PER_ROW:
-            per_row = 1;
-            break;
-        case OPT_CSV:
-            csv = optarg;
-            break;
-        case OPT_FORCE:
-            force = 1;
-            break;
-        case 'q':
-            quiet = 1;
-            break;
+        case OPT_PER_ROW: a->per_row = 1; break;
+        case OPT_CSV: a->csv = optarg; break;
+        case OPT_FORCE: a->force = 1; break;
+        case 'q': a->quiet = 1; break;
         case 'h':
             fputs(analyze_help, stdout);
             return cli_finish_stdout();
@@ -190,199 +169,152 @@ int cmd_analyze(int argc, char **argv)
             return cli_usage_error("analyze", "unknown option '%s'", argv[optind - 1]);
         }
     }
-    if (!base_path) {
-        /* say why for adapter runs: they cannot be analysed alone */
-        for (int i = optind; i < argc; i++) {
-            run_arg ra0;
-            dora_run run;
-            dora_err e;
-            if (parse_run_arg(argv[i], &ra0) != 0)
-                break;
-            const char *method = "ft";
-            if (dora_run_discover(&run, ra0.path, &e) == 0) {
-                method = run.method; /* a static string */
-                dora_run_release(&run);
-            }
-            int adapter = strcmp(method, "ft") != 0;
-            free(ra0.name);
-            if (adapter)
-                return cli_usage_error("analyze", "'%s' holds %s adapters: dM and dD compare the "
-                                                  "merged weights with the pre-trained ones, so "
-                                                  "the base model they were trained on is needed "
-                                                  "(--base PATH)",
-                                       argv[i], method);
+    return -1;
+}
+
+/* Without --base: say why for an adapter run, which cannot be analysed alone. */
+static int no_base(int nargs, char **args)
+{
+    for (int i = 0; i < nargs; i++) {
+        char *name;
+        const char *path;
+        dora_run run;
+        dora_err e;
+        if (cli_split_run_arg(args[i], &name, &path) != 0)
+            break;
+        free(name);
+        const char *method = "ft";
+        if (dora_run_discover(&run, path, &e) == 0) {
+            method = run.method; /* a static string */
+            dora_run_release(&run);
         }
-        return cli_usage_error("analyze", "--base PATH is required");
+        if (strcmp(method, "ft") != 0)
+            return cli_usage_error("analyze", "'%s' holds %s adapters: dM and dD compare the "
+                                              "merged weights with the pre-trained ones, so the "
+                                              "base model they were trained on is needed "
+                                              "(--base PATH)",
+                                   args[i], method);
     }
-    if (!out)
+    return cli_usage_error("analyze", "--base PATH is required");
+}
+
+/* Usage errors that need no file: EXIT_OK when the options hold together. */
+static int check_args(const analyze_args *a, int nargs, char **args)
+{
+    if (!a->base_path)
+        return no_base(nargs, args);
+    if (!a->out)
         return cli_usage_error("analyze", "-o OUT.h5 is required");
-    if (optind >= argc)
+    if (nargs < 1)
         return cli_usage_error("analyze", "no run given");
-    if (strlen(out) + 64 > 4096)
+    if (strlen(a->out) + 64 > 4096)
         return cli_usage_error("analyze", "output path too long");
-    if (csv && util_same_output(out, csv))
-        return cli_usage_error("analyze", "-o '%s' and --csv '%s' are the same file", out, csv);
+    if (a->csv && util_same_output(a->out, a->csv))
+        return cli_usage_error("analyze", "-o '%s' and --csv '%s' are the same file", a->out,
+                               a->csv);
+    return EXIT_OK;
+}
 
-    regex_t re_in, re_ex;
-    int have_in = 0, have_ex = 0, status = EXIT_BAD_INPUT;
-    char rmsg[256];
-    if (modules_re) {
-        int r = regcomp(&re_in, modules_re, REG_EXTENDED | REG_NOSUB);
-        if (r != 0) {
-            regerror(r, &re_in, rmsg, sizeof rmsg);
-            return cli_usage_error("analyze", "--modules '%s': %s", modules_re, rmsg);
-        }
-        have_in = 1;
-    }
-    if (exclude_re) {
-        int r = regcomp(&re_ex, exclude_re, REG_EXTENDED | REG_NOSUB);
-        if (r != 0) {
-            regerror(r, &re_ex, rmsg, sizeof rmsg);
-            if (have_in)
-                regfree(&re_in);
-            return cli_usage_error("analyze", "--exclude '%s': %s", exclude_re, rmsg);
-        }
-        have_ex = 1;
-    }
+/* Notes on stderr unless quiet (CTX points to the flag); steps left out always. */
+static void on_note(void *ctx, const char *run, const char *msg, int failed)
+{
+    if (failed)
+        fprintf(stderr, "dora-analyze: error: run '%s': %s\n", run, msg);
+    else if (!*(const int *)ctx)
+        cli_note(run, msg);
+}
 
-    size_t nruns = (size_t)(argc - optind);
-    run_arg *ra = calloc(nruns, sizeof *ra);
-    dora_result *res = calloc(nruns, sizeof *res);
-    dora_model *base = NULL;
-    char *cmdline = cli_command_line(argc, argv);
-    dora_err err = {{0}, 0};
-    size_t done = 0, incomplete = 0;
-    cli_inputs inputs = {0};
+/* OUT.h5, and the table to --csv or stdout: both outputs or neither, so the
+ * CSV is staged first and renamed after the HDF5 file. */
+static int write_outputs(const analyze_args *a, const dora_result *res, size_t nruns,
+                         const char *cmdline)
+{
     util_out csv_out = {0};
     csv_out.slot = -1;
-    if (!ra || !res || !cmdline) {
-        dora_errf(&err, "out of memory");
+    dora_err err;
+    int status;
+    if (a->csv && stage_csv(&csv_out, a->csv, res, nruns, &err) != 0)
+        return cli_fail(&err);
+    if (h5o_write(a->out, res, nruns, cmdline, &err) != 0) {
         status = cli_fail(&err);
-        goto cleanup;
-    }
-    for (size_t i = 0; i < nruns; i++) {
-        if (parse_run_arg(argv[optind + (int)i], &ra[i]) != 0) {
-            dora_errf(&err, "out of memory");
-            status = cli_fail(&err);
-            goto cleanup;
-        }
-        if (!cli_valid_run_name(ra[i].name)) {
-            status = cli_usage_error("analyze", "'%s': a run name must be non-empty, not '.' or "
-                                                "'..', and without '/'",
-                                     argv[optind + (int)i]);
-            goto cleanup;
-        }
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(ra[i].name, ra[j].name) == 0) {
-                status = cli_usage_error("analyze", "two runs are named '%s'; name them with "
-                                                    "NAME=RUN",
-                                         ra[i].name);
-                goto cleanup;
-            }
-    }
-    {
-        char *dir = util_dirname(out);
-        int ok = dir && util_is_dir(dir);
-        if (!ok)
-            dora_errf(&err, "'%s': the output folder '%s' does not exist", out, dir ? dir : "?");
-        free(dir);
-        if (!ok) {
-            status = cli_fail(&err);
-            goto cleanup;
-        }
-    }
-    /* before any work: no output may replace an input, or a file not ours */
-    cli_inputs_add(&inputs, base_path);
-    for (size_t i = 0; i < nruns; i++)
-        cli_inputs_add(&inputs, ra[i].path);
-    if (inputs.oom) {
-        dora_errf(&err, "out of memory");
-        status = cli_fail(&err);
-        goto cleanup;
-    }
-    if ((status = cli_check_output("analyze", out, CLI_OUT_H5, &inputs, force)) != EXIT_OK ||
-        (csv && (status = cli_check_output("analyze", csv, CLI_OUT_CSV, &inputs, force)) !=
-                    EXIT_OK))
-        goto cleanup;
-    status = EXIT_BAD_INPUT;
-    cli_guard_signals();
-
-    if (dora_model_open(&base, base_path, &err) != 0) {
-        status = cli_fail(&err);
-        goto cleanup;
-    }
-    dora_analysis_opts opts = {
-        .include = have_in ? &re_in : NULL,
-        .exclude = have_ex ? &re_ex : NULL,
-        .threads = jobs > 0 ? (int)jobs : (int)sysconf(_SC_NPROCESSORS_ONLN),
-        .per_row = per_row,
-    };
-    for (size_t i = 0; i < nruns; i++) {
-        dora_run run;
-        if (dora_run_discover(&run, ra[i].path, &err) != 0) {
-            status = cli_fail(&err);
-            goto cleanup;
-        }
-        if (!quiet)
-            for (size_t k = 0; k < run.nnotes; k++)
-                fprintf(stderr, "dora-analyze: note: %s\n", run.notes[k]);
-        int r = dora_analyze_run(&res[i], ra[i].name, base, base_path, &run, &opts, &err);
-        dora_run_release(&run);
-        if (r != 0) {
-            status = cli_fail(&err);
-            goto cleanup;
-        }
-        done++;
-        if (!quiet)
-            for (size_t k = 0; k < res[i].nnotes; k++)
-                fprintf(stderr, "dora-analyze: note: run '%s': %s\n", res[i].name, res[i].notes[k]);
-        for (size_t k = 0; k < res[i].nfailures; k++) /* errors: printed even with -q */
-            fprintf(stderr, "dora-analyze: error: run '%s': %s\n", res[i].name,
-                    res[i].failures[k]);
-        incomplete += res[i].nfailures;
-    }
-
-    /* both outputs or neither: the CSV is staged first, renamed after the HDF5 file */
-    if (csv && stage_csv(&csv_out, csv, res, nruns, &err) != 0) {
-        status = cli_fail(&err);
-        goto cleanup;
-    }
-    if (h5o_write(out, res, nruns, cmdline, &err) != 0) {
-        status = cli_fail(&err);
-        goto cleanup;
-    }
-    if (csv) {
-        if (util_out_commit(&csv_out, &err) != 0) {
-            unlink(out); /* not one without the other */
-            dora_errprefix(&err, "'%s' not written either", out);
-            status = cli_fail(&err);
-            goto cleanup;
-        }
+    } else if (a->csv) {
         status = EXIT_OK;
+        if (util_out_commit(&csv_out, &err) != 0) {
+            unlink(a->out); /* not one without the other */
+            dora_errprefix(&err, "'%s' not written either", a->out);
+            status = cli_fail(&err);
+        }
     } else {
         print_table(stdout, res, nruns, 0);
         status = cli_finish_stdout();
     }
-    if (status == EXIT_OK && incomplete) {
+    util_out_abort(&csv_out);
+    return status;
+}
+
+int cmd_analyze(int argc, char **argv)
+{
+    analyze_args a = {0};
+    int status = parse_options(argc, argv, &a);
+    if (status >= 0)
+        return status;
+    char **args = argv + optind;
+    const size_t nruns = argc > optind ? (size_t)(argc - optind) : 0;
+    if ((status = check_args(&a, (int)nruns, args)) != EXIT_OK)
+        return status;
+    dora_filter filter;
+    if ((status = cli_compile_filter("analyze", &filter, a.modules_re, a.exclude_re)) != EXIT_OK)
+        return status;
+
+    char **names = calloc(nruns, sizeof *names);
+    const char **paths = calloc(nruns, sizeof *paths);
+    dora_result *res = calloc(nruns, sizeof *res);
+    char *cmdline = cli_command_line(argc, argv);
+    dora_err err;
+    size_t done = 0;
+    if (!names || !paths || !res || !cmdline) {
+        dora_errf(&err, "out of memory");
+        status = cli_fail(&err);
+        goto cleanup;
+    }
+    /* before any work: no output may replace an input, or a file not ours */
+    if ((status = cli_parse_runs("analyze", nruns, args, names, paths)) != EXIT_OK ||
+        (status = cli_check_output_dir(a.out)) != EXIT_OK ||
+        (status = cli_check_outputs("analyze", a.out, a.csv, a.base_path, paths, nruns,
+                                    a.force)) != EXIT_OK)
+        goto cleanup;
+    cli_guard_signals();
+    const dora_analysis_opts opts = {
+        .include = dora_filter_include(&filter),
+        .exclude = dora_filter_exclude(&filter),
+        .threads = a.jobs > 0 ? (int)a.jobs : (int)sysconf(_SC_NPROCESSORS_ONLN),
+        .per_row = a.per_row,
+    };
+    if (dora_analyze_runs(res, &done, a.base_path, names, paths, nruns, &opts, on_note, &a.quiet,
+                          &err) != 0) {
+        status = cli_fail(&err);
+        goto cleanup;
+    }
+    if ((status = write_outputs(&a, res, nruns, cmdline)) != EXIT_OK)
+        goto cleanup;
+    size_t incomplete = 0;
+    for (size_t i = 0; i < nruns; i++)
+        incomplete += res[i].nfailures;
+    if (incomplete) {
         /* the results hold every step that could be read; the others are named above */
         fprintf(stderr, "dora-analyze: error: %zu step(s) left out; '%s' holds the others\n",
-                incomplete, out);
+                incomplete, a.out);
         status = EXIT_BAD_INPUT;
     }
 cleanup:
-    util_out_abort(&csv_out);
-    cli_inputs_release(&inputs);
     for (size_t i = 0; i < done; i++)
         dora_result_release(&res[i]);
-    for (size_t i = 0; ra && i < nruns; i++)
-        free(ra[i].name);
-    free(ra);
+    for (size_t i = 0; names && i < nruns; i++)
+        free(names[i]);
+    free(names);
+    free(paths);
     free(res);
     free(cmdline);
-    dora_model_close(base);
-    if (have_in)
-        regfree(&re_in);
-    if (have_ex)
-        regfree(&re_ex);
+    dora_filter_free(&filter);
     return status;
 }

@@ -3,6 +3,7 @@
  * that an output never replaces an input or a file this tool did not write. */
 #define _GNU_SOURCE
 #include "cli/cli.h"
+#include "dora/filter.h"
 #include "dora/h5out.h"
 #include "core/util.h"
 
@@ -89,6 +90,78 @@ void cli_guard_signals(void)
             continue;
         sigaction(sigs[i], &sa, NULL);
     }
+}
+
+/* ---- what analyze and spectrum share ------------------------------------ */
+
+int cli_compile_filter(const char *cmd, dora_filter *f, const char *modules_re,
+                       const char *exclude_re)
+{
+    dora_err err;
+    int r = dora_filter_compile(f, modules_re, exclude_re, &err);
+    if (r == 0)
+        return EXIT_OK;
+    return cli_usage_error(cmd, "%s %s", r == DORA_FILTER_BAD_INCLUDE ? "--modules" : "--exclude",
+                           err.msg);
+}
+
+int cli_parse_runs(const char *cmd, size_t n, char *const *args, char **names, const char **paths)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (cli_split_run_arg(args[i], &names[i], &paths[i]) != 0) {
+            dora_err err;
+            dora_errf(&err, "out of memory");
+            return cli_fail(&err);
+        }
+        if (!cli_valid_run_name(names[i]))
+            return cli_usage_error(cmd, "'%s': a run name must be non-empty, not '.' or '..', "
+                                        "and without '/'",
+                                   args[i]);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(names[i], names[j]) == 0)
+                return cli_usage_error(cmd, "two runs are named '%s'; name them with NAME=RUN",
+                                       names[i]);
+    }
+    return EXIT_OK;
+}
+
+int cli_check_output_dir(const char *out)
+{
+    char *dir = util_dirname(out);
+    int ok = dir && util_is_dir(dir);
+    dora_err err;
+    if (!ok)
+        dora_errf(&err, "'%s': the output folder '%s' does not exist", out, dir ? dir : "?");
+    free(dir);
+    return ok ? EXIT_OK : cli_fail(&err);
+}
+
+int cli_check_outputs(const char *cmd, const char *out, const char *csv, const char *base_path,
+                      const char *const *paths, size_t n, int force)
+{
+    cli_inputs inputs = {0};
+    if (base_path)
+        cli_inputs_add(&inputs, base_path);
+    for (size_t i = 0; i < n; i++)
+        cli_inputs_add(&inputs, paths[i]);
+    int status;
+    if (inputs.oom) {
+        dora_err err;
+        dora_errf(&err, "out of memory");
+        status = cli_fail(&err);
+    } else if ((status = cli_check_output(cmd, out, CLI_OUT_H5, &inputs, force)) == EXIT_OK &&
+               csv)
+        status = cli_check_output(cmd, csv, CLI_OUT_CSV, &inputs, force);
+    cli_inputs_release(&inputs);
+    return status;
+}
+
+void cli_note(const char *run, const char *msg)
+{
+    if (run)
+        fprintf(stderr, "dora-analyze: note: run '%s': %s\n", run, msg);
+    else
+        fprintf(stderr, "dora-analyze: note: %s\n", msg);
 }
 
 /* ---- inputs ------------------------------------------------------------- */

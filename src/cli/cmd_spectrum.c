@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
-#include <regex.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,10 +119,23 @@ static void print_table(const dora_spectrum *sp)
     }
 }
 
-int cmd_spectrum(int argc, char **argv)
+/* The options of one `spectrum`. */
+typedef struct spectrum_args {
+    const char *base_path, *out, *modules_re, *exclude_re;
+    dora_spectrum_opts opts;
+    int quiet, force;
+} spectrum_args;
+
+/* One option that takes a number into A->opts: -1 to go on, else EXIT_USAGE. */
+static int parse_number(int c, const char *arg, spectrum_args *a);
+
+enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_TOP, OPT_THRESHOLD, OPT_SUBSPACE,
+       OPT_COMPARE, OPT_EXACT, OPT_FORCE };
+
+/* Options into *A (optind then at the first run). -1 to go on, else the exit
+ * status to return (--help, a usage error). */
+static int parse_options(int argc, char **argv, spectrum_args *a)
 {
-    enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_TOP, OPT_THRESHOLD, OPT_SUBSPACE,
-           OPT_COMPARE, OPT_EXACT, OPT_FORCE };
     static const struct option longopts[] = {
         {"base", required_argument, NULL, OPT_BASE},
         {"output", required_argument, NULL, 'o'},
@@ -139,56 +151,25 @@ int cmd_spectrum(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *base_path = NULL, *out = NULL, *modules_re = NULL, *exclude_re = NULL;
-    dora_spectrum_opts opts;
-    dora_spectrum_opts_init(&opts);
-    int quiet = 0, force = 0, c;
+    int c, r;
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, ":o:qh", longopts, NULL)) != -1) {
         switch (c) {
-        case OPT_BASE:
-            base_path = optarg;
-            break;
-        case 'o':
-            out = optarg;
-            break;
-        case OPT_MODULES:
-            modules_re = optarg;
-            break;
-        case OPT_EXCLUDE:
-            exclude_re = optarg;
-            break;
+        case OPT_BASE: a->base_path = optarg; break;
+        case 'o': a->out = optarg; break;
+        case OPT_MODULES: a->modules_re = optarg; break;
+        case OPT_EXCLUDE: a->exclude_re = optarg; break;
         case OPT_TOP:
-            if (util_parse_i64(optarg, 1, INT32_MAX, &opts.top) != 0)
-                return cli_usage_error("spectrum", "--top wants a whole number >= 1, not '%s'",
-                                       optarg);
-            break;
         case OPT_THRESHOLD:
-            if (parse_double(optarg, &opts.threshold) != 0 || !(opts.threshold > 0) ||
-                opts.threshold > 1)
-                return cli_usage_error("spectrum", "--threshold wants a number in (0, 1], not "
-                                                   "'%s'",
-                                       optarg);
-            break;
         case OPT_SUBSPACE:
-            if (util_parse_i64(optarg, 1, DORA_SPEC_SUBSPACE_MAX, &opts.subspace) != 0)
-                return cli_usage_error("spectrum", "--subspace wants a whole number from 1 to %d, "
-                                                   "not '%s'",
-                                       DORA_SPEC_SUBSPACE_MAX, optarg);
+            if ((r = parse_number(c, optarg, a)) >= 0)
+                return r;
             break;
-        case OPT_COMPARE:
-            opts.compare = 1;
-            break;
-        case OPT_EXACT:
-            opts.randomized = 0;
-            break;
-        case OPT_FORCE:
-            force = 1;
-            break;
-        case 'q':
-            quiet = 1;
-            break;
+        case OPT_COMPARE: a->opts.compare = 1; break;
+        case OPT_EXACT: a->opts.randomized = 0; break;
+        case OPT_FORCE: a->force = 1; break;
+        case 'q': a->quiet = 1; break;
         case 'h':
             fputs(spectrum_help, stdout);
             return cli_finish_stdout();
@@ -198,141 +179,115 @@ int cmd_spectrum(int argc, char **argv)
             return cli_usage_error("spectrum", "unknown option '%s'", argv[optind - 1]);
         }
     }
-    if (!out)
+    if (!a->out)
         return cli_usage_error("spectrum", "-o OUT.h5 is required");
     if (optind >= argc)
         return cli_usage_error("spectrum", "no run given");
-    if (strlen(out) + 64 > 4096)
+    if (strlen(a->out) + 64 > 4096)
         return cli_usage_error("spectrum", "output path too long");
-    const size_t nruns = (size_t)(argc - optind);
-    if (opts.compare && nruns < 2)
+    if (a->opts.compare && argc - optind < 2)
         return cli_usage_error("spectrum", "--compare needs at least two runs");
+    return -1;
+}
 
-    regex_t re_in, re_ex;
-    int have_in = 0, have_ex = 0, status = EXIT_BAD_INPUT;
-    char rmsg[256];
-    if (modules_re) {
-        int r = regcomp(&re_in, modules_re, REG_EXTENDED | REG_NOSUB);
-        if (r != 0) {
-            regerror(r, &re_in, rmsg, sizeof rmsg);
-            return cli_usage_error("spectrum", "--modules '%s': %s", modules_re, rmsg);
-        }
-        have_in = 1;
-        opts.include = &re_in;
+static int parse_number(int c, const char *arg, spectrum_args *a)
+{
+    dora_spectrum_opts *o = &a->opts;
+    if (c == OPT_TOP && util_parse_i64(arg, 1, INT32_MAX, &o->top) != 0)
+        return cli_usage_error("spectrum", "--top wants a whole number >= 1, not '%s'", arg);
+    if (c == OPT_THRESHOLD &&
+        (parse_double(arg, &o->threshold) != 0 || !(o->threshold > 0) || o->threshold > 1))
+        return cli_usage_error("spectrum", "--threshold wants a number in (0, 1], not '%s'", arg);
+    if (c == OPT_SUBSPACE && util_parse_i64(arg, 1, DORA_SPEC_SUBSPACE_MAX, &o->subspace) != 0)
+        return cli_usage_error("spectrum", "--subspace wants a whole number from 1 to %d, not '%s'",
+                               DORA_SPEC_SUBSPACE_MAX, arg);
+    return -1;
+}
+
+/* Discover each run into RUNS[0..*discovered), its notes on stderr unless
+ * quiet; a full-weight run without --base is a usage error. */
+static int discover_runs(dora_run *runs, size_t *discovered, const spectrum_args *a,
+                         char *const *args, const char *const *paths, size_t nruns)
+{
+    dora_err err;
+    for (size_t i = 0; i < nruns; i++) {
+        if (dora_run_discover(&runs[i], paths[i], &err) != 0)
+            return cli_fail(&err);
+        ++*discovered;
+        if (!a->base_path && strcmp(runs[i].method, "ft") == 0)
+            return cli_usage_error("spectrum", "'%s' holds full weights: the update W_t - W0 "
+                                               "needs the pre-trained model (--base PATH); only "
+                                               "LoRA adapters can be analysed without it",
+                                   args[i]);
+        for (size_t k = 0; !a->quiet && k < runs[i].nnotes; k++)
+            cli_note(NULL, runs[i].notes[k]);
     }
-    if (exclude_re) {
-        int r = regcomp(&re_ex, exclude_re, REG_EXTENDED | REG_NOSUB);
-        if (r != 0) {
-            regerror(r, &re_ex, rmsg, sizeof rmsg);
-            if (have_in)
-                regfree(&re_in);
-            return cli_usage_error("spectrum", "--exclude '%s': %s", exclude_re, rmsg);
-        }
-        have_ex = 1;
-        opts.exclude = &re_ex;
+    return EXIT_OK;
+}
+
+/* Open the base (if any), analyse the runs, write OUT.h5 and print the table. */
+static int analyse_and_write(const spectrum_args *a, char *const *names, const dora_run *runs,
+                             size_t nruns, const char *cmdline)
+{
+    dora_model *base = NULL;
+    dora_spectrum sp;
+    dora_err err;
+    if (a->base_path && dora_model_open(&base, a->base_path, &err) != 0)
+        return cli_fail(&err);
+    if (dora_spectrum_run(&sp, base, a->base_path, names, runs, nruns, &a->opts, &err) != 0) {
+        dora_model_close(base);
+        return cli_fail(&err);
     }
+    for (size_t k = 0; !a->quiet && k < sp.nnotes; k++)
+        cli_note(NULL, sp.notes[k]);
+    int status;
+    if (dora_spectrum_write(a->out, &sp, cmdline, &err) != 0) {
+        status = cli_fail(&err);
+    } else {
+        print_table(&sp);
+        status = cli_finish_stdout();
+    }
+    dora_spectrum_release(&sp);
+    dora_model_close(base);
+    return status;
+}
+
+int cmd_spectrum(int argc, char **argv)
+{
+    spectrum_args a = {0};
+    dora_spectrum_opts_init(&a.opts);
+    int status = parse_options(argc, argv, &a);
+    if (status >= 0)
+        return status;
+    char **args = argv + optind;
+    const size_t nruns = (size_t)(argc - optind);
+    dora_filter filter;
+    if ((status = cli_compile_filter("spectrum", &filter, a.modules_re, a.exclude_re)) != EXIT_OK)
+        return status;
+    a.opts.include = dora_filter_include(&filter);
+    a.opts.exclude = dora_filter_exclude(&filter);
 
     char **names = calloc(nruns, sizeof *names);
     const char **paths = calloc(nruns, sizeof *paths);
     dora_run *runs = calloc(nruns, sizeof *runs);
     size_t discovered = 0;
-    dora_model *base = NULL;
-    dora_spectrum sp;
-    int have_sp = 0;
     char *cmdline = cli_command_line(argc, argv);
-    dora_err err = {0};
-    cli_inputs inputs = {0};
     if (!names || !paths || !runs || !cmdline) {
+        dora_err err;
         dora_errf(&err, "out of memory");
         status = cli_fail(&err);
         goto cleanup;
-    }
-    for (size_t i = 0; i < nruns; i++) {
-        const char *arg = argv[optind + (int)i];
-        if (cli_split_run_arg(arg, &names[i], &paths[i]) != 0) {
-            dora_errf(&err, "out of memory");
-            status = cli_fail(&err);
-            goto cleanup;
-        }
-        if (!cli_valid_run_name(names[i])) {
-            status = cli_usage_error("spectrum", "'%s': a run name must be non-empty, not '.' or "
-                                                 "'..', and without '/'",
-                                     arg);
-            goto cleanup;
-        }
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(names[i], names[j]) == 0) {
-                status = cli_usage_error("spectrum", "two runs are named '%s'; name them with "
-                                                     "NAME=RUN",
-                                         names[i]);
-                goto cleanup;
-            }
     }
     /* before any work: the output may not replace an input, or a file not ours */
-    if (base_path)
-        cli_inputs_add(&inputs, base_path);
-    for (size_t i = 0; i < nruns; i++)
-        cli_inputs_add(&inputs, paths[i]);
-    if (inputs.oom) {
-        dora_errf(&err, "out of memory");
-        status = cli_fail(&err);
+    if ((status = cli_parse_runs("spectrum", nruns, args, names, paths)) != EXIT_OK ||
+        (status = cli_check_outputs("spectrum", a.out, NULL, a.base_path, paths, nruns,
+                                    a.force)) != EXIT_OK)
         goto cleanup;
-    }
-    if ((status = cli_check_output("spectrum", out, CLI_OUT_H5, &inputs, force)) != EXIT_OK)
-        goto cleanup;
-    status = EXIT_BAD_INPUT;
     cli_guard_signals();
-    for (size_t i = 0; i < nruns; i++) {
-        if (dora_run_discover(&runs[i], paths[i], &err) != 0) {
-            status = cli_fail(&err);
-            goto cleanup;
-        }
-        discovered++;
-        if (!base_path && strcmp(runs[i].method, "ft") == 0) {
-            status = cli_usage_error("spectrum", "'%s' holds full weights: the update W_t - W0 "
-                                                 "needs the pre-trained model (--base PATH); "
-                                                 "only LoRA adapters can be analysed without it",
-                                     argv[optind + (int)i]);
-            goto cleanup;
-        }
-        if (!quiet)
-            for (size_t k = 0; k < runs[i].nnotes; k++)
-                fprintf(stderr, "dora-analyze: note: %s\n", runs[i].notes[k]);
-    }
-    {
-        char *dir = util_dirname(out);
-        int ok = dir && util_is_dir(dir);
-        if (!ok)
-            dora_errf(&err, "'%s': the output folder '%s' does not exist", out, dir ? dir : "?");
-        free(dir);
-        if (!ok) {
-            status = cli_fail(&err);
-            goto cleanup;
-        }
-    }
-    if (base_path && dora_model_open(&base, base_path, &err) != 0) {
-        status = cli_fail(&err);
-        goto cleanup;
-    }
-    if (dora_spectrum_run(&sp, base, base_path, names, runs, nruns, &opts, &err) != 0) {
-        status = cli_fail(&err);
-        goto cleanup;
-    }
-    have_sp = 1;
-    if (!quiet)
-        for (size_t k = 0; k < sp.nnotes; k++)
-            fprintf(stderr, "dora-analyze: note: %s\n", sp.notes[k]);
-
-    if (dora_spectrum_write(out, &sp, cmdline, &err) != 0) {
-        status = cli_fail(&err);
-        goto cleanup;
-    }
-    print_table(&sp);
-    status = cli_finish_stdout();
+    if ((status = discover_runs(runs, &discovered, &a, args, paths, nruns)) == EXIT_OK &&
+        (status = cli_check_output_dir(a.out)) == EXIT_OK)
+        status = analyse_and_write(&a, names, runs, nruns, cmdline);
 cleanup:
-    cli_inputs_release(&inputs);
-    if (have_sp)
-        dora_spectrum_release(&sp);
     for (size_t i = 0; i < discovered; i++)
         dora_run_release(&runs[i]);
     for (size_t i = 0; names && i < nruns; i++)
@@ -341,10 +296,6 @@ cleanup:
     free(paths);
     free(runs);
     free(cmdline);
-    dora_model_close(base);
-    if (have_in)
-        regfree(&re_in);
-    if (have_ex)
-        regfree(&re_ex);
+    dora_filter_free(&filter);
     return status;
 }

@@ -1,0 +1,89 @@
+/* analyze_int.h - what the files of dora_analyze_run share inside analysis/:
+ * analyze.c (steps, the run and its result), analyze_select.c (which tensors,
+ * and their sources in each step) and analyze_jobs.c (work units of rows and
+ * the threads that run them). */
+#ifndef DORA_ANALYZE_INT_H
+#define DORA_ANALYZE_INT_H
+
+#include "dora/adapter.h"
+#include "dora/analyze.h"
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* What one step holds for a module: a dense weight (FT, modules_to_save), or
+ * a low-rank update of the base (LoRA, DoRA). */
+typedef struct stepsrc {
+    const dora_tensor *dense;
+    const dora_adapted *ad;
+    double *gram; /* [r * r] R R^T in float64, for |s L R|^2 per row (LoRA) */
+    int64_t off;  /* this step's first column in the stacked factors (LoRA) */
+} stepsrc;
+
+typedef struct module {
+    const dora_tensor *base;
+    stepsrc *src;   /* [S] */
+    int lora;       /* every step is a low-rank update */
+    int transposed; /* base stored [in, out] (fan_in_fan_out), read as [out, in] */
+    int64_t rows, cols;
+    int64_t rsum;   /* sum of the steps' ranks (LoRA) */
+    size_t nsrc;    /* S, for freeing */
+} module;
+
+typedef struct chunk {
+    size_t module;
+    int64_t row0, row1;
+    double *dm_sum, *dd_sum; /* [S] */
+    int64_t *zero;           /* [S] */
+} chunk;
+
+typedef struct job {
+    size_t S;
+    module *mods;
+    chunk *chunks;
+    size_t nchunks;
+    dora_result *res;
+    int per_row;
+    size_t next; /* atomic: next chunk to take */
+    int failed;  /* atomic */
+    int *step_bad; /* [S] atomic: a file of the step changed while read */
+    char **step_why; /* [S] why (under lock) */
+    pthread_mutex_t lock;
+    dora_err err;
+} job;
+
+/* What a step was read from: a full model or an adapter. */
+typedef struct stepdata {
+    dora_model *model;
+    dora_adapter *adapter;
+    int borrowed; /* the adapter is the run's (dora_step.adapter): not closed here */
+} stepdata;
+
+/* ---- analyze_select.c ---- */
+
+/* Choose the tensors to analyse; fills *OUT (allocated, natural name order)
+ * and their step sources; notes on RES for what is left out. BAD[s] and
+ * WHY[s] mark a step whose adapter file shrank while its Gram matrix was
+ * formed. 0, or -1 with ERR set. */
+int an_select_modules(dora_result *res, const dora_model *base, const stepdata *sd, size_t S,
+                      const dora_analysis_opts *opts, module **out, size_t *nout, int *bad,
+                      char **why, dora_err *err);
+void an_free_modules(module *mods, size_t L);
+/* RES's arrays for L modules and S steps, and their names, layers and shapes
+ * (and the per-row arrays when PER_ROW). 0, or -1 when out of memory. */
+int an_alloc_result(dora_result *res, const module *mods, size_t S, size_t L, int per_row);
+
+/* ---- analyze_jobs.c ---- */
+
+/* OpenBLAS single-threaded, once per process (see dora_analyze_run). */
+void an_blas_single_once(void);
+/* Split every module into row chunks (JB->chunks, *POOL_D and *POOL_Z hold
+ * their sums; the caller frees all three); boundaries depend only on the
+ * shapes. */
+int an_make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_err *err);
+/* Run JB's chunks on THREADS threads (the caller's included). A step whose
+ * file faults is marked in JB->step_bad; 0, or -1 with ERR set. */
+int an_run_jobs(job *jb, int threads, dora_err *err);
+
+#endif

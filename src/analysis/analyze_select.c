@@ -1,0 +1,346 @@
+/* analyze_select.c - which tensors dora_analyze_run analyses (kept by the
+ * filter, present and alike in every step) and where each step's weights come
+ * from: dense tensors, or LoRA factors with their Gram matrices; see
+ * include/dora/analyze.h. */
+#define _DEFAULT_SOURCE /* madvise */
+#define _POSIX_C_SOURCE 200809L
+#include "analysis/analyze_int.h"
+#include "dora/adapter.h"
+#include "dora/guard.h"
+#include "dora/kernel.h"
+#include "core/util.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static int result_note(dora_result *res, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    char **nn = realloc(res->notes, (res->nnotes + 1) * sizeof *nn);
+    if (!nn)
+        return -1;
+    res->notes = nn;
+    if (!(nn[res->nnotes] = strdup(buf)))
+        return -1;
+    res->nnotes++;
+    return 0;
+}
+
+static int module_cmp(const void *pa, const void *pb)
+{
+    const module *a = pa, *b = pb;
+    return util_natural_cmp(a->base->name, b->base->name);
+}
+
+static int same_shape(const dora_tensor *a, const dora_tensor *b)
+{
+    if (a->ndim != b->ndim)
+        return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i])
+            return 0;
+    return 1;
+}
+
+
+static int kept(const dora_analysis_opts *opts, const char *name)
+{
+    return dora_filter_match(opts->include, opts->exclude, name);
+}
+
+void an_free_modules(module *mods, size_t L)
+{
+    for (size_t i = 0; i < L; i++) {
+        for (size_t s = 0; mods[i].src && s < mods[i].nsrc; s++)
+            free(mods[i].src[s].gram);
+        free(mods[i].src);
+    }
+    free(mods);
+}
+
+/* The note for EMPTY tensors without elements left out (FIRST among them). */
+static void note_empty(dora_result *res, size_t empty, const char *first, const dora_model *base)
+{
+    if (!empty)
+        return;
+    char shp[256];
+    dora_shape_str(dora_model_find(base, first), shp, sizeof shp);
+    result_note(res, "%zu tensor(s) without elements were left out (first: '%s', shape %s)",
+                empty, first, shp);
+}
+
+/* FT runs: every floating tensor of rank >= 2 of the base with elements, in
+ * every checkpoint. */
+static int select_dense(dora_result *res, const dora_model *base, const stepdata *sd, size_t S,
+                        const dora_analysis_opts *opts, module *mods, size_t *nout,
+                        dora_err *err)
+{
+    size_t L = 0, missing = 0, skipped_type = 0, empty = 0;
+    const char *first_missing = NULL, *first_empty = NULL;
+    for (size_t i = 0; i < base->ntensors; i++) {
+        const dora_tensor *t = base->by_name[i];
+        if (t->ndim < 2 || !dora_dtype_is_analysable(t->dtype)) {
+            if (t->ndim >= 2)
+                skipped_type++;
+            continue;
+        }
+        if (!kept(opts, t->name))
+            continue;
+        if (t->numel == 0) { /* [2^40, 0] holds nothing: no loop over its rows */
+            if (!empty++)
+                first_empty = t->name;
+            continue;
+        }
+        module *md = &mods[L];
+        md->base = t;
+        md->rows = dora_tensor_rows(t);
+        md->cols = dora_tensor_cols(t);
+        md->nsrc = S;
+        if (!(md->src = calloc(S, sizeof *md->src)))
+            return dora_errf(err, "out of memory");
+        L++; /* owned from here: the caller frees on failure */
+        *nout = L;
+        int present = 1;
+        for (size_t s = 0; s < S; s++) {
+            const dora_tensor *c = dora_model_find(sd[s].model, t->name);
+            if (!c) {
+                present = 0;
+                if (!first_missing)
+                    first_missing = t->name;
+                break;
+            }
+            if (!same_shape(t, c)) {
+                char s0[256], s1[256];
+                dora_shape_str(t, s0, sizeof s0);
+                dora_shape_str(c, s1, sizeof s1);
+                return dora_errf(err, "'%s': tensor '%s' has shape %s, but %s in the base '%s'",
+                                 c->file, t->name, s1, s0, t->file);
+            }
+            if (!dora_dtype_is_analysable(c->dtype))
+                return dora_errf(err, "'%s': tensor '%s' is %s, not a floating type (the base has "
+                                      "%s)",
+                                 c->file, t->name, dora_dtype_name(c->dtype),
+                                 dora_dtype_name(t->dtype));
+            md->src[s].dense = c;
+        }
+        if (!present) {
+            free(md->src);
+            md->src = NULL;
+            L--;
+            *nout = L;
+            missing++;
+        }
+    }
+    if (missing)
+        result_note(res, "%zu tensor(s) of the base are missing from a checkpoint and were left "
+                         "out (first: '%s')",
+                    missing, first_missing);
+    if (skipped_type)
+        result_note(res, "%zu non-floating tensor(s) of rank >= 2 were left out", skipped_type);
+    note_empty(res, empty, first_empty, base);
+    return 0;
+}
+
+/* R's rows as float64 [r, cols] into rm: run in a guarded region (guard.h). */
+typedef struct factor_rows {
+    const dora_adapted *ad;
+    double *rm;
+} factor_rows;
+
+static void factor_rows_fn(void *arg)
+{
+    const factor_rows *fr = arg;
+    const dora_adapted *ad = fr->ad;
+    const size_t r = (size_t)ad->r, cols = (size_t)ad->R.cols;
+    const dora_tensor *t = ad->R.t;
+    for (size_t k = 0; k < r; k++)
+        if (!ad->R.transposed)
+            dora_row_to_f64(t->data + k * cols * dora_dtype_size(t->dtype), t->dtype, cols,
+                            fr->rm + k * cols);
+        else
+            for (size_t j = 0; j < cols; j++)
+                fr->rm[k * cols + j] = dora_matrix_get(&ad->R, (int64_t)k, (int64_t)j);
+}
+
+/* G = R R^T in float64, [r, r], into *out. 0; 1 if reading R faulted (its
+ * file shrank underneath: *fault names the place, the step is dropped); -1
+ * with ERR set: out of memory, or NaN/Inf in R (named by its tensor and the
+ * row of that tensor, so a NaN in lora_A is not blamed on lora_B later). */
+static int gram(const dora_adapted *ad, double **out, const void **fault, dora_err *err)
+{
+    const size_t r = (size_t)ad->r, cols = (size_t)ad->R.cols;
+    double *rm = malloc((r * cols > 0 ? r * cols : 1) * sizeof *rm), *g = malloc(r * r * sizeof *g);
+    *out = NULL;
+    if (!rm || !g) {
+        free(rm);
+        free(g);
+        return dora_errf(err, "out of memory for the Gram matrix of '%s'", ad->base_name);
+    }
+    factor_rows fr = {ad, rm};
+    int gr = dora_guard_run(factor_rows_fn, &fr, fault);
+    if (gr != 0) {
+        free(rm);
+        free(g);
+        return gr == 1 ? 1 : dora_errf(err, "cannot install the SIGBUS guard");
+    }
+    for (size_t k = 0; k < r; k++)
+        for (size_t j = 0; j < cols; j++)
+            if (!isfinite(rm[k * cols + j])) {
+                free(rm);
+                free(g);
+                return dora_errf(err, "'%s': tensor '%s': row %lld holds NaN or Inf",
+                                 ad->R.t->file, ad->R.t->name,
+                                 (long long)(ad->R.transposed ? j : k));
+            }
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)r, (int)cols, 1.0, rm,
+                (int)cols, rm, (int)cols, 0.0, g, (int)r);
+    free(rm);
+    for (size_t k = 0; k < r; k++)
+        if (!isfinite(g[k * r + k])) {
+            free(g);
+            return dora_errf(err, "'%s': tensor '%s': %s %lld holds values whose squares "
+                                  "overflow float64",
+                             ad->R.t->file, ad->R.t->name, ad->R.transposed ? "column" : "row",
+                             (long long)k);
+        }
+    *out = g;
+    return 0;
+}
+
+/* Adapter runs: the modules the adapters adapt (the same in every step). */
+static int select_adapted(dora_result *res, const dora_model *base, const stepdata *sd,
+                          size_t S, const dora_analysis_opts *opts, module *mods, size_t *nout,
+                          int *bad, char **why, dora_err *err)
+{
+    const dora_adapter *first = sd[0].adapter;
+    for (size_t s = 1; s < S; s++)
+        for (size_t i = 0; i < sd[s].adapter->nmodules; i++)
+            if (!dora_adapter_find(first, sd[s].adapter->modules[i].base_name))
+                return dora_errf(err, "'%s' adapts '%s', which '%s' does not: the checkpoints of a "
+                                      "run must adapt the same modules",
+                                 sd[s].adapter->weights->path, sd[s].adapter->modules[i].base_name,
+                                 first->weights->path);
+    size_t L = 0, empty = 0;
+    const char *first_empty = NULL;
+    for (size_t i = 0; i < first->nmodules; i++) {
+        const char *name = first->modules[i].base_name;
+        if (!kept(opts, name))
+            continue;
+        const dora_tensor *t = dora_model_find(base, name); /* exists: dora_adapter_check */
+        if (t->numel == 0) {
+            if (!empty++)
+                first_empty = name;
+            continue;
+        }
+        module *md = &mods[L];
+        md->base = t;
+        md->nsrc = S;
+        if (!(md->src = calloc(S, sizeof *md->src)))
+            return dora_errf(err, "out of memory");
+        *nout = ++L;
+        md->lora = first->modules[i].kind == DORA_ADAPTED_LORA;
+        md->transposed = md->lora && first->modules[i].fan_in_fan_out;
+        md->rows = md->transposed ? t->shape[1] : dora_tensor_rows(t);
+        md->cols = md->transposed ? t->shape[0] : dora_tensor_cols(t);
+        for (size_t s = 0; s < S; s++) {
+            const dora_adapted *ad = dora_adapter_find(sd[s].adapter, name);
+            if (!ad)
+                return dora_errf(err, "'%s' does not adapt '%s', which '%s' does: the checkpoints "
+                                      "of a run must adapt the same modules",
+                                 sd[s].adapter->weights->path, name, first->weights->path);
+            if ((ad->kind == DORA_ADAPTED_LORA) != md->lora ||
+                (md->lora && ad->fan_in_fan_out != first->modules[i].fan_in_fan_out))
+                return dora_errf(err, "'%s': module '%s' is adapted differently than in '%s'",
+                                 sd[s].adapter->weights->path, name, first->weights->path);
+            if (!md->lora) {
+                md->src[s].dense = ad->saved;
+                continue;
+            }
+            md->src[s].ad = ad;
+            md->src[s].off = md->rsum;
+            md->rsum += ad->r;
+            if (bad[s])
+                continue; /* a file of the step already faulted */
+            const void *fault;
+            int gr = gram(ad, &md->src[s].gram, &fault, err);
+            if (gr < 0)
+                return -1;
+            if (gr == 1) { /* the adapter file shrank: the step is left out */
+                char buf[1200];
+                snprintf(buf, sizeof buf, "'%s' changed while it was read (truncated?)",
+                         ad->R.t->file);
+                bad[s] = 1;
+                if (!(why[s] = strdup(buf)))
+                    return dora_errf(err, "out of memory");
+            }
+        }
+    }
+    note_empty(res, empty, first_empty, base);
+    return 0;
+}
+
+/* Choose the tensors to analyse; fills mods (allocated) and their step sources. */
+int an_select_modules(dora_result *res, const dora_model *base, const stepdata *sd, size_t S,
+                      const dora_analysis_opts *opts, module **out, size_t *nout, int *bad,
+                      char **why, dora_err *err)
+{
+    size_t cap = sd[0].adapter ? sd[0].adapter->nmodules : base->ntensors;
+    module *mods = calloc(cap ? cap : 1, sizeof *mods);
+    size_t L = 0;
+    if (!mods)
+        return dora_errf(err, "out of memory");
+    int rc = sd[0].adapter ? select_adapted(res, base, sd, S, opts, mods, &L, bad, why, err)
+                           : select_dense(res, base, sd, S, opts, mods, &L, err);
+    if (rc != 0) {
+        an_free_modules(mods, L);
+        return -1;
+    }
+    qsort(mods, L, sizeof *mods, module_cmp);
+    *out = mods;
+    *nout = L;
+    return 0;
+}
+
+int an_alloc_result(dora_result *res, const module *mods, size_t S, size_t L, int per_row)
+{
+    if (dora_result_alloc(res, S, L) != 0)
+        return -1;
+    for (size_t l = 0; l < L; l++) {
+        if (!(res->modules[l] = strdup(mods[l].base->name)))
+            return -1;
+        res->layer[l] = dora_layer_index(mods[l].base->name);
+        res->rows[l] = mods[l].rows;
+        res->cols[l] = mods[l].cols;
+        res->rank[l] = mods[l].lora ? (int32_t)mods[l].src[0].ad->r : 0;
+    }
+    if (per_row) {
+        res->m0 = calloc(L ? L : 1, sizeof *res->m0);
+        res->m = calloc(L ? L : 1, sizeof *res->m);
+        res->cos = calloc(L ? L : 1, sizeof *res->cos);
+        res->one_minus_cos = calloc(L ? L : 1, sizeof *res->one_minus_cos);
+        if (!res->m0 || !res->m || !res->cos || !res->one_minus_cos)
+            return -1;
+        for (size_t l = 0; l < L; l++) {
+            size_t k = (size_t)mods[l].rows;
+            res->m0[l] = calloc(k, sizeof **res->m0);
+            res->m[l] = calloc(S * k, sizeof **res->m);
+            res->cos[l] = calloc(S * k, sizeof **res->cos);
+            res->one_minus_cos[l] = calloc(S * k, sizeof **res->one_minus_cos);
+            if (!res->m0[l] || !res->m[l] || !res->cos[l] || !res->one_minus_cos[l])
+                return -1;
+        }
+    }
+    return 0;
+}
