@@ -25,11 +25,11 @@
 
 #include "dora/analyze.h"
 #include "dora/error.h"
+#include "dora/filter.h"
 #include "dora/join.h"
 #include "dora/wire.h"
 #include "dora/stats.h"
 
-#include <regex.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,8 +65,7 @@ typedef struct dora_study {
     size_t nruns;
     dora_study_run *runs;
     char *include, *exclude;  /* regular expressions as written (POSIX ERE), or NULL */
-    regex_t include_re, exclude_re;
-    int has_include, has_exclude;
+    dora_filter filter;         /* compiled from them (filter.h) */
     char *output;     /* resolved HDF5 path, owned */
     int figures;      /* 1 if figures are wanted */
     char *fig_kinds;  /* comma-separated module kinds for `plot --modules`, or NULL */

@@ -57,6 +57,10 @@ typedef struct dora_run {
 
 /* Discover the steps of the run at PATH. On failure the run is released. */
 int dora_run_discover(dora_run *run, const char *path, dora_err *err);
+
+/* 1 if S can name a run (the HDF5 group /runs/S, on the command line and in a
+ * manifest): non-empty, not "." or "..", no '/'. Else 0. */
+int dora_run_name_ok(const char *s);
 void dora_run_release(dora_run *run);
 
 /* Read global_step (and max_steps, -1 if absent) from a trainer_state.json.

@@ -1,6 +1,7 @@
 /* manifest.c - reading and checking a batch manifest; see include/dora/batch.h. */
 #define _XOPEN_SOURCE 700 /* strdup, with POSIX 2008 */
 #include "dora/batch.h"
+#include "dora/run.h"
 #include "batch/common.h"
 #include "core/util.h"
 
@@ -222,23 +223,6 @@ static int get_list(const mctx *c, const char *where, json_t *obj, const char *k
     return 0;
 }
 
-static int compile_re(const mctx *c, const char *where, const char *key, const char *text,
-                      regex_t *re)
-{
-    int r = regcomp(re, text, REG_EXTENDED | REG_NOSUB);
-    if (r != 0) {
-        char msg[256];
-        regerror(r, re, msg, sizeof msg);
-        return mbad(c, where, "%s '%s': %s", key, text, msg);
-    }
-    return 0;
-}
-
-static int valid_run_name(const char *s)
-{
-    return s[0] != '\0' && strcmp(s, ".") != 0 && strcmp(s, "..") != 0 && strchr(s, '/') == NULL;
-}
-
 const char *dora_stat_name(dora_stat s)
 {
     static const char *const n[] = {"pearson_r", "within_step_r", "slope", "intercept"};
@@ -371,7 +355,7 @@ static int parse_study(const mctx *c, size_t idx, json_t *o, dora_study *st)
             }
             free(method);
         }
-        if (!valid_run_name(sr->name))
+        if (!dora_run_name_ok(sr->name))
             return mbad(c, w, "name '%s': a run name must be non-empty, not '.' or '..', and "
                               "without '/'",
                         sr->name);
@@ -390,16 +374,11 @@ static int parse_study(const mctx *c, size_t idx, json_t *o, dora_study *st)
             get_str(c, w, mods, "include", 0, &st->include) != 0 ||
             get_str(c, w, mods, "exclude", 0, &st->exclude) != 0)
             return -1;
-        if (st->include) {
-            if (compile_re(c, w, "include", st->include, &st->include_re) != 0)
-                return -1;
-            st->has_include = 1;
-        }
-        if (st->exclude) {
-            if (compile_re(c, w, "exclude", st->exclude, &st->exclude_re) != 0)
-                return -1;
-            st->has_exclude = 1;
-        }
+        dora_err fe = {{0}, 0};
+        int r = dora_filter_compile(&st->filter, st->include, st->exclude, &fe);
+        if (r != 0)
+            return mbad(c, w, "%s %s", r == DORA_FILTER_BAD_INCLUDE ? "include" : "exclude",
+                        fe.msg);
     }
     json_t *fig = json_object_get(o, "figures");
     if (fig) {
@@ -529,10 +508,7 @@ void dora_manifest_release(dora_manifest *m)
         free(st->runs);
         free(st->include);
         free(st->exclude);
-        if (st->has_include)
-            regfree(&st->include_re);
-        if (st->has_exclude)
-            regfree(&st->exclude_re);
+        dora_filter_free(&st->filter);
         free(st->output);
         free(st->fig_kinds);
         free(st->fig_formats);

@@ -127,8 +127,8 @@ int batch_mpi_worker(batch *b)
             run.nsteps = 1;
             run.steps = &one;
             dora_analysis_opts opts = {
-                .include = sd->has_include ? &sd->include_re : NULL,
-                .exclude = sd->has_exclude ? &sd->exclude_re : NULL,
+                .include = dora_filter_include(&sd->filter),
+                .exclude = dora_filter_exclude(&sd->filter),
                 .threads = threads,
             };
             dora_result res;

@@ -136,8 +136,8 @@ static void run_unit(batch *b, const unit *u)
     study_state *s = &b->ss[u->study];
     const dora_study *st = s->st;
     dora_analysis_opts opts = {
-        .include = st->has_include ? &st->include_re : NULL,
-        .exclude = st->has_exclude ? &st->exclude_re : NULL,
+        .include = dora_filter_include(&st->filter),
+        .exclude = dora_filter_exclude(&st->filter),
         .threads = b->unit_threads,
     };
     dora_result res;

@@ -392,3 +392,8 @@ void dora_run_release(dora_run *run)
     free(run->path);
     memset(run, 0, sizeof *run);
 }
+
+int dora_run_name_ok(const char *s)
+{
+    return s[0] != '\0' && strcmp(s, ".") != 0 && strcmp(s, "..") != 0 && strchr(s, '/') == NULL;
+}

@@ -33,8 +33,6 @@ char *cli_command_line(int argc, char **argv);
  * whole is the path and the name is its last component (a .safetensors
  * file's without the suffix). *name is allocated; -1 when out of memory. */
 int cli_split_run_arg(const char *arg, char **name, const char **path);
-/* A run name is an HDF5 group name: non-empty, not "." or "..", no '/'. */
-int cli_valid_run_name(const char *s);
 /* SIGINT, SIGTERM, SIGHUP and SIGQUIT remove every output temporary in
  * flight (util_out_remove_all) before the process dies of the signal. Each
  * subcommand that writes files installs it first. */

@@ -3,6 +3,7 @@
  * that an output never replaces an input or a file this tool did not write. */
 #define _GNU_SOURCE
 #include "cli/cli.h"
+#include "dora/run.h"
 #include "dora/filter.h"
 #include "dora/h5out.h"
 #include "core/util.h"
@@ -62,11 +63,6 @@ int cli_split_run_arg(const char *arg, char **name, const char **path)
     return *name ? 0 : -1;
 }
 
-int cli_valid_run_name(const char *s)
-{
-    return s[0] != '\0' && strcmp(s, ".") != 0 && strcmp(s, "..") != 0 && strchr(s, '/') == NULL;
-}
-
 static void on_signal(int sig)
 {
     util_out_remove_all();
@@ -113,7 +109,7 @@ int cli_parse_runs(const char *cmd, size_t n, char *const *args, char **names, c
             dora_errf(&err, "out of memory");
             return cli_fail(&err);
         }
-        if (!cli_valid_run_name(names[i]))
+        if (!dora_run_name_ok(names[i]))
             return cli_usage_error(cmd, "'%s': a run name must be non-empty, not '.' or '..', "
                                         "and without '/'",
                                    args[i]);

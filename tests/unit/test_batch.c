@@ -132,9 +132,9 @@ static void test_manifest_good(void)
     CHECK(strcmp(s->runs[0].method, "ft") == 0 && s->runs[1].method == NULL);
     snprintf(want, sizeof want, "%s/sub/out/s1.h5", dir);
     CHECK(strcmp(s->output, want) == 0);
-    CHECK(s->has_include && s->has_exclude);
-    CHECK(regexec(&s->include_re, "model.layers.3.q_proj.weight", 0, NULL, 0) == 0);
-    CHECK(regexec(&s->exclude_re, "model.layers.0.q_proj.weight", 0, NULL, 0) == 0);
+    CHECK(s->filter.has_include && s->filter.has_exclude);
+    CHECK(regexec(&s->filter.include, "model.layers.3.q_proj.weight", 0, NULL, 0) == 0);
+    CHECK(regexec(&s->filter.exclude, "model.layers.0.q_proj.weight", 0, NULL, 0) == 0);
     CHECK(s->figures && strcmp(s->fig_formats, "png,pdf") == 0 &&
           strcmp(s->fig_kinds, "q_proj") == 0);
     CHECK(s->nexpect == 2);
@@ -142,7 +142,7 @@ static void test_manifest_good(void)
     CHECK(s->expect[0].stat == DORA_STAT_PEARSON_R && s->expect[0].op == DORA_OP_LT);
     CHECK(strcmp(s->expect[1].name, "slope up") == 0 && s->expect[1].value == 1.5 &&
           s->expect[1].op == DORA_OP_GE && s->expect[1].stat == DORA_STAT_SLOPE);
-    CHECK(!m.studies[1].figures && m.studies[1].nexpect == 0 && !m.studies[1].has_include);
+    CHECK(!m.studies[1].figures && m.studies[1].nexpect == 0 && !m.studies[1].filter.has_include);
     dora_manifest_release(&m);
 }
 
