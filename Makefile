@@ -83,10 +83,10 @@ demo:
 	@sh tools/demo.sh
 
 bench: all $(BUILD)/bench_probe
-	@PYTHON=$(PYTHON) BIN=$(BIN) PROBE=$(BUILD)/bench_probe sh tests/bench.sh
+	@PYTHON=$(PYTHON) BIN=$(BIN) PROBE=$(BUILD)/bench_probe sh tests/bench/bench.sh
 
 # the probe is the practical limit: built for this CPU, nothing but the pass
-$(BUILD)/bench_probe: tests/bench_probe.c
+$(BUILD)/bench_probe: tests/bench/bench_probe.c
 	@mkdir -p $(dir $@)
 	$(CC) -O3 -march=native -pthread -o $@ $<
 

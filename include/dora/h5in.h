@@ -1,4 +1,4 @@
-/* h5in.h - reading a results file written by `analyze` (layout in README.md).
+/* h5in.h - reading a results file written by `analyze` (layout in docs/hdf5.md).
  *
  * The file is checked as input: every dataset the layout needs must be there
  * with the documented rank, consistent lengths and finite values; an error

@@ -1,4 +1,4 @@
-/* h5out.h - the HDF5 results file (layout documented in README.md).
+/* h5out.h - the HDF5 results file (layout documented in docs/hdf5.md).
  *
  * All of hdf5.h stays inside h5out.c and h5util.c. The file is built in
  * memory (HDF5 never writes to disk itself, so a full disk is an ordinary

@@ -92,13 +92,13 @@ void dora_row_stat_naive(const void *a, dora_dtype ta, const void *b, dora_dtype
  * accumulated in float64 (a_i converted exactly). R is laid out padded: its
  * dora_lowrank_rows(k) rows hold dora_lowrank_ld(cols) doubles each, and the
  * padding (columns >= cols, rows >= k) is zero. scratch holds
- * dora_lowrank_scratch(k, cols) doubles. R and scratch may have any alignment,
- * but at 64 bytes the loads do not split cache lines (1.2x faster here).
- * Why a kernel and not dgemm: the products are a tall, 16-wide GEMM, where
- * OpenBLAS's dgemm reached 30 GFLOP/s of a core here and needed the rows
- * converted to float64 and packed first; the AVX2/AVX-512 instances convert 4
- * rows at a time into an L1 tile and hold 4 x 4 products in registers. Without
- * AVX2 the rows are converted and handed to dgemm (README, Performance). */
+ * dora_lowrank_scratch(k, cols) doubles. R and scratch may have any alignment;
+ * at 64 bytes the loads do not split cache lines.
+ * Why a kernel and not dgemm: the products are a tall, 16-wide GEMM, for which
+ * dgemm needs the rows converted to float64 and packed first; the AVX2/AVX-512
+ * instances convert 4 rows at a time into an L1 tile and hold 4 x 4 products in
+ * registers. Without AVX2 the rows are converted and handed to dgemm
+ * (measurements: docs/performance.md). */
 size_t dora_lowrank_ld(size_t cols);
 size_t dora_lowrank_rows(size_t k);
 size_t dora_lowrank_scratch(size_t k, size_t cols);

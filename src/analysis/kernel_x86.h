@@ -5,8 +5,8 @@
  * Why intrinsics and not the vector extensions of the baseline: GCC 12 lowers
  * the widening conversions of the generic code (u16 -> u32 -> f32 -> f64 over
  * 8 lanes) into 128-bit pieces with extracts and inserts, and the loop was
- * bound by those shuffles at about twice the time of a plain pass over the
- * bytes (make bench, README "Performance"). Here each 16 elements are one
+ * bound by those shuffles (measurements: docs/performance.md). Here each 16
+ * elements are one
  * 256-bit load, one widening and two f32 -> f64 conversions per side, then
  * four FMAs per 8 lanes, and every cache line of both rows is prefetched
  * PREFETCH_AHEAD elements ahead: hardware prefetchers stop at 4 KiB pages, and the
@@ -17,8 +17,8 @@
 #include <immintrin.h>
 
 /* Elements ahead of the current one: 2 KiB of bf16, far enough to cover the
- * latency of a line from DRAM at the rate the loop consumes them (measured:
- * 512 elements left the loop 10% slower, 2048 no faster). */
+ * latency of a line from DRAM at the rate the loop consumes them (the choice
+ * is measured in docs/performance.md). */
 #ifndef PREFETCH_AHEAD
 #define PREFETCH_AHEAD 1024
 #endif
