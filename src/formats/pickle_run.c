@@ -153,6 +153,160 @@ static int op_global(pk *k)
     return push(k, pk_resolve_global(k, mod, modlen, name, namelen));
 }
 
+/* The W-byte little-endian integer at k->p, stepped over. */
+static int take_le(pk *k, int w, uint64_t *n)
+{
+    if (need(k, (size_t)w) != 0)
+        return -1;
+    *n = le(k->p, w);
+    k->p += w;
+    return 0;
+}
+
+/* DICT: the key, value pairs above the last MARK into a new dict. */
+static int op_dict(pk *k)
+{
+    size_t m = 0;
+    if (pop_mark(k, &m) != 0)
+        return -1;
+    if ((k->sp - m) % 2)
+        return pk_fail(k, "DICT with an odd number of items");
+    pv *d = pk_mk(k, PV_DICT);
+    if (!d)
+        return -1;
+    for (size_t i = m; i < k->sp; i += 2)
+        if (pk_dict_set(k, d, k->stack[i], k->stack[i + 1]) != 0)
+            return -1;
+    k->sp = m;
+    return push(k, d);
+}
+
+/* TUPLE1, TUPLE2, TUPLE3: the top CNT values into a new tuple. */
+static int op_tuple_n(pk *k, size_t cnt)
+{
+    if (k->sp < floor_of(k) + cnt)
+        return pk_fail(k, "stack underflow");
+    pv *t = pk_mkseq(k, PV_TUPLE, k->stack + k->sp - cnt, cnt);
+    if (!t)
+        return -1;
+    k->sp -= cnt;
+    return push(k, t);
+}
+
+/* APPENDS: the values above the last MARK onto the list below it. */
+static int op_appends(pk *k)
+{
+    size_t m = 0;
+    pv *b;
+    if (pop_mark(k, &m) != 0 || !(b = below_mark(k, m)))
+        return -1;
+    if (b->k != PV_LIST)
+        return pk_fail(k, "APPENDS to something that is not a list");
+    for (size_t i = m; i < k->sp; i++)
+        if (pk_seq_add(k, b, k->stack[i]) != 0)
+            return -1;
+    k->sp = m;
+    return 0;
+}
+
+/* SETITEMS: the key, value pairs above the last MARK into the dict below it. */
+static int op_setitems(pk *k)
+{
+    size_t m = 0;
+    pv *b;
+    if (pop_mark(k, &m) != 0 || !(b = below_mark(k, m)))
+        return -1;
+    if ((k->sp - m) % 2)
+        return pk_fail(k, "SETITEMS with an odd number of items");
+    for (size_t i = m; i < k->sp; i += 2)
+        if (pk_dict_set(k, b, k->stack[i], k->stack[i + 1]) != 0)
+            return -1;
+    k->sp = m;
+    return 0;
+}
+
+/* STACK_GLOBAL: module and name are the two strings on top. */
+static int op_stack_global(pk *k)
+{
+    pv *a, *b;
+    if (!(b = pop(k)) || !(a = pop(k)))
+        return -1;
+    if (a->k != PV_STR || b->k != PV_STR)
+        return pk_fail(k, "STACK_GLOBAL without two strings");
+    if (push(k, pk_resolve_global(k, a->u.str.s, a->u.str.n, b->u.str.s, b->u.str.n)) != 0)
+        return -1;
+    pk_release(k, a);
+    pk_release(k, b);
+    return 0;
+}
+
+/* REDUCE, NEWOBJ: the callable and its argument tuple on top. */
+static int op_reduce(pk *k)
+{
+    pv *a, *b;
+    if (!(b = pop(k)) || !(a = pop(k)))
+        return -1;
+    /* pushed before the arguments are released: it may be one of them */
+    if (push(k, pk_apply(k, a, b)) != 0)
+        return -1;
+    pk_release(k, a);
+    pk_release(k, b);
+    return 0;
+}
+
+/* LONG1: n bytes, little-endian two's complement */
+static int op_long1(pk *k)
+{
+    if (need(k, 1) != 0)
+        return -1;
+    size_t len = *k->p++;
+    if (len > 8)
+        return pk_fail(k, "integer wider than 64 bits");
+    if (need(k, len) != 0)
+        return -1;
+    uint64_t u = len ? le(k->p, (int)len) : 0;
+    if (len && len < 8 && (k->p[len - 1] & 0x80))
+        u |= ~(uint64_t)0 << (8 * len);
+    k->p += len;
+    return push(k, pk_mkint(k, (int64_t)u));
+}
+
+/* BINFLOAT, big-endian */
+static int op_binfloat(pk *k)
+{
+    if (need(k, 8) != 0)
+        return -1;
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++)
+        u = (u << 8) | k->p[i];
+    k->p += 8;
+    pv *f = pk_mk(k, PV_FLOAT);
+    if (!f)
+        return -1;
+    memcpy(&f->u.f, &u, 8);
+    return push(k, f);
+}
+
+/* The string opcodes: a length of 1, 4 or 8 bytes, then the bytes; the
+ * unicode ones must be valid UTF-8. */
+static int op_string(pk *k, unsigned char op)
+{
+    int w = (op == 0x8c || op == 'U' || op == 'C') ? 1 : (op == 0x8d || op == 0x8e) ? 8 : 4;
+    uint64_t n;
+    if (take_le(k, w, &n) != 0)
+        return -1;
+    if (op == 'T' && n > INT32_MAX)
+        return pk_fail(k, "negative string length");
+    if (need(k, n) != 0)
+        return -1;
+    if ((op == 'X' || op == 0x8c || op == 0x8d) && !pk_utf8_ok(k->p, (size_t)n))
+        return pk_fail(k, "a unicode string is not valid UTF-8");
+    pv *v = pk_mkstr(k, k->p, (size_t)n);
+    k->p += n;
+    return push(k, v);
+}
+
+/* One case per opcode; each fails with k->err set. */
 int pk_run(pk *k, pv **result)
 {
     for (;;) {
@@ -162,6 +316,7 @@ int pk_run(pk *k, pv **result)
         pv *a, *b, *c, *v;
         uint64_t n;
         size_t m = 0;
+        int r = 0;
         switch (op) {
         case 0x80: /* PROTO */
             if (need(k, 1) != 0)
@@ -171,9 +326,7 @@ int pk_run(pk *k, pv **result)
             k->p++;
             break;
         case 0x95: /* FRAME: a length hint only */
-            if (need(k, 8) != 0)
-                return -1;
-            k->p += 8;
+            r = take_le(k, 8, &n);
             break;
         case '.': /* STOP: the caller gets the stack's reference */
             if (!(*result = pop(k)))
@@ -185,88 +338,45 @@ int pk_run(pk *k, pv **result)
             k->marks[k->nmarks++] = k->sp;
             break;
         case '}': /* EMPTY_DICT */
-            if (push(k, pk_mk(k, PV_DICT)) != 0)
-                return -1;
+            r = push(k, pk_mk(k, PV_DICT));
             break;
         case ']': /* EMPTY_LIST */
-            if (push(k, pk_mk(k, PV_LIST)) != 0)
-                return -1;
+            r = push(k, pk_mk(k, PV_LIST));
             break;
         case ')': /* EMPTY_TUPLE */
-            if (push(k, pk_mk(k, PV_TUPLE)) != 0)
-                return -1;
+            r = push(k, pk_mk(k, PV_TUPLE));
             break;
         case 't': /* TUPLE */
-            if (collect_mark(k, PV_TUPLE) != 0)
-                return -1;
+            r = collect_mark(k, PV_TUPLE);
             break;
         case 'l': /* LIST */
-            if (collect_mark(k, PV_LIST) != 0)
-                return -1;
+            r = collect_mark(k, PV_LIST);
             break;
-        case 'd': { /* DICT */
-            if (pop_mark(k, &m) != 0)
-                return -1;
-            if ((k->sp - m) % 2)
-                return pk_fail(k, "DICT with an odd number of items");
-            pv *d = pk_mk(k, PV_DICT);
-            if (!d)
-                return -1;
-            for (size_t i = m; i < k->sp; i += 2)
-                if (pk_dict_set(k, d, k->stack[i], k->stack[i + 1]) != 0)
-                    return -1;
-            k->sp = m;
-            if (push(k, d) != 0)
-                return -1;
+        case 'd': /* DICT */
+            r = op_dict(k);
             break;
-        }
         case 0x85: /* TUPLE1 */
         case 0x86: /* TUPLE2 */
-        case 0x87: { /* TUPLE3 */
-            size_t cnt = (size_t)(op - 0x84);
-            if (k->sp < floor_of(k) + cnt)
-                return pk_fail(k, "stack underflow");
-            pv *t = pk_mkseq(k, PV_TUPLE, k->stack + k->sp - cnt, cnt);
-            if (!t)
-                return -1;
-            k->sp -= cnt;
-            if (push(k, t) != 0)
-                return -1;
+        case 0x87: /* TUPLE3 */
+            r = op_tuple_n(k, (size_t)(op - 0x84));
             break;
-        }
         case 'a': /* APPEND */
             if (!(a = pop(k)) || !(b = top(k)))
                 return -1;
             if (b->k != PV_LIST)
                 return pk_fail(k, "APPEND to something that is not a list");
-            if (pk_seq_add(k, b, a) != 0)
-                return -1;
+            r = pk_seq_add(k, b, a);
             break;
         case 'e': /* APPENDS */
-            if (pop_mark(k, &m) != 0 || !(b = below_mark(k, m)))
-                return -1;
-            if (b->k != PV_LIST)
-                return pk_fail(k, "APPENDS to something that is not a list");
-            for (size_t i = m; i < k->sp; i++)
-                if (pk_seq_add(k, b, k->stack[i]) != 0)
-                    return -1;
-            k->sp = m;
+            r = op_appends(k);
             break;
         case 's': /* SETITEM */
             if (!(c = pop(k)) || !(a = pop(k)) || !(b = top(k)))
                 return -1;
-            if (pk_dict_set(k, b, a, c) != 0)
-                return -1;
+            r = pk_dict_set(k, b, a, c);
             break;
         case 'u': /* SETITEMS */
-            if (pop_mark(k, &m) != 0 || !(b = below_mark(k, m)))
-                return -1;
-            if ((k->sp - m) % 2)
-                return pk_fail(k, "SETITEMS with an odd number of items");
-            for (size_t i = m; i < k->sp; i += 2)
-                if (pk_dict_set(k, b, k->stack[i], k->stack[i + 1]) != 0)
-                    return -1;
-            k->sp = m;
+            r = op_setitems(k);
             break;
         case 'q': /* BINPUT */
             if (need(k, 1) != 0 || !(v = top(k)) || memo_put(k, *k->p++, v) != 0)
@@ -277,8 +387,7 @@ int pk_run(pk *k, pv **result)
                 return -1;
             n = le(k->p, 4);
             k->p += 4;
-            if (memo_put(k, (size_t)n, v) != 0)
-                return -1;
+            r = memo_put(k, (size_t)n, v);
             break;
         case 0x94: /* MEMOIZE */
             if (!(v = top(k)) || memo_put(k, k->memo_len, v) != 0)
@@ -289,33 +398,17 @@ int pk_run(pk *k, pv **result)
                 return -1;
             break;
         case 'j': /* LONG_BINGET */
-            if (need(k, 4) != 0)
-                return -1;
-            n = le(k->p, 4);
-            k->p += 4;
-            if (memo_get(k, (size_t)n) != 0)
+            if (take_le(k, 4, &n) != 0 || memo_get(k, (size_t)n) != 0)
                 return -1;
             break;
         case 'c': /* GLOBAL */
-            if (op_global(k) != 0)
-                return -1;
+            r = op_global(k);
             break;
         case 0x93: /* STACK_GLOBAL */
-            if (!(b = pop(k)) || !(a = pop(k)))
-                return -1;
-            if (a->k != PV_STR || b->k != PV_STR)
-                return pk_fail(k, "STACK_GLOBAL without two strings");
-            if (push(k, pk_resolve_global(k, a->u.str.s, a->u.str.n, b->u.str.s, b->u.str.n)) != 0)
-                return -1;
-            pk_release(k, a);
-            pk_release(k, b);
+            r = op_stack_global(k);
             break;
         case 'J': /* BININT */
-            if (need(k, 4) != 0)
-                return -1;
-            n = le(k->p, 4);
-            k->p += 4;
-            if (push(k, pk_mkint(k, (int32_t)(uint32_t)n)) != 0)
+            if (take_le(k, 4, &n) != 0 || push(k, pk_mkint(k, (int32_t)(uint32_t)n)) != 0)
                 return -1;
             break;
         case 'K': /* BININT1 */
@@ -323,89 +416,36 @@ int pk_run(pk *k, pv **result)
                 return -1;
             break;
         case 'M': /* BININT2 */
-            if (need(k, 2) != 0)
-                return -1;
-            n = le(k->p, 2);
-            k->p += 2;
-            if (push(k, pk_mkint(k, (int64_t)n)) != 0)
+            if (take_le(k, 2, &n) != 0 || push(k, pk_mkint(k, (int64_t)n)) != 0)
                 return -1;
             break;
-        case 0x8a: { /* LONG1: n bytes, little-endian two's complement */
-            if (need(k, 1) != 0)
-                return -1;
-            size_t len = *k->p++;
-            if (len > 8)
-                return pk_fail(k, "integer wider than 64 bits");
-            if (need(k, len) != 0)
-                return -1;
-            uint64_t u = len ? le(k->p, (int)len) : 0;
-            if (len && len < 8 && (k->p[len - 1] & 0x80))
-                u |= ~(uint64_t)0 << (8 * len);
-            k->p += len;
-            if (push(k, pk_mkint(k, (int64_t)u)) != 0)
-                return -1;
+        case 0x8a: /* LONG1 */
+            r = op_long1(k);
             break;
-        }
-        case 'G': { /* BINFLOAT, big-endian */
-            if (need(k, 8) != 0)
-                return -1;
-            uint64_t u = 0;
-            for (int i = 0; i < 8; i++)
-                u = (u << 8) | k->p[i];
-            k->p += 8;
-            pv *f = pk_mk(k, PV_FLOAT);
-            if (!f)
-                return -1;
-            memcpy(&f->u.f, &u, 8);
-            if (push(k, f) != 0)
-                return -1;
+        case 'G': /* BINFLOAT */
+            r = op_binfloat(k);
             break;
-        }
         case 'N':
-            if (push(k, &k->none) != 0)
-                return -1;
+            r = push(k, &k->none);
             break;
         case 0x88: /* NEWTRUE */
         case 0x89: /* NEWFALSE */
-            if (push(k, op == 0x88 ? &k->yes : &k->no) != 0)
-                return -1;
+            r = push(k, op == 0x88 ? &k->yes : &k->no);
             break;
-        case 'X':    /* BINUNICODE */
-        case 0x8c:   /* SHORT_BINUNICODE */
-        case 0x8d:   /* BINUNICODE8 */
-        case 'T':    /* BINSTRING */
-        case 'U':    /* SHORT_BINSTRING */
-        case 'B':    /* BINBYTES */
-        case 'C':    /* SHORT_BINBYTES */
-        case 0x8e: { /* BINBYTES8 */
-            int w = (op == 0x8c || op == 'U' || op == 'C') ? 1 : (op == 0x8d || op == 0x8e) ? 8 : 4;
-            if (need(k, (size_t)w) != 0)
-                return -1;
-            n = le(k->p, w);
-            k->p += w;
-            if (op == 'T' && n > INT32_MAX)
-                return pk_fail(k, "negative string length");
-            if (need(k, n) != 0)
-                return -1;
-            if ((op == 'X' || op == 0x8c || op == 0x8d) && !pk_utf8_ok(k->p, (size_t)n))
-                return pk_fail(k, "a unicode string is not valid UTF-8");
-            v = pk_mkstr(k, k->p, (size_t)n);
-            k->p += n;
-            if (push(k, v) != 0)
-                return -1;
+        case 'X':  /* BINUNICODE */
+        case 0x8c: /* SHORT_BINUNICODE */
+        case 0x8d: /* BINUNICODE8 */
+        case 'T':  /* BINSTRING */
+        case 'U':  /* SHORT_BINSTRING */
+        case 'B':  /* BINBYTES */
+        case 'C':  /* SHORT_BINBYTES */
+        case 0x8e: /* BINBYTES8 */
+            r = op_string(k, op);
             break;
-        }
-        case 'R':    /* REDUCE */
-        case 0x81: { /* NEWOBJ */
-            if (!(b = pop(k)) || !(a = pop(k)))
-                return -1;
-            /* pushed before the arguments are released: it may be one of them */
-            if (push(k, pk_apply(k, a, b)) != 0)
-                return -1;
-            pk_release(k, a);
-            pk_release(k, b);
+        case 'R':  /* REDUCE */
+        case 0x81: /* NEWOBJ */
+            r = op_reduce(k);
             break;
-        }
         case 'b': /* BUILD: state on an OrderedDict (_metadata) or a tensor: ignored */
             if (!(b = pop(k)) || !(a = top(k)))
                 return -1;
@@ -441,5 +481,7 @@ int pk_run(pk *k, pv **result)
             return pk_fail(k, msg);
         }
         }
+        if (r != 0)
+            return -1;
     }
 }
