@@ -160,7 +160,7 @@ build-fuzz/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c src/formats/safetenso
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(LDLIBS)
 
-build-fuzz/fuzz_pickle: tests/fuzz/fuzz_pickle.c src/formats/pickle.c src/core/tensor.c src/core/error.c
+build-fuzz/fuzz_pickle: tests/fuzz/fuzz_pickle.c $(wildcard src/formats/pickle*.c) src/core/tensor.c src/core/error.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(LDLIBS)
 
