@@ -37,6 +37,7 @@ typedef struct dora_step {
     struct dora_adapter *adapter;
 } dora_step;
 
+/* A run keeps at most this many notes; later ones are dropped. */
 #define DORA_RUN_MAX_NOTES 8
 
 typedef enum dora_run_layout {
@@ -52,7 +53,8 @@ typedef struct dora_run {
     size_t nsteps;
     dora_step *steps;             /* ascending, distinct */
     size_t nnotes;
-    char *notes[DORA_RUN_MAX_NOTES]; /* remarks for the user (final model skipped, ...) */
+    char **notes;                 /* [nnotes] remarks for the user (final model skipped, ...),
+                                     owned (dora/notes.h) */
 } dora_run;
 
 /* Discover the steps of the run at PATH. On failure the run is released. */

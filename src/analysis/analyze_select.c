@@ -8,35 +8,18 @@
 #include "dora/adapter.h"
 #include "dora/guard.h"
 #include "dora/kernel.h"
+#include "dora/notes.h"
 #include "core/util.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-static int result_note(dora_result *res, const char *fmt, ...)
-{
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    char **nn = realloc(res->notes, (res->nnotes + 1) * sizeof *nn);
-    if (!nn)
-        return -1;
-    res->notes = nn;
-    if (!(nn[res->nnotes] = strdup(buf)))
-        return -1;
-    res->nnotes++;
-    return 0;
-}
 
 static int module_cmp(const void *pa, const void *pb)
 {
@@ -77,8 +60,9 @@ static void note_empty(dora_result *res, size_t empty, const char *first, const 
         return;
     char shp[256];
     dora_shape_str(dora_model_find(base, first), shp, sizeof shp);
-    result_note(res, "%zu tensor(s) without elements were left out (first: '%s', shape %s)",
-                empty, first, shp);
+    dora_notes_add(&res->notes, &res->nnotes, 0,
+                   "%zu tensor(s) without elements were left out (first: '%s', shape %s)", empty,
+                   first, shp);
 }
 
 /* FT runs: every floating tensor of rank >= 2 of the base with elements, in
@@ -144,11 +128,13 @@ static int select_dense(dora_result *res, const dora_model *base, const stepdata
         }
     }
     if (missing)
-        result_note(res, "%zu tensor(s) of the base are missing from a checkpoint and were left "
-                         "out (first: '%s')",
-                    missing, first_missing);
+        dora_notes_add(&res->notes, &res->nnotes, 0,
+                       "%zu tensor(s) of the base are missing from a checkpoint and were left "
+                       "out (first: '%s')",
+                       missing, first_missing);
     if (skipped_type)
-        result_note(res, "%zu non-floating tensor(s) of rank >= 2 were left out", skipped_type);
+        dora_notes_add(&res->notes, &res->nnotes, 0,
+                       "%zu non-floating tensor(s) of rank >= 2 were left out", skipped_type);
     note_empty(res, empty, first_empty, base);
     return 0;
 }

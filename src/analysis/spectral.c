@@ -7,6 +7,7 @@
 #include "dora/analyze.h"
 #include "dora/guard.h"
 #include "dora/kernel.h"
+#include "dora/notes.h"
 #include "core/util.h"
 
 #include <cblas.h>
@@ -16,7 +17,6 @@
 #include <limits.h>
 #include <math.h>
 #include <setjmp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,29 +37,6 @@ void dora_spectrum_opts_init(dora_spectrum_opts *o)
     o->dense_max_elems = DORA_SPEC_DENSE_MAX_ELEMS;
 }
 
-
-static int sp_note(dora_spectrum *sp, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-
-static int sp_note(dora_spectrum *sp, const char *fmt, ...)
-{
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    char **nn = realloc(sp->notes, (sp->nnotes + 1) * sizeof *nn);
-    if (!nn)
-        return -1;
-    sp->notes = nn;
-    if (!(nn[sp->nnotes] = strdup(buf)))
-        return -1;
-    sp->nnotes++;
-    return 0;
-}
 
 static int kept(const dora_spectrum_opts *o, const char *name)
 {
@@ -209,16 +186,19 @@ static int select_ft(sctx *c, rctx *rc, dora_err *err)
             m->wt[s] = dora_model_find(rc->model[s], t->name);
     }
     if (missing)
-        sp_note(c->sp, "run '%s': %zu tensor(s) of the base are missing from a checkpoint and were "
-                       "left out (first: '%s')",
-                rc->name, missing, first_missing);
+        dora_notes_add(&c->sp->notes, &c->sp->nnotes, 0,
+                       "run '%s': %zu tensor(s) of the base are missing from a checkpoint and "
+                       "were left out (first: '%s')",
+                       rc->name, missing, first_missing);
     if (nonfloat)
-        sp_note(c->sp, "run '%s': %zu non-floating tensor(s) of rank >= 2 were left out", rc->name,
-                nonfloat);
+        dora_notes_add(&c->sp->notes, &c->sp->nnotes, 0,
+                       "run '%s': %zu non-floating tensor(s) of rank >= 2 were left out",
+                       rc->name, nonfloat);
     if (big)
-        sp_note(c->sp, "run '%s': %zu tensor(s) above %lld elements were left out: too large for a "
-                       "dense SVD (first: '%s')",
-                rc->name, big, (long long)c->opts->dense_max_elems, first_big);
+        dora_notes_add(&c->sp->notes, &c->sp->nnotes, 0,
+                       "run '%s': %zu tensor(s) above %lld elements were left out: too large "
+                       "for a dense SVD (first: '%s')",
+                       rc->name, big, (long long)c->opts->dense_max_elems, first_big);
     return 0;
 }
 
@@ -317,13 +297,15 @@ static int select_adapter(sctx *c, rctx *rc, dora_err *err)
         }
     }
     if (saved_skipped)
-        sp_note(c->sp, "run '%s': %zu modules_to_save weight(s) left out: their update needs the "
-                       "base (first: '%s')",
-                rc->name, saved_skipped, first_saved);
+        dora_notes_add(&c->sp->notes, &c->sp->nnotes, 0,
+                       "run '%s': %zu modules_to_save weight(s) left out: their update needs "
+                       "the base (first: '%s')",
+                       rc->name, saved_skipped, first_saved);
     if (big)
-        sp_note(c->sp, "run '%s': %zu module(s) above %lld elements were left out: too large for a "
-                       "dense SVD (first: '%s')",
-                rc->name, big, (long long)c->opts->dense_max_elems, first_big);
+        dora_notes_add(&c->sp->notes, &c->sp->nnotes, 0,
+                       "run '%s': %zu module(s) above %lld elements were left out: too large "
+                       "for a dense SVD (first: '%s')",
+                       rc->name, big, (long long)c->opts->dense_max_elems, first_big);
     return 0;
 }
 
@@ -444,9 +426,7 @@ void dora_spectrum_release(dora_spectrum *sp)
         release_run(&sp->runs[i]);
     for (size_t i = 0; sp->cmp && i < sp->ncompare; i++)
         release_compare(&sp->cmp[i]);
-    for (size_t i = 0; i < sp->nnotes; i++)
-        free(sp->notes[i]);
-    free(sp->notes);
+    dora_notes_free(sp->notes, sp->nnotes);
     free(sp->runs);
     free(sp->cmp);
     free(sp->base_path);
@@ -618,9 +598,10 @@ static int plan_compares(sctx *c, dora_err *err)
             }
         }
     if (nothing)
-        sp_note(sp, "%zu pair(s) of runs have no module of the same shape in common: nothing to "
-                    "compare (first: '%s' and '%s')",
-                nothing, first_a, first_b);
+        dora_notes_add(&sp->notes, &sp->nnotes, 0,
+                       "%zu pair(s) of runs have no module of the same shape in common: "
+                       "nothing to compare (first: '%s' and '%s')",
+                       nothing, first_a, first_b);
     return 0;
 }
 
@@ -687,10 +668,11 @@ int dora_spectrum_run(dora_spectrum *sp, const dora_model *base, const char *bas
         for (size_t i = 0; i < nruns; i++)
             for (size_t l = 0; l < c.rc[i].nmods; l++)
                 dora |= strcmp(c.rc[i].mods[l].update, "lora-part") == 0;
-        sp_note(sp, "no --base: intruder dimensions are not computed%s",
-                dora ? "; DoRA modules are analysed through their low-rank part s*B@A (the merged "
-                       "DoRA update m*V/||V|| - W0 needs the base)"
-                     : "");
+        dora_notes_add(&sp->notes, &sp->nnotes, 0,
+                       "no --base: intruder dimensions are not computed%s",
+                       dora ? "; DoRA modules are analysed through their low-rank part s*B@A "
+                              "(the merged DoRA update m*V/||V|| - W0 needs the base)"
+                            : "");
     }
     if (global_modules(&c, err) != 0)
         goto done;

@@ -2,12 +2,12 @@
 #define _POSIX_C_SOURCE 200809L
 #include "dora/run.h"
 #include "dora/adapter.h"
+#include "dora/notes.h"
 #include "core/util.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,20 +55,6 @@ int dora_trainer_state(const char *path, int64_t *global_step, int64_t *max_step
     }
     json_decref(root);
     return rc;
-}
-
-static void run_note(dora_run *run, const char *fmt, ...)
-{
-    if (run->nnotes >= DORA_RUN_MAX_NOTES)
-        return;
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    char *s = strdup(buf);
-    if (s)
-        run->notes[run->nnotes++] = s;
 }
 
 static int add_step(dora_run *run, int64_t step, const char *path, dora_err *err)
@@ -230,9 +216,10 @@ static int final_is_a_checkpoint(dora_run *run, const char *dir, dora_model_kind
                                   dir);
         }
         if (same) {
-            run_note(run, "'%s': the final model is byte-identical to '%s' (step %lld); not "
-                          "counted twice",
-                     dir, run->steps[i].path, (long long)run->steps[i].step);
+            dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
+                           "'%s': the final model is byte-identical to '%s' (step %lld); not "
+                           "counted twice",
+                           dir, run->steps[i].path, (long long)run->steps[i].step);
             dora_model_close(final);
             return 1;
         }
@@ -275,12 +262,14 @@ static int add_final(dora_run *run, const char *dir, int64_t last_max_steps, dor
                               "checkpoint's step %lld",
                          dir, (long long)step, how, (long long)last);
     if (step == last) {
-        run_note(run, "'%s': the final model is at step %lld like '%s' but differs from it; the "
-                      "checkpoint is used for that step",
-                 dir, (long long)step, run->steps[run->nsteps - 1].path);
+        dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
+                       "'%s': the final model is at step %lld like '%s' but differs from it; the "
+                       "checkpoint is used for that step",
+                       dir, (long long)step, run->steps[run->nsteps - 1].path);
         return 0;
     }
-    run_note(run, "'%s': final model taken as step %lld (%s)", dir, (long long)step, how);
+    dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
+                   "'%s': final model taken as step %lld (%s)", dir, (long long)step, how);
     return add_step(run, step, dir, err);
 }
 
@@ -306,7 +295,9 @@ static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
         return 0;
     }
     if (!final_path) { /* adapter_config.json alone, as PEFT leaves in a Trainer folder */
-        run_note(run, "'%s': adapter_config.json without adapter weights: no final model", dir);
+        dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
+                       "'%s': adapter_config.json without adapter weights: no final model",
+                       dir);
         return 0;
     }
     int same = final_is_a_checkpoint(run, dir, kind, final_path, err);
@@ -387,8 +378,7 @@ void dora_run_release(dora_run *run)
         dora_adapter_close(run->steps[i].adapter);
     }
     free(run->steps);
-    for (size_t i = 0; i < run->nnotes; i++)
-        free(run->notes[i]);
+    dora_notes_free(run->notes, run->nnotes);
     free(run->path);
     memset(run, 0, sizeof *run);
 }

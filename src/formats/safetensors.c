@@ -1,6 +1,7 @@
 /* safetensors.c - see include/dora/safetensors.h for the format and contract. */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/safetensors.h"
+#include "core/le.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,14 +11,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static uint64_t load_le64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
 
 /* A JSON value as a non-negative integer, or -1 with *what set. */
 static int json_u64(const json_t *v, uint64_t *out)
@@ -249,7 +242,7 @@ int st_parse_bytes(st_file *f, const unsigned char *buf, uint64_t size, dora_err
     if (size < 8)
         return dora_errf(err, "file is %llu bytes, shorter than the 8-byte header length",
                          (unsigned long long)size);
-    uint64_t n = load_le64(buf);
+    uint64_t n = le_load64(buf);
     if (check_header_len(n, size, err) != 0)
         return -1;
     f->header_len = n;
@@ -304,7 +297,7 @@ static int st_open_inner(st_file *f, dora_err *err)
     unsigned char len8[8];
     char *json = NULL;
     int rc = pread_all(fd, len8, 8, 0, err);
-    uint64_t n = rc == 0 ? load_le64(len8) : 0;
+    uint64_t n = rc == 0 ? le_load64(len8) : 0;
     if (rc == 0)
         rc = check_header_len(n, f->size, err);
     if (rc == 0 && !(json = malloc((size_t)n + 1)))

@@ -1,5 +1,6 @@
 /* bytes.c - byte buffers for the wire format; see results/bytes.h. */
 #include "results/bytes.h"
+#include "core/le.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -28,16 +29,14 @@ void wire_put_bytes(wbuf *b, const void *src, size_t n)
 void wire_put_u64(wbuf *b, uint64_t v)
 {
     unsigned char x[8];
-    for (int i = 0; i < 8; i++)
-        x[i] = (unsigned char)(v >> (8 * i));
+    le_store64(x, v);
     wire_put_bytes(b, x, 8);
 }
 
 void wire_put_u32(wbuf *b, uint32_t v)
 {
     unsigned char x[4];
-    for (int i = 0; i < 4; i++)
-        x[i] = (unsigned char)(v >> (8 * i));
+    le_store32(x, v);
     wire_put_bytes(b, x, 4);
 }
 
@@ -69,19 +68,13 @@ const unsigned char *wire_get_bytes(rbuf *b, size_t n)
 uint64_t wire_get_u64(rbuf *b)
 {
     const unsigned char *x = wire_get_bytes(b, 8);
-    uint64_t v = 0;
-    for (int i = 0; x && i < 8; i++)
-        v |= (uint64_t)x[i] << (8 * i);
-    return v;
+    return x ? le_load64(x) : 0;
 }
 
 uint32_t wire_get_u32(rbuf *b)
 {
     const unsigned char *x = wire_get_bytes(b, 4);
-    uint32_t v = 0;
-    for (int i = 0; x && i < 4; i++)
-        v |= (uint32_t)x[i] << (8 * i);
-    return v;
+    return x ? le_load32(x) : 0;
 }
 
 double wire_get_f64(rbuf *b)

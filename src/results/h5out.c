@@ -164,38 +164,38 @@ done:
     return rc;
 }
 
+typedef struct h5o_input {
+    const dora_result *runs;
+    size_t nruns;
+} h5o_input;
+
 int h5o_is_results_file(const char *path)
 {
     return h5u_is_ours(path);
 }
 
-int h5o_write(const char *path, const dora_result *runs, size_t nruns, const char *command_line,
-              dora_err *err)
+/* The contents of a results file of dora_analyze: /runs, then /regression. */
+static int write_results(hid_t f, const void *ctx, dora_err *err)
 {
-    util_out o;
-    if (util_out_begin(&o, path, err) != 0)
-        return -1;
-    hid_t f = -1, g = -1;
-    if ((f = h5u_create(o.tmp, command_line, DORA_LAYOUT_VERSION, err)) < 0)
-        goto fail;
+    const h5o_input *in = ctx;
+    hid_t g = -1;
     /* runs keep the order of the command line: track link creation order */
     CHECK(g = h5u_ordered_group(f, "runs"), "cannot create group '/runs'");
-    for (size_t i = 0; i < nruns; i++)
-        if (write_run(g, &runs[i], err) != 0)
+    for (size_t i = 0; i < in->nruns; i++)
+        if (write_run(g, &in->runs[i], err) != 0)
             goto fail;
     H5Gclose(g);
     g = -1;
-    if (write_regression(f, runs, nruns, err) != 0)
-        goto fail;
-    hid_t done = f;
-    f = -1;
-    if (h5u_commit(done, &o, err) != 0 || util_out_commit(&o, err) != 0)
-        goto fail;
-    return 0;
+    return write_regression(f, in->runs, in->nruns, err);
 fail:
     if (g >= 0)
         H5Gclose(g);
-    h5u_abandon(f, path, err);
-    util_out_abort(&o);
     return -1;
+}
+
+int h5o_write(const char *path, const dora_result *runs, size_t nruns, const char *command_line,
+              dora_err *err)
+{
+    const h5o_input in = {runs, nruns};
+    return h5u_write_file(path, command_line, DORA_LAYOUT_VERSION, write_results, &in, err);
 }

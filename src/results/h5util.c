@@ -252,6 +252,26 @@ int h5u_commit(hid_t f, const util_out *o, dora_err *err)
     return rc;
 }
 
+int h5u_write_file(const char *path, const char *command_line, int32_t layout_version,
+                   h5u_body_fn body, const void *ctx, dora_err *err)
+{
+    util_out o;
+    if (util_out_begin(&o, path, err) != 0)
+        return -1;
+    hid_t f = h5u_create(o.tmp, command_line, layout_version, err);
+    if (f < 0 || body(f, ctx, err) != 0)
+        goto fail;
+    hid_t done = f;
+    f = -1; /* h5u_commit closes it, whatever happens */
+    if (h5u_commit(done, &o, err) != 0 || util_out_commit(&o, err) != 0)
+        goto fail;
+    return 0;
+fail:
+    h5u_abandon(f, path, err);
+    util_out_abort(&o);
+    return -1;
+}
+
 int h5u_is_ours(const char *path)
 {
     static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};

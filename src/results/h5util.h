@@ -58,6 +58,19 @@ int h5u_commit(hid_t f, const util_out *o, dora_err *err);
  * open, i.e. >= 0), and name PATH in ERR unless its message already does.
  * The caller aborts its util_out. */
 void h5u_abandon(hid_t f, const char *path, dora_err *err);
+/* Writes the contents of a results file: the groups, datasets and attributes
+ * below its root, into the open file F. Returns 0, or -1 with ERR filled;
+ * either way it closes what it opened (h5u_commit holds a missing close for
+ * an error). */
+typedef int (*h5u_body_fn)(hid_t f, const void *ctx, dora_err *err);
+/* The one way to write a results file at PATH: create it in memory
+ * (h5u_create: the root attributes every results file has, LAYOUT_VERSION),
+ * let BODY(f, CTX, err) fill it, then commit it (h5u_commit, util_out_commit:
+ * PATH is replaced whole, or left as it was). On any failure the file is
+ * abandoned (h5u_abandon: ERR names PATH) and nothing is left behind.
+ * Returns 0 or -1. */
+int h5u_write_file(const char *path, const char *command_line, int32_t layout_version,
+                   h5u_body_fn body, const void *ctx, dora_err *err);
 /* 1 if PATH is a regular file with the HDF5 signature at byte 0 whose root
  * has the attributes tool_version, layout_version and a command_line that
  * starts with "dora-analyze": a results file of this tool. 0 otherwise. */

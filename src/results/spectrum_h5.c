@@ -210,20 +210,17 @@ static const char spec_methods[] =
     "iteration, every Ritz triplet's residual |A v - s u| <= tol * sigma_1 (tol 1e-10 in float64, "
     "1e-4 in float32), else method 3";
 
-int dora_spectrum_write(const char *path, const dora_spectrum *sp, const char *command_line,
-                        dora_err *err)
+/* The contents of a spectrum file: root attributes of the analysis, /runs,
+ * then /compare when runs were compared. */
+static int write_spectrum(hid_t f, const void *ctx, dora_err *err)
 {
-    util_out o;
-    if (util_out_begin(&o, path, err) != 0)
-        return -1;
-    hid_t f = -1, g = -1;
+    const dora_spectrum *sp = ctx;
+    hid_t g = -1;
     const double thr = sp->opts.threshold;
     const int64_t top = sp->opts.top, sub = sp->opts.subspace, f64max = sp->opts.f64_max_elems,
                   dmax = sp->opts.dense_max_elems;
     const int32_t itop = DORA_SPEC_INTRUDER_TOP;
 
-    if ((f = h5u_create(o.tmp, command_line, DORA_SPEC_LAYOUT_VERSION, err)) < 0)
-        goto fail;
     if (h5u_attr_str(f, "analysis", "spectrum", err) != 0 ||
         h5u_attr_str(f, "base_path", sp->base_path ? sp->base_path : "", err) != 0 ||
         h5u_attr_num(f, "threshold", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &thr, err) != 0 ||
@@ -249,15 +246,15 @@ int dora_spectrum_write(const char *path, const dora_spectrum *sp, const char *c
         H5Gclose(g);
         g = -1;
     }
-    hid_t done = f;
-    f = -1;
-    if (h5u_commit(done, &o, err) != 0 || util_out_commit(&o, err) != 0)
-        goto fail;
     return 0;
 fail:
     if (g >= 0)
         H5Gclose(g);
-    h5u_abandon(f, path, err);
-    util_out_abort(&o);
     return -1;
+}
+
+int dora_spectrum_write(const char *path, const dora_spectrum *sp, const char *command_line,
+                        dora_err *err)
+{
+    return h5u_write_file(path, command_line, DORA_SPEC_LAYOUT_VERSION, write_spectrum, sp, err);
 }
