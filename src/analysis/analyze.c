@@ -5,6 +5,7 @@
 #include "analysis/analyze_int.h"
 #include "dora/adapter.h"
 #include "dora/guard.h"
+#include "dora/notes.h"
 #include "dora/kernel.h"
 #include "core/util.h"
 
@@ -415,9 +416,7 @@ void dora_result_release(dora_result *res)
     free(res->delta_m);
     free(res->delta_d);
     free(res->zero_rows);
-    for (size_t i = 0; i < res->nnotes; i++)
-        free(res->notes[i]);
-    free(res->notes);
+    dora_notes_free(res->notes, res->nnotes);
     for (size_t i = 0; i < res->nfailures; i++)
         free(res->failures[i]);
     free(res->failures);

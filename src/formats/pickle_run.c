@@ -3,6 +3,7 @@
  * formats/pickle_int.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "formats/pickle_int.h"
+#include "core/le.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -74,14 +75,6 @@ static pv *below_mark(pk *k, size_t m)
 static int need(pk *k, size_t n)
 {
     return (size_t)(k->end - k->p) >= n ? 0 : pk_fail(k, "truncated");
-}
-
-static uint64_t le(const unsigned char *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
 }
 
 /* ---------------------------------------------------------------- memo */
@@ -158,7 +151,7 @@ static int take_le(pk *k, int w, uint64_t *n)
 {
     if (need(k, (size_t)w) != 0)
         return -1;
-    *n = le(k->p, w);
+    *n = le_load(k->p, w);
     k->p += w;
     return 0;
 }
@@ -264,7 +257,7 @@ static int op_long1(pk *k)
         return pk_fail(k, "integer wider than 64 bits");
     if (need(k, len) != 0)
         return -1;
-    uint64_t u = len ? le(k->p, (int)len) : 0;
+    uint64_t u = len ? le_load(k->p, (int)len) : 0;
     if (len && len < 8 && (k->p[len - 1] & 0x80))
         u |= ~(uint64_t)0 << (8 * len);
     k->p += len;
@@ -385,7 +378,7 @@ int pk_run(pk *k, pv **result)
         case 'r': /* LONG_BINPUT */
             if (need(k, 4) != 0 || !(v = top(k)))
                 return -1;
-            n = le(k->p, 4);
+            n = le_load(k->p, 4);
             k->p += 4;
             r = memo_put(k, (size_t)n, v);
             break;

@@ -3,6 +3,7 @@
  * over kinds; the drawing itself is figure.c's. */
 #define _GNU_SOURCE
 #include "dora/plot.h"
+#include "dora/notes.h"
 #include "dora/h5in.h"
 #include "plot/draw.h"
 #include "core/util.h"
@@ -127,23 +128,14 @@ int dora_plot_check_formats(const char *formats, dora_err *err)
 
 void dora_plot_report_release(dora_plot_report *rep)
 {
-    for (size_t i = 0; i < rep->nnotes; i++)
-        free(rep->notes[i]);
-    free(rep->notes);
+    dora_notes_free(rep->notes, rep->nnotes);
     memset(rep, 0, sizeof *rep);
 }
 
 static int add_note(dora_plot_report *rep, const char *run, const char *kind)
 {
-    char **v = realloc(rep->notes, (rep->nnotes + 1) * sizeof *v);
-    if (!v)
-        return -1;
-    rep->notes = v;
-    if (asprintf(&v[rep->nnotes], "run '%s' has no '%s' modules; left out of its figures", run,
-                 kind) < 0)
-        return -1;
-    rep->nnotes++;
-    return 0;
+    return dora_notes_add(&rep->notes, &rep->nnotes, 0,
+                          "run '%s' has no '%s' modules; left out of its figures", run, kind);
 }
 
 /* ---- before drawing ------------------------------------------------------ */
