@@ -11,6 +11,9 @@ SUITE=install
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 CMDS="analyze spectrum plot batch merge inspect"
+# the binary under test must come out of this suite untouched (a make in the unpacked
+# sources once inherited BIN from the environment and rebuilt it there)
+bin_sum=$(md5sum <"$BIN")
 # the options a command's --help lists (its "  -x, --long ..." lines)
 help_opts() {
     "$BIN" "$1" --help 2>&1 | grep -E '^  +-' | grep -oE -- '(^|[ ,])--?[a-zA-Z][a-zA-Z0-9-]*' |
@@ -62,7 +65,7 @@ if ! git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
     finish
 fi
 # the tarball of the committed tree; built with the default flags, not make sanitize's
-run dist env -u CFLAGS -u LDFLAGS -u MAKEFLAGS -u MFLAGS make -s -C "$ROOT" dist BUILD="$TMP/distbuild"
+run dist env -u CFLAGS -u LDFLAGS -u MAKEFLAGS -u MFLAGS -u BIN -u BUILD make -s -C "$ROOT" dist BUILD="$TMP/distbuild"
 tarball=$(tail -n 1 "$LOG/dist.out")
 if [ $RC -ne 0 ] || [ ! -f "$tarball" ]; then
     fail dist "make dist: exit $RC: $(peek "$LOG/dist.err")"
@@ -73,8 +76,8 @@ mkdir -p "$TMP/src"
 tar -xzf "$tarball" -C "$TMP/src"
 src=$(echo "$TMP"/src/dora-analyze-*)
 stage=$TMP/stage
-timeout -k 5 600 env -u CFLAGS -u LDFLAGS -u MAKEFLAGS -u MFLAGS \
-    make -s -C "$src" -j2 install PREFIX=/opt/dora DESTDIR="$stage" >"$LOG/install.out" 2>"$LOG/install.err"
+timeout -k 5 600 env -u CFLAGS -u LDFLAGS -u MAKEFLAGS -u MFLAGS -u BIN -u BUILD \
+    make -s -C "$src" -j2 install BIN=bin/dora-analyze BUILD=build PREFIX=/opt/dora DESTDIR="$stage" >"$LOG/install.out" 2>"$LOG/install.err"
 RC=$?
 if [ $RC -ne 0 ] || [ ! -x "$stage/opt/dora/bin/dora-analyze" ]; then
     fail install "make install from the tarball: exit $RC: $(tail -c 400 "$LOG/install.err")"
@@ -88,9 +91,9 @@ for f in bin/dora-analyze lib/libdora.a lib/pkgconfig/dora.pc include/dora/analy
 done
 # -- uninstall removes what install put there (same sources, its own DESTDIR)
 st2=$TMP/stage2
-env -u CFLAGS -u LDFLAGS -u MAKEFLAGS -u MFLAGS make -s -C "$src" install PREFIX=/usr/local DESTDIR="$st2" \
+env -u CFLAGS -u LDFLAGS -u MAKEFLAGS -u MFLAGS -u BIN -u BUILD make -s -C "$src" install BIN=bin/dora-analyze BUILD=build PREFIX=/usr/local DESTDIR="$st2" \
     >"$LOG/install2.out" 2>&1 &&
-    env -u CFLAGS -u LDFLAGS -u MAKEFLAGS -u MFLAGS make -s -C "$src" uninstall PREFIX=/usr/local DESTDIR="$st2" \
+    env -u CFLAGS -u LDFLAGS -u MAKEFLAGS -u MFLAGS -u BIN -u BUILD make -s -C "$src" uninstall BIN=bin/dora-analyze BUILD=build PREFIX=/usr/local DESTDIR="$st2" \
         >"$LOG/uninstall.out" 2>&1
 left=$(find "$st2" -type f 2>/dev/null | head -3)
 [ -z "$left" ] && pass uninstall || fail uninstall "left: $left"
@@ -149,4 +152,5 @@ else
     fail pkg-config "pkg-config: $(peek "$LOG/pc.err")"
 fi
 
+[ "$(md5sum <"$BIN")" = "$bin_sum" ] && pass binary-untouched || fail binary-untouched "$BIN was rebuilt by the suite"
 finish
