@@ -149,6 +149,21 @@ int batch_mpi_worker(batch *b)
     return 0;
 }
 
+/* Rank W's next unit, or its stop when none is left; the unit's start time is
+ * kept for its report. Returns 1 if a unit was sent. */
+static int hand_out(batch *b, int w, size_t *next, size_t *assigned, double *started)
+{
+    if (*next >= b->nunits) {
+        MPI_Send(NULL, 0, MPI_BYTE, w, TAG_STOP, MPI_COMM_WORLD);
+        return 0;
+    }
+    assigned[w] = *next;
+    started[w] = batch_now();
+    if (send_work(b, &b->units[(*next)++], w) != 0)
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    return 1;
+}
+
 void batch_mpi_dispatch(batch *b)
 {
     int size = b->mpi_size;
@@ -157,17 +172,8 @@ void batch_mpi_dispatch(batch *b)
     double *started = calloc((size_t)size, sizeof *started);
     if (!assigned || !started)
         MPI_Abort(MPI_COMM_WORLD, 1);
-    for (int w = 1; w < size; w++) {
-        if (next < b->nunits) {
-            assigned[w] = next;
-            started[w] = batch_now();
-            if (send_work(b, &b->units[next++], w) != 0)
-                MPI_Abort(MPI_COMM_WORLD, 1);
-            active++;
-        } else {
-            MPI_Send(NULL, 0, MPI_BYTE, w, TAG_STOP, MPI_COMM_WORLD);
-        }
-    }
+    for (int w = 1; w < size; w++)
+        active += (size_t)hand_out(b, w, &next, assigned, started);
     while (active > 0) {
         MPI_Status st;
         int n;
@@ -196,15 +202,7 @@ void batch_mpi_dispatch(batch *b)
             batch_unit_finished(b, u, NULL, why, batch_now() - started[w], w);
         }
         free(m);
-        if (next < b->nunits) {
-            assigned[w] = next;
-            started[w] = batch_now();
-            if (send_work(b, &b->units[next++], w) != 0)
-                MPI_Abort(MPI_COMM_WORLD, 1);
-            active++;
-        } else {
-            MPI_Send(NULL, 0, MPI_BYTE, w, TAG_STOP, MPI_COMM_WORLD);
-        }
+        active += (size_t)hand_out(b, w, &next, assigned, started);
     }
     free(assigned);
     free(started);
