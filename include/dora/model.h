@@ -44,9 +44,4 @@ void dora_model_close(dora_model *m);
  * (the SIGBUS is caught, guard.h): ERR names it. */
 int dora_model_cmp_bytes(const dora_model *a, const dora_model *b, dora_err *err);
 
-/* dora_model_cmp_bytes == 1: a file that faults counts as different (it is
- * opened again, and refused, when its step is read). Prefer
- * dora_model_cmp_bytes, which names the file. */
-int dora_model_same_bytes(const dora_model *a, const dora_model *b);
-
 #endif

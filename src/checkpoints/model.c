@@ -408,8 +408,3 @@ int dora_model_cmp_bytes(const dora_model *a, const dora_model *b, dora_err *err
     }
     return 1;
 }
-
-int dora_model_same_bytes(const dora_model *a, const dora_model *b)
-{
-    return dora_model_cmp_bytes(a, b, NULL) == 1;
-}

@@ -220,7 +220,7 @@ static int check_view(const pk_tensor *t, uint64_t *numel, int *contiguous, int 
     for (int i = 0; i < nd; i++) {
         const int k = dims[i];
         const uint64_t stride = (uint64_t)t->stride[k];
-        if (stride <= reach || stride == 0)
+        if (stride <= reach) /* a stride of 0 is <= any reach */
             *overlap = 1;
         uint64_t span;
         if (__builtin_mul_overflow((uint64_t)(t->shape[k] - 1), stride, &span) ||

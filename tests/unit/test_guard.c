@@ -155,12 +155,11 @@ static void test_cmp_bytes(void)
               err.msg);
     if (!ma || !mb)
         return;
-    CHECK(dora_model_cmp_bytes(ma, mb, &err) == 1 && dora_model_same_bytes(ma, mb) == 1);
+    CHECK(dora_model_cmp_bytes(ma, mb, &err) == 1);
     CHECK(truncate(b, 8192) == 0); /* the sizes recorded at open still agree */
     err.msg[0] = '\0';
     CHECK(dora_model_cmp_bytes(ma, mb, &err) == -1);
     CHECK_MSG(strstr(err.msg, "cmp_b.safetensors") && strstr(err.msg, "changed"), "%s", err.msg);
-    CHECK(dora_model_same_bytes(ma, mb) == 0); /* a fault counts as different */
     dora_model_close(ma);
     dora_model_close(mb);
 }
