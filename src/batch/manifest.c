@@ -15,58 +15,13 @@
 
 #define MANIFEST_MAX_BYTES (16u << 20)
 
-/* DIR/P (or P when absolute), with "." and "name/.." removed lexically, so
- * that a manifest in analysis/ naming "../data/x" gives "data/x". */
+/* DIR/P (or P when absolute), cleaned lexically (util_path_clean), so that a
+ * manifest in analysis/ naming "../data/x" gives "data/x". */
 static char *resolve_path(const char *dir, const char *p)
 {
     char *joined = p[0] == '/' ? strdup(p) : util_join(dir, p);
-    if (!joined)
-        return NULL;
-    size_t n = strlen(joined);
-    char *out = malloc(n + 2);
-    size_t *starts = malloc((n + 1) * sizeof *starts);
-    if (!out || !starts) {
-        free(joined);
-        free(out);
-        free(starts);
-        return NULL;
-    }
-    int abs = joined[0] == '/';
-    size_t len = 0, depth = 0, up = 0; /* depth: kept components; up: leading ".." */
-    if (abs)
-        out[len++] = '/';
-    const char *s = joined;
-    while (*s) {
-        while (*s == '/')
-            s++;
-        if (!*s)
-            break;
-        const char *e = strchr(s, '/');
-        size_t m = e ? (size_t)(e - s) : strlen(s);
-        if (m == 1 && s[0] == '.') {
-            /* skip */
-        } else if (m == 2 && s[0] == '.' && s[1] == '.' && depth > up) {
-            len = starts[--depth];
-            if (len > (size_t)abs)
-                len--; /* the '/' before it */
-        } else if (m == 2 && s[0] == '.' && s[1] == '.' && abs) {
-            /* "/.." is "/" */
-        } else {
-            if (len > (size_t)abs)
-                out[len++] = '/';
-            starts[depth++] = len;
-            if (m == 2 && s[0] == '.' && s[1] == '.')
-                up++;
-            memcpy(out + len, s, m);
-            len += m;
-        }
-        s += m;
-    }
-    if (len == 0)
-        out[len++] = '.';
-    out[len] = '\0';
+    char *out = joined ? util_path_clean(joined) : NULL;
     free(joined);
-    free(starts);
     return out;
 }
 

@@ -466,7 +466,50 @@ int util_out_commit(util_out *o, dora_err *err)
     return 0;
 }
 
-/* ---- resolving outputs ----------------------------------------------------- */
+/* ---- resolving paths and outputs -------------------------------------------- */
+
+char *util_path_clean(const char *path)
+{
+    size_t n = strlen(path);
+    char *out = malloc(n + 2);
+    size_t *starts = malloc((n + 1) * sizeof *starts);
+    if (!out || !starts) {
+        free(out);
+        free(starts);
+        return NULL;
+    }
+    int abs = path[0] == '/';
+    size_t len = 0, depth = 0, up = 0; /* depth: kept components; up: the leading ".." */
+    if (abs)
+        out[len++] = '/';
+    for (const char *s = path; *s;) {
+        while (*s == '/')
+            s++;
+        if (!*s)
+            break;
+        const char *e = strchr(s, '/');
+        size_t m = e ? (size_t)(e - s) : strlen(s);
+        int dot = m == 1 && s[0] == '.', dotdot = m == 2 && s[0] == '.' && s[1] == '.';
+        if (dotdot && depth > up) { /* "name/.." */
+            len = starts[--depth];
+            if (len > (size_t)abs)
+                len--; /* the '/' before it */
+        } else if (!dot && !(dotdot && abs)) { /* "/.." is "/" */
+            if (len > (size_t)abs)
+                out[len++] = '/';
+            starts[depth++] = len;
+            up += dotdot;
+            memcpy(out + len, s, m);
+            len += m;
+        }
+        s += m;
+    }
+    if (len == 0)
+        out[len++] = '.';
+    out[len] = '\0';
+    free(starts);
+    return out;
+}
 
 char *util_resolve_output(const char *path)
 {
@@ -495,35 +538,7 @@ char *util_resolve_output(const char *path)
         char *joined = malloc(n);
         if (joined) {
             snprintf(joined, n, "%s/%s/%s", real, rest, base);
-            /* lexical clean-up of the appended part: "//", "." and "name/.." */
-            out = malloc(n);
-            if (out) {
-                size_t k = 0;
-                const char *s = joined;
-                while (*s) {
-                    while (*s == '/')
-                        s++;
-                    if (!*s)
-                        break;
-                    const char *e = strchr(s, '/');
-                    size_t m = e ? (size_t)(e - s) : strlen(s);
-                    if (m == 1 && s[0] == '.') {
-                    } else if (m == 2 && s[0] == '.' && s[1] == '.') {
-                        while (k > 0 && out[k - 1] != '/')
-                            k--;
-                        if (k > 0)
-                            k--;
-                    } else {
-                        out[k++] = '/';
-                        memcpy(out + k, s, m);
-                        k += m;
-                    }
-                    s += m;
-                }
-                if (k == 0)
-                    out[k++] = '/';
-                out[k] = '\0';
-            }
+            out = util_path_clean(joined); /* "//", "." and "name/.." of the appended part */
             free(joined);
         }
     }

@@ -66,6 +66,10 @@ void util_out_remove_all(void);
  * this user, holding nothing but the file "out". Anything else is left. */
 void util_out_clean_stale(const char *path);
 
+/* PATH cleaned lexically: "//" and "." removed, "name/.." dropped, a
+ * leading ".." of a relative path kept, "/.." read as "/"; "" and "a/.."
+ * give "."; newly allocated, NULL when out of memory. */
+char *util_path_clean(const char *path);
 /* PATH with its folder resolved (realpath of the longest existing prefix of
  * the folder, the rest appended lexically, "." and ".." removed) and its last
  * component kept as is (a rename replaces a symlink there, not its target);
