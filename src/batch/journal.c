@@ -187,18 +187,7 @@ int dora_journal_create(dora_journal **j, const char *path, const char *header,
         return -1;
     }
     int fd = util_out_open(&o, err);
-    size_t off = 0;
-    int e = 0;
-    while (fd >= 0 && off < b.n) {
-        ssize_t w = write(fd, b.p + off, b.n - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            e = w < 0 ? errno : ENOSPC;
-            break;
-        }
-        off += (size_t)w;
-    }
+    int e = fd >= 0 ? util_write_all(fd, b.p, b.n, NULL) : 0;
     if (fd >= 0 && !e && fsync(fd) != 0)
         e = errno;
     free(b.p);
@@ -242,19 +231,10 @@ int dora_journal_append(dora_journal *j, const dora_result *unit, dora_err *err)
         return dora_errf(err, "out of memory");
     }
     /* one write() per record: a kill leaves at most one torn record at the end */
-    size_t off = 0;
-    while (off < b.n) {
-        ssize_t w = write(j->fd, b.p + off, b.n - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            free(b.p);
-            return dora_errf(err, "'%s': cannot append: %s", j->path,
-                             w < 0 ? strerror(errno) : "short write");
-        }
-        off += (size_t)w;
-    }
+    int e = util_write_all(j->fd, b.p, b.n, NULL);
     free(b.p);
+    if (e)
+        return dora_errf(err, "'%s': cannot append: %s", j->path, strerror(e));
     if (fdatasync(j->fd) != 0)
         return dora_errf(err, "'%s': cannot flush to disk: %s", j->path, strerror(errno));
     return 0;

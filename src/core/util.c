@@ -399,11 +399,8 @@ int util_out_open(const util_out *o, dora_err *err)
     return fd;
 }
 
-int util_out_write(const util_out *o, const void *buf, size_t len, dora_err *err)
+int util_write_all(int fd, const void *buf, size_t len, size_t *done)
 {
-    int fd = util_out_open(o, err);
-    if (fd < 0)
-        return -1;
     const char *p = buf;
     size_t off = 0;
     int e = 0;
@@ -417,7 +414,19 @@ int util_out_write(const util_out *o, const void *buf, size_t len, dora_err *err
         }
         off += (size_t)w;
     }
-    if (off == len && fsync(fd) != 0)
+    if (done)
+        *done = off;
+    return e;
+}
+
+int util_out_write(const util_out *o, const void *buf, size_t len, dora_err *err)
+{
+    int fd = util_out_open(o, err);
+    if (fd < 0)
+        return -1;
+    size_t off;
+    int e = util_write_all(fd, buf, len, &off);
+    if (!e && fsync(fd) != 0)
         e = errno;
     if (close(fd) != 0 && !e)
         e = errno;

@@ -49,6 +49,10 @@ int util_out_begin(util_out *o, const char *path, dora_err *err);
 /* Create o->tmp (O_CREAT|O_EXCL|O_NOFOLLOW, 0644 less umask) and return its
  * descriptor, or -1 with ERR set. */
 int util_out_open(const util_out *o, dora_err *err);
+/* write() all LEN bytes of BUF to FD, again after EINTR: 0, or the errno of
+ * the failure (ENOSPC for a write of 0 bytes); *DONE (if not NULL) gets the
+ * bytes written. */
+int util_write_all(int fd, const void *buf, size_t len, size_t *done);
 /* Create o->tmp holding LEN bytes of BUF, written in full, fsync'ed and
  * closed. A short write (disk full) is an error naming PATH. */
 int util_out_write(const util_out *o, const void *buf, size_t len, dora_err *err);
