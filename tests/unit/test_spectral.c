@@ -231,6 +231,45 @@ static void test_dense_methods(void)
     free(flat);
 }
 
+/* Every value and a few vectors (one bidiagonal reduction, dense_values_topvec) against
+ * gesdd with every vector: values to 1e-13 of s1, each of the top vectors the same up to
+ * sign to 1e-10 (float32: 1e-6 and 1e-4), in both orientations (A^T upper or lower
+ * bidiagonal). */
+static void test_values_topvec(int64_t m, int64_t n, int f32)
+{
+    dora_err err = {0};
+    const int64_t k = m < n ? m : n, nu = 10;
+    double *sv = malloc((size_t)k * sizeof *sv);
+    for (int64_t i = 0; i < k; i++)
+        sv[i] = 2.0 * pow(0.9, (double)i);
+    double *a = with_spectrum(m, n, sv);
+    float *af = malloc((size_t)(m * n) * sizeof *af);
+    for (int64_t i = 0; i < m * n; i++)
+        af[i] = (float)a[i];
+    dora_dense d = {m, n, f32, f32 ? (void *)af : (void *)a};
+    dora_dense d64 = {m, n, 0, a};
+    dora_svd ref, got;
+    CHECK_MSG(dora_svd_dense(&ref, &d64, 0, k, 0, &err) == 0, "%s", err.msg);
+    CHECK_MSG(dora_svd_dense(&got, &d, 0, nu, 0, &err) == 0, "%s", err.msg);
+    CHECK(got.method == DORA_SVD_FULL && got.ns == k && got.complete && got.nu == nu);
+    double es = sv_err(got.s, ref.s, k), eu = 0;
+    for (int64_t j = 0; j < nu; j++) {
+        double dot = 0;
+        for (int64_t i = 0; i < m; i++)
+            dot += got.u[i + j * m] * ref.u[i + j * m];
+        eu = fmax(eu, fabs(1.0 - fabs(dot)));
+    }
+    CHECK_MSG(es <= (f32 ? 1e-6 : 1e-13), "[%lld, %lld] f32 %d: values %.3g", (long long)m,
+              (long long)n, f32, es);
+    CHECK_MSG(eu <= (f32 ? 1e-4 : 1e-10), "[%lld, %lld] f32 %d: vectors %.3g", (long long)m,
+              (long long)n, f32, eu);
+    dora_svd_release(&ref);
+    dora_svd_release(&got);
+    free(a);
+    free(af);
+    free(sv);
+}
+
 /* ---------------------------------------------------------------- numbers by hand */
 
 static void test_numbers(void)
@@ -767,6 +806,10 @@ int main(int argc, char **argv)
     test_lowrank_vs_dense(64, 10, 16, 1.0);  /* r > in */
     test_lowrank_vs_dense(1, 30, 4, 1.0);
     test_dense_methods();
+    test_values_topvec(240, 90, 0);
+    test_values_topvec(90, 240, 0);
+    test_values_topvec(240, 90, 1);
+    test_values_topvec(90, 240, 1);
     test_numbers();
     test_runs();
     return unit_summary("test_spectral");
