@@ -129,10 +129,15 @@ typedef struct dora_spectrum_opts {
     int randomized;          /* allow the randomised method for a small --top */
     int64_t f64_max_elems;   /* dense SVDs in float64 up to this many elements */
     int64_t dense_max_elems; /* dense matrices above this are left out (note) */
+    int threads;             /* modules decomposed at once, each by single-threaded LAPACK
+                              * (0: one per online CPU) */
+    int64_t mem_bytes;       /* budget for the modules in flight (0: half the physical
+                              * memory); a module that does not fit waits for others to
+                              * finish, and one alone always runs */
 } dora_spectrum_opts;
 
 /* Defaults: no filters, top 0, subspace 16, threshold 0.5, randomised allowed,
- * the two size limits above. */
+ * the two size limits above, threads and memory from the machine. */
 void dora_spectrum_opts_init(dora_spectrum_opts *o);
 
 typedef struct dora_spec_module {

@@ -78,6 +78,10 @@ int an_alloc_result(dora_result *res, const module *mods, size_t S, size_t L, in
 
 /* OpenBLAS single-threaded, once per process (see dora_analyze_run). */
 void an_blas_single_once(void);
+/* an_blas_single_once, and this thread's OpenMP thread count set to 1 (the OpenMP
+ * build of OpenBLAS reads it per calling thread): first thing in a worker thread
+ * that calls BLAS or LAPACK (blas_threads.c). */
+void an_blas_single_thread(void);
 /* Split every module into row chunks (JB->chunks, *POOL_D and *POOL_Z hold
  * their sums; the caller frees all three); boundaries depend only on the
  * shapes. */

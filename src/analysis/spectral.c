@@ -529,9 +529,11 @@ static int plan_compares(sctx *c, dora_err *err)
     const size_t R = c->nruns;
     sp->ncompare = R * (R - 1) / 2;
     sp->cmp = calloc(sp->ncompare ? sp->ncompare : 1, sizeof *sp->cmp);
-    c->cmp_cursor = calloc(sp->ncompare ? sp->ncompare : 1, sizeof *c->cmp_cursor);
-    if (!sp->cmp || !c->cmp_cursor)
+    c->cmp_mi = alloc_n(sp->ncompare * c->ng, sizeof *c->cmp_mi);
+    if (!sp->cmp || !c->cmp_mi)
         return dora_errf(err, "out of memory");
+    for (size_t i = 0; i < sp->ncompare * c->ng; i++)
+        c->cmp_mi[i] = SIZE_MAX;
     const int64_t K = c->opts->subspace;
     size_t ci = 0, nothing = 0;
     const char *first_a = NULL, *first_b = NULL;
@@ -585,6 +587,7 @@ static int plan_compares(sctx *c, dora_err *err)
                     ra->mods[ia].cols != rb->mods[ib].cols)
                     continue;
                 size_t mi = cp->nmodules;
+                c->cmp_mi[ci * c->ng + g] = mi;
                 cp->mod_a[mi] = ia;
                 cp->mod_b[mi] = ib;
                 if (!(cp->modules[mi] = strdup(c->g[g].name)) ||
@@ -678,9 +681,8 @@ int dora_spectrum_run(dora_spectrum *sp, const dora_model *base, const char *bas
         goto done;
     if (opts->compare && plan_compares(&c, err) != 0)
         goto done;
-    for (size_t g = 0; g < c.ng; g++)
-        if (spec_do_module(&c, g, err) != 0)
-            goto done;
+    if (spec_do_modules(&c, err) != 0)
+        goto done;
     rc = 0;
 done:
     for (size_t i = 0; c.rc && i < nruns; i++)
@@ -689,7 +691,7 @@ done:
     for (size_t g = 0; g < c.ng; g++)
         free(c.g[g].idx);
     free(c.g);
-    free(c.cmp_cursor);
+    free(c.cmp_mi);
     if (rc != 0)
         dora_spectrum_release(sp);
     return rc;

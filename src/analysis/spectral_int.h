@@ -68,11 +68,14 @@ typedef struct sctx {
     rctx *rc;
     gmod *g;
     size_t ng;
-    size_t *cmp_cursor;        /* [ncompare] next compare module to fill */
+    size_t *cmp_mi;            /* [ncompare, ng] index of global module g in compare ci,
+                                * SIZE_MAX when the pair does not compare it */
 } sctx;
 
-/* Analyse module G of every run (spectral_module.c): fill its rows of the
- * runs' [S, L] arrays and its phi grids. */
-int spec_do_module(sctx *c, size_t g, dora_err *err);
+/* Analyse every global module (spectral_module.c), on c->opts->threads threads within
+ * c->opts->mem_bytes: fill each module's rows of the runs' [S, L] arrays and its phi
+ * grids. Each module writes only its own places, so the result does not depend on the
+ * threads; on failure, the error of the first failing module in name order. */
+int spec_do_modules(sctx *c, dora_err *err);
 
 #endif

@@ -8,6 +8,7 @@
 #include "dora/guard.h"
 #include "dora/kernel.h"
 #include "core/util.h"
+#include "analysis/analyze_int.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <lapacke.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -464,7 +466,7 @@ done:
 
 /* Everything about global module g: every run's steps, the phi pairs within
  * each run, the comparisons between runs. */
-int spec_do_module(sctx *c, size_t g, dora_err *err)
+static int spec_do_module(sctx *c, size_t g, dora_err *err)
 {
     const size_t R = c->nruns;
     const int64_t K = c->opts->subspace;
@@ -524,11 +526,9 @@ int spec_do_module(sctx *c, size_t g, dora_err *err)
     /* between runs */
     for (size_t ci = 0; ci < c->sp->ncompare; ci++) {
         dora_spec_compare *cp = &c->sp->cmp[ci];
-        size_t mi = c->cmp_cursor[ci];
-        if (mi >= cp->nmodules || cp->mod_a[mi] != c->g[g].idx[cp->run_a] ||
-            c->g[g].idx[cp->run_b] != cp->mod_b[mi] || strcmp(cp->modules[mi], c->g[g].name) != 0)
+        size_t mi = c->cmp_mi[ci * c->ng + g];
+        if (mi == SIZE_MAX)
             continue;
-        c->cmp_cursor[ci]++;
         for (size_t p = 0; p < cp->npairs; p++) {
             const dora_svd *a = &svs[cp->run_a][cp->idx_a[p]], *b = &svs[cp->run_b][cp->idx_b[p]];
             int32_t ka, kb;
@@ -552,4 +552,103 @@ done:
     basecache_release(&bc[0]);
     basecache_release(&bc[1]);
     return rc;
+}
+
+/* ---------------------------------------------------------------- modules in parallel */
+
+/* About the most that module G holds at once: W0, its vectors and its SVD's
+ * workspace; per step W_t, dW and a copy for LAPACK with its vectors; the steps'
+ * values and subspaces, for the phi pairs. */
+static uint64_t module_bytes(const sctx *c, size_t g)
+{
+    uint64_t most = 0, kept = 0;
+    for (size_t ri = 0; ri < c->nruns; ri++) {
+        size_t l = c->g[g].idx[ri];
+        if (l == SIZE_MAX)
+            continue;
+        const rmod *rm = &c->rc[ri].mods[l];
+        const uint64_t m = (uint64_t)rm->rows, n = (uint64_t)rm->cols, k = m < n ? m : n;
+        const uint64_t es = rm->rows * rm->cols <= c->opts->f64_max_elems ? 8 : 4;
+        const uint64_t b = es * (6 * m * n + 6 * k * k) + 8 * m * k;
+        most = b > most ? b : most;
+        kept += (uint64_t)c->rc[ri].run->nsteps * 8 * (k + m * (uint64_t)c->opts->subspace);
+    }
+    return most + kept;
+}
+
+typedef struct mpool {
+    sctx *c;
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
+    size_t next;          /* next module to take */
+    uint64_t budget, used;
+    int running;
+    size_t failed;        /* the first failing module, SIZE_MAX while none */
+    dora_err err;
+} mpool;
+
+static void *module_worker(void *arg)
+{
+    mpool *p = arg;
+    an_blas_single_thread();
+    pthread_mutex_lock(&p->lock);
+    while (p->next < p->c->ng && p->failed == SIZE_MAX) {
+        const size_t g = p->next;
+        const uint64_t need = module_bytes(p->c, g);
+        if (p->running > 0 && p->used + need > p->budget) { /* wait for memory */
+            pthread_cond_wait(&p->freed, &p->lock);
+            continue;
+        }
+        p->next++;
+        p->used += need;
+        p->running++;
+        pthread_mutex_unlock(&p->lock);
+        dora_err e = {0};
+        int rc = spec_do_module(p->c, g, &e);
+        pthread_mutex_lock(&p->lock);
+        p->used -= need;
+        p->running--;
+        if (rc != 0 && (p->failed == SIZE_MAX || g < p->failed)) {
+            p->failed = g;
+            p->err = e;
+        }
+        pthread_cond_broadcast(&p->freed);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+int spec_do_modules(sctx *c, dora_err *err)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN), pages = sysconf(_SC_PHYS_PAGES);
+    long psize = sysconf(_SC_PAGESIZE);
+    size_t T = c->opts->threads > 0 ? (size_t)c->opts->threads : ncpu > 0 ? (size_t)ncpu : 1;
+    if (T > c->ng)
+        T = c->ng ? c->ng : 1;
+    mpool p;
+    memset(&p, 0, sizeof p);
+    p.c = c;
+    p.failed = SIZE_MAX;
+    p.budget = c->opts->mem_bytes > 0                 ? (uint64_t)c->opts->mem_bytes
+               : pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize / 2
+                                        : UINT64_C(4) << 30;
+    pthread_mutex_init(&p.lock, NULL);
+    pthread_cond_init(&p.freed, NULL);
+    pthread_t *tid = calloc(T, sizeof *tid);
+    size_t started = 0;
+    if (tid)
+        for (; started + 1 < T; started++)
+            if (pthread_create(&tid[started], NULL, module_worker, &p) != 0)
+                break;
+    module_worker(&p); /* this thread works too */
+    for (size_t i = 0; i < started; i++)
+        pthread_join(tid[i], NULL);
+    free(tid);
+    pthread_mutex_destroy(&p.lock);
+    pthread_cond_destroy(&p.freed);
+    if (p.failed != SIZE_MAX) {
+        *err = p.err;
+        return -1;
+    }
+    return 0;
 }

@@ -47,6 +47,9 @@ static const char spectrum_help[] =
     "  --subspace K      singular vectors compared by phi, 1..256 (default 16)\n"
     "  --compare         also phi between every pair of runs\n"
     "  --exact           no randomised SVD (LAPACK dgesvdx for --top)\n"
+    "  -j, --jobs N      modules decomposed at once (default: one per CPU)\n"
+    "  --mem SIZE        memory for the modules in flight, e.g. 8G (default: half\n"
+    "                    the RAM); fewer at once rather than failing\n"
     "  --force           replace an existing OUT.h5 that this tool did not write (an\n"
     "                    input is never replaced)\n"
     "  -q, --quiet       no notes on stderr (errors are still printed)\n"
@@ -130,7 +133,7 @@ typedef struct spectrum_args {
 static int parse_number(int c, const char *arg, spectrum_args *a);
 
 enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_TOP, OPT_THRESHOLD, OPT_SUBSPACE,
-       OPT_COMPARE, OPT_EXACT, OPT_FORCE };
+       OPT_COMPARE, OPT_EXACT, OPT_FORCE, OPT_MEM };
 
 /* Options into *A (optind then at the first run). -1 to go on, else the exit
  * status to return (--help, a usage error). */
@@ -147,6 +150,8 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
         {"compare", no_argument, NULL, OPT_COMPARE},
         {"exact", no_argument, NULL, OPT_EXACT},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"jobs", required_argument, NULL, 'j'},
+        {"mem", required_argument, NULL, OPT_MEM},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -154,7 +159,7 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
     int c, r;
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, ":o:qh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":o:j:qh", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_BASE: a->base_path = optarg; break;
         case 'o': a->out = optarg; break;
@@ -163,6 +168,8 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
         case OPT_TOP:
         case OPT_THRESHOLD:
         case OPT_SUBSPACE:
+        case 'j':
+        case OPT_MEM:
             if ((r = parse_number(c, optarg, a)) >= 0)
                 return r;
             break;
@@ -201,6 +208,13 @@ static int parse_number(int c, const char *arg, spectrum_args *a)
     if (c == OPT_SUBSPACE && util_parse_i64(arg, 1, DORA_SPEC_SUBSPACE_MAX, &o->subspace) != 0)
         return cli_usage_error("spectrum", "--subspace wants a whole number from 1 to %d, not '%s'",
                                DORA_SPEC_SUBSPACE_MAX, arg);
+    int64_t j;
+    if (c == 'j' && util_parse_i64(arg, 1, 4096, &j) != 0)
+        return cli_usage_error("spectrum", "-j wants a whole number from 1 to 4096, not '%s'", arg);
+    if (c == 'j')
+        o->threads = (int)j;
+    if (c == OPT_MEM && util_parse_size(arg, &o->mem_bytes) != 0)
+        return cli_usage_error("spectrum", "--mem wants a size such as 512M or 8G, not '%s'", arg);
     return -1;
 }
 

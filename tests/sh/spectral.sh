@@ -104,6 +104,35 @@ if spectrum_ok base-all "$OUT/all.h5" --base "$D/base" --compare "${ALL[@]}" "ft
     check base-all "$OUT/all.h5" --manifest "$D/manifest.json"
 fi
 
+# ---------------------------------------------------------------- threads and memory
+# modules decomposed one at a time (-j 1, or a budget that fits none but the one
+# alone) or on three threads: the same file, dataset for dataset
+same_file() { # LABEL A.h5 B.h5
+    "$PY" - "$2" "$3" >"$LOG/$1.cmp" 2>&1 <<'PYEOF'
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1]), h5py.File(sys.argv[2])
+names = []
+a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) else None)
+bad = [n for n in names if n not in b or not np.array_equal(a[n][()], b[n][()])]
+print(len(names), "datasets;", "differ:", bad)
+sys.exit(1 if bad or not names else 0)
+PYEOF
+}
+if [ -s "$OUT/all.h5" ]; then
+    for v in "j1:-j 1" "j3:-j 3" "mem:-j 2 --mem 1K"; do
+        label=threads-${v%%:*}
+        # shellcheck disable=SC2086
+        if spectrum_ok "$label" "$OUT/$label.h5" ${v#*:} --base "$D/base" --compare "${ALL[@]}" \
+            "ft=$D/ft"; then
+            if same_file "$label" "$OUT/all.h5" "$OUT/$label.h5"; then
+                pass "$label-same"
+            else
+                fail "$label-same" "$(peek "$LOG/$label.cmp")"
+            fi
+        fi
+    done
+fi
+
 # ---------------------------------------------------------------- adapter-only
 if spectrum_ok adapter-only "$OUT/nobase.h5" "${ALL[@]}"; then
     check adapter-only "$OUT/nobase.h5" --manifest "$D/manifest.json"
@@ -227,6 +256,9 @@ want_exit usage-threshold-zero 2 "--threshold" -- --threshold 0 -o "$OUT/bad.h5"
 want_exit usage-threshold-big 2 "--threshold" -- --threshold 1.5 -o "$OUT/bad.h5" "$D/lora"
 want_exit usage-threshold-nan 2 "--threshold" -- --threshold nan -o "$OUT/bad.h5" "$D/lora"
 want_exit usage-subspace 2 "--subspace" -- --subspace 257 -o "$OUT/bad.h5" "$D/lora"
+want_exit usage-jobs 2 "-j wants" -- -j 0 -o "$OUT/bad.h5" "$D/lora"
+want_exit usage-mem 2 "--mem wants" -- --mem 8X -o "$OUT/bad.h5" "$D/lora"
+want_exit usage-mem-zero 2 "--mem wants" -- --mem 0 -o "$OUT/bad.h5" "$D/lora"
 want_exit usage-missing-value 2 "needs a value" -- -o "$OUT/bad.h5" "$D/lora" --top
 want_exit usage-compare-one 2 "--compare needs at least two runs" -- --compare -o "$OUT/bad.h5" "$D/lora"
 want_exit usage-bad-regex 2 "--modules '('" -- --modules '(' -o "$OUT/bad.h5" "$D/lora"
