@@ -1,0 +1,146 @@
+"""bench_spectrum: `spectrum` on full fine-tuning updates against the NumPy script an
+informed researcher writes for the same numbers (issue #22's case).
+
+Generates (never commits) a bf16 base of MODULES square weights [N, N] with a pre-trained
+like spectrum (a decaying head over a Marchenko-Pastur bulk) and an FT run of STEPS
+checkpoints whose updates grow step by step (a low-rank head plus a dense tail), then times,
+warm, the whole `spectrum --base` process for 1 and for STEPS steps, and the NumPy script:
+one SVD of each W0 (for its left vectors); per step, a values-only SVD of each update, the
+top-10 left vectors of each W_t and the top-K of each update by a randomised range finder
+with 4 power iterations. Prints best and median wall seconds and the ratios the issue sets.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "py"))
+import stio  # noqa: E402
+
+NUMPY_PEER = r'''
+import sys, time, numpy as np
+sys.path.insert(0, sys.argv[1])
+import stio
+base = {k: v[1] for k, v in stio.read_safetensors(sys.argv[2])[0].items()}
+steps = sys.argv[3:]
+t0 = time.perf_counter()
+rng = np.random.default_rng(0)
+def top_left(a, k, p=10, q=4):
+    x = a @ rng.standard_normal((a.shape[1], k + p))
+    for _ in range(q):
+        x, _ = np.linalg.qr(x)
+        x, _ = np.linalg.qr(a.T @ x)
+        x = a @ x
+    qm, _ = np.linalg.qr(x)
+    u, s, vt = np.linalg.svd(qm.T @ a, full_matrices=False)
+    return (qm @ u)[:, :k]
+names = sorted(base)
+w0 = {n: base[n].astype(np.float64) for n in names}
+u0 = {n: np.linalg.svd(w0[n], full_matrices=False)[0] for n in names}
+out = []
+for st in steps:
+    wt = {k: v[1] for k, v in stio.read_safetensors(st)[0].items()}
+    for n in names:
+        w = wt[n].astype(np.float64)
+        dw = w - w0[n]
+        s = np.linalg.svd(dw, compute_uv=False)
+        e = np.cumsum(s * s) / np.sum(s * s)
+        r90 = int(np.searchsorted(e, 0.9) + 1)
+        ut = top_left(w, 10)
+        ud = top_left(dw, 16)
+        intr = int(np.sum(np.max(np.abs(u0[n].T @ ut), axis=0) < 0.5))
+        out.append((r90, intr, ud.shape))
+print(time.perf_counter() - t0)
+'''
+
+
+def write_study(folder, n, modules, steps, seed=1):
+    rng = np.random.default_rng(seed)
+    names = [f"model.layers.{i}.self_attn.q_proj.weight" for i in range(modules)]
+    base = {}
+    for name in names:
+        g = rng.standard_normal((n, n)) / np.sqrt(n)
+        u, _ = np.linalg.qr(rng.standard_normal((n, 32)))
+        v, _ = np.linalg.qr(rng.standard_normal((n, 32)))
+        head = (u * (3.0 / (1 + np.arange(32)) ** 0.7)) @ v.T
+        base[name] = (0.02 * (g + head)).astype(np.float32)
+    stio.write_safetensors(os.path.join(folder, "base.safetensors"),
+                           {k: stio.Tensor("BF16", v) for k, v in base.items()})
+    run = os.path.join(folder, "ft")
+    os.makedirs(run)
+    dirs = {k: (rng.standard_normal((n, 8)), rng.standard_normal((8, n))) for k in names}
+    for s in range(1, steps + 1):
+        t = {}
+        for name in names:
+            a, b = dirs[name]
+            upd = 2e-4 * s * (a @ b) / np.sqrt(n) + 2e-5 * s * rng.standard_normal((n, n))
+            t[name] = stio.Tensor("BF16", base[name] + upd)
+        stio.write_checkpoint(run, 100 * s, t)
+    return os.path.join(folder, "base.safetensors"), run
+
+
+def timed(cmd, repeat, env=None):
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+        ts.append(time.perf_counter() - t0)
+    return min(ts), float(np.median(ts))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="bin/dora-analyze")
+    ap.add_argument("--python", default="/usr/bin/python3")
+    ap.add_argument("--n", type=int, default=2048)
+    ap.add_argument("--modules", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--keep", help="generate into (and reuse) this folder")
+    a = ap.parse_args()
+    work = a.keep or tempfile.mkdtemp(prefix="dora-bench-spectrum.")
+    try:
+        base = os.path.join(work, "base.safetensors")
+        run = os.path.join(work, "ft")
+        if not os.path.exists(base):
+            base, run = write_study(work, a.n, a.modules, a.steps)
+        cks = sorted((os.path.join(run, d) for d in os.listdir(run)),
+                     key=lambda p: int(p.rsplit("-", 1)[1]))
+        one = os.path.join(work, "ft1")
+        if not os.path.exists(one):
+            os.makedirs(one)
+            os.symlink(cks[0], os.path.join(one, os.path.basename(cks[0])))
+        out = os.path.join(work, "spec.h5")
+        cmd = [a.bin, "spectrum", "--force", "-q", "--base", base, "-o", out]
+        b1, m1 = timed(cmd + ["ft=" + one], a.repeat)
+        bs, ms = timed(cmd + ["ft=" + run], a.repeat)
+        peer = os.path.join(work, "peer.py")
+        with open(peer, "w") as f:
+            f.write(NUMPY_PEER)
+        files = [os.path.join(c, "model.safetensors") for c in cks]
+        pts = []
+        for _ in range(a.repeat):
+            t0 = time.perf_counter()
+            subprocess.run([a.python, peer, os.path.dirname(stio.__file__), base] + files,
+                           check=True, stdout=subprocess.DEVNULL)
+            pts.append(time.perf_counter() - t0)
+        pb, pm = min(pts), float(np.median(pts))
+        print(f"spectrum, {a.modules} modules of {a.n} x {a.n} bf16, FT with --base")
+        print(f"{'case':28s} {'best s':>8s} {'median s':>9s}")
+        print(f"{'spectrum, 1 step':28s} {b1:8.2f} {m1:9.2f}")
+        print(f"{'spectrum, %d steps' % a.steps:28s} {bs:8.2f} {ms:9.2f}")
+        print(f"{'NumPy peer, %d steps' % a.steps:28s} {pb:8.2f} {pm:9.2f}")
+        print(f"{a.steps} steps vs NumPy: {bs / pb:.2f}x (target <= 1.2x)")
+        print(f"{a.steps} steps vs 1 step: {bs / b1:.2f}x (target <= 2x)")
+    finally:
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
