@@ -76,15 +76,16 @@ static void free_rctx(rctx *rc)
     for (size_t s = 0; rc->run && s < rc->run->nsteps; s++) {
         if (rc->model)
             dora_model_close(rc->model[s]);
-        if (rc->adapter)
+        if (rc->adapter && rc->adapter[s] != rc->run->steps[s].adapter) /* not borrowed */
             dora_adapter_close(rc->adapter[s]);
     }
     free(rc->model);
     free(rc->adapter);
 }
 
-/* Open every step: a full model, or an adapter (checked against the base when
- * there is one). A run is all full models or all adapters. */
+/* Open every step: a full model, or an adapter (the one run discovery opened, or
+ * opened here; checked against the base when there is one). A run is all full
+ * models or all adapters. */
 static int open_steps(rctx *rc, const dora_model *base, dora_err *err)
 {
     const dora_run *run = rc->run;
@@ -100,7 +101,9 @@ static int open_steps(rctx *rc, const dora_model *base, dora_err *err)
         if (dora_model_probe(run->steps[s].path, &kind, NULL, err) != 0)
             return -1;
         if (kind == DORA_MODEL_ADAPTER) {
-            if (dora_adapter_open(&rc->adapter[s], run->steps[s].path, err) != 0)
+            /* an adapter that discovery opened is borrowed, not parsed again */
+            rc->adapter[s] = run->steps[s].adapter;
+            if (!rc->adapter[s] && dora_adapter_open(&rc->adapter[s], run->steps[s].path, err) != 0)
                 return -1;
             if (base && dora_adapter_check(rc->adapter[s], base, err) != 0)
                 return -1;
