@@ -6,7 +6,12 @@
  * writes the regression table; dora_plot_draw writes, for each module kind,
  *   DIR/fig2_KIND.FMT  dD (x) vs dM (y), one panel per run (Fig. 2/7)
  *   DIR/fig8_KIND.FMT  dM and dD by layer at each run's final step (Fig. 8)
- * by running gnuplot on the templates fig2.gp and fig8.gp. Each figure is drawn
+ *   DIR/trajectory_KIND.FMT  dM and dD against the step, a line per layer, a
+ *                      panel pair per run
+ * by running gnuplot on the templates of the same names (NAME.gp, each loading
+ * common.gp). Layers are numbered as in the file's /runs/NAME/layer (the number
+ * in the tensor name, 0-based) and steps are the real training steps
+ * (docs/figures.md). Each figure is drawn
  * into a private temporary beside it and renamed over it when gnuplot succeeds
  * (util_out), so a failure leaves no partial figure. A caller that wants those
  * temporaries removed on SIGINT installs its signal guard first.
@@ -56,7 +61,8 @@ typedef struct dora_plot_opts {
                               projections found (q_proj, v_proj, query, value, q, v) */
     const char *formats;   /* png, pdf, svg; NULL: "png,pdf" */
     const char *outdir;    /* folder of the figures, created if missing (not its parents) */
-    const char *templates; /* folder of fig2.gp and fig8.gp; NULL: dora_plot_templates_dir() */
+    const char *templates; /* folder of the templates; NULL: dora_plot_templates_dir() */
+    int overlay;           /* 1: fig. 2 with every run in one panel, coloured by run */
 } dora_plot_opts;
 
 /* 0 if FORMATS lists at least one format and only png, pdf and svg; else -1 with

@@ -46,7 +46,7 @@ typedef struct plot_args {
 /* Parse ARGV into A: -1 to go on, else the exit status (help or a usage error). */
 static int parse_args(int argc, char **argv, plot_args *a)
 {
-    enum { OPT_MODULES = 256, OPT_RUNS, OPT_FORMAT, OPT_STATS, OPT_NOFIG };
+    enum { OPT_MODULES = 256, OPT_RUNS, OPT_FORMAT, OPT_STATS, OPT_NOFIG, OPT_OVERLAY };
     static const struct option longopts[] = {
         {"output", required_argument, NULL, 'o'},
         {"modules", required_argument, NULL, OPT_MODULES},
@@ -54,10 +54,11 @@ static int parse_args(int argc, char **argv, plot_args *a)
         {"format", required_argument, NULL, OPT_FORMAT},
         {"stats", optional_argument, NULL, OPT_STATS},
         {"no-figures", no_argument, NULL, OPT_NOFIG},
+        {"overlay", no_argument, NULL, OPT_OVERLAY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    *a = (plot_args){NULL, {NULL, "png,pdf", NULL, NULL}, NULL, 0, 0, 1};
+    *a = (plot_args){NULL, {NULL, "png,pdf", NULL, NULL, 0}, NULL, 0, 0, 1};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
@@ -74,6 +75,7 @@ static int parse_args(int argc, char **argv, plot_args *a)
                 return cli_usage_error("plot", "--stats takes tsv or json, not '%s'", optarg);
             break;
         case OPT_NOFIG: a->figures = 0; break;
+        case OPT_OVERLAY: a->opts.overlay = 1; break;
         case 'h':
             fputs(plot_help, stdout);
             return cli_finish_stdout();

@@ -38,7 +38,7 @@ _dora_analyze()
         esac
         ;;
     plot)
-        opts="-o --output --modules --runs --format --stats --stats=tsv --stats=json --no-figures -h --help"
+        opts="-o --output --modules --runs --format --overlay --stats --stats=tsv --stats=json --no-figures -h --help"
         case $prev in
         -o | --output) _filedir -d; return ;;
         --format) COMPREPLY=($(compgen -W "png pdf svg png,pdf png,pdf,svg" -- "$cur")); return ;;
