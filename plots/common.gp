@@ -21,7 +21,7 @@ if (term_kind eq "png") {
     } else {
         # a browser draws SVG text smaller than cairo draws the same size
         fs = 14
-        psf = 1.0
+        psf = 0.7
         set terminal svg size W, H font "DejaVu Sans,14" linewidth 1.5 background "white"
     }
 }

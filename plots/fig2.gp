@@ -20,12 +20,13 @@ PW = overlay ? 640 : 440
 PH = overlay ? 540 : 440
 TH = 44
 KW = overlay ? 340 : 250
+RH = 24  # a row of a key, pixels (layerkey.gp too)
 W = ncols * PW + KW
 H = TH + nrows * PH
 # the keys need this much height (below the title): the overlay's runs, the steps, the layers
 use_markers = (nsteps <= 5)
 nkey_steps = use_markers ? nsteps : 5
-key_need = 24 + 20 * (nkey_steps + 1) + 30 + (overlay ? 20 * nruns : (nlayers <= 8 ? 20 * nlayers : 220))
+key_need = 24 + RH * (nkey_steps + 1) + 30 + (overlay ? RH * nruns : (nlayers <= 8 ? RH * nlayers : 220))
 if (H < TH + key_need + 20) { H = TH + key_need + 20 }
 load tdir . "/common.gp"
 
@@ -113,16 +114,16 @@ set rmargin at screen sx(W - 4)
 ky = TH + 10
 if (overlay) {
     set tmargin at screen sy(ky + 20)
-    set bmargin at screen sy(ky + 20 + 20 * nruns)
+    set bmargin at screen sy(ky + 20 + RH * nruns)
     set label 1 "run: r, slope" at screen sx(KL), screen sy(ky + 8) left font @smallf
     set key at screen sx(KL), screen sy(ky + 18) left top Left reverse samplen 1 spacing 1.15 font @smallf noenhanced
     plot for [i = 1:nruns] NaN with points pt 7 ps psf * 1.2 lc rgb lc_of(i) \
         title (defined[i] ? sprintf("%s: %+.2f, %.3g", run_title[i], corr[i], slope[i]) : sprintf("%s: undefined", run_title[i]))
     unset label
-    ky = ky + 28 + 20 * nruns
+    ky = ky + 28 + RH * nruns
 }
 set tmargin at screen sy(ky + 20)
-set bmargin at screen sy(ky + 20 + 20 * (nkey_steps + 1))
+set bmargin at screen sy(ky + 20 + RH * (nkey_steps + 1))
 set label 1 "step (filled: last of its run)" at screen sx(KL), screen sy(ky + 8) left font @smallf
 set key at screen sx(KL), screen sy(ky + 18) left top Left reverse samplen 1 spacing 1.15 font @smallf
 if (use_markers) {
@@ -134,6 +135,6 @@ if (use_markers) {
         lc rgb "#444444" title sprintf("step %d", step_num[1 + int((nsteps - 1) * k / 4.0 + 0.5)])
 }
 unset label
-ky = ky + 30 + 20 * (nkey_steps + 1)
+ky = ky + 30 + RH * (nkey_steps + 1)
 if (!overlay) { load tdir . "/layerkey.gp" }
 unset multiplot

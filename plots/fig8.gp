@@ -13,9 +13,10 @@ PW = 560
 PH = 440
 TH = 44
 KW = 300
+RH = 24  # a row of the key, pixels
 W = 2 * PW + KW
 H = TH + PH
-if (H < TH + 40 + 20 * nruns) { H = TH + 40 + 20 * nruns }
+if (H < TH + 40 + RH * nruns) { H = TH + 40 + RH * nruns }
 ncols = 2
 load tdir . "/common.gp"
 
@@ -59,7 +60,7 @@ set yrange [0:1]
 set lmargin at screen sx(KL)
 set rmargin at screen sx(W - 4)
 set tmargin at screen sy(TH + 30)
-set bmargin at screen sy(TH + 30 + 20 * nruns)
+set bmargin at screen sy(TH + 30 + RH * nruns)
 set label 1 "run" at screen sx(KL), screen sy(TH + 18) left font @smallf
 set key at screen sx(KL), screen sy(TH + 28) left top Left reverse samplen 2 spacing 1.15 font @smallf noenhanced
 plot for [i = 1:nruns] NaN with linespoints lw 1.5 pt rpt_of(i) ps pts lc rgb lc_of(i) title run_title[i]

@@ -5,7 +5,7 @@
 set label 1 "layer" at screen sx(KL), screen sy(ky + 8) left font @smallf
 if (nlayers <= 8) {
     set tmargin at screen sy(ky + 20)
-    set bmargin at screen sy(ky + 20 + 20 * nlayers)
+    set bmargin at screen sy(ky + 20 + RH * nlayers)
     set key at screen sx(KL), screen sy(ky + 18) left top Left reverse samplen 1 spacing 1.15 font @smallf
     plot for [l = 1:nlayers] NaN with points pt 7 ps psf * 1.2 lc palette cb layer_num[l] \
         title sprintf("layer %d", layer_num[l])

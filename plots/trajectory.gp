@@ -16,6 +16,7 @@ SH = 250        # one of the pair
 PH = 2 * SH + 124  # title 32, the pair with a gap of 20, step labels 72
 TH = 44
 KW = 200
+RH = 24  # a row of the layer key, pixels (layerkey.gp)
 W = ncols * PW + KW
 H = TH + nrows * PH
 if (H < TH + 260) { H = TH + 260 }

@@ -15,6 +15,7 @@ int cmd_batch(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 int cmd_spectrum(int argc, char **argv);
 
 /* "dora-analyze: error: MSG" on stderr; returns EXIT_BAD_INPUT. */
