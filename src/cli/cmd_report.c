@@ -1,9 +1,9 @@
 /* cmd_report.c - `dora-analyze report`: one self-contained HTML page of a
- * results file (report.h does the work; this file parses the options and
+ * results file (plot.h dora_report_write does the work; this file parses the options and
  * chooses the exit status). */
 #define _GNU_SOURCE
 #include "cli/cli.h"
-#include "dora/report.h"
+#include "dora/plot.h"
 
 #include <getopt.h>
 #include <stdio.h>

@@ -1,8 +1,8 @@
-/* report.c - the HTML report of a results file (report.h): the runs, the
+/* htmlpage.c - the HTML report of a results file (plot.h, dora_report_write): the runs, the
  * regression beside the paper's numbers, each module kind's figures as inline
  * SVG, and the per-layer values at the final step. */
 #define _GNU_SOURCE
-#include "dora/report.h"
+#include "dora/plot.h"
 #include "dora/version.h"
 #include "plot/draw.h"
 #include "plot/html.h"
