@@ -61,6 +61,12 @@ panel_row(p) = int((p - 1) / ncols)
 panel_left(p) = panel_col(p) * PW
 panel_top(p) = TH + panel_row(p) * PH
 
+# the key column on the right, after the panels (eval start_keys): the panels' axes
+# cleared, KL its left edge and ky its top, in pixels
+start_keys = "KL = W - KW + 16; unset label; unset grid; unset border; unset tics; " . \
+    "unset xlabel; unset ylabel; unset offsets; set xrange [0:1]; set yrange [0:1]; " . \
+    "set lmargin at screen sx(KL); set rmargin at screen sx(W - 4); ky = TH + 10"
+
 set border 3 lw 1
 set tics nomirror out scale 0.6
 set grid lc rgb "#dddddd" lw 0.8

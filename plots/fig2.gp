@@ -99,19 +99,7 @@ do for [p = 1:npan] {
 }
 
 # the keys: a column of their own on the right, so they never cover a point
-KL = W - KW + 16
-unset label
-unset grid
-unset border
-unset tics
-unset xlabel
-unset ylabel
-unset offsets
-set xrange [0:1]
-set yrange [0:1]
-set lmargin at screen sx(KL)
-set rmargin at screen sx(W - 4)
-ky = TH + 10
+eval start_keys
 if (overlay) {
     set tmargin at screen sy(ky + 20)
     set bmargin at screen sy(ky + 20 + RH * nruns)

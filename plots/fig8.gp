@@ -48,20 +48,10 @@ do for [p = 1:2] {
     unset label
 }
 
-KL = W - KW + 16
-unset grid
-unset border
-unset tics
-unset xlabel
-unset ylabel
-unset offsets
-set xrange [0:1]
-set yrange [0:1]
-set lmargin at screen sx(KL)
-set rmargin at screen sx(W - 4)
-set tmargin at screen sy(TH + 30)
-set bmargin at screen sy(TH + 30 + RH * nruns)
-set label 1 "run" at screen sx(KL), screen sy(TH + 18) left font @smallf
-set key at screen sx(KL), screen sy(TH + 28) left top Left reverse samplen 2 spacing 1.15 font @smallf noenhanced
+eval start_keys
+set tmargin at screen sy(ky + 20)
+set bmargin at screen sy(ky + 20 + RH * nruns)
+set label 1 "run" at screen sx(KL), screen sy(ky + 8) left font @smallf
+set key at screen sx(KL), screen sy(ky + 18) left top Left reverse samplen 2 spacing 1.15 font @smallf noenhanced
 plot for [i = 1:nruns] NaN with linespoints lw 1.5 pt rpt_of(i) ps pts lc rgb lc_of(i) title run_title[i]
 unset multiplot

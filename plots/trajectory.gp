@@ -58,17 +58,6 @@ do for [p = 1:nruns] {
     plot datafile index (p - 1) using 1:($3 * xs[p]):4 with lines lw 1 lc palette z notitle
 }
 
-KL = W - KW + 16
-unset grid
-unset border
-unset tics
-unset xlabel
-unset ylabel
-unset offsets
-set xrange [0:1]
-set yrange [0:1]
-set lmargin at screen sx(KL)
-set rmargin at screen sx(W - 4)
-ky = TH + 10
+eval start_keys
 load tdir . "/layerkey.gp"
 unset multiplot

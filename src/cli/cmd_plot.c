@@ -98,6 +98,15 @@ static int parse_args(int argc, char **argv, plot_args *a)
     return -1;
 }
 
+int cli_plot_outcome(const char *cmd, int rc, const dora_plot_report *rep, const dora_err *err)
+{
+    for (size_t i = 0; i < rep->nnotes; i++)
+        fprintf(stderr, "dora-analyze: note: %s\n", rep->notes[i]);
+    if (rc == 0)
+        return EXIT_OK;
+    return rep->refused ? cli_usage_error(cmd, "%s", err->msg) : cli_fail(err);
+}
+
 /* The figures of S, with the plot layer's notes; the exit status. */
 static int draw(const dora_plot_study *s, const dora_plot_opts *o)
 {
@@ -105,12 +114,8 @@ static int draw(const dora_plot_study *s, const dora_plot_opts *o)
     dora_plot_report rep;
     cli_guard_signals(); /* the figures' temporaries go on SIGINT */
     int rc = dora_plot_draw(s, o, &rep, &err);
-    for (size_t i = 0; i < rep.nnotes; i++)
-        fprintf(stderr, "dora-analyze: note: %s\n", rep.notes[i]);
-    int status = EXIT_OK;
-    if (rc != 0)
-        status = rep.refused ? cli_usage_error("plot", "%s", err.msg) : cli_fail(&err);
-    else
+    int status = cli_plot_outcome("plot", rc, &rep, &err);
+    if (status == EXIT_OK)
         fprintf(stderr, "dora-analyze: wrote %d figure(s) to '%s'\n", rep.drawn, o->outdir);
     dora_plot_report_release(&rep);
     return status;

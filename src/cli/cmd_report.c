@@ -57,12 +57,8 @@ int cmd_report(int argc, char **argv)
     dora_plot_report rep;
     cli_guard_signals(); /* the page's and the figures' temporaries go on SIGINT */
     int rc = dora_report_write(argv[optind], out, &o, &rep, &err);
-    for (size_t i = 0; i < rep.nnotes; i++)
-        fprintf(stderr, "dora-analyze: note: %s\n", rep.notes[i]);
-    int status = EXIT_OK;
-    if (rc != 0)
-        status = rep.refused ? cli_usage_error("report", "%s", err.msg) : cli_fail(&err);
-    else
+    int status = cli_plot_outcome("report", rc, &rep, &err);
+    if (status == EXIT_OK)
         fprintf(stderr, "dora-analyze: wrote '%s' (%d figure(s))\n", out, rep.drawn);
     dora_plot_report_release(&rep);
     return status;
