@@ -29,7 +29,8 @@ NFAIL=$((NFAIL + $(grep -c '^FAIL ' "$LOG/check.out")))
 grep -q '^PASS report/figures' "$LOG/check.out" || fail check-ran "$(tail -3 "$LOG/check.out")"
 
 # -- headless Chromium: load, console, DOM, screenshot
-CHROME=$(command -v chromium || command -v chromium-browser || true)
+# CHROMIUM names the browser (set empty: as if it were not installed)
+CHROME=${CHROMIUM-$(command -v chromium || command -v chromium-browser || true)}
 chrome() { # LABEL PAGE ARGS... : Chromium on PAGE, no network, a private profile
     local label=$1 page=$2
     shift 2
