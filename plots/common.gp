@@ -3,8 +3,8 @@
 # with their number, and a key column).
 #
 # Sets the terminal of term_kind ("png" | "pdf" | "svg") on outfile: PNG and SVG at
-# W x H pixels, PDF with the same layout at 144 pixels an inch (fonts, lines and
-# markers halved), so that every format shows the same figure. Defines fs (the
+# W x H pixels, PDF with the same layout at 144 pixels an inch (lines and markers
+# halved), so that every format shows the same figure. Defines fs (the
 # font size), psf (point-size factor), the font macros bigf and smallf, the palette
 # of layers, the colours of runs, and the helpers below.
 
@@ -15,9 +15,10 @@ if (term_kind eq "png") {
     set terminal pngcairo size W, H font "DejaVu Sans,12" linewidth 1.5
 } else {
     if (term_kind eq "pdf") {
-        fs = 6
+        # cairo's PNG text is drawn at 96 dpi: 12 pt there is 16 pixels, 8 pt here
+        fs = 8
         psf = 0.5
-        set terminal pdfcairo size W / 144.0, H / 144.0 font "DejaVu Sans,6" linewidth 0.75
+        set terminal pdfcairo size W / 144.0, H / 144.0 font "DejaVu Sans,8" linewidth 0.75
     } else {
         # a browser draws SVG text smaller than cairo draws the same size
         fs = 14
