@@ -52,6 +52,8 @@ rpt_of(i) = run_pt[(i - 1) % 8 + 1]
 tick_e(r) = 10**floor(log10(r / 3.0))
 tick_f(r) = r / 3.0 / tick_e(r)
 nice(r) = (tick_f(r) < 1.5 ? 1 : tick_f(r) < 3.5 ? 2 : tick_f(r) < 7.5 ? 5 : 10) * tick_e(r)
+# an axis of one value (a single point, or every value 0) gets a range around it
+pad(v) = (v != 0) ? abs(v) * 0.1 : 1
 # the same for integers (layers, steps): never below 1
 inice(r) = (r < 6) ? 1 : nice(r)
 

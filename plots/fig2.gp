@@ -67,14 +67,20 @@ do for [p = 1:npan] {
     set format x "%.3g"
     set format y "%.3g"
     # three to five ticks per axis, at 1, 2 or 5 x 10^k, so labels never crowd
+    # (one column at a time: stats of two columns fits a line, which warns on one point)
+    # stats only counts points inside the current ranges: the last panel's go first
+    set autoscale xfix
+    set autoscale yfix
+    q = overlay ? 1 : p
     if (overlay) {
-        stats datafile using ($1 * xs[1]):($2 * ys[1]) nooutput
+        stats datafile using ($1 * xs[q]) name "SX" nooutput
+        stats datafile using ($2 * ys[q]) name "SY" nooutput
     } else {
-        stats datafile index (p - 1) using ($1 * xs[p]):($2 * ys[p]) nooutput
+        stats datafile index (p - 1) using ($1 * xs[q]) name "SX" nooutput
+        stats datafile index (p - 1) using ($2 * ys[q]) name "SY" nooutput
     }
-    if (STATS_max_x > STATS_min_x) { set xtics nice(STATS_max_x - STATS_min_x) } else { set xtics autofreq }
-    if (STATS_max_y > STATS_min_y) { set ytics nice(STATS_max_y - STATS_min_y) } else { set ytics autofreq }
-    set autoscale fix
+    if (SX_max > SX_min) { set xtics nice(SX_max - SX_min) } else { set xtics autofreq; set xrange [SX_min - pad(SX_min):SX_max + pad(SX_max)] }
+    if (SY_max > SY_min) { set ytics nice(SY_max - SY_min) } else { set ytics autofreq; set yrange [SY_min - pad(SY_min):SY_max + pad(SY_max)] }
     set offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05
     if (overlay) {
         set label 1 "all runs: colour = run (regressions in the key)" at screen sx(L + PW / 2), screen sy(T + 24) center font @smallf

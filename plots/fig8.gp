@@ -20,11 +20,15 @@ if (H < TH + 40 + RH * nruns) { H = TH + 40 + RH * nruns }
 ncols = 2
 load tdir . "/common.gp"
 
+# both axes from 0; an axis whose values are all 0 goes to 1 (before any range is set:
+# stats counts only the points inside the ranges)
+stats datafile using ($2 * mscale) name "SM" nooutput
+stats datafile using ($3 * dscale) name "SD" nooutput
+
 set multiplot title main_title noenhanced font @bigf
 set xlabel "layer" offset 0, 0.3
 set xtics lay_lo, inice(lay_hi - lay_lo)
 set xrange [lay_lo - 0.5:lay_hi + 0.5]
-set yrange [0:*]
 set format y "%.3g"
 set offsets 0, 0, graph 0.05, 0
 pts = psf * (nlayers > 32 ? 0.7 : 1.1)
@@ -38,6 +42,8 @@ do for [p = 1:2] {
     set bmargin at screen sy(T + PH - 76)
     set label 1 (p == 1 ? "magnitude change" : "direction change") at screen sx(L + PW / 2), screen sy(T + 18) center font @bigf
     set ylabel (p == 1 ? mlab : dlab)
+    top = (p == 1 ? SM_max : SD_max)
+    if (top > 0) { set yrange [0:*] } else { set yrange [0:1] }
     if (p == 1) {
         plot for [i = 1:nruns] datafile index (i - 1) using 1:($2 * mscale) \
              with linespoints lw 1.5 pt rpt_of(i) ps pts lc rgb lc_of(i) notitle

@@ -30,13 +30,18 @@ set yrange [0:*]
 do for [p = 1:nruns] {
     L = panel_left(p)
     T = panel_top(p)
+    # stats only counts points inside the current ranges: the last panel's go first
+    set autoscale x
+    set autoscale y
     stats datafile index (p - 1) using 1 nooutput
     if (STATS_max > STATS_min) { set xtics nice(STATS_max - STATS_min) } else { set xtics autofreq }
-    set xrange [STATS_min:STATS_max]
+    if (STATS_max > STATS_min) { set xrange [STATS_min:STATS_max] } else { set xrange [STATS_min - pad(STATS_min):STATS_max + pad(STATS_max)] }
     stats datafile index (p - 1) using ($2 * ys[p]) nooutput
     ytm = (STATS_max > 0) ? nice(STATS_max) : 1
+    ymm = (STATS_max > 0) ? NaN : 1   # all zero: an axis of [0:1]
     stats datafile index (p - 1) using ($3 * xs[p]) nooutput
     ytd = (STATS_max > 0) ? nice(STATS_max) : 1
+    ymd = (STATS_max > 0) ? NaN : 1
     set label 1 run_title[p] noenhanced at screen sx(L + PW / 2), screen sy(T + 16) center font @bigf
     set lmargin at screen sx(L + 82)
     set rmargin at screen sx(L + PW - 26)
@@ -46,6 +51,7 @@ do for [p = 1:nruns] {
     set format x ""
     unset xlabel
     set ytics ytm
+    if (ymm == ymm) { set yrange [0:ymm] } else { set yrange [0:*] }
     set ylabel ylab[p]
     plot datafile index (p - 1) using 1:($2 * ys[p]):4 with lines lw 1 lc palette z notitle
     unset label
@@ -54,6 +60,7 @@ do for [p = 1:nruns] {
     set format x "%g"
     set xlabel "step" offset 0, 0.3
     set ytics ytd
+    if (ymd == ymd) { set yrange [0:ymd] } else { set yrange [0:*] }
     set ylabel xlab[p]
     plot datafile index (p - 1) using 1:($3 * xs[p]):4 with lines lw 1 lc palette z notitle
 }

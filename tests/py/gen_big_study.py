@@ -21,18 +21,19 @@ mods = [f"model.layers.{l}.self_attn.{k}.weight" for l in range(nlayers) for k i
 layer = np.array([l for l in range(nlayers) for _ in kinds], dtype=np.int32)
 s = h5py.string_dtype()
 reg = {c: [] for c in ("run", "method", "module_kind", "n", "layers", "slope", "intercept",
-                       "pearson_r", "within_step_r")}
+                       "pearson_r", "within_step_r", "defined", "within_step_defined")}
 
 
 def regress(name, m, dd, dm):
     """The /regression rows of a run, as analyze computes them (docs/hdf5.md)."""
     for ki, k in enumerate(kinds):
         x, y = dd[:, ki::len(kinds)], dm[:, ki::len(kinds)]
-        slope_, icpt = np.polyfit(x.ravel(), y.ravel(), 1)
         xc, yc = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
-        for c, v in zip(reg, (name, m, k, x.size, x.shape[1], slope_, icpt,
-                              np.corrcoef(x.ravel(), y.ravel())[0, 1],
-                              np.corrcoef(xc.ravel(), yc.ravel())[0, 1])):
+        ok, wok = x.size >= 2, xc.std() > 0 and yc.std() > 0  # undefined: stored as 0
+        slope_, icpt = np.polyfit(x.ravel(), y.ravel(), 1) if ok else (0.0, 0.0)
+        r_ = np.corrcoef(x.ravel(), y.ravel())[0, 1] if ok else 0.0
+        wr = np.corrcoef(xc.ravel(), yc.ravel())[0, 1] if wok else 0.0
+        for c, v in zip(reg, (name, m, k, x.size, x.shape[1], slope_, icpt, r_, wr, ok, wok)):
             reg[c].append(v)
 
 
@@ -73,7 +74,6 @@ with h5py.File(out, "w", track_order=True) as f:
     r = f.create_group("regression")
     r.attrs["definition"] = "least squares dM = intercept + slope * dD per (run, module kind)"
     for c, v in reg.items():
-        kind_ = s if c in ("run", "method", "module_kind") else "<i8" if c in ("n", "layers") else "<f8"
+        kind_ = (s if c in ("run", "method", "module_kind") else "<i8" if c in ("n", "layers")
+                 else "<i4" if c.endswith("defined") else "<f8")
         r.create_dataset(c, data=v, dtype=kind_)
-    r.create_dataset("defined", data=np.ones(len(reg["run"]), dtype=np.int32), dtype="<i4")
-    r.create_dataset("within_step_defined", data=np.ones(len(reg["run"]), dtype=np.int32), dtype="<i4")

@@ -31,6 +31,15 @@ leftover=$(find figs \( -name '*.tmp-*' -o -name '*dora-tmp*' \) | head -1)
     --format png,svg --stats=json >big.json 2>"$tmp/err" && pass big-plot || fail big-plot "$(cat "$tmp/err")"
 "$PYTHON" "$top/tests/py/check_plot.py" big.h5 big.json bigfigs png,svg | sed 's#plot/#plot/big-#' \
     | grep -v '^regression' || fails=$((fails + 1))
+# edges: one run of one step and one layer; every value 0 (a checkpoint that is the base)
+"$PYTHON" "$top/tests/py/gen_big_study.py" one.h5 1 1 1 2>/dev/null
+"$BIN" plot one.h5 -o one --format png,svg,pdf 2>"$tmp/err" && "$BIN" plot one.h5 -o one-ov --overlay \
+    --format png 2>>"$tmp/err" && pass one-point || fail one-point "$(cat "$tmp/err")"
+"$PYTHON" -c "
+import h5py, shutil; shutil.copy('big.h5', 'zero.h5')
+with h5py.File('zero.h5', 'r+') as f:
+    for r in f['runs'].values(): r['delta_m'][...] = 0; r['delta_d'][...] = 0"
+"$BIN" plot zero.h5 -o zero --format png,svg 2>"$tmp/err" && pass all-zero || fail all-zero "$(cat "$tmp/err")"
 # overlay: one panel, each run (and its r) in the key
 "$BIN" plot study.h5 -o figs-ov --overlay --modules q_proj --format png,svg 2>"$tmp/err" \
     || fail overlay "$(cat "$tmp/err")"
