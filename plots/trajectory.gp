@@ -66,5 +66,6 @@ do for [p = 1:nruns] {
 }
 
 eval start_keys
+layer_lines = 1
 load tdir . "/layerkey.gp"
 unset multiplot
