@@ -211,15 +211,16 @@ static int prepare_folders(const dora_plot_opts *o, char **tdir, dora_err *err)
     if (!*tdir)
         return dora_errf(err, "out of memory");
     int found = 1;
-    static const char *const need[] = {"common.gp", "fig2.gp", "fig8.gp", "trajectory.gp"};
+    static const char *const need[] = {"common.gp", "layerkey.gp", "fig2.gp", "fig8.gp",
+                                       "trajectory.gp"};
     for (size_t i = 0; i < sizeof need / sizeof *need && found; i++) {
         char *probe = util_join(*tdir, need[i]);
         found = probe && util_is_file(probe);
         free(probe);
     }
     if (!found)
-        return dora_errf(err, "the gnuplot templates (common.gp, fig2.gp, fig8.gp, "
-                              "trajectory.gp) are not all in '%s'; set "
+        return dora_errf(err, "the gnuplot templates (common.gp, layerkey.gp, fig2.gp, "
+                              "fig8.gp, trajectory.gp) are not all in '%s'; set "
                               "DORA_PLOTS_DIR to the project's plots/ folder",
                          *tdir);
     return 0;
