@@ -1,115 +1,134 @@
-# fig2.gp - dD vs dM scatter, one panel per run (the DoRA paper's Fig. 2 / Fig. 7).
+# fig2.gp - dD vs dM scatter, one panel per run (the DoRA paper's Fig. 2 / Fig. 7),
+# or every run in one panel (overlay = 1).
 #
 # Loaded by `dora-analyze plot` after a parameter script that sets:
-#   term_kind ("png" | "pdf" | "svg"), outfile, datafile, main_title, nruns,
-#   nlayers, nsteps, and arrays (1..nruns): run_title, xs, ys (axis multipliers),
-#   xlab, ylab (axis labels), slope, icpt, corr, defined, wcorr, wdefined, npts;
-#   arrays (1..nsteps): step_label.
-# Data: one block per run (gnuplot index i-1), rows "dD dM layer step final".
-# Colour = layer (viridis, colour-blind safe), marker = step, line = least squares.
+#   term_kind ("png" | "pdf" | "svg"), outfile, datafile, tdir, main_title, nruns,
+#   overlay, nlayers and layer_num[1..nlayers] (the layers drawn, ascending),
+#   nsteps and step_num[1..nsteps] (every run's steps, ascending), and arrays
+#   (1..nruns): run_title, xs, ys (axis multipliers), xlab, ylab (axis labels),
+#   slope, icpt, corr, defined, wcorr, wdefined, npts.
+# Data: one block per run (gnuplot index i-1), rows "dD dM layer step step_rank final".
+# Colour = layer (viridis, colour-blind safe; overlaid: colour = run), step = marker
+# (up to 5 steps) or point size growing with the step (more), a run's final step
+# filled; line = least squares. Panels wrap into a grid of at most 4 columns; the
+# canvas grows with the rows; the keys stand in a column of their own on the right.
 
-set encoding utf8
-if (term_kind eq "png") {
-    fs = 13
-    psf = 1.0
-    set terminal pngcairo size 1500,560 font "DejaVu Sans,13" linewidth 1.5
-} else {
-    if (term_kind eq "pdf") {
-        fs = 8
-        psf = 0.45
-        set terminal pdfcairo size 7.2in,2.75in font "DejaVu Sans,8" linewidth 1
-    } else {
-        fs = 12
-        psf = 0.8
-        set terminal svg size 1200,450 font "DejaVu Sans,12" linewidth 1.2 background "white"
-    }
+npan = overlay ? 1 : nruns
+ncols = (npan <= 4) ? npan : (npan <= 8) ? int(ceil(npan / 2.0)) : 4
+nrows = int(ceil(npan / (1.0 * ncols)))
+PW = overlay ? 640 : 440
+PH = overlay ? 540 : 440
+TH = 44
+KW = overlay ? 340 : 250
+RH = 24  # a row of a key, pixels (layerkey.gp too)
+W = ncols * PW + KW
+H = TH + nrows * PH
+# the keys need this much height (below the title): the overlay's runs, the steps, the layers
+use_markers = (nsteps <= 5)
+nkey_steps = use_markers ? nsteps : 5
+key_need = 24 + RH * (nkey_steps + 1) + 30 + (overlay ? RH * nruns : (nlayers <= 8 ? RH * nlayers : 220))
+if (H < TH + key_need + 20) { H = TH + key_need + 20 }
+load tdir . "/common.gp"
+
+# step: open markers for intermediate steps, a filled one for a run's final step;
+# or, beyond five steps, an open circle whose size grows with the step number
+array step_pt[5] = [6, 8, 4, 12, 10]
+array step_fpt[5] = [7, 9, 5, 13, 11]
+s_lo = step_num[1]
+s_hi = (step_num[nsteps] > s_lo) ? step_num[nsteps] : s_lo + 1
+pt_of(rank, fin) = use_markers ? ((fin > 0.5) ? step_fpt[int(rank)] : step_pt[int(rank)]) : ((fin > 0.5) ? 7 : 6)
+ps_of(step) = psf * (use_markers ? 1.3 : 0.45 + 1.6 * (step - s_lo) / (s_hi - s_lo))
+
+# each run's least-squares line, only over the run's own dD range (xv in the axis units)
+array rx0[nruns]
+array rx1[nruns]
+do for [i = 1:nruns] {
+    stats datafile index (i - 1) using 1 nooutput
+    rx0[i] = STATS_min
+    rx1[i] = STATS_max
 }
-set output outfile
-# font sizes relative to the terminal's, as macros (some commands take only a literal)
-bigf = sprintf("\",%d\"", fs + 2)
-smallf = sprintf("\",%d\"", fs - 1)
-
-# viridis, stopped before its pale yellow end so every point shows on white
-set palette defined (0 '#440154', 1 '#414487', 2 '#2a788e', 3 '#22a884', 4 '#7ad151', 5 '#bddf26')
-set cbrange [0:(nlayers > 1 ? nlayers - 1 : 1)]
-unset colorbox
-
-# open markers for intermediate steps, a filled one for the final step
-array step_pt[8] = [6, 8, 4, 12, 10, 14, 2, 1]
-pt_of(s, fin) = (fin > 0.5) ? 7 : step_pt[int(s - 1) % 8 + 1]
-ps_of(fin) = psf * ((fin > 0.5) ? 1.5 : 1.3)
-
-# a tick step of 1, 2 or 5 x 10^k giving three to five ticks over a range r
-tick_e(r) = 10**floor(log10(r / 3.0))
-tick_f(r) = r / 3.0 / tick_e(r)
-nice(r) = (tick_f(r) < 1.5 ? 1 : tick_f(r) < 3.5 ? 2 : tick_f(r) < 7.5 ? 5 : 10) * tick_e(r)
+reg(i, xv, xsc, ysc) = (defined[i] && xv / xsc >= rx0[i] && xv / xsc <= rx1[i]) ? (icpt[i] + slope[i] * xv / xsc) * ysc : NaN
+set samples 1000
 
 set multiplot title main_title noenhanced font @bigf
-key_w = 0.16
-panel_w = (1.0 - key_w) / nruns
-set style textbox opaque noborder margins 2,2
-set border 3 lw 1
-set tics nomirror out scale 0.6
-set grid lc rgb "#dddddd" lw 0.8
-set key off
+set style textbox opaque noborder margins 1,1
 
-do for [i = 1:nruns] {
-    set size panel_w, 0.9
-    set origin (i - 1) * panel_w, 0.02
-    set title run_title[i] noenhanced
-    set xlabel xlab[i]
-    set ylabel ylab[i] offset 1,0
+do for [p = 1:npan] {
+    L = panel_left(p)
+    T = panel_top(p)
+    set lmargin at screen sx(L + 82)
+    set rmargin at screen sx(L + PW - 26)
+    set tmargin at screen sy(T + 70)
+    set bmargin at screen sy(T + PH - 76)
+    unset label
+    unset title
+    set xlabel xlab[p] offset 0, 0.3
+    set ylabel ylab[p]
     set format x "%.3g"
     set format y "%.3g"
     # three to five ticks per axis, at 1, 2 or 5 x 10^k, so labels never crowd
-    stats datafile index (i - 1) using ($1 * xs[i]):($2 * ys[i]) nooutput
-    if (STATS_max_x > STATS_min_x) { set xtics nice(STATS_max_x - STATS_min_x) } else { set xtics autofreq }
-    if (STATS_max_y > STATS_min_y) { set ytics nice(STATS_max_y - STATS_min_y) } else { set ytics autofreq }
-    set autoscale fix
-    set offsets graph 0.06, graph 0.06, graph 0.30, graph 0.06  # room for the r/slope box
-    unset label
-    if (defined[i]) {
-        if (wdefined[i]) {
-            set label 1 sprintf("r = %+.2f   slope = %.3g\nwithin-step r = %+.2f   n = %d", \
-                corr[i], slope[i], wcorr[i], npts[i]) at graph 0.03, graph 0.97 left front boxed font @smallf
-        } else {
-            set label 1 sprintf("r = %+.2f   slope = %.3g\nn = %d", corr[i], slope[i], npts[i]) \
-                at graph 0.03, graph 0.97 left front boxed font @smallf
-        }
-        plot datafile index (i - 1) using ($1 * xs[i]):($2 * ys[i]):(pt_of($4, $5)):($3) \
-                 with points pt variable ps ps_of(0) lc palette z notitle, \
-             (icpt[i] + slope[i] * x / xs[i]) * ys[i] with lines dt 2 lw 1.5 lc rgb "#222222" notitle
+    # (one column at a time: stats of two columns fits a line, which warns on one point)
+    # stats only counts points inside the current ranges: the last panel's go first
+    set autoscale xfix
+    set autoscale yfix
+    q = overlay ? 1 : p
+    if (overlay) {
+        stats datafile using ($1 * xs[q]) name "SX" nooutput
+        stats datafile using ($2 * ys[q]) name "SY" nooutput
     } else {
-        set label 1 sprintf("regression undefined\nn = %d", npts[i]) \
-            at graph 0.03, graph 0.97 left front boxed font @smallf
-        plot datafile index (i - 1) using ($1 * xs[i]):($2 * ys[i]):(pt_of($4, $5)):($3) \
-                 with points pt variable ps ps_of(0) lc palette z notitle
+        stats datafile index (p - 1) using ($1 * xs[q]) name "SX" nooutput
+        stats datafile index (p - 1) using ($2 * ys[q]) name "SY" nooutput
+    }
+    if (SX_max > SX_min) { set xtics nice(SX_max - SX_min) } else { set xtics autofreq; set xrange [SX_min - pad(SX_min):SX_max + pad(SX_max)] }
+    if (SY_max > SY_min) { set ytics nice(SY_max - SY_min) } else { set ytics autofreq; set yrange [SY_min - pad(SY_min):SY_max + pad(SY_max)] }
+    set offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05
+    if (overlay) {
+        set label 1 "all runs: colour = run (regressions in the key)" at screen sx(L + PW / 2), screen sy(T + 24) center font @smallf
+        plot for [i = 1:nruns] datafile index (i - 1) using ($1 * xs[1]):($2 * ys[1]):(ps_of($4)):(pt_of($5, $6)) \
+                 with points ps variable pt variable lc rgb lc_of(i) notitle, \
+             for [i = 1:nruns] reg(i, x, xs[1], ys[1]) \
+                 with lines dt 2 lw 1.5 lc rgb lc_of(i) notitle
+    } else {
+        set label 1 run_title[p] noenhanced at screen sx(L + PW / 2), screen sy(T + 14) center font @bigf
+        if (defined[p]) {
+            stat1 = sprintf("r = %+.2f   slope = %.3g   n = %d", corr[p], slope[p], npts[p])
+        } else {
+            stat1 = sprintf("regression undefined   n = %d", npts[p])
+        }
+        stat2 = wdefined[p] ? sprintf("within-step r = %+.2f", wcorr[p]) : "within-step r undefined"
+        set label 2 stat1 at screen sx(L + 82), screen sy(T + 36) left font @smallf
+        set label 3 stat2 at screen sx(L + 82), screen sy(T + 54) left font @smallf
+        plot datafile index (p - 1) using ($1 * xs[p]):($2 * ys[p]):(ps_of($4)):(pt_of($5, $6)):($3) \
+                 with points ps variable pt variable lc palette z notitle, \
+             reg(p, x, xs[p], ys[p]) with lines dt 2 lw 1.5 lc rgb "#222222" notitle
     }
 }
 
-# the legend: its own panel on the right, so it never covers a point
-set size key_w, 0.9
-set origin 1.0 - key_w, 0.02
-unset title
-unset xlabel
-unset ylabel
-unset label
-unset grid
-unset border
-unset tics
-set xrange [0:1]
-set yrange [0:1]
-set key at graph 0.02, graph 1.0 left top Left reverse samplen 1 spacing 1.1 font @smallf
-if (nlayers <= 12) {
-    plot for [l = 1:nlayers] NaN with points pt 7 ps psf * 1.3 lc palette cb (l - 1) \
-             title sprintf("layer %d", l), \
-         for [s = 1:nsteps] NaN with points pt pt_of(s, s == nsteps) ps ps_of(s == nsteps) \
-             lc rgb "#444444" title step_label[s]
-} else {
-    set colorbox vertical user origin 1.0 - key_w + 0.02, 0.08 size 0.015, 0.35
-    set cbtics ("layer 1" 0, sprintf("layer %d", nlayers) nlayers - 1)
-    plot for [s = 1:nsteps] NaN with points pt pt_of(s, s == nsteps) ps ps_of(s == nsteps) \
-             lc rgb "#444444" title step_label[s], \
-         NaN with points pt 7 lc palette cb 0 notitle
+# the keys: a column of their own on the right, so they never cover a point
+eval start_keys
+if (overlay) {
+    set tmargin at screen sy(ky + 20)
+    set bmargin at screen sy(ky + 20 + RH * nruns)
+    set label 1 "run: r, slope" at screen sx(KL), screen sy(ky + 8) left font @smallf
+    set key at screen sx(KL), screen sy(ky + 18) left top Left reverse samplen 1 spacing 1.15 font @smallf noenhanced
+    plot for [i = 1:nruns] NaN with points pt 7 ps psf * 1.2 lc rgb lc_of(i) \
+        title (defined[i] ? sprintf("%s: %+.2f, %.3g", run_title[i], corr[i], slope[i]) : sprintf("%s: undefined", run_title[i]))
+    unset label
+    ky = ky + 28 + RH * nruns
 }
+set tmargin at screen sy(ky + 20)
+set bmargin at screen sy(ky + 20 + RH * (nkey_steps + 1))
+set label 1 "step (filled: last of its run)" at screen sx(KL), screen sy(ky + 8) left font @smallf
+set key at screen sx(KL), screen sy(ky + 18) left top Left reverse samplen 1 spacing 1.15 font @smallf
+if (use_markers) {
+    plot for [s = 1:nsteps] NaN with points pt step_pt[s] ps ps_of(0) lc rgb "#444444" \
+        title sprintf("step %d", step_num[s])
+} else {
+    # five sizes, from the first step to the last
+    plot for [k = 0:4] NaN with points pt 6 ps ps_of(step_num[1 + int((nsteps - 1) * k / 4.0 + 0.5)]) \
+        lc rgb "#444444" title sprintf("step %d", step_num[1 + int((nsteps - 1) * k / 4.0 + 0.5)])
+}
+unset label
+ky = ky + 30 + RH * (nkey_steps + 1)
+if (!overlay) { load tdir . "/layerkey.gp" }
 unset multiplot

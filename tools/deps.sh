@@ -1,14 +1,15 @@
 #!/bin/sh
 # Install the Debian packages that the build and the tests need, when missing.
 # Used by `make deps`, `make demo` and CI. Needs root (or sudo) only if
-# something is missing.
+# something is missing. chromium is for the tests only (tests/sh/report.sh opens the
+# HTML report in it, headless).
 set -eu
 
 PKGS="gcc make pkg-config libc6-dev
 libhdf5-dev hdf5-tools
 libjansson-dev libpcre2-dev libzip-dev
 libopenblas-dev libopenblas-openmp-dev liblapacke-dev
-gnuplot-nox
+gnuplot-nox chromium
 libopenmpi-dev openmpi-bin
 python3 python3-numpy python3-h5py python3-pandas python3-torch
 man-db groff-base bash-completion"

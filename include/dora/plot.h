@@ -6,7 +6,12 @@
  * writes the regression table; dora_plot_draw writes, for each module kind,
  *   DIR/fig2_KIND.FMT  dD (x) vs dM (y), one panel per run (Fig. 2/7)
  *   DIR/fig8_KIND.FMT  dM and dD by layer at each run's final step (Fig. 8)
- * by running gnuplot on the templates fig2.gp and fig8.gp. Each figure is drawn
+ *   DIR/trajectory_KIND.FMT  dM and dD against the step, a line per layer, a
+ *                      panel pair per run
+ * by running gnuplot on the templates of the same names (NAME.gp, each loading
+ * common.gp). Layers are numbered as in the file's /runs/NAME/layer (the number
+ * in the tensor name, 0-based) and steps are the real training steps
+ * (docs/figures.md). Each figure is drawn
  * into a private temporary beside it and renamed over it when gnuplot succeeds
  * (util_out), so a failure leaves no partial figure. A caller that wants those
  * temporaries removed on SIGINT installs its signal guard first.
@@ -56,7 +61,8 @@ typedef struct dora_plot_opts {
                               projections found (q_proj, v_proj, query, value, q, v) */
     const char *formats;   /* png, pdf, svg; NULL: "png,pdf" */
     const char *outdir;    /* folder of the figures, created if missing (not its parents) */
-    const char *templates; /* folder of fig2.gp and fig8.gp; NULL: dora_plot_templates_dir() */
+    const char *templates; /* folder of the templates; NULL: dora_plot_templates_dir() */
+    int overlay;           /* 1: fig. 2 with every run in one panel, coloured by run */
 } dora_plot_opts;
 
 /* 0 if FORMATS lists at least one format and only png, pdf and svg; else -1 with
@@ -97,5 +103,39 @@ int dora_plot_draw(const dora_plot_study *s, const dora_plot_opts *o, dora_plot_
  * of a results file, for a caller that needs no table (batch). */
 int dora_plot_figures(const char *results_h5, const dora_plot_opts *o, dora_plot_report *rep,
                       dora_err *err);
+
+/* ---- the HTML report (`dora-analyze report`, plot/htmlpage.c) --------------
+ *
+ * One self-contained HTML page of a results file.
+ * The page holds: each run's method, source and base paths, steps and module
+ * count; the regression of dM on dD per run and module kind (stats.h) beside the
+ * paper's numbers (REFERENCE.md: r for the query projection, FT -0.62, LoRA
+ * +0.83, DoRA -0.31, with their Fisher-z 95% intervals); for each module kind
+ * the figures of plot.h (Fig. 2 / 7, Fig. 8, the trajectory), drawn by gnuplot
+ * as SVG and written into the page; and the per-layer dM and dD at each run's
+ * final step. Every number comes from the file; every text from the file is
+ * escaped. The page loads nothing: no network, no script, no external font or
+ * style.
+ *
+ * The page is written as every output of the tool is (core/util.h util_out): into
+ * a private temporary folder beside OUT, then renamed over OUT, so a failure or
+ * a signal leaves no partial page. A caller that wants those temporaries removed
+ * on SIGINT installs its signal guard first.
+ */
+typedef struct dora_report_opts {
+    const char *kinds;     /* module kinds, comma-separated; NULL: every kind of the file */
+    const char *templates; /* gnuplot templates' folder; NULL: dora_plot_templates_dir() */
+    int force;             /* replace an existing OUT that is not a report of this tool */
+} dora_report_opts;
+
+/* Write the report of RESULTS_H5 to OUT (REP is filled, also on failure: drawn =
+ * figures in the page, notes = remarks for the user; release it). Refused, with
+ * REP->refused set and nothing written (a usage error): OUT is the results file
+ * (the same file after symlinks), OUT is a folder, FIFO or device, OUT exists and
+ * is not a report of this tool unless O->force. Other errors name the file: the
+ * results file cannot be read (h5in.h), a kind asked for is in no run, gnuplot is
+ * missing or fails, OUT cannot be written, out of memory. */
+int dora_report_write(const char *results_h5, const char *out, const dora_report_opts *o,
+                      dora_plot_report *rep, dora_err *err);
 
 #endif

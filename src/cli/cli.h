@@ -15,6 +15,13 @@ int cmd_batch(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_report(int argc, char **argv);
+/* After `plot`'s or `report`'s drawing (RC its return): the notes of REP on
+ * stderr, then the exit status: EXIT_OK, a usage error of CMD when REP->refused,
+ * else the failure of ERR (cmd_plot.c). */
+struct dora_plot_report;
+int cli_plot_outcome(const char *cmd, int rc, const struct dora_plot_report *rep,
+                     const dora_err *err);
 int cmd_spectrum(int argc, char **argv);
 
 /* "dora-analyze: error: MSG" on stderr; returns EXIT_BAD_INPUT. */

@@ -16,10 +16,14 @@ static const char plot_help[] =
     "\n"
     "Draw, for each module kind, the paper's figures from an `analyze` results file:\n"
     "  DIR/fig2_KIND.FMT  dD (x) vs dM (y), one panel per run, one point per (layer,\n"
-    "                     step): colour = layer, marker = step, least-squares line,\n"
-    "                     Pearson r, within-step r and slope in each panel (Fig. 2/7)\n"
+    "                     step): colour = layer, marker (beyond 5 steps: size) = step,\n"
+    "                     least-squares line, Pearson r, within-step r and slope\n"
+    "                     above each panel (Fig. 2/7)\n"
     "  DIR/fig8_KIND.FMT  dM and dD by layer at each run's final step, runs overlaid\n"
     "                     (Fig. 8)\n"
+    "  DIR/trajectory_KIND.FMT  dM and dD against the training step, a line per\n"
+    "                     layer, a pair of panels per run\n"
+    "Layers are numbered as in the file (from 0), steps are the real step numbers.\n"
     "gnuplot draws them (templates in ../share/dora-analyze/plots or ../plots\n"
     "beside the program, or in $DORA_PLOTS_DIR).\n"
     "\n"
@@ -29,6 +33,7 @@ static const char plot_help[] =
     "                        found: q_proj, v_proj, query, value, q, v)\n"
     "  --runs R1,R2          runs and their panel order (default: all, in file order)\n"
     "  --format F1,F2        png, pdf, svg (default: png,pdf)\n"
+    "  --overlay             fig. 2 with every run in one panel, coloured by run\n"
     "  --stats[=tsv|json]    print the regression table on stdout (default tsv; the\n"
     "                        module kinds of --modules only, when given)\n"
     "  --no-figures          only the table (with --stats)\n"
@@ -46,7 +51,7 @@ typedef struct plot_args {
 /* Parse ARGV into A: -1 to go on, else the exit status (help or a usage error). */
 static int parse_args(int argc, char **argv, plot_args *a)
 {
-    enum { OPT_MODULES = 256, OPT_RUNS, OPT_FORMAT, OPT_STATS, OPT_NOFIG };
+    enum { OPT_MODULES = 256, OPT_RUNS, OPT_FORMAT, OPT_STATS, OPT_NOFIG, OPT_OVERLAY };
     static const struct option longopts[] = {
         {"output", required_argument, NULL, 'o'},
         {"modules", required_argument, NULL, OPT_MODULES},
@@ -54,10 +59,11 @@ static int parse_args(int argc, char **argv, plot_args *a)
         {"format", required_argument, NULL, OPT_FORMAT},
         {"stats", optional_argument, NULL, OPT_STATS},
         {"no-figures", no_argument, NULL, OPT_NOFIG},
+        {"overlay", no_argument, NULL, OPT_OVERLAY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    *a = (plot_args){NULL, {NULL, "png,pdf", NULL, NULL}, NULL, 0, 0, 1};
+    *a = (plot_args){NULL, {NULL, "png,pdf", NULL, NULL, 0}, NULL, 0, 0, 1};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
@@ -74,6 +80,7 @@ static int parse_args(int argc, char **argv, plot_args *a)
                 return cli_usage_error("plot", "--stats takes tsv or json, not '%s'", optarg);
             break;
         case OPT_NOFIG: a->figures = 0; break;
+        case OPT_OVERLAY: a->opts.overlay = 1; break;
         case 'h':
             fputs(plot_help, stdout);
             return cli_finish_stdout();
@@ -96,6 +103,15 @@ static int parse_args(int argc, char **argv, plot_args *a)
     return -1;
 }
 
+int cli_plot_outcome(const char *cmd, int rc, const dora_plot_report *rep, const dora_err *err)
+{
+    for (size_t i = 0; i < rep->nnotes; i++)
+        fprintf(stderr, "dora-analyze: note: %s\n", rep->notes[i]);
+    if (rc == 0)
+        return EXIT_OK;
+    return rep->refused ? cli_usage_error(cmd, "%s", err->msg) : cli_fail(err);
+}
+
 /* The figures of S, with the plot layer's notes; the exit status. */
 static int draw(const dora_plot_study *s, const dora_plot_opts *o)
 {
@@ -103,12 +119,8 @@ static int draw(const dora_plot_study *s, const dora_plot_opts *o)
     dora_plot_report rep;
     cli_guard_signals(); /* the figures' temporaries go on SIGINT */
     int rc = dora_plot_draw(s, o, &rep, &err);
-    for (size_t i = 0; i < rep.nnotes; i++)
-        fprintf(stderr, "dora-analyze: note: %s\n", rep.notes[i]);
-    int status = EXIT_OK;
-    if (rc != 0)
-        status = rep.refused ? cli_usage_error("plot", "%s", err.msg) : cli_fail(&err);
-    else
+    int status = cli_plot_outcome("plot", rc, &rep, &err);
+    if (status == EXIT_OK)
         fprintf(stderr, "dora-analyze: wrote %d figure(s) to '%s'\n", rep.drawn, o->outdir);
     dora_plot_report_release(&rep);
     return status;

@@ -21,6 +21,7 @@ static const struct {
     {"batch", cmd_batch, "every study of a manifest: parallel, resumable, checked against expectations"},
     {"merge", cmd_merge, "join the shard files of a study (batch --shard) into one results file"},
     {"spectrum", cmd_spectrum, "singular values, r90, intruder dimensions, subspace similarity of the updates"},
+    {"report", cmd_report, "one self-contained HTML page: runs, regression, figures, per-layer tables"},
 };
 
 static void usage(FILE *out)

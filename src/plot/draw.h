@@ -8,6 +8,7 @@
 #include "dora/stats.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* ---- lists (plot.c) -------------------------------------------------------- */
@@ -39,15 +40,42 @@ typedef struct plot_pick {
  * also on failure). -1 when out of memory. */
 int plot_pick_modules(const dora_result *r, const char *kind, plot_pick *p);
 
-/* Where one kind's figures are drawn from and to. */
+/* The layer and step numbers the figures of one kind show, and the largest
+ * values (axis multipliers). */
+typedef struct plot_extent {
+    int64_t *steps;   /* [nsteps] every run's steps, ascending, distinct, owned */
+    size_t nsteps;
+    int32_t *layers;  /* [nlayers] the layers drawn (plot_layer_of), ascending, distinct, owned */
+    size_t nlayers;
+    double maxm, maxd;   /* largest |dM|, |dD| over every step of every run */
+    double maxm8, maxd8; /* the same at each run's final step (fig. 8) */
+} plot_extent;
+
+/* The layer a module J of P is drawn as: its /runs/NAME/layer number, or its
+ * position J among the modules of its kind when it has none (-1). */
+int32_t plot_layer_of(const plot_pick *p, size_t j);
+/* Fill X from the NP runs of PICKS (release it, also on failure). -1 when out of memory. */
+int plot_extent_of(const plot_pick *picks, size_t np, plot_extent *x);
+void plot_extent_release(plot_extent *x);
+/* The data files fig2.dat, fig8.dat and traj.dat in the folder WORK (figdata.c). */
+int plot_write_data(const char *work, const plot_pick *picks, size_t np, const plot_extent *x,
+                    dora_err *err);
+
+/* The figures drawn for each kind, by template name: "fig2", "fig8", "trajectory";
+ * each is drawn from plots/NAME.gp into OUTDIR/NAME_KIND.FMT. */
+#define PLOT_NFIGS 3
+extern const char *const plot_fig_names[PLOT_NFIGS];
+
+/* Where one kind's figures are drawn from and to, and how. */
 typedef struct plot_where {
     const char *outdir; /* the figures' folder */
     const char *tdir;   /* the templates' folder */
     const char *work;   /* a private folder for gnuplot's inputs and stderr */
+    int overlay;        /* fig. 2 with every run in one panel */
 } plot_where;
 
 /* Write the data of kind KIND of the NP runs of PICKS (all with modules of it)
- * and draw fig2 and fig8 in each of FORMATS (NULL-terminated); *drawn counts
+ * and draw every figure in each of FORMATS (NULL-terminated); *drawn counts
  * the figures written. */
 int plot_draw_kind(const char *kind, const plot_pick *picks, size_t np, const dora_regression *g,
                    size_t ng, char *const *formats, const plot_where *w, int *drawn,

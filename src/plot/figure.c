@@ -41,61 +41,9 @@ int plot_pick_modules(const dora_result *r, const char *kind, plot_pick *p)
     return 0;
 }
 
-/* ---- data files ---------------------------------------------------------- */
-
-/* What the templates need beyond the data: the largest counts, and the largest
- * |dM| and |dD| at the final steps (the axes of fig. 8). */
-typedef struct plot_extent {
-    size_t nlayers, nsteps;
-    double maxm8, maxd8;
-} plot_extent;
-
-/* DAT2: "dD dM layer step final" per (run, step, layer); DAT8: "layer dM dD" at
- * each run's final step; runs separated by two blank lines (gnuplot's index). */
-static int write_data(const char *dat2, const char *dat8, const char *work,
-                      const plot_pick *picks, size_t np, plot_extent *x, dora_err *err)
-{
-    FILE *f2 = fopen(dat2, "w"), *f8 = fopen(dat8, "w");
-    if (!f2 || !f8) {
-        if (f2)
-            fclose(f2);
-        if (f8)
-            fclose(f8);
-        return dora_errf(err, "'%s': cannot write the plot data: %s", work, strerror(errno));
-    }
-    *x = (plot_extent){0, 0, 0, 0};
-    for (size_t i = 0; i < np; i++) {
-        const dora_result *r = picks[i].run;
-        size_t L = r->nmodules, S = r->nsteps;
-        if (picks[i].n > x->nlayers)
-            x->nlayers = picks[i].n;
-        if (S > x->nsteps)
-            x->nsteps = S;
-        for (size_t s = 0; s < S; s++)
-            for (size_t j = 0; j < picks[i].n; j++) {
-                size_t l = picks[i].mods[j];
-                fprintf(f2, "%.17g %.17g %zu %zu %d\n", r->delta_d[s * L + l], r->delta_m[s * L + l],
-                        j, s + 1, s + 1 == S);
-            }
-        for (size_t j = 0; j < picks[i].n; j++) {
-            size_t l = picks[i].mods[j];
-            double m = r->delta_m[(S - 1) * L + l], d = r->delta_d[(S - 1) * L + l];
-            fprintf(f8, "%zu %.17g %.17g\n", j, m, d);
-            x->maxm8 = fmax(x->maxm8, fabs(m));
-            x->maxd8 = fmax(x->maxd8, fabs(d));
-        }
-        fputs("\n\n", f2);
-        fputs("\n\n", f8);
-    }
-    int bad = ferror(f2) || ferror(f8);
-    bad |= fclose(f2) != 0;
-    bad |= fclose(f8) != 0;
-    if (bad)
-        return dora_errf(err, "'%s': cannot write the plot data", work);
-    return 0;
-}
-
 /* ---- parameters ---------------------------------------------------------- */
+
+const char *const plot_fig_names[PLOT_NFIGS] = {"fig2", "fig8", "trajectory"};
 
 /* Axis multiplier and label: values below 0.01 are shown x 10^k. */
 static void axis_scale(double maxabs, const char *sym, double *mult, char *label, size_t n)
@@ -132,55 +80,72 @@ static char *model_name(const dora_result *r)
     return b;
 }
 
-/* One figure to draw: which, of what, in which format, from which data. */
+/* "METHOD (NAME)", NAME cut to 28 bytes (at a UTF-8 boundary) with an ellipsis,
+ * so that a title fits its panel and a legend its column. */
+static void run_title(char *out, size_t n, const dora_result *r)
+{
+    size_t len = strlen(r->name), keep = len;
+    if (len > 28) {
+        keep = 27;
+        while (keep > 0 && ((unsigned char)r->name[keep] & 0xC0) == 0x80)
+            keep--;
+    }
+    snprintf(out, n, "%s (%.*s%s)", method_label(r->method), (int)keep, r->name,
+             keep < len ? "…" : "");
+}
+
+/* One figure to draw: which, of what, in which format. */
 typedef struct plot_fig {
-    int fig;            /* 2 or 8 */
+    int fig;            /* index into plot_fig_names[] */
     const char *kind, *format, *model;
-    const char *outfile, *datafile;
+    const char *outfile;
     size_t np;
     const plot_extent *x;
+    const plot_where *w;
 } plot_fig;
 
-/* The terminal, files, title, counts, array declarations and step labels. */
+static void gp_assign(FILE *p, const char *var, const char *val)
+{
+    fprintf(p, "%s = ", var);
+    plot_gp_str(p, val);
+    fputc('\n', p);
+}
+
+/* The terminal, files, title, counts, the layers and steps drawn, the arrays. */
 static void write_head(FILE *p, const plot_fig *f)
 {
-    size_t np = f->np, nsteps = f->x->nsteps;
-    fprintf(p, "term_kind = ");
-    plot_gp_str(p, f->format);
-    fprintf(p, "\noutfile = ");
-    plot_gp_str(p, f->outfile);
-    fprintf(p, "\ndatafile = ");
-    plot_gp_str(p, f->datafile);
-    char title[1024];
-    const char *model = f->model ? f->model : "?";
-    if (f->fig == 2)
-        snprintf(title, sizeof title, "ΔD vs ΔM, %s, model %s", f->kind, model);
-    else
-        snprintf(title, sizeof title, "ΔM and ΔD by layer at the final step, %s, model %s",
-                 f->kind, model);
-    fprintf(p, "\nmain_title = ");
-    plot_gp_str(p, title);
-    fprintf(p, "\nnruns = %zu\nnlayers = %zu\nnsteps = %zu\n", np, f->x->nlayers, nsteps);
+    const plot_extent *x = f->x;
+    size_t np = f->np;
+    char path[4200], title[1024];
+    gp_assign(p, "term_kind", f->format);
+    gp_assign(p, "outfile", f->outfile);
+    gp_assign(p, "tdir", f->w->tdir);
+    static const char *const what[PLOT_NFIGS] = {
+        "ΔD vs ΔM", "ΔM and ΔD by layer at the final step", "ΔM and ΔD over training"};
+    static const char *const data[PLOT_NFIGS] = {"fig2.dat", "fig8.dat", "traj.dat"};
+    snprintf(path, sizeof path, "%s/%s", f->w->work, data[f->fig]);
+    gp_assign(p, "datafile", path);
+    snprintf(title, sizeof title, "%s, %s, model %s", what[f->fig], f->kind,
+             f->model ? f->model : "?");
+    gp_assign(p, "main_title", title);
+    fprintf(p, "nruns = %zu\noverlay = %d\nnlayers = %zu\nnsteps = %zu\n", np, f->w->overlay,
+            x->nlayers, x->nsteps);
     fprintf(p, "array run_title[%zu]\narray xs[%zu]\narray ys[%zu]\narray xlab[%zu]\n"
                "array ylab[%zu]\narray slope[%zu]\narray icpt[%zu]\narray corr[%zu]\n"
                "array defined[%zu]\narray wcorr[%zu]\narray wdefined[%zu]\n"
-               "array npts[%zu]\narray step_label[%zu]\n",
-            np, np, np, np, np, np, np, np, np, np, np, np, nsteps);
-    for (size_t s = 1; s <= nsteps; s++) {
-        char lab[64];
-        if (s == nsteps)
-            snprintf(lab, sizeof lab, "Final step");
-        else
-            snprintf(lab, sizeof lab, "Inter step %zu", s);
-        fprintf(p, "step_label[%zu] = ", s);
-        plot_gp_str(p, lab);
-        fputc('\n', p);
-    }
+               "array npts[%zu]\narray step_num[%zu]\narray layer_num[%zu]\n",
+            np, np, np, np, np, np, np, np, np, np, np, np, x->nsteps, x->nlayers);
+    for (size_t s = 0; s < x->nsteps; s++)
+        fprintf(p, "step_num[%zu] = %lld\n", s + 1, (long long)x->steps[s]);
+    for (size_t l = 0; l < x->nlayers; l++)
+        fprintf(p, "layer_num[%zu] = %d\n", l + 1, (int)x->layers[l]);
 }
 
 /* Panel I (1-based) of fig. 2: the run's title, axes and regression (RG, or
- * zeros when there is none). */
-static void write_panel(FILE *p, size_t i, const plot_pick *pk, const dora_regression *rg)
+ * zeros when there is none). The axes' multipliers are the run's own, or, in
+ * one panel for all runs, those of every run (X). */
+static void write_panel(FILE *p, size_t i, const plot_pick *pk, const dora_regression *rg,
+                        const plot_extent *x, int overlay)
 {
     const dora_result *r = pk->run;
     double mx = 0, my = 0, xm, ym;
@@ -190,10 +155,14 @@ static void write_panel(FILE *p, size_t i, const plot_pick *pk, const dora_regre
             mx = fmax(mx, fabs(r->delta_d[s * r->nmodules + l]));
             my = fmax(my, fabs(r->delta_m[s * r->nmodules + l]));
         }
+    if (overlay) {
+        mx = x->maxd;
+        my = x->maxm;
+    }
     char xl[128], yl[128], rt[512];
     axis_scale(mx, "ΔD", &xm, xl, sizeof xl);
     axis_scale(my, "ΔM", &ym, yl, sizeof yl);
-    snprintf(rt, sizeof rt, "%s (%s)", method_label(r->method), r->name);
+    run_title(rt, sizeof rt, r);
     fprintf(p, "run_title[%zu] = ", i);
     plot_gp_str(p, rt);
     fprintf(p, "\nxlab[%zu] = ", i);
@@ -218,67 +187,69 @@ static int write_params(const char *par, const plot_fig *f, const plot_pick *pic
         return dora_errf(err, "'%s': cannot write: %s", par, strerror(errno));
     write_head(p, f);
     for (size_t i = 0; i < f->np; i++)
-        write_panel(p, i + 1, &picks[i], find_reg(g, ng, picks[i].run->name, f->kind));
+        write_panel(p, i + 1, &picks[i], find_reg(g, ng, picks[i].run->name, f->kind), f->x,
+                    f->w->overlay);
     double ms, ds;
     char ml[128], dl[128];
     axis_scale(f->x->maxm8, "ΔM", &ms, ml, sizeof ml);
     axis_scale(f->x->maxd8, "ΔD", &ds, dl, sizeof dl);
-    fprintf(p, "mscale = %.17g\ndscale = %.17g\nmlab = ", ms, ds);
-    plot_gp_str(p, ml);
-    fprintf(p, "\ndlab = ");
-    plot_gp_str(p, dl);
-    fputc('\n', p);
-    if (fclose(p) != 0)
+    fprintf(p, "mscale = %.17g\ndscale = %.17g\n", ms, ds);
+    gp_assign(p, "mlab", ml);
+    gp_assign(p, "dlab", dl);
+    if (ferror(p) | (fclose(p) != 0))
         return dora_errf(err, "'%s': cannot write", par);
     return 0;
 }
 
 /* ---- drawing ------------------------------------------------------------- */
 
+/* Figure F (its outfile aside) into OUT: gnuplot writes into our private folder
+ * beside the figure, where nothing can be planted at that name; renamed over the
+ * figure when gnuplot succeeds. */
+static int draw_one(plot_fig *f, const char *out, const plot_pick *picks,
+                    const dora_regression *g, size_t ng, dora_err *err)
+{
+    char par[4096], errp[4096], tmpl[4096];
+    snprintf(par, sizeof par, "%s/params.gp", f->w->work);
+    snprintf(errp, sizeof errp, "%s/gnuplot.err", f->w->work);
+    snprintf(tmpl, sizeof tmpl, "%s/%s.gp", f->w->tdir, plot_fig_names[f->fig]);
+    util_out o;
+    if (util_out_begin(&o, out, err) != 0)
+        return -1;
+    f->outfile = o.tmp;
+    int rc = 0;
+    if (write_params(par, f, picks, g, ng, err) != 0 || plot_run_gnuplot(par, tmpl, errp, err) != 0)
+        rc = -1;
+    else if (!util_is_file(o.tmp))
+        rc = dora_errf(err, "'%s': gnuplot wrote no file", out);
+    if (rc != 0) {
+        util_out_abort(&o);
+        return -1;
+    }
+    return util_out_commit(&o, err);
+}
+
 int plot_draw_kind(const char *kind, const plot_pick *picks, size_t np, const dora_regression *g,
                    size_t ng, char *const *formats, const plot_where *w, int *drawn,
                    dora_err *err)
 {
-    char dat2[4096], dat8[4096], par[4096], errp[4096];
-    snprintf(dat2, sizeof dat2, "%s/fig2.dat", w->work);
-    snprintf(dat8, sizeof dat8, "%s/fig8.dat", w->work);
-    snprintf(par, sizeof par, "%s/params.gp", w->work);
-    snprintf(errp, sizeof errp, "%s/gnuplot.err", w->work);
-    plot_extent x = {0, 0, 0, 0};
-    if (write_data(dat2, dat8, w->work, picks, np, &x, err) != 0)
-        return -1;
-
-    char *model = model_name(picks[0].run);
-    int rc = 0;
-    for (size_t fi = 0; formats[fi] && rc == 0; fi++) {
-        for (int fig = 2; fig <= 8 && rc == 0; fig += 6) {
-            char out[4096], tmpl[4096];
-            snprintf(out, sizeof out, "%s/fig%d_%s.%s", w->outdir, fig, kind, formats[fi]);
-            /* gnuplot writes into our private folder beside the figure: nothing can be
-               planted at that name; renamed over the figure when gnuplot succeeds */
-            util_out o;
-            if (util_out_begin(&o, out, err) != 0) {
-                rc = -1;
-                break;
-            }
-            snprintf(tmpl, sizeof tmpl, "%s/fig%d.gp", w->tdir, fig);
-            plot_fig f = {fig, kind, formats[fi], model, o.tmp, fig == 2 ? dat2 : dat8, np, &x};
-            if (write_params(par, &f, picks, g, ng, err) != 0 ||
-                plot_run_gnuplot(par, tmpl, errp, err) != 0)
-                rc = -1;
-            else if (!util_is_file(o.tmp))
-                rc = dora_errf(err, "'%s': gnuplot wrote no file", out);
-            if (rc != 0) {
-                util_out_abort(&o);
-                break;
-            }
-            if (util_out_commit(&o, err) != 0) {
-                rc = -1;
-                break;
-            }
-            (*drawn)++;
-        }
+    plot_extent x;
+    if (plot_extent_of(picks, np, &x) != 0) {
+        plot_extent_release(&x);
+        return dora_errf(err, "out of memory");
     }
+    int rc = plot_write_data(w->work, picks, np, &x, err);
+    char *model = model_name(picks[0].run);
+    for (size_t fi = 0; formats[fi] && rc == 0; fi++)
+        for (int k = 0; k < PLOT_NFIGS && rc == 0; k++) {
+            char out[4096];
+            snprintf(out, sizeof out, "%s/%s_%s.%s", w->outdir, plot_fig_names[k], kind,
+                     formats[fi]);
+            plot_fig f = {k, kind, formats[fi], model, NULL, np, &x, w};
+            if ((rc = draw_one(&f, out, picks, g, ng, err)) == 0)
+                (*drawn)++;
+        }
     free(model);
+    plot_extent_release(&x);
     return rc;
 }

@@ -186,10 +186,11 @@ static int refuse_input(const char *input, const char *outdir, char *const *kind
         return 0;
     for (size_t k = 0; kinds[k]; k++)
         for (size_t fi = 0; formats[fi]; fi++)
-            for (int fig = 2; fig <= 8; fig += 6) {
+            for (int fig = 0; fig < PLOT_NFIGS; fig++) {
                 char out[4096];
                 struct stat sb;
-                snprintf(out, sizeof out, "%s/fig%d_%s.%s", outdir, fig, kinds[k], formats[fi]);
+                snprintf(out, sizeof out, "%s/%s_%s.%s", outdir, plot_fig_names[fig], kinds[k],
+                         formats[fi]);
                 if (stat(out, &sb) == 0 && sb.st_dev == in.st_dev && sb.st_ino == in.st_ino)
                     return dora_errf(err, "refusing to write '%s': it is the input '%s' (the "
                                           "same file)",
@@ -209,11 +210,17 @@ static int prepare_folders(const dora_plot_opts *o, char **tdir, dora_err *err)
     *tdir = o->templates ? strdup(o->templates) : dora_plot_templates_dir();
     if (!*tdir)
         return dora_errf(err, "out of memory");
-    char *probe = util_join(*tdir, "fig2.gp");
-    int found = probe && util_is_file(probe);
-    free(probe);
+    int found = 1;
+    static const char *const need[] = {"common.gp", "layerkey.gp", "fig2.gp", "fig8.gp",
+                                       "trajectory.gp"};
+    for (size_t i = 0; i < sizeof need / sizeof *need && found; i++) {
+        char *probe = util_join(*tdir, need[i]);
+        found = probe && util_is_file(probe);
+        free(probe);
+    }
     if (!found)
-        return dora_errf(err, "the gnuplot templates (fig2.gp, fig8.gp) are not in '%s'; set "
+        return dora_errf(err, "the gnuplot templates (common.gp, layerkey.gp, fig2.gp, "
+                              "fig8.gp, trajectory.gp) are not all in '%s'; set "
                               "DORA_PLOTS_DIR to the project's plots/ folder",
                          *tdir);
     return 0;
@@ -282,11 +289,12 @@ int dora_plot_draw(const dora_plot_study *s, const dora_plot_opts *o, dora_plot_
         goto done;
     }
     have_work = 1;
-    plot_where w = {o->outdir, tdir, work};
+    plot_where w = {o->outdir, tdir, work, o->overlay};
     rc = draw_kinds(s, kinds, formats, &w, rep, err);
 done:
     if (have_work) {
-        static const char *const files[] = {"fig2.dat", "fig8.dat", "params.gp", "gnuplot.err"};
+        static const char *const files[] = {"fig2.dat", "fig8.dat", "traj.dat", "params.gp",
+                                            "gnuplot.err"};
         char p[4200];
         for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
             snprintf(p, sizeof p, "%s/%s", work, files[i]);

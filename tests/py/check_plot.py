@@ -5,7 +5,9 @@
   match np.polyfit (slope, intercept) and np.corrcoef (pooled and within-step r)
   computed from /runs/*/delta_d and delta_m, to 1e-9 relative (atol 1e-12);
 - every figure exists in every format and is a valid PNG (signature, IHDR size),
-  PDF (header, one page, %%EOF) or SVG (XML with an <svg> root).
+  PDF (header, one page, %%EOF) or SVG (XML with an <svg> root);
+- the keys of fig2's SVG name the real step numbers of /runs/*/steps ("step 400")
+  and the layer numbers of /runs/*/layer ("layer 0"), and no other.
 Prints PASS/FAIL lines; exits 1 on any FAIL."""
 import json
 import struct
@@ -78,7 +80,7 @@ def main():
 
     kinds = sorted({k for (_, k) in ref if k in ("q_proj", "v_proj")})
     for k in kinds:
-        for fig in ("fig2", "fig8"):
+        for fig in ("fig2", "fig8", "trajectory"):
             for fmt in formats:
                 path = f"{figdir}/{fig}_{k}.{fmt}"
                 try:
@@ -101,7 +103,26 @@ def main():
                     except ET.ParseError as e:
                         ok, why = False, str(e)
                 report(ok, f"{fig}-{k}-{fmt}", why)
+    if "svg" in formats:
+        check_keys(h5, figdir, kinds)
     sys.exit(1 if fails else 0)
+
+
+def check_keys(h5, figdir, kinds):
+    """fig2's keys hold the file's step and layer numbers (up to 8 layers: one entry each)."""
+    import re
+    with h5py.File(h5, "r") as f:
+        steps = sorted({int(t) for run in f["runs"] for t in f["runs"][run]["steps"][:]})
+        layers = sorted({int(l) for run in f["runs"] for l in f["runs"][run]["layer"][:]})
+    for k in kinds:
+        text = open(f"{figdir}/fig2_{k}.svg", encoding="utf-8").read()
+        got_s = sorted({int(m) for m in re.findall(r">step (\d+)<", text)})
+        got_l = sorted({int(m) for m in re.findall(r">layer (\d+)<", text)})
+        want_s = steps if len(steps) <= 5 else None
+        ok = (want_s is None or got_s == want_s) and set(got_s) <= set(steps)
+        report(ok, f"fig2-{k}-step-key", f"key shows steps {got_s}, the file has {steps}")
+        ok = got_l == layers if len(layers) <= 8 else not got_l
+        report(ok, f"fig2-{k}-layer-key", f"key shows layers {got_l}, the file has {layers}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,37 @@ fi
 leftover=$(find figs \( -name '*.tmp-*' -o -name '*dora-tmp*' \) | head -1)
 [ -z "$leftover" ] && pass no-temp-files || fail no-temp-files "$leftover"
 
+# a study of 6 runs x 20 steps x 32 layers (written directly in the layout of docs/hdf5.md):
+# the panels wrap into a grid that grows, the layers get a colour bar, the steps sizes
+"$PYTHON" "$top/tests/py/gen_big_study.py" big.h5 && "$BIN" plot big.h5 -o bigfigs \
+    --format png,svg --stats=json >big.json 2>"$tmp/err" && pass big-plot || fail big-plot "$(cat "$tmp/err")"
+"$PYTHON" "$top/tests/py/check_plot.py" big.h5 big.json bigfigs png,svg | sed 's#plot/#plot/big-#' \
+    | grep -v '^regression' || fails=$((fails + 1))
+# edges: one run of one step and one layer; every value 0 (a checkpoint that is the base)
+"$PYTHON" "$top/tests/py/gen_big_study.py" one.h5 1 1 1 2>/dev/null
+"$BIN" plot one.h5 -o one --format png,svg,pdf 2>"$tmp/err" && "$BIN" plot one.h5 -o one-ov --overlay \
+    --format png 2>>"$tmp/err" && pass one-point || fail one-point "$(cat "$tmp/err")"
+"$PYTHON" -c "
+import h5py, shutil; shutil.copy('big.h5', 'zero.h5')
+with h5py.File('zero.h5', 'r+') as f:
+    for r in f['runs'].values(): r['delta_m'][...] = 0; r['delta_d'][...] = 0"
+"$BIN" plot zero.h5 -o zero --format png,svg 2>"$tmp/err" && pass all-zero || fail all-zero "$(cat "$tmp/err")"
+# overlay: one panel, each run (and its r) in the key
+"$BIN" plot study.h5 -o figs-ov --overlay --modules q_proj --format png,svg 2>"$tmp/err" \
+    || fail overlay "$(cat "$tmp/err")"
+"$PYTHON" - figs/fig2_q_proj.png figs-ov/fig2_q_proj.png figs-ov/fig2_q_proj.svg bigfigs/fig2_q_proj.png <<'PY' \
+    && pass overlay-and-grid || fail overlay-and-grid "see above"
+import struct, sys
+size = lambda p: struct.unpack(">II", open(p, "rb").read()[16:24])
+three, over, big = size(sys.argv[1]), size(sys.argv[2]), size(sys.argv[4])
+svg = open(sys.argv[3], encoding="utf-8").read()
+ok = over[0] < three[0] and all(f"({r}): " in svg for r in ("ft", "lora", "dora"))
+# six panels: three columns, two rows, so the same width and nearly twice the height
+ok = ok and big[0] == three[0] and big[1] > 1.8 * three[1]
+print(f"3 panels {three}, overlay {over}, 6 panels {big}")
+sys.exit(0 if ok else 1)
+PY
+
 # TSV table: header and one row per run and kind
 "$BIN" plot study.h5 --stats --no-figures >stats.tsv 2>"$tmp/err"
 rows=$(tail -n +2 stats.tsv | wc -l)

@@ -13,7 +13,7 @@ _dora_analyze()
     local cur prev words cword
     _init_completion -n = || return
 
-    local commands="analyze inspect plot batch merge spectrum help"
+    local commands="analyze inspect plot batch merge spectrum report help"
     if [[ $cword -eq 1 ]]; then
         COMPREPLY=($(compgen -W "$commands --help --version" -- "$cur"))
         return
@@ -38,11 +38,19 @@ _dora_analyze()
         esac
         ;;
     plot)
-        opts="-o --output --modules --runs --format --stats --stats=tsv --stats=json --no-figures -h --help"
+        opts="-o --output --modules --runs --format --overlay --stats --stats=tsv --stats=json --no-figures -h --help"
         case $prev in
         -o | --output) _filedir -d; return ;;
         --format) COMPREPLY=($(compgen -W "png pdf svg png,pdf png,pdf,svg" -- "$cur")); return ;;
         --modules | --runs) return ;;
+        esac
+        if [[ $cur != -* ]]; then _filedir h5; return; fi
+        ;;
+    report)
+        opts="-o --output --modules --force -h --help"
+        case $prev in
+        -o | --output) _filedir html; return ;;
+        --modules) return ;;
         esac
         if [[ $cur != -* ]]; then _filedir h5; return; fi
         ;;
