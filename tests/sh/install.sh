@@ -10,7 +10,7 @@ set -u
 SUITE=install
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
-CMDS="analyze spectrum plot batch merge inspect"
+CMDS="analyze spectrum plot batch merge inspect report"
 # the binary under test must come out of this suite untouched (a make in the unpacked
 # sources once inherited BIN from the environment and rebuilt it there)
 bin_sum=$(md5sum <"$BIN")

@@ -30,7 +30,7 @@ _dora_analyze()
         esac
         ;;
     spectrum)
-        opts="--base -o --output --modules --exclude --top --threshold --subspace --compare --exact --force -q --quiet -h --help"
+        opts="--base -o --output --modules --exclude --top --threshold --subspace --compare --exact -j --jobs --mem --force -q --quiet -h --help"
         case $prev in
         --base) _dora_analyze_models; return ;;
         -o | --output) _filedir h5; return ;;
