@@ -222,8 +222,10 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
      * work, and each GEMM is small and runs on its caller. Once per process:
      * analyses may run at once (batch), and OpenBLAS's setter reallocates its
      * buffers unlocked; and a first multi-threaded call from two threads at
-     * once (OpenMP build) gave a wrong Gram matrix, rarely (1 run in ~50). */
-    an_blas_single_once();
+     * once (OpenMP build) gave a wrong Gram matrix, rarely (1 run in ~50). The
+     * OpenMP build reads the count per calling thread: set on this one too (a
+     * batch worker's), and on each worker of ours (analyze_jobs.c). */
+    an_blas_single_thread();
     memset(res, 0, sizeof *res);
     size_t S = 0;
     const size_t S0 = run->nsteps;

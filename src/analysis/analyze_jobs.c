@@ -413,6 +413,7 @@ static int mark_fault(job *jb, const chunk *c, const void *addr)
 static void *worker(void *arg)
 {
     job *jb = arg;
+    an_blas_single_thread(); /* its GEMMs on this thread alone (OpenMP build) */
     workspace ws;
     memset(&ws, 0, sizeof ws);
     ws.rall_module = SIZE_MAX;
