@@ -134,6 +134,7 @@ typedef struct dora_spectrum_opts {
     int64_t mem_bytes;       /* budget for the modules in flight (0: half the physical
                               * memory); a module that does not fit waits for others to
                               * finish, and one alone always runs */
+    const char *cache_dir;   /* keep W0's SVDs here between commands (NULL: none) */
 } dora_spectrum_opts;
 
 /* Defaults: no filters, top 0, subspace 16, threshold 0.5, randomised allowed,

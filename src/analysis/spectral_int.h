@@ -14,6 +14,7 @@
 #include "dora/adapter.h"
 #include "dora/spectral.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -70,7 +71,17 @@ typedef struct sctx {
     size_t ng;
     size_t *cmp_mi;            /* [ncompare, ng] index of global module g in compare ci,
                                 * SIZE_MAX when the pair does not compare it */
+    pthread_mutex_t *lock;     /* while modules run: for the notes and the counts below */
+    size_t cache_hits, cache_stores;
 } sctx;
+
+/* The cache of W0's SVDs in folder DIR (spectral_cache.c). Load: 1 and *OUT filled
+ * when a valid file for RM's base tensor in BITS is there, 0 when not (WHY then says
+ * what was wrong with a file that was there, else is empty), -1 out of memory.
+ * Store: SV written through a private temporary renamed into place; -1 with ERR. */
+int spec_cache_load(const char *dir, const rmod *rm, int bits, dora_svd *out, char *why,
+                    size_t whylen);
+int spec_cache_store(const char *dir, const rmod *rm, const dora_svd *sv, dora_err *err);
 
 /* Analyse every global module (spectral_module.c), on c->opts->threads threads within
  * c->opts->mem_bytes: fill each module's rows of the runs' [S, L] arrays and its phi

@@ -7,6 +7,7 @@
 #include "dora/analyze.h"
 #include "dora/guard.h"
 #include "dora/kernel.h"
+#include "dora/notes.h"
 #include "core/util.h"
 #include "analysis/analyze_int.h"
 
@@ -464,6 +465,48 @@ done:
     return rc_;
 }
 
+/* A note from a module's thread. */
+static void locked_note(sctx *c, const char *msg)
+{
+    pthread_mutex_lock(c->lock);
+    dora_notes_add(&c->sp->notes, &c->sp->nnotes, 0, "%s", msg);
+    pthread_mutex_unlock(c->lock);
+}
+
+/* W0's SVD with every left vector, from the cache when it holds it, else computed
+ * (and stored there). A cache that cannot be written is a note, not a failure. */
+static int base_svd(sctx *c, const rmod *rm, basecache *b, dora_err *err)
+{
+    const int bits = rm->rows * rm->cols <= c->opts->f64_max_elems ? 64 : 32;
+    const char *dir = c->opts->cache_dir;
+    char why[DORA_ERR_MAX + 64];
+    int hit = dir ? spec_cache_load(dir, rm, bits, &b->svd, why, sizeof why) : 0;
+    if (hit < 0)
+        return dora_errf(err, "out of memory");
+    if (dir && why[0])
+        locked_note(c, why);
+    if (!hit) {
+        if (load_w0(rm, &b->w0, bits, err) != 0)
+            return -1;
+        if (dora_svd_dense(&b->svd, &b->w0, 0, min64(rm->rows, rm->cols), 0, err) != 0) {
+            dora_errprefix(err, "base '%s', tensor '%s'", rm->base->file, rm->name);
+            return -1;
+        }
+        dora_err e = {0};
+        if (dir && spec_cache_store(dir, rm, &b->svd, &e) != 0) {
+            snprintf(why, sizeof why, "the base's SVD of '%s' is not kept in the cache: %s",
+                     rm->name, e.msg);
+            locked_note(c, why);
+        }
+    }
+    pthread_mutex_lock(c->lock);
+    c->cache_hits += hit == 1;
+    c->cache_stores += dir && !hit;
+    pthread_mutex_unlock(c->lock);
+    b->ready = 1;
+    return 0;
+}
+
 /* Everything about global module g: every run's steps, the phi pairs within
  * each run, the comparisons between runs. */
 static int spec_do_module(sctx *c, size_t g, dora_err *err)
@@ -493,16 +536,8 @@ static int spec_do_module(sctx *c, size_t g, dora_err *err)
             goto done;
         }
         basecache *b = &bc[rm->transposed ? 1 : 0];
-        if (c->base && !b->ready) {
-            const int bits = rm->rows * rm->cols <= c->opts->f64_max_elems ? 64 : 32;
-            if (load_w0(rm, &b->w0, bits, err) != 0)
-                goto done;
-            if (dora_svd_dense(&b->svd, &b->w0, 0, min64(rm->rows, rm->cols), 0, err) != 0) {
-                dora_errprefix(err, "base '%s', tensor '%s'", rm->base->file, rm->name);
-                goto done;
-            }
-            b->ready = 1;
-        }
+        if (c->base && !b->ready && base_svd(c, rm, b, err) != 0)
+            goto done;
         const int64_t kvec = rx->need_vectors ? K : 0;
         for (size_t s = 0; s < S; s++)
             if (do_step(c, ri, l, s, b, &svs[ri][s], kvec, err) != 0)
@@ -634,6 +669,8 @@ int spec_do_modules(sctx *c, dora_err *err)
                                         : UINT64_C(4) << 30;
     pthread_mutex_init(&p.lock, NULL);
     pthread_cond_init(&p.freed, NULL);
+    pthread_mutex_t notes_lock = PTHREAD_MUTEX_INITIALIZER;
+    c->lock = &notes_lock;
     pthread_t *tid = calloc(T, sizeof *tid);
     size_t started = 0;
     if (tid)
@@ -646,6 +683,11 @@ int spec_do_modules(sctx *c, dora_err *err)
     free(tid);
     pthread_mutex_destroy(&p.lock);
     pthread_cond_destroy(&p.freed);
+    c->lock = NULL;
+    if (c->opts->cache_dir && p.failed == SIZE_MAX)
+        dora_notes_add(&c->sp->notes, &c->sp->nnotes, 0,
+                       "the base's SVDs: %zu from the cache '%s', %zu computed and kept there",
+                       c->cache_hits, c->opts->cache_dir, c->cache_stores);
     if (p.failed != SIZE_MAX) {
         *err = p.err;
         return -1;

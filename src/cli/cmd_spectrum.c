@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -50,6 +51,8 @@ static const char spectrum_help[] =
     "  -j, --jobs N      modules decomposed at once (default: one per CPU)\n"
     "  --mem SIZE        memory for the modules in flight, e.g. 8G (default: half\n"
     "                    the RAM); fewer at once rather than failing\n"
+    "  --cache DIR       keep the base's SVDs in folder DIR, and take them from there\n"
+    "                    when a later command has the same base file and tensor\n"
     "  --force           replace an existing OUT.h5 that this tool did not write (an\n"
     "                    input is never replaced)\n"
     "  -q, --quiet       no notes on stderr (errors are still printed)\n"
@@ -133,7 +136,7 @@ typedef struct spectrum_args {
 static int parse_number(int c, const char *arg, spectrum_args *a);
 
 enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_TOP, OPT_THRESHOLD, OPT_SUBSPACE,
-       OPT_COMPARE, OPT_EXACT, OPT_FORCE, OPT_MEM };
+       OPT_COMPARE, OPT_EXACT, OPT_FORCE, OPT_MEM, OPT_CACHE };
 
 /* Options into *A (optind then at the first run). -1 to go on, else the exit
  * status to return (--help, a usage error). */
@@ -152,6 +155,7 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
         {"force", no_argument, NULL, OPT_FORCE},
         {"jobs", required_argument, NULL, 'j'},
         {"mem", required_argument, NULL, OPT_MEM},
+        {"cache", required_argument, NULL, OPT_CACHE},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -174,6 +178,7 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
                 return r;
             break;
         case OPT_COMPARE: a->opts.compare = 1; break;
+        case OPT_CACHE: a->opts.cache_dir = optarg; break;
         case OPT_EXACT: a->opts.randomized = 0; break;
         case OPT_FORCE: a->force = 1; break;
         case 'q': a->quiet = 1; break;
@@ -194,6 +199,9 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
         return cli_usage_error("spectrum", "output path too long");
     if (a->opts.compare && argc - optind < 2)
         return cli_usage_error("spectrum", "--compare needs at least two runs");
+    struct stat st;
+    if (a->opts.cache_dir && (stat(a->opts.cache_dir, &st) != 0 || !S_ISDIR(st.st_mode)))
+        return cli_usage_error("spectrum", "--cache '%s' is not a folder", a->opts.cache_dir);
     return -1;
 }
 

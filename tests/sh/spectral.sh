@@ -133,6 +133,41 @@ if [ -s "$OUT/all.h5" ]; then
     done
 fi
 
+# ---------------------------------------------------------------- the base's SVDs kept: --cache
+# a first run computes and keeps them, a second takes them from the folder; a file
+# flipped, cut short or of another tensor is a note and computed again; every file
+# is the one without a cache, dataset for dataset
+cache_run() { # LABEL WANT-NOTE
+    local label=$1 want=$2
+    if spectrum_ok "$label" "$OUT/$label.h5" --cache "$TMP/cache" --base "$D/base" \
+        --compare "${ALL[@]}" "ft=$D/ft"; then
+        if ! grep -q -- "$want" "$LOG/$label.err"; then
+            fail "$label-note" "no note '$want': $(peek "$LOG/$label.err" 600)"
+        elif same_file "$label" "$OUT/all.h5" "$OUT/$label.h5"; then
+            pass "$label-same"
+        else
+            fail "$label-same" "$(peek "$LOG/$label.cmp")"
+        fi
+    fi
+}
+if [ -s "$OUT/all.h5" ]; then
+    mkdir -p "$TMP/cache"
+    cache_run cache-first "0 from the cache"
+    ncache=$(find "$TMP/cache" -name 'w0-*.svd' | wc -l)
+    if [ "$ncache" -ge 3 ]; then pass cache-files; else fail cache-files "$ncache file(s)"; fi
+    cache_run cache-second "$ncache from the cache '$TMP/cache', 0 computed"
+    f=$(find "$TMP/cache" -name 'w0-*.svd' | sort | head -n 1)
+    "$PY" -c 'import sys; p=sys.argv[1]; b=bytearray(open(p,"rb").read()); b[len(b)//2]^=1; open(p,"wb").write(b)' "$f"
+    cache_run cache-flipped "checksum that does not hold"
+    truncate -s -9 "$f"
+    cache_run cache-cut "not what its header says"
+    g=$(find "$TMP/cache" -name 'w0-*.svd' | sort | sed -n 2p)
+    cp "$g" "$f"
+    cache_run cache-other "the key of another tensor"
+fi
+want_exit usage-cache-missing 2 "--cache '$TMP/no-such-cache' is not a folder" -- \
+    --cache "$TMP/no-such-cache" -o "$OUT/bad.h5" "$D/lora"
+
 # ---------------------------------------------------------------- adapter-only
 if spectrum_ok adapter-only "$OUT/nobase.h5" "${ALL[@]}"; then
     check adapter-only "$OUT/nobase.h5" --manifest "$D/manifest.json"

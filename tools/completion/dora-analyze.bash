@@ -30,11 +30,12 @@ _dora_analyze()
         esac
         ;;
     spectrum)
-        opts="--base -o --output --modules --exclude --top --threshold --subspace --compare --exact -j --jobs --mem --force -q --quiet -h --help"
+        opts="--base -o --output --modules --exclude --top --threshold --subspace --compare --exact -j --jobs --mem --cache --force -q --quiet -h --help"
         case $prev in
         --base) _dora_analyze_models; return ;;
         -o | --output) _filedir h5; return ;;
-        --modules | --exclude | --top | --threshold | --subspace) return ;;
+        --cache) _filedir -d; return ;;
+        --modules | --exclude | --top | --threshold | --subspace | -j | --jobs | --mem) return ;;
         esac
         ;;
     plot)
