@@ -59,26 +59,40 @@ print(time.perf_counter() - t0)
 '''
 
 
-def write_study(folder, n, modules, steps, seed=1):
+LLAMA7B_LAYER = [("self_attn.q_proj", 4096, 4096), ("self_attn.k_proj", 4096, 4096),
+                 ("self_attn.v_proj", 4096, 4096), ("self_attn.o_proj", 4096, 4096),
+                 ("mlp.gate_proj", 11008, 4096), ("mlp.up_proj", 11008, 4096),
+                 ("mlp.down_proj", 4096, 11008)]
+
+
+def shapes(n, modules, llm7b):
+    if llm7b:
+        return [(f"model.layers.0.{k}.weight", o, i) for k, o, i in LLAMA7B_LAYER]
+    return [(f"model.layers.{i}.self_attn.q_proj.weight", n, n) for i in range(modules)]
+
+
+def write_study(folder, n, modules, steps, llm7b=False, seed=1):
     rng = np.random.default_rng(seed)
-    names = [f"model.layers.{i}.self_attn.q_proj.weight" for i in range(modules)]
+    shp = shapes(n, modules, llm7b)
+    names = [s[0] for s in shp]
     base = {}
-    for name in names:
-        g = rng.standard_normal((n, n)) / np.sqrt(n)
-        u, _ = np.linalg.qr(rng.standard_normal((n, 32)))
-        v, _ = np.linalg.qr(rng.standard_normal((n, 32)))
+    for name, o, i in shp:
+        g = rng.standard_normal((o, i), dtype=np.float32) / np.float32(np.sqrt(i))
+        u, _ = np.linalg.qr(rng.standard_normal((o, 32)))
+        v, _ = np.linalg.qr(rng.standard_normal((i, 32)))
         head = (u * (3.0 / (1 + np.arange(32)) ** 0.7)) @ v.T
         base[name] = (0.02 * (g + head)).astype(np.float32)
     stio.write_safetensors(os.path.join(folder, "base.safetensors"),
                            {k: stio.Tensor("BF16", v) for k, v in base.items()})
     run = os.path.join(folder, "ft")
     os.makedirs(run)
-    dirs = {k: (rng.standard_normal((n, 8)), rng.standard_normal((8, n))) for k in names}
+    dirs = {k: (rng.standard_normal((o, 8)), rng.standard_normal((8, i))) for k, o, i in shp}
     for s in range(1, steps + 1):
         t = {}
-        for name in names:
+        for name, o, i in shp:
             a, b = dirs[name]
-            upd = 2e-4 * s * (a @ b) / np.sqrt(n) + 2e-5 * s * rng.standard_normal((n, n))
+            noise = rng.standard_normal((o, i), dtype=np.float32)
+            upd = 2e-4 * s * (a @ b) / np.sqrt(i) + 2e-5 * s * noise
             t[name] = stio.Tensor("BF16", base[name] + upd)
         stio.write_checkpoint(run, 100 * s, t)
     return os.path.join(folder, "base.safetensors"), run
@@ -102,13 +116,19 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", help="generate into (and reuse) this folder")
+    ap.add_argument("--llm7b-layer", action="store_true",
+                    help="one LLaMA-7B-shaped layer (q/k/v/o 4096 x 4096, gate/up/down with "
+                         "11008), 4 steps, no NumPy peer unless --peer (about 1.5 GB of files)")
+    ap.add_argument("--peer", action="store_true", help="with --llm7b-layer: run the NumPy peer")
     a = ap.parse_args()
+    if a.llm7b_layer and a.steps == 3:
+        a.steps = 4
     work = a.keep or tempfile.mkdtemp(prefix="dora-bench-spectrum.")
     try:
         base = os.path.join(work, "base.safetensors")
         run = os.path.join(work, "ft")
         if not os.path.exists(base):
-            base, run = write_study(work, a.n, a.modules, a.steps)
+            base, run = write_study(work, a.n, a.modules, a.steps, a.llm7b_layer)
         cks = sorted((os.path.join(run, d) for d in os.listdir(run)),
                      key=lambda p: int(p.rsplit("-", 1)[1]))
         one = os.path.join(work, "ft1")
@@ -119,6 +139,14 @@ def main():
         cmd = [a.bin, "spectrum", "--force", "-q", "--base", base, "-o", out]
         b1, m1 = timed(cmd + ["ft=" + one], a.repeat)
         bs, ms = timed(cmd + ["ft=" + run], a.repeat)
+        what = ("one LLaMA-7B-shaped layer (7 modules)" if a.llm7b_layer else
+                f"{a.modules} modules of {a.n} x {a.n}")
+        if a.llm7b_layer and not a.peer:
+            print(f"spectrum, {what} bf16, FT with --base")
+            print(f"{'spectrum, 1 step':28s} {b1:8.2f} {m1:9.2f}")
+            print(f"{'spectrum, %d steps' % a.steps:28s} {bs:8.2f} {ms:9.2f}")
+            print(f"{a.steps} steps vs 1 step: {bs / b1:.2f}x")
+            return
         peer = os.path.join(work, "peer.py")
         with open(peer, "w") as f:
             f.write(NUMPY_PEER)
@@ -130,7 +158,7 @@ def main():
                            check=True, stdout=subprocess.DEVNULL)
             pts.append(time.perf_counter() - t0)
         pb, pm = min(pts), float(np.median(pts))
-        print(f"spectrum, {a.modules} modules of {a.n} x {a.n} bf16, FT with --base")
+        print(f"spectrum, {what} bf16, FT with --base")
         print(f"{'case':28s} {'best s':>8s} {'median s':>9s}")
         print(f"{'spectrum, 1 step':28s} {b1:8.2f} {m1:9.2f}")
         print(f"{'spectrum, %d steps' % a.steps:28s} {bs:8.2f} {ms:9.2f}")
