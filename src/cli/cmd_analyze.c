@@ -1,6 +1,7 @@
 /* cmd_analyze.c - `dora-analyze analyze`: runs against a base, into HDF5. */
 #define _GNU_SOURCE
 #include "cli/cli.h"
+#include "dora/align.h"
 #include "dora/analyze.h"
 #include "dora/h5out.h"
 #include "dora/run.h"
@@ -31,6 +32,8 @@ static const char analyze_help[] =
     "  -o, --output FILE HDF5 file to write (replaced atomically when complete)\n"
     "  --modules RE      analyse only tensors whose name matches RE (POSIX extended)\n"
     "  --exclude RE      leave out tensors whose name matches RE\n"
+    "  --rename 'RE=REP' rewrite checkpoint tensor names (PCRE2, every match; $1 for a\n"
+    "                    group) before they are matched to the base's; repeatable\n"
     "  -j, --jobs N      threads (default: all cores)\n"
     "  --per-row         also store per-row magnitudes and cosines\n"
     "  --csv FILE        write the table as CSV to FILE instead of TSV on stdout\n"
@@ -123,13 +126,16 @@ typedef struct analyze_args {
     const char *base_path, *out, *modules_re, *exclude_re, *csv;
     int64_t jobs;
     int per_row, quiet, force;
+    const char *renames[DORA_MAX_RENAMES];
+    size_t nrenames;
 } analyze_args;
 
 /* Options into *A (optind then at the first run). -1 to go on, else the exit
  * status to return (--help, a usage error). */
 static int parse_options(int argc, char **argv, analyze_args *a)
 {
-    enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV, OPT_FORCE };
+    enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV, OPT_FORCE,
+           OPT_RENAME };
     static const struct option longopts[] = {
         {"base", required_argument, NULL, OPT_BASE},
         {"output", required_argument, NULL, 'o'},
@@ -139,6 +145,7 @@ static int parse_options(int argc, char **argv, analyze_args *a)
         {"per-row", no_argument, NULL, OPT_PER_ROW},
         {"csv", required_argument, NULL, OPT_CSV},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"rename", required_argument, NULL, OPT_RENAME},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -159,6 +166,15 @@ static int parse_options(int argc, char **argv, analyze_args *a)
         case OPT_PER_ROW: a->per_row = 1; break;
         case OPT_CSV: a->csv = optarg; break;
         case OPT_FORCE: a->force = 1; break;
+        case OPT_RENAME: {
+            dora_err e;
+            if (a->nrenames == DORA_MAX_RENAMES)
+                return cli_usage_error("analyze", "at most %d --rename options", DORA_MAX_RENAMES);
+            if (dora_rename_check(optarg, &e) != 0)
+                return cli_usage_error("analyze", "--rename %s", e.msg);
+            a->renames[a->nrenames++] = optarg;
+            break;
+        }
         case 'q': a->quiet = 1; break;
         case 'h':
             fputs(analyze_help, stdout);
@@ -289,6 +305,8 @@ int cmd_analyze(int argc, char **argv)
         .exclude = dora_filter_exclude(&filter),
         .threads = a.jobs > 0 ? (int)a.jobs : (int)sysconf(_SC_NPROCESSORS_ONLN),
         .per_row = a.per_row,
+        .renames = a.renames,
+        .nrenames = a.nrenames,
     };
     if (dora_analyze_runs(res, &done, a.base_path, names, paths, nruns, &opts, on_note, &a.quiet,
                           &err) != 0) {

@@ -1,0 +1,189 @@
+#!/usr/bin/python3
+"""Write the same tiny fine-tuning run in the layouts other tools leave on disk.
+
+    gen_layouts.py OUT_DIR
+
+Every layout holds the same weights (float32), written by the real torch.save
+in the shape its library writes: the keys, the wrappers around the state dict
+and the objects beside it. The plain layout (HF Trainer, safetensors through
+tests/py/stio.py) is the reference the tests compare each one with.
+
+  base.safetensors             the pre-trained model (HF Llama names)
+  plain/checkpoint-{1,2}/      model.safetensors
+  ddp/ compile/                pytorch_model.bin with module. / _orig_mod. keys
+  nested_sd/ nested_model/     {"state_dict": sd, "epoch": ..} / {"model": sd, "optimizer": ..}
+  lightning/                   epoch=0-step=1.ckpt, epoch=1-step=2.ckpt: the LightningModule
+                               holds the HF model as self.model; optimizer_states, loops,
+                               hyper_parameters, global_step beside it
+  lightning_bad_step/          a .ckpt whose global_step disagrees with its name
+  deepspeed/checkpoint-S/      global_stepS/mp_rank_00_model_states.pt ("module", param_shapes
+                               of torch.Size, a set, ds_config ...), latest, zero_pp_rank_0 optim
+  zero3/checkpoint-1/          only zero_pp_rank_*_optim_states.pt: must be refused
+  fsdp/checkpoint-S/           pytorch_model_fsdp.bin (accelerate FULL_STATE_DICT)
+  fsdp_sharded/checkpoint-1/   pytorch_model_fsdp_0/__0_0.distcp: must be refused
+  ambiguous/                   {"model": sd, "ema": sd'}: two prefixes fit
+  renamed/                     backbone.* names: needs --rename
+  collide/                     two names that one --rename maps together
+  unrelated/                   names that share nothing with the base
+  custom_obj/                  a hyper-parameter object of a class outside the allow-list
+  custom_in_sd/                a state-dict key whose value is such an object
+"""
+
+import collections
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stio  # noqa: E402
+
+H, F, V, NL = 16, 24, 40, 2
+
+
+def base_weights(rng):
+    w = collections.OrderedDict()
+    w["model.embed_tokens.weight"] = rng.standard_normal((V, H))
+    for i in range(NL):
+        p = f"model.layers.{i}."
+        for m in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            w[p + f"self_attn.{m}.weight"] = rng.standard_normal((H, H))
+        w[p + "mlp.gate_proj.weight"] = rng.standard_normal((F, H))
+        w[p + "mlp.up_proj.weight"] = rng.standard_normal((F, H))
+        w[p + "mlp.down_proj.weight"] = rng.standard_normal((H, F))
+        w[p + "input_layernorm.weight"] = np.ones(H)
+    w["model.norm.weight"] = np.ones(H)
+    w["lm_head.weight"] = rng.standard_normal((V, H))
+    return collections.OrderedDict((k, v.astype(np.float32)) for k, v in w.items())
+
+
+def step_weights(base, rng, step):
+    return collections.OrderedDict(
+        (k, (v + 0.05 * step * rng.standard_normal(v.shape)).astype(np.float32))
+        for k, v in base.items())
+
+
+def torch_sd(w, prefix=""):
+    return collections.OrderedDict((prefix + k, torch.from_numpy(v.copy())) for k, v in w.items())
+
+
+class HParams:
+    """A class torch.load would have to import: the reader must never call it."""
+
+    def __init__(self):
+        self.lr = 1e-4
+        self.name = "run"
+
+
+def adam_state(sd):
+    state = {i: {"step": torch.tensor(3.0), "exp_avg": torch.zeros_like(t),
+                 "exp_avg_sq": torch.zeros_like(t)} for i, t in enumerate(sd.values())}
+    return {"state": state, "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999),
+                                              "params": list(range(len(sd)))}]}
+
+
+def lightning_ckpt(w, step, epoch):
+    sd = torch_sd(w, "model.")
+    return {
+        "epoch": epoch,
+        "global_step": step,
+        "pytorch-lightning_version": "2.1.3",
+        "state_dict": sd,
+        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": epoch}}}},
+        "callbacks": {"ModelCheckpoint{'monitor': None}": {"best_model_score": None,
+                                                            "dirpath": "/tmp/ck"}},
+        "optimizer_states": [adam_state(sd)],
+        "lr_schedulers": [],
+        "hparams_name": "kwargs",
+        "hyper_parameters": {"lr": 1e-4, "warmup": 10},
+    }
+
+
+def deepspeed_states(w, step):
+    sd = torch_sd(w, "module.")
+    shapes = collections.OrderedDict((k, v.shape) for k, v in sd.items())  # torch.Size
+    return {
+        "module": collections.OrderedDict((k[len("module."):], v) for k, v in sd.items()),
+        "buffer_names": [],
+        "optimizer": None,
+        "param_shapes": [shapes],
+        "frozen_param_shapes": None,
+        "shared_params": {},
+        "frozen_param_fragments": None,
+        "lr_scheduler": None,
+        "data_sampler": None,
+        "random_ltd": None,
+        "sparse_tensor_module_names": set(),
+        "skipped_steps": 0,
+        "global_steps": step,
+        "global_samples": step * 8,
+        "dp_world_size": 1,
+        "mp_world_size": 1,
+        "ds_config": {"train_batch_size": 8, "zero_optimization": {"stage": 2}},
+        "ds_version": "0.12.6",
+    }
+
+
+def save(obj, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save(obj, path)
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(16)
+    base = base_weights(rng)
+    steps = {s: step_weights(base, rng, s) for s in (1, 2)}
+    stio.write_safetensors(os.path.join(out, "base.safetensors"), base)
+    for s, w in steps.items():
+        ck = os.path.join(out, "plain", f"checkpoint-{s}")
+        os.makedirs(ck)
+        stio.write_safetensors(os.path.join(ck, "model.safetensors"), w)
+        for name, obj in (("ddp", torch_sd(w, "module.")),
+                          ("compile", torch_sd(w, "_orig_mod.")),
+                          ("nested_sd", {"state_dict": torch_sd(w), "epoch": s}),
+                          ("nested_model", {"model": torch_sd(w), "optimizer": adam_state(
+                              torch_sd(w)), "epoch": s})):
+            save(obj, os.path.join(out, name, f"checkpoint-{s}", "pytorch_model.bin"))
+        save(lightning_ckpt(w, s, s - 1),
+             os.path.join(out, "lightning", f"epoch={s - 1}-step={s}.ckpt"))
+        ds = os.path.join(out, "deepspeed", f"checkpoint-{s}")
+        save(deepspeed_states(w, s), os.path.join(ds, f"global_step{s}",
+                                                  "mp_rank_00_model_states.pt"))
+        save({"optimizer_state_dict": {"zero_stage": 2}, "ds_version": "0.12.6"},
+             os.path.join(ds, f"global_step{s}", "zero_pp_rank_0_mp_rank_00_optim_states.pt"))
+        with open(os.path.join(ds, "latest"), "w") as f:
+            f.write(f"global_step{s}")
+        save(torch_sd(w), os.path.join(out, "fsdp", f"checkpoint-{s}", "pytorch_model_fsdp.bin"))
+    w1 = steps[1]
+    save(lightning_ckpt(w1, 7, 0), os.path.join(out, "lightning_bad_step", "epoch=0-step=1.ckpt"))
+    save({"optimizer_state_dict": {"zero_stage": 3}},
+         os.path.join(out, "zero3", "checkpoint-1", "global_step1",
+                      "zero_pp_rank_0_mp_rank_00_optim_states.pt"))
+    sh = os.path.join(out, "fsdp_sharded", "checkpoint-1", "pytorch_model_fsdp_0")
+    os.makedirs(sh)
+    with open(os.path.join(sh, "__0_0.distcp"), "wb") as f:
+        f.write(b"\0" * 64)
+    other = step_weights(base, rng, 3)
+    save({"model": torch_sd(w1), "ema": torch_sd(other)},
+         os.path.join(out, "ambiguous", "pytorch_model.bin"))
+    save(collections.OrderedDict((k.replace("model.layers.", "backbone.blocks."), v)
+                                 for k, v in torch_sd(w1).items()),
+         os.path.join(out, "renamed", "pytorch_model.bin"))
+    coll = torch_sd(w1)
+    coll["model.layers.0.self_attn.q_proj.weight_copy"] = coll[
+        "model.layers.0.self_attn.q_proj.weight"].clone()
+    save(coll, os.path.join(out, "collide", "pytorch_model.bin"))
+    save(collections.OrderedDict((f"enc.block{i}.w", torch.zeros(4, 4)) for i in range(5)),
+         os.path.join(out, "unrelated", "pytorch_model.bin"))
+    save({"state_dict": torch_sd(w1), "hparams": HParams()},
+         os.path.join(out, "custom_obj", "pytorch_model.bin"))
+    bad = torch_sd(w1)
+    bad["model.layers.1.mlp.up_proj.weight"] = HParams()
+    save(bad, os.path.join(out, "custom_in_sd", "pytorch_model.bin"))
+
+
+if __name__ == "__main__":
+    main()
