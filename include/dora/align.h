@@ -22,6 +22,11 @@
  *     named either, is an error that shows a few unmatched names of each side
  *     and the option that would help (--rename).
  *
+ * --rename rules are for the runs whose names they make fit: a checkpoint whose
+ * names fit every analysed tensor without them, and not with them, is read
+ * without them (a command holds other runs too). Two names made one is always
+ * an error.
+ *
  * Nothing here reads tensor data. Lookups cost O(log n).
  */
 #ifndef DORA_ALIGN_H

@@ -101,13 +101,40 @@ static int wanted(dora_result *res, const dora_model *base, const dora_analysis_
     return 0;
 }
 
+/* A note naming the globals M's torch files read as inert placeholders
+ * (pickle.h), unless an earlier note named the same ones. */
+static void note_globals(dora_result *res, const dora_model *m)
+{
+    for (size_t f = 0; f < m->nfiles; f++) {
+        const st_file *sf = m->files[f];
+        if (!sf->nglobals)
+            continue;
+        char list[600];
+        size_t used = 0;
+        list[0] = '\0';
+        for (size_t g = 0; g < sf->nglobals && used < sizeof list; g++)
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", g ? ", " : "",
+                                     sf->globals[g]);
+        int seen = 0;
+        for (size_t k = 0; k < res->nnotes && !seen; k++)
+            seen = strstr(res->notes[k], list) != NULL && strstr(res->notes[k], "placeholder");
+        if (!seen)
+            dora_notes_add(&res->notes, &res->nnotes, 0,
+                           "'%s' (and the files like it): objects of %zu class(es) outside the "
+                           "allow-list were read as inert placeholders, never called: %s",
+                           sf->path, sf->nglobals, list);
+    }
+}
+
 /* Each step's names aligned to the base's (align.h); what was applied, once
  * per distinct rule, into a note and res->name_alignment. */
 static int align_steps(dora_result *res, const dora_model *base, const stepdata *sd, size_t S,
                        const dora_analysis_opts *opts, const dora_tensor *const *want,
                        size_t nwant, dora_align *al, dora_err *err)
 {
+    note_globals(res, base);
     for (size_t s = 0; s < S; s++) {
+        note_globals(res, sd[s].model);
         if (dora_align_choose(&al[s], base, sd[s].model, want, nwant, opts->renames,
                               opts->nrenames, err) != 0)
             return -1;

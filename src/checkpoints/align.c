@@ -387,9 +387,11 @@ static int choose_prefix(dora_align *a, const dora_model *base, const dora_tenso
     return rc;
 }
 
-int dora_align_choose(dora_align *a, const dora_model *base, const dora_model *step,
+/* One alignment with the given renames; *FATAL is set when the renames
+ * themselves failed (two names made one, a substitution error). */
+static int align_once(dora_align *a, const dora_model *base, const dora_model *step,
                       const dora_tensor *const *want, size_t nwant,
-                      const char *const *renames, size_t nrenames, dora_err *err)
+                      const char *const *renames, size_t nrenames, int *fatal, dora_err *err)
 {
     memset(a, 0, sizeof *a);
     a->step = step;
@@ -398,8 +400,8 @@ int dora_align_choose(dora_align *a, const dora_model *base, const dora_model *s
     int rc = 0;
     if (!(a->base_prefix = strdup("")) || !(a->step_prefix = strdup("")))
         rc = dora_errf(err, "out of memory");
-    if (rc == 0 && nrenames)
-        rc = apply_renames(a, renames, nrenames, &changed, err);
+    if (rc == 0 && nrenames && (rc = apply_renames(a, renames, nrenames, &changed, err)) != 0)
+        *fatal = 1;
     else if (rc == 0)
         a->n = step->ntensors;
     if (rc == 0)
@@ -409,6 +411,36 @@ int dora_align_choose(dora_align *a, const dora_model *base, const dora_model *s
     if (rc != 0)
         dora_align_release(a);
     return rc;
+}
+
+/* With renames: they are applied when they make the names fit every analysed
+ * tensor, or when the names do not fit as they are either; a checkpoint whose
+ * names fit without them (another run of the same command) is read as named. */
+int dora_align_choose(dora_align *a, const dora_model *base, const dora_model *step,
+                      const dora_tensor *const *want, size_t nwant,
+                      const char *const *renames, size_t nrenames, dora_err *err)
+{
+    dora_err e1;
+    int fatal = 0;
+    int r1 = align_once(a, base, step, want, nwant, renames, nrenames, &fatal, &e1);
+    if (nrenames == 0 || fatal ||
+        (r1 == 0 && fit(a, a->base_prefix, a->step_prefix, want, nwant) == nwant))
+        goto first;
+    dora_align plain;
+    dora_err e2;
+    int r2 = align_once(&plain, base, step, want, nwant, NULL, 0, &fatal, &e2);
+    if (r2 == 0 && fit(&plain, plain.base_prefix, plain.step_prefix, want, nwant) == nwant) {
+        if (r1 == 0)
+            dora_align_release(a);
+        *a = plain;
+        return 0;
+    }
+    if (r2 == 0)
+        dora_align_release(&plain);
+first:
+    if (r1 != 0 && err)
+        *err = e1;
+    return r1;
 }
 
 const dora_tensor *dora_align_find(const dora_align *a, const char *base_name)

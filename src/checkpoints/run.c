@@ -306,6 +306,87 @@ static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
     return add_final(run, dir, last_max_steps, err);
 }
 
+/* "epoch=E-step=S.ckpt" (Lightning's default checkpoint name): 1 and *STEP =
+ * S; 0 for any other name; -1 when S does not fit in int64. */
+static int lightning_step(const char *name, int64_t *step)
+{
+    const char *p = name;
+    if (strncmp(p, "epoch=", 6) != 0)
+        return 0;
+    p += 6;
+    size_t e = strspn(p, "0123456789");
+    if (e == 0 || strncmp(p + e, "-step=", 6) != 0)
+        return 0;
+    p += e + 6;
+    size_t s = strspn(p, "0123456789");
+    if (s == 0 || strcmp(p + s, ".ckpt") != 0 || s > 19)
+        return s > 19 && strcmp(p + s, ".ckpt") == 0 ? -1 : 0;
+    char num[24];
+    memcpy(num, p, s);
+    num[s] = '\0';
+    return util_parse_i64(num, 0, INT64_MAX, step) == 0 ? 1 : -1;
+}
+
+/* The global_step a Lightning checkpoint holds must be the step its name says. */
+static int check_lightning_step(const char *path, int64_t step, dora_err *err)
+{
+    dora_model *m;
+    if (dora_model_open(&m, path, err) != 0)
+        return -1;
+    int64_t gs = m->nfiles ? m->files[0]->global_step : -1;
+    dora_model_close(m);
+    if (gs >= 0 && gs != step)
+        return dora_errf(err, "'%s': the name says step %lld but the checkpoint's global_step is "
+                              "%lld",
+                         path, (long long)step, (long long)gs);
+    return 0;
+}
+
+/* A folder of Lightning checkpoints, epoch=E-step=S.ckpt: one step each
+ * (last.ckpt, a copy of one of them, is left out with a note). */
+static int discover_lightning(dora_run *run, const char *dir, dora_err *err)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return dora_errf(err, "'%s': cannot list folder: %s", dir, strerror(errno));
+    struct dirent *de;
+    int rc = 0, last = 0;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        int64_t step;
+        int kind = lightning_step(de->d_name, &step);
+        last |= strcmp(de->d_name, "last.ckpt") == 0;
+        if (kind == 0)
+            continue;
+        char *p = util_join(dir, de->d_name);
+        if (!p)
+            rc = dora_errf(err, "out of memory");
+        else if (kind < 0)
+            rc = dora_errf(err, "'%s': the step in the name does not fit in a signed 64-bit "
+                                "integer",
+                           p);
+        else if (util_is_file(p) && run->nsteps >= MAX_CHECKPOINTS)
+            rc = dora_errf(err, "'%s': more than %d checkpoints", dir, MAX_CHECKPOINTS);
+        else if (util_is_file(p))
+            rc = add_step(run, step, p, err);
+        free(p);
+    }
+    closedir(d);
+    if (rc != 0 || run->nsteps == 0)
+        return rc;
+    qsort(run->steps, run->nsteps, sizeof *run->steps, step_cmp);
+    for (size_t i = 0; i < run->nsteps; i++) {
+        if (i > 0 && run->steps[i].step == run->steps[i - 1].step)
+            return dora_errf(err, "'%s' and '%s' are both step %lld", run->steps[i - 1].path,
+                             run->steps[i].path, (long long)run->steps[i].step);
+        if (check_lightning_step(run->steps[i].path, run->steps[i].step, err) != 0)
+            return -1;
+    }
+    if (last)
+        dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
+                       "'%s': last.ckpt left out (Lightning's copy of a step)", dir);
+    return 0;
+}
+
 /* "ft" for full weights; for adapters, "dora" if any checkpoint's adapter is
  * DoRA (use_dora, the paper's DORA type, or magnitude tensors), else "lora". */
 static int detect_method(dora_run *run, dora_err *err)
@@ -339,6 +420,8 @@ int dora_run_discover(dora_run *run, const char *path, dora_err *err)
         rc = add_step(run, 0, path, err);
     } else if (util_is_dir(path)) {
         rc = discover_trainer(run, path, err);
+        if (rc == 0 && run->nsteps == 0)
+            rc = discover_lightning(run, path, err);
         if (rc == 0 && run->nsteps > 0) {
             run->layout = DORA_RUN_TRAINER;
         } else if (rc == 0) {

@@ -27,6 +27,9 @@ tests/py/stio.py) is the reference the tests compare each one with.
   unrelated/                   names that share nothing with the base
   custom_obj/                  a hyper-parameter object of a class outside the allow-list
   custom_in_sd/                a state-dict key whose value is such an object
+  zero3_empty/checkpoint-1/    mp_rank_00 states whose "module" tensors are empty (ZeRO-3)
+  nn_module.bin                torch.save(nn.Linear): the whole module, not a state dict
+  only_objects.bin             {"w": os.system(...)}: no tensor, only a call that must not run
 """
 
 import collections
@@ -74,6 +77,16 @@ class HParams:
     def __init__(self):
         self.lr = 1e-4
         self.name = "run"
+
+
+class Call:
+    """Pickles as a call of os.system: a reader that executed pickles would run it."""
+
+    def __init__(self, cmd):
+        self.cmd = cmd
+
+    def __reduce__(self):
+        return (os.system, (self.cmd,))
 
 
 def adam_state(sd):
@@ -166,23 +179,31 @@ def main():
     os.makedirs(sh)
     with open(os.path.join(sh, "__0_0.distcp"), "wb") as f:
         f.write(b"\0" * 64)
-    other = step_weights(base, rng, 3)
-    save({"model": torch_sd(w1), "ema": torch_sd(other)},
-         os.path.join(out, "ambiguous", "pytorch_model.bin"))
-    save(collections.OrderedDict((k.replace("model.layers.", "backbone.blocks."), v)
-                                 for k, v in torch_sd(w1).items()),
-         os.path.join(out, "renamed", "pytorch_model.bin"))
+    for s, w in steps.items():
+        ck = f"checkpoint-{s}"
+        save({"model": torch_sd(w), "ema": torch_sd(step_weights(base, rng, 3))},
+             os.path.join(out, "ambiguous", ck, "pytorch_model.bin"))
+        save(collections.OrderedDict((k.replace("model.layers.", "backbone.blocks."), v)
+                                     for k, v in torch_sd(w).items()),
+             os.path.join(out, "renamed", ck, "pytorch_model.bin"))
+        save({"state_dict": torch_sd(w), "hparams": HParams()},
+             os.path.join(out, "custom_obj", ck, "pytorch_model.bin"))
     coll = torch_sd(w1)
     coll["model.layers.0.self_attn.q_proj.weight_copy"] = coll[
         "model.layers.0.self_attn.q_proj.weight"].clone()
     save(coll, os.path.join(out, "collide", "pytorch_model.bin"))
     save(collections.OrderedDict((f"enc.block{i}.w", torch.zeros(4, 4)) for i in range(5)),
          os.path.join(out, "unrelated", "pytorch_model.bin"))
-    save({"state_dict": torch_sd(w1), "hparams": HParams()},
-         os.path.join(out, "custom_obj", "pytorch_model.bin"))
     bad = torch_sd(w1)
     bad["model.layers.1.mlp.up_proj.weight"] = HParams()
     save(bad, os.path.join(out, "custom_in_sd", "pytorch_model.bin"))
+    empty = deepspeed_states(w1, 1)
+    empty["module"] = collections.OrderedDict((k, torch.empty(0)) for k in empty["module"])
+    save(empty, os.path.join(out, "zero3_empty", "checkpoint-1", "global_step1",
+                             "mp_rank_00_model_states.pt"))
+    torch.save(torch.nn.Linear(4, 3), os.path.join(out, "nn_module.bin"))
+    torch.save({"w": Call(f"touch {os.path.join(os.path.abspath(out), 'PWNED')}")},
+               os.path.join(out, "only_objects.bin"))
 
 
 if __name__ == "__main__":
