@@ -29,6 +29,8 @@ typedef struct module {
     int64_t rows, cols;
     int64_t rsum;   /* sum of the steps' ranks (LoRA) */
     size_t nsrc;    /* S, for freeing */
+    dora_tensor *copies; /* [1 + nsrc] when base and steps are read from transposed copies
+                            (Conv1D weights, analyze_select.c); data owned, else NULL */
 } module;
 
 typedef struct chunk {

@@ -34,6 +34,8 @@ static const char analyze_help[] =
     "  --exclude RE      leave out tensors whose name matches RE\n"
     "  --rename 'RE=REP' rewrite checkpoint tensor names (PCRE2, every match; $1 for a\n"
     "                    group) before they are matched to the base's; repeatable\n"
+    "  --transpose RE    FT weights whose name matches RE are stored [in, out] (Conv1D):\n"
+    "                    read them as [out, in] (gpt2-like bases: from config.json)\n"
     "  -j, --jobs N      threads (default: all cores)\n"
     "  --per-row         also store per-row magnitudes and cosines\n"
     "  --csv FILE        write the table as CSV to FILE instead of TSV on stdout\n"
@@ -127,6 +129,7 @@ typedef struct analyze_args {
     int64_t jobs;
     int per_row, quiet, force;
     const char *renames[DORA_MAX_RENAMES];
+    const char *transpose;
     size_t nrenames;
 } analyze_args;
 
@@ -135,7 +138,7 @@ typedef struct analyze_args {
 static int parse_options(int argc, char **argv, analyze_args *a)
 {
     enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV, OPT_FORCE,
-           OPT_RENAME };
+           OPT_RENAME, OPT_TRANSPOSE };
     static const struct option longopts[] = {
         {"base", required_argument, NULL, OPT_BASE},
         {"output", required_argument, NULL, 'o'},
@@ -146,6 +149,7 @@ static int parse_options(int argc, char **argv, analyze_args *a)
         {"csv", required_argument, NULL, OPT_CSV},
         {"force", no_argument, NULL, OPT_FORCE},
         {"rename", required_argument, NULL, OPT_RENAME},
+        {"transpose", required_argument, NULL, OPT_TRANSPOSE},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -173,6 +177,15 @@ static int parse_options(int argc, char **argv, analyze_args *a)
             if (dora_rename_check(optarg, &e) != 0)
                 return cli_usage_error("analyze", "--rename %s", e.msg);
             a->renames[a->nrenames++] = optarg;
+            break;
+        }
+        case OPT_TRANSPOSE: {
+            dora_filter f;
+            dora_err e;
+            if (dora_filter_compile(&f, optarg, NULL, &e) != 0)
+                return cli_usage_error("analyze", "--transpose %s", e.msg);
+            dora_filter_free(&f);
+            a->transpose = optarg;
             break;
         }
         case 'q': a->quiet = 1; break;
@@ -307,6 +320,7 @@ int cmd_analyze(int argc, char **argv)
         .per_row = a.per_row,
         .renames = a.renames,
         .nrenames = a.nrenames,
+        .transpose = a.transpose,
     };
     if (dora_analyze_runs(res, &done, a.base_path, names, paths, nruns, &opts, on_note, &a.quiet,
                           &err) != 0) {

@@ -261,6 +261,13 @@ pv *pk_persistent(pk *k, const pv *pid)
         return NULL;
     }
     const pv *type = pid->u.seq.v[1], *key = pid->u.seq.v[2];
+    if (type->k == PV_GLOBAL && type->u.glob.g == G_PLACEHOLDER) {
+        char msg[700];
+        snprintf(msg, sizeof msg, "storage type '%s' is not one this tool reads",
+                 k->ph[type->u.glob.ph]);
+        pk_fail(k, msg);
+        return NULL;
+    }
     if (type->k != PV_GLOBAL || type->u.glob.g != G_STORAGE_TYPE) {
         pk_fail(k, "persistent id names no storage type");
         return NULL;

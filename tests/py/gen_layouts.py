@@ -29,6 +29,7 @@ tests/py/stio.py) is the reference the tests compare each one with.
   custom_in_sd/                a state-dict key whose value is such an object
   zero3_empty/checkpoint-1/    mp_rank_00 states whose "module" tensors are empty (ZeRO-3)
   nn_module.bin                torch.save(nn.Linear): the whole module, not a state dict
+  gpt2_base/ gpt2_ft/ gpt2_lora/  GPT-2 (Conv1D [in, out]): full FT, and LoRA with fan_in_fan_out
   only_objects.bin             {"w": os.system(...)}: no tensor, only a call that must not run
 """
 
@@ -138,6 +139,40 @@ def deepspeed_states(w, step):
     }
 
 
+def gpt2(out, rng):
+    """A GPT-2 base (config.json model_type gpt2, Conv1D weights [in, out]), a full FT
+    checkpoint and a fan_in_fan_out LoRA checkpoint on c_attn (PEFT's names)."""
+    import json
+    w = collections.OrderedDict()
+    w["transformer.wte.weight"] = rng.standard_normal((V, H))
+    for i in range(NL):
+        p = f"transformer.h.{i}."
+        w[p + "attn.c_attn.weight"] = rng.standard_normal((H, 3 * H))
+        w[p + "attn.c_proj.weight"] = rng.standard_normal((H, H))
+        w[p + "mlp.c_fc.weight"] = rng.standard_normal((H, 4 * H))
+        w[p + "mlp.c_proj.weight"] = rng.standard_normal((4 * H, H))
+    w = collections.OrderedDict((k, v.astype(np.float32)) for k, v in w.items())
+    os.makedirs(os.path.join(out, "gpt2_base"))
+    stio.write_safetensors(os.path.join(out, "gpt2_base", "model.safetensors"), w)
+    with open(os.path.join(out, "gpt2_base", "config.json"), "w") as f:
+        json.dump({"model_type": "gpt2", "n_embd": H, "n_layer": NL}, f)
+    os.makedirs(os.path.join(out, "gpt2_ft", "checkpoint-1"))
+    stio.write_safetensors(os.path.join(out, "gpt2_ft", "checkpoint-1", "model.safetensors"),
+                           step_weights(w, rng, 1))
+    ck = os.path.join(out, "gpt2_lora", "checkpoint-1")
+    os.makedirs(ck)
+    r = 2
+    ad = collections.OrderedDict()
+    for i in range(NL):
+        m = f"base_model.model.transformer.h.{i}.attn.c_attn"
+        ad[m + ".lora_A.weight"] = (0.1 * rng.standard_normal((r, H))).astype(np.float32)
+        ad[m + ".lora_B.weight"] = (0.1 * rng.standard_normal((3 * H, r))).astype(np.float32)
+    stio.write_safetensors(os.path.join(ck, "adapter_model.safetensors"), ad)
+    with open(os.path.join(ck, "adapter_config.json"), "w") as f:
+        json.dump({"peft_type": "LORA", "r": r, "lora_alpha": 4, "target_modules": ["c_attn"],
+                   "fan_in_fan_out": True, "base_model_name_or_path": "gpt2"}, f)
+
+
 def save(obj, path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     torch.save(obj, path)
@@ -202,6 +237,7 @@ def main():
     save(empty, os.path.join(out, "zero3_empty", "checkpoint-1", "global_step1",
                              "mp_rank_00_model_states.pt"))
     torch.save(torch.nn.Linear(4, 3), os.path.join(out, "nn_module.bin"))
+    gpt2(out, rng)
     torch.save({"w": Call(f"touch {os.path.join(os.path.abspath(out), 'PWNED')}")},
                os.path.join(out, "only_objects.bin"))
 

@@ -6,7 +6,9 @@
 # equal to 1e-12 relative (and the plain run equal to a NumPy reference). Bad input --
 # ambiguous alignment, a colliding or invalid --rename, names that share nothing, ZeRO
 # partitions, sharded FSDP, a Lightning step that disagrees, an object where a weight
-# belongs -- must exit 1 (2 for a bad option) naming what is involved, with no output.
+# belongs -- must exit 1 (2 for a bad option) naming what is involved, with no output. A GPT-2
+# study (Conv1D weights stored [in, out]) must read FT and fan_in_fan_out LoRA runs along the
+# same rows (tests/py/check_conv1d.py, against NumPy).
 set -u
 SUITE=layouts
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -62,6 +64,20 @@ else
     fail deepspeed-placeholder-note "$(peek "$LOG/deepspeed.err")"
 fi
 
+# GPT-2: Conv1D weights of an FT run read as [out, in], the rows of a fan_in_fan_out LoRA run
+run gpt2 "$BIN" analyze --base "$D/gpt2_base" -o "$TMP/gpt2.h5" ft="$D/gpt2_ft" lora="$D/gpt2_lora"
+if crashed gpt2; then
+    :
+elif [ $RC -ne 0 ]; then
+    fail gpt2-conv1d "exit $RC: $(peek "$LOG/gpt2.err")"
+elif ! grep -q "read as \[out, in\] (Conv1D of config.json model_type gpt2)" "$LOG/gpt2.err"; then
+    fail gpt2-conv1d "no note of the transposed weights: $(peek "$LOG/gpt2.err")"
+elif "$PY" "$TP/check_conv1d.py" "$D" "$TMP/gpt2.h5" >"$LOG/gpt2.check" 2>&1; then
+    pass gpt2-conv1d
+else
+    fail gpt2-conv1d "$(peek "$LOG/gpt2.check" 400)"
+fi
+
 # refused STATUS LABEL REGEX CMD...: exit STATUS, the message matches REGEX, no output
 refused() {
     local want=$1 label=$2 re=$3
@@ -86,6 +102,7 @@ refused 1 collide "two tensors the name 'model.layers.0.self_attn.q_proj.weight'
     "${A[@]}" --rename '_copy$=' "$D/collide"
 refused 2 rename-bad-regex "--rename '\(=x'.*not valid" "${A[@]}" --rename '(=x' "$D/collide"
 refused 2 rename-no-eq "not REGEX=REPLACEMENT" "${A[@]}" --rename 'abc' "$D/collide"
+refused 2 transpose-bad-regex "--transpose '\(x'" "${A[@]}" --transpose '(x' "$D/plain"
 refused 1 zero3 "zero_to_fp32.py" "${A[@]}" "$D/zero3"
 refused 1 zero3-empty "zero_to_fp32.py" "${A[@]}" "$D/zero3_empty"
 refused 1 fsdp-sharded "pytorch_model_fsdp_0.*sharded FSDP" "${A[@]}" "$D/fsdp_sharded"
