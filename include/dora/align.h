@@ -70,4 +70,7 @@ const dora_tensor *dora_align_find(const dora_align *a, const char *base_name);
 
 void dora_align_release(dora_align *a);
 
+/* 1 if X and Y have the same rank and dims. */
+int dora_align_same_shape(const dora_tensor *x, const dora_tensor *y);
+
 #endif

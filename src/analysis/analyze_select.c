@@ -30,15 +30,6 @@ static int module_cmp(const void *pa, const void *pb)
     return util_natural_cmp(a->base->name, b->base->name);
 }
 
-static int same_shape(const dora_tensor *a, const dora_tensor *b)
-{
-    if (a->ndim != b->ndim)
-        return 0;
-    for (int i = 0; i < a->ndim; i++)
-        if (a->shape[i] != b->shape[i])
-            return 0;
-    return 1;
-}
 
 
 static int kept(const dora_analysis_opts *opts, const char *name)
@@ -173,7 +164,7 @@ static int place_dense(const dora_tensor *t, const dora_align *al, size_t S, mod
             *present = 0;
             return 0;
         }
-        if (!same_shape(t, c)) {
+        if (!dora_align_same_shape(t, c)) {
             char s0[256], s1[256];
             dora_shape_str(t, s0, sizeof s0);
             dora_shape_str(c, s1, sizeof s1);

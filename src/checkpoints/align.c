@@ -147,7 +147,7 @@ static const char *name_at(const dora_align *a, size_t i)
     return a->e ? a->e[i].name : a->step->by_name[i]->name;
 }
 
-static int same_shape(const dora_tensor *x, const dora_tensor *y)
+int dora_align_same_shape(const dora_tensor *x, const dora_tensor *y)
 {
     if (x->ndim != y->ndim)
         return 0;
@@ -185,7 +185,7 @@ static size_t fit(const dora_align *a, const char *p, const char *q,
     size_t k = 0;
     for (size_t i = 0; i < nwant; i++) {
         const dora_tensor *t = find_with(a, p, q, want[i]->name);
-        k += t && same_shape(t, want[i]);
+        k += t && dora_align_same_shape(t, want[i]);
     }
     return k;
 }
