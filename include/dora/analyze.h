@@ -41,6 +41,7 @@ typedef struct dora_analysis_opts {
     const char *transpose;  /* --transpose RE (POSIX extended): FT weights stored [in, out]
                                read as [out, in], beside the Conv1D architectures of the
                                base's config.json (config.h); NULL for none */
+    int no_split;           /* --no-split: fused projections analysed whole (fused.h) */
     /* called once every file of the run is open, before any is read (NULL:
      * none); tests use it to change files underneath */
     void (*after_open)(void *ctx);

@@ -29,8 +29,10 @@ typedef struct module {
     int64_t rows, cols;
     int64_t rsum;   /* sum of the steps' ranks (LoRA) */
     size_t nsrc;    /* S, for freeing */
-    dora_tensor *copies; /* [1 + nsrc] when base and steps are read from transposed copies
-                            (Conv1D weights, analyze_select.c); data owned, else NULL */
+    dora_tensor *copies; /* [1 + nsrc] when base and steps are read from copies (Conv1D
+                            weights transposed, parts of fused ones; analyze_reshape.c):
+                            data owned, else NULL */
+    char *part_name;     /* "NAME[q]" for a part of a fused weight (the copies' name), owned */
 } module;
 
 typedef struct chunk {
@@ -72,9 +74,23 @@ int an_select_modules(dora_result *res, const dora_model *base, const stepdata *
                       const dora_analysis_opts *opts, module **out, size_t *nout, int *bad,
                       char **why, dora_err *err);
 void an_free_modules(module *mods, size_t L);
+/* What one module owns (its sources, Gram matrices, copies), not the module. */
+void an_module_release(module *m);
 /* RES's arrays for L modules and S steps, and their names, layers and shapes
  * (and the per-row arrays when PER_ROW). 0, or -1 when out of memory. */
 int an_alloc_result(dora_result *res, const module *mods, size_t S, size_t L, int per_row);
+
+/* ---- analyze_reshape.c ---- */
+
+/* After the selection: FT weights stored [in, out] (Conv1D by the base's
+ * config.json, or --transpose) read from transposed copies, and fused weights
+ * split into their parts (fused.h; not with --no-split), each a module of its
+ * own read from a copy of its rows; *MODS may be reallocated, *L grows. An
+ * adapter run (ADAPTER) that adapts a fused weight is an error while splitting.
+ * Notes on RES say what was done. 0, or -1 with ERR set (the modules stay
+ * valid for an_free_modules). */
+int an_reshape_modules(dora_result *res, const dora_model *base, module **mods, size_t *L,
+                       const dora_analysis_opts *opts, int adapter, dora_err *err);
 
 /* ---- analyze_jobs.c ---- */
 

@@ -7,7 +7,6 @@
 #include "analysis/analyze_int.h"
 #include "dora/adapter.h"
 #include "dora/align.h"
-#include "dora/config.h"
 #include "dora/guard.h"
 #include "dora/kernel.h"
 #include "dora/notes.h"
@@ -16,7 +15,6 @@
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
-#include <regex.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,15 +37,21 @@ static int kept(const dora_analysis_opts *opts, const char *name)
 
 void an_free_modules(module *mods, size_t L)
 {
-    for (size_t i = 0; i < L; i++) {
-        for (size_t c = 0; mods[i].copies && c <= mods[i].nsrc; c++)
-            free((void *)mods[i].copies[c].data);
-        free(mods[i].copies);
-        for (size_t s = 0; mods[i].src && s < mods[i].nsrc; s++)
-            free(mods[i].src[s].gram);
-        free(mods[i].src);
-    }
+    for (size_t i = 0; i < L; i++)
+        an_module_release(&mods[i]);
     free(mods);
+}
+
+void an_module_release(module *m)
+{
+    for (size_t c = 0; m->copies && c <= m->nsrc; c++)
+        free((void *)m->copies[c].data);
+    free(m->copies);
+    free(m->part_name);
+    for (size_t s = 0; m->src && s < m->nsrc; s++)
+        free(m->src[s].gram);
+    free(m->src);
+    memset(m, 0, sizeof *m);
 }
 
 /* The note for EMPTY tensors without elements left out (FIRST among them). */
@@ -235,102 +239,6 @@ done:
     return rc;
 }
 
-/* T ([in, out]) transposed into DST ([out, in], same dtype): in a guarded
- * region (guard.h), since T's bytes are a mapping. */
-typedef struct transpose_job {
-    const dora_tensor *t;
-    unsigned char *dst;
-} transpose_job;
-
-static void transpose_fn(void *arg)
-{
-    const transpose_job *j = arg;
-    const size_t in = (size_t)j->t->shape[0], out = (size_t)j->t->shape[1];
-    const size_t es = dora_dtype_size(j->t->dtype);
-    for (size_t i = 0; i < in; i++)
-        for (size_t o = 0; o < out; o++)
-            memcpy(j->dst + (o * in + i) * es, j->t->data + (i * out + o) * es, es);
-}
-
-/* *C = T read as its transpose, its bytes copied. */
-static int transposed_copy(const dora_tensor *t, dora_tensor *c, dora_err *err)
-{
-    *c = *t;
-    c->shape[0] = t->shape[1];
-    c->shape[1] = t->shape[0];
-    c->data = NULL;
-    if (!t->nbytes)
-        return 0;
-    unsigned char *buf = malloc((size_t)t->nbytes);
-    if (!buf)
-        return dora_errf(err, "out of memory for the transpose of '%s' (%llu bytes)", t->name,
-                         (unsigned long long)t->nbytes);
-    transpose_job j = {t, buf};
-    const void *fault;
-    int g = dora_guard_run(transpose_fn, &j, &fault);
-    if (g != 0) {
-        free(buf);
-        return g == 1 ? dora_errf(err, "'%s' changed while it was read (truncated?)", t->file)
-                      : dora_errf(err, "cannot install the SIGBUS guard");
-    }
-    c->data = buf;
-    return 0;
-}
-
-/* Read MD (a 2-d FT module) from transposed copies of its base and steps. */
-static int read_transposed(module *md, dora_err *err)
-{
-    if (!(md->copies = calloc(md->nsrc + 1, sizeof *md->copies)))
-        return dora_errf(err, "out of memory");
-    if (transposed_copy(md->base, &md->copies[0], err) != 0)
-        return -1;
-    for (size_t s = 0; s < md->nsrc; s++)
-        if (transposed_copy(md->src[s].dense, &md->copies[s + 1], err) != 0)
-            return -1;
-    md->base = &md->copies[0];
-    for (size_t s = 0; s < md->nsrc; s++)
-        md->src[s].dense = &md->copies[s + 1];
-    md->rows = md->base->shape[0];
-    md->cols = md->base->shape[1];
-    return 0;
-}
-
-/* FT modules stored [in, out] -- Conv1D weights of an architecture the base's
- * config.json names, or names matching --transpose -- are read as [out, in],
- * the axis an adapter's fan_in_fan_out is read along; noted. */
-static int transpose_modules(dora_result *res, const dora_model *base, module *mods, size_t L,
-                             const dora_analysis_opts *opts, dora_err *err)
-{
-    const char *arch = NULL;
-    regex_t re;
-    int have_re = 0, rc = 0;
-    size_t n = 0;
-    if (dora_config_conv1d(base, &arch, err) < 0)
-        return -1;
-    if (opts->transpose) {
-        if (regcomp(&re, opts->transpose, REG_EXTENDED | REG_NOSUB) != 0)
-            return dora_errf(err, "--transpose '%s' does not compile", opts->transpose);
-        have_re = 1;
-    }
-    for (size_t l = 0; rc == 0 && l < L; l++) {
-        const char *name = mods[l].base->name;
-        int by_arch = arch && dora_config_conv1d_name(name);
-        int by_re = have_re && regexec(&re, name, 0, NULL, 0) == 0;
-        if ((!by_arch && !by_re) || mods[l].base->ndim != 2)
-            continue;
-        rc = read_transposed(&mods[l], err);
-        n++;
-    }
-    if (have_re)
-        regfree(&re);
-    if (rc == 0 && n)
-        dora_notes_add(&res->notes, &res->nnotes, 0,
-                       "%zu weight(s) stored [in, out] read as [out, in] (%s%s%s)", n,
-                       arch ? "Conv1D of config.json model_type " : "", arch ? arch : "",
-                       have_re ? (arch ? " and --transpose" : "--transpose") : "");
-    return rc;
-}
-
 /* R's rows as float64 [r, cols] into rm: run in a guarded region (guard.h). */
 typedef struct factor_rows {
     const dora_adapted *ad;
@@ -481,8 +389,8 @@ int an_select_modules(dora_result *res, const dora_model *base, const stepdata *
         return dora_errf(err, "out of memory");
     int rc = sd[0].adapter ? select_adapted(res, base, sd, S, opts, mods, &L, bad, why, err)
                            : select_dense(res, base, sd, S, opts, mods, &L, err);
-    if (rc == 0 && !sd[0].adapter)
-        rc = transpose_modules(res, base, mods, L, opts, err);
+    if (rc == 0)
+        rc = an_reshape_modules(res, base, &mods, &L, opts, sd[0].adapter != NULL, err);
     if (rc != 0) {
         an_free_modules(mods, L);
         return -1;

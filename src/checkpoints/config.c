@@ -1,4 +1,4 @@
-/* config.c - the storage conventions config.json tells; see include/dora/config.h. */
+/* config.c - a model's config.json, read once; see include/dora/config.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/config.h"
 #include "core/util.h"
@@ -9,11 +9,14 @@
 
 #define CONFIG_MAX_BYTES (16u << 20)
 
-int dora_config_conv1d(const dora_model *m, const char **model_type, dora_err *err)
+struct dora_config {
+    char *path;
+    json_t *root; /* an object */
+};
+
+int dora_config_open(dora_config **out, const dora_model *m, dora_err *err)
 {
-    static const char *const conv1d[] = {"gpt2", "openai-gpt", "imagegpt",
-                                         "decision_transformer"};
-    *model_type = NULL;
+    *out = NULL;
     char *dir = util_dirname(m->path);
     char *path = dir ? util_join(dir, "config.json") : NULL;
     free(dir);
@@ -30,23 +33,94 @@ int dora_config_conv1d(const dora_model *m, const char **model_type, dora_err *e
         return -1;
     }
     json_error_t jerr;
-    json_t *root = json_loadb(text, len, 0, &jerr);
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     free(text);
-    int rc = 0;
-    if (!root) {
-        rc = dora_errf(err, "'%s': not valid JSON: %s (line %d, column %d)", path, jerr.text,
-                       jerr.line, jerr.column);
-    } else {
-        const char *mt = json_string_value(json_object_get(root, "model_type"));
-        for (size_t i = 0; mt && i < sizeof conv1d / sizeof conv1d[0]; i++)
-            if (strcmp(mt, conv1d[i]) == 0) {
-                *model_type = conv1d[i];
-                rc = 1;
-            }
+    if (!root || !json_is_object(root)) {
+        dora_errf(err, "'%s': not a JSON object%s%s", path, root ? "" : ": ",
+                  root ? "" : jerr.text);
+        json_decref(root);
+        free(path);
+        return -1;
     }
-    json_decref(root);
-    free(path);
-    return rc;
+    dora_config *c = malloc(sizeof *c);
+    if (!c) {
+        json_decref(root);
+        free(path);
+        return dora_errf(err, "out of memory");
+    }
+    c->path = path;
+    c->root = root;
+    *out = c;
+    return 0;
+}
+
+void dora_config_close(dora_config *c)
+{
+    if (!c)
+        return;
+    json_decref(c->root);
+    free(c->path);
+    free(c);
+}
+
+const char *dora_config_path(const dora_config *c)
+{
+    return c ? c->path : NULL;
+}
+
+/* The value under the dotted KEY, or NULL. */
+static json_t *lookup(const dora_config *c, const char *key)
+{
+    if (!c)
+        return NULL;
+    json_t *v = c->root;
+    char part[128];
+    while (v && *key) {
+        size_t n = strcspn(key, ".");
+        if (n >= sizeof part)
+            return NULL;
+        memcpy(part, key, n);
+        part[n] = '\0';
+        v = json_is_object(v) ? json_object_get(v, part) : NULL;
+        key += n + (key[n] == '.');
+    }
+    return v;
+}
+
+const char *dora_config_str(const dora_config *c, const char *key)
+{
+    return json_string_value(lookup(c, key));
+}
+
+const char *dora_config_model_type(const dora_config *c)
+{
+    return dora_config_str(c, "model_type");
+}
+
+int dora_config_int(const dora_config *c, const char *key, int64_t *v, dora_err *err)
+{
+    json_t *j = lookup(c, key);
+    if (!j || json_is_null(j))
+        return 0;
+    if (json_is_boolean(j)) {
+        *v = json_is_true(j);
+        return 1;
+    }
+    if (!json_is_integer(j) || json_integer_value(j) < 0)
+        return dora_errf(err, "'%s': '%s' is not a non-negative integer", c->path, key);
+    *v = json_integer_value(j);
+    return 1;
+}
+
+const char *dora_config_conv1d(const dora_config *c)
+{
+    static const char *const conv1d[] = {"gpt2", "openai-gpt", "imagegpt",
+                                         "decision_transformer"};
+    const char *mt = dora_config_model_type(c);
+    for (size_t i = 0; mt && i < sizeof conv1d / sizeof conv1d[0]; i++)
+        if (strcmp(mt, conv1d[i]) == 0)
+            return conv1d[i];
+    return NULL;
 }
 
 int dora_config_conv1d_name(const char *name)

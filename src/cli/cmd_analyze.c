@@ -36,6 +36,8 @@ static const char analyze_help[] =
     "                    group) before they are matched to the base's; repeatable\n"
     "  --transpose RE    FT weights whose name matches RE are stored [in, out] (Conv1D):\n"
     "                    read them as [out, in] (gpt2-like bases: from config.json)\n"
+    "  --no-split        analyse fused projections (qkv_proj, query_key_value, c_attn,\n"
+    "                    Wqkv, W_pack, gate_up_proj) whole, not split into q/k/v parts\n"
     "  -j, --jobs N      threads (default: all cores)\n"
     "  --per-row         also store per-row magnitudes and cosines\n"
     "  --csv FILE        write the table as CSV to FILE instead of TSV on stdout\n"
@@ -130,6 +132,7 @@ typedef struct analyze_args {
     int per_row, quiet, force;
     const char *renames[DORA_MAX_RENAMES];
     const char *transpose;
+    int no_split;
     size_t nrenames;
 } analyze_args;
 
@@ -138,7 +141,7 @@ typedef struct analyze_args {
 static int parse_options(int argc, char **argv, analyze_args *a)
 {
     enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV, OPT_FORCE,
-           OPT_RENAME, OPT_TRANSPOSE };
+           OPT_RENAME, OPT_TRANSPOSE, OPT_NO_SPLIT };
     static const struct option longopts[] = {
         {"base", required_argument, NULL, OPT_BASE},
         {"output", required_argument, NULL, 'o'},
@@ -150,6 +153,7 @@ static int parse_options(int argc, char **argv, analyze_args *a)
         {"force", no_argument, NULL, OPT_FORCE},
         {"rename", required_argument, NULL, OPT_RENAME},
         {"transpose", required_argument, NULL, OPT_TRANSPOSE},
+        {"no-split", no_argument, NULL, OPT_NO_SPLIT},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -179,6 +183,7 @@ static int parse_options(int argc, char **argv, analyze_args *a)
             a->renames[a->nrenames++] = optarg;
             break;
         }
+        case OPT_NO_SPLIT: a->no_split = 1; break;
         case OPT_TRANSPOSE: {
             dora_filter f;
             dora_err e;
@@ -321,6 +326,7 @@ int cmd_analyze(int argc, char **argv)
         .renames = a.renames,
         .nrenames = a.nrenames,
         .transpose = a.transpose,
+        .no_split = a.no_split,
     };
     if (dora_analyze_runs(res, &done, a.base_path, names, paths, nruns, &opts, on_note, &a.quiet,
                           &err) != 0) {

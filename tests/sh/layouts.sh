@@ -65,7 +65,9 @@ else
 fi
 
 # GPT-2: Conv1D weights of an FT run read as [out, in], the rows of a fan_in_fan_out LoRA run
-run gpt2 "$BIN" analyze --base "$D/gpt2_base" -o "$TMP/gpt2.h5" ft="$D/gpt2_ft" lora="$D/gpt2_lora"
+# (--no-split: c_attn whole in both runs, since an adapter's B A is not split into q, k, v)
+run gpt2 "$BIN" analyze --base "$D/gpt2_base" -o "$TMP/gpt2.h5" --no-split ft="$D/gpt2_ft" \
+    lora="$D/gpt2_lora"
 if crashed gpt2; then
     :
 elif [ $RC -ne 0 ]; then
@@ -103,6 +105,8 @@ refused 1 collide "two tensors the name 'model.layers.0.self_attn.q_proj.weight'
 refused 2 rename-bad-regex "--rename '\(=x'.*not valid" "${A[@]}" --rename '(=x' "$D/collide"
 refused 2 rename-no-eq "not REGEX=REPLACEMENT" "${A[@]}" --rename 'abc' "$D/collide"
 refused 2 transpose-bad-regex "--transpose '\(x'" "${A[@]}" --transpose '(x' "$D/plain"
+refused 1 lora-fused "adapts the fused weight 'transformer.h.0.attn.c_attn.weight'.*--no-split" \
+    "${A[@]/$D\/base.safetensors/$D/gpt2_base}" "$D/gpt2_lora"
 refused 1 zero3 "zero_to_fp32.py" "${A[@]}" "$D/zero3"
 refused 1 zero3-empty "zero_to_fp32.py" "${A[@]}" "$D/zero3_empty"
 refused 1 fsdp-sharded "pytorch_model_fsdp_0.*sharded FSDP" "${A[@]}" "$D/fsdp_sharded"

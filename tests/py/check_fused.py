@@ -1,0 +1,63 @@
+#!/usr/bin/python3
+"""Check the parts of a fused weight against NumPy.
+
+    check_fused.py DATA CASE OUT.h5
+
+OUT.h5 holds the run "ft" of DATA/CASE (gen_fused.py). The fused tensor must be
+gone, replaced by NAME[part] for each part, with the rows cases.json gives; the
+changed part's dM and dD equal a float64 NumPy reference over its rows (rtol
+1e-9), every other part's dM and dD exactly 0. Exit 0 if all hold.
+"""
+
+import json
+import os
+import sys
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stio  # noqa: E402
+
+
+def main():
+    data, case, out = sys.argv[1:4]
+    c = next(x for x in json.load(open(os.path.join(data, "cases.json"))) if x["case"] == case)
+    name = c["tensor"]
+
+    def load(sub):
+        w = stio.load_model(os.path.join(data, case, sub))[name][1].astype(np.float64)
+        return w.T if case == "gpt2" else w
+
+    w0, wt = load("base"), load(os.path.join("ft", "checkpoint-1"))
+    bad = []
+    with h5py.File(out, "r") as f:
+        g = f["runs/ft"]
+        mods = [m.decode() if isinstance(m, bytes) else m for m in g["modules"][()]]
+        if name in mods:
+            bad.append(f"{name} analysed whole")
+        for part, rows in c["parts"].items():
+            m = f"{name}[{part}]"
+            if m not in mods:
+                bad.append(f"no module {m} in {mods}")
+                continue
+            li = mods.index(m)
+            if g["rows"][li] != len(rows) or g["cols"][li] != w0.shape[1]:
+                bad.append(f"{m}: {g['rows'][li]} x {g['cols'][li]} rows, want {len(rows)}")
+            a, b = w0[rows], wt[rows]
+            ma, mb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+            d = a / ma[:, None] - b / mb[:, None]
+            rm, rd = np.mean(np.abs(mb - ma)), np.mean(0.5 * np.sum(d * d, axis=1))
+            got_m, got_d = g["delta_m"][0, li], g["delta_d"][0, li]
+            if part == c["changed"]:
+                if not (rm > 0 and abs(got_m - rm) <= 1e-9 * rm and abs(got_d - rd) <= 1e-9 * rd):
+                    bad.append(f"{m}: dM {got_m!r} dD {got_d!r}, NumPy {rm!r} {rd!r}")
+            elif got_m != 0.0 or got_d != 0.0:
+                bad.append(f"{m}: unchanged part has dM {got_m!r} dD {got_d!r}, want 0")
+    for b in bad[:5]:
+        print(f"{case}: {b}")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
