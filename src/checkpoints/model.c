@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "dora/model.h"
 #include "dora/guard.h"
+#include "dora/hub.h"
 #include "dora/torchzip.h"
 #include "core/util.h"
 
@@ -135,8 +136,17 @@ int dora_model_probe(const char *path, dora_model_kind *kind, char **model_path,
     *kind = DORA_MODEL_NONE;
     if (model_path)
         *model_path = NULL;
-    if (stat(path, &sb) != 0)
-        return dora_errf(err, "'%s': %s", path, strerror(errno));
+    if (stat(path, &sb) != 0) {
+        int e = errno;
+        char *snap;
+        int hub = e == ENOENT ? dora_hub_resolve(path, &snap, err) : 0;
+        if (hub == 1) { /* a repository id of the Hugging Face cache */
+            int r = dora_model_probe(snap, kind, model_path, err);
+            free(snap);
+            return r;
+        }
+        return hub < 0 ? -1 : dora_errf(err, "'%s': %s", path, strerror(e));
+    }
     if (S_ISREG(sb.st_mode)) {
         if (util_has_suffix(path, ".safetensors"))
             *kind = DORA_MODEL_SAFETENSORS;
