@@ -21,6 +21,10 @@
  *     that fit is an error naming both; none, when not one tensor matches as
  *     named either, is an error that shows a few unmatched names of each side
  *     and the option that would help (--rename).
+ *  3. names that fit neither way are read as Meta's or torchtune's Llama
+ *     names (llama_names.h) when that makes every analysed tensor fit; wq and
+ *     wk are then in Meta's RoPE row order, and the head counts come from the
+ *     base's config.json (an error naming it when it lacks them).
  *
  * --rename rules are for the runs whose names they make fit: a checkpoint whose
  * names fit every analysed tensor without them, and not with them, is read
@@ -42,6 +46,7 @@
 typedef struct dora_align_entry {
     char *name;            /* the tensor's name after the renames, owned */
     const dora_tensor *t;  /* in the checkpoint */
+    int rope;              /* DORA_ROPE_Q / _K: rows in Meta's RoPE order (llama_names.h) */
 } dora_align_entry;
 
 typedef struct dora_align {
@@ -51,6 +56,8 @@ typedef struct dora_align {
     char *base_prefix;     /* P, owned ("" for none) */
     char *step_prefix;     /* Q, owned ("" for none) */
     char *desc;            /* what was applied, one line, owned; NULL for nothing */
+    int llama;             /* tensors renamed from Meta/torchtune Llama names (0: none) */
+    int64_t heads, kv_heads; /* for wq / wk in Meta's RoPE order (base config.json) */
 } dora_align;
 
 /* 0 if SPEC is REGEX=REPLACEMENT with a regex PCRE2 compiles; else -1 with
@@ -67,6 +74,11 @@ int dora_align_choose(dora_align *a, const dora_model *base, const dora_model *s
 
 /* The checkpoint's tensor for the base tensor named BASE_NAME, or NULL. */
 const dora_tensor *dora_align_find(const dora_align *a, const char *base_name);
+/* The same, and *HEADS > 0 when its rows are in Meta's RoPE order for that
+ * many heads (wq, wk read through the Llama names): read them through
+ * dora_rope_row (llama_names.h). */
+const dora_tensor *dora_align_find_rope(const dora_align *a, const char *base_name,
+                                        int64_t *heads);
 
 void dora_align_release(dora_align *a);
 

@@ -19,6 +19,8 @@ typedef struct stepsrc {
     const dora_adapted *ad;
     double *gram; /* [r * r] R R^T in float64, for |s L R|^2 per row (LoRA) */
     int64_t off;  /* this step's first column in the stacked factors (LoRA) */
+    int64_t rope_heads; /* > 0: DENSE's rows are in Meta's RoPE order for this many heads
+                           (align.h), read through a copy in HF's order (analyze_reshape.c) */
 } stepsrc;
 
 typedef struct module {

@@ -7,6 +7,7 @@
 #include "dora/config.h"
 #include "dora/fused.h"
 #include "dora/guard.h"
+#include "dora/llama_names.h"
 #include "dora/notes.h"
 
 #include <regex.h>
@@ -14,12 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One copy: T ([in, out]) transposed into DST, or (F set) the rows of part P
- * of the fused T gathered into DST. */
+/* One copy: T ([in, out]) transposed into DST; or (F set) the rows of part P
+ * of the fused T gathered into DST; or (HD > 0) T's rows put from Meta's RoPE
+ * order into HF's, heads of HD rows. */
 typedef struct copy_job {
     const dora_tensor *t;
     const dora_fused *f;
     int p;
+    int64_t hd;
     unsigned char *dst;
 } copy_job;
 
@@ -28,11 +31,14 @@ static void copy_fn(void *arg)
     const copy_job *j = arg;
     const size_t es = dora_dtype_size(j->t->dtype);
     const size_t r0 = (size_t)j->t->shape[0], c0 = (size_t)j->t->shape[1];
-    if (j->f) {
-        const size_t rb = c0 * es, n = (size_t)dora_fused_rows(j->f, j->p);
-        for (size_t i = 0; i < n; i++)
-            memcpy(j->dst + i * rb,
-                   j->t->data + (size_t)dora_fused_row(j->f, j->p, (int64_t)i) * rb, rb);
+    const size_t rb = c0 * es;
+    if (j->f || j->hd) {
+        const size_t n = j->f ? (size_t)dora_fused_rows(j->f, j->p) : r0;
+        for (size_t i = 0; i < n; i++) {
+            int64_t src = j->f ? dora_fused_row(j->f, j->p, (int64_t)i)
+                               : dora_rope_row((int64_t)i, j->hd);
+            memcpy(j->dst + i * rb, j->t->data + (size_t)src * rb, rb);
+        }
         return;
     }
     for (size_t i = 0; i < r0; i++)
@@ -40,15 +46,16 @@ static void copy_fn(void *arg)
             memcpy(j->dst + (o * r0 + i) * es, j->t->data + (i * c0 + o) * es, es);
 }
 
-/* *C = T transposed (F NULL) or part P of F, its bytes copied; named NAME. */
-static int make_copy(const dora_tensor *t, const dora_fused *f, int p, const char *name,
-                     dora_tensor *c, dora_err *err)
+/* *C = T transposed (F NULL, HD 0), part P of F, or in HF's RoPE order (HD
+ * > 0); its bytes copied, named NAME. */
+static int make_copy(const dora_tensor *t, const dora_fused *f, int p, int64_t hd,
+                     const char *name, dora_tensor *c, dora_err *err)
 {
     *c = *t;
     c->name = name;
     if (f) {
         c->shape[0] = dora_fused_rows(f, p);
-    } else {
+    } else if (!hd) {
         c->shape[0] = t->shape[1];
         c->shape[1] = t->shape[0];
     }
@@ -61,7 +68,7 @@ static int make_copy(const dora_tensor *t, const dora_fused *f, int p, const cha
     if (!buf)
         return dora_errf(err, "out of memory for a copy of '%s' (%llu bytes)", t->name,
                          (unsigned long long)c->nbytes);
-    copy_job j = {t, f, p, buf};
+    copy_job j = {t, f, p, hd, buf};
     const void *fault;
     int g = dora_guard_run(copy_fn, &j, &fault);
     if (g != 0) {
@@ -91,16 +98,42 @@ static int copied_module(const module *src, const dora_fused *f, int p, module *
         snprintf(dst->part_name, n, "%s[%s]", name, f->part[p]);
         name = dst->part_name;
     }
-    if (make_copy(src->base, f, p, name, &dst->copies[0], err) != 0)
+    if (make_copy(src->base, f, p, 0, name, &dst->copies[0], err) != 0)
         return -1;
     for (size_t s = 0; s < src->nsrc; s++) {
-        if (make_copy(src->src[s].dense, f, p, name, &dst->copies[s + 1], err) != 0)
+        if (make_copy(src->src[s].dense, f, p, 0, name, &dst->copies[s + 1], err) != 0)
             return -1;
         dst->src[s].dense = &dst->copies[s + 1];
     }
     dst->base = &dst->copies[0];
     dst->rows = dst->base->shape[0];
     dst->cols = dst->base->shape[1];
+    return 0;
+}
+
+/* Steps whose rows are in Meta's RoPE order (align.h) read from copies in
+ * HF's order, so that row n is the base's row n. */
+static int rope_order(module *mods, size_t L, dora_err *err)
+{
+    for (size_t l = 0; l < L; l++) {
+        module *md = &mods[l];
+        for (size_t s = 0; s < md->nsrc; s++) {
+            int64_t heads = md->src[s].rope_heads;
+            if (heads <= 0)
+                continue;
+            if (md->rows % heads != 0 || (md->rows / heads) % 2 != 0 || md->base->ndim != 2)
+                return dora_errf(err, "'%s': %lld rows are not %lld heads of an even size, so "
+                                      "its rows cannot be put in HF's RoPE order",
+                                 md->src[s].dense->file, (long long)md->rows, (long long)heads);
+            if (!md->copies && !(md->copies = calloc(md->nsrc + 1, sizeof *md->copies)))
+                return dora_errf(err, "out of memory");
+            const dora_tensor *t = md->src[s].dense;
+            if (make_copy(t, NULL, 0, md->rows / heads, t->name, &md->copies[s + 1], err) != 0)
+                return -1;
+            md->src[s].dense = &md->copies[s + 1];
+            md->src[s].rope_heads = 0;
+        }
+    }
     return 0;
 }
 
@@ -221,7 +254,8 @@ int an_reshape_modules(dora_result *res, const dora_model *base, module **mods, 
     int rc = 0;
     if (adapter)
         rc = opts->no_split ? 0 : refuse_fused_adapters(cfg, *mods, *L, err);
-    else if ((rc = transpose_modules(res, cfg, *mods, *L, opts, err)) == 0 && !opts->no_split)
+    else if ((rc = rope_order(*mods, *L, err)) == 0 &&
+             (rc = transpose_modules(res, cfg, *mods, *L, opts, err)) == 0 && !opts->no_split)
         rc = split_modules(res, cfg, mods, L, err);
     dora_config_close(cfg);
     return rc;

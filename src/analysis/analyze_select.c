@@ -163,7 +163,7 @@ static int place_dense(const dora_tensor *t, const dora_align *al, size_t S, mod
 {
     *present = 1;
     for (size_t s = 0; s < S; s++) {
-        const dora_tensor *c = dora_align_find(&al[s], t->name);
+        const dora_tensor *c = dora_align_find_rope(&al[s], t->name, &md->src[s].rope_heads);
         if (!c) {
             *present = 0;
             return 0;

@@ -2,6 +2,8 @@
  * then one prefix read off the names; see include/dora/align.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/align.h"
+#include "dora/config.h"
+#include "dora/llama_names.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -82,6 +84,40 @@ static int substitute(pcre2_code *re, pcre2_match_data *md, const char *repl, co
     return dora_errf(err, "--rename '%s': the result for '%s' keeps growing", spec, name);
 }
 
+/* A->e sorted by name; two alike (made so by WHAT) is an error naming both. */
+static int sort_entries(dora_align *a, const char *what, dora_err *err)
+{
+    qsort(a->e, a->n, sizeof *a->e, entry_cmp);
+    for (size_t i = 1; i < a->n; i++)
+        if (strcmp(a->e[i - 1].name, a->e[i].name) == 0)
+            return dora_errf(err, "'%s': %s gives two tensors the name '%s': '%s' and '%s'",
+                             a->step->path, what, a->e[i].name, a->e[i - 1].t->name,
+                             a->e[i].t->name);
+    return 0;
+}
+
+/* The checkpoint's names read as HF's where they are Meta's or torchtune's
+ * Llama names (llama_names.h), sorted; *CHANGED counts them. */
+static int apply_llama(dora_align *a, size_t *changed, dora_err *err)
+{
+    const dora_model *m = a->step;
+    *changed = 0;
+    if (!(a->e = calloc(m->ntensors ? m->ntensors : 1, sizeof *a->e)))
+        return dora_errf(err, "out of memory");
+    for (size_t i = 0; i < m->ntensors; i++) {
+        char hf[1024];
+        int rope;
+        int mapped = dora_llama_to_hf(m->by_name[i]->name, hf, sizeof hf, &rope);
+        a->e[i].t = m->by_name[i];
+        a->e[i].rope = mapped ? rope : DORA_ROPE_NONE;
+        if (!(a->e[i].name = strdup(mapped ? hf : m->by_name[i]->name)))
+            return dora_errf(err, "out of memory");
+        a->n = i + 1;
+        *changed += (size_t)mapped;
+    }
+    return sort_entries(a, "the Llama name mapping", err);
+}
+
 /* The checkpoint's names after the renames, sorted; two alike is an error. */
 static int apply_renames(dora_align *a, const char *const *renames, size_t nrenames,
                          size_t *changed, dora_err *err)
@@ -115,14 +151,7 @@ static int apply_renames(dora_align *a, const char *const *renames, size_t nrena
         }
         *changed += strcmp(a->e[i].name, m->by_name[i]->name) != 0;
     }
-    qsort(a->e, a->n, sizeof *a->e, entry_cmp);
-    for (size_t i = 1; i < a->n; i++)
-        if (strcmp(a->e[i - 1].name, a->e[i].name) == 0) {
-            dora_errf(err, "'%s': --rename gives two tensors the name '%s': '%s' and '%s'", m->path,
-                      a->e[i].name, a->e[i - 1].t->name, a->e[i].t->name);
-            goto done;
-        }
-    rc = 0;
+    rc = sort_entries(a, "--rename", err);
 done:
     for (size_t r = 0; re && r < nrenames; r++)
         pcre2_code_free(re[r]);
@@ -132,13 +161,18 @@ done:
     return rc;
 }
 
-/* The checkpoint's tensor named exactly NAME (after the renames). */
-static const dora_tensor *lookup(const dora_align *a, const char *name)
+/* The checkpoint's tensor named exactly NAME (after the renames); *ROPE (if
+ * not NULL) its RoPE row order (llama_names.h). */
+static const dora_tensor *lookup(const dora_align *a, const char *name, int *rope)
 {
+    if (rope)
+        *rope = DORA_ROPE_NONE;
     if (!a->e)
         return dora_model_find(a->step, name);
-    dora_align_entry key = {(char *)name, NULL};
+    dora_align_entry key = {(char *)name, NULL, 0};
     const dora_align_entry *hit = bsearch(&key, a->e, a->n, sizeof *a->e, entry_cmp);
+    if (hit && rope)
+        *rope = hit->rope;
     return hit ? hit->t : NULL;
 }
 
@@ -159,20 +193,22 @@ int dora_align_same_shape(const dora_tensor *x, const dora_tensor *y)
 
 /* Base name P + X looked up as Q + X; NULL when the name does not start with P. */
 static const dora_tensor *find_with(const dora_align *a, const char *p, const char *q,
-                                    const char *base_name)
+                                    const char *base_name, int *rope)
 {
     size_t lp = strlen(p), lq = strlen(q);
+    if (rope)
+        *rope = DORA_ROPE_NONE;
     if (strncmp(base_name, p, lp) != 0)
         return NULL;
     if (lq == 0)
-        return lookup(a, base_name + lp);
+        return lookup(a, base_name + lp, rope);
     size_t lx = strlen(base_name + lp);
     char small[512], *key = lq + lx < sizeof small ? small : malloc(lq + lx + 1);
     if (!key)
         return NULL;
     memcpy(key, q, lq);
     memcpy(key + lq, base_name + lp, lx + 1);
-    const dora_tensor *t = lookup(a, key);
+    const dora_tensor *t = lookup(a, key, rope);
     if (key != small)
         free(key);
     return t;
@@ -184,7 +220,7 @@ static size_t fit(const dora_align *a, const char *p, const char *q,
 {
     size_t k = 0;
     for (size_t i = 0; i < nwant; i++) {
-        const dora_tensor *t = find_with(a, p, q, want[i]->name);
+        const dora_tensor *t = find_with(a, p, q, want[i]->name, NULL);
         k += t && dora_align_same_shape(t, want[i]);
     }
     return k;
@@ -391,7 +427,8 @@ static int choose_prefix(dora_align *a, const dora_model *base, const dora_tenso
  * themselves failed (two names made one, a substitution error). */
 static int align_once(dora_align *a, const dora_model *base, const dora_model *step,
                       const dora_tensor *const *want, size_t nwant,
-                      const char *const *renames, size_t nrenames, int *fatal, dora_err *err)
+                      const char *const *renames, size_t nrenames, int llama, int *fatal,
+                      dora_err *err)
 {
     memset(a, 0, sizeof *a);
     a->step = step;
@@ -400,10 +437,14 @@ static int align_once(dora_align *a, const dora_model *base, const dora_model *s
     int rc = 0;
     if (!(a->base_prefix = strdup("")) || !(a->step_prefix = strdup("")))
         rc = dora_errf(err, "out of memory");
-    if (rc == 0 && nrenames && (rc = apply_renames(a, renames, nrenames, &changed, err)) != 0)
+    if (rc == 0 && llama)
+        rc = apply_llama(a, &changed, err);
+    else if (rc == 0 && nrenames &&
+             (rc = apply_renames(a, renames, nrenames, &changed, err)) != 0)
         *fatal = 1;
     else if (rc == 0)
         a->n = step->ntensors;
+    a->llama = llama ? changed : 0;
     if (rc == 0)
         rc = choose_prefix(a, base, want, nwant, err);
     if (rc == 0)
@@ -413,30 +454,76 @@ static int align_once(dora_align *a, const dora_model *base, const dora_model *s
     return rc;
 }
 
+/* The head counts for un-permuting wq/wk, from the base's config.json, when
+ * the Llama mapping found such tensors; the note says so. */
+static int rope_heads(dora_align *a, const dora_model *base, dora_err *err)
+{
+    int need = 0;
+    for (size_t i = 0; i < a->n; i++)
+        need |= a->e[i].rope != DORA_ROPE_NONE;
+    dora_config *cfg = NULL;
+    int rc = need ? dora_config_open(&cfg, base, err) : 0;
+    if (rc == 0 && need && !cfg)
+        rc = dora_errf(err, "'%s' has Meta/torchtune Llama names: putting wq/wk in HF's row "
+                            "order needs num_attention_heads from a config.json beside the "
+                            "base '%s'",
+                       a->step->path, base->path);
+    int r = rc == 0 && need ? dora_config_int(cfg, "num_attention_heads", &a->heads, err) : 1;
+    if (rc == 0 && r == 0)
+        rc = dora_errf(err, "'%s' lacks num_attention_heads, which putting wq/wk of '%s' in HF's "
+                            "row order needs",
+                       dora_config_path(cfg), a->step->path);
+    if (rc == 0 && r < 0)
+        rc = -1;
+    if (rc == 0 && need &&
+        (r = dora_config_int(cfg, "num_key_value_heads", &a->kv_heads, err)) <= 0)
+        a->kv_heads = a->heads;
+    if (rc == 0 && r < 0)
+        rc = -1;
+    dora_config_close(cfg);
+    char *d = NULL;
+    if (rc == 0) {
+        char buf[400];
+        snprintf(buf, sizeof buf, "%s%sMeta/torchtune Llama names read as HF's (%d renamed%s)",
+                 a->desc ? a->desc : "", a->desc ? "; " : "", a->llama,
+                 need ? ", wq/wk rows put in HF's RoPE order" : "");
+        if (!(d = strdup(buf)))
+            rc = dora_errf(err, "out of memory");
+    }
+    free(a->desc);
+    a->desc = d;
+    if (rc != 0)
+        dora_align_release(a);
+    return rc;
+}
+
 /* With renames: they are applied when they make the names fit every analysed
  * tensor, or when the names do not fit as they are either; a checkpoint whose
- * names fit without them (another run of the same command) is read as named. */
+ * names fit without them (another run of the same command) is read as named.
+ * Names that fit neither way are read as Meta's or torchtune's Llama names
+ * (llama_names.h) when that makes every analysed tensor fit. */
 int dora_align_choose(dora_align *a, const dora_model *base, const dora_model *step,
                       const dora_tensor *const *want, size_t nwant,
                       const char *const *renames, size_t nrenames, dora_err *err)
 {
     dora_err e1;
     int fatal = 0;
-    int r1 = align_once(a, base, step, want, nwant, renames, nrenames, &fatal, &e1);
-    if (nrenames == 0 || fatal ||
-        (r1 == 0 && fit(a, a->base_prefix, a->step_prefix, want, nwant) == nwant))
+    int r1 = align_once(a, base, step, want, nwant, renames, nrenames, 0, &fatal, &e1);
+    if (fatal || (r1 == 0 && fit(a, a->base_prefix, a->step_prefix, want, nwant) == nwant))
         goto first;
     dora_align plain;
     dora_err e2;
-    int r2 = align_once(&plain, base, step, want, nwant, NULL, 0, &fatal, &e2);
-    if (r2 == 0 && fit(&plain, plain.base_prefix, plain.step_prefix, want, nwant) == nwant) {
-        if (r1 == 0)
-            dora_align_release(a);
-        *a = plain;
-        return 0;
+    for (int llama = nrenames ? 0 : 1; llama < 2; llama++) {
+        int r2 = align_once(&plain, base, step, want, nwant, NULL, 0, llama, &fatal, &e2);
+        if (r2 == 0 && fit(&plain, plain.base_prefix, plain.step_prefix, want, nwant) == nwant) {
+            if (r1 == 0)
+                dora_align_release(a);
+            *a = plain;
+            return llama ? rope_heads(a, base, err) : 0;
+        }
+        if (r2 == 0)
+            dora_align_release(&plain);
     }
-    if (r2 == 0)
-        dora_align_release(&plain);
 first:
     if (r1 != 0 && err)
         *err = e1;
@@ -445,7 +532,16 @@ first:
 
 const dora_tensor *dora_align_find(const dora_align *a, const char *base_name)
 {
-    return find_with(a, a->base_prefix, a->step_prefix, base_name);
+    return find_with(a, a->base_prefix, a->step_prefix, base_name, NULL);
+}
+
+const dora_tensor *dora_align_find_rope(const dora_align *a, const char *base_name,
+                                        int64_t *heads)
+{
+    int rope;
+    const dora_tensor *t = find_with(a, a->base_prefix, a->step_prefix, base_name, &rope);
+    *heads = rope == DORA_ROPE_Q ? a->heads : rope == DORA_ROPE_K ? a->kv_heads : 0;
+    return t;
 }
 
 void dora_align_release(dora_align *a)

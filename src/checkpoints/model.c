@@ -26,6 +26,20 @@ static int by_name_cmp(const void *pa, const void *pb)
 
 static int shard_name_ok(const char *s);
 
+/* Meta's model-parallel consolidated.NN.pth beyond 00: refused, not joined. */
+static int meta_shards(const char *dir, dora_err *err)
+{
+    char *p = util_join(dir, "consolidated.01.pth");
+    int more = p && util_is_file(p);
+    free(p);
+    if (more)
+        return dora_errf(err, "'%s': consolidated.01.pth: Meta's model-parallel shards are not "
+                              "joined here; convert them to one state dict first (HF's "
+                              "convert_llama_weights_to_hf.py)",
+                         dir);
+    return 0;
+}
+
 /* The model states file of DeepSpeed's tag folder DIR/TAG; see probe_deepspeed. */
 static int deepspeed_states(const char *dir, const char *tag, dora_model_kind *kind,
                             char **model_path, dora_err *err)
@@ -174,11 +188,17 @@ int dora_model_probe(const char *path, dora_model_kind *kind, char **model_path,
         {TORCH_INDEX_NAME, DORA_MODEL_SHARDED},
         {"pytorch_model.bin", DORA_MODEL_TORCH},
         {"pytorch_model_fsdp.bin", DORA_MODEL_TORCH}, /* accelerate, FULL_STATE_DICT */
+        {"consolidated.00.pth", DORA_MODEL_TORCH},    /* Meta's Llama (model-parallel: refused) */
     };
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
         char *p = util_join(path, known[i].name);
         if (!p)
             return dora_errf(err, "out of memory");
+        if (util_is_file(p) && strcmp(known[i].name, "consolidated.00.pth") == 0 &&
+            meta_shards(path, err) != 0) {
+            free(p);
+            return -1;
+        }
         if (util_is_file(p)) {
             *kind = known[i].kind;
             if (known[i].kind == DORA_MODEL_ADAPTER) {

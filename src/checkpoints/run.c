@@ -327,6 +327,24 @@ static int lightning_step(const char *name, int64_t *step)
     return util_parse_i64(num, 0, INT64_MAX, step) == 0 ? 1 : -1;
 }
 
+/* "meta_model_E.pt" (torchtune's checkpoint of epoch E in Meta's format): 1
+ * and *STEP = E; 0 for any other name; -1 when E does not fit. */
+static int torchtune_epoch(const char *name, int64_t *step)
+{
+    if (strncmp(name, "meta_model_", 11) != 0)
+        return 0;
+    const char *num = name + 11;
+    size_t n = strspn(num, "0123456789");
+    if (n == 0 || strcmp(num + n, ".pt") != 0)
+        return 0;
+    char buf[24];
+    if (n > 19)
+        return -1;
+    memcpy(buf, num, n);
+    buf[n] = '\0';
+    return util_parse_i64(buf, 0, INT64_MAX, step) == 0 ? 1 : -1;
+}
+
 /* The global_step a Lightning checkpoint holds must be the step its name says. */
 static int check_lightning_step(const char *path, int64_t step, dora_err *err)
 {
@@ -342,9 +360,25 @@ static int check_lightning_step(const char *path, int64_t step, dora_err *err)
     return 0;
 }
 
+static int discover_named(dora_run *run, const char *dir,
+                          int (*step_of)(const char *name, int64_t *step), dora_err *err);
+
 /* A folder of Lightning checkpoints, epoch=E-step=S.ckpt: one step each
- * (last.ckpt, a copy of one of them, is left out with a note). */
+ * (last.ckpt, a copy of one of them, is left out with a note); else of
+ * torchtune's meta_model_E.pt, one per epoch E, taken as step E (noted). */
 static int discover_lightning(dora_run *run, const char *dir, dora_err *err)
+{
+    int rc = discover_named(run, dir, lightning_step, err);
+    if (rc == 0 && run->nsteps == 0 && (rc = discover_named(run, dir, torchtune_epoch, err)) == 0 &&
+        run->nsteps > 0)
+        dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
+                       "'%s': torchtune's meta_model_E.pt files, epoch E taken as the step", dir);
+    return rc;
+}
+
+/* The files of DIR whose names STEP_OF reads a step from, one step each, sorted. */
+static int discover_named(dora_run *run, const char *dir,
+                          int (*step_of)(const char *name, int64_t *step), dora_err *err)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -353,7 +387,7 @@ static int discover_lightning(dora_run *run, const char *dir, dora_err *err)
     int rc = 0, last = 0;
     while (rc == 0 && (de = readdir(d)) != NULL) {
         int64_t step;
-        int kind = lightning_step(de->d_name, &step);
+        int kind = step_of(de->d_name, &step);
         last |= strcmp(de->d_name, "last.ckpt") == 0;
         if (kind == 0)
             continue;
@@ -378,7 +412,8 @@ static int discover_lightning(dora_run *run, const char *dir, dora_err *err)
         if (i > 0 && run->steps[i].step == run->steps[i - 1].step)
             return dora_errf(err, "'%s' and '%s' are both step %lld", run->steps[i - 1].path,
                              run->steps[i].path, (long long)run->steps[i].step);
-        if (check_lightning_step(run->steps[i].path, run->steps[i].step, err) != 0)
+        if (step_of == lightning_step &&
+            check_lightning_step(run->steps[i].path, run->steps[i].step, err) != 0)
             return -1;
     }
     if (last)

@@ -30,6 +30,10 @@ tests/py/stio.py) is the reference the tests compare each one with.
   zero3_empty/checkpoint-1/    mp_rank_00 states whose "module" tensors are empty (ZeRO-3)
   nn_module.bin                torch.save(nn.Linear): the whole module, not a state dict
   gpt2_base/ gpt2_ft/ gpt2_lora/  GPT-2 (Conv1D [in, out]): full FT, and LoRA with fan_in_fan_out
+  meta/checkpoint-S/           consolidated.00.pth (Meta's names, wq/wk in Meta's RoPE order)
+  torchtune/ torchtune_meta/   meta_model_S.pt with torchtune's own / Meta's names
+  meta_mp/                     consolidated.00.pth and .01.pth: model-parallel, refused
+  noconfig/base.safetensors    the base without config.json (no head counts)
   only_objects.bin             {"w": os.system(...)}: no tensor, only a call that must not run
 """
 
@@ -44,6 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stio  # noqa: E402
 
 H, F, V, NL = 16, 24, 40, 2
+NH, NKV, HD = 4, 2, 4  # heads, kv heads, head size (base config.json)
 
 
 def base_weights(rng):
@@ -51,8 +56,10 @@ def base_weights(rng):
     w["model.embed_tokens.weight"] = rng.standard_normal((V, H))
     for i in range(NL):
         p = f"model.layers.{i}."
-        for m in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        for m in ("q_proj", "o_proj"):
             w[p + f"self_attn.{m}.weight"] = rng.standard_normal((H, H))
+        for m in ("k_proj", "v_proj"):
+            w[p + f"self_attn.{m}.weight"] = rng.standard_normal((NKV * HD, H))
         w[p + "mlp.gate_proj.weight"] = rng.standard_normal((F, H))
         w[p + "mlp.up_proj.weight"] = rng.standard_normal((F, H))
         w[p + "mlp.down_proj.weight"] = rng.standard_normal((H, F))
@@ -173,6 +180,46 @@ def gpt2(out, rng):
                    "fan_in_fan_out": True, "base_model_name_or_path": "gpt2"}, f)
 
 
+META = {"embed_tokens": "tok_embeddings", "norm": "norm", "self_attn.q_proj": "attention.wq",
+        "self_attn.k_proj": "attention.wk", "self_attn.v_proj": "attention.wv",
+        "self_attn.o_proj": "attention.wo", "mlp.gate_proj": "feed_forward.w1",
+        "mlp.down_proj": "feed_forward.w2", "mlp.up_proj": "feed_forward.w3",
+        "input_layernorm": "attention_norm", "post_attention_layernorm": "ffn_norm"}
+TUNE = {"embed_tokens.weight": "tok_embeddings.weight", "^norm.weight": "norm.scale",
+        "self_attn.q_proj": "attn.q_proj", "self_attn.k_proj": "attn.k_proj",
+        "self_attn.v_proj": "attn.v_proj", "self_attn.o_proj": "attn.output_proj",
+        "mlp.gate_proj": "mlp.w1", "mlp.down_proj": "mlp.w2", "mlp.up_proj": "mlp.w3",
+        "input_layernorm.weight": "sa_norm.scale",
+        "post_attention_layernorm.weight": "mlp_norm.scale"}
+
+
+def to_meta_order(w, heads):
+    """HF's q/k rows back into Meta's RoPE order: the inverse of the permute of
+    transformers' convert_llama_weights_to_hf.py, view(heads, hd/2, 2, dim).transpose(1, 2)."""
+    rows, dim = w.shape
+    return w.reshape(heads, 2, rows // heads // 2, dim).transpose(0, 2, 1, 3).reshape(rows, dim)
+
+
+def llama_names(w, table):
+    """HF names (and row order) as Meta's consolidated.00.pth or torchtune's state dict."""
+    out = collections.OrderedDict()
+    for k, v in w.items():
+        n = k[len("model."):] if k.startswith("model.") else k
+        if k == "lm_head.weight":
+            n = "output.weight"
+        for a, b in table.items():
+            if a.startswith("^"):
+                n = b if n == a[1:] else n
+            else:
+                n = n.replace(a, b)
+        if "q_proj" in k:
+            v = to_meta_order(v, NH)
+        elif "k_proj" in k:
+            v = to_meta_order(v, NKV)
+        out[n] = torch.from_numpy(np.ascontiguousarray(v))
+    return out
+
+
 def save(obj, path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     torch.save(obj, path)
@@ -185,6 +232,11 @@ def main():
     base = base_weights(rng)
     steps = {s: step_weights(base, rng, s) for s in (1, 2)}
     stio.write_safetensors(os.path.join(out, "base.safetensors"), base)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        f.write('{"model_type": "llama", "num_attention_heads": %d, "num_key_value_heads": %d, '
+                '"hidden_size": %d}' % (NH, NKV, H))
+    os.makedirs(os.path.join(out, "noconfig"))
+    stio.write_safetensors(os.path.join(out, "noconfig", "base.safetensors"), base)
     for s, w in steps.items():
         ck = os.path.join(out, "plain", f"checkpoint-{s}")
         os.makedirs(ck)
@@ -205,6 +257,12 @@ def main():
         with open(os.path.join(ds, "latest"), "w") as f:
             f.write(f"global_step{s}")
         save(torch_sd(w), os.path.join(out, "fsdp", f"checkpoint-{s}", "pytorch_model_fsdp.bin"))
+        save(llama_names(w, META), os.path.join(out, "meta", f"checkpoint-{s}",
+                                                 "consolidated.00.pth"))
+        with open(os.path.join(out, "meta", f"checkpoint-{s}", "params.json"), "w") as f:
+            f.write('{"dim": %d, "n_heads": %d, "n_kv_heads": %d}' % (H, NH, NKV))
+        save(llama_names(w, TUNE), os.path.join(out, "torchtune", f"meta_model_{s}.pt"))
+        save(llama_names(w, META), os.path.join(out, "torchtune_meta", f"meta_model_{s}.pt"))
     w1 = steps[1]
     save(lightning_ckpt(w1, 7, 0), os.path.join(out, "lightning_bad_step", "epoch=0-step=1.ckpt"))
     save({"optimizer_state_dict": {"zero_stage": 3}},
@@ -238,6 +296,8 @@ def main():
                              "mp_rank_00_model_states.pt"))
     torch.save(torch.nn.Linear(4, 3), os.path.join(out, "nn_module.bin"))
     gpt2(out, rng)
+    for n in ("00", "01"):
+        save(llama_names(w1, META), os.path.join(out, "meta_mp", f"consolidated.{n}.pth"))
     torch.save({"w": Call(f"touch {os.path.join(os.path.abspath(out), 'PWNED')}")},
                os.path.join(out, "only_objects.bin"))
 

@@ -56,6 +56,9 @@ same fsdp ""
 same custom_obj "prefix 'state_dict.' removed"
 same renamed "renamed 16 tensor(s)" --rename '^backbone\.blocks\.=model.layers.'
 same ambiguous "renamed 19 tensor(s)" --rename '^model\.='
+same meta "Meta/torchtune Llama names read as HF's (19 renamed, wq/wk rows put in HF's RoPE order)"
+same torchtune "Llama names read as HF's (19 renamed, wq/wk rows put in HF's RoPE order)"
+same torchtune_meta "Llama names read as HF's (19 renamed, wq/wk rows"
 
 # the placeholder note names the classes, and the step came from the Lightning file name
 if grep -q "torch.Size" "$LOG/deepspeed.err" && grep -q "never called" "$LOG/deepspeed.err"; then
@@ -107,6 +110,10 @@ refused 2 rename-no-eq "not REGEX=REPLACEMENT" "${A[@]}" --rename 'abc' "$D/coll
 refused 2 transpose-bad-regex "--transpose '\(x'" "${A[@]}" --transpose '(x' "$D/plain"
 refused 1 lora-fused "adapts the fused weight 'transformer.h.0.attn.c_attn.weight'.*--no-split" \
     "${A[@]/$D\/base.safetensors/$D/gpt2_base}" "$D/gpt2_lora"
+refused 1 meta-mp "consolidated.01.pth: Meta's model-parallel shards are not joined" \
+    "${A[@]}" "$D/meta_mp"
+refused 1 meta-no-config "Llama names: putting wq/wk in HF's row order needs num_attention_heads" \
+    "${A[@]/$D\/base.safetensors/$D/noconfig/base.safetensors}" "$D/meta"
 refused 1 zero3 "zero_to_fp32.py" "${A[@]}" "$D/zero3"
 refused 1 zero3-empty "zero_to_fp32.py" "${A[@]}" "$D/zero3_empty"
 refused 1 fsdp-sharded "pytorch_model_fsdp_0.*sharded FSDP" "${A[@]}" "$D/fsdp_sharded"
