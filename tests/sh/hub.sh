@@ -14,10 +14,11 @@ if [ ! -x "$BIN" ]; then
     fail binary "$BIN not found or not executable (run make)"
     finish
 fi
-if run gen "$PY" "$TP/gen_layouts.py" "$D" && [ $RC -eq 0 ]; then
+# torch.save of ~60 files: a loaded machine may need more than run's 60 s
+if timeout -k 5 300 "$PY" "$TP/gen_layouts.py" "$D" >"$LOG/gen.out" 2>"$LOG/gen.err"; then
     pass generate
 else
-    fail generate "$(peek "$LOG/gen.err" 600)"
+    fail generate "exit $?: $(peek "$LOG/gen.err" 600)"
     finish
 fi
 
