@@ -35,6 +35,9 @@ typedef struct module {
                             weights transposed, parts of fused ones; analyze_reshape.c):
                             data owned, else NULL */
     char *part_name;     /* "NAME[q]" for a part of a fused weight (the copies' name), owned */
+    dora_adapted *part_ad; /* [nsrc] a LoRA part's factors: its rows of L (B), owned */
+    dora_tensor *part_t;   /* [2 nsrc] those rows of L, then of the DoRA magnitude (float64
+                              copies, data owned; a magnitude's data NULL when none) */
 } module;
 
 typedef struct chunk {
@@ -87,8 +90,10 @@ int an_alloc_result(dora_result *res, const module *mods, size_t S, size_t L, in
 /* After the selection: FT weights stored [in, out] (Conv1D by the base's
  * config.json, or --transpose) read from transposed copies, and fused weights
  * split into their parts (fused.h; not with --no-split), each a module of its
- * own read from a copy of its rows; *MODS may be reallocated, *L grows. An
- * adapter run (ADAPTER) that adapts a fused weight is an error while splitting.
+ * own read from a copy of its rows (a LoRA module: the base's rows and, per
+ * step, those of L and of the DoRA magnitude; R is shared); *MODS may be
+ * reallocated, *L grows. ADAPTER: an adapter run (no transposition: the
+ * fan_in_fan_out path reads its bases).
  * Notes on RES say what was done. 0, or -1 with ERR set (the modules stay
  * valid for an_free_modules). */
 int an_reshape_modules(dora_result *res, const dora_model *base, module **mods, size_t *L,

@@ -175,6 +175,103 @@ static int transpose_modules(dora_result *res, const dora_config *cfg, module *m
     return rc;
 }
 
+/* Rows of part P of F of the logical matrix M ([rows, ncols]) as float64
+ * into DST ([part rows, NCOLS]): in a guarded region (adapter files are
+ * mappings). */
+typedef struct rows_job {
+    const dora_matrix *m;
+    const dora_fused *f;
+    int p;
+    double *dst;
+} rows_job;
+
+static void rows_fn(void *arg)
+{
+    const rows_job *j = arg;
+    const int64_t n = dora_fused_rows(j->f, j->p), c = j->m->cols;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t k = 0; k < c; k++)
+            j->dst[i * c + k] = dora_matrix_get(j->m, dora_fused_row(j->f, j->p, i), k);
+}
+
+/* *T = the rows of part P of M as a float64 tensor named after SRC. */
+static int part_rows(const dora_matrix *m, const dora_fused *f, int p, const dora_tensor *src,
+                     dora_tensor *t, dora_err *err)
+{
+    *t = *src;
+    t->dtype = DORA_DT_F64;
+    t->ndim = 2;
+    t->shape[0] = dora_fused_rows(f, p);
+    t->shape[1] = m->cols;
+    t->numel = (uint64_t)t->shape[0] * (uint64_t)t->shape[1];
+    t->nbytes = t->numel * sizeof(double);
+    double *buf = malloc(t->nbytes ? (size_t)t->nbytes : 1);
+    t->data = (const unsigned char *)buf;
+    if (!buf)
+        return dora_errf(err, "out of memory for the rows of '%s'", src->name);
+    rows_job j = {m, f, p, buf};
+    const void *fault;
+    int g = dora_guard_run(rows_fn, &j, &fault);
+    if (g != 0)
+        return g == 1 ? dora_errf(err, "'%s' changed while it was read (truncated?)", src->file)
+                      : dora_errf(err, "cannot install the SIGBUS guard");
+    return 0;
+}
+
+/* DST = part P of F of the LoRA module SRC: the base's rows (read as [out,
+ * in]), and for every step the rows of L (B) and of the DoRA magnitude; R (A)
+ * and its Gram matrix are the whole module's. DST owns what it holds. */
+static int lora_part(const module *src, const dora_fused *f, int p, module *dst, dora_err *err)
+{
+    const size_t S = src->nsrc;
+    memset(dst, 0, sizeof *dst);
+    dst->nsrc = S;
+    dst->lora = 1;
+    dst->rsum = src->rsum;
+    if (!(dst->src = calloc(S ? S : 1, sizeof *dst->src)) ||
+        !(dst->copies = calloc(S + 1, sizeof *dst->copies)) ||
+        !(dst->part_ad = calloc(S ? S : 1, sizeof *dst->part_ad)) ||
+        !(dst->part_t = calloc(2 * S + 1, sizeof *dst->part_t)))
+        return dora_errf(err, "out of memory");
+    size_t n = strlen(src->base->name) + strlen(f->part[p]) + 3;
+    if (!(dst->part_name = malloc(n)))
+        return dora_errf(err, "out of memory");
+    snprintf(dst->part_name, n, "%s[%s]", src->base->name, f->part[p]);
+    dora_tensor whole = *src->base; /* the base as [out, in] */
+    if (src->transposed && make_copy(src->base, NULL, 0, 0, src->base->name, &whole, err) != 0)
+        return -1;
+    int rc = make_copy(&whole, f, p, 0, dst->part_name, &dst->copies[0], err);
+    if (src->transposed)
+        free((void *)whole.data);
+    for (size_t s = 0; rc == 0 && s < S; s++) {
+        const dora_adapted *ad = src->src[s].ad;
+        dora_adapted *pa = &dst->part_ad[s];
+        *pa = *ad;
+        pa->fan_in_fan_out = 0;
+        if ((rc = part_rows(&ad->L, f, p, ad->L.t, &dst->part_t[s], err)) != 0)
+            break;
+        pa->L = (dora_matrix){&dst->part_t[s], 0, dst->part_t[s].shape[0], ad->r};
+        if (ad->magnitude) {
+            const dora_matrix mm = {ad->magnitude, 0, ad->L.rows, 1};
+            if ((rc = part_rows(&mm, f, p, ad->magnitude, &dst->part_t[S + s], err)) != 0)
+                break;
+            pa->magnitude = &dst->part_t[S + s];
+        }
+        dst->src[s] = src->src[s];
+        dst->src[s].ad = pa;
+        dst->src[s].gram = NULL;
+        size_t g = (size_t)ad->r * (size_t)ad->r * sizeof(double);
+        if (src->src[s].gram && !(dst->src[s].gram = malloc(g)))
+            rc = dora_errf(err, "out of memory");
+        else if (src->src[s].gram)
+            memcpy(dst->src[s].gram, src->src[s].gram, g);
+    }
+    dst->base = &dst->copies[0];
+    dst->rows = dst->base->shape[0];
+    dst->cols = dst->base->shape[1];
+    return rc;
+}
+
 /* Each fused weight of *MODS replaced by its parts (fused.h); noted. */
 static int split_modules(dora_result *res, const dora_config *cfg, module **mods, size_t *L,
                          dora_err *err)
@@ -207,8 +304,9 @@ static int split_modules(dora_result *res, const dora_config *cfg, module **mods
             out[k++] = *md;
             continue;
         }
-        for (int p = 0; rc == 0 && p < f.nparts; p++)
-            rc = copied_module(md, &f, p, &out[k++], err);
+        for (int p = 0; rc == 0 && p < f.nparts; p++) /* a LoRA run: every step LoRA */
+            rc = md->lora ? lora_part(md, &f, p, &out[k++], err)
+                          : copied_module(md, &f, p, &out[k++], err);
         an_module_release(md);
     }
     for (; rc != 0 && l < *L; l++)
@@ -224,27 +322,6 @@ static int split_modules(dora_result *res, const dora_config *cfg, module **mods
     return rc;
 }
 
-/* An adapter of a fused weight is analysed whole; with the FT runs of the
- * same study split, that would put them on other rows: refused. */
-static int refuse_fused_adapters(const dora_config *cfg, const module *mods, size_t L,
-                                 dora_err *err)
-{
-    dora_fused f;
-    for (size_t l = 0; l < L; l++) {
-        int r = mods[l].base->ndim == 2
-                    ? dora_fused_layout(cfg, mods[l].base->name, mods[l].rows, &f, err)
-                    : 0;
-        if (r < 0)
-            return -1;
-        if (r)
-            return dora_errf(err, "the adapter adapts the fused weight '%s' (%s): splitting an "
-                                  "adapter's B A into parts is not done; --no-split analyses "
-                                  "fused weights whole in every run",
-                             mods[l].base->name, dora_config_model_type(cfg));
-    }
-    return 0;
-}
-
 int an_reshape_modules(dora_result *res, const dora_model *base, module **mods, size_t *L,
                        const dora_analysis_opts *opts, int adapter, dora_err *err)
 {
@@ -252,10 +329,9 @@ int an_reshape_modules(dora_result *res, const dora_model *base, module **mods, 
     if (dora_config_open(&cfg, base, err) != 0)
         return -1;
     int rc = 0;
-    if (adapter)
-        rc = opts->no_split ? 0 : refuse_fused_adapters(cfg, *mods, *L, err);
-    else if ((rc = rope_order(*mods, *L, err)) == 0 &&
-             (rc = transpose_modules(res, cfg, *mods, *L, opts, err)) == 0 && !opts->no_split)
+    if (!adapter && (rc = rope_order(*mods, *L, err)) == 0)
+        rc = transpose_modules(res, cfg, *mods, *L, opts, err);
+    if (rc == 0 && !opts->no_split)
         rc = split_modules(res, cfg, mods, L, err);
     dora_config_close(cfg);
     return rc;

@@ -48,6 +48,10 @@ void an_module_release(module *m)
         free((void *)m->copies[c].data);
     free(m->copies);
     free(m->part_name);
+    for (size_t c = 0; m->part_t && c < 2 * m->nsrc; c++)
+        free((void *)m->part_t[c].data);
+    free(m->part_t);
+    free(m->part_ad);
     for (size_t s = 0; m->src && s < m->nsrc; s++)
         free(m->src[s].gram);
     free(m->src);

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Check the parts of a fused weight against NumPy.
 
-    check_fused.py DATA CASE OUT.h5
+    check_fused.py DATA CASE OUT.h5 [RUN]
 
-OUT.h5 holds the run "ft" of DATA/CASE (gen_fused.py). The fused tensor must be
+OUT.h5 holds the run RUN (default "ft"; "lora": W = W0 + (alpha / r) B A from
+the adapter) of DATA/CASE (gen_fused.py). The fused tensor must be
 gone, replaced by NAME[part] for each part, with the rows cases.json gives; the
 changed part's dM and dD equal a float64 NumPy reference over its rows (rtol
 1e-9), every other part's dM and dD exactly 0. Exit 0 if all hold.
@@ -22,6 +23,7 @@ import stio  # noqa: E402
 
 def main():
     data, case, out = sys.argv[1:4]
+    run = sys.argv[4] if len(sys.argv) > 4 else "ft"
     c = next(x for x in json.load(open(os.path.join(data, "cases.json"))) if x["case"] == case)
     name = c["tensor"]
 
@@ -29,10 +31,19 @@ def main():
         w = stio.load_model(os.path.join(data, case, sub))[name][1].astype(np.float64)
         return w.T if case == "gpt2" else w
 
-    w0, wt = load("base"), load(os.path.join("ft", "checkpoint-1"))
+    w0 = load("base")
+    if run == "ft":
+        wt = load(os.path.join("ft", "checkpoint-1"))
+    else:
+        ck = os.path.join(data, case, "lora", "checkpoint-1")
+        ad = {k: v[1].astype(np.float64) for k, v in
+              stio.read_safetensors(os.path.join(ck, "adapter_model.safetensors"))[0].items()}
+        cfg = json.load(open(os.path.join(ck, "adapter_config.json")))
+        m = "base_model.model." + name[:-len(".weight")]
+        wt = w0 + cfg["lora_alpha"] / cfg["r"] * ad[m + ".lora_B.weight"] @ ad[m + ".lora_A.weight"]
     bad = []
     with h5py.File(out, "r") as f:
-        g = f["runs/ft"]
+        g = f["runs/" + run]
         mods = [m.decode() if isinstance(m, bytes) else m for m in g["modules"][()]]
         if name in mods:
             bad.append(f"{name} analysed whole")
@@ -55,7 +66,7 @@ def main():
             elif got_m != 0.0 or got_d != 0.0:
                 bad.append(f"{m}: unchanged part has dM {got_m!r} dD {got_d!r}, want 0")
     for b in bad[:5]:
-        print(f"{case}: {b}")
+        print(f"{case} {run}: {b}")
     sys.exit(1 if bad else 0)
 
 

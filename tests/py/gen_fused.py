@@ -17,8 +17,12 @@ fused output (written for this test, not shared with the tool):
   qwen c_attn: split(kv_channels * nh); mpt Wqkv: split([d, kv * hd, kv * hd]);
   baichuan W_pack: unflatten(3, hidden)
 cases.json lists per case: tensor name, the part changed, and for every part
-the row indices (of the [out, in] weight) it owns.
+the row indices (of the [out, in] weight) it owns. Cases in LORA_CASES also
+get lora/checkpoint-1/, a PEFT LoRA adapter (r = 2, alpha = 4; fan_in_fan_out
+for GPT-2's Conv1D) whose B is zero outside the changed part's rows.
 """
+
+import collections
 
 import json
 import os
@@ -30,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stio  # noqa: E402
 
 H, NH, HD, NKV, INTER = 16, 4, 4, 2, 24
+LORA_CASES = ("phi3_qkv", "neox", "falcon_new", "gpt2")
 
 
 def rows_by_view(shape, index):
@@ -83,6 +88,21 @@ def cases():
            {p: list(range(i * H, (i + 1) * H)) for i, p in enumerate("qkv")}, "q")
 
 
+def lora(ck, name, rows, idx, conv1d, rng):
+    r = 2
+    a = (0.2 * rng.standard_normal((r, H))).astype(np.float32)
+    b = np.zeros((rows, r), np.float32)
+    b[idx] = (0.2 * rng.standard_normal((len(idx), r))).astype(np.float32)
+    m = "base_model.model." + name[:-len(".weight")]
+    os.makedirs(ck)
+    stio.write_safetensors(os.path.join(ck, "adapter_model.safetensors"),
+                           collections.OrderedDict([(m + ".lora_A.weight", a),
+                                                    (m + ".lora_B.weight", b)]))
+    with open(os.path.join(ck, "adapter_config.json"), "w") as f:
+        json.dump({"peft_type": "LORA", "r": r, "lora_alpha": 4,
+                   "target_modules": [name.split(".")[-2]], "fan_in_fan_out": conv1d}, f)
+
+
 def main():
     out = sys.argv[1]
     rng = np.random.default_rng(4)
@@ -103,6 +123,8 @@ def main():
                                    {name: store(w), **other})
         with open(os.path.join(out, case, "base", "config.json"), "w") as f:
             json.dump({"model_type": mt, **cfg}, f)
+        if case in LORA_CASES:
+            lora(os.path.join(out, case, "lora", "checkpoint-1"), name, rows, idx, conv1d, rng)
         listed.append({"case": case, "tensor": name, "changed": changed, "parts": parts})
     with open(os.path.join(out, "cases.json"), "w") as f:
         json.dump(listed, f)

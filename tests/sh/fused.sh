@@ -2,11 +2,11 @@
 # Fused projections split into parts (issue #16): tests/py/gen_fused.py writes, per
 # architecture (Phi-3 qkv_proj and gate_up_proj, GPT-NeoX, Falcon's three layouts, GPT-2
 # c_attn, Qwen-1 c_attn, MPT Wqkv multi-query, Baichuan W_pack), a base with its
-# config.json and a fine-tune that changes the rows of one part only; tests/py/check_fused.py
-# wants NAME[part] modules with the modelling code's rows, the changed part equal to NumPy
-# (1e-9) and every other part exactly dM = dD = 0. --no-split analyses the weight whole;
-# sizes that do not add up, a missing head count, and a LoRA run on a fused weight (while
-# splitting) are errors (exit 1) naming the tensor and the option.
+# config.json and a fine-tune that changes the rows of one part only (and, for four of them, a
+# LoRA run whose B is zero outside that part); tests/py/check_fused.py wants NAME[part]
+# modules with the modelling code's rows, the changed part equal to NumPy (1e-9) and every
+# other part exactly dM = dD = 0. --no-split analyses the weight whole; sizes that do not add
+# up and a missing head count are errors (exit 1) naming the tensor and the option.
 set -u
 SUITE=fused
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -34,6 +34,22 @@ for c in phi3_qkv phi3_gate_up neox falcon_new falcon_mq falcon_old gpt2 qwen mp
         pass "$c"
     else
         fail "$c" "$(peek "$LOG/$c.check" 400)"
+    fi
+done
+
+# LoRA on a fused weight: B A split by the rows of B, in one study with the FT run (GPT-2:
+# fan_in_fan_out LoRA and Conv1D FT on the same rows)
+for c in phi3_qkv neox falcon_new gpt2; do
+    run "lora-$c" "$BIN" analyze --base "$D/$c/base" -o "$TMP/lora-$c.h5" ft="$D/$c/ft" \
+        lora="$D/$c/lora"
+    crashed "lora-$c" && continue
+    if [ $RC -ne 0 ]; then
+        fail "lora-$c" "exit $RC: $(peek "$LOG/lora-$c.err")"
+    elif "$PY" "$TP/check_fused.py" "$D" "$c" "$TMP/lora-$c.h5" lora >"$LOG/lora-$c.check" 2>&1 &&
+        "$PY" "$TP/check_fused.py" "$D" "$c" "$TMP/lora-$c.h5" ft >>"$LOG/lora-$c.check" 2>&1; then
+        pass "lora-$c"
+    else
+        fail "lora-$c" "$(peek "$LOG/lora-$c.check" 400)"
     fi
 done
 
