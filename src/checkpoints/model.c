@@ -3,6 +3,7 @@
 #include "dora/model.h"
 #include "dora/guard.h"
 #include "dora/hub.h"
+#include "dora/tune_shards.h"
 #include "dora/torchzip.h"
 #include "core/util.h"
 
@@ -442,6 +443,27 @@ done:
     return rc;
 }
 
+/* torchtune's hf_model_NNNN_E.pt: every shard of the epoch, as one model. */
+static int open_tune_shards(dora_model *m, const char *path, dora_err *err)
+{
+    char **paths;
+    size_t n, fcap = 0;
+    if (dora_tune_shards(path, &paths, &n, err) != 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        st_file *f;
+        if (rc == 0 && (rc = pt_open(&f, paths[i], err)) == 0 &&
+            (rc = add_file(m, f, &fcap, err)) != 0)
+            st_close(f);
+        free(paths[i]);
+    }
+    free(paths);
+    if (rc == 0 && n > 1)
+        m->kind = DORA_MODEL_SHARDED;
+    return rc == 0 ? index_names(m, err) : -1;
+}
+
 /* DeepSpeed's model states under ZeRO stage 3 hold the parameters as empty
  * placeholders (the weights are partitioned in the optimizer files): an error
  * that names the script which rebuilds them. */
@@ -490,9 +512,15 @@ int dora_model_open(dora_model **out, const char *path, dora_err *err)
     m->path = mpath;
     m->kind = kind;
     int rc;
+    char *bn = util_basename(mpath);
+    int64_t shard, epoch;
+    int tune = bn && dora_tune_shard_name(bn, &shard, &epoch) == 1;
+    free(bn);
     if (util_has_suffix(mpath, ".index.json")) { /* safetensors or PyTorch shards */
         m->kind = DORA_MODEL_SHARDED;
         rc = open_sharded(m, mpath, err);
+    } else if (tune) {
+        rc = open_tune_shards(m, mpath, err);
     } else {
         st_file *f;
         size_t fcap = 0;

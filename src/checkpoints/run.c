@@ -3,6 +3,7 @@
 #include "dora/run.h"
 #include "dora/adapter.h"
 #include "dora/notes.h"
+#include "dora/tune_shards.h"
 #include "core/util.h"
 
 #include <dirent.h>
@@ -345,6 +346,15 @@ static int torchtune_epoch(const char *name, int64_t *step)
     return util_parse_i64(buf, 0, INT64_MAX, step) == 0 ? 1 : -1;
 }
 
+/* "hf_model_0001_E.pt" (the first shard of torchtune's HF checkpoint of epoch
+ * E, which stands for all of them: tune_shards.h): 1 and *STEP = E. */
+static int torchtune_hf_epoch(const char *name, int64_t *step)
+{
+    int64_t shard;
+    int r = dora_tune_shard_name(name, &shard, step);
+    return r == 1 && shard != 1 ? 0 : r;
+}
+
 /* The global_step a Lightning checkpoint holds must be the step its name says. */
 static int check_lightning_step(const char *path, int64_t step, dora_err *err)
 {
@@ -369,10 +379,15 @@ static int discover_named(dora_run *run, const char *dir,
 static int discover_lightning(dora_run *run, const char *dir, dora_err *err)
 {
     int rc = discover_named(run, dir, lightning_step, err);
+    const int lightning = run->nsteps > 0;
     if (rc == 0 && run->nsteps == 0 && (rc = discover_named(run, dir, torchtune_epoch, err)) == 0 &&
-        run->nsteps > 0)
+        run->nsteps == 0)
+        rc = discover_named(run, dir, torchtune_hf_epoch, err);
+    if (rc == 0 && run->nsteps > 0 && !lightning)
         dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
-                       "'%s': torchtune's meta_model_E.pt files, epoch E taken as the step", dir);
+                       "'%s': torchtune's checkpoints (meta_model_E.pt or hf_model_NNNN_E.pt), "
+                       "epoch E taken as the step",
+                       dir);
     return rc;
 }
 

@@ -32,6 +32,8 @@ tests/py/stio.py) is the reference the tests compare each one with.
   gpt2_base/ gpt2_ft/ gpt2_lora/  GPT-2 (Conv1D [in, out]): full FT, and LoRA with fan_in_fan_out
   meta/checkpoint-S/           consolidated.00.pth (Meta's names, wq/wk in Meta's RoPE order)
   torchtune/ torchtune_meta/   meta_model_S.pt with torchtune's own / Meta's names
+  torchtune_hf/                hf_model_000N_S.pt: two shards per epoch S (torchtune's HF format)
+  torchtune_gap/               hf_model_0001_1.pt and hf_model_0003_1.pt: a shard missing
   meta_mp/                     consolidated.00.pth and .01.pth: model-parallel, refused
   noconfig/base.safetensors    the base without config.json (no head counts)
   only_objects.bin             {"w": os.system(...)}: no tensor, only a call that must not run
@@ -263,6 +265,11 @@ def main():
             f.write('{"dim": %d, "n_heads": %d, "n_kv_heads": %d}' % (H, NH, NKV))
         save(llama_names(w, TUNE), os.path.join(out, "torchtune", f"meta_model_{s}.pt"))
         save(llama_names(w, META), os.path.join(out, "torchtune_meta", f"meta_model_{s}.pt"))
+        sd = torch_sd(w)
+        keys = list(sd)
+        for i, part in enumerate((keys[:len(keys) // 2], keys[len(keys) // 2:])):
+            save(collections.OrderedDict((k, sd[k]) for k in part),
+                 os.path.join(out, "torchtune_hf", f"hf_model_{i + 1:04d}_{s}.pt"))
     w1 = steps[1]
     save(lightning_ckpt(w1, 7, 0), os.path.join(out, "lightning_bad_step", "epoch=0-step=1.ckpt"))
     save({"optimizer_state_dict": {"zero_stage": 3}},
@@ -296,6 +303,8 @@ def main():
                              "mp_rank_00_model_states.pt"))
     torch.save(torch.nn.Linear(4, 3), os.path.join(out, "nn_module.bin"))
     gpt2(out, rng)
+    for i in (1, 3):
+        save(torch_sd(w1), os.path.join(out, "torchtune_gap", f"hf_model_{i:04d}_1.pt"))
     for n in ("00", "01"):
         save(llama_names(w1, META), os.path.join(out, "meta_mp", f"consolidated.{n}.pth"))
     torch.save({"w": Call(f"touch {os.path.join(os.path.abspath(out), 'PWNED')}")},

@@ -60,6 +60,7 @@ same ambiguous "renamed 19 tensor(s)" --rename '^model\.='
 same meta "Meta/torchtune Llama names read as HF's (19 renamed, wq/wk rows put in HF's RoPE order)"
 same torchtune "Llama names read as HF's (19 renamed, wq/wk rows put in HF's RoPE order)"
 same torchtune_meta "Llama names read as HF's (19 renamed, wq/wk rows"
+same torchtune_hf ""
 
 # the placeholder note names the classes, and the step came from the Lightning file name
 if grep -q "torch.Size" "$LOG/deepspeed.err" && grep -q "never called" "$LOG/deepspeed.err"; then
@@ -113,6 +114,8 @@ refused 1 meta-mp "consolidated.01.pth: Meta's model-parallel shards are not joi
     "${A[@]}" "$D/meta_mp"
 refused 1 meta-no-config "Llama names: putting wq/wk in HF's row order needs num_attention_heads" \
     "${A[@]/$D\/base.safetensors/$D/noconfig/base.safetensors}" "$D/meta"
+refused 1 torchtune-gap "epoch 1 has shard 3 but not hf_model_0002_1.pt" "${A[@]}" \
+    "$D/torchtune_gap"
 refused 1 zero3 "zero_to_fp32.py" "${A[@]}" "$D/zero3"
 refused 1 zero3-empty "zero_to_fp32.py" "${A[@]}" "$D/zero3_empty"
 refused 1 fsdp-sharded "pytorch_model_fsdp_0.*sharded FSDP" "${A[@]}" "$D/fsdp_sharded"
