@@ -11,25 +11,26 @@
 #define ID_MAX 96   /* characters of ORG or NAME, as the hub allows */
 #define REV_MAX 255
 
-static int id_part_ok(const char *s, size_t n)
+static const char ID_CHARS[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
+
+/* N bytes of S, each one of ID_CHARS (or '/' when SLASH). */
+static int chars_ok(const char *s, size_t n, int slash)
 {
-    if (n == 0 || n > ID_MAX || s[0] == '.')
-        return 0;
     for (size_t i = 0; i < n; i++)
-        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", s[i]))
+        if (!strchr(ID_CHARS, s[i]) && !(slash && s[i] == '/'))
             return 0;
     return 1;
+}
+
+static int id_part_ok(const char *s, size_t n)
+{
+    return n > 0 && n <= ID_MAX && s[0] != '.' && chars_ok(s, n, 0);
 }
 
 static int rev_ok(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > REV_MAX || s[0] == '/' || strstr(s, ".."))
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/", s[i]))
-            return 0;
-    return 1;
+    return n > 0 && n <= REV_MAX && s[0] != '/' && !strstr(s, "..") && chars_ok(s, n, 1);
 }
 
 static int is_hash(const char *s)

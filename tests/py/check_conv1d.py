@@ -18,12 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stio  # noqa: E402
-
-
-def dm_dd(w0, wt):
-    m0, mt = np.linalg.norm(w0, axis=1), np.linalg.norm(wt, axis=1)
-    d = w0 / m0[:, None] - wt / mt[:, None]
-    return np.mean(np.abs(mt - m0)), np.mean(0.5 * np.sum(d * d, axis=1))
+from check_layouts import reference  # noqa: E402
 
 
 def main():
@@ -54,7 +49,7 @@ def main():
                     wt = w0 + s * ad[p + ".lora_B.weight"] @ ad[p + ".lora_A.weight"]
                 if m == "transformer.wte.weight":
                     w0, wt = base[m], ft[m]
-                rm, rd = dm_dd(w0, wt)
+                rm, rd = reference(w0, wt)
                 for what, got, ref in (("dM", g["delta_m"][0, li], rm),
                                        ("dD", g["delta_d"][0, li], rd)):
                     if not abs(got - ref) <= 1e-9 * abs(ref):

@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stio  # noqa: E402
+from check_layouts import reference  # noqa: E402
 
 
 def main():
@@ -55,10 +56,7 @@ def main():
             li = mods.index(m)
             if g["rows"][li] != len(rows) or g["cols"][li] != w0.shape[1]:
                 bad.append(f"{m}: {g['rows'][li]} x {g['cols'][li]} rows, want {len(rows)}")
-            a, b = w0[rows], wt[rows]
-            ma, mb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-            d = a / ma[:, None] - b / mb[:, None]
-            rm, rd = np.mean(np.abs(mb - ma)), np.mean(0.5 * np.sum(d * d, axis=1))
+            rm, rd = reference(w0[rows], wt[rows])
             got_m, got_d = g["delta_m"][0, li], g["delta_d"][0, li]
             if part == c["changed"]:
                 if not (rm > 0 and abs(got_m - rm) <= 1e-9 * rm and abs(got_d - rd) <= 1e-9 * rd):

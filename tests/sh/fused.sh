@@ -12,16 +12,8 @@ SUITE=fused
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 D=$TMP/data
 
-if [ ! -x "$BIN" ]; then
-    fail binary "$BIN not found or not executable (run make)"
-    finish
-fi
-if run gen "$PY" "$TP/gen_fused.py" "$D" && [ $RC -eq 0 ]; then
-    pass generate
-else
-    fail generate "$(peek "$LOG/gen.err" 600)"
-    finish
-fi
+. "$ROOT/tests/suite_gen.sh"
+gen_data gen_fused.py
 
 for c in phi3_qkv phi3_gate_up neox falcon_new falcon_mq falcon_old gpt2 qwen mpt_mqa baichuan; do
     run "$c" "$BIN" analyze --base "$D/$c/base" -o "$TMP/$c.h5" ft="$D/$c/ft"

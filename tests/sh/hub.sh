@@ -10,17 +10,8 @@ SUITE=hub
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 D=$TMP/data
 
-if [ ! -x "$BIN" ]; then
-    fail binary "$BIN not found or not executable (run make)"
-    finish
-fi
-# torch.save of ~60 files: a loaded machine may need more than run's 60 s
-if timeout -k 5 300 "$PY" "$TP/gen_layouts.py" "$D" >"$LOG/gen.out" 2>"$LOG/gen.err"; then
-    pass generate
-else
-    fail generate "exit $?: $(peek "$LOG/gen.err" 600)"
-    finish
-fi
+. "$ROOT/tests/suite_gen.sh"
+gen_data gen_layouts.py
 
 # the cache: main -> the base, v1 -> the weights of plain/checkpoint-1
 C=$TMP/home/hub

@@ -14,17 +14,8 @@ SUITE=layouts
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 D=$TMP/data
 
-if [ ! -x "$BIN" ]; then
-    fail binary "$BIN not found or not executable (run make)"
-    finish
-fi
-# torch.save of ~60 files: a loaded machine may need more than run's 60 s
-if timeout -k 5 300 "$PY" "$TP/gen_layouts.py" "$D" >"$LOG/gen.out" 2>"$LOG/gen.err"; then
-    pass generate
-else
-    fail generate "exit $?: $(peek "$LOG/gen.err" 600)"
-    finish
-fi
+. "$ROOT/tests/suite_gen.sh"
+gen_data gen_layouts.py
 
 # same LAYOUT ALIGNMENT [OPTIONS...]: the layout's numbers equal the plain run's
 same() {
