@@ -35,6 +35,13 @@ typedef struct dora_analysis_opts {
     const regex_t *exclude; /* then drop names matching this (NULL: none) */
     int threads;            /* >= 1 */
     int per_row;            /* also keep per-row magnitudes and cosines */
+    const char *const *renames; /* --rename REGEX=REPLACEMENT rules for checkpoint names
+                                   (align.h), NULL for none */
+    size_t nrenames;
+    const char *transpose;  /* --transpose RE (POSIX extended): FT weights stored [in, out]
+                               read as [out, in], beside the Conv1D architectures of the
+                               base's config.json (config.h); NULL for none */
+    int no_split;           /* --no-split: fused projections analysed whole (fused.h) */
     /* called once every file of the run is open, before any is read (NULL:
      * none); tests use it to change files underneath */
     void (*after_open)(void *ctx);
@@ -63,6 +70,8 @@ typedef struct dora_result {
     double **m;           /* [L][S * rows] */
     double **cos;         /* [L][S * rows] */
     double **one_minus_cos; /* [L][S * rows] */
+    char *name_alignment; /* how checkpoint names were matched to the base's (align.h),
+                             "; "-joined per distinct rule, owned; NULL for as named */
     size_t nnotes;
     char **notes;         /* remarks for the user (tensors left out and why) */
     size_t nfailures;

@@ -6,10 +6,15 @@
  * torch._utils._rebuild_tensor_v2 / _rebuild_parameter /
  * _rebuild_parameter_with_state, torch._tensor._rebuild_from_type_v2 with
  * torch.Tensor or torch.nn.Parameter) and the typed storage classes
- * (torch.FloatStorage, ...; torch.UntypedStorage as raw bytes). Every other
- * global is refused with an error that names it; a module or name must match
- * exactly (one holding a NUL byte never does). Nothing read from the file is
- * trusted, and every resource is bounded:
+ * (torch.FloatStorage, ...; torch.UntypedStorage as raw bytes); a module or
+ * name must match exactly (one holding a NUL byte is refused). Every other
+ * global (an optimizer's or a trainer's classes, torch.Size, builtins.set)
+ * becomes an inert placeholder that is never called: what calling it would
+ * build is an opaque value whose state is ignored, and it is listed
+ * (pk_extras). An opaque value as the whole object (torch.save(model)), under a
+ * key of a dict that holds tensors (where a weight belongs), or a pickle with
+ * placeholders and no tensor at all, is an error naming the global. Nothing
+ * read from the file is trusted, and every resource is bounded:
  *
  * - memory: the interpreter's values, the memo, the stack and the tensor list
  *   it returns take at most PK_MEM_PER_BYTE bytes per byte of pickle plus
@@ -75,6 +80,19 @@ typedef struct pk_tensor {
  * says what is wrong ("pickle: ... (at byte N)"); nothing is left allocated. */
 int pk_load_tensors(const unsigned char *data, size_t len, pk_tensor **out, size_t *n,
                     dora_err *err);
+/* What a pickle holds beside its tensors. */
+typedef struct pk_extras {
+    char **globals;      /* [nglobals] "module.name" of each global outside the allow-list
+                            (inert placeholders, never called), owned */
+    size_t nglobals;
+    int64_t global_step; /* the top-level dict's "global_step" integer (Lightning), or -1 */
+} pk_extras;
+
+/* pk_load_tensors, and when X is not NULL what else the pickle holds into *X
+ * (release with pk_extras_free; zeroed on failure). */
+int pk_load_tensors_ex(const unsigned char *data, size_t len, pk_tensor **out, size_t *n,
+                       pk_extras *x, dora_err *err);
+void pk_extras_free(pk_extras *x);
 /* Free a list from pk_load_tensors (NULL is fine). */
 void pk_tensors_free(pk_tensor *t, size_t n);
 

@@ -44,6 +44,11 @@ typedef struct st_file {
     size_t nowned;
     unsigned char **owned;   /* buffers some tensors point into (strided views made
                                 contiguous), freed by st_close */
+    int64_t global_step;     /* pytorch: the pickled dict's top-level "global_step"
+                                (Lightning), else -1 */
+    size_t nglobals;
+    char **globals;          /* pytorch: globals outside the pickle's allow-list, read as
+                                inert placeholders (pickle.h), owned */
 } st_file;
 
 /* Open, map and validate PATH. The header is read with pread, not through

@@ -418,6 +418,7 @@ void dora_result_release(dora_result *res)
     free(res->delta_m);
     free(res->delta_d);
     free(res->zero_rows);
+    free(res->name_alignment);
     dora_notes_free(res->notes, res->nnotes);
     for (size_t i = 0; i < res->nfailures; i++)
         free(res->failures[i]);

@@ -19,6 +19,8 @@ typedef struct stepsrc {
     const dora_adapted *ad;
     double *gram; /* [r * r] R R^T in float64, for |s L R|^2 per row (LoRA) */
     int64_t off;  /* this step's first column in the stacked factors (LoRA) */
+    int64_t rope_heads; /* > 0: DENSE's rows are in Meta's RoPE order for this many heads
+                           (align.h), read through a copy in HF's order (analyze_reshape.c) */
 } stepsrc;
 
 typedef struct module {
@@ -29,6 +31,13 @@ typedef struct module {
     int64_t rows, cols;
     int64_t rsum;   /* sum of the steps' ranks (LoRA) */
     size_t nsrc;    /* S, for freeing */
+    dora_tensor *copies; /* [1 + nsrc] when base and steps are read from copies (Conv1D
+                            weights transposed, parts of fused ones; analyze_reshape.c):
+                            data owned, else NULL */
+    char *part_name;     /* "NAME[q]" for a part of a fused weight (the copies' name), owned */
+    dora_adapted *part_ad; /* [nsrc] a LoRA part's factors: its rows of L (B), owned */
+    dora_tensor *part_t;   /* [2 nsrc] those rows of L, then of the DoRA magnitude (float64
+                              copies, data owned; a magnitude's data NULL when none) */
 } module;
 
 typedef struct chunk {
@@ -70,9 +79,25 @@ int an_select_modules(dora_result *res, const dora_model *base, const stepdata *
                       const dora_analysis_opts *opts, module **out, size_t *nout, int *bad,
                       char **why, dora_err *err);
 void an_free_modules(module *mods, size_t L);
+/* What one module owns (its sources, Gram matrices, copies), not the module. */
+void an_module_release(module *m);
 /* RES's arrays for L modules and S steps, and their names, layers and shapes
  * (and the per-row arrays when PER_ROW). 0, or -1 when out of memory. */
 int an_alloc_result(dora_result *res, const module *mods, size_t S, size_t L, int per_row);
+
+/* ---- analyze_reshape.c ---- */
+
+/* After the selection: FT weights stored [in, out] (Conv1D by the base's
+ * config.json, or --transpose) read from transposed copies, and fused weights
+ * split into their parts (fused.h; not with --no-split), each a module of its
+ * own read from a copy of its rows (a LoRA module: the base's rows and, per
+ * step, those of L and of the DoRA magnitude; R is shared); *MODS may be
+ * reallocated, *L grows. ADAPTER: an adapter run (no transposition: the
+ * fan_in_fan_out path reads its bases).
+ * Notes on RES say what was done. 0, or -1 with ERR set (the modules stay
+ * valid for an_free_modules). */
+int an_reshape_modules(dora_result *res, const dora_model *base, module **mods, size_t *L,
+                       const dora_analysis_opts *opts, int adapter, dora_err *err);
 
 /* ---- analyze_jobs.c ---- */
 

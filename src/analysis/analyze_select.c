@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "analysis/analyze_int.h"
 #include "dora/adapter.h"
+#include "dora/align.h"
 #include "dora/guard.h"
 #include "dora/kernel.h"
 #include "dora/notes.h"
@@ -27,15 +28,6 @@ static int module_cmp(const void *pa, const void *pb)
     return util_natural_cmp(a->base->name, b->base->name);
 }
 
-static int same_shape(const dora_tensor *a, const dora_tensor *b)
-{
-    if (a->ndim != b->ndim)
-        return 0;
-    for (int i = 0; i < a->ndim; i++)
-        if (a->shape[i] != b->shape[i])
-            return 0;
-    return 1;
-}
 
 
 static int kept(const dora_analysis_opts *opts, const char *name)
@@ -45,12 +37,25 @@ static int kept(const dora_analysis_opts *opts, const char *name)
 
 void an_free_modules(module *mods, size_t L)
 {
-    for (size_t i = 0; i < L; i++) {
-        for (size_t s = 0; mods[i].src && s < mods[i].nsrc; s++)
-            free(mods[i].src[s].gram);
-        free(mods[i].src);
-    }
+    for (size_t i = 0; i < L; i++)
+        an_module_release(&mods[i]);
     free(mods);
+}
+
+void an_module_release(module *m)
+{
+    for (size_t c = 0; m->copies && c <= m->nsrc; c++)
+        free((void *)m->copies[c].data);
+    free(m->copies);
+    free(m->part_name);
+    for (size_t c = 0; m->part_t && c < 2 * m->nsrc; c++)
+        free((void *)m->part_t[c].data);
+    free(m->part_t);
+    free(m->part_ad);
+    for (size_t s = 0; m->src && s < m->nsrc; s++)
+        free(m->src[s].gram);
+    free(m->src);
+    memset(m, 0, sizeof *m);
 }
 
 /* The note for EMPTY tensors without elements left out (FIRST among them). */
@@ -65,14 +70,16 @@ static void note_empty(dora_result *res, size_t empty, const char *first, const 
                    first, shp);
 }
 
-/* FT runs: every floating tensor of rank >= 2 of the base with elements, in
- * every checkpoint. */
-static int select_dense(dora_result *res, const dora_model *base, const stepdata *sd, size_t S,
-                        const dora_analysis_opts *opts, module *mods, size_t *nout,
-                        dora_err *err)
+/* The tensors of the base an FT run analyses: floating, of rank >= 2, kept by
+ * the filters, with elements; into WANT (allocated), with notes for the rest. */
+static int wanted(dora_result *res, const dora_model *base, const dora_analysis_opts *opts,
+                  const dora_tensor ***want, size_t *nwant, dora_err *err)
 {
-    size_t L = 0, missing = 0, skipped_type = 0, empty = 0;
-    const char *first_missing = NULL, *first_empty = NULL;
+    size_t n = 0, skipped_type = 0, empty = 0;
+    const char *first_empty = NULL;
+    const dora_tensor **w = calloc(base->ntensors ? base->ntensors : 1, sizeof *w);
+    if (!w)
+        return dora_errf(err, "out of memory");
     for (size_t i = 0; i < base->ntensors; i++) {
         const dora_tensor *t = base->by_name[i];
         if (t->ndim < 2 || !dora_dtype_is_analysable(t->dtype)) {
@@ -87,44 +94,139 @@ static int select_dense(dora_result *res, const dora_model *base, const stepdata
                 first_empty = t->name;
             continue;
         }
-        module *md = &mods[L];
-        md->base = t;
-        md->rows = dora_tensor_rows(t);
-        md->cols = dora_tensor_cols(t);
-        md->nsrc = S;
-        if (!(md->src = calloc(S, sizeof *md->src)))
+        w[n++] = t;
+    }
+    if (skipped_type)
+        dora_notes_add(&res->notes, &res->nnotes, 0,
+                       "%zu non-floating tensor(s) of rank >= 2 were left out", skipped_type);
+    note_empty(res, empty, first_empty, base);
+    *want = w;
+    *nwant = n;
+    return 0;
+}
+
+/* A note naming the globals M's torch files read as inert placeholders
+ * (pickle.h), unless an earlier note named the same ones. */
+static void note_globals(dora_result *res, const dora_model *m)
+{
+    for (size_t f = 0; f < m->nfiles; f++) {
+        const st_file *sf = m->files[f];
+        if (!sf->nglobals)
+            continue;
+        char list[600];
+        size_t used = 0;
+        list[0] = '\0';
+        for (size_t g = 0; g < sf->nglobals && used < sizeof list; g++)
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", g ? ", " : "",
+                                     sf->globals[g]);
+        int seen = 0;
+        for (size_t k = 0; k < res->nnotes && !seen; k++)
+            seen = strstr(res->notes[k], list) != NULL && strstr(res->notes[k], "placeholder");
+        if (!seen)
+            dora_notes_add(&res->notes, &res->nnotes, 0,
+                           "'%s' (and the files like it): objects of %zu class(es) outside the "
+                           "allow-list were read as inert placeholders, never called: %s",
+                           sf->path, sf->nglobals, list);
+    }
+}
+
+/* Each step's names aligned to the base's (align.h); what was applied, once
+ * per distinct rule, into a note and res->name_alignment. */
+static int align_steps(dora_result *res, const dora_model *base, const stepdata *sd, size_t S,
+                       const dora_analysis_opts *opts, const dora_tensor *const *want,
+                       size_t nwant, dora_align *al, dora_err *err)
+{
+    note_globals(res, base);
+    for (size_t s = 0; s < S; s++) {
+        note_globals(res, sd[s].model);
+        if (dora_align_choose(&al[s], base, sd[s].model, want, nwant, opts->renames,
+                              opts->nrenames, err) != 0)
+            return -1;
+        const char *d = al[s].desc;
+        int seen = 0;
+        for (size_t k = 0; d && k < s && !seen; k++)
+            seen = al[k].desc && strcmp(al[k].desc, d) == 0;
+        if (!d || seen)
+            continue;
+        dora_notes_add(&res->notes, &res->nnotes, 0, "names of '%s'%s: %s", sd[s].model->path,
+                       S > 1 ? " (and the steps like it)" : "", d);
+        size_t had = res->name_alignment ? strlen(res->name_alignment) : 0;
+        char *na = realloc(res->name_alignment, had + strlen(d) + 3);
+        if (!na)
             return dora_errf(err, "out of memory");
-        L++; /* owned from here: the caller frees on failure */
-        *nout = L;
-        int present = 1;
-        for (size_t s = 0; s < S; s++) {
-            const dora_tensor *c = dora_model_find(sd[s].model, t->name);
-            if (!c) {
-                present = 0;
-                if (!first_missing)
-                    first_missing = t->name;
-                break;
-            }
-            if (!same_shape(t, c)) {
-                char s0[256], s1[256];
-                dora_shape_str(t, s0, sizeof s0);
-                dora_shape_str(c, s1, sizeof s1);
-                return dora_errf(err, "'%s': tensor '%s' has shape %s, but %s in the base '%s'",
-                                 c->file, t->name, s1, s0, t->file);
-            }
-            if (!dora_dtype_is_analysable(c->dtype))
-                return dora_errf(err, "'%s': tensor '%s' is %s, not a floating type (the base has "
-                                      "%s)",
-                                 c->file, t->name, dora_dtype_name(c->dtype),
-                                 dora_dtype_name(t->dtype));
-            md->src[s].dense = c;
+        snprintf(na + had, strlen(d) + 3, "%s%s", had ? "; " : "", d);
+        res->name_alignment = na;
+    }
+    return 0;
+}
+
+/* T's source in every step, through the alignments AL; *PRESENT is 0 when a
+ * step lacks it (it is left out). */
+static int place_dense(const dora_tensor *t, const dora_align *al, size_t S, module *md,
+                       int *present, dora_err *err)
+{
+    *present = 1;
+    for (size_t s = 0; s < S; s++) {
+        const dora_tensor *c = dora_align_find_rope(&al[s], t->name, &md->src[s].rope_heads);
+        if (!c) {
+            *present = 0;
+            return 0;
         }
+        if (!dora_align_same_shape(t, c)) {
+            char s0[256], s1[256];
+            dora_shape_str(t, s0, sizeof s0);
+            dora_shape_str(c, s1, sizeof s1);
+            return dora_errf(err, "'%s': tensor '%s' has shape %s, but %s in the base '%s'",
+                             c->file, c->name, s1, s0, t->file);
+        }
+        if (!dora_dtype_is_analysable(c->dtype))
+            return dora_errf(err, "'%s': tensor '%s' is %s, not a floating type (the base has "
+                                  "%s)",
+                             c->file, c->name, dora_dtype_name(c->dtype),
+                             dora_dtype_name(t->dtype));
+        md->src[s].dense = c;
+    }
+    return 0;
+}
+
+/* FT runs: every wanted tensor of the base (see wanted), in every checkpoint
+ * under its aligned name. */
+static int select_dense(dora_result *res, const dora_model *base, const stepdata *sd, size_t S,
+                        const dora_analysis_opts *opts, module *mods, size_t *nout,
+                        dora_err *err)
+{
+    const dora_tensor **want = NULL;
+    size_t nwant = 0, L = 0, missing = 0;
+    const char *first_missing = NULL;
+    dora_align *al = calloc(S ? S : 1, sizeof *al);
+    int rc = -1;
+    if (!al) {
+        dora_errf(err, "out of memory");
+        goto done;
+    }
+    if (wanted(res, base, opts, &want, &nwant, err) != 0 ||
+        align_steps(res, base, sd, S, opts, want, nwant, al, err) != 0)
+        goto done;
+    for (size_t i = 0; i < nwant; i++) {
+        module *md = &mods[L];
+        md->base = want[i];
+        md->rows = dora_tensor_rows(want[i]);
+        md->cols = dora_tensor_cols(want[i]);
+        md->nsrc = S;
+        if (!(md->src = calloc(S, sizeof *md->src))) {
+            dora_errf(err, "out of memory");
+            goto done;
+        }
+        *nout = ++L; /* owned from here: the caller frees on failure */
+        int present;
+        if (place_dense(want[i], al, S, md, &present, err) != 0)
+            goto done;
         if (!present) {
             free(md->src);
             md->src = NULL;
-            L--;
-            *nout = L;
-            missing++;
+            *nout = --L;
+            if (!missing++)
+                first_missing = want[i]->name;
         }
     }
     if (missing)
@@ -132,11 +234,13 @@ static int select_dense(dora_result *res, const dora_model *base, const stepdata
                        "%zu tensor(s) of the base are missing from a checkpoint and were left "
                        "out (first: '%s')",
                        missing, first_missing);
-    if (skipped_type)
-        dora_notes_add(&res->notes, &res->nnotes, 0,
-                       "%zu non-floating tensor(s) of rank >= 2 were left out", skipped_type);
-    note_empty(res, empty, first_empty, base);
-    return 0;
+    rc = 0;
+done:
+    for (size_t s = 0; al && s < S; s++)
+        dora_align_release(&al[s]);
+    free(al);
+    free(want);
+    return rc;
 }
 
 /* R's rows as float64 [r, cols] into rm: run in a guarded region (guard.h). */
@@ -289,6 +393,8 @@ int an_select_modules(dora_result *res, const dora_model *base, const stepdata *
         return dora_errf(err, "out of memory");
     int rc = sd[0].adapter ? select_adapted(res, base, sd, S, opts, mods, &L, bad, why, err)
                            : select_dense(res, base, sd, S, opts, mods, &L, err);
+    if (rc == 0)
+        rc = an_reshape_modules(res, base, &mods, &L, opts, sd[0].adapter != NULL, err);
     if (rc != 0) {
         an_free_modules(mods, L);
         return -1;

@@ -2,6 +2,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "dora/model.h"
 #include "dora/guard.h"
+#include "dora/hub.h"
+#include "dora/tune_shards.h"
 #include "dora/torchzip.h"
 #include "core/util.h"
 
@@ -23,21 +25,150 @@ static int by_name_cmp(const void *pa, const void *pb)
     return strcmp(a->name, b->name);
 }
 
+static int shard_name_ok(const char *s);
+
+/* Meta's model-parallel consolidated.NN.pth beyond 00: refused, not joined. */
+static int meta_shards(const char *dir, dora_err *err)
+{
+    char *p = util_join(dir, "consolidated.01.pth");
+    int more = p && util_is_file(p);
+    free(p);
+    if (more)
+        return dora_errf(err, "'%s': consolidated.01.pth: Meta's model-parallel shards are not "
+                              "joined here; convert them to one state dict first (HF's "
+                              "convert_llama_weights_to_hf.py)",
+                         dir);
+    return 0;
+}
+
+/* The model states file of DeepSpeed's tag folder DIR/TAG; see probe_deepspeed. */
+static int deepspeed_states(const char *dir, const char *tag, dora_model_kind *kind,
+                            char **model_path, dora_err *err)
+{
+    if (!tag || !shard_name_ok(tag))
+        return dora_errf(err, "'%s': the DeepSpeed tag '%s' is not a folder name", dir,
+                         tag ? tag : "");
+    char *name = util_basename(dir);
+    int64_t named = -1, tagged = -1;
+    if (name && strncmp(name, "checkpoint-", 11) == 0)
+        (void)util_parse_i64(name + 11, 0, INT64_MAX, &named);
+    if (strncmp(tag, "global_step", 11) == 0)
+        (void)util_parse_i64(tag + 11, 0, INT64_MAX, &tagged);
+    free(name);
+    if (named >= 0 && tagged >= 0 && named != tagged)
+        return dora_errf(err, "'%s': the folder is step %lld but holds DeepSpeed's %s", dir,
+                         (long long)named, tag);
+    char *sub = util_join(dir, tag);
+    char *states = sub ? util_join(sub, "mp_rank_00_model_states.pt") : NULL;
+    char *rank1 = sub ? util_join(sub, "mp_rank_01_model_states.pt") : NULL;
+    int rc = 1;
+    if (!states || !rank1)
+        rc = dora_errf(err, "out of memory");
+    else if (util_is_file(rank1))
+        rc = dora_errf(err, "'%s': model-parallel DeepSpeed states (mp_rank_01 and more) are not "
+                            "joined; convert the checkpoint to one state dict first",
+                       sub);
+    else if (!util_is_file(states))
+        rc = dora_errf(err, "'%s': no mp_rank_00_model_states.pt (ZeRO partitions only?): "
+                            "rebuild the weights with the zero_to_fp32.py script DeepSpeed "
+                            "saves beside the checkpoint",
+                       sub);
+    if (rc == 1) {
+        *kind = DORA_MODEL_TORCH;
+        if (model_path) {
+            *model_path = states;
+            states = NULL;
+        }
+    }
+    free(states);
+    free(rank1);
+    free(sub);
+    return rc;
+}
+
+/* DeepSpeed saves, in a checkpoint folder, global_stepSTEP/ (the one the file
+ * `latest` names, else the only one) holding mp_rank_00_model_states.pt, whose
+ * "module" is the state dict. 1 with *KIND and *MODEL_PATH set when DIR holds
+ * that; 0 when DIR is no DeepSpeed checkpoint; -1 with ERR set for what cannot
+ * be read here: ZeRO partitions only (zero_to_fp32.py), model-parallel ranks,
+ * a sharded FSDP checkpoint (.distcp), or a step that disagrees with the
+ * folder's name. */
+static int probe_deepspeed(const char *dir, dora_model_kind *kind, char **model_path,
+                           dora_err *err)
+{
+    char *fsdp = util_join(dir, "pytorch_model_fsdp_0");
+    int sharded = fsdp && util_is_dir(fsdp);
+    free(fsdp);
+    if (sharded)
+        return dora_errf(err, "'%s': pytorch_model_fsdp_0/ is a sharded FSDP checkpoint "
+                              "(torch.distributed.checkpoint .distcp files), which is not read; "
+                              "save a full state dict (accelerate merge-weights, or "
+                              "fsdp_state_dict_type FULL_STATE_DICT)",
+                         dir);
+    DIR *d = opendir(dir);
+    if (!d)
+        return dora_errf(err, "'%s': cannot list folder: %s", dir, strerror(errno));
+    char *tag = NULL;
+    int count = 0, rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const char *num = de->d_name + 11;
+        if (strncmp(de->d_name, "global_step", 11) != 0 || !*num ||
+            strspn(num, "0123456789") != strlen(num))
+            continue;
+        char *p = util_join(dir, de->d_name);
+        if (p && util_is_dir(p) && ++count == 1)
+            tag = strdup(de->d_name);
+        free(p);
+    }
+    closedir(d);
+    if (count == 0) {
+        free(tag);
+        return 0;
+    }
+    char *latest = util_join(dir, "latest"), *text = NULL;
+    size_t len = 0;
+    if (latest && util_is_file(latest) && util_read_file(latest, 4096, &text, &len, err) == 0) {
+        while (len && (text[len - 1] == '\n' || text[len - 1] == ' ' || text[len - 1] == '\r'))
+            text[--len] = '\0';
+        free(tag);
+        tag = text;
+        count = 1;
+    } else if (count > 1) {
+        rc = dora_errf(err, "'%s': %d global_stepN folders and no 'latest' file naming one", dir,
+                       count);
+    }
+    free(latest);
+    if (rc == 0)
+        rc = deepspeed_states(dir, tag, kind, model_path, err);
+    free(tag);
+    return rc;
+}
+
 int dora_model_probe(const char *path, dora_model_kind *kind, char **model_path, dora_err *err)
 {
     struct stat sb;
     *kind = DORA_MODEL_NONE;
     if (model_path)
         *model_path = NULL;
-    if (stat(path, &sb) != 0)
-        return dora_errf(err, "'%s': %s", path, strerror(errno));
+    if (stat(path, &sb) != 0) {
+        int e = errno;
+        char *snap;
+        int hub = e == ENOENT ? dora_hub_resolve(path, &snap, err) : 0;
+        if (hub == 1) { /* a repository id of the Hugging Face cache */
+            int r = dora_model_probe(snap, kind, model_path, err);
+            free(snap);
+            return r;
+        }
+        return hub < 0 ? -1 : dora_errf(err, "'%s': %s", path, strerror(e));
+    }
     if (S_ISREG(sb.st_mode)) {
         if (util_has_suffix(path, ".safetensors"))
             *kind = DORA_MODEL_SAFETENSORS;
         else if (util_has_suffix(path, ".index.json"))
             *kind = DORA_MODEL_SHARDED;
         else if (util_has_suffix(path, ".bin") || util_has_suffix(path, ".pt") ||
-                 util_has_suffix(path, ".pth"))
+                 util_has_suffix(path, ".pth") || util_has_suffix(path, ".ckpt"))
             *kind = DORA_MODEL_TORCH;
         else
             *kind = DORA_MODEL_SAFETENSORS; /* let the parser judge the content */
@@ -57,11 +188,18 @@ int dora_model_probe(const char *path, dora_model_kind *kind, char **model_path,
         {"adapter_config.json", DORA_MODEL_ADAPTER},
         {TORCH_INDEX_NAME, DORA_MODEL_SHARDED},
         {"pytorch_model.bin", DORA_MODEL_TORCH},
+        {"pytorch_model_fsdp.bin", DORA_MODEL_TORCH}, /* accelerate, FULL_STATE_DICT */
+        {"consolidated.00.pth", DORA_MODEL_TORCH},    /* Meta's Llama (model-parallel: refused) */
     };
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
         char *p = util_join(path, known[i].name);
         if (!p)
             return dora_errf(err, "out of memory");
+        if (util_is_file(p) && strcmp(known[i].name, "consolidated.00.pth") == 0 &&
+            meta_shards(path, err) != 0) {
+            free(p);
+            return -1;
+        }
         if (util_is_file(p)) {
             *kind = known[i].kind;
             if (known[i].kind == DORA_MODEL_ADAPTER) {
@@ -87,6 +225,10 @@ int dora_model_probe(const char *path, dora_model_kind *kind, char **model_path,
         }
         free(p);
     }
+    /* DeepSpeed's model states, or a layout refused by name */
+    int ds = probe_deepspeed(path, kind, model_path, err);
+    if (ds != 0)
+        return ds < 0 ? -1 : 0;
     /* Otherwise: exactly one *.safetensors file in the folder. */
     DIR *d = opendir(path);
     if (!d)
@@ -301,6 +443,43 @@ done:
     return rc;
 }
 
+/* torchtune's hf_model_NNNN_E.pt: every shard of the epoch, as one model. */
+static int open_tune_shards(dora_model *m, const char *path, dora_err *err)
+{
+    char **paths;
+    size_t n, fcap = 0;
+    if (dora_tune_shards(path, &paths, &n, err) != 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        st_file *f;
+        if (rc == 0 && (rc = pt_open(&f, paths[i], err)) == 0 &&
+            (rc = add_file(m, f, &fcap, err)) != 0)
+            st_close(f);
+        free(paths[i]);
+    }
+    free(paths);
+    if (rc == 0 && n > 1)
+        m->kind = DORA_MODEL_SHARDED;
+    return rc == 0 ? index_names(m, err) : -1;
+}
+
+/* DeepSpeed's model states under ZeRO stage 3 hold the parameters as empty
+ * placeholders (the weights are partitioned in the optimizer files): an error
+ * that names the script which rebuilds them. */
+static int check_zero_states(const dora_model *m, dora_err *err)
+{
+    size_t held = 0;
+    for (size_t i = 0; i < m->ntensors; i++)
+        held += strncmp(m->by_name[i]->name, "module.", 7) == 0 && m->by_name[i]->numel > 0;
+    if (held)
+        return 0;
+    return dora_errf(err, "'%s': the DeepSpeed model states hold no weights under 'module' "
+                          "(ZeRO stage 3 partitions them): rebuild them with the "
+                          "zero_to_fp32.py script DeepSpeed saves beside the checkpoint",
+                     m->path);
+}
+
 int dora_model_open(dora_model **out, const char *path, dora_err *err)
 {
     *out = NULL;
@@ -333,9 +512,15 @@ int dora_model_open(dora_model **out, const char *path, dora_err *err)
     m->path = mpath;
     m->kind = kind;
     int rc;
+    char *bn = util_basename(mpath);
+    int64_t shard, epoch;
+    int tune = bn && dora_tune_shard_name(bn, &shard, &epoch) == 1;
+    free(bn);
     if (util_has_suffix(mpath, ".index.json")) { /* safetensors or PyTorch shards */
         m->kind = DORA_MODEL_SHARDED;
         rc = open_sharded(m, mpath, err);
+    } else if (tune) {
+        rc = open_tune_shards(m, mpath, err);
     } else {
         st_file *f;
         size_t fcap = 0;
@@ -344,6 +529,8 @@ int dora_model_open(dora_model **out, const char *path, dora_err *err)
             st_close(f);
         if (rc == 0)
             rc = index_names(m, err);
+        if (rc == 0 && util_has_suffix(mpath, "/mp_rank_00_model_states.pt"))
+            rc = check_zero_states(m, err);
     }
     if (rc != 0) {
         dora_model_close(m);

@@ -3,6 +3,7 @@
 #include "dora/run.h"
 #include "dora/adapter.h"
 #include "dora/notes.h"
+#include "dora/tune_shards.h"
 #include "core/util.h"
 
 #include <dirent.h>
@@ -306,6 +307,136 @@ static int discover_trainer(dora_run *run, const char *dir, dora_err *err)
     return add_final(run, dir, last_max_steps, err);
 }
 
+/* "epoch=E-step=S.ckpt" (Lightning's default checkpoint name): 1 and *STEP =
+ * S; 0 for any other name; -1 when S does not fit in int64. */
+static int lightning_step(const char *name, int64_t *step)
+{
+    const char *p = name;
+    if (strncmp(p, "epoch=", 6) != 0)
+        return 0;
+    p += 6;
+    size_t e = strspn(p, "0123456789");
+    if (e == 0 || strncmp(p + e, "-step=", 6) != 0)
+        return 0;
+    p += e + 6;
+    size_t s = strspn(p, "0123456789");
+    if (s == 0 || strcmp(p + s, ".ckpt") != 0 || s > 19)
+        return s > 19 && strcmp(p + s, ".ckpt") == 0 ? -1 : 0;
+    char num[24];
+    memcpy(num, p, s);
+    num[s] = '\0';
+    return util_parse_i64(num, 0, INT64_MAX, step) == 0 ? 1 : -1;
+}
+
+/* "meta_model_E.pt" (torchtune's checkpoint of epoch E in Meta's format): 1
+ * and *STEP = E; 0 for any other name; -1 when E does not fit. */
+static int torchtune_epoch(const char *name, int64_t *step)
+{
+    if (strncmp(name, "meta_model_", 11) != 0)
+        return 0;
+    const char *num = name + 11;
+    size_t n = strspn(num, "0123456789");
+    if (n == 0 || strcmp(num + n, ".pt") != 0)
+        return 0;
+    char buf[24];
+    if (n > 19)
+        return -1;
+    memcpy(buf, num, n);
+    buf[n] = '\0';
+    return util_parse_i64(buf, 0, INT64_MAX, step) == 0 ? 1 : -1;
+}
+
+/* "hf_model_0001_E.pt" (the first shard of torchtune's HF checkpoint of epoch
+ * E, which stands for all of them: tune_shards.h): 1 and *STEP = E. */
+static int torchtune_hf_epoch(const char *name, int64_t *step)
+{
+    int64_t shard;
+    int r = dora_tune_shard_name(name, &shard, step);
+    return r == 1 && shard != 1 ? 0 : r;
+}
+
+/* The global_step a Lightning checkpoint holds must be the step its name says. */
+static int check_lightning_step(const char *path, int64_t step, dora_err *err)
+{
+    dora_model *m;
+    if (dora_model_open(&m, path, err) != 0)
+        return -1;
+    int64_t gs = m->nfiles ? m->files[0]->global_step : -1;
+    dora_model_close(m);
+    if (gs >= 0 && gs != step)
+        return dora_errf(err, "'%s': the name says step %lld but the checkpoint's global_step is "
+                              "%lld",
+                         path, (long long)step, (long long)gs);
+    return 0;
+}
+
+static int discover_named(dora_run *run, const char *dir,
+                          int (*step_of)(const char *name, int64_t *step), dora_err *err);
+
+/* A folder of Lightning checkpoints, epoch=E-step=S.ckpt: one step each
+ * (last.ckpt, a copy of one of them, is left out with a note); else of
+ * torchtune's meta_model_E.pt, one per epoch E, taken as step E (noted). */
+static int discover_lightning(dora_run *run, const char *dir, dora_err *err)
+{
+    int rc = discover_named(run, dir, lightning_step, err);
+    const int lightning = run->nsteps > 0;
+    if (rc == 0 && run->nsteps == 0 && (rc = discover_named(run, dir, torchtune_epoch, err)) == 0 &&
+        run->nsteps == 0)
+        rc = discover_named(run, dir, torchtune_hf_epoch, err);
+    if (rc == 0 && run->nsteps > 0 && !lightning)
+        dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
+                       "'%s': torchtune's checkpoints (meta_model_E.pt or hf_model_NNNN_E.pt), "
+                       "epoch E taken as the step",
+                       dir);
+    return rc;
+}
+
+/* The files of DIR whose names STEP_OF reads a step from, one step each, sorted. */
+static int discover_named(dora_run *run, const char *dir,
+                          int (*step_of)(const char *name, int64_t *step), dora_err *err)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return dora_errf(err, "'%s': cannot list folder: %s", dir, strerror(errno));
+    struct dirent *de;
+    int rc = 0, last = 0;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        int64_t step;
+        int kind = step_of(de->d_name, &step);
+        last |= strcmp(de->d_name, "last.ckpt") == 0;
+        if (kind == 0)
+            continue;
+        char *p = util_join(dir, de->d_name);
+        if (!p)
+            rc = dora_errf(err, "out of memory");
+        else if (kind < 0)
+            rc = dora_errf(err, "'%s': the step in the name does not fit in a signed 64-bit "
+                                "integer",
+                           p);
+        else if (util_is_file(p) && run->nsteps >= MAX_CHECKPOINTS)
+            rc = dora_errf(err, "'%s': more than %d checkpoints", dir, MAX_CHECKPOINTS);
+        else if (util_is_file(p))
+            rc = add_step(run, step, p, err);
+        free(p);
+    }
+    closedir(d);
+    if (rc != 0 || run->nsteps == 0)
+        return rc;
+    qsort(run->steps, run->nsteps, sizeof *run->steps, step_cmp);
+    for (size_t i = 0; i < run->nsteps; i++) {
+        if (i > 0 && run->steps[i].step == run->steps[i - 1].step)
+            return dora_errf(err, "'%s' and '%s' are both step %lld", run->steps[i - 1].path,
+                             run->steps[i].path, (long long)run->steps[i].step);
+        if (step_of == lightning_step &&
+            check_lightning_step(run->steps[i].path, run->steps[i].step, err) != 0)
+            return -1;
+    }
+    if (last)
+        dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
+                       "'%s': last.ckpt left out (Lightning's copy of a step)", dir);
+    return 0;
+}
+
 /* "ft" for full weights; for adapters, "dora" if any checkpoint's adapter is
  * DoRA (use_dora, the paper's DORA type, or magnitude tensors), else "lora". */
 static int detect_method(dora_run *run, dora_err *err)
@@ -339,6 +470,8 @@ int dora_run_discover(dora_run *run, const char *path, dora_err *err)
         rc = add_step(run, 0, path, err);
     } else if (util_is_dir(path)) {
         rc = discover_trainer(run, path, err);
+        if (rc == 0 && run->nsteps == 0)
+            rc = discover_lightning(run, path, err);
         if (rc == 0 && run->nsteps > 0) {
             run->layout = DORA_RUN_TRAINER;
         } else if (rc == 0) {

@@ -1,6 +1,7 @@
 /* cmd_analyze.c - `dora-analyze analyze`: runs against a base, into HDF5. */
 #define _GNU_SOURCE
 #include "cli/cli.h"
+#include "dora/align.h"
 #include "dora/analyze.h"
 #include "dora/h5out.h"
 #include "dora/run.h"
@@ -31,6 +32,12 @@ static const char analyze_help[] =
     "  -o, --output FILE HDF5 file to write (replaced atomically when complete)\n"
     "  --modules RE      analyse only tensors whose name matches RE (POSIX extended)\n"
     "  --exclude RE      leave out tensors whose name matches RE\n"
+    "  --rename 'RE=REP' rewrite checkpoint tensor names (PCRE2, every match; $1 for a\n"
+    "                    group) before they are matched to the base's; repeatable\n"
+    "  --transpose RE    FT weights whose name matches RE are stored [in, out] (Conv1D):\n"
+    "                    read them as [out, in] (gpt2-like bases: from config.json)\n"
+    "  --no-split        analyse fused projections (qkv_proj, query_key_value, c_attn,\n"
+    "                    Wqkv, W_pack, gate_up_proj) whole, not split into q/k/v parts\n"
     "  -j, --jobs N      threads (default: all cores)\n"
     "  --per-row         also store per-row magnitudes and cosines\n"
     "  --csv FILE        write the table as CSV to FILE instead of TSV on stdout\n"
@@ -123,13 +130,18 @@ typedef struct analyze_args {
     const char *base_path, *out, *modules_re, *exclude_re, *csv;
     int64_t jobs;
     int per_row, quiet, force;
+    const char *renames[DORA_MAX_RENAMES];
+    const char *transpose;
+    int no_split;
+    size_t nrenames;
 } analyze_args;
 
 /* Options into *A (optind then at the first run). -1 to go on, else the exit
  * status to return (--help, a usage error). */
 static int parse_options(int argc, char **argv, analyze_args *a)
 {
-    enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV, OPT_FORCE };
+    enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV, OPT_FORCE,
+           OPT_RENAME, OPT_TRANSPOSE, OPT_NO_SPLIT };
     static const struct option longopts[] = {
         {"base", required_argument, NULL, OPT_BASE},
         {"output", required_argument, NULL, 'o'},
@@ -139,6 +151,9 @@ static int parse_options(int argc, char **argv, analyze_args *a)
         {"per-row", no_argument, NULL, OPT_PER_ROW},
         {"csv", required_argument, NULL, OPT_CSV},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"rename", required_argument, NULL, OPT_RENAME},
+        {"transpose", required_argument, NULL, OPT_TRANSPOSE},
+        {"no-split", no_argument, NULL, OPT_NO_SPLIT},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -159,6 +174,25 @@ static int parse_options(int argc, char **argv, analyze_args *a)
         case OPT_PER_ROW: a->per_row = 1; break;
         case OPT_CSV: a->csv = optarg; break;
         case OPT_FORCE: a->force = 1; break;
+        case OPT_RENAME: {
+            dora_err e;
+            if (a->nrenames == DORA_MAX_RENAMES)
+                return cli_usage_error("analyze", "at most %d --rename options", DORA_MAX_RENAMES);
+            if (dora_rename_check(optarg, &e) != 0)
+                return cli_usage_error("analyze", "--rename %s", e.msg);
+            a->renames[a->nrenames++] = optarg;
+            break;
+        }
+        case OPT_NO_SPLIT: a->no_split = 1; break;
+        case OPT_TRANSPOSE: {
+            dora_filter f;
+            dora_err e;
+            if (dora_filter_compile(&f, optarg, NULL, &e) != 0)
+                return cli_usage_error("analyze", "--transpose %s", e.msg);
+            dora_filter_free(&f);
+            a->transpose = optarg;
+            break;
+        }
         case 'q': a->quiet = 1; break;
         case 'h':
             fputs(analyze_help, stdout);
@@ -289,6 +323,10 @@ int cmd_analyze(int argc, char **argv)
         .exclude = dora_filter_exclude(&filter),
         .threads = a.jobs > 0 ? (int)a.jobs : (int)sysconf(_SC_NPROCESSORS_ONLN),
         .per_row = a.per_row,
+        .renames = a.renames,
+        .nrenames = a.nrenames,
+        .transpose = a.transpose,
+        .no_split = a.no_split,
     };
     if (dora_analyze_runs(res, &done, a.base_path, names, paths, nruns, &opts, on_note, &a.quiet,
                           &err) != 0) {

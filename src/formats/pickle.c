@@ -97,6 +97,39 @@ static int count_paths(collector *c, pv *v, int depth, size_t *out)
     return 0;
 }
 
+/* A state dict (a dict holding a tensor directly) whose key K holds an object
+ * of a class outside the allow-list is an error naming K and the class: the
+ * object would stand where a weight is expected. C->name holds V's path. */
+static int opaque_beside_tensor(collector *c, const pv *v, size_t len)
+{
+    const pv *opaque = NULL, *okey = NULL;
+    int tensor = 0;
+    for (size_t i = 0; i < v->u.dict.n; i++) {
+        const pv *key;
+        const pv *child = child_of(v, i, &key);
+        if (!child)
+            continue;
+        tensor |= child->k == PV_TENSOR;
+        if (child->k == PV_OPAQUE && !opaque) {
+            opaque = child;
+            okey = key;
+        }
+    }
+    if (!tensor || !opaque)
+        return 0;
+    char msg[1400], kn[64];
+    const char *ks = kn;
+    if (okey->k == PV_STR)
+        ks = okey->u.str.s;
+    else
+        snprintf(kn, sizeof kn, "%lld", (long long)okey->u.i);
+    snprintf(msg, sizeof msg, "'%.*s%s%.200s' is an object of %s beside tensors, not a tensor "
+             "(the class is outside the allow-list; nothing was called)",
+             (int)(len > 400 ? 400 : len), c->name, len ? "." : "", ks,
+             c->k->ph[opaque->u.glob.ph]);
+    return pk_fail(c->k, msg);
+}
+
 /* Pass 2: name each tensor path below V; c->name holds the LEN bytes of V's
  * path. */
 static int name_paths(collector *c, const pv *v, size_t len, int depth)
@@ -130,6 +163,8 @@ static int name_paths(collector *c, const pv *v, size_t len, int depth)
         return 0;
     if (depth >= PK_MAX_DEPTH) /* a shared container reached by a longer path */
         return pk_fail(c->k, "object nested deeper than the limit of 1000");
+    if (v->k == PV_DICT && opaque_beside_tensor(c, v, len) != 0)
+        return -1;
     size_t nc = nchildren(v);
     for (size_t i = 0; i < nc; i++) {
         const pv *key;
@@ -196,6 +231,13 @@ static int unique_names(collector *c)
 static int collect(collector *c, pv *root)
 {
     size_t paths = 0;
+    if (root->k == PV_OPAQUE) {
+        char msg[700];
+        snprintf(msg, sizeof msg, "the saved object is a %s, not a dict of tensors (save "
+                 "model.state_dict(), not the model; nothing was called)",
+                 c->k->ph[root->u.glob.ph]);
+        return pk_fail(c->k, msg);
+    }
     if (count_paths(c, root, 0, &paths) != 0)
         return -1;
     if (paths > PK_NAMES_PER_TENSOR * c->distinct + PK_NAMES_SLACK) {
@@ -212,12 +254,60 @@ static int collect(collector *c, pv *root)
     c->name[0] = '\0';
     if (name_paths(c, root, 0, 0) != 0)
         return -1;
+    if (c->n == 0 && c->k->nph > 0) {
+        char msg[700];
+        snprintf(msg, sizeof msg, "no tensor, only objects of classes outside the allow-list "
+                 "(%s%s; nothing was called)", c->k->ph[0], c->k->nph > 1 ? ", ..." : "");
+        return pk_fail(c->k, msg);
+    }
     return unique_names(c);
+}
+
+/* The top-level integer under "global_step" (Lightning), or -1. */
+static int64_t root_global_step(const pv *root)
+{
+    if (root->k != PV_DICT)
+        return -1;
+    for (size_t i = 0; i < root->u.dict.n; i++) {
+        const pv *key = root->u.dict.kv[2 * i], *val = root->u.dict.kv[2 * i + 1];
+        if (key->k == PV_STR && key->u.str.n == 11 && memcmp(key->u.str.s, "global_step", 11) == 0)
+            return val->k == PV_INT && val->u.i >= 0 ? val->u.i : -1;
+    }
+    return -1;
+}
+
+/* The placeholder names and the global step into X (copies, malloc'd). */
+static int give_extras(pk *k, const pv *root, pk_extras *x)
+{
+    x->global_step = root ? root_global_step(root) : -1;
+    x->nglobals = 0;
+    if (!(x->globals = calloc(k->nph ? k->nph : 1, sizeof *x->globals)))
+        return dora_errf(k->err, "pickle: out of memory");
+    for (size_t i = 0; i < k->nph; i++, x->nglobals++)
+        if (!(x->globals[i] = strdup(k->ph[i])))
+            return dora_errf(k->err, "pickle: out of memory");
+    return 0;
+}
+
+void pk_extras_free(pk_extras *x)
+{
+    for (size_t i = 0; x && x->globals && i < x->nglobals; i++)
+        free(x->globals[i]);
+    if (x)
+        free(x->globals);
 }
 
 int pk_load_tensors(const unsigned char *data, size_t len, pk_tensor **out, size_t *n,
                     dora_err *err)
 {
+    return pk_load_tensors_ex(data, len, out, n, NULL, err);
+}
+
+int pk_load_tensors_ex(const unsigned char *data, size_t len, pk_tensor **out, size_t *n,
+                       pk_extras *x, dora_err *err)
+{
+    if (x)
+        memset(x, 0, sizeof *x);
     *out = NULL;
     *n = 0;
     pk *k = calloc(1, sizeof *k);
@@ -254,7 +344,14 @@ int pk_load_tensors(const unsigned char *data, size_t len, pk_tensor **out, size
             pk_release(k, k->stack[--k->sp]);
         c->k = k;
         rc = collect(c, root);
+        if (rc == 0 && x && give_extras(k, root, x) != 0) {
+            pk_extras_free(x);
+            memset(x, 0, sizeof *x);
+            rc = -1;
+        }
     }
+    for (size_t i = 0; i < k->nph; i++)
+        pk_free(k, k->ph[i], strlen(k->ph[i]) + 1);
     pk_free(k, k->stack, k->cap * sizeof *k->stack);
     pk_free(k, k->memo, k->nmemo * sizeof *k->memo);
     pk_free_all(k);

@@ -29,7 +29,37 @@ static const char *shown(char *out, size_t size, const char *s, size_t n)
     return out;
 }
 
-/* The globals a state dict needs, and nothing else. MOD and NAME (MODLEN,
+/* A placeholder for the global MOD.NAME, outside the allow-list: its name is
+ * kept once (k->ph) for the notes and errors; it is never called. */
+static pv *placeholder(pk *k, const char *mod, size_t modlen, const char *name, size_t namelen)
+{
+    char m[512], nm[512], full[1100];
+    snprintf(full, sizeof full, "%s.%s", shown(m, sizeof m, mod, modlen),
+             shown(nm, sizeof nm, name, namelen));
+    size_t i = 0;
+    while (i < k->nph && strcmp(k->ph[i], full) != 0)
+        i++;
+    if (i == k->nph) {
+        if (k->nph == PK_MAX_PLACEHOLDERS) {
+            pk_fail(k, "more than 256 distinct globals outside the allow-list");
+            return NULL;
+        }
+        size_t n = strlen(full) + 1;
+        char *q = pk_alloc(k, n);
+        if (!q)
+            return NULL;
+        memcpy(q, full, n);
+        k->ph[k->nph++] = q;
+    }
+    pv *v = pk_mk(k, PV_GLOBAL);
+    if (v) {
+        v->u.glob.g = G_PLACEHOLDER;
+        v->u.glob.ph = (uint32_t)i;
+    }
+    return v;
+}
+
+/* The globals a state dict needs; any other is a placeholder. MOD and NAME (MODLEN,
  * NAMELEN bytes) must match exactly. */
 pv *pk_resolve_global(pk *k, const char *mod, size_t modlen, const char *name,
                           size_t namelen)
@@ -76,13 +106,7 @@ pv *pk_resolve_global(pk *k, const char *mod, size_t modlen, const char *name,
             }
             return v;
         }
-    snprintf(msg, sizeof msg,
-             "refused global '%s.%s': only the globals of a plain state dict "
-             "(collections.OrderedDict, torch._utils._rebuild_tensor_v2, torch typed storages, "
-             "...) are allowed, nothing is executed",
-             shown(m, sizeof m, mod, modlen), shown(nm, sizeof nm, name, namelen));
-    pk_fail(k, msg);
-    return NULL;
+    return placeholder(k, mod, modlen, name, namelen);
 }
 
 /* ---------------------------------------------------------------- tensors */
@@ -210,6 +234,12 @@ pv *pk_apply(pk *k, const pv *fn, const pv *args)
             fn = args->u.seq.v[0];
             args = args->u.seq.v[2];
             continue;
+        case G_PLACEHOLDER: { /* an object of a class outside the allow-list: not built */
+            pv *o = pk_mk(k, PV_OPAQUE);
+            if (o)
+                o->u.glob.ph = fn->u.glob.ph;
+            return o;
+        }
         case G_TENSOR_TYPE: /* Parameter(data, requires_grad) */
             if (n >= 1 && args->u.seq.v[0]->k == PV_TENSOR)
                 return args->u.seq.v[0];
@@ -231,6 +261,13 @@ pv *pk_persistent(pk *k, const pv *pid)
         return NULL;
     }
     const pv *type = pid->u.seq.v[1], *key = pid->u.seq.v[2];
+    if (type->k == PV_GLOBAL && type->u.glob.g == G_PLACEHOLDER) {
+        char msg[700];
+        snprintf(msg, sizeof msg, "storage type '%s' is not one this tool reads",
+                 k->ph[type->u.glob.ph]);
+        pk_fail(k, msg);
+        return NULL;
+    }
     if (type->k != PV_GLOBAL || type->u.glob.g != G_STORAGE_TYPE) {
         pk_fail(k, "persistent id names no storage type");
         return NULL;

@@ -35,7 +35,8 @@ typedef enum pv_kind {
     PV_DICT,
     PV_GLOBAL,
     PV_STORAGE,
-    PV_TENSOR
+    PV_TENSOR,
+    PV_OPAQUE /* what calling a placeholder global made: inert, its state ignored */
 } pv_kind;
 
 typedef enum glob {
@@ -46,7 +47,10 @@ typedef enum glob {
     G_REBUILD_FROM_TYPE_V2,
     G_TENSOR_TYPE,    /* torch.Tensor, torch.nn.Parameter: only as new_type */
     G_STORAGE_TYPE,   /* torch.*Storage: only inside a persistent id */
+    G_PLACEHOLDER,    /* any other global: never called; calling it makes a PV_OPAQUE */
 } glob;
+
+#define PK_MAX_PLACEHOLDERS 256 /* distinct globals outside the allow-list */
 
 /* offset, shape and strides of a tensor: d[0..ndim) the shape, d[ndim..2 ndim)
  * the strides */
@@ -83,6 +87,7 @@ struct pv {
         struct {
             glob g;
             dora_dtype dt; /* storages */
+            uint32_t ph;   /* placeholders and opaque values: index in pk.ph */
         } glob;
         struct {
             char *key;
@@ -116,6 +121,8 @@ typedef struct pk {
     size_t nobj;
     size_t used, limit; /* bytes allocated, and the most allowed */
     pv none, yes, no, small[256];
+    char *ph[PK_MAX_PLACEHOLDERS]; /* "module.name" of each placeholder global (pk_alloc) */
+    size_t nph;
     dora_err *err;
 } pk;
 
@@ -160,11 +167,14 @@ pv *pk_mkint(pk *k, int64_t i);
 /* ---------------------------------------------------------------- pickle_globals.c */
 
 /* The global MOD.NAME (MODLEN, NAMELEN bytes, matched exactly) if it is one a
- * state dict needs; anything else is refused with an error naming it. */
+ * state dict needs; any other becomes an inert placeholder (G_PLACEHOLDER,
+ * its name kept in k->ph), never called. A name holding a NUL byte, or more
+ * than PK_MAX_PLACEHOLDERS distinct ones, is refused. */
 pv *pk_resolve_global(pk *k, const char *mod, size_t modlen, const char *name,
                       size_t namelen);
 /* REDUCE / NEWOBJ: apply the allowed callable FN to the argument tuple ARGS.
- * The result is a new value or one of the arguments (lent, not held). */
+ * The result is a new value or one of the arguments (lent, not held); for a
+ * placeholder, a new PV_OPAQUE (nothing is called). */
 pv *pk_apply(pk *k, const pv *fn, const pv *args);
 /* BINPERSID: the storage of the persistent id PID, a new value. */
 pv *pk_persistent(pk *k, const pv *pid);

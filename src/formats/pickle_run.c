@@ -439,11 +439,12 @@ int pk_run(pk *k, pv **result)
         case 0x81: /* NEWOBJ */
             r = op_reduce(k);
             break;
-        case 'b': /* BUILD: state on an OrderedDict (_metadata) or a tensor: ignored */
+        case 'b': /* BUILD: state on an OrderedDict (_metadata), a tensor or an
+                   * opaque object: ignored */
             if (!(b = pop(k)) || !(a = top(k)))
                 return -1;
-            if (a->k != PV_DICT && a->k != PV_TENSOR)
-                return pk_fail(k, "BUILD on something other than a dict or a tensor");
+            if (a->k != PV_DICT && a->k != PV_TENSOR && a->k != PV_OPAQUE)
+                return pk_fail(k, "BUILD on something other than a dict, a tensor or an object");
             pk_release(k, b);
             break;
         case 'Q': /* BINPERSID */

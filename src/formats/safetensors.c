@@ -350,6 +350,7 @@ int st_open(st_file **out, const char *path, dora_err *err)
         return dora_errf(err, "'%s': out of memory", path);
     }
     f->format = "safetensors";
+    f->global_step = -1;
     if (st_open_inner(f, err) != 0) {
         dora_errprefix(err, "'%s'", path);
         st_close(f);
@@ -375,6 +376,9 @@ void st_close(st_file *f)
     for (size_t i = 0; i < f->nowned; i++)
         free(f->owned[i]);
     free(f->owned);
+    for (size_t i = 0; i < f->nglobals; i++)
+        free(f->globals[i]);
+    free(f->globals);
     free(f->meta_keys);
     free(f->meta_values);
     free(f->path);

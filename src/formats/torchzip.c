@@ -486,6 +486,7 @@ static int read_archive(st_file *f, int fd, dora_err *err)
     unsigned char *pkl = NULL, *bo = NULL;
     size_t pkl_len = 0, bo_len = 0;
     pk_tensor *pt = NULL;
+    pk_extras extras = {0};
     size_t npt = 0;
     char *prefix = NULL;
     zip_int64_t n = zip_get_num_entries(za, 0), pkl_idx = -1;
@@ -527,8 +528,12 @@ static int read_archive(st_file *f, int fd, dora_err *err)
     }
     if (read_entry(za, (zip_uint64_t)pkl_idx, PT_MAX_PICKLE, &pkl, &pkl_len, "data.pkl", err) !=
             0 ||
-        pk_load_tensors(pkl, pkl_len, &pt, &npt, err) != 0)
+        pk_load_tensors_ex(pkl, pkl_len, &pt, &npt, &extras, err) != 0)
         goto done;
+    f->global_step = extras.global_step;
+    f->globals = extras.globals; /* the file owns them now */
+    f->nglobals = extras.nglobals;
+    extras.globals = NULL;
     if (build(f, za, src, prefix, pt, npt, err) != 0)
         goto done;
     rc = 0;
@@ -536,6 +541,7 @@ done:
     if (rc != 0 && src->shrunk)
         dora_errprefix(err, "the file shrank while it was read (truncated?)");
     pk_tensors_free(pt, npt);
+    pk_extras_free(&extras);
     free(pkl);
     free(bo);
     free(prefix);
@@ -572,6 +578,7 @@ int pt_open(st_file **out, const char *path, dora_err *err)
         return dora_errf(err, "'%s': out of memory", path);
     }
     f->format = "pytorch";
+    f->global_step = -1;
     if (open_archive(f, err) != 0) {
         dora_errprefix(err, "'%s'", path);
         st_close(f);

@@ -61,7 +61,8 @@ static int write_run(hid_t runs, const dora_result *r, dora_err *err)
           "cannot create group '/runs/%s'", r->name);
     if (h5u_attr_str(g, "method", r->method, err) != 0 ||
         h5u_attr_str(g, "source_path", r->source_path, err) != 0 ||
-        h5u_attr_str(g, "base_path", r->base_path, err) != 0)
+        h5u_attr_str(g, "base_path", r->base_path, err) != 0 ||
+        (r->name_alignment && h5u_attr_str(g, "name_alignment", r->name_alignment, err) != 0))
         goto fail_named;
     hsize_t s[1] = {r->nsteps}, l[1] = {r->nmodules}, sl[2] = {r->nsteps, r->nmodules};
     if (h5u_dataset(g, "steps", 1, s, H5T_STD_I64LE, H5T_NATIVE_INT64, r->steps, err) != 0 ||

@@ -21,12 +21,12 @@ _dora_analyze()
     local cmd=${words[1]} opts=""
     case $cmd in
     analyze)
-        opts="--base -o --output --modules --exclude -j --jobs --per-row --csv --force -q --quiet -h --help"
+        opts="--base -o --output --modules --exclude --rename --transpose --no-split -j --jobs --per-row --csv --force -q --quiet -h --help"
         case $prev in
         --base) _dora_analyze_models; return ;;
         -o | --output) _filedir h5; return ;;
         --csv) _filedir csv; return ;;
-        --modules | --exclude | -j | --jobs) return ;;
+        --modules | --exclude | --rename | --transpose | -j | --jobs) return ;;
         esac
         ;;
     spectrum)

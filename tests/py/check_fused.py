@@ -1,0 +1,72 @@
+#!/usr/bin/python3
+"""Check the parts of a fused weight against NumPy.
+
+    check_fused.py DATA CASE OUT.h5 [RUN]
+
+OUT.h5 holds the run RUN (default "ft"; "lora": W = W0 + (alpha / r) B A from
+the adapter) of DATA/CASE (gen_fused.py). The fused tensor must be
+gone, replaced by NAME[part] for each part, with the rows cases.json gives; the
+changed part's dM and dD equal a float64 NumPy reference over its rows (rtol
+1e-9), every other part's dM and dD exactly 0. Exit 0 if all hold.
+"""
+
+import json
+import os
+import sys
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stio  # noqa: E402
+from check_layouts import reference  # noqa: E402
+
+
+def main():
+    data, case, out = sys.argv[1:4]
+    run = sys.argv[4] if len(sys.argv) > 4 else "ft"
+    c = next(x for x in json.load(open(os.path.join(data, "cases.json"))) if x["case"] == case)
+    name = c["tensor"]
+
+    def load(sub):
+        w = stio.load_model(os.path.join(data, case, sub))[name][1].astype(np.float64)
+        return w.T if case == "gpt2" else w
+
+    w0 = load("base")
+    if run == "ft":
+        wt = load(os.path.join("ft", "checkpoint-1"))
+    else:
+        ck = os.path.join(data, case, "lora", "checkpoint-1")
+        ad = {k: v[1].astype(np.float64) for k, v in
+              stio.read_safetensors(os.path.join(ck, "adapter_model.safetensors"))[0].items()}
+        cfg = json.load(open(os.path.join(ck, "adapter_config.json")))
+        m = "base_model.model." + name[:-len(".weight")]
+        wt = w0 + cfg["lora_alpha"] / cfg["r"] * ad[m + ".lora_B.weight"] @ ad[m + ".lora_A.weight"]
+    bad = []
+    with h5py.File(out, "r") as f:
+        g = f["runs/" + run]
+        mods = [m.decode() if isinstance(m, bytes) else m for m in g["modules"][()]]
+        if name in mods:
+            bad.append(f"{name} analysed whole")
+        for part, rows in c["parts"].items():
+            m = f"{name}[{part}]"
+            if m not in mods:
+                bad.append(f"no module {m} in {mods}")
+                continue
+            li = mods.index(m)
+            if g["rows"][li] != len(rows) or g["cols"][li] != w0.shape[1]:
+                bad.append(f"{m}: {g['rows'][li]} x {g['cols'][li]} rows, want {len(rows)}")
+            rm, rd = reference(w0[rows], wt[rows])
+            got_m, got_d = g["delta_m"][0, li], g["delta_d"][0, li]
+            if part == c["changed"]:
+                if not (rm > 0 and abs(got_m - rm) <= 1e-9 * rm and abs(got_d - rd) <= 1e-9 * rd):
+                    bad.append(f"{m}: dM {got_m!r} dD {got_d!r}, NumPy {rm!r} {rd!r}")
+            elif got_m != 0.0 or got_d != 0.0:
+                bad.append(f"{m}: unchanged part has dM {got_m!r} dD {got_d!r}, want 0")
+    for b in bad[:5]:
+        print(f"{case} {run}: {b}")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
