@@ -21,7 +21,8 @@
  *                 (int8_vectorwise_dequant's type)
  *
  * Quantised are the base weights that bitsandbytes replaces: the 2-D weights
- * of the modules a LoRA-form adapter adapts (nn.Linear; GPT-2's Conv1D,
+ * of the modules a LoRA, IA3, AdaLoRA or VeRA adapter adapts (PEFT's
+ * bitsandbytes layers: nn.Linear; not LoHa / LoKr or MLX; GPT-2's Conv1D,
  * stored [in, out], is quantised as the [out, in] matrix transformers loads);
  * not embeddings, convolutions, modules_to_save, lm_head or the modules of the
  * base's llm_int8_skip_modules. F64 weights are refused (bitsandbytes takes

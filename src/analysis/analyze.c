@@ -218,7 +218,8 @@ static void reduce(dora_result *res, const job *jb, const module *mods)
  * *QB of the base with the adapted weights replaced by their round trip.
  * Without it, a note when the adapter's base looks quantised. */
 static int quant_base(dora_result *res, const dora_model **base, dora_quant_base **qb,
-                      const stepdata *sd, const dora_analysis_opts *opts, dora_err *err)
+                      const stepdata *sd, size_t S, const dora_analysis_opts *opts,
+                      dora_err *err)
 {
     char hint[DORA_NOTE_MAX];
     if (opts->base_quant == DORA_QUANT_NONE)
@@ -233,6 +234,9 @@ static int quant_base(dora_result *res, const dora_model **base, dora_quant_base
     if (dora_quant_base_open(qb, *base, sd[0].adapter, opts->base_quant, opts->quant_skip, err))
         return -1;
     *base = &(*qb)->view;
+    for (size_t s = 0; s < S; s++) /* factors formed from W0 (IA3) are formed again */
+        if (dora_adapter_check(sd[s].adapter, *base, err) != 0)
+            return -1;
     if (dora_notes_add(&res->notes, &res->nnotes, 0,
                        "W0 is the bitsandbytes %s round trip of the base for %zu adapted "
                        "weight(s); %zu adapted tensor(s) (not nn.Linear, lm_head or skipped) "
@@ -284,12 +288,12 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     if (open_steps(run, base, sd, idx, &S, res, err) != 0)
         goto done;
     if (sd[0].adapter) {
-        res->method = "lora";
+        res->method = sd[0].adapter->method; /* lora, ia3, adalora, vera, loha, lokr */
         for (size_t s = 0; s < S; s++)
             if (strcmp(sd[s].adapter->method, "dora") == 0)
                 res->method = "dora";
     }
-    if (quant_base(res, &base, &qb, sd, opts, err) != 0) /* W0 as the adapter saw it */
+    if (quant_base(res, &base, &qb, sd, S, opts, err) != 0) /* W0 as the adapter saw it */
         goto done;
     /* the hook runs before any byte of data is read (the Gram matrices of
      * select_modules read the adapters' factors) */

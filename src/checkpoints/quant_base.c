@@ -151,6 +151,18 @@ static int skipped(const char *module, json_t *skip)
     return 0;
 }
 
+/* The adapter layouts whose PEFT layers wrap bitsandbytes' Linear4bit /
+ * Linear8bitLt (LoRA, IA3, AdaLoRA, VeRA); not embeddings, MLX (its own
+ * quantisation) or LoHa / LoKr (no bitsandbytes layer in PEFT). */
+static int bnb_layout(const char *layout)
+{
+    static const char *const ok[] = {"linear", "ia3", "ia3-ff", "adalora", "vera"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (strcmp(layout, ok[i]) == 0)
+            return 1;
+    return 0;
+}
+
 static int by_name_cmp(const void *key, const void *elem)
 {
     return strcmp((const char *)key, (*(const dora_tensor *const *)elem)->name);
@@ -251,7 +263,7 @@ int dora_quant_base_open(dora_quant_base **out, const dora_model *base, const do
             rc = dora_errf(err, "out of memory");
             break;
         }
-        int linear = m->kind == DORA_ADAPTED_LORA && strcmp(m->layout, "linear") == 0 && slot &&
+        int linear = m->kind == DORA_ADAPTED_LORA && bnb_layout(m->layout) && slot &&
                      (*slot)->ndim == 2 && !skipped(module, skip);
         free(module);
         if (!linear) {
