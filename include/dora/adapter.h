@@ -140,4 +140,9 @@ int dora_adapter_check(const dora_adapter *a, const dora_model *base, dora_err *
 
 const dora_adapted *dora_adapter_find(const dora_adapter *a, const char *base_name);
 
+/* The static string of a result's method M ("ft", "lora", "dora", "ia3",
+ * "adalora", "vera", "loha", "lokr"), or NULL when M is none of them: for
+ * readers of results files that keep the method as a static string. */
+const char *dora_method_static(const char *m);
+
 #endif

@@ -679,6 +679,16 @@ void dora_adapter_close(dora_adapter *a)
     free(a);
 }
 
+const char *dora_method_static(const char *m)
+{
+    static const char *const known[] = {"ft", "lora", "dora", "ia3", "adalora", "vera", "loha",
+                                        "lokr"};
+    for (size_t i = 0; m && i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(m, known[i]) == 0)
+            return known[i];
+    return NULL;
+}
+
 const dora_adapted *dora_adapter_find(const dora_adapter *a, const char *base_name)
 {
     size_t lo = 0, hi = a->nmodules;

@@ -10,21 +10,13 @@
 set -u
 SUITE=families
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+. "$ROOT/tests/adapter_lib.sh"
 D=$TMP/data
 OUT=$TMP/out
 mkdir -p "$OUT"
 RUNS=(ia3 ia3fifo adalora vera loha lokr)
 
-if [ ! -x "$BIN" ]; then
-    fail binary "$BIN not found or not executable (run make)"
-    finish
-fi
-if "$PY" "$TP/families.py" gen "$D" --seed 11 >"$LOG/gen.out" 2>&1; then
-    pass generate
-else
-    fail generate "$(peek "$LOG/gen.out")"
-    finish
-fi
+generate families.py gen "$D" --seed 11
 
 # check LABEL CHECKER_ARGS... : the reference checker
 check() {
@@ -82,30 +74,6 @@ else
     fail realdata "no $REG, or its bases could not be made: $(peek "$LOG/real.out")"
 fi
 
-# bad inputs: exit 1, the message names the file and tensor, no output
-refused() {
-    local label=$1 wants=$2
-    shift 2
-    rm -f "$OUT/$label.h5"
-    run "$label" "$BIN" analyze -q -o "$OUT/$label.h5" "$@"
-    crashed "$label" && return
-    if [ $RC -ne 1 ]; then
-        fail "$label" "exit $RC, expected 1: $(peek "$LOG/$label.err")"
-        return
-    fi
-    local IFS='|' w
-    for w in $wants; do
-        if ! grep -qF -- "$w" "$LOG/$label.err"; then
-            fail "$label" "message lacks '$w': $(peek "$LOG/$label.err")"
-            return
-        fi
-    done
-    if [ -n "$(leftovers "$OUT/$label.h5")" ]; then
-        fail "$label" "left $(leftovers "$OUT/$label.h5")"
-    else
-        pass "$label"
-    fi
-}
 refused vera-noproj "$D/vera_noproj/checkpoint-10/adapter_model.safetensors|save_projection" \
     --base "$D/base" v="$D/vera_noproj"
 while IFS=$'\t' read -r c wants; do

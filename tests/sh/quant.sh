@@ -11,20 +11,12 @@
 set -u
 SUITE=quant
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+. "$ROOT/tests/adapter_lib.sh"
 D=$TMP/data
 OUT=$TMP/out
 mkdir -p "$OUT"
 
-if [ ! -x "$BIN" ]; then
-    fail binary "$BIN not found or not executable (run make)"
-    finish
-fi
-if "$PY" "$TP/quant_ref.py" gen "$D" --seed 3 >"$LOG/gen.out" 2>&1; then
-    pass generate
-else
-    fail generate "$(peek "$LOG/gen.out")"
-    finish
-fi
+generate quant_ref.py gen "$D" --seed 3
 
 # check LABEL H5 RUN QUANT [SKIP] : the reference checker
 check() {
@@ -37,23 +29,6 @@ check() {
     fi
 }
 
-# refused LABEL WANT ARGS... : analyze must exit 1, name WANT on stderr, write nothing
-refused() {
-    local label=$1 want=$2
-    shift 2
-    rm -f "$OUT/$label.h5"
-    run "$label" "$BIN" analyze -q -o "$OUT/$label.h5" "$@"
-    crashed "$label" && return
-    if [ $RC -ne 1 ]; then
-        fail "$label" "exit $RC, expected 1: $(peek "$LOG/$label.err")"
-    elif ! grep -qF -- "$want" "$LOG/$label.err"; then
-        fail "$label" "message lacks '$want': $(peek "$LOG/$label.err")"
-    elif [ -n "$(leftovers "$OUT/$label.h5")" ]; then
-        fail "$label" "left $(leftovers "$OUT/$label.h5")"
-    else
-        pass "$label"
-    fi
-}
 
 for q in nf4 fp4 nf4-dq fp4-dq int8; do
     writes_ok "lora-$q" "$OUT/lora-$q.h5" analyze -q --per-row -j 2 --base "$D/base" \
