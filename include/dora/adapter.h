@@ -126,7 +126,22 @@ typedef struct dora_adapter {
     char **ff;                  /* IA3 feedforward_modules (names), owned */
     char *ff_regex;             /* IA3 feedforward_modules given as a regex, owned, or NULL */
     const dora_tensor *vera_A, *vera_B; /* VeRA's shared projections, or NULL */
+    char *init_lora;            /* init_lora_weights "pissa" or "olora" (the base was changed
+                                   at initialisation, see below), owned, else NULL */
 } dora_adapter;
+
+/* PiSSA / OLoRA: PEFT initialised B0 A0 from W0 (the top-r SVD, s B0 A0 =
+ * U_r S_r V_r^T; or the QR, B0 = Q[:, :r], A0 = R[:r]) and trained against
+ * W0 - s B0 A0, so W_t - W0 = s (B A - B0 A0), of rank 2r: dora_adapter_check
+ * forms L = [B, -B0], R = [A; A0] from the W0 it is given, through the
+ * factoriser the analysis registers (LAPACK lives there): FN computes, for W0
+ * row-major [out, in] in float64, P [out, r] and Q [r, in] with P Q = B0 A0.
+ * Without one registered, such adapters are refused. init_lora_weights
+ * "pissa_niter_K" (a randomised SVD), "corda", "loftq", "mica", "lora_ga" and
+ * "orthogonal" are refused: their B0 A0 cannot be recomputed here. */
+typedef int (*dora_init_factor_fn)(const char *how, const double *w0, int64_t out, int64_t in,
+                                   int64_t r, double scale, double *p, double *q, dora_err *err);
+void dora_adapter_set_init_factoriser(dora_init_factor_fn fn);
 
 /* Open and validate the adapter checkpoint in folder DIR: the config, the
  * tensor names and the shapes of each module's factors among themselves.

@@ -256,6 +256,7 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
      * buffers unlocked; and a first multi-threaded call from two threads at
      * once (OpenMP build) gave a wrong Gram matrix, rarely (1 run in ~50). */
     an_blas_single_once();
+    dora_adapter_set_init_factoriser(an_init_factors); /* PiSSA / OLoRA: B0 A0 from W0 */
     memset(res, 0, sizeof *res);
     size_t S = 0;
     const size_t S0 = run->nsteps;

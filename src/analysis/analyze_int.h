@@ -74,6 +74,12 @@ void an_free_modules(module *mods, size_t L);
  * (and the per-row arrays when PER_ROW). 0, or -1 when out of memory. */
 int an_alloc_result(dora_result *res, const module *mods, size_t S, size_t L, int per_row);
 
+/* ---- init_factors.c ---- */
+
+/* B0 A0 of a PiSSA / OLoRA adapter from W0 (dora_init_factor_fn, adapter.h). */
+int an_init_factors(const char *how, const double *w0, int64_t out, int64_t in, int64_t r,
+                    double scale, double *p, double *q, dora_err *err);
+
 /* ---- analyze_jobs.c ---- */
 
 /* OpenBLAS single-threaded, once per process (see dora_analyze_run). */

@@ -259,6 +259,8 @@ static int read_config(dora_adapter *a, json_t **root_out, dora_err *err)
         adapter_get_bool(root, "use_dora", &a->use_dora, cfg, err) != 0 ||
         adapter_get_bool(root, "fan_in_fan_out", &a->fan_in_fan_out, cfg, err) != 0)
         return -1;
+    if (adapter_read_init(a, root, err) != 0)
+        return -1;
     if (adapter_read_patterns(json_object_get(root, "rank_pattern"), "rank_pattern", 1, &a->rank_pattern,
                       &a->nrank_pattern, cfg, err) != 0 ||
         adapter_read_patterns(json_object_get(root, "alpha_pattern"), "alpha_pattern", 0,
@@ -672,6 +674,7 @@ void dora_adapter_close(dora_adapter *a)
     free(a->alpha_pattern);
     dora_model_close(a->weights);
     free(a->peft_type);
+    free(a->init_lora);
     free(a->base_model);
     free(a->targets);
     free(a->config_path);
@@ -749,7 +752,8 @@ int dora_adapter_check(const dora_adapter *a, const dora_model *base, dora_err *
             out = dora_tensor_rows(b);
             in = dora_tensor_cols(b);
         }
-        if (fam_check(a, m, b, out, in, err) != 0)
+        if (fam_check(a, m, b, out, in, err) != 0 ||
+            (a->init_lora && adapter_bind_init(a, m, b, out, in, err) != 0))
             return -1;
         if (m->L.rows != out || m->R.cols != in)
             return dora_errf(err, "'%s': module '%s': the update B @ A is [%lld, %lld] but the base "

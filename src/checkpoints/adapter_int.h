@@ -50,6 +50,15 @@ int adapter_get_bool(json_t *root, const char *field, int *out, const char *conf
 /* base_model_name_or_path and target_modules */
 int adapter_read_common(dora_adapter *a, json_t *root, dora_err *err);
 
+/* ---- adapter_init.c (PiSSA / OLoRA) ---- */
+
+/* init_lora_weights of ROOT: a->init_lora for "pissa" / "olora", an error
+ * for the inits whose B0 A0 cannot be recomputed. */
+int adapter_read_init(dora_adapter *a, json_t *root, dora_err *err);
+/* M's factors become [B, -B0], [A; A0], B0 A0 from base tensor B. */
+int adapter_bind_init(const dora_adapter *a, dora_adapted *m, const dora_tensor *b, int64_t out,
+                      int64_t in, dora_err *err);
+
 /* ---- adapter_families.c ---- */
 
 /* The family fields of the config ROOT (IA3 feedforward_modules, AdaLoRA

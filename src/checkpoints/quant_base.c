@@ -238,6 +238,10 @@ int dora_quant_base_open(dora_quant_base **out, const dora_model *base, const do
                          dora_quant q, const char *skip_json, dora_err *err)
 {
     *out = NULL;
+    if (ad->init_lora)
+        return dora_errf(err, "'%s': init_lora_weights '%s' with --base-quant is not supported "
+                              "(QPiSSA quantises the residual, not the base)",
+                         ad->config_path, ad->init_lora);
     dora_quant_base *qb = calloc(1, sizeof *qb);
     json_t *skip = skip_json ? json_loads(skip_json, 0, NULL) : json_array();
     if (!qb || !skip || !(qb->tensors = calloc(ad->nmodules + 1, sizeof *qb->tensors)) ||

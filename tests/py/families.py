@@ -18,6 +18,7 @@ or merge writes it (never through PEFT):
     vera     W0 + (lambda_b B[:out]) @ (lambda_d A[:, :in]), the shared A, B
     loha     W0 + (w1a @ w1b) * (w2a @ w2b) * alpha / r, reshaped to W0's shape
     lokr     W0 + kron(w1, w2) * alpha / r (w = w_a @ w_b where factored)
+    pissa    W0 + s (B A - B0 A0), B0 A0 from NumPy's SVD of W0 (olora: its QR)
 
 then dM = mean_n | |W_t[n]| - |W0[n]| | and dD = mean_n (1 - cos) over the
 [out, in] rows, compared with the tool's delta_m / delta_d: |tool - ref| <= 1e-15 +
@@ -159,7 +160,37 @@ def gen(out, seed):
                 P + D + ".lokr_w1": g(5, 7), P + D + ".lokr_w2": g(8, 8)}
     write_run(out, "lokr", config("LOKR", ["q_proj", "k_proj", "down_proj"], r=lr, alpha=2,
                                   rank_pattern={}, alpha_pattern={}), lokr)
+    init_runs(out, rng, base)
     bad_cases(out, rng, adalora, loha, lokr)
+
+
+def initial_factors(how, w0, r, s):
+    """PEFT's B0, A0: pissa (top-r SVD, singular values divided by s, their square roots on
+    both sides) or olora (QR)."""
+    if how == "pissa":
+        u, sv, vt = np.linalg.svd(w0, full_matrices=False)
+        sr = np.sqrt(sv[:r] / s)
+        return u[:, :r] * sr, sr[:, None] * vt[:r]
+    qm, rm = np.linalg.qr(w0)
+    return qm[:, :r], rm[:r]
+
+
+def init_runs(out, rng, base):
+    """LoRA runs initialised with PiSSA / OLoRA: trained factors = B0, A0 + a drift."""
+    r, alpha = 4, 8
+    for how in ("pissa", "olora"):
+        b0a0 = {m: initial_factors(how, stio.cast(base[m + ".weight"].array, base[m + ".weight"].dtype), r, alpha / r)
+                for m in (Q, K, D)}
+
+        def make(k, b0a0=b0a0):
+            ts = {}
+            for m, (b0, a0) in b0a0.items():
+                ts[P + m + ".lora_A.weight"] = f32(a0 + 0.01 * k * rng.standard_normal(a0.shape) * np.abs(a0).mean())
+                ts[P + m + ".lora_B.weight"] = f32(b0 + 0.01 * k * rng.standard_normal(b0.shape) * np.abs(b0).mean())
+            return ts
+        write_run(out, how, config("LORA", ["q_proj", "k_proj", "down_proj"], r=r, lora_alpha=alpha,
+                                   init_lora_weights=how, use_rslora=False, use_dora=False,
+                                   fan_in_fan_out=False), make)
 
 
 def bad_cases(out, rng, adalora, loha, lokr):
@@ -191,6 +222,10 @@ def bad_cases(out, rng, adalora, loha, lokr):
     add("ia3_ff_shape", config("IA3", ["q_proj"], feedforward_modules=["q_proj"]),
         {P + Q + ".ia3_l": f32(np.ones((48, 1)))},
         ["@adapter_model.safetensors", Q + ".ia3_l", "feedforward"])
+    lcfg = config("LORA", ["q_proj"], r=4, lora_alpha=8, init_lora_weights="pissa_niter_4")
+    lts = {P + Q + ".lora_A.weight": f32(np.ones((4, 40))), P + Q + ".lora_B.weight": f32(np.ones((48, 4)))}
+    add("pissa_niter", lcfg, lts, ["@adapter_config.json", "pissa_niter_4", "wrong W0"])
+    add("loftq", dict(lcfg, init_lora_weights="loftq"), lts, ["@adapter_config.json", "loftq"])
     with open(os.path.join(bad, "cases.tsv"), "w") as f:
         for c, w in cases:
             f.write(f"{c}\t{w}\n")
@@ -223,7 +258,11 @@ def merged(cfg, ts, m, w0):
         if w0.ndim == 4:    # (1, C, 1, 1): out channels, or in channels when feedforward
             return w0 * (l.reshape(1, -1, 1, 1) if ff else l.reshape(-1, 1, 1, 1))
         return w0 * (l.T if fifo else l)
-    if pt == "ADALORA":
+    if pt == "LORA":   # PiSSA / OLoRA: trained against W0 - s B0 A0
+        s = cfg["lora_alpha"] / cfg["r"]
+        b0, a0 = initial_factors(cfg["init_lora_weights"], w0, cfg["r"], s)
+        d = s * (t(ts, m, ".lora_B.weight") @ t(ts, m, ".lora_A.weight") - b0 @ a0)
+    elif pt == "ADALORA":
         a, b, e = t(ts, m, ".lora_A"), t(ts, m, ".lora_B"), t(ts, m, ".lora_E")
         ranknum = float(F32(cfg["init_r"]) + F32(1e-5))
         d = b @ (a * e) * cfg["lora_alpha"] / ranknum
@@ -308,7 +347,7 @@ def check(a):
             g = h["runs"][run]
             method = g.attrs["method"]
             method = method.decode() if isinstance(method, bytes) else method
-            if method != run.split("_")[0].replace("fifo", ""):
+            if method != {"pissa": "lora", "olora": "lora"}.get(run, run.split("_")[0].replace("fifo", "")):
                 fails.append(f"{run}: method attribute '{method}'")
             dirs = [os.path.join(a.data, run, f"checkpoint-{s}") for s in g["steps"][()]]
             n += compare(g, run, base, dirs, a.rtol, worst, fails, run)

@@ -1,5 +1,6 @@
 #!/bin/bash
-# PEFT's other adapter families (IA3, AdaLoRA, VeRA, LoHa, LoKr), read as PEFT saves them and
+# PEFT's other adapter families (IA3, AdaLoRA, VeRA, LoHa, LoKr) and PiSSA / OLoRA initialised
+# LoRA (B0 A0 recomputed from W0), read as PEFT saves them and
 # merged as PEFT merges them: every dM / dD against tests/py/families.py's independent NumPy
 # merge (|tool - ref| <= 1e-15 + 1e-9 |ref|), the method in the HDF5 file and the table, IA3
 # against a quantised base, PEFT's own IA3 / AdaLoRA regression files (bases rebuilt from
@@ -14,7 +15,7 @@ SUITE=families
 D=$TMP/data
 OUT=$TMP/out
 mkdir -p "$OUT"
-RUNS=(ia3 ia3fifo adalora vera loha lokr)
+RUNS=(ia3 ia3fifo adalora vera loha lokr pissa olora)
 
 generate families.py gen "$D" --seed 11
 
@@ -35,7 +36,7 @@ for r in "${RUNS[@]}"; do ALL+=("$r=$D/$r"); done
 if writes_ok all "$OUT/all.h5" analyze -q -j 2 --base "$D/base" "${ALL[@]}"; then
     check all check --data "$D" --h5 "$OUT/all.h5" --runs "$(IFS=,; echo "${RUNS[*]}")"
     # the table's method column names each family
-    want="adalora ia3 loha lokr vera"
+    want="adalora ia3 loha lokr lora vera"
     got=$(cut -f2 "$LOG/all.out" | tail -n +2 | LC_ALL=C sort -u | tr '\n' ' ' | sed 's/ $//')
     if [ "$got" = "$want" ]; then
         pass table-method
