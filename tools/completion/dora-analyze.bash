@@ -22,10 +22,12 @@ _dora_analyze()
     case $cmd in
     analyze)
         opts="--base -o --output --modules --exclude -j --jobs --per-row --csv --force -q --quiet -h --help"
+        opts+=" --base-quant"
         case $prev in
         --base) _dora_analyze_models; return ;;
         -o | --output) _filedir h5; return ;;
         --csv) _filedir csv; return ;;
+        --base-quant) COMPREPLY=($(compgen -W "nf4 fp4 nf4-dq fp4-dq int8 none" -- "$cur")); return ;;
         --modules | --exclude | -j | --jobs) return ;;
         esac
         ;;
