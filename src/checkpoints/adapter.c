@@ -12,8 +12,6 @@
 #include <string.h>
 
 #define CONFIG_MAX_BYTES (16u << 20)
-/* largest r per unit of out + in of a module's update (see build_module) */
-#define RANK_PER_DIM 4
 #define PEFT_PREFIX "base_model.model."
 
 double dora_matrix_get(const dora_matrix *m, int64_t i, int64_t j)

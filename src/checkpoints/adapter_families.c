@@ -428,9 +428,13 @@ static int build_loha(dora_adapter *a, const pending *p, dora_adapted *m, int64_
     if (w2a->shape[0] != out || w2b->shape[1] != in)
         return shape_err(a, w2a->shape[0] != out ? w2a : w2b, "but hada_w1's product differs",
                          err);
-    if (r > 65536) /* r^2 columns */
-        return dora_errf(err, "'%s': module '%s': LoHa rank %lld is absurd", a->config_path,
-                         p->module, (long long)r);
+    /* r^2 columns: checked against the bound of adapter_check_rank_scale
+     * before anything that size is allocated */
+    if (r > 65536 || r * r > RANK_PER_DIM * (out + in))
+        return dora_errf(err, "'%s': module '%s': LoHa r = %lld gives rank r^2 = %lld, absurd for "
+                              "an update of [%lld, %lld]: at most %d x (out + in)",
+                         a->config_path, p->module, (long long)r, (long long)(r * r),
+                         (long long)out, (long long)in, RANK_PER_DIM);
     const int64_t rr = r * r;
     dora_tensor *L = adapter_own(m, w1a, out, rr), *R = adapter_own(m, w1b, rr, in);
     if (!L || !R)

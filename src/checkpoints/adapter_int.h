@@ -10,6 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* largest r per unit of out + in of a module's update (adapter_check_rank_scale) */
+#define RANK_PER_DIM 4
+
 /* What one tensor of an adapter file is. */
 typedef enum role {
     ROLE_A, ROLE_B, ROLE_EMB_A, ROLE_EMB_B, ROLE_MAG, ROLE_MLX_A, ROLE_MLX_B, ROLE_LORA_BIAS,

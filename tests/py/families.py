@@ -215,6 +215,9 @@ def bad_cases(out, rng, adalora, loha, lokr):
     add("loha_rank", dict(lh, r=3), ts, ["@adapter_model.safetensors", Q + ".hada_w1_a", "module's r"])
     add("loha_scale", dict(lh, alpha=1e200), ts, ["@adapter_config.json", Q, "too large"])
     add("loha_r_zero", dict(lh, r=0), ts, ["@adapter_config.json", "'r'", "positive integer"])
+    big = {P + Q + f".hada_{w}_{ab}": f32(rng.standard_normal((48, 40) if ab == "a" else (40, 40)))
+           for w in ("w1", "w2") for ab in ("a", "b")}
+    add("loha_absurd", dict(lh, r=40), big, ["@adapter_config.json", Q, "r^2 = 1600", "absurd"])
     ts = {k: v for k, v in lokr(1).items() if Q in k}
     ts[P + Q + ".lokr_w2_b"] = f32(rng.standard_normal((4, 11)))
     add("lokr_shape", config("LOKR", ["q_proj"], r=4, alpha=2), ts,
