@@ -3,7 +3,6 @@
  * merges them; see include/dora/adapter.h ("Families") and docs/adapters.md. */
 #define _POSIX_C_SOURCE 200809L
 #include "checkpoints/adapter_int.h"
-#include "dora/guard.h"
 #include "dora/tensor.h"
 
 #include <math.h>
@@ -563,30 +562,19 @@ int fam_build(dora_adapter *a, const pending *p, dora_adapted *m, int64_t r, dou
     return rc != 0 ? -1 : adapter_check_rank_scale(a, p->module, m, r_from, err);
 }
 
-/* The squared norms of the [out, in] rows of base tensor B (stored [in, out]
- * when FIFO), read in a guarded copy: a base truncated underneath is an
- * error, not a crash. */
+/* The squared norms of the [out, in] rows of base tensor B into N2[out]. */
 static int base_row_norms(const dora_tensor *b, int fifo, int64_t out, int64_t in, double *n2,
                           dora_err *err)
 {
-    unsigned char *raw = malloc(b->nbytes ? b->nbytes : 1);
-    const void *fault;
-    if (!raw)
-        return dora_errf(err, "out of memory reading '%s'", b->name);
-    if (dora_guard_copy(raw, b->data, b->nbytes, &fault) != 0) {
-        free(raw);
-        return dora_errf(err, "'%s' changed while it was read (truncated?)", b->file);
-    }
-    const size_t esz = dora_dtype_size(b->dtype);
-    for (int64_t i = 0; i < out; i++)
+    double *w = adapter_base_rows(b, fifo, out, in, err);
+    if (!w)
+        return -1;
+    for (int64_t i = 0; i < out; i++) {
         n2[i] = 0;
-    for (int64_t i = 0; i < out; i++)
-        for (int64_t j = 0; j < in; j++) {
-            double v = dora_elem_to_f64(raw + (size_t)(fifo ? j * out + i : i * in + j) * esz,
-                                        b->dtype);
-            n2[i] += v * v;
-        }
-    free(raw);
+        for (int64_t j = 0; j < in; j++)
+            n2[i] += w[i * in + j] * w[i * in + j];
+    }
+    free(w);
     for (int64_t i = 0; i < out; i++)
         if (!isfinite(n2[i]))
             return dora_errf(err, "'%s': tensor '%s': row %lld holds NaN or Inf", b->file,

@@ -38,9 +38,7 @@ int adapter_read_init(dora_adapter *a, json_t *root, dora_err *err)
     return (a->init_lora = strdup(s)) ? 0 : dora_errf(err, "out of memory");
 }
 
-/* W0 of base tensor B as row-major [out, in] float64 (guarded: a base
- * truncated underneath is an error). */
-static double *base_rows(const dora_tensor *b, int fifo, int64_t out, int64_t in, dora_err *err)
+double *adapter_base_rows(const dora_tensor *b, int fifo, int64_t out, int64_t in, dora_err *err)
 {
     unsigned char *raw = malloc(b->nbytes ? b->nbytes : 1);
     double *w = malloc((size_t)(out * in > 0 ? out * in : 1) * sizeof *w);
@@ -84,7 +82,7 @@ int adapter_bind_init(const dora_adapter *a, dora_adapted *m, const dora_tensor 
         return dora_errf(err, "'%s': module '%s': init_lora_weights '%s' needs a linear LoRA "
                               "module of [%lld, %lld]",
                          a->config_path, m->base_name, a->init_lora, (long long)out, (long long)in);
-    double *w0 = base_rows(b, m->fan_in_fan_out, out, in, err);
+    double *w0 = adapter_base_rows(b, m->fan_in_fan_out, out, in, err);
     double *p = malloc((size_t)(out * r) * sizeof *p), *q = malloc((size_t)(r * in) * sizeof *q);
     dora_tensor *L = NULL, *R = NULL;
     int rc = -1;

@@ -58,6 +58,10 @@ int adapter_read_common(dora_adapter *a, json_t *root, dora_err *err);
 /* init_lora_weights of ROOT: a->init_lora for "pissa" / "olora", an error
  * for the inits whose B0 A0 cannot be recomputed. */
 int adapter_read_init(dora_adapter *a, json_t *root, dora_err *err);
+/* W0 of base tensor B as row-major [out, in] float64 (B stored [in, out] when
+ * FIFO), read in a guarded copy: a base truncated underneath is an error, not
+ * a crash. Owned by the caller; NULL with ERR set. */
+double *adapter_base_rows(const dora_tensor *b, int fifo, int64_t out, int64_t in, dora_err *err);
 /* M's factors become [B, -B0], [A; A0], B0 A0 from base tensor B. */
 int adapter_bind_init(const dora_adapter *a, dora_adapted *m, const dora_tensor *b, int64_t out,
                       int64_t in, dora_err *err);
