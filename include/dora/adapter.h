@@ -1,5 +1,6 @@
 /* adapter.h - LoRA / DoRA adapter checkpoints (HF PEFT, the DoRA paper's own
- * code, MLX), read without merging anything.
+ * code, MLX), and PEFT's other families (IA3, AdaLoRA, VeRA, LoHa, LoKr: see
+ * "Families" below and docs/adapters.md), read without merging anything.
  *
  * An adapter folder holds adapter_config.json and adapter_model.safetensors.
  * Each adapted module m of the base (tensor "m.weight") gets a low-rank update
@@ -27,6 +28,26 @@
  *
  * modules_to_save: any other tensor of rank >= 2 replaces the base tensor of
  * the same name and is analysed like a fully fine-tuned weight.
+ *
+ * Families, each put in the same low-rank form W = W0 + s L R (derived
+ * factors formed in float64 and owned by the module), as PEFT merges them:
+ *     AdaLoRA  L = lora_B, R = lora_A * lora_E (rows scaled), s = scaling /
+ *              (ranknum + 1e-5): scaling = lora_alpha (init_r when alpha <= 0),
+ *              ranknum = init_r; rank_pattern masks give each module's rank
+ *     VeRA     L = diag(vera_lambda_b) vera_B[:out], R = diag(vera_lambda_d)
+ *              vera_A[:, :in] (the shared projections saved with
+ *              save_projection, sliced), s = 1
+ *     LoHa     (w1a w1b) * (w2a w2b) (elementwise) = L R with L's columns
+ *              w1a[:, k] * w2a[:, l] and R's rows w1b[k] * w2b[l] (rank r1 r2),
+ *              s = alpha / r
+ *     LoKr     kron(w1, w2) = kron(P1, P2) kron(Q1, Q2) for w = P Q (the factors,
+ *              or the full matrix with an identity on its shorter side), s =
+ *              alpha / r
+ *     IA3      rows scaled (ia3_l [out, 1]): W = l * W0 row-wise, as a DoRA
+ *              magnitude l_n |W0[n]| over a zero update (formed by
+ *              dora_adapter_check from the W0 it is given); feedforward modules
+ *              (ia3_l [1, in]): W0 diag(l) = W0 + W0 diag(l - 1), L = W0, R =
+ *              diag(l - 1) (in at most DORA_IA3_FF_MAX_IN)
  */
 #ifndef DORA_ADAPTER_H
 #define DORA_ADAPTER_H
@@ -52,6 +73,9 @@ typedef enum dora_adapted_kind {
     DORA_ADAPTED_SAVED     /* modules_to_save: a whole replacement tensor */
 } dora_adapted_kind;
 
+#define DORA_ADAPTED_MAX_OWNED 3
+#define DORA_IA3_FF_MAX_IN 4096 /* an IA3 feedforward module's R is [in, in] */
+
 typedef struct dora_adapted {
     char *base_name;            /* base tensor name ("model.layers.0.self_attn.q_proj.weight"), owned */
     dora_adapted_kind kind;
@@ -62,6 +86,12 @@ typedef struct dora_adapted {
     int fan_in_fan_out;         /* base weight stored [in, out] */
     const dora_tensor *magnitude; /* DoRA magnitude, or NULL */
     const dora_tensor *saved;   /* SAVED: the replacement */
+    /* families: factors derived from the file's tensors (float64), owned */
+    dora_tensor *owned[DORA_ADAPTED_MAX_OWNED];
+    size_t nowned;
+    const dora_tensor *ia3;     /* IA3: ia3_l, or NULL */
+    int ia3_ff;                 /* IA3 on a feedforward module: columns scaled */
+    const dora_tensor *aux;     /* VeRA: vera_lambda_d (R is formed against the base's in) */
 } dora_adapted;
 
 /* One key of rank_pattern or alpha_pattern, in the config's order. */
@@ -77,7 +107,7 @@ typedef struct dora_adapter {
     char *config_path;          /* owned */
     dora_model *weights;        /* adapter_model.safetensors (or MLX adapters.safetensors) */
     const char *format;         /* "peft", "dora-paper" or "mlx" */
-    const char *method;         /* "lora" or "dora" */
+    const char *method;         /* "lora", "dora", "ia3", "adalora", "vera", "loha", "lokr" */
     char *peft_type;            /* as written, owned */
     int64_t r;
     double lora_alpha;
@@ -88,7 +118,30 @@ typedef struct dora_adapter {
     dora_pattern *rank_pattern, *alpha_pattern;
     size_t nmodules;
     dora_adapted *modules;      /* sorted by base_name */
+    /* families */
+    int64_t init_r;             /* AdaLoRA: init_r (ranknum), else 0 */
+    size_t nmask;
+    dora_pattern *masks;        /* AdaLoRA rank_pattern: module, rank = sum of the mask */
+    size_t nff;
+    char **ff;                  /* IA3 feedforward_modules (names), owned */
+    char *ff_regex;             /* IA3 feedforward_modules given as a regex, owned, or NULL */
+    const dora_tensor *vera_A, *vera_B; /* VeRA's shared projections, or NULL */
+    char *init_lora;            /* init_lora_weights "pissa" or "olora" (the base was changed
+                                   at initialisation, see below), owned, else NULL */
 } dora_adapter;
+
+/* PiSSA / OLoRA: PEFT initialised B0 A0 from W0 (the top-r SVD, s B0 A0 =
+ * U_r S_r V_r^T; or the QR, B0 = Q[:, :r], A0 = R[:r]) and trained against
+ * W0 - s B0 A0, so W_t - W0 = s (B A - B0 A0), of rank 2r: dora_adapter_check
+ * forms L = [B, -B0], R = [A; A0] from the W0 it is given, through the
+ * factoriser the analysis registers (LAPACK lives there): FN computes, for W0
+ * row-major [out, in] in float64, P [out, r] and Q [r, in] with P Q = B0 A0.
+ * Without one registered, such adapters are refused. init_lora_weights
+ * "pissa_niter_K" (a randomised SVD), "corda", "loftq", "mica", "lora_ga" and
+ * "orthogonal" are refused: their B0 A0 cannot be recomputed here. */
+typedef int (*dora_init_factor_fn)(const char *how, const double *w0, int64_t out, int64_t in,
+                                   int64_t r, double scale, double *p, double *q, dora_err *err);
+void dora_adapter_set_init_factoriser(dora_init_factor_fn fn);
 
 /* Open and validate the adapter checkpoint in folder DIR: the config, the
  * tensor names and the shapes of each module's factors among themselves.
@@ -101,5 +154,10 @@ void dora_adapter_close(dora_adapter *a);
 int dora_adapter_check(const dora_adapter *a, const dora_model *base, dora_err *err);
 
 const dora_adapted *dora_adapter_find(const dora_adapter *a, const char *base_name);
+
+/* The static string of a result's method M ("ft", "lora", "dora", "ia3",
+ * "adalora", "vera", "loha", "lokr"), or NULL when M is none of them: for
+ * readers of results files that keep the method as a static string. */
+const char *dora_method_static(const char *m);
 
 #endif

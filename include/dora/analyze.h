@@ -26,6 +26,7 @@
 #include "dora/error.h"
 #include "dora/filter.h"
 #include "dora/model.h"
+#include "dora/quant.h"
 #include "dora/run.h"
 
 #include <stdint.h>
@@ -46,6 +47,11 @@ typedef struct dora_analysis_opts {
      * none); tests use it to change files underneath */
     void (*after_open)(void *ctx);
     void *after_open_ctx;
+    /* W0 of adapter runs: the bitsandbytes round trip of the base (quant.h);
+     * NONE: the base as given, unless dora_analyze_runs finds a
+     * quantization_config in the base's config.json */
+    dora_quant base_quant;
+    const char *quant_skip; /* llm_int8_skip_modules (JSON list), or NULL */
 } dora_analysis_opts;
 
 typedef struct dora_result {

@@ -214,6 +214,38 @@ static void reduce(dora_result *res, const job *jb, const module *mods)
         }
 }
 
+/* --base-quant (or the base's quantization_config): *BASE becomes the view
+ * *QB of the base with the adapted weights replaced by their round trip.
+ * Without it, a note when the adapter's base looks quantised. */
+static int quant_base(dora_result *res, const dora_model **base, dora_quant_base **qb,
+                      const stepdata *sd, size_t S, const dora_analysis_opts *opts,
+                      dora_err *err)
+{
+    char hint[DORA_NOTE_MAX];
+    if (opts->base_quant == DORA_QUANT_NONE)
+        return sd[0].adapter && dora_quant_hint(sd[0].adapter, hint, sizeof hint) &&
+                       dora_notes_add(&res->notes, &res->nnotes, 0, "%s", hint) != 0
+                   ? dora_errf(err, "out of memory")
+                   : 0;
+    if (!sd[0].adapter)
+        return dora_errf(err, "'%s': --base-quant %s applies to adapter runs: which weights of a "
+                              "fully fine-tuned model were quantised is not known",
+                         res->source_path, dora_quant_name(opts->base_quant));
+    if (dora_quant_base_open(qb, *base, sd[0].adapter, opts->base_quant, opts->quant_skip, err))
+        return -1;
+    *base = &(*qb)->view;
+    for (size_t s = 0; s < S; s++) /* factors formed from W0 (IA3) are formed again */
+        if (dora_adapter_check(sd[s].adapter, *base, err) != 0)
+            return -1;
+    if (dora_notes_add(&res->notes, &res->nnotes, 0,
+                       "W0 is the bitsandbytes %s round trip of the base for %zu adapted "
+                       "weight(s); %zu adapted tensor(s) (not nn.Linear, lm_head or skipped) "
+                       "are the base as given",
+                       dora_quant_name(opts->base_quant), (*qb)->nquant, (*qb)->nkept) != 0)
+        return dora_errf(err, "out of memory");
+    return 0;
+}
+
 int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
                      const char *base_path, const dora_run *run, const dora_analysis_opts *opts,
                      dora_err *err)
@@ -226,6 +258,7 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
      * OpenMP build reads the count per calling thread: set on this one too (a
      * batch worker's), and on each worker of ours (analyze_jobs.c). */
     an_blas_single_thread();
+    dora_adapter_set_init_factoriser(an_init_factors); /* PiSSA / OLoRA: B0 A0 from W0 */
     memset(res, 0, sizeof *res);
     size_t S = 0;
     const size_t S0 = run->nsteps;
@@ -240,6 +273,7 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     job jb;
     memset(&jb, 0, sizeof jb);
     pthread_mutex_init(&jb.lock, NULL);
+    dora_quant_base *qb = NULL;
     int rc = -1;
 
     res->method = "ft";
@@ -257,11 +291,13 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     if (open_steps(run, base, sd, idx, &S, res, err) != 0)
         goto done;
     if (sd[0].adapter) {
-        res->method = "lora";
+        res->method = sd[0].adapter->method; /* lora, ia3, adalora, vera, loha, lokr */
         for (size_t s = 0; s < S; s++)
             if (strcmp(sd[s].adapter->method, "dora") == 0)
                 res->method = "dora";
     }
+    if (quant_base(res, &base, &qb, sd, S, opts, err) != 0) /* W0 as the adapter saw it */
+        goto done;
     /* the hook runs before any byte of data is read (the Gram matrices of
      * select_modules read the adapters' factors) */
     if (opts->after_open)
@@ -310,6 +346,7 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
         drop_steps(res, bad);
     rc = 0;
 done:
+    dora_quant_base_close(qb);
     pthread_mutex_destroy(&jb.lock);
     free(jb.chunks);
     free(pool_d);
@@ -338,8 +375,16 @@ int dora_analyze_runs(dora_result *res, size_t *done, const char *base_path,
 {
     dora_model *base = NULL;
     *done = 0;
-    if (dora_model_open(&base, base_path, err) != 0)
+    dora_analysis_opts o = *opts; /* the base's quantization_config, followed without asking */
+    char *skip = NULL;
+    if (dora_quant_settle(base_path, &o.base_quant, &skip, err) != 0)
         return -1;
+    o.quant_skip = skip;
+    opts = &o;
+    if (dora_model_open(&base, base_path, err) != 0) {
+        free(skip);
+        return -1;
+    }
     int rc = 0;
     for (size_t i = 0; i < nruns && rc == 0; i++) {
         dora_run run;
@@ -360,6 +405,7 @@ int dora_analyze_runs(dora_result *res, size_t *done, const char *base_path,
             note(ctx, res[i].name, res[i].failures[k], 1);
     }
     dora_model_close(base);
+    free(skip);
     return rc;
 }
 

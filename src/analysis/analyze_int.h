@@ -99,6 +99,12 @@ int an_alloc_result(dora_result *res, const module *mods, size_t S, size_t L, in
 int an_reshape_modules(dora_result *res, const dora_model *base, module **mods, size_t *L,
                        const dora_analysis_opts *opts, int adapter, dora_err *err);
 
+/* ---- init_factors.c ---- */
+
+/* B0 A0 of a PiSSA / OLoRA adapter from W0 (dora_init_factor_fn, adapter.h). */
+int an_init_factors(const char *how, const double *w0, int64_t out, int64_t in, int64_t r,
+                    double scale, double *p, double *q, dora_err *err);
+
 /* ---- analyze_jobs.c ---- */
 
 /* OpenBLAS single-threaded, once per process (see dora_analyze_run). */

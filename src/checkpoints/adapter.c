@@ -1,6 +1,6 @@
 /* adapter.c - reading LoRA/DoRA adapter checkpoints; see include/dora/adapter.h. */
 #define _POSIX_C_SOURCE 200809L
-#include "dora/adapter.h"
+#include "checkpoints/adapter_int.h"
 #include "dora/tensor.h"
 #include "core/util.h"
 
@@ -12,8 +12,6 @@
 #include <string.h>
 
 #define CONFIG_MAX_BYTES (16u << 20)
-/* largest r per unit of out + in of a module's update (see build_module) */
-#define RANK_PER_DIM 4
 #define PEFT_PREFIX "base_model.model."
 
 double dora_matrix_get(const dora_matrix *m, int64_t i, int64_t j)
@@ -24,7 +22,7 @@ double dora_matrix_get(const dora_matrix *m, int64_t i, int64_t j)
     return dora_elem_to_f64(t->data + (size_t)idx * dora_dtype_size(t->dtype), t->dtype);
 }
 
-static dora_matrix matrix(const dora_tensor *t, int transposed)
+dora_matrix adapter_matrix(const dora_tensor *t, int transposed)
 {
     dora_matrix m = {t, transposed, 0, 0};
     int64_t r = dora_tensor_rows(t), c = dora_tensor_cols(t);
@@ -32,12 +30,6 @@ static dora_matrix matrix(const dora_tensor *t, int transposed)
     m.cols = transposed ? r : c;
     return m;
 }
-
-/* What one tensor of an adapter file is. */
-typedef enum role {
-    ROLE_A, ROLE_B, ROLE_EMB_A, ROLE_EMB_B, ROLE_MAG, ROLE_MLX_A, ROLE_MLX_B, ROLE_LORA_BIAS,
-    ROLE_SAVED, ROLE_COUNT
-} role;
 
 static const struct {
     const char *suffix;
@@ -60,13 +52,34 @@ static const struct {
     {".weight_m_wdecomp.weight", ROLE_MAG}, /* the DoRA paper's own code */
     {".lora_a", ROLE_MLX_A},
     {".lora_b", ROLE_MLX_B},
+    /* PEFT's other families (adapter_families.c); AdaLoRA's factors are
+     * parameters, not Linear layers: no ".weight" */
+    {".lora_A", ROLE_A},
+    {".lora_A.default", ROLE_A},
+    {".lora_B", ROLE_B},
+    {".lora_B.default", ROLE_B},
+    {".lora_E", ROLE_E},
+    {".lora_E.default", ROLE_E},
+    {".ia3_l", ROLE_IA3},
+    {".ia3_l.default", ROLE_IA3},
+    {".vera_lambda_b", ROLE_VERA_B},
+    {".vera_lambda_b.default", ROLE_VERA_B},
+    {".vera_lambda_d", ROLE_VERA_D},
+    {".vera_lambda_d.default", ROLE_VERA_D},
+    {".hada_w1_a", ROLE_H1A},
+    {".hada_w1_b", ROLE_H1B},
+    {".hada_w2_a", ROLE_H2A},
+    {".hada_w2_b", ROLE_H2B},
+    {".hada_t1", ROLE_HT},
+    {".hada_t2", ROLE_HT},
+    {".lokr_w1", ROLE_K1},
+    {".lokr_w1_a", ROLE_K1A},
+    {".lokr_w1_b", ROLE_K1B},
+    {".lokr_w2", ROLE_K2},
+    {".lokr_w2_a", ROLE_K2A},
+    {".lokr_w2_b", ROLE_K2B},
+    {".lokr_t2", ROLE_KT},
 };
-
-typedef struct pending {
-    char *module;                     /* owned */
-    size_t first;                     /* index in by_name of its first tensor */
-    const dora_tensor *t[ROLE_COUNT];
-} pending;
 
 /* The keys of a rank_pattern or alpha_pattern, each compiled on first use and
  * then kept for the adapter's other modules (one compile per key and adapter,
@@ -146,8 +159,8 @@ static int pattern_lookup(matcher *mt, const char *module, size_t *hit, dora_err
     return 0;
 }
 
-static int read_patterns(json_t *obj, const char *field, int integer, dora_pattern **out,
-                         size_t *n, const char *config, dora_err *err)
+int adapter_read_patterns(json_t *obj, const char *field, int integer, dora_pattern **out,
+                          size_t *n, const char *config, dora_err *err)
 {
     *out = NULL;
     *n = 0;
@@ -177,7 +190,8 @@ static int read_patterns(json_t *obj, const char *field, int integer, dora_patte
     return 0;
 }
 
-static int get_bool(json_t *root, const char *field, int *out, const char *config, dora_err *err)
+int adapter_get_bool(json_t *root, const char *field, int *out, const char *config,
+                     dora_err *err)
 {
     json_t *v = json_object_get(root, field);
     *out = 0;
@@ -231,9 +245,7 @@ static int read_config(dora_adapter *a, json_t **root_out, dora_err *err)
     else if (strcmp(a->peft_type, "DORA") == 0)
         a->format = "dora-paper";
     else
-        return dora_errf(err, "'%s': peft_type '%s' is not supported: only LORA and DORA adapters "
-                              "decompose into magnitude and direction updates",
-                         cfg, a->peft_type);
+        return fam_read_config(a, root, err);
     json_t *r = json_object_get(root, "r"), *alpha = json_object_get(root, "lora_alpha");
     if (!json_is_integer(r) || json_integer_value(r) < 1)
         return dora_errf(err, "'%s': 'r' is missing or not a positive integer", cfg);
@@ -241,15 +253,22 @@ static int read_config(dora_adapter *a, json_t **root_out, dora_err *err)
         return dora_errf(err, "'%s': 'lora_alpha' is missing or not a finite number", cfg);
     a->r = json_integer_value(r);
     a->lora_alpha = json_number_value(alpha);
-    if (get_bool(root, "use_rslora", &a->use_rslora, cfg, err) != 0 ||
-        get_bool(root, "use_dora", &a->use_dora, cfg, err) != 0 ||
-        get_bool(root, "fan_in_fan_out", &a->fan_in_fan_out, cfg, err) != 0)
+    if (adapter_get_bool(root, "use_rslora", &a->use_rslora, cfg, err) != 0 ||
+        adapter_get_bool(root, "use_dora", &a->use_dora, cfg, err) != 0 ||
+        adapter_get_bool(root, "fan_in_fan_out", &a->fan_in_fan_out, cfg, err) != 0)
         return -1;
-    if (read_patterns(json_object_get(root, "rank_pattern"), "rank_pattern", 1, &a->rank_pattern,
+    if (adapter_read_init(a, root, err) != 0)
+        return -1;
+    if (adapter_read_patterns(json_object_get(root, "rank_pattern"), "rank_pattern", 1, &a->rank_pattern,
                       &a->nrank_pattern, cfg, err) != 0 ||
-        read_patterns(json_object_get(root, "alpha_pattern"), "alpha_pattern", 0,
+        adapter_read_patterns(json_object_get(root, "alpha_pattern"), "alpha_pattern", 0,
                       &a->alpha_pattern, &a->nalpha_pattern, cfg, err) != 0)
         return -1;
+    return adapter_read_common(a, root, err);
+}
+
+int adapter_read_common(dora_adapter *a, json_t *root, dora_err *err)
+{
     json_t *bm = json_object_get(root, "base_model_name_or_path");
     if (json_is_string(bm) && !(a->base_model = strdup(json_string_value(bm))))
         return dora_errf(err, "out of memory");
@@ -294,6 +313,110 @@ static int adapted_cmp(const void *pa, const void *pb)
     return strcmp(((const dora_adapted *)pa)->base_name, ((const dora_adapted *)pb)->base_name);
 }
 
+/* r and alpha of MODULE: the patterns, else the config's. r stays an integer
+ * throughout: a double would round ranks beyond 2^53 and turn 2^63 - 1 into
+ * an out-of-range conversion. R_FROM (LEN bytes) says where r comes from. */
+static int module_r_alpha(const dora_adapter *a, const char *module, matcher *rank_mt,
+                          matcher *alpha_mt, int64_t *r, double *alpha, char *r_from, size_t len,
+                          dora_err *err)
+{
+    *r = a->r;
+    *alpha = a->lora_alpha;
+    snprintf(r_from, len, "%s", strcmp(a->format, "mlx") == 0 ? "'lora_parameters.rank'" : "'r'");
+    size_t hit;
+    int found = pattern_lookup(rank_mt, module, &hit, err, a->config_path);
+    if (found < 0)
+        return -1;
+    if (found) {
+        *r = rank_mt->pats[hit].rank;
+        snprintf(r_from, len, "rank_pattern key '%.200s'", rank_mt->pats[hit].pattern);
+    }
+    if ((found = pattern_lookup(alpha_mt, module, &hit, err, a->config_path)) < 0)
+        return -1;
+    if (found)
+        *alpha = alpha_mt->pats[hit].value;
+    return 0;
+}
+
+int adapter_check_rank_scale(const dora_adapter *a, const char *module, const dora_adapted *m,
+                             const char *r_from, dora_err *err)
+{
+    const char *cfg = a->config_path, *wf = a->weights->path;
+    const int64_t r = m->r;
+    /* The analysis forms the r x r Gram matrix R R^T for each module and
+     * step; the factors hold r * (out + in) entries. A rank above
+     * RANK_PER_DIM * (out + in) would make that matrix outgrow the factors by
+     * more than RANK_PER_DIM (r = 8192 on a [2, 3] weight: 512 MiB from
+     * 128 KiB). Ranks above both out and in are otherwise legal (PEFT's own
+     * regression adapter lora_emb_conv1d has r = 8 on a [1, 5] conv). */
+    const int64_t rank_max = m->L.rows > INT64_MAX / (4 * RANK_PER_DIM) ||
+                                     m->R.cols > INT64_MAX / (4 * RANK_PER_DIM)
+                                 ? INT64_MAX
+                                 : RANK_PER_DIM * (m->L.rows + m->R.cols);
+    if (r > rank_max)
+        return dora_errf(err, "'%s': module '%s': r = %lld (%s) is absurd for an update of "
+                              "[%lld, %lld] ('%s' in '%s'): at most %d x (out + in) = %lld",
+                         cfg, module, (long long)r, r_from, (long long)m->L.rows,
+                         (long long)m->R.cols, m->L.t->name, wf, RANK_PER_DIM,
+                         (long long)rank_max);
+    /* the analysis squares s (|s L R a|^2): a finite s whose square overflows
+     * would surface as a non-finite row of lora_B, naming the wrong culprit */
+    if (!isfinite(m->scale) || !isfinite(m->scale * m->scale)) {
+        char how[160];
+        if (strcmp(a->format, "mlx") == 0)
+            snprintf(how, sizeof how, "lora_parameters.scale = %g", m->scale);
+        else if (strcmp(a->method, "lora") != 0 && strcmp(a->method, "dora") != 0)
+            snprintf(how, sizeof how, "of %s = %g", a->method, m->scale);
+        else
+            snprintf(how, sizeof how, "alpha / %s = %g / %s%lld%s = %g",
+                     a->use_rslora ? "sqrt(r)" : "r", m->alpha, a->use_rslora ? "sqrt(" : "",
+                     (long long)r, a->use_rslora ? ")" : "", m->scale);
+        return dora_errf(err, "'%s': module '%s': the scale %s is too large: its square "
+                              "overflows float64",
+                         cfg, module, how);
+    }
+    return 0;
+}
+
+/* The LoRA factors of P: PEFT Linear / Conv, PEFT Embedding or MLX. */
+static int lora_factors(dora_adapter *a, const pending *p, dora_adapted *m, dora_err *err)
+{
+    const char *wf = a->weights->path;
+    const dora_tensor *const *t = p->t;
+    int lin = t[ROLE_A] || t[ROLE_B], emb = t[ROLE_EMB_A] || t[ROLE_EMB_B];
+    const dora_tensor *ta = lin ? t[ROLE_A] : emb ? t[ROLE_EMB_A] : t[ROLE_MLX_A];
+    const dora_tensor *tb = lin ? t[ROLE_B] : emb ? t[ROLE_EMB_B] : t[ROLE_MLX_B];
+    if (!ta || !tb)
+        return dora_errf(err, "'%s': module '%s' has %s but not %s", wf, p->module,
+                         ta ? ta->name : tb->name, ta ? "its B factor" : "its A factor");
+    if (!dora_dtype_is_analysable(ta->dtype) || !dora_dtype_is_analysable(tb->dtype))
+        return dora_errf(err, "'%s': module '%s': LoRA factors must be F16, BF16, F32 or F64, not "
+                              "%s / %s",
+                         wf, p->module, dora_dtype_name(ta->dtype), dora_dtype_name(tb->dtype));
+    if (ta->ndim < 2 || tb->ndim < 2)
+        return dora_errf(err, "'%s': module '%s': LoRA factors must have rank >= 2", wf, p->module);
+    m->kind = DORA_ADAPTED_LORA;
+    if (lin) { /* A [r, in...], B [out, r(, 1, 1)] */
+        m->layout = "linear";
+        m->R = adapter_matrix(ta, 0);
+        m->L = adapter_matrix(tb, 0);
+        for (int d = 2; d < tb->ndim; d++)
+            if (tb->shape[d] != 1)
+                return dora_errf(err, "'%s': '%s': a conv lora_B must be 1x1", wf, tb->name);
+    } else if (emb) { /* A [r, num], B [dim, r] */
+        m->layout = "embedding";
+        m->L = adapter_matrix(ta, 1);
+        m->R = adapter_matrix(tb, 1);
+        m->fan_in_fan_out = 0;
+    } else { /* MLX: a [in, r], b [r, out] */
+        m->layout = "mlx";
+        m->R = adapter_matrix(ta, 1);
+        m->L = adapter_matrix(tb, 1);
+        m->fan_in_fan_out = 0;
+    }
+    return 0;
+}
+
 static int build_module(dora_adapter *a, const pending *p, dora_adapted *m, matcher *rank_mt,
                         matcher *alpha_mt, dora_err *err)
 {
@@ -311,9 +434,12 @@ static int build_module(dora_adapter *a, const pending *p, dora_adapted *m, matc
                          wf, p->module, t[ROLE_LORA_BIAS]->name);
     int lin = t[ROLE_A] || t[ROLE_B], emb = t[ROLE_EMB_A] || t[ROLE_EMB_B],
         mlx = t[ROLE_MLX_A] || t[ROLE_MLX_B];
+    const dora_tensor *fam = NULL; /* the first tensor of another family */
+    for (int k = ROLE_E; k < ROLE_SAVED && !fam; k++)
+        fam = t[k];
     if (lin + emb + mlx > 1)
         return dora_errf(err, "'%s': module '%s' mixes LoRA tensor kinds", wf, p->module);
-    if (!lin && !emb && !mlx) {
+    if (!lin && !emb && !mlx && !fam) {
         if (t[ROLE_MAG])
             return dora_errf(err, "'%s': module '%s' has a DoRA magnitude ('%s') but no lora_A / "
                                   "lora_B",
@@ -323,96 +449,33 @@ static int build_module(dora_adapter *a, const pending *p, dora_adapted *m, matc
         m->saved = t[ROLE_SAVED];
         return 0;
     }
-    const dora_tensor *ta = lin ? t[ROLE_A] : emb ? t[ROLE_EMB_A] : t[ROLE_MLX_A];
-    const dora_tensor *tb = lin ? t[ROLE_B] : emb ? t[ROLE_EMB_B] : t[ROLE_MLX_B];
-    if (!ta || !tb)
-        return dora_errf(err, "'%s': module '%s' has %s but not %s", wf, p->module,
-                         ta ? ta->name : tb->name, ta ? "its B factor" : "its A factor");
-    if (!dora_dtype_is_analysable(ta->dtype) || !dora_dtype_is_analysable(tb->dtype))
-        return dora_errf(err, "'%s': module '%s': LoRA factors must be F16, BF16, F32 or F64, not "
-                              "%s / %s",
-                         wf, p->module, dora_dtype_name(ta->dtype), dora_dtype_name(tb->dtype));
-    if (ta->ndim < 2 || tb->ndim < 2)
-        return dora_errf(err, "'%s': module '%s': LoRA factors must have rank >= 2", wf, p->module);
-    m->kind = DORA_ADAPTED_LORA;
-    if (lin) { /* A [r, in...], B [out, r(, 1, 1)] */
-        m->layout = "linear";
-        m->R = matrix(ta, 0);
-        m->L = matrix(tb, 0);
-        for (int d = 2; d < tb->ndim; d++)
-            if (tb->shape[d] != 1)
-                return dora_errf(err, "'%s': '%s': a conv lora_B must be 1x1", wf, tb->name);
-    } else if (emb) { /* A [r, num], B [dim, r] */
-        m->layout = "embedding";
-        m->L = matrix(ta, 1);
-        m->R = matrix(tb, 1);
-        m->fan_in_fan_out = 0;
-    } else { /* MLX: a [in, r], b [r, out] */
-        m->layout = "mlx";
-        m->R = matrix(ta, 1);
-        m->L = matrix(tb, 1);
-        m->fan_in_fan_out = 0;
-    }
-    /* r and alpha of this module: the patterns, else the config's. r stays an
-     * integer throughout: a double would round ranks beyond 2^53 and turn
-     * 2^63 - 1 into an out-of-range conversion. */
-    int64_t r = a->r;
-    double alpha = a->lora_alpha;
-    const int mlx_cfg = strcmp(a->format, "mlx") == 0;
+    int64_t r;
+    double alpha;
     char r_from[256]; /* where r comes from, for the messages */
-    snprintf(r_from, sizeof r_from, "%s", mlx_cfg ? "'lora_parameters.rank'" : "'r'");
-    size_t hit;
-    int found = pattern_lookup(rank_mt, p->module, &hit, err, cfg);
-    if (found < 0)
+    if (module_r_alpha(a, p->module, rank_mt, alpha_mt, &r, &alpha, r_from, sizeof r_from,
+                       err) != 0)
         return -1;
-    if (found) {
-        r = rank_mt->pats[hit].rank;
-        snprintf(r_from, sizeof r_from, "rank_pattern key '%.200s'", rank_mt->pats[hit].pattern);
-    }
-    if ((found = pattern_lookup(alpha_mt, p->module, &hit, err, cfg)) < 0)
+    const int is_lora = strcmp(a->method, "lora") == 0 || strcmp(a->method, "dora") == 0;
+    if (!is_lora)
+        return fam_build(a, p, m, r, alpha, r_from, err);
+    if (fam)
+        return dora_errf(err, "'%s': module '%s' has '%s', which is not a tensor of a %s adapter",
+                         wf, p->module, fam->name, a->peft_type);
+    if (lora_factors(a, p, m, err) != 0)
         return -1;
-    if (found)
-        alpha = alpha_mt->pats[hit].value;
     m->r = r;
     m->alpha = alpha;
     if (m->L.cols != r || m->R.rows != r)
         return dora_errf(err, "'%s': module '%s': r = %lld (%s), but its factors '%s' and '%s' "
                               "in '%s' have rank %lld and %lld",
-                         cfg, p->module, (long long)r, r_from, ta->name, tb->name, wf,
+                         cfg, p->module, (long long)r, r_from, m->R.t->name, m->L.t->name, wf,
                          (long long)m->R.rows, (long long)m->L.cols);
-    /* The analysis forms the r x r Gram matrix R R^T for each module and
-     * step; the factors hold r * (out + in) entries. A rank above
-     * RANK_PER_DIM * (out + in) would make that matrix outgrow the factors by
-     * more than RANK_PER_DIM (r = 8192 on a [2, 3] weight: 512 MiB from
-     * 128 KiB). Ranks above both out and in are otherwise legal (PEFT's own
-     * regression adapter lora_emb_conv1d has r = 8 on a [1, 5] conv). */
-    const int64_t rank_max = m->L.rows > INT64_MAX / (4 * RANK_PER_DIM) ||
-                                     m->R.cols > INT64_MAX / (4 * RANK_PER_DIM)
-                                 ? INT64_MAX
-                                 : RANK_PER_DIM * (m->L.rows + m->R.cols);
-    if (r > rank_max)
-        return dora_errf(err, "'%s': module '%s': r = %lld (%s) is absurd for an update of "
-                              "[%lld, %lld] ('%s' in '%s'): at most %d x (out + in) = %lld",
-                         cfg, p->module, (long long)r, r_from, (long long)m->L.rows,
-                         (long long)m->R.cols, tb->name, wf, RANK_PER_DIM, (long long)rank_max);
-    if (mlx_cfg)
+    if (strcmp(a->format, "mlx") == 0)
         m->scale = a->lora_alpha / (double)a->r;
     else
         m->scale = a->use_rslora ? alpha / sqrt((double)r) : alpha / (double)r;
-    /* the analysis squares s (|s L R a|^2): a finite s whose square overflows
-     * would surface as a non-finite row of lora_B, naming the wrong culprit */
-    if (!isfinite(m->scale) || !isfinite(m->scale * m->scale)) {
-        char how[160];
-        if (mlx_cfg)
-            snprintf(how, sizeof how, "lora_parameters.scale = %g", m->scale);
-        else
-            snprintf(how, sizeof how, "alpha / %s = %g / %s%lld%s = %g",
-                     a->use_rslora ? "sqrt(r)" : "r", alpha, a->use_rslora ? "sqrt(" : "",
-                     (long long)r, a->use_rslora ? ")" : "", m->scale);
-        return dora_errf(err, "'%s': module '%s': the scale %s is too large: its square "
-                              "overflows float64",
-                         cfg, p->module, how);
-    }
+    if (adapter_check_rank_scale(a, p->module, m, r_from, err) != 0)
+        return -1;
     if (m->magnitude) {
         const dora_tensor *g = m->magnitude;
         if (!dora_dtype_is_analysable(g->dtype) ||
@@ -466,6 +529,8 @@ static int collect(dora_adapter *a, dora_err *err)
     for (size_t i = 0; i < w->ntensors; i++) {
         const dora_tensor *t = w->by_name[i];
         size_t stem;
+        if (fam_shared(a, t))
+            continue; /* VeRA's shared projections: no module of their own */
         role r = classify(t->name, &stem);
         if (r == ROLE_SAVED && t->ndim < 2)
             continue; /* biases and norms of modules_to_save: 1-D, not analysed */
@@ -590,9 +655,15 @@ void dora_adapter_close(dora_adapter *a)
 {
     if (!a)
         return;
-    for (size_t i = 0; i < a->nmodules; i++)
+    for (size_t i = 0; i < a->nmodules; i++) {
         free(a->modules[i].base_name);
+        for (size_t k = 0; k < a->modules[i].nowned; k++) {
+            free((void *)a->modules[i].owned[k]->data);
+            free(a->modules[i].owned[k]);
+        }
+    }
     free(a->modules);
+    fam_release(a);
     for (size_t i = 0; i < a->nrank_pattern; i++)
         free(a->rank_pattern[i].pattern);
     for (size_t i = 0; i < a->nalpha_pattern; i++)
@@ -601,11 +672,22 @@ void dora_adapter_close(dora_adapter *a)
     free(a->alpha_pattern);
     dora_model_close(a->weights);
     free(a->peft_type);
+    free(a->init_lora);
     free(a->base_model);
     free(a->targets);
     free(a->config_path);
     free(a->dir);
     free(a);
+}
+
+const char *dora_method_static(const char *m)
+{
+    static const char *const known[] = {"ft", "lora", "dora", "ia3", "adalora", "vera", "loha",
+                                        "lokr"};
+    for (size_t i = 0; m && i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(m, known[i]) == 0)
+            return known[i];
+    return NULL;
 }
 
 const dora_adapted *dora_adapter_find(const dora_adapter *a, const char *base_name)
@@ -627,9 +709,11 @@ const dora_adapted *dora_adapter_find(const dora_adapter *a, const char *base_na
 int dora_adapter_check(const dora_adapter *a, const dora_model *base, dora_err *err)
 {
     for (size_t i = 0; i < a->nmodules; i++) {
-        const dora_adapted *m = &a->modules[i];
+        dora_adapted *m = &a->modules[i]; /* IA3 / VeRA factors are formed here */
         const dora_tensor *b = dora_model_find(base, m->base_name);
-        const char *src = m->kind == DORA_ADAPTED_SAVED ? m->saved->name : m->L.t->name;
+        const char *src = m->kind == DORA_ADAPTED_SAVED ? m->saved->name
+                          : m->L.t                       ? m->L.t->name
+                                                         : m->ia3 ? m->ia3->name : m->base_name;
         if (!b)
             return dora_errf(err, "'%s': '%s' adapts '%s', which the base model '%s' does not have",
                              a->weights->path, src, m->base_name, base->path);
@@ -666,6 +750,9 @@ int dora_adapter_check(const dora_adapter *a, const dora_model *base, dora_err *
             out = dora_tensor_rows(b);
             in = dora_tensor_cols(b);
         }
+        if (fam_check(a, m, b, out, in, err) != 0 ||
+            (a->init_lora && adapter_bind_init(a, m, b, out, in, err) != 0))
+            return -1;
         if (m->L.rows != out || m->R.cols != in)
             return dora_errf(err, "'%s': module '%s': the update B @ A is [%lld, %lld] but the base "
                                   "weight is %s%s",

@@ -40,6 +40,10 @@ static const char analyze_help[] =
     "                    Wqkv, W_pack, gate_up_proj) whole, not split into q/k/v parts\n"
     "  -j, --jobs N      threads (default: all cores)\n"
     "  --per-row         also store per-row magnitudes and cosines\n"
+    "  --base-quant Q    W0 of adapter runs is the bitsandbytes round trip of the base:\n"
+    "                    nf4, fp4, nf4-dq, fp4-dq (double quant), int8 (LLM.int8); a\n"
+    "                    quantization_config in the base's config.json is followed\n"
+    "                    without it\n"
     "  --csv FILE        write the table as CSV to FILE instead of TSV on stdout\n"
     "  --force           replace an existing OUT.h5 or CSV file that this tool did not\n"
     "                    write (an input is never replaced)\n"
@@ -134,6 +138,7 @@ typedef struct analyze_args {
     const char *transpose;
     int no_split;
     size_t nrenames;
+    dora_quant base_quant;
 } analyze_args;
 
 /* Options into *A (optind then at the first run). -1 to go on, else the exit
@@ -141,7 +146,7 @@ typedef struct analyze_args {
 static int parse_options(int argc, char **argv, analyze_args *a)
 {
     enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV, OPT_FORCE,
-           OPT_RENAME, OPT_TRANSPOSE, OPT_NO_SPLIT };
+           OPT_RENAME, OPT_TRANSPOSE, OPT_NO_SPLIT, OPT_BASE_QUANT };
     static const struct option longopts[] = {
         {"base", required_argument, NULL, OPT_BASE},
         {"output", required_argument, NULL, 'o'},
@@ -149,6 +154,7 @@ static int parse_options(int argc, char **argv, analyze_args *a)
         {"exclude", required_argument, NULL, OPT_EXCLUDE},
         {"jobs", required_argument, NULL, 'j'},
         {"per-row", no_argument, NULL, OPT_PER_ROW},
+        {"base-quant", required_argument, NULL, OPT_BASE_QUANT},
         {"csv", required_argument, NULL, OPT_CSV},
         {"force", no_argument, NULL, OPT_FORCE},
         {"rename", required_argument, NULL, OPT_RENAME},
@@ -172,6 +178,12 @@ static int parse_options(int argc, char **argv, analyze_args *a)
                                        optarg);
             break;
         case OPT_PER_ROW: a->per_row = 1; break;
+        case OPT_BASE_QUANT:
+            if (dora_quant_parse(optarg, &a->base_quant) != 0)
+                return cli_usage_error("analyze", "--base-quant wants nf4, fp4, int8, nf4-dq, "
+                                                  "fp4-dq or none, not '%s'",
+                                       optarg);
+            break;
         case OPT_CSV: a->csv = optarg; break;
         case OPT_FORCE: a->force = 1; break;
         case OPT_RENAME: {
@@ -327,6 +339,7 @@ int cmd_analyze(int argc, char **argv)
         .nrenames = a.nrenames,
         .transpose = a.transpose,
         .no_split = a.no_split,
+        .base_quant = a.base_quant,
     };
     if (dora_analyze_runs(res, &done, a.base_path, names, paths, nruns, &opts, on_note, &a.quiet,
                           &err) != 0) {

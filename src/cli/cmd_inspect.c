@@ -56,6 +56,41 @@ static void print_tensors(const dora_model *m)
     }
 }
 
+/* The parameters of PEFT's other families (IA3, AdaLoRA, VeRA, LoHa, LoKr). */
+static void print_family(const dora_adapter *a)
+{
+    printf("# family %s: fan_in_fan_out %s\n", a->method, a->fan_in_fan_out ? "true" : "false");
+    if (strcmp(a->method, "adalora") == 0)
+        printf("# init_r %lld (ranknum), lora_alpha %.17g (scaling)\n", (long long)a->init_r,
+               a->lora_alpha);
+    for (size_t i = 0; i < a->nmask; i++)
+        printf("# rank_pattern %s keeps %lld of %lld ranks\n", a->masks[i].pattern,
+               (long long)a->masks[i].rank, (long long)a->init_r);
+    if (strcmp(a->method, "vera") == 0)
+        printf("# r %lld (scale 1)\n", (long long)a->r);
+    if (strcmp(a->method, "loha") == 0 || strcmp(a->method, "lokr") == 0)
+        printf("# r %lld, alpha %.17g (scale alpha / r)\n", (long long)a->r, a->lora_alpha);
+    for (size_t i = 0; i < a->nff; i++)
+        printf("# feedforward_modules %s (columns scaled)\n", a->ff[i]);
+    if (a->ff_regex)
+        printf("# feedforward_modules regex %s (columns scaled)\n", a->ff_regex);
+    const dora_tensor *vp[2] = {a->vera_A, a->vera_B};
+    for (int i = 0; i < 2; i++)
+        if (vp[i]) {
+            char shp[256];
+            dora_shape_str(vp[i], shp, sizeof shp);
+            printf("# shared projection %s %s (sliced per module)\n", vp[i]->name, shp);
+        }
+    for (size_t i = 0; i < a->nrank_pattern; i++)
+        printf("# rank_pattern %s = %lld\n", a->rank_pattern[i].pattern,
+               (long long)a->rank_pattern[i].rank);
+    for (size_t i = 0; i < a->nalpha_pattern; i++)
+        printf("# alpha_pattern %s = %.17g\n", a->alpha_pattern[i].pattern,
+               a->alpha_pattern[i].value);
+    printf("# target_modules %s\n", a->targets);
+    printf("# base model %s\n", a->base_model ? a->base_model : "(not named)");
+}
+
 static void print_adapter(const dora_adapter *a)
 {
     printf("# adapter: %s (format %s, peft_type %s, method %s)\n", a->dir, a->format, a->peft_type,
@@ -63,6 +98,8 @@ static void print_adapter(const dora_adapter *a)
     if (strcmp(a->format, "mlx") == 0) {
         printf("# r %lld, scale %.17g (lora_parameters)\n", (long long)a->r,
                a->lora_alpha / (double)a->r);
+    } else if (strcmp(a->method, "lora") != 0 && strcmp(a->method, "dora") != 0) {
+        print_family(a);
     } else {
         printf("# r %lld, lora_alpha %.17g, use_rslora %s, use_dora %s, fan_in_fan_out %s\n",
                (long long)a->r, a->lora_alpha, a->use_rslora ? "true" : "false",
@@ -84,6 +121,13 @@ static void print_adapter(const dora_adapter *a)
             dora_shape_str(m->saved, shp, sizeof shp);
             printf("%s\tsaved\t-\t-\t-\t%s %s\t-\n", m->base_name, dora_dtype_name(m->saved->dtype),
                    shp);
+            continue;
+        }
+        if (m->ia3 && !m->L.t) { /* its factors are formed against the base */
+            char shp[256];
+            dora_shape_str(m->ia3, shp, sizeof shp);
+            printf("%s\t%s%s\t-\t-\t1\t%s %s\t-\n", m->base_name, m->layout,
+                   m->fan_in_fan_out ? " (fan_in_fan_out)" : "", m->ia3->name, shp);
             continue;
         }
         printf("%s\t%s%s\t%lld\t%.17g\t%.17g\t[%lld, %lld] x [%lld, %lld]\t%s\n", m->base_name,

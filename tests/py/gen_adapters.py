@@ -593,10 +593,15 @@ def make_errors(out, vals, rng):
            "feedforward_modules": ["down_proj"], "fan_in_fan_out": False,
            "base_model_name_or_path": "dora-test/llama-gqa-tiny", "task_type": "CAUSAL_LM",
            "inference_mode": True, "init_ia3_weights": True, "modules_to_save": None}
-    ts = {P + attn(0, "k") + ".ia3_l": stio.Tensor("F32", np.ones((KV, 1), np.float32)),
+    # IA3 (read since issue #17) whose ia3_l has one row too many for k_proj
+    ts = {P + attn(0, "k") + ".ia3_l": stio.Tensor("F32", np.ones((KV + 1, 1), np.float32)),
           P + attn(0, "v") + ".ia3_l": stio.Tensor("F32", np.ones((KV, 1), np.float32))}
-    run, d2 = two_step("peft_type_ia3", ia3, ts)
-    add("peft_type_ia3", run, [os.path.join(d2, "adapter_config.json"), "IA3"])
+    run, d2 = two_step("ia3_length", ia3, ts, ia3, ts)
+    add("ia3_length", run, [os.path.join(run, "checkpoint-1", "adapter_model.safetensors"),
+                            attn(0, "k") + ".ia3_l", "output rows"])
+    # a peft_type this tool does not read
+    run, d2 = two_step("peft_type_unknown", dict(ia3, peft_type="OFT"), ts)
+    add("peft_type_unknown", run, [os.path.join(d2, "adapter_config.json"), "OFT"])
     # malformed adapter_config.json
     run, d2 = two_step("config_malformed", cfg, good_adapter(vals, rng, qv))
     with open(os.path.join(d2, "adapter_config.json"), "w") as f:

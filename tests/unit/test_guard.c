@@ -79,7 +79,8 @@ static int analyse(const char *run_rel, const change *c, dora_result *res, dora_
         dora_model_close(base);
         return -1;
     }
-    dora_analysis_opts opts = {.threads = 2, .after_open = c ? do_change : NULL, .after_open_ctx = (void *)c};
+    dora_analysis_opts opts = {
+        .threads = 2, .after_open = c ? do_change : NULL, .after_open_ctx = (void *)c};
     int rc = dora_analyze_run(res, "r", base, bp, &run, &opts, err);
     dora_run_release(&run);
     dora_model_close(base);

@@ -1,0 +1,122 @@
+/* adapter_init.c - PiSSA / OLoRA adapters: the update against the true W0,
+ * s (B A - B0 A0), with B0 A0 recomputed from W0; see include/dora/adapter.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "checkpoints/adapter_int.h"
+#include "dora/guard.h"
+#include "dora/tensor.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static dora_init_factor_fn factoriser; /* set once, before any analysis runs */
+
+void dora_adapter_set_init_factoriser(dora_init_factor_fn fn)
+{
+    __atomic_store_n(&factoriser, fn, __ATOMIC_RELEASE);
+}
+
+int adapter_read_init(dora_adapter *a, json_t *root, dora_err *err)
+{
+    json_t *v = json_object_get(root, "init_lora_weights");
+    if (!v || json_is_null(v) || json_is_boolean(v))
+        return 0;
+    if (!json_is_string(v))
+        return dora_errf(err, "'%s': 'init_lora_weights' is not true, false or a string",
+                         a->config_path);
+    const char *s = json_string_value(v);
+    if (strcmp(s, "gaussian") == 0 || strcmp(s, "eva") == 0) /* A's init only; B0 = 0 */
+        return 0;
+    if (strcmp(s, "pissa") != 0 && strcmp(s, "olora") != 0)
+        return dora_errf(err, "'%s': init_lora_weights '%s' changed the base the adapter was "
+                              "trained on by an initial B0 A0 this tool cannot recompute (it "
+                              "does for 'pissa' and 'olora'): its dM and dD would be measured "
+                              "against the wrong W0",
+                         a->config_path, s);
+    if (a->use_dora)
+        return dora_errf(err, "'%s': init_lora_weights '%s' with use_dora is not supported",
+                         a->config_path, s);
+    return (a->init_lora = strdup(s)) ? 0 : dora_errf(err, "out of memory");
+}
+
+double *adapter_base_rows(const dora_tensor *b, int fifo, int64_t out, int64_t in, dora_err *err)
+{
+    unsigned char *raw = malloc(b->nbytes ? b->nbytes : 1);
+    double *w = malloc((size_t)(out * in > 0 ? out * in : 1) * sizeof *w);
+    const void *fault;
+    if (!raw || !w) {
+        free(raw);
+        free(w);
+        dora_errf(err, "out of memory reading '%s'", b->name);
+        return NULL;
+    }
+    if (dora_guard_copy(raw, b->data, b->nbytes, &fault) != 0) {
+        free(raw);
+        free(w);
+        dora_errf(err, "'%s' changed while it was read (truncated?)", b->file);
+        return NULL;
+    }
+    const size_t esz = dora_dtype_size(b->dtype);
+    for (int64_t i = 0; i < out; i++)
+        for (int64_t j = 0; j < in; j++)
+            w[i * in + j] = dora_elem_to_f64(raw + (size_t)(fifo ? j * out + i : i * in + j) * esz,
+                                             b->dtype);
+    free(raw);
+    return w;
+}
+
+int adapter_bind_init(const dora_adapter *a, dora_adapted *m, const dora_tensor *b, int64_t out,
+                      int64_t in, dora_err *err)
+{
+    dora_init_factor_fn fn = __atomic_load_n(&factoriser, __ATOMIC_ACQUIRE);
+    if (!fn)
+        return dora_errf(err, "'%s': init_lora_weights '%s': B0 A0 is recomputed from W0 by the "
+                              "analysis (analyze), which this command does not run",
+                         a->config_path, a->init_lora);
+    if (m->nowned) /* bound already (against this base: the steps share it) */
+        return 0;
+    if (strcmp(a->init_lora, "olora") == 0 && m->fan_in_fan_out)
+        return dora_errf(err, "'%s': OLoRA with fan_in_fan_out is not supported", a->config_path);
+    const dora_tensor *B = m->L.t, *A = m->R.t;
+    const int64_t r = m->r, r2 = 2 * r;
+    if (m->L.transposed || m->R.transposed || m->L.rows != out || m->R.cols != in)
+        return dora_errf(err, "'%s': module '%s': init_lora_weights '%s' needs a linear LoRA "
+                              "module of [%lld, %lld]",
+                         a->config_path, m->base_name, a->init_lora, (long long)out, (long long)in);
+    double *w0 = adapter_base_rows(b, m->fan_in_fan_out, out, in, err);
+    double *p = malloc((size_t)(out * r) * sizeof *p), *q = malloc((size_t)(r * in) * sizeof *q);
+    dora_tensor *L = NULL, *R = NULL;
+    int rc = -1;
+    if (!w0 || !p || !q) {
+        if (w0)
+            dora_errf(err, "out of memory for the initial factors of '%s'", m->base_name);
+        goto done;
+    }
+    if (fn(a->init_lora, w0, out, in, r, m->scale, p, q, err) != 0)
+        goto done;
+    L = adapter_own(m, B, out, r2);
+    R = adapter_own(m, A, r2, in);
+    if (!L || !R) {
+        dora_errf(err, "out of memory for the factors of '%s'", m->base_name);
+        goto done;
+    }
+    double *ld = (double *)(void *)L->data, *rd = (double *)(void *)R->data;
+    for (int64_t i = 0; i < out; i++) /* L = [B, -B0] */
+        for (int64_t k = 0; k < r; k++) {
+            ld[i * r2 + k] = dora_matrix_get(&m->L, i, k);
+            ld[i * r2 + r + k] = -p[i * r + k];
+        }
+    for (int64_t k = 0; k < r; k++) /* R = [A; A0] */
+        for (int64_t j = 0; j < in; j++) {
+            rd[k * in + j] = dora_matrix_get(&m->R, k, j);
+            rd[(r + k) * in + j] = q[k * in + j];
+        }
+    m->L = adapter_matrix(L, 0);
+    m->R = adapter_matrix(R, 0);
+    m->r = r2;
+    rc = adapter_check_rank_scale(a, m->base_name, m, "twice 'r' (PiSSA / OLoRA)", err);
+done:
+    free(w0);
+    free(p);
+    free(q);
+    return rc;
+}
