@@ -455,7 +455,7 @@ static int alloc_run(sctx *c, size_t i, const char *name)
     r->npairs = S >= 2 ? (S - 1) + (S - 2) : 0;
     r->method = rc->run->method;
     if (rc->adapter[0]) {
-        r->method = "lora";
+        r->method = rc->adapter[0]->method; /* lora, ia3, adalora, vera, loha, lokr */
         for (size_t s = 0; s < S; s++)
             if (strcmp(rc->adapter[s]->method, "dora") == 0)
                 r->method = "dora";

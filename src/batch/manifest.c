@@ -2,6 +2,7 @@
 #define _XOPEN_SOURCE 700 /* strdup, with POSIX 2008 */
 #include "dora/batch.h"
 #include "dora/run.h"
+#include "dora/adapter.h"
 #include "batch/common.h"
 #include "core/util.h"
 
@@ -299,12 +300,10 @@ static int parse_study(const mctx *c, size_t idx, json_t *o, dora_study *st)
             get_str(c, w, r, "method", 0, &method) != 0)
             return -1;
         if (method) {
-            static const char *const m[] = {"ft", "lora", "dora"};
-            for (int k = 0; k < 3; k++)
-                if (strcmp(method, m[k]) == 0)
-                    sr->method = m[k];
+            sr->method = dora_method_static(method);
             if (!sr->method) {
-                mbad(c, w, "method '%s' is not ft, lora or dora", method);
+                mbad(c, w, "method '%s' is not ft, lora, dora, ia3, adalora, vera, loha or lokr",
+                     method);
                 free(method);
                 return -1;
             }

@@ -69,7 +69,14 @@ static const dora_regression *find_reg(const dora_regression *g, size_t n, const
 
 static const char *method_label(const char *m)
 {
-    return strcmp(m, "ft") == 0 ? "FT" : strcmp(m, "lora") == 0 ? "LoRA" : "DoRA";
+    static const char *const names[][2] = {{"ft", "FT"},         {"lora", "LoRA"},
+                                           {"dora", "DoRA"},     {"ia3", "IA3"},
+                                           {"adalora", "AdaLoRA"}, {"vera", "VeRA"},
+                                           {"loha", "LoHa"},     {"lokr", "LoKr"}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(m, names[i][0]) == 0)
+            return names[i][1];
+    return m;
 }
 
 static char *model_name(const dora_result *r)

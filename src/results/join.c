@@ -89,11 +89,13 @@ typedef struct joinctx {
     const char *first_dropped;
 } joinctx;
 
-/* The parts are of one run (name, paths) and all full weights or all adapters. */
-static int check_parts(joinctx *j, int *any_lora, int *any_dora, dora_err *err)
+/* The parts are of one run (name, paths) and all full weights or all adapters; *METHOD:
+ * "ft", "dora" when a part is, else the adapter family of the parts ("lora", "ia3", ...). */
+static int check_parts(joinctx *j, const char **method, dora_err *err)
 {
     const dora_result *p0 = j->p0;
     int any_ft = 0;
+    const char *adapter = NULL;
     for (size_t i = 0; i < j->n; i++) {
         const dora_result *p = j->parts[i];
         if (strcmp(p->name, p0->name) != 0 || strcmp(p->source_path, p0->source_path) != 0 ||
@@ -102,16 +104,18 @@ static int check_parts(joinctx *j, int *any_lora, int *any_dora, dora_err *err)
                                   "'%s' ('%s', base '%s')",
                              p0->name, p0->source_path, p0->base_path, p->name, p->source_path,
                              p->base_path);
-        any_ft |= strcmp(p->method, "ft") == 0;
-        *any_lora |= strcmp(p->method, "lora") == 0;
-        *any_dora |= strcmp(p->method, "dora") == 0;
+        const int ft = strcmp(p->method, "ft") == 0;
+        any_ft |= ft;
+        if (!ft && (!adapter || strcmp(p->method, "dora") == 0))
+            adapter = p->method;
         j->total += p->nsteps;
     }
-    if (any_ft && (*any_lora || *any_dora))
+    if (any_ft && adapter)
         return dora_errf(err, "run '%s' ('%s'): some checkpoints are full weights and some "
                               "adapters: a run is either full weights or adapters",
                          p0->name, p0->source_path);
-    j->adapters = *any_lora || *any_dora;
+    j->adapters = adapter != NULL;
+    *method = adapter ? adapter : "ft";
     return 0;
 }
 
@@ -277,13 +281,13 @@ int dora_result_join(dora_result *out, const dora_result *const *parts, size_t n
     if (n == 0)
         return dora_errf(err, "nothing to join");
     joinctx j = {.parts = parts, .n = n, .p0 = parts[0]};
-    int any_lora = 0, any_dora = 0;
-    if (check_parts(&j, &any_lora, &any_dora, err) != 0)
+    const char *method = "ft";
+    if (check_parts(&j, &method, err) != 0)
         return -1;
     int rc = -1;
     if (index_parts(&j, err) != 0 || unique_steps(&j, err) != 0 || common_modules(&j, err) != 0)
         goto done;
-    out->method = any_dora ? "dora" : any_lora ? "lora" : "ft";
+    out->method = method;
     out->name = strdup(j.p0->name);
     out->source_path = strdup(j.p0->source_path);
     out->base_path = strdup(j.p0->base_path);

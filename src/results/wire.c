@@ -1,6 +1,7 @@
 /* wire.c - results as bytes (journal records, MPI messages); see
  * include/dora/wire.h. */
 #include "dora/wire.h"
+#include "dora/adapter.h"
 #include "results/bytes.h"
 
 #include <math.h>
@@ -92,10 +93,7 @@ int dora_result_unpack(dora_result *r, const unsigned char *buf, size_t len, con
     uint64_t S = wire_get_u64(&b), L = wire_get_u64(&b);
     if (b.bad)
         goto bad;
-    static const char *const known[] = {"ft", "lora", "dora"};
-    for (int i = 0; i < 3; i++)
-        if (strcmp(method, known[i]) == 0)
-            r->method = known[i];
+    r->method = dora_method_static(method);
     free(method);
     method = NULL;
     if (!r->method) {
