@@ -2,11 +2,10 @@
 #define _GNU_SOURCE
 #include "cli/cli.h"
 #include "dora/analyze.h"
-#include "dora/h5out.h"
 #include "dora/run.h"
+#include "dora/tidy.h"
 #include "core/util.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -40,83 +39,6 @@ static const char analyze_help[] =
     "  -h, --help        this help\n"
     "\n"
     "exit status: 0 success, 1 bad input or failed analysis, 2 usage error\n";
-
-static void print_field(FILE *f, const char *s, int csv)
-{
-    if (!csv) {
-        for (const char *p = s; *p; p++) {
-            if (*p == '\t')
-                fputs("\\t", f);
-            else if (*p == '\n')
-                fputs("\\n", f);
-            else if (*p == '\\')
-                fputs("\\\\", f);
-            else
-                fputc(*p, f);
-        }
-        return;
-    }
-    if (strpbrk(s, ",\"\n\r") == NULL) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (const char *p = s; *p; p++) {
-        if (*p == '"')
-            fputc('"', f);
-        fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
-static void print_table(FILE *f, const dora_result *res, size_t nres, int csv)
-{
-    const char sep = csv ? ',' : '\t';
-    fprintf(f, "run%cmethod%cstep%cmodule%clayer%cdelta_m%cdelta_d\n", sep, sep, sep, sep, sep, sep);
-    for (size_t i = 0; i < nres; i++) {
-        const dora_result *r = &res[i];
-        for (size_t s = 0; s < r->nsteps; s++)
-            for (size_t l = 0; l < r->nmodules; l++) {
-                print_field(f, r->name, csv);
-                fprintf(f, "%c%s%c%lld%c", sep, r->method, sep, (long long)r->steps[s], sep);
-                print_field(f, r->modules[l], csv);
-                fprintf(f, "%c%d%c%.17g%c%.17g\n", sep, (int)r->layer[l], sep,
-                        r->delta_m[s * r->nmodules + l], sep, r->delta_d[s * r->nmodules + l]);
-            }
-    }
-}
-
-/* The CSV table into O's temporary file (flushed to disk), not yet renamed:
- * it is committed with the HDF5 file, after it. */
-static int stage_csv(util_out *o, const char *path, const dora_result *res, size_t nres,
-                     dora_err *err)
-{
-    if (util_out_begin(o, path, err) != 0)
-        return -1;
-    int fd = util_out_open(o, err);
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!f) {
-        if (fd >= 0) {
-            dora_errf(err, "'%s': cannot write: %s", path, strerror(errno));
-            close(fd);
-        }
-        util_out_abort(o);
-        return -1;
-    }
-    print_table(f, res, nres, 1);
-    int bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
-    int e = errno;
-    if (fclose(f) != 0 && !bad) {
-        bad = 1;
-        e = errno;
-    }
-    if (bad) {
-        dora_errf(err, "'%s': cannot write: %s", path, strerror(e));
-        util_out_abort(o);
-        return -1;
-    }
-    return 0;
-}
 
 /* The options of one `analyze`. */
 typedef struct analyze_args {
@@ -224,32 +146,17 @@ static void on_note(void *ctx, const char *run, const char *msg, int failed)
         cli_note(run, msg);
 }
 
-/* OUT.h5, and the table to --csv or stdout: both outputs or neither, so the
- * CSV is staged first and renamed after the HDF5 file. */
+/* OUT.h5, and the table to --csv (both files or neither) or stdout. */
 static int write_outputs(const analyze_args *a, const dora_result *res, size_t nruns,
                          const char *cmdline)
 {
-    util_out csv_out = {0};
-    csv_out.slot = -1;
     dora_err err;
-    int status;
-    if (a->csv && stage_csv(&csv_out, a->csv, res, nruns, &err) != 0)
+    if (dora_tidy_write(a->out, a->csv, res, nruns, cmdline, &err) != 0)
         return cli_fail(&err);
-    if (h5o_write(a->out, res, nruns, cmdline, &err) != 0) {
-        status = cli_fail(&err);
-    } else if (a->csv) {
-        status = EXIT_OK;
-        if (util_out_commit(&csv_out, &err) != 0) {
-            unlink(a->out); /* not one without the other */
-            dora_errprefix(&err, "'%s' not written either", a->out);
-            status = cli_fail(&err);
-        }
-    } else {
-        print_table(stdout, res, nruns, 0);
-        status = cli_finish_stdout();
-    }
-    util_out_abort(&csv_out);
-    return status;
+    if (a->csv)
+        return EXIT_OK;
+    dora_tidy_print(stdout, res, nruns, 0);
+    return cli_finish_stdout();
 }
 
 int cmd_analyze(int argc, char **argv)
