@@ -26,6 +26,7 @@
 #include "dora/error.h"
 #include "dora/filter.h"
 #include "dora/model.h"
+#include "dora/progress.h"
 #include "dora/run.h"
 
 #include <stdint.h>
@@ -39,6 +40,8 @@ typedef struct dora_analysis_opts {
      * none); tests use it to change files underneath */
     void (*after_open)(void *ctx);
     void *after_open_ctx;
+    /* bytes read and runs done, the run in the label (NULL: none; progress.h) */
+    dora_progress *progress;
 } dora_analysis_opts;
 
 typedef struct dora_result {

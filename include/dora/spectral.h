@@ -39,6 +39,7 @@
 #include "dora/error.h"
 #include "dora/filter.h"
 #include "dora/model.h"
+#include "dora/progress.h"
 #include "dora/run.h"
 
 #include <stddef.h>
@@ -129,6 +130,7 @@ typedef struct dora_spectrum_opts {
     int randomized;          /* allow the randomised method for a small --top */
     int64_t f64_max_elems;   /* dense SVDs in float64 up to this many elements */
     int64_t dense_max_elems; /* dense matrices above this are left out (note) */
+    dora_progress *progress; /* modules done, the module in the label (NULL: none) */
 } dora_spectrum_opts;
 
 /* Defaults: no filters, top 0, subspace 16, threshold 0.5, randomised allowed,

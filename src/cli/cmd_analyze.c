@@ -22,8 +22,18 @@ static const char analyze_help[] =
     "TSV table (run, method, step, module, layer, delta_m, delta_d) on stdout.\n"
     "\n"
     "RUN is a Trainer output folder (checkpoint-STEP/ subfolders, plus a final\n"
-    "model in the folder itself), a single checkpoint folder, or a .safetensors\n"
-    "file. NAME (default: the folder or file name) names the run in the output.\n"
+    "model in the folder itself), a single checkpoint folder, or a model file.\n"
+    "NAME (default: the folder or file name) names the run in the output.\n"
+    "\n"
+    "Inputs read (the base and every checkpoint):\n"
+    "  safetensors       a .safetensors file, or a folder with model.safetensors, its\n"
+    "                    sharded model.safetensors.index.json, or one *.safetensors\n"
+    "  PyTorch           torch.save zip archives (.bin, .pt, .pth; pytorch_model.bin and\n"
+    "                    its .index.json shards), read without executing the pickle\n"
+    "  adapters          a folder with adapter_config.json: HF PEFT LoRA and DoRA\n"
+    "                    (adapter_model.safetensors or .bin; rsLoRA, rank/alpha_pattern,\n"
+    "                    fan_in_fan_out, modules_to_save), the DoRA paper's format, and\n"
+    "                    MLX adapters.safetensors (lora_parameters)\n"
     "\n"
     "options:\n"
     "  --base PATH       pre-trained model: .safetensors file or model folder (sharded ok)\n"
@@ -33,9 +43,12 @@ static const char analyze_help[] =
     "  -j, --jobs N      threads (default: all cores)\n"
     "  --per-row         also store per-row magnitudes and cosines\n"
     "  --csv FILE        write the table as CSV to FILE instead of TSV on stdout\n"
+    "                    ('-': CSV on stdout)\n"
     "  --force           replace an existing OUT.h5 or CSV file that this tool did not\n"
     "                    write (an input is never replaced)\n"
-    "  -q, --quiet       no notes on stderr (errors are still printed)\n"
+    "  --progress=WHEN   progress line on stderr (bytes read, rate, time left, the run):\n"
+    "                    auto (if stderr is a terminal), always, never\n"
+    "  -q, --quiet       no notes or summary line on stderr (errors are still printed)\n"
     "  -h, --help        this help\n"
     "\n"
     "exit status: 0 success, 1 bad input or failed analysis, 2 usage error\n";
@@ -44,14 +57,16 @@ static const char analyze_help[] =
 typedef struct analyze_args {
     const char *base_path, *out, *modules_re, *exclude_re, *csv;
     int64_t jobs;
-    int per_row, quiet, force;
+    int per_row, quiet, force, progress;
+    int csv_stdout; /* --csv -: the CSV table on stdout */
+    cli_term term; /* the progress line and the notes on stderr */
 } analyze_args;
 
 /* Options into *A (optind then at the first run). -1 to go on, else the exit
  * status to return (--help, a usage error). */
 static int parse_options(int argc, char **argv, analyze_args *a)
 {
-    enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV, OPT_FORCE };
+    enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV, OPT_FORCE, OPT_PROGRESS };
     static const struct option longopts[] = {
         {"base", required_argument, NULL, OPT_BASE},
         {"output", required_argument, NULL, 'o'},
@@ -61,13 +76,17 @@ static int parse_options(int argc, char **argv, analyze_args *a)
         {"per-row", no_argument, NULL, OPT_PER_ROW},
         {"csv", required_argument, NULL, OPT_CSV},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"progress", required_argument, NULL, OPT_PROGRESS},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    int c;
+    int c, st;
+    cli_seen seen = {{0}};
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:j:qh", longopts, NULL)) != -1) {
+        if ((st = cli_option_once(&seen, "analyze", c, longopts)) >= 0)
+            return st;
         switch (c) {
         case OPT_BASE: a->base_path = optarg; break;
         case 'o': a->out = optarg; break;
@@ -79,8 +98,15 @@ static int parse_options(int argc, char **argv, analyze_args *a)
                                        optarg);
             break;
         case OPT_PER_ROW: a->per_row = 1; break;
-        case OPT_CSV: a->csv = optarg; break;
+        case OPT_CSV:
+            a->csv_stdout = strcmp(optarg, "-") == 0;
+            a->csv = a->csv_stdout ? NULL : optarg;
+            break;
         case OPT_FORCE: a->force = 1; break;
+        case OPT_PROGRESS:
+            if ((st = cli_parse_progress("analyze", optarg, &a->progress)) >= 0)
+                return st;
+            break;
         case 'q': a->quiet = 1; break;
         case 'h':
             fputs(analyze_help, stdout);
@@ -88,7 +114,7 @@ static int parse_options(int argc, char **argv, analyze_args *a)
         case ':':
             return cli_usage_error("analyze", "option '%s' needs a value", argv[optind - 1]);
         default:
-            return cli_usage_error("analyze", "unknown option '%s'", argv[optind - 1]);
+            return cli_unknown_option("analyze", argv[optind - 1], longopts);
         }
     }
     return -1;
@@ -137,16 +163,19 @@ static int check_args(const analyze_args *a, int nargs, char **args)
     return EXIT_OK;
 }
 
-/* Notes on stderr unless quiet (CTX points to the flag); steps left out always. */
+/* Notes on stderr unless quiet (CTX: the analyze_args); steps left out always. */
 static void on_note(void *ctx, const char *run, const char *msg, int failed)
 {
-    if (failed)
-        fprintf(stderr, "dora-analyze: error: run '%s': %s\n", run, msg);
-    else if (!*(const int *)ctx)
-        cli_note(run, msg);
+    analyze_args *a = ctx;
+    char line[DORA_ERR_MAX + 600];
+    snprintf(line, sizeof line, "%s: %s%s%s%s", failed ? "error" : "note", run ? "run '" : "",
+             run ? run : "", run ? "': " : "", msg);
+    if (failed || !a->quiet)
+        cli_term_line(&a->term, line);
 }
 
-/* OUT.h5, and the table to --csv (both files or neither) or stdout. */
+/* OUT.h5, and the table to --csv FILE (both files or neither) or stdout (TSV,
+ * or CSV for --csv -). */
 static int write_outputs(const analyze_args *a, const dora_result *res, size_t nruns,
                          const char *cmdline)
 {
@@ -155,8 +184,42 @@ static int write_outputs(const analyze_args *a, const dora_result *res, size_t n
         return cli_fail(&err);
     if (a->csv)
         return EXIT_OK;
-    dora_tidy_print(stdout, res, nruns, 0);
+    dora_tidy_print(stdout, res, nruns, a->csv_stdout);
     return cli_finish_stdout();
+}
+
+/* Analyse the runs under the progress line, write the outputs, and say what
+ * was written (unless quiet). */
+static int analyse_and_write(analyze_args *a, char **names, const char *const *paths,
+                             size_t nruns, dora_result *res, size_t *done, const char *cmdline,
+                             const dora_analysis_opts *opts)
+{
+    dora_err err;
+    cli_term_start(&a->term);
+    int rc = dora_analyze_runs(res, done, a->base_path, names, paths, nruns, opts, on_note, a,
+                               &err);
+    cli_term_stop(&a->term);
+    if (rc != 0)
+        return cli_fail(&err);
+    int status = write_outputs(a, res, nruns, cmdline);
+    if (status != EXIT_OK)
+        return status;
+    size_t steps = 0, tensors = 0, incomplete = 0;
+    for (size_t i = 0; i < nruns; i++) {
+        steps += res[i].nsteps;
+        tensors += res[i].nmodules;
+        incomplete += res[i].nfailures;
+    }
+    if (!a->quiet)
+        cli_term_summary(&a->term, a->out, "%zu run(s), %zu step(s), %zu tensor(s)", nruns, steps,
+                         tensors);
+    if (incomplete) {
+        /* the results hold every step that could be read; the others are named above */
+        fprintf(stderr, "dora-analyze: error: %zu step(s) left out; '%s' holds the others\n",
+                incomplete, a->out);
+        return EXIT_BAD_INPUT;
+    }
+    return EXIT_OK;
 }
 
 int cmd_analyze(int argc, char **argv)
@@ -173,6 +236,7 @@ int cmd_analyze(int argc, char **argv)
     if ((status = cli_compile_filter("analyze", &filter, a.modules_re, a.exclude_re)) != EXIT_OK)
         return status;
 
+    cli_term_init(&a.term, cli_progress_shown(a.progress, a.quiet), "runs");
     char **names = calloc(nruns, sizeof *names);
     const char **paths = calloc(nruns, sizeof *paths);
     dora_result *res = calloc(nruns, sizeof *res);
@@ -196,23 +260,9 @@ int cmd_analyze(int argc, char **argv)
         .exclude = dora_filter_exclude(&filter),
         .threads = a.jobs > 0 ? (int)a.jobs : (int)sysconf(_SC_NPROCESSORS_ONLN),
         .per_row = a.per_row,
+        .progress = &a.term.prog,
     };
-    if (dora_analyze_runs(res, &done, a.base_path, names, paths, nruns, &opts, on_note, &a.quiet,
-                          &err) != 0) {
-        status = cli_fail(&err);
-        goto cleanup;
-    }
-    if ((status = write_outputs(&a, res, nruns, cmdline)) != EXIT_OK)
-        goto cleanup;
-    size_t incomplete = 0;
-    for (size_t i = 0; i < nruns; i++)
-        incomplete += res[i].nfailures;
-    if (incomplete) {
-        /* the results hold every step that could be read; the others are named above */
-        fprintf(stderr, "dora-analyze: error: %zu step(s) left out; '%s' holds the others\n",
-                incomplete, a.out);
-        status = EXIT_BAD_INPUT;
-    }
+    status = analyse_and_write(&a, names, paths, nruns, res, &done, cmdline, &opts);
 cleanup:
     for (size_t i = 0; i < done; i++)
         dora_result_release(&res[i]);
@@ -223,5 +273,6 @@ cleanup:
     free(res);
     free(cmdline);
     dora_filter_free(&filter);
+    cli_term_release(&a.term);
     return status;
 }
