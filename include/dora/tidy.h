@@ -18,6 +18,9 @@
  * with to be replaced without --force. */
 #define DORA_TIDY_CSV_HEADER "run,method,step,module,layer,delta_m,delta_d\n"
 
+/* One field S to F as the table writes it: TSV-escaped, or CSV-quoted when CSV is 1. */
+void dora_tidy_field(FILE *f, const char *s, int csv);
+
 /* The table of RES[0..NRES) to F, CSV when CSV is 1, else TSV. Write errors
  * are left in F's error flag for the caller. */
 void dora_tidy_print(FILE *f, const dora_result *res, size_t nres, int csv);

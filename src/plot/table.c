@@ -1,5 +1,6 @@
 /* table.c - the regression table of a study (dora_plot_stats): TSV or JSON. */
 #include "dora/plot.h"
+#include "dora/tidy.h"
 #include "plot/draw.h"
 
 #include <stdio.h>
@@ -47,30 +48,15 @@ static void write_json(FILE *out, const dora_regression *const *g, size_t n)
     fprintf(out, "\n]\n");
 }
 
-/* S as a TSV field: tab, newline and backslash as \t, \n, \\. */
-static void tsv_str(FILE *out, const char *s)
-{
-    for (; *s; s++) {
-        if (*s == '\t')
-            fputs("\\t", out);
-        else if (*s == '\n')
-            fputs("\\n", out);
-        else if (*s == '\\')
-            fputs("\\\\", out);
-        else
-            putc(*s, out);
-    }
-}
-
 /* Undefined values (the defined flags 0) are NA. */
 static void write_tsv(FILE *out, const dora_regression *const *g, size_t n)
 {
     fprintf(out, "run\tmethod\tmodule_kind\tn\tlayers\tslope\tintercept\tpearson_r\t"
                  "within_step_r\n");
     for (size_t i = 0; i < n; i++) {
-        tsv_str(out, g[i]->run);
+        dora_tidy_field(out, g[i]->run, 0);
         fprintf(out, "\t%s\t", g[i]->method);
-        tsv_str(out, g[i]->kind);
+        dora_tidy_field(out, g[i]->kind, 0);
         fprintf(out, "\t%lld\t%lld\t", g[i]->n, g[i]->layers);
         if (g[i]->defined)
             fprintf(out, "%.17g\t%.17g\t%.17g\t", g[i]->slope, g[i]->intercept, g[i]->r);

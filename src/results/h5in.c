@@ -240,6 +240,17 @@ static int list_runs(hid_t g, names *nm)
     return H5Literate(g, by, H5_ITER_INC, &idx, collect, nm) < 0 ? -1 : 0;
 }
 
+/* The names of /runs, the group G (may be -1) and the file F, released. */
+static void close_runs(names *nm, hid_t g, hid_t f)
+{
+    for (size_t i = 0; i < nm->n; i++)
+        free(nm->v[i]);
+    free(nm->v);
+    if (g >= 0)
+        H5Gclose(g);
+    H5Fclose(f);
+}
+
 /* PATH opened read-only as HDF5, or -1 with ERR set (not a regular file, not HDF5). */
 static hid_t open_results(const char *path, dora_err *err)
 {
@@ -297,12 +308,7 @@ int h5i_read(const char *path, dora_result **runs, size_t *nruns, dora_err *err)
     *nruns = nm.n;
     rc = 0;
 done:
-    for (size_t i = 0; i < nm.n; i++)
-        free(nm.v[i]);
-    free(nm.v);
-    if (g >= 0)
-        H5Gclose(g);
-    H5Fclose(f);
+    close_runs(&nm, g, f);
     return rc;
 }
 
@@ -388,12 +394,7 @@ int h5i_summarise(const char *path, h5i_summary *s, dora_err *err)
         }
     rc = 0;
 done:
-    for (size_t i = 0; i < nm.n; i++)
-        free(nm.v[i]);
-    free(nm.v);
-    if (g >= 0)
-        H5Gclose(g);
-    H5Fclose(f);
+    close_runs(&nm, g, f);
     if (rc != 0)
         h5i_summary_release(s);
     return rc;

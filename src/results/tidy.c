@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static void print_field(FILE *f, const char *s, int csv)
+void dora_tidy_field(FILE *f, const char *s, int csv)
 {
     if (!csv) {
         for (const char *p = s; *p; p++) {
@@ -46,9 +46,9 @@ void dora_tidy_print(FILE *f, const dora_result *res, size_t nres, int csv)
         const dora_result *r = &res[i];
         for (size_t s = 0; s < r->nsteps; s++)
             for (size_t l = 0; l < r->nmodules; l++) {
-                print_field(f, r->name, csv);
+                dora_tidy_field(f, r->name, csv);
                 fprintf(f, "%c%s%c%lld%c", sep, r->method, sep, (long long)r->steps[s], sep);
-                print_field(f, r->modules[l], csv);
+                dora_tidy_field(f, r->modules[l], csv);
                 fprintf(f, "%c%d%c%.17g%c%.17g\n", sep, (int)r->layer[l], sep,
                         r->delta_m[s * r->nmodules + l], sep, r->delta_d[s * r->nmodules + l]);
             }
