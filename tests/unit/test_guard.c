@@ -79,7 +79,8 @@ static int analyse(const char *run_rel, const change *c, dora_result *res, dora_
         dora_model_close(base);
         return -1;
     }
-    dora_analysis_opts opts = {NULL, NULL, 2, 0, c ? do_change : NULL, (void *)c};
+    dora_analysis_opts opts = {
+        .threads = 2, .after_open = c ? do_change : NULL, .after_open_ctx = (void *)c};
     int rc = dora_analyze_run(res, "r", base, bp, &run, &opts, err);
     dora_run_release(&run);
     dora_model_close(base);
@@ -218,7 +219,7 @@ static void test_gram_truncated(void)
     }
     /* 20000 bytes keep the header and lora_B, cut lora_A */
     change c = {"lrun/checkpoint-20/adapter_model.safetensors", 2};
-    dora_analysis_opts opts = {NULL, NULL, 2, 0, do_change, &c};
+    dora_analysis_opts opts = {.threads = 2, .after_open = do_change, .after_open_ctx = &c};
     int rc = dora_analyze_run(&res, "l", base, bp, &run, &opts, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     if (rc == 0) {

@@ -133,7 +133,7 @@ static void check_run(const char *base_path, const char *run_path, const char *m
     dora_result res;
     CHECK_MSG(dora_model_open(&base, base_path, &err) == 0, "%s", err.msg);
     CHECK_MSG(dora_run_discover(&run, run_path, &err) == 0, "%s", err.msg);
-    dora_analysis_opts opts = {NULL, NULL, threads, 0, NULL, NULL};
+    dora_analysis_opts opts = {.threads = threads};
     int rc = dora_analyze_run(&res, "r", base, base_path, &run, &opts, &err);
     CHECK_MSG(rc == 0, "%s", err.msg);
     if (rc == 0) {
@@ -192,7 +192,7 @@ static int analyze_once(const char *base_path, const char *run_path, dora_result
         dora_model_close(base);
         return -1;
     }
-    dora_analysis_opts opts = {NULL, NULL, 1, 0, NULL, NULL};
+    dora_analysis_opts opts = {.threads = 1};
     int rc = dora_analyze_run(res, "r", base, base_path, &run, &opts, &err);
     dora_run_release(&run);
     dora_model_close(base);

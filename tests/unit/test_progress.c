@@ -84,5 +84,5 @@ int main(void)
     bytes_line();
     units_line();
     ticker();
-    return unit_summary("progress");
+    return unit_summary("test_progress");
 }
