@@ -56,7 +56,7 @@ int cli_unknown_option(const char *cmd, const char *arg, const struct option *lo
     snprintf(word, sizeof word, "%.*s", (int)strcspn(arg + 2, "="), arg + 2);
     const char *names[64];
     size_t n = 0;
-    for (; longopts[n].name && n < 64; n++)
+    for (; n < 64 && longopts[n].name; n++)
         names[n] = longopts[n].name;
     const char *near = cli_closest(word, names, n);
     if (near)

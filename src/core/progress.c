@@ -134,7 +134,7 @@ void dora_progress_line(dora_progress *p, int cols, char *buf, size_t n)
         int tw = snprintf(tot, sizeof tot, "%zu", units);
         snprintf(count, sizeof count, " %*zu/%s %s ", tw, done, tot, p->unit_word);
     }
-    char tail[400];
+    char tail[448]; /* count + amount + left + label, each bounded */
     snprintf(tail, sizeof tail, "%s%s %s%s%s", count, amount, left, label[0] ? "  " : "", label);
     int width = cols - (int)strlen(tail) - 3;
     if (width > 30)
