@@ -27,6 +27,7 @@
 #include "dora/filter.h"
 #include "dora/model.h"
 #include "dora/quant.h"
+#include "dora/progress.h"
 #include "dora/run.h"
 
 #include <stdint.h>
@@ -52,6 +53,8 @@ typedef struct dora_analysis_opts {
      * quantization_config in the base's config.json */
     dora_quant base_quant;
     const char *quant_skip; /* llm_int8_skip_modules (JSON list), or NULL */
+    /* bytes read and runs done, the run in the label (NULL: none; progress.h) */
+    dora_progress *progress;
 } dora_analysis_opts;
 
 typedef struct dora_result {

@@ -27,6 +27,7 @@
 #include "dora/error.h"
 #include "dora/filter.h"
 #include "dora/join.h"
+#include "dora/progress.h"
 #include "dora/wire.h"
 #include "dora/stats.h"
 
@@ -217,10 +218,11 @@ int dora_report_junit(const char *path, const char *manifest, const dora_study_r
  * written in the order the header lists them. *missing (may be NULL) gets the
  * number of planned units that no shard holds, and MISSING_MSG (may be NULL,
  * of size MSG_SIZE) names the first few; the output is written with the units
- * there are. */
+ * there are. PROGRESS (may be NULL) counts the journals' bytes and the shards
+ * read. */
 int dora_merge_shards(const char *output, const char *const *shards, size_t nshards,
                       const char *command_line, size_t *missing, char *missing_msg,
-                      size_t msg_size, dora_err *err);
+                      size_t msg_size, dora_progress *progress, dora_err *err);
 
 /* Journal header text for a study: the fingerprint and the planned units
  * (runs in order, each with its steps), newly allocated. */
@@ -238,7 +240,7 @@ typedef struct dora_batch_opts {
     int jobs;                  /* threads, >= 1; units run side by side */
     int quiet;                 /* only failures on stderr */
     int verbose;               /* one line per unit */
-    int progress;              /* draw a progress bar on stderr */
+    dora_progress *progress;   /* counters advanced as units finish, or NULL */
     int dry_run;               /* plan, print the plan on stdout, write nothing */
     int force;                 /* replace a journal that cannot be read */
     unsigned shard_k, shard_n; /* this run's shard K of N, or 0 and 0 */
@@ -252,6 +254,11 @@ typedef struct dora_batch_opts {
      * report->refused. May be NULL. */
     int (*before_work)(const dora_manifest *m, void *ctx);
     void *ctx;
+    /* Takes each log line (notes, unit lines, failures, the summary; without
+     * "dora-analyze: " or a newline), one at a time, from any thread. NULL:
+     * the lines are dropped. */
+    void (*log)(void *ctx, const char *line);
+    void *log_ctx;
 } dora_batch_opts;
 
 typedef enum dora_batch_outcome {
@@ -280,9 +287,10 @@ typedef struct dora_batch_report {
  * reports. Each finished unit is appended to the study's journal before it
  * counts as done.
  *
- * Unlike the rest of this header, the run reports as it goes: notes, unit
- * lines, failures, the progress bar and the summary go to stderr ("dora-
- * analyze: ..."), the dry run's plan to stdout (the caller flushes it). On a
+ * The run reports as it goes: notes, unit lines, failures and the summary go
+ * to OPTS->log, the planned bytes and units and those finished to
+ * OPTS->progress (active while the units run), and the dry run's plan to
+ * stdout (the caller flushes it). On a
  * rank other than 0 it analyses what it is sent and returns DORA_BATCH_OK.
  * REPORT (may be NULL) gets the counts. */
 dora_batch_outcome dora_batch_run(const dora_batch_opts *opts, dora_batch_report *report,

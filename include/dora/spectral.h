@@ -39,6 +39,7 @@
 #include "dora/error.h"
 #include "dora/filter.h"
 #include "dora/model.h"
+#include "dora/progress.h"
 #include "dora/run.h"
 
 #include <stddef.h>
@@ -135,6 +136,7 @@ typedef struct dora_spectrum_opts {
                               * memory); a module that does not fit waits for others to
                               * finish, and one alone always runs */
     const char *cache_dir;   /* keep W0's SVDs here between commands (NULL: none) */
+    dora_progress *progress; /* modules done, the module in the label (NULL: none) */
 } dora_spectrum_opts;
 
 /* Defaults: no filters, top 0, subspace 16, threshold 0.5, randomised allowed,

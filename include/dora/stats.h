@@ -9,7 +9,9 @@
  *
  * Two-pass sums in float64. A regression needs n >= 2 and dD not constant;
  * r also needs dM not constant: otherwise it is undefined and marked so
- * (defined = 0, within_defined = 0), never reported as a number.
+ * (defined = 0, within_defined = 0), never reported as a number: its fields
+ * hold 0 here (they are printed into gnuplot scripts), NaN in the results
+ * file (h5out.c: the one place a NaN is written), NA in TSV and null in JSON.
  */
 #ifndef DORA_STATS_H
 #define DORA_STATS_H

@@ -331,6 +331,9 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     jb.step_why = why;
     if (an_make_chunks(&jb, L, &pool_d, &pool_z, err) != 0)
         goto done;
+    jb.prog = opts->progress;
+    for (size_t c = 0; c < jb.nchunks; c++)
+        dora_progress_add_total(jb.prog, jb.chunks[c].bytes, 0);
     if (dora_guard_install() != 0) {
         dora_errf(err, "cannot install the SIGBUS guard");
         goto done;
@@ -386,12 +389,15 @@ int dora_analyze_runs(dora_result *res, size_t *done, const char *base_path,
         return -1;
     }
     int rc = 0;
+    dora_progress_add_total(opts->progress, 0, nruns);
+    dora_progress_begin(opts->progress);
     for (size_t i = 0; i < nruns && rc == 0; i++) {
         dora_run run;
         if (dora_run_discover(&run, paths[i], err) != 0) {
             rc = -1;
             break;
         }
+        dora_progress_label(opts->progress, "run '%s': %zu step(s)", names[i], run.nsteps);
         for (size_t k = 0; note && k < run.nnotes; k++)
             note(ctx, NULL, run.notes[k], 0);
         rc = dora_analyze_run(&res[i], names[i], base, base_path, &run, opts, err);
@@ -399,11 +405,13 @@ int dora_analyze_runs(dora_result *res, size_t *done, const char *base_path,
         if (rc != 0)
             break;
         ++*done;
+        dora_progress_add_done(opts->progress, 0, 1);
         for (size_t k = 0; note && k < res[i].nnotes; k++)
             note(ctx, res[i].name, res[i].notes[k], 0);
         for (size_t k = 0; note && k < res[i].nfailures; k++)
             note(ctx, res[i].name, res[i].failures[k], 1);
     }
+    dora_progress_end(opts->progress);
     dora_model_close(base);
     free(skip);
     return rc;

@@ -7,6 +7,7 @@
 
 #include "dora/adapter.h"
 #include "dora/analyze.h"
+#include "dora/progress.h"
 
 #include <pthread.h>
 #include <stddef.h>
@@ -45,6 +46,7 @@ typedef struct chunk {
     int64_t row0, row1;
     double *dm_sum, *dd_sum; /* [S] */
     int64_t *zero;           /* [S] */
+    uint64_t bytes;          /* of the base and the steps it reads, for the progress */
 } chunk;
 
 typedef struct job {
@@ -60,6 +62,7 @@ typedef struct job {
     char **step_why; /* [S] why (under lock) */
     pthread_mutex_t lock;
     dora_err err;
+    dora_progress *prog; /* chunk bytes are added as each chunk is done; may be NULL */
 } job;
 
 /* What a step was read from: a full model or an adapter. */

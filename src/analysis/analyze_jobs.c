@@ -435,6 +435,7 @@ static void *worker(void *arg)
                 if (r != 0)
                     goto out;
                 ok = 1;
+                dora_progress_add_done(jb->prog, jb->chunks[i].bytes, 0);
             } else {
                 dora_guard_leave();
                 ws.rall_module = SIZE_MAX; /* the factors may be half converted */
@@ -496,6 +497,18 @@ static int64_t chunk_rows(const module *md)
     return per < 1 ? 1 : per;
 }
 
+/* The bytes a chunk of NROWS rows of MD reads: its share of the base tensor
+ * and of each step's (a LoRA step's: of its lora_B factor). */
+static uint64_t chunk_bytes(const job *jb, const module *md, int64_t nrows)
+{
+    uint64_t b = md->base->nbytes;
+    for (size_t s = 0; s < jb->S; s++) {
+        const stepsrc *src = &md->src[s];
+        b += src->dense ? src->dense->nbytes : src->ad && src->ad->L.t ? src->ad->L.t->nbytes : 0;
+    }
+    return md->rows > 0 ? (uint64_t)((double)b * (double)nrows / (double)md->rows) : 0;
+}
+
 /* Split every module into row chunks; boundaries depend only on the shapes. */
 int an_make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_err *err)
 {
@@ -521,6 +534,7 @@ int an_make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_er
             ch->dm_sum = *pool_d + 2 * c * jb->S;
             ch->dd_sum = ch->dm_sum + jb->S;
             ch->zero = *pool_z + c * jb->S;
+            ch->bytes = chunk_bytes(jb, md, ch->row1 - ch->row0);
         }
     }
     jb->nchunks = n;

@@ -627,6 +627,7 @@ int dora_spectrum_run(dora_spectrum *sp, const dora_model *base, const char *bas
     int rc = -1;
     sp->opts = *opts;
     sp->opts.include = sp->opts.exclude = NULL;
+    sp->opts.progress = NULL;
     if (opts->subspace < 1 || opts->subspace > DORA_SPEC_SUBSPACE_MAX || opts->top < 0 ||
         !(opts->threshold > 0 && opts->threshold <= 1)) {
         dora_errf(err, "spectrum: bad options (subspace %lld, top %lld, threshold %g)",
@@ -684,10 +685,13 @@ int dora_spectrum_run(dora_spectrum *sp, const dora_model *base, const char *bas
         goto done;
     if (opts->compare && plan_compares(&c, err) != 0)
         goto done;
+    dora_progress_add_total(opts->progress, 0, c.ng);
+    dora_progress_begin(opts->progress);
     if (spec_do_modules(&c, err) != 0)
         goto done;
     rc = 0;
 done:
+    dora_progress_end(opts->progress);
     for (size_t i = 0; c.rc && i < nruns; i++)
         free_rctx(&c.rc[i]);
     free(c.rc);

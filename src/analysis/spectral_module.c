@@ -639,7 +639,9 @@ static void *module_worker(void *arg)
         p->running++;
         pthread_mutex_unlock(&p->lock);
         dora_err e = {0};
+        dora_progress_label(p->c->opts->progress, "module '%s'", p->c->g[g].name);
         int rc = spec_do_module(p->c, g, &e);
+        dora_progress_add_done(p->c->opts->progress, 0, 1);
         pthread_mutex_lock(&p->lock);
         p->used -= need;
         p->running--;

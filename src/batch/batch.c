@@ -3,9 +3,31 @@
 #include "batch/engine.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+void batch_log(batch *b, const char *fmt, ...)
+{
+    if (!b->log)
+        return;
+    char small[1024], *line = small;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n >= (int)sizeof small && (line = malloc((size_t)n + 1)) != NULL) {
+        va_start(ap, fmt);
+        vsnprintf(line, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_lock(&b->log_lock);
+    b->log(b->log_ctx, line ? line : small); /* out of memory: the line cut short */
+    pthread_mutex_unlock(&b->log_lock);
+    if (line != small)
+        free(line);
+}
 
 /* The outcome of each study and of the batch on stderr, and its counts in
  * *REP; 1 if every study is complete and every expectation and figure held. */
@@ -122,7 +144,6 @@ static void release(batch *b)
     dora_manifest_release(&b->m);
     pthread_mutex_destroy(&b->log_lock);
     pthread_mutex_destroy(&b->h5_lock);
-    pthread_cond_destroy(&b->bar_cond);
 }
 
 static void setup(batch *b, const dora_batch_opts *o)
@@ -131,7 +152,9 @@ static void setup(batch *b, const dora_batch_opts *o)
     b->jobs = o->jobs;
     b->quiet = o->quiet;
     b->verbose = o->verbose;
-    b->progress = o->progress;
+    b->prog = o->progress;
+    b->log = o->log;
+    b->log_ctx = o->log_ctx;
     b->dry_run = o->dry_run;
     b->force = o->force;
     b->shard_k = o->shard_k;
@@ -141,7 +164,6 @@ static void setup(batch *b, const dora_batch_opts *o)
     b->mpi_size = 1;
     pthread_mutex_init(&b->log_lock, NULL);
     pthread_mutex_init(&b->h5_lock, NULL);
-    pthread_cond_init(&b->bar_cond, NULL);
 }
 
 /* Plan every study; a study with nothing left to do is finished at once. */
@@ -170,27 +192,20 @@ static int plan(batch *b, dora_err *err)
     return 0;
 }
 
-/* The planned units, on threads or over the MPI ranks, under the progress bar. */
+/* The planned units, on threads or over the MPI ranks, counted in b->prog. */
 static void work(batch *b)
 {
-    pthread_t bar;
-    int have_bar = 0;
-    b->t_work = batch_now();
-    if (b->progress && b->nunits > 0)
-        have_bar = pthread_create(&bar, NULL, batch_bar_thread, b) == 0;
+    if (b->nunits > 0) {
+        dora_progress_add_total(b->prog, b->bytes_total, b->nunits);
+        dora_progress_begin(b->prog);
+    }
     if (b->mpi_size > 1) {
         batch_mpi_dispatch(b);
         b->dispatched = 1;
     } else {
         batch_run_local(b);
     }
-    if (have_bar) {
-        pthread_mutex_lock(&b->log_lock);
-        b->stop_bar = 1;
-        pthread_cond_signal(&b->bar_cond);
-        pthread_mutex_unlock(&b->log_lock);
-        pthread_join(bar, NULL);
-    }
+    dora_progress_end(b->prog);
 }
 
 /* A report that cannot be written fails the batch, said as the command's errors are. */

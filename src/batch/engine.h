@@ -1,17 +1,18 @@
 /* engine.h - the state of a running batch, shared by the files of
  * dora_batch_run (batch.c): planning (plan.c), running units and finishing
- * studies (study.c), MPI (mpi.c), figures (figures.c), log lines and the
- * progress bar (progress.c).
+ * studies (study.c), MPI (mpi.c), figures (figures.c); log lines go to the
+ * caller's sink and progress to its counters (batch.c).
  *
  * One batch is filled by batch.c before any thread starts. During the run a
  * study's state is changed only with its lock held; the counters marked
- * atomic are read and written with __atomic builtins; stderr and the bar
- * are written with log_lock held (batch_log). */
+ * atomic are read and written with __atomic builtins; log lines are handed
+ * to the caller's sink with log_lock held (batch_log). */
 #ifndef DORA_BATCH_ENGINE_H
 #define DORA_BATCH_ENGINE_H
 
 #include "dora/batch.h"
 #include "dora/model.h"
+#include "dora/progress.h"
 #include "dora/run.h"
 
 #include <pthread.h>
@@ -57,29 +58,26 @@ typedef struct batch {
     char *cmdline;
     int mpi_size;
     int dispatched;      /* the MPI ranks were sent the units (and their stop) */
-    /* progress */
-    size_t units_finished;      /* atomic */
-    uint64_t bytes_done;        /* atomic */
+    /* progress: the caller's counters (NULL: none), and the bytes planned */
+    dora_progress *prog;
     uint64_t bytes_total;
-    double t_work;
-    int bar_drawn, stop_bar;
-    pthread_mutex_t log_lock;   /* stderr and the progress line */
-    pthread_cond_t bar_cond;
+    void (*log)(void *ctx, const char *line); /* the caller's sink, or NULL */
+    void *log_ctx;
+    pthread_mutex_t log_lock;   /* one log line at a time */
     pthread_mutex_t h5_lock;    /* HDF5 is not built thread-safe: one call at a time */
 } batch;
 
 /* Seconds on the monotonic clock. */
-double batch_now(void);
-/* "dora-analyze: " FMT on stderr, clearing the progress bar first (it is
- * redrawn on its next tick). */
+static inline double batch_now(void)
+{
+    return dora_now();
+}
+/* The line FMT to the caller's log sink (batch.c). */
 void batch_log(batch *b, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-/* The progress bar's thread (ARG: the batch): redraws every 250 ms until
- * stop_bar is set and bar_cond signalled, then clears the line. */
-void *batch_bar_thread(void *arg);
 
 /* The study could not start, or failed as a whole: MSG is kept for the report. */
 void batch_study_error(batch *b, study_state *s, const char *msg);

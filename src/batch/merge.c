@@ -11,15 +11,97 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+/* The journal a shard argument names: SHARD.journal, or SHARD itself when it
+ * ends in ".journal"; newly allocated. */
+static char *journal_of(const char *shard)
+{
+    return util_has_suffix(shard, ".journal") ? strdup(shard) : dora_journal_path(shard);
+}
+
+/* The size of the file PATH (NULL, or not there: 0), for the progress. */
+static uint64_t file_bytes(const char *path)
+{
+    struct stat sb;
+    return path && stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+}
+
+/* The bytes of the shards' journals. */
+static uint64_t journal_bytes(const char *const *shards, size_t nshards)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < nshards; i++) {
+        char *jp = journal_of(shards[i]);
+        total += file_bytes(jp);
+        free(jp);
+    }
+    return total;
+}
+
+/* The journals of the shards read into *HEADER (that of the first; every
+ * other must be the same) and *ALL[0..*NALL) (every unit of every shard),
+ * counted in PROGRESS. 0, or -1 with ERR set; the caller frees what was read
+ * either way. */
+static int read_shards(const char *const *shards, size_t nshards, char **header,
+                       dora_result **all, size_t *nall, dora_progress *progress, dora_err *err)
+{
+    size_t capall = 0;
+    for (size_t i = 0; i < nshards; i++) {
+        char *jp = journal_of(shards[i]);
+        char *hd = NULL;
+        uint64_t jbytes = file_bytes(jp);
+        dora_progress_label(progress, "'%s'", shards[i]);
+        dora_result *u = NULL;
+        size_t nu = 0;
+        if (!jp)
+            return dora_errf(err, "out of memory");
+        int r = dora_journal_read(jp, &hd, &u, &nu, NULL, err);
+        if (r == 0)
+            dora_errf(err, "'%s': no journal beside the shard file '%s' (merge reads the journal "
+                           "each shard writes as it goes)",
+                      jp, shards[i]);
+        free(jp);
+        if (r != 1)
+            return -1;
+        if (!*header) {
+            *header = hd;
+        } else if (strcmp(*header, hd) != 0) {
+            free(hd);
+            dora_journal_results_free(u, nu);
+            return dora_errf(err, "'%s' belongs to another study, or was planned from other "
+                                  "inputs, than '%s' (their journal headers differ)",
+                             shards[i], shards[0]);
+        } else {
+            free(hd);
+        }
+        if (*nall + nu > capall) {
+            size_t nc = capall ? capall : 16;
+            while (nc < *nall + nu)
+                nc *= 2;
+            dora_result *q = realloc(*all, nc * sizeof *q);
+            if (!q) {
+                dora_journal_results_free(u, nu);
+                return dora_errf(err, "out of memory");
+            }
+            *all = q;
+            capall = nc;
+        }
+        memcpy(*all + *nall, u, nu * sizeof *u);
+        *nall += nu;
+        free(u); /* the results moved into ALL */
+        dora_progress_add_done(progress, jbytes, 1);
+    }
+    return 0;
+}
 
 int dora_merge_shards(const char *output, const char *const *shards, size_t nshards,
                       const char *command_line, size_t *missing, char *missing_msg,
-                      size_t msg_size, dora_err *err)
+                      size_t msg_size, dora_progress *progress, dora_err *err)
 {
     char *header = NULL;
     dora_result *all = NULL; /* every unit of every shard */
-    size_t nall = 0, capall = 0;
+    size_t nall = 0;
     dora_result *joined = NULL;
     size_t njoined = 0;
     json_t *h = NULL;
@@ -32,53 +114,12 @@ int dora_merge_shards(const char *output, const char *const *shards, size_t nsha
         missing_msg[0] = '\0';
     if (nshards == 0)
         return dora_errf(err, "no shard file given");
-    for (size_t i = 0; i < nshards; i++) {
-        char *jp = util_has_suffix(shards[i], ".journal") ? strdup(shards[i])
-                                                           : dora_journal_path(shards[i]);
-        char *hd = NULL;
-        dora_result *u = NULL;
-        size_t nu = 0;
-        if (!jp) {
-            dora_errf(err, "out of memory");
-            goto done;
-        }
-        int r = dora_journal_read(jp, &hd, &u, &nu, NULL, err);
-        if (r == 0)
-            dora_errf(err, "'%s': no journal beside the shard file '%s' (merge reads the journal "
-                           "each shard writes as it goes)",
-                      jp, shards[i]);
-        free(jp);
-        if (r != 1)
-            goto done;
-        if (!header) {
-            header = hd;
-        } else if (strcmp(header, hd) != 0) {
-            dora_errf(err, "'%s' belongs to another study, or was planned from other inputs, "
-                           "than '%s' (their journal headers differ)",
-                      shards[i], shards[0]);
-            free(hd);
-            dora_journal_results_free(u, nu);
-            goto done;
-        } else {
-            free(hd);
-        }
-        if (nall + nu > capall) {
-            size_t nc = capall ? capall : 16;
-            while (nc < nall + nu)
-                nc *= 2;
-            dora_result *q = realloc(all, nc * sizeof *q);
-            if (!q) {
-                dora_journal_results_free(u, nu);
-                dora_errf(err, "out of memory");
-                goto done;
-            }
-            all = q;
-            capall = nc;
-        }
-        memcpy(all + nall, u, nu * sizeof *u);
-        nall += nu;
-        free(u); /* the results moved into ALL */
+    if (progress) {
+        dora_progress_add_total(progress, journal_bytes(shards, nshards), nshards);
+        dora_progress_begin(progress);
     }
+    if (read_shards(shards, nshards, &header, &all, &nall, progress, err) != 0)
+        goto done;
     json_error_t jerr;
     h = json_loads(header, 0, &jerr);
     json_t *runs = h ? json_object_get(h, "runs") : NULL;
@@ -161,6 +202,7 @@ int dora_merge_shards(const char *output, const char *const *shards, size_t nsha
         goto done;
     rc = 0;
 done:
+    dora_progress_end(progress);
     dora_journal_close(jn);
     free(jout);
     json_decref(h);

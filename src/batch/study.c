@@ -127,8 +127,7 @@ void batch_unit_finished(batch *b, const unit *u, dora_result *res, const char *
     if (--s->pending == 0)
         batch_finalize_study(b, s);
     pthread_mutex_unlock(&s->lock);
-    __atomic_add_fetch(&b->units_finished, 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&b->bytes_done, u->bytes, __ATOMIC_RELAXED);
+    dora_progress_add_done(b->prog, u->bytes, 1);
 }
 
 static void run_unit(batch *b, const unit *u)

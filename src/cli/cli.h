@@ -4,6 +4,10 @@
 
 #include "dora/error.h"
 #include "dora/filter.h"
+#include "dora/progress.h"
+
+#include <getopt.h>
+#include <pthread.h>
 
 #include <stddef.h>
 
@@ -114,5 +118,70 @@ int cli_output_is_ours(const char *path, cli_out_kind kind);
 
 /* Flush stdout and report a write error (full disk, closed pipe) as a failure. */
 int cli_finish_stdout(void);
+
+/* ---- mistyped words and repeated options (suggest.c) --------------------- */
+
+/* Levenshtein distance of A and B (words up to 64 bytes; longer: the longer length). */
+size_t cli_edit_distance(const char *a, const char *b);
+/* The one of NAMES[0..N) closest to WORD when it is close enough to be a typo
+ * of it (at most 2 edits, or a third of WORD), else NULL. */
+const char *cli_closest(const char *word, const char *const *names, size_t n);
+/* The usage error of CMD for the unknown option ARG (as given, "--x=v" too),
+ * suggesting the closest of LONGOPTS: EXIT_USAGE. */
+int cli_unknown_option(const char *cmd, const char *arg, const struct option *longopts);
+
+/* The options seen so far by one parse (zeroed first). */
+typedef struct cli_seen {
+    unsigned char bit[64]; /* by getopt code, 0..511 */
+} cli_seen;
+/* Option code C was just parsed: -1 to go on, or a usage error of CMD
+ * (EXIT_USAGE) when C takes a value (required_argument in LONGOPTS) and was
+ * given before. Flags may repeat. */
+int cli_option_once(cli_seen *seen, const char *cmd, int c, const struct option *longopts);
+
+/* ---- the terminal of a long command (term.c) ---------------------------- */
+
+/* --progress=WHEN */
+enum { CLI_PROGRESS_AUTO = 0, CLI_PROGRESS_ALWAYS, CLI_PROGRESS_NEVER };
+/* WHEN ("auto", "always", "never") into *MODE: -1 to go on, else a usage
+ * error of CMD (EXIT_USAGE). */
+int cli_parse_progress(const char *cmd, const char *when, int *mode);
+/* Whether the progress line is drawn: always; or auto, not QUIET and stderr
+ * a terminal. */
+int cli_progress_shown(int mode, int quiet);
+
+/* The progress line on stderr, the counters it is drawn from (PROG: what the
+ * library advances), and the lines written between its redraws. */
+typedef struct cli_term {
+    dora_progress prog;
+    dora_ticker tick;
+    pthread_mutex_t lock; /* stderr, drawn, stopped */
+    int show, drawn, stopped;
+    int ever;             /* a line was drawn at some time */
+    double t0;            /* the command's start, for the summary line */
+    double last_draw;
+} cli_term;
+
+/* SHOW: draw the line (cli_progress_shown); UNIT_WORD names PROG's units. */
+void cli_term_init(cli_term *t, int show, const char *unit_word);
+/* Start drawing the line while PROG is active, redrawn 4 times a second
+ * (nothing when not SHOW). */
+void cli_term_start(cli_term *t);
+/* Stop redrawing and clear the line; may be called more than once. A pass that
+ * ended before the first tick gets its line once, in its final state, before
+ * it is cleared. */
+void cli_term_stop(cli_term *t);
+void cli_term_release(cli_term *t);
+/* "dora-analyze: LINE" on stderr, the progress line cleared first (it is
+ * redrawn on the next tick); CTX is the cli_term. */
+void cli_term_line(void *ctx, const char *line);
+/* "dora-analyze: wrote OUT: WHAT, BYTES read in SECONDS s" (no BYTES when
+ * none were counted): the summary of a command, WHAT printf-style ("3 runs,
+ * 4 steps, 273 tensors"), SECONDS since cli_term_init. */
+void cli_term_summary(cli_term *t, const char *out, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
 
 #endif

@@ -3,11 +3,10 @@
 #include "cli/cli.h"
 #include "dora/align.h"
 #include "dora/analyze.h"
-#include "dora/h5out.h"
 #include "dora/run.h"
+#include "dora/tidy.h"
 #include "core/util.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,8 +23,18 @@ static const char analyze_help[] =
     "TSV table (run, method, step, module, layer, delta_m, delta_d) on stdout.\n"
     "\n"
     "RUN is a Trainer output folder (checkpoint-STEP/ subfolders, plus a final\n"
-    "model in the folder itself), a single checkpoint folder, or a .safetensors\n"
-    "file. NAME (default: the folder or file name) names the run in the output.\n"
+    "model in the folder itself), a single checkpoint folder, or a model file.\n"
+    "NAME (default: the folder or file name) names the run in the output.\n"
+    "\n"
+    "Inputs read (the base and every checkpoint):\n"
+    "  safetensors       a .safetensors file, or a folder with model.safetensors, its\n"
+    "                    sharded model.safetensors.index.json, or one *.safetensors\n"
+    "  PyTorch           torch.save zip archives (.bin, .pt, .pth; pytorch_model.bin and\n"
+    "                    its .index.json shards), read without executing the pickle\n"
+    "  adapters          a folder with adapter_config.json: HF PEFT LoRA and DoRA\n"
+    "                    (adapter_model.safetensors or .bin; rsLoRA, rank/alpha_pattern,\n"
+    "                    fan_in_fan_out, modules_to_save), the DoRA paper's format, and\n"
+    "                    MLX adapters.safetensors (lora_parameters)\n"
     "\n"
     "options:\n"
     "  --base PATH       pre-trained model: .safetensors file or model folder (sharded ok)\n"
@@ -45,95 +54,23 @@ static const char analyze_help[] =
     "                    quantization_config in the base's config.json is followed\n"
     "                    without it\n"
     "  --csv FILE        write the table as CSV to FILE instead of TSV on stdout\n"
+    "                    ('-': CSV on stdout)\n"
     "  --force           replace an existing OUT.h5 or CSV file that this tool did not\n"
     "                    write (an input is never replaced)\n"
-    "  -q, --quiet       no notes on stderr (errors are still printed)\n"
+    "  --progress=WHEN   progress line on stderr (bytes read, rate, time left, the run):\n"
+    "                    auto (if stderr is a terminal), always, never\n"
+    "  -q, --quiet       no notes or summary line on stderr (errors are still printed)\n"
     "  -h, --help        this help\n"
     "\n"
     "exit status: 0 success, 1 bad input or failed analysis, 2 usage error\n";
-
-static void print_field(FILE *f, const char *s, int csv)
-{
-    if (!csv) {
-        for (const char *p = s; *p; p++) {
-            if (*p == '\t')
-                fputs("\\t", f);
-            else if (*p == '\n')
-                fputs("\\n", f);
-            else if (*p == '\\')
-                fputs("\\\\", f);
-            else
-                fputc(*p, f);
-        }
-        return;
-    }
-    if (strpbrk(s, ",\"\n\r") == NULL) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (const char *p = s; *p; p++) {
-        if (*p == '"')
-            fputc('"', f);
-        fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
-static void print_table(FILE *f, const dora_result *res, size_t nres, int csv)
-{
-    const char sep = csv ? ',' : '\t';
-    fprintf(f, "run%cmethod%cstep%cmodule%clayer%cdelta_m%cdelta_d\n", sep, sep, sep, sep, sep, sep);
-    for (size_t i = 0; i < nres; i++) {
-        const dora_result *r = &res[i];
-        for (size_t s = 0; s < r->nsteps; s++)
-            for (size_t l = 0; l < r->nmodules; l++) {
-                print_field(f, r->name, csv);
-                fprintf(f, "%c%s%c%lld%c", sep, r->method, sep, (long long)r->steps[s], sep);
-                print_field(f, r->modules[l], csv);
-                fprintf(f, "%c%d%c%.17g%c%.17g\n", sep, (int)r->layer[l], sep,
-                        r->delta_m[s * r->nmodules + l], sep, r->delta_d[s * r->nmodules + l]);
-            }
-    }
-}
-
-/* The CSV table into O's temporary file (flushed to disk), not yet renamed:
- * it is committed with the HDF5 file, after it. */
-static int stage_csv(util_out *o, const char *path, const dora_result *res, size_t nres,
-                     dora_err *err)
-{
-    if (util_out_begin(o, path, err) != 0)
-        return -1;
-    int fd = util_out_open(o, err);
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!f) {
-        if (fd >= 0) {
-            dora_errf(err, "'%s': cannot write: %s", path, strerror(errno));
-            close(fd);
-        }
-        util_out_abort(o);
-        return -1;
-    }
-    print_table(f, res, nres, 1);
-    int bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
-    int e = errno;
-    if (fclose(f) != 0 && !bad) {
-        bad = 1;
-        e = errno;
-    }
-    if (bad) {
-        dora_errf(err, "'%s': cannot write: %s", path, strerror(e));
-        util_out_abort(o);
-        return -1;
-    }
-    return 0;
-}
 
 /* The options of one `analyze`. */
 typedef struct analyze_args {
     const char *base_path, *out, *modules_re, *exclude_re, *csv;
     int64_t jobs;
-    int per_row, quiet, force;
+    int per_row, quiet, force, progress;
+    int csv_stdout; /* --csv -: the CSV table on stdout */
+    cli_term term; /* the progress line and the notes on stderr */
     const char *renames[DORA_MAX_RENAMES];
     const char *transpose;
     int no_split;
@@ -146,7 +83,7 @@ typedef struct analyze_args {
 static int parse_options(int argc, char **argv, analyze_args *a)
 {
     enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV, OPT_FORCE,
-           OPT_RENAME, OPT_TRANSPOSE, OPT_NO_SPLIT, OPT_BASE_QUANT };
+           OPT_RENAME, OPT_TRANSPOSE, OPT_NO_SPLIT, OPT_BASE_QUANT, OPT_PROGRESS };
     static const struct option longopts[] = {
         {"base", required_argument, NULL, OPT_BASE},
         {"output", required_argument, NULL, 'o'},
@@ -160,13 +97,17 @@ static int parse_options(int argc, char **argv, analyze_args *a)
         {"rename", required_argument, NULL, OPT_RENAME},
         {"transpose", required_argument, NULL, OPT_TRANSPOSE},
         {"no-split", no_argument, NULL, OPT_NO_SPLIT},
+        {"progress", required_argument, NULL, OPT_PROGRESS},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    int c;
+    int c, st;
+    cli_seen seen = {{0}};
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:j:qh", longopts, NULL)) != -1) {
+        if ((st = cli_option_once(&seen, "analyze", c, longopts)) >= 0)
+            return st;
         switch (c) {
         case OPT_BASE: a->base_path = optarg; break;
         case 'o': a->out = optarg; break;
@@ -184,8 +125,15 @@ static int parse_options(int argc, char **argv, analyze_args *a)
                                                   "fp4-dq or none, not '%s'",
                                        optarg);
             break;
-        case OPT_CSV: a->csv = optarg; break;
+        case OPT_CSV:
+            a->csv_stdout = strcmp(optarg, "-") == 0;
+            a->csv = a->csv_stdout ? NULL : optarg;
+            break;
         case OPT_FORCE: a->force = 1; break;
+        case OPT_PROGRESS:
+            if ((st = cli_parse_progress("analyze", optarg, &a->progress)) >= 0)
+                return st;
+            break;
         case OPT_RENAME: {
             dora_err e;
             if (a->nrenames == DORA_MAX_RENAMES)
@@ -212,7 +160,7 @@ static int parse_options(int argc, char **argv, analyze_args *a)
         case ':':
             return cli_usage_error("analyze", "option '%s' needs a value", argv[optind - 1]);
         default:
-            return cli_usage_error("analyze", "unknown option '%s'", argv[optind - 1]);
+            return cli_unknown_option("analyze", argv[optind - 1], longopts);
         }
     }
     return -1;
@@ -261,41 +209,63 @@ static int check_args(const analyze_args *a, int nargs, char **args)
     return EXIT_OK;
 }
 
-/* Notes on stderr unless quiet (CTX points to the flag); steps left out always. */
+/* Notes on stderr unless quiet (CTX: the analyze_args); steps left out always. */
 static void on_note(void *ctx, const char *run, const char *msg, int failed)
 {
-    if (failed)
-        fprintf(stderr, "dora-analyze: error: run '%s': %s\n", run, msg);
-    else if (!*(const int *)ctx)
-        cli_note(run, msg);
+    analyze_args *a = ctx;
+    char line[DORA_ERR_MAX + 600];
+    snprintf(line, sizeof line, "%s: %s%s%s%s", failed ? "error" : "note", run ? "run '" : "",
+             run ? run : "", run ? "': " : "", msg);
+    if (failed || !a->quiet)
+        cli_term_line(&a->term, line);
 }
 
-/* OUT.h5, and the table to --csv or stdout: both outputs or neither, so the
- * CSV is staged first and renamed after the HDF5 file. */
+/* OUT.h5, and the table to --csv FILE (both files or neither) or stdout (TSV,
+ * or CSV for --csv -). */
 static int write_outputs(const analyze_args *a, const dora_result *res, size_t nruns,
                          const char *cmdline)
 {
-    util_out csv_out = {0};
-    csv_out.slot = -1;
     dora_err err;
-    int status;
-    if (a->csv && stage_csv(&csv_out, a->csv, res, nruns, &err) != 0)
+    if (dora_tidy_write(a->out, a->csv, res, nruns, cmdline, &err) != 0)
         return cli_fail(&err);
-    if (h5o_write(a->out, res, nruns, cmdline, &err) != 0) {
-        status = cli_fail(&err);
-    } else if (a->csv) {
-        status = EXIT_OK;
-        if (util_out_commit(&csv_out, &err) != 0) {
-            unlink(a->out); /* not one without the other */
-            dora_errprefix(&err, "'%s' not written either", a->out);
-            status = cli_fail(&err);
-        }
-    } else {
-        print_table(stdout, res, nruns, 0);
-        status = cli_finish_stdout();
+    if (a->csv)
+        return EXIT_OK;
+    dora_tidy_print(stdout, res, nruns, a->csv_stdout);
+    return cli_finish_stdout();
+}
+
+/* Analyse the runs under the progress line, write the outputs, and say what
+ * was written (unless quiet). */
+static int analyse_and_write(analyze_args *a, char **names, const char *const *paths,
+                             size_t nruns, dora_result *res, size_t *done, const char *cmdline,
+                             const dora_analysis_opts *opts)
+{
+    dora_err err;
+    cli_term_start(&a->term);
+    int rc = dora_analyze_runs(res, done, a->base_path, names, paths, nruns, opts, on_note, a,
+                               &err);
+    cli_term_stop(&a->term);
+    if (rc != 0)
+        return cli_fail(&err);
+    int status = write_outputs(a, res, nruns, cmdline);
+    if (status != EXIT_OK)
+        return status;
+    size_t steps = 0, tensors = 0, incomplete = 0;
+    for (size_t i = 0; i < nruns; i++) {
+        steps += res[i].nsteps;
+        tensors += res[i].nmodules;
+        incomplete += res[i].nfailures;
     }
-    util_out_abort(&csv_out);
-    return status;
+    if (!a->quiet)
+        cli_term_summary(&a->term, a->out, "%zu run(s), %zu step(s), %zu tensor(s)", nruns, steps,
+                         tensors);
+    if (incomplete) {
+        /* the results hold every step that could be read; the others are named above */
+        fprintf(stderr, "dora-analyze: error: %zu step(s) left out; '%s' holds the others\n",
+                incomplete, a->out);
+        return EXIT_BAD_INPUT;
+    }
+    return EXIT_OK;
 }
 
 int cmd_analyze(int argc, char **argv)
@@ -312,6 +282,7 @@ int cmd_analyze(int argc, char **argv)
     if ((status = cli_compile_filter("analyze", &filter, a.modules_re, a.exclude_re)) != EXIT_OK)
         return status;
 
+    cli_term_init(&a.term, cli_progress_shown(a.progress, a.quiet), "runs");
     char **names = calloc(nruns, sizeof *names);
     const char **paths = calloc(nruns, sizeof *paths);
     dora_result *res = calloc(nruns, sizeof *res);
@@ -340,23 +311,9 @@ int cmd_analyze(int argc, char **argv)
         .transpose = a.transpose,
         .no_split = a.no_split,
         .base_quant = a.base_quant,
+        .progress = &a.term.prog,
     };
-    if (dora_analyze_runs(res, &done, a.base_path, names, paths, nruns, &opts, on_note, &a.quiet,
-                          &err) != 0) {
-        status = cli_fail(&err);
-        goto cleanup;
-    }
-    if ((status = write_outputs(&a, res, nruns, cmdline)) != EXIT_OK)
-        goto cleanup;
-    size_t incomplete = 0;
-    for (size_t i = 0; i < nruns; i++)
-        incomplete += res[i].nfailures;
-    if (incomplete) {
-        /* the results hold every step that could be read; the others are named above */
-        fprintf(stderr, "dora-analyze: error: %zu step(s) left out; '%s' holds the others\n",
-                incomplete, a.out);
-        status = EXIT_BAD_INPUT;
-    }
+    status = analyse_and_write(&a, names, paths, nruns, res, &done, cmdline, &opts);
 cleanup:
     for (size_t i = 0; i < done; i++)
         dora_result_release(&res[i]);
@@ -367,5 +324,6 @@ cleanup:
     free(res);
     free(cmdline);
     dora_filter_free(&filter);
+    cli_term_release(&a.term);
     return status;
 }

@@ -172,7 +172,7 @@ static int before_work(const dora_manifest *m, void *ctx)
 
 /* The options into *O: -1 when the batch is to run, else the exit status
  * (help printed, or a usage error). */
-static int parse_opts(int argc, char **argv, dora_batch_opts *o)
+static int parse_opts(int argc, char **argv, dora_batch_opts *o, int *progress)
 {
     enum { OPT_PROGRESS = 256, OPT_REPORT_JSON, OPT_JUNIT, OPT_SHARD, OPT_DRY_RUN, OPT_FORCE };
     static const struct option longopts[] = {
@@ -189,11 +189,13 @@ static int parse_opts(int argc, char **argv, dora_batch_opts *o)
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
-    const char *progress = "auto";
     int64_t jobs = 0;
-    int c;
+    int c, st;
+    cli_seen seen = {{0}};
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":j:qvh", longopts, NULL)) != -1) {
+        if ((st = cli_option_once(&seen, "batch", c, longopts)) >= 0)
+            return st;
         switch (c) {
         case 'j':
             if (util_parse_i64(optarg, 1, 4096, &jobs) != 0)
@@ -201,11 +203,8 @@ static int parse_opts(int argc, char **argv, dora_batch_opts *o)
                                        optarg);
             break;
         case OPT_PROGRESS:
-            if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "always") != 0 &&
-                strcmp(optarg, "never") != 0)
-                return cli_usage_error("batch", "--progress wants auto, always or never, not '%s'",
-                                       optarg);
-            progress = optarg;
+            if ((st = cli_parse_progress("batch", optarg, progress)) >= 0)
+                return st;
             break;
         case 'q':
             o->quiet = 1;
@@ -236,7 +235,7 @@ static int parse_opts(int argc, char **argv, dora_batch_opts *o)
         case ':':
             return cli_usage_error("batch", "option '%s' needs a value", argv[optind - 1]);
         default:
-            return cli_usage_error("batch", "unknown option '%s'", argv[optind - 1]);
+            return cli_unknown_option("batch", argv[optind - 1], longopts);
         }
     }
     if (optind >= argc)
@@ -247,24 +246,30 @@ static int parse_opts(int argc, char **argv, dora_batch_opts *o)
     o->jobs = jobs > 0 ? (int)jobs : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (o->jobs < 1)
         o->jobs = 1;
-    o->progress = strcmp(progress, "always") == 0 ||
-                  (strcmp(progress, "auto") == 0 && !o->quiet && isatty(2));
     return -1;
 }
 
 int cmd_batch(int argc, char **argv)
 {
     dora_batch_opts o;
-    int st = parse_opts(argc, argv, &o);
+    int progress = CLI_PROGRESS_AUTO;
+    int st = parse_opts(argc, argv, &o, &progress);
     if (st >= 0)
         return st;
     char *cmdline = cli_command_line(argc, argv); /* NULL: dora_batch_run says out of memory */
+    cli_term term;
+    cli_term_init(&term, cli_progress_shown(progress, o.quiet), "units");
     o.command_line = cmdline;
     o.before_work = before_work;
     o.ctx = &o;
+    o.progress = &term.prog;
+    o.log = cli_term_line;
+    o.log_ctx = &term;
     dora_err err = {{0}, 0};
     dora_batch_report rep;
+    cli_term_start(&term);
     dora_batch_outcome r = dora_batch_run(&o, &rep, &err);
+    cli_term_release(&term);
     free(cmdline);
     switch (r) {
     case DORA_BATCH_OK:

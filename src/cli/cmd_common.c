@@ -6,6 +6,7 @@
 #include "dora/run.h"
 #include "dora/filter.h"
 #include "dora/h5out.h"
+#include "dora/tidy.h"
 #include "core/util.h"
 
 #include <dirent.h>
@@ -284,8 +285,7 @@ int cli_output_is_ours(const char *path, cli_out_kind kind)
         return 0;
     switch (kind) {
     case CLI_OUT_CSV: {
-        static const char hdr[] = "run,method,step,module,layer,delta_m,delta_d\n";
-        return strncmp(head, hdr, strlen(hdr)) == 0;
+        return strncmp(head, DORA_TIDY_CSV_HEADER, strlen(DORA_TIDY_CSV_HEADER)) == 0;
     }
     case CLI_OUT_JOURNAL:
         return n >= 8 && memcmp(head, "DORAJNL1", 8) == 0;

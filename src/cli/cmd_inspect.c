@@ -8,6 +8,8 @@
 #define _GNU_SOURCE
 #include "cli/cli.h"
 #include "dora/adapter.h"
+#include "dora/h5in.h"
+#include "dora/h5out.h"
 #include "dora/model.h"
 #include "dora/run.h"
 #include "core/util.h"
@@ -22,7 +24,9 @@ static const char inspect_help[] =
     "For a model file or checkpoint folder: its tensors as TSV (name, dtype, shape,\n"
     "bytes, file), after '#' lines with the format and metadata. For a Trainer\n"
     "output folder: the checkpoints and steps found (step, path, tensors, bytes)\n"
-    "and the method detected.\n"
+    "and the method detected. For a results file of this tool (analyze, batch,\n"
+    "merge, spectrum): its analysis, layout_version, tool version and command line\n"
+    "in '#' lines, then one line per run (run, method, steps, modules, the steps).\n"
     "\n"
     "exit status: 0 success, 1 bad or unreadable input, 2 usage error\n";
 
@@ -190,6 +194,34 @@ static int inspect_steps(const char *path, const dora_run *run)
     return EXIT_OK;
 }
 
+/* A results file of this tool: what it holds, one line per run. */
+static int inspect_results(const char *path)
+{
+    h5i_summary s;
+    dora_err err;
+    if (h5i_summarise(path, &s, &err) != 0)
+        return cli_fail(&err);
+    printf("# %s: dora-analyze results, analysis %s, layout_version %d, tool_version %s\n", path,
+           s.analysis, (int)s.layout_version, s.tool_version);
+    if (s.created)
+        printf("# created %s\n", s.created);
+    if (s.command_line)
+        printf("# command_line %s\n", s.command_line);
+    if (s.nregression >= 0)
+        printf("# regression: %lld row(s) (run, module kind)\n", s.nregression);
+    printf("run\tmethod\tsteps\tmodules\tstep_list\n");
+    for (size_t i = 0; i < s.nruns; i++) {
+        const h5i_run_summary *r = &s.runs[i];
+        printf("%s\t%s\t%zu\t%zu\t", r->name, r->method ? r->method : "-", r->nsteps,
+               r->nmodules);
+        for (size_t k = 0; k < r->nsteps; k++)
+            printf("%s%lld", k ? "," : "", (long long)r->steps[k]);
+        printf("\n");
+    }
+    h5i_summary_release(&s);
+    return EXIT_OK;
+}
+
 int cmd_inspect(int argc, char **argv)
 {
     static const struct option longopts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
@@ -200,11 +232,15 @@ int cmd_inspect(int argc, char **argv)
             fputs(inspect_help, stdout);
             return cli_finish_stdout();
         }
-        return cli_usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
+        return cli_unknown_option("inspect", argv[optind - 1], longopts);
     }
     if (argc - optind != 1)
         return cli_usage_error("inspect", "expected exactly one PATH");
     const char *path = argv[optind];
+    if (util_has_suffix(path, ".h5") || h5o_is_results_file(path)) {
+        int st = inspect_results(path);
+        return st == EXIT_OK ? cli_finish_stdout() : st;
+    }
     dora_err err = {{0}, 0};
     dora_run run;
     if (dora_run_discover(&run, path, &err) != 0)

@@ -21,9 +21,11 @@ static const char merge_help[] =
     "the whole study.\n"
     "\n"
     "options:\n"
-    "  -q, --quiet   no notes on stderr\n"
+    "  -q, --quiet   no notes or summary line on stderr\n"
     "  --force       replace an existing OUT.h5 or OUT.h5.journal that this tool did\n"
     "                not write (a shard is never replaced)\n"
+    "  --progress=WHEN  progress line on stderr (bytes read, rate, time left, the\n"
+    "                shard): auto (if stderr is a terminal), always, never\n"
     "  -h, --help    this help\n"
     "\n"
     "exit status: 0 success, 1 bad input or units missing from the shards (the\n"
@@ -90,40 +92,63 @@ static char *merge_command_line(int argc, char **argv, dora_err *err)
     return cmdline;
 }
 
-int cmd_merge(int argc, char **argv)
+/* The options of one `merge`. */
+typedef struct merge_args {
+    int quiet, force, progress;
+} merge_args;
+
+/* Options into *A (optind then at OUT.h5): -1 to go on, else the exit status. */
+static int parse_options(int argc, char **argv, merge_args *a)
 {
+    enum { OPT_FORCE = 256, OPT_PROGRESS };
     static const struct option longopts[] = {
         {"quiet", no_argument, NULL, 'q'},
-        {"force", no_argument, NULL, 'f'},
+        {"force", no_argument, NULL, OPT_FORCE},
+        {"progress", required_argument, NULL, OPT_PROGRESS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    int quiet = 0, force = 0, c;
+    int c, st;
+    cli_seen seen = {{0}};
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":qh", longopts, NULL)) != -1) {
+        if ((st = cli_option_once(&seen, "merge", c, longopts)) >= 0)
+            return st;
         switch (c) {
-        case 'q':
-            quiet = 1;
-            break;
-        case 'f':
-            force = 1;
+        case 'q': a->quiet = 1; break;
+        case OPT_FORCE: a->force = 1; break;
+        case OPT_PROGRESS:
+            if ((st = cli_parse_progress("merge", optarg, &a->progress)) >= 0)
+                return st;
             break;
         case 'h':
             fputs(merge_help, stdout);
             return cli_finish_stdout();
+        case ':':
+            return cli_usage_error("merge", "option '%s' needs a value", argv[optind - 1]);
         default:
-            return cli_usage_error("merge", "unknown option '%s'", argv[optind - 1]);
+            return cli_unknown_option("merge", argv[optind - 1], longopts);
         }
     }
     if (argc - optind < 2)
         return cli_usage_error("merge", "an output file and at least one shard file are needed");
-    const char *out = argv[optind];
     for (int i = optind + 1; i < argc; i++)
-        if (util_same_output(argv[i], out))
-            return cli_usage_error("merge", "'%s' is both the output and a shard ('%s')", out,
-                                   argv[i]);
-    int st = check_merge_outputs(out, argv + optind + 1, argc - optind - 1, force);
-    if (st != EXIT_OK)
+        if (util_same_output(argv[i], argv[optind]))
+            return cli_usage_error("merge", "'%s' is both the output and a shard ('%s')",
+                                   argv[optind], argv[i]);
+    return -1;
+}
+
+int cmd_merge(int argc, char **argv)
+{
+    merge_args a = {0};
+    int st = parse_options(argc, argv, &a);
+    if (st >= 0)
+        return st;
+    const char *out = argv[optind];
+    char *const *shards = argv + optind + 1;
+    const int nshards = argc - optind - 1;
+    if ((st = check_merge_outputs(out, shards, nshards, a.force)) != EXIT_OK)
         return st;
     cli_guard_signals();
     dora_err err = {{0}, 0};
@@ -132,20 +157,21 @@ int cmd_merge(int argc, char **argv)
         return cli_fail(&err);
     size_t missing = 0;
     char msg[512];
-    int rc = dora_merge_shards(out, (const char *const *)argv + optind + 1,
-                               (size_t)(argc - optind - 1), cmdline, &missing, msg, sizeof msg,
-                               &err);
+    cli_term term;
+    cli_term_init(&term, cli_progress_shown(a.progress, a.quiet), "shards");
+    cli_term_start(&term);
+    int rc = dora_merge_shards(out, (const char *const *)shards, (size_t)nshards, cmdline,
+                               &missing, msg, sizeof msg, &term.prog, &err);
+    cli_term_stop(&term);
     free(cmdline);
     if (rc != 0)
-        return cli_fail(&err);
-    if (missing) {
+        st = cli_fail(&err);
+    else if (missing)
         fprintf(stderr, "dora-analyze: error: %zu unit(s) of the study are in no shard (%s); "
                         "'%s' holds the others\n",
                 missing, msg, out);
-        return EXIT_BAD_INPUT;
-    }
-    if (!quiet)
-        fprintf(stderr, "dora-analyze: merged %d shard file(s) into '%s'\n", argc - optind - 1,
-                out);
-    return EXIT_OK;
+    else if (!a.quiet)
+        cli_term_summary(&term, out, "%d shard file(s) merged", nshards);
+    cli_term_release(&term);
+    return rc != 0 ? st : missing ? EXIT_BAD_INPUT : EXIT_OK;
 }

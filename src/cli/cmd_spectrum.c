@@ -55,7 +55,9 @@ static const char spectrum_help[] =
     "                    when a later command has the same base file and tensor\n"
     "  --force           replace an existing OUT.h5 that this tool did not write (an\n"
     "                    input is never replaced)\n"
-    "  -q, --quiet       no notes on stderr (errors are still printed)\n"
+    "  --progress=WHEN   progress line on stderr (modules done, time left, the module):\n"
+    "                    auto (if stderr is a terminal), always, never\n"
+    "  -q, --quiet       no notes or summary line on stderr (errors are still printed)\n"
     "  -h, --help        this help\n"
     "\n"
     "exit status: 0 success, 1 bad input or failed analysis, 2 usage error\n";
@@ -129,14 +131,15 @@ static void print_table(const dora_spectrum *sp)
 typedef struct spectrum_args {
     const char *base_path, *out, *modules_re, *exclude_re;
     dora_spectrum_opts opts;
-    int quiet, force;
+    int quiet, force, progress;
+    cli_term term; /* the progress line */
 } spectrum_args;
 
 /* One option that takes a number into A->opts: -1 to go on, else EXIT_USAGE. */
 static int parse_number(int c, const char *arg, spectrum_args *a);
 
 enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_TOP, OPT_THRESHOLD, OPT_SUBSPACE,
-       OPT_COMPARE, OPT_EXACT, OPT_FORCE, OPT_MEM, OPT_CACHE };
+       OPT_COMPARE, OPT_EXACT, OPT_FORCE, OPT_MEM, OPT_CACHE, OPT_PROGRESS };
 
 /* Options into *A (optind then at the first run). -1 to go on, else the exit
  * status to return (--help, a usage error). */
@@ -156,14 +159,18 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
         {"jobs", required_argument, NULL, 'j'},
         {"mem", required_argument, NULL, OPT_MEM},
         {"cache", required_argument, NULL, OPT_CACHE},
+        {"progress", required_argument, NULL, OPT_PROGRESS},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c, r;
+    cli_seen seen = {{0}};
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, ":o:j:qh", longopts, NULL)) != -1) {
+        if ((r = cli_option_once(&seen, "spectrum", c, longopts)) >= 0)
+            return r;
         switch (c) {
         case OPT_BASE: a->base_path = optarg; break;
         case 'o': a->out = optarg; break;
@@ -181,6 +188,10 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
         case OPT_CACHE: a->opts.cache_dir = optarg; break;
         case OPT_EXACT: a->opts.randomized = 0; break;
         case OPT_FORCE: a->force = 1; break;
+        case OPT_PROGRESS:
+            if ((r = cli_parse_progress("spectrum", optarg, &a->progress)) >= 0)
+                return r;
+            break;
         case 'q': a->quiet = 1; break;
         case 'h':
             fputs(spectrum_help, stdout);
@@ -188,7 +199,7 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
         case ':':
             return cli_usage_error("spectrum", "option '%s' needs a value", argv[optind - 1]);
         default:
-            return cli_usage_error("spectrum", "unknown option '%s'", argv[optind - 1]);
+            return cli_unknown_option("spectrum", argv[optind - 1], longopts);
         }
     }
     if (!a->out)
@@ -248,7 +259,7 @@ static int discover_runs(dora_run *runs, size_t *discovered, const spectrum_args
 }
 
 /* Open the base (if any), analyse the runs, write OUT.h5 and print the table. */
-static int analyse_and_write(const spectrum_args *a, char *const *names, const dora_run *runs,
+static int analyse_and_write(spectrum_args *a, char *const *names, const dora_run *runs,
                              size_t nruns, const char *cmdline)
 {
     dora_model *base = NULL;
@@ -256,7 +267,10 @@ static int analyse_and_write(const spectrum_args *a, char *const *names, const d
     dora_err err;
     if (a->base_path && dora_model_open(&base, a->base_path, &err) != 0)
         return cli_fail(&err);
-    if (dora_spectrum_run(&sp, base, a->base_path, names, runs, nruns, &a->opts, &err) != 0) {
+    cli_term_start(&a->term);
+    int rc = dora_spectrum_run(&sp, base, a->base_path, names, runs, nruns, &a->opts, &err);
+    cli_term_stop(&a->term);
+    if (rc != 0) {
         dora_model_close(base);
         return cli_fail(&err);
     }
@@ -268,6 +282,11 @@ static int analyse_and_write(const spectrum_args *a, char *const *names, const d
     } else {
         print_table(&sp);
         status = cli_finish_stdout();
+        size_t nmod = 0;
+        for (size_t i = 0; i < sp.nruns; i++)
+            nmod += sp.runs[i].nmodules;
+        if (status == EXIT_OK && !a->quiet)
+            cli_term_summary(&a->term, a->out, "%zu run(s), %zu module(s)", sp.nruns, nmod);
     }
     dora_spectrum_release(&sp);
     dora_model_close(base);
@@ -289,6 +308,8 @@ int cmd_spectrum(int argc, char **argv)
     a.opts.include = dora_filter_include(&filter);
     a.opts.exclude = dora_filter_exclude(&filter);
 
+    cli_term_init(&a.term, cli_progress_shown(a.progress, a.quiet), "modules");
+    a.opts.progress = &a.term.prog;
     char **names = calloc(nruns, sizeof *names);
     const char **paths = calloc(nruns, sizeof *paths);
     dora_run *runs = calloc(nruns, sizeof *runs);
@@ -319,5 +340,6 @@ cleanup:
     free(runs);
     free(cmdline);
     dora_filter_free(&filter);
+    cli_term_release(&a.term);
     return status;
 }

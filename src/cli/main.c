@@ -10,7 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
-static const struct {
+/* Every command: one line each (its name, its function, its line in the usage). */
+static const struct command {
     const char *name;
     int (*fn)(int, char **);
     const char *summary;
@@ -24,12 +25,40 @@ static const struct {
     {"report", cmd_report, "one self-contained HTML page: runs, regression, figures, per-layer tables"},
 };
 
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(name, commands[i].name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void usage(FILE *out);
+
+/* "'WORD' is not a command", the closest command suggested, and the usage. */
+static int unknown_command(const char *word)
+{
+    const char *names[NCOMMANDS];
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        names[i] = commands[i].name;
+    const char *near = cli_closest(word, names, NCOMMANDS);
+    if (near)
+        fprintf(stderr, "dora-analyze: '%s' is not a command; did you mean '%s'?\n", word, near);
+    else
+        fprintf(stderr, "dora-analyze: '%s' is not a command.\n", word);
+    usage(stderr);
+    return EXIT_USAGE;
+}
+
 static void usage(FILE *out)
 {
     fprintf(out, "usage: dora-analyze <command> [options]\n\ncommands:\n");
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n'dora-analyze <command> --help' describes a command.\n"
+    fprintf(out, "\n'dora-analyze <command> --help' (or 'dora-analyze help <command>') "
+                 "describes a command.\n"
                  "exit status: 0 success, 1 bad input or failed analysis, 2 usage error\n");
 }
 
@@ -67,6 +96,18 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
+    if (strcmp(cmd, "help") == 0 && argc > 2) { /* help CMD is CMD --help */
+        const struct command *c = find_command(argv[2]);
+        if (!c)
+            return unknown_command(argv[2]);
+        if (argc > 3) {
+            fprintf(stderr, "dora-analyze: help takes one command, not %d words\n", argc - 2);
+            return EXIT_USAGE;
+        }
+        char help[] = "--help";
+        char *args[] = {(char *)c->name, help, NULL}; /* getopt moves pointers, not text */
+        return c->fn(2, args);
+    }
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return cli_finish_stdout();
@@ -75,10 +116,6 @@ int main(int argc, char **argv)
         printf("dora-analyze %s\n", DORA_VERSION);
         return cli_finish_stdout();
     }
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(cmd, commands[i].name) == 0)
-            return commands[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "dora-analyze: '%s' is not a command.\n", cmd);
-    usage(stderr);
-    return EXIT_USAGE;
+    const struct command *c = find_command(cmd);
+    return c ? c->fn(argc - 1, argv + 1) : unknown_command(cmd);
 }

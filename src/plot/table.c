@@ -1,24 +1,40 @@
 /* table.c - the regression table of a study (dora_plot_stats): TSV or JSON. */
 #include "dora/plot.h"
+#include "dora/tidy.h"
 #include "plot/draw.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* S as a JSON string: quotes and backslashes escaped, control bytes as \u00XX
+ * (names come from tensor names and run arguments, which may hold any byte). */
+static void json_str(FILE *out, const char *s)
+{
+    putc('"', out);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            fprintf(out, "\\%c", *c);
+        else if (*c < 0x20)
+            fprintf(out, "\\u%04x", *c);
+        else
+            putc(*c, out);
+    }
+    putc('"', out);
+}
+
+/* Undefined values (the defined flags 0) are null: JSON has no NaN. */
 static void write_json(FILE *out, const dora_regression *const *g, size_t n)
 {
     fprintf(out, "[");
     for (size_t i = 0; i < n; i++) {
-        fprintf(out, "%s\n  {\"run\": \"", i ? "," : "");
-        for (const char *c = g[i]->run; *c; c++) {
-            if (*c == '"' || *c == '\\')
-                putc('\\', out);
-            if ((unsigned char)*c >= 0x20)
-                putc(*c, out);
-        }
-        fprintf(out, "\", \"method\": \"%s\", \"module_kind\": \"%s\", \"n\": %lld, "
-                     "\"layers\": %lld, ",
-                g[i]->method, g[i]->kind, g[i]->n, g[i]->layers);
+        fprintf(out, "%s\n  {\"run\": ", i ? "," : "");
+        json_str(out, g[i]->run);
+        fprintf(out, ", \"method\": ");
+        json_str(out, g[i]->method);
+        fprintf(out, ", \"module_kind\": ");
+        json_str(out, g[i]->kind);
+        fprintf(out, ", \"n\": %lld, \"layers\": %lld, ", g[i]->n, g[i]->layers);
         if (g[i]->defined)
             fprintf(out, "\"slope\": %.17g, \"intercept\": %.17g, \"pearson_r\": %.17g, ",
                     g[i]->slope, g[i]->intercept, g[i]->r);
@@ -32,13 +48,16 @@ static void write_json(FILE *out, const dora_regression *const *g, size_t n)
     fprintf(out, "\n]\n");
 }
 
+/* Undefined values (the defined flags 0) are NA. */
 static void write_tsv(FILE *out, const dora_regression *const *g, size_t n)
 {
     fprintf(out, "run\tmethod\tmodule_kind\tn\tlayers\tslope\tintercept\tpearson_r\t"
                  "within_step_r\n");
     for (size_t i = 0; i < n; i++) {
-        fprintf(out, "%s\t%s\t%s\t%lld\t%lld\t", g[i]->run, g[i]->method, g[i]->kind, g[i]->n,
-                g[i]->layers);
+        dora_tidy_field(out, g[i]->run, 0);
+        fprintf(out, "\t%s\t", g[i]->method);
+        dora_tidy_field(out, g[i]->kind, 0);
+        fprintf(out, "\t%lld\t%lld\t", g[i]->n, g[i]->layers);
         if (g[i]->defined)
             fprintf(out, "%.17g\t%.17g\t%.17g\t", g[i]->slope, g[i]->intercept, g[i]->r);
         else

@@ -225,12 +225,36 @@ static herr_t collect(hid_t g, const char *name, const H5L_info_t *info, void *o
     return 0;
 }
 
-int h5i_read(const char *path, dora_result **runs, size_t *nruns, dora_err *err)
+/* The names in group G (/runs): creation order (the command line's) where
+ * tracked, else by name. 0, or -1 (out of memory, or unreadable). */
+static int list_runs(hid_t g, names *nm)
+{
+    hsize_t idx = 0;
+    hid_t gcpl = H5Gget_create_plist(g);
+    unsigned order = 0;
+    if (gcpl >= 0) {
+        H5Pget_link_creation_order(gcpl, &order);
+        H5Pclose(gcpl);
+    }
+    H5_index_t by = (order & H5P_CRT_ORDER_INDEXED) ? H5_INDEX_CRT_ORDER : H5_INDEX_NAME;
+    return H5Literate(g, by, H5_ITER_INC, &idx, collect, nm) < 0 ? -1 : 0;
+}
+
+/* The names of /runs, the group G (may be -1) and the file F, released. */
+static void close_runs(names *nm, hid_t g, hid_t f)
+{
+    for (size_t i = 0; i < nm->n; i++)
+        free(nm->v[i]);
+    free(nm->v);
+    if (g >= 0)
+        H5Gclose(g);
+    H5Fclose(f);
+}
+
+/* PATH opened read-only as HDF5, or -1 with ERR set (not a regular file, not HDF5). */
+static hid_t open_results(const char *path, dora_err *err)
 {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    *runs = NULL;
-    *nruns = 0;
-    ctx c = {path, err};
     struct stat sb; /* a FIFO would make HDF5 wait for a writer */
     if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
         return dora_errf(err, "'%s': not a regular file (or cannot be read)", path);
@@ -239,6 +263,17 @@ int h5i_read(const char *path, dora_result **runs, size_t *nruns, dora_err *err)
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0)
         return dora_errf(err, "'%s': cannot open as HDF5", path);
+    return f;
+}
+
+int h5i_read(const char *path, dora_result **runs, size_t *nruns, dora_err *err)
+{
+    *runs = NULL;
+    *nruns = 0;
+    ctx c = {path, err};
+    hid_t f = open_results(path, err);
+    if (f < 0)
+        return -1;
     int rc = -1;
     names nm = {0};
     dora_result *res = NULL;
@@ -247,16 +282,7 @@ int h5i_read(const char *path, dora_result **runs, size_t *nruns, dora_err *err)
         dora_errf(err, "'%s': no '/runs' group: not a dora-analyze results file", path);
         goto done;
     }
-    hsize_t idx = 0;
-    /* creation order (the command line's) where tracked, else by name */
-    hid_t gcpl = H5Gget_create_plist(g);
-    unsigned order = 0;
-    if (gcpl >= 0) {
-        H5Pget_link_creation_order(gcpl, &order);
-        H5Pclose(gcpl);
-    }
-    H5_index_t by = (order & H5P_CRT_ORDER_INDEXED) ? H5_INDEX_CRT_ORDER : H5_INDEX_NAME;
-    if (H5Literate(g, by, H5_ITER_INC, &idx, collect, &nm) < 0) {
+    if (list_runs(g, &nm) != 0) {
         dora_errf(err, "'%s': cannot list '/runs'", path);
         goto done;
     }
@@ -282,11 +308,109 @@ int h5i_read(const char *path, dora_result **runs, size_t *nruns, dora_err *err)
     *nruns = nm.n;
     rc = 0;
 done:
-    for (size_t i = 0; i < nm.n; i++)
-        free(nm.v[i]);
-    free(nm.v);
-    if (g >= 0)
-        H5Gclose(g);
-    H5Fclose(f);
+    close_runs(&nm, g, f);
     return rc;
+}
+
+/* ---- the summary of any results file (inspect) --------------------------- */
+
+/* The length of dataset NAME in G (rank 1), or -1 when it is not there. */
+static long long ds_length(hid_t g, const char *name)
+{
+    if (H5Lexists(g, name, H5P_DEFAULT) <= 0)
+        return -1;
+    hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
+    hsize_t d[1];
+    long long n = ds >= 0 && ds_dims(ds, 1, d) == 0 && d[0] <= MAX_ITEMS ? (long long)d[0] : -1;
+    if (ds >= 0)
+        H5Dclose(ds);
+    return n;
+}
+
+/* Run NAME of /runs (G) into *R: its method, steps and number of modules. */
+static int summarise_run(hid_t g, const char *name, h5i_run_summary *r, const ctx *c)
+{
+    hid_t rg = H5Gopen2(g, name, H5P_DEFAULT);
+    if (rg < 0)
+        return dora_errf(c->err, "'%s': '/runs/%s' is not a group", c->path, name);
+    int rc = 0;
+    long long S = ds_length(rg, "steps"), L = ds_length(rg, "modules");
+    r->name = strdup(name);
+    r->method = read_attr_str(rg, "method");
+    if (S < 0 || L < 0)
+        rc = dora_errf(c->err, "'%s': run '%s' has no 1-D 'steps' and 'modules'", c->path, name);
+    else if (!r->name || !(r->steps = calloc((size_t)S + 1, sizeof *r->steps)))
+        rc = dora_errf(c->err, "out of memory");
+    else if ((rc = read_num(rg, "steps", 1, (hsize_t)S, 0, H5T_NATIVE_INT64, r->steps, c, name)) ==
+             0) {
+        r->nsteps = (size_t)S;
+        r->nmodules = (size_t)L;
+    }
+    H5Gclose(rg);
+    return rc;
+}
+
+int h5i_summarise(const char *path, h5i_summary *s, dora_err *err)
+{
+    memset(s, 0, sizeof *s);
+    ctx c = {path, err};
+    hid_t f = open_results(path, err);
+    if (f < 0)
+        return -1;
+    int rc = -1;
+    names nm = {0};
+    hid_t g = -1;
+    s->tool_version = read_attr_str(f, "tool_version");
+    s->created = read_attr_str(f, "created");
+    s->command_line = read_attr_str(f, "command_line");
+    s->analysis = read_attr_str(f, "analysis"); /* spectrum's; analyze's files have none */
+    hid_t a = H5Aexists(f, "layout_version") > 0 ? H5Aopen(f, "layout_version", H5P_DEFAULT) : -1;
+    int have_layout = a >= 0 && H5Aread(a, H5T_NATIVE_INT32, &s->layout_version) >= 0;
+    if (a >= 0)
+        H5Aclose(a);
+    if (!s->tool_version || !have_layout) {
+        dora_errf(err, "'%s': an HDF5 file, but not a results file of dora-analyze (no "
+                       "tool_version and layout_version attributes)",
+                  path);
+        goto done;
+    }
+    if (!s->analysis && !(s->analysis = strdup("analyze"))) {
+        dora_errf(err, "out of memory");
+        goto done;
+    }
+    s->nregression = ds_length(f, "regression/run");
+    if ((g = H5Gopen2(f, "runs", H5P_DEFAULT)) < 0 || list_runs(g, &nm) != 0) {
+        dora_errf(err, "'%s': no readable '/runs' group", path);
+        goto done;
+    }
+    if (!(s->runs = calloc(nm.n + 1, sizeof *s->runs))) {
+        dora_errf(err, "out of memory");
+        goto done;
+    }
+    for (; s->nruns < nm.n; s->nruns++)
+        if (summarise_run(g, nm.v[s->nruns], &s->runs[s->nruns], &c) != 0) {
+            s->nruns++; /* released with the others */
+            goto done;
+        }
+    rc = 0;
+done:
+    close_runs(&nm, g, f);
+    if (rc != 0)
+        h5i_summary_release(s);
+    return rc;
+}
+
+void h5i_summary_release(h5i_summary *s)
+{
+    for (size_t i = 0; s->runs && i < s->nruns; i++) {
+        free(s->runs[i].name);
+        free(s->runs[i].method);
+        free(s->runs[i].steps);
+    }
+    free(s->runs);
+    free(s->analysis);
+    free(s->tool_version);
+    free(s->created);
+    free(s->command_line);
+    memset(s, 0, sizeof *s);
 }

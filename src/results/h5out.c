@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <hdf5.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -118,10 +119,11 @@ static int write_regression(hid_t f, const dora_result *runs, size_t nruns, dora
         layers[i] = g[i].layers;
         def[i] = g[i].defined;
         wdef[i] = g[i].within_defined;
-        slope[i] = g[i].slope;
-        icpt[i] = g[i].intercept;
-        r[i] = g[i].r;
-        wr[i] = g[i].within_r;
+        /* undefined: NaN in the file, the one place a NaN is written (docs/hdf5.md) */
+        slope[i] = g[i].defined ? g[i].slope : NAN;
+        icpt[i] = g[i].defined ? g[i].intercept : NAN;
+        r[i] = g[i].defined ? g[i].r : NAN;
+        wr[i] = g[i].within_defined ? g[i].within_r : NAN;
     }
     CHECK(grp = H5Gcreate2(f, "regression", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
           "cannot create group '/regression'");
@@ -131,7 +133,7 @@ static int write_regression(hid_t f, const dora_result *runs, size_t nruns, dora
                  "kind; least squares y = intercept + slope * x; pearson_r over the same points; "
                  "within_step_r after centring each step's points on that step's mean; a value "
                  "whose *defined flag is 0 is undefined (fewer than 2 points or no spread) and "
-                 "stored as 0",
+                 "stored as NaN",
                  err) != 0 ||
         h5u_strings(grp, "run", n, run, err) != 0 || h5u_strings(grp, "method", n, method, err) != 0 ||
         h5u_strings(grp, "module_kind", n, kind, err) != 0 ||

@@ -21,7 +21,7 @@ _dora_analyze()
     local cmd=${words[1]} opts=""
     case $cmd in
     analyze)
-        opts="--base -o --output --modules --exclude --rename --transpose --no-split --base-quant -j --jobs --per-row --csv --force -q --quiet -h --help"
+        opts="--base -o --output --modules --exclude --rename --transpose --no-split --base-quant -j --jobs --per-row --csv --force --progress=auto --progress=always --progress=never -q --quiet -h --help"
         case $prev in
         --base) _dora_analyze_models; return ;;
         -o | --output) _filedir h5; return ;;
@@ -31,7 +31,7 @@ _dora_analyze()
         esac
         ;;
     spectrum)
-        opts="--base -o --output --modules --exclude --top --threshold --subspace --compare --exact -j --jobs --mem --cache --force -q --quiet -h --help"
+        opts="--base -o --output --modules --exclude --top --threshold --subspace --compare --exact -j --jobs --mem --cache --force --progress=auto --progress=always --progress=never -q --quiet -h --help"
         case $prev in
         --base) _dora_analyze_models; return ;;
         -o | --output) _filedir h5; return ;;
@@ -66,7 +66,7 @@ _dora_analyze()
         if [[ $cur != -* ]]; then _filedir json; return; fi
         ;;
     merge)
-        opts="-q --quiet --force -h --help"
+        opts="-q --quiet --force --progress=auto --progress=always --progress=never -h --help"
         if [[ $cur != -* ]]; then _filedir '@(h5|journal)'; return; fi
         ;;
     inspect)
