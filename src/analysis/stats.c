@@ -1,6 +1,7 @@
 /* stats.c - regressions of dM on dD; see include/dora/stats.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/stats.h"
+#include "dora/fused.h"
 #include "core/util.h"
 
 #include <math.h>
@@ -9,6 +10,9 @@
 
 char *dora_module_kind(const char *name)
 {
+    const char *part = dora_fused_part_kind(name); /* "...qkv_proj.weight[q]": q_proj */
+    if (part)
+        return strdup(part);
     size_t n = strlen(name);
     if (util_has_suffix(name, ".weight"))
         n -= strlen(".weight");

@@ -87,8 +87,9 @@ typedef struct cli_inputs {
 } cli_inputs;
 
 /* Add PATH: a file as it is (symlinks followed); for a folder, the files in
- * it and in its subfolders one level down (checkpoint-STEP/) whose names end
- * in .safetensors, .json, .bin, .pt, .pth or .h5: every weight file, shard,
+ * it and in its subfolders two levels down (checkpoint-STEP/, DeepSpeed's
+ * checkpoint-STEP/global_stepSTEP/) whose names end in .safetensors, .json,
+ * .bin, .pt, .pth, .ckpt or .h5: every weight file, shard,
  * index, adapter config and trainer_state.json a model, checkpoint, adapter
  * or run folder can make the tool read. A path that does not exist adds
  * nothing (the reader says so later). */

@@ -189,7 +189,8 @@ static void add_id(cli_inputs *in, const char *path, const struct stat *sb)
 
 static int model_file_name(const char *name)
 {
-    static const char *const sfx[] = {".safetensors", ".json", ".bin", ".pt", ".pth", ".h5"};
+    static const char *const sfx[] = {".safetensors", ".json", ".bin", ".pt", ".pth", ".ckpt",
+                                      ".h5"};
     for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++)
         if (util_has_suffix(name, sfx[i]))
             return 1;
@@ -229,7 +230,7 @@ void cli_inputs_add(cli_inputs *in, const char *path)
     if (stat(path, &sb) != 0)
         return;
     if (S_ISDIR(sb.st_mode))
-        add_folder(in, path, 1);
+        add_folder(in, path, 2); /* checkpoint-STEP/global_stepSTEP/ (DeepSpeed) */
     else
         add_id(in, path, &sb);
 }

@@ -1,6 +1,7 @@
 /* h5in.c - reading results files; see include/dora/h5in.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/h5in.h"
+#include "dora/adapter.h"
 
 #include <hdf5.h>
 #include <math.h>
@@ -118,14 +119,6 @@ static int read_strings(hid_t g, const char *name, hsize_t n, char **out, const 
     return rc;
 }
 
-static const char *static_method(const char *m)
-{
-    static const char *const known[] = {"ft", "lora", "dora"};
-    for (size_t i = 0; i < 3; i++)
-        if (m && strcmp(m, known[i]) == 0)
-            return known[i];
-    return NULL;
-}
 
 static int read_run(hid_t runs, const char *name, dora_result *r, const ctx *c)
 {
@@ -136,7 +129,7 @@ static int read_run(hid_t runs, const char *name, dora_result *r, const ctx *c)
     hsize_t ds_s[1], ds_l[1];
     char *method = read_attr_str(g, "method");
     r->name = strdup(name);
-    r->method = static_method(method);
+    r->method = method ? dora_method_static(method) : NULL;
     r->source_path = read_attr_str(g, "source_path");
     r->base_path = read_attr_str(g, "base_path");
     free(method);
@@ -146,7 +139,7 @@ static int read_run(hid_t runs, const char *name, dora_result *r, const ctx *c)
         goto done;
     }
     if (!r->method) {
-        dora_errf(c->err, "'%s': run '%s': attribute 'method' is not ft, lora or dora", c->path,
+        dora_errf(c->err, "'%s': run '%s': attribute 'method' is not ft, lora, dora, ia3, adalora, vera, loha or lokr", c->path,
                   name);
         goto done;
     }

@@ -29,6 +29,14 @@ for c in phi3_qkv phi3_gate_up neox falcon_new falcon_mq falcon_old gpt2 qwen mp
     fi
 done
 
+# the parts regress as the unfused kinds: q_proj, k_proj, v_proj (gate_proj, up_proj)
+for c in phi3_qkv phi3_gate_up neox; do
+    [ -s "$TMP/$c.h5" ] || continue
+    kinds=$("$PY" -c 'import sys, h5py; f = h5py.File(sys.argv[1]); print(" ".join(sorted(set(f["regression/module_kind"].asstr()[:]) - {"lm_head"})))' "$TMP/$c.h5" 2>&1)
+    case $c in phi3_gate_up) want="gate_proj up_proj" ;; *) want="k_proj q_proj v_proj" ;; esac
+    if [ "$kinds" = "$want" ]; then pass "kinds-$c"; else fail "kinds-$c" "module kinds '$kinds', want '$want'"; fi
+done
+
 # LoRA on a fused weight: B A split by the rows of B, in one study with the FT run (GPT-2:
 # fan_in_fan_out LoRA and Conv1D FT on the same rows)
 for c in phi3_qkv neox falcon_new gpt2; do

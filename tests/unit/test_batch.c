@@ -179,7 +179,7 @@ static void test_manifest_bad(void)
                  NULL);
     bad_manifest(STUDY_HEAD "\"runs\": []}]}", "'runs' must be a non-empty list", NULL);
     bad_manifest(STUDY_HEAD "\"runs\": [{\"name\": \"ft\", \"path\": \"p\", \"method\": \"qlora\"}]}]}",
-                 "runs[0]", "'qlora' is not ft, lora or dora");
+                 "runs[0]", "'qlora' is not ft, lora, dora, ia3, adalora, vera, loha or lokr");
     bad_manifest(STUDY_HEAD "\"runs\": [{\"name\": \"ft\", \"path\": \"p\"}, {\"name\": \"ft\", "
                             "\"path\": \"q\"}]}]}",
                  "runs[1]", "two runs are named 'ft'");
