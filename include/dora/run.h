@@ -60,6 +60,13 @@ typedef struct dora_run {
 /* Discover the steps of the run at PATH. On failure the run is released. */
 int dora_run_discover(dora_run *run, const char *path, dora_err *err);
 
+/* For `analyze` without --base: the base the adapter runs at PATHS[0..N) name in
+ * their adapter_config.json (base_model_name_or_path of each run's first step): a
+ * path, relative to the adapter's folder when it exists there, else the value
+ * itself (a hub id, hub.h). 0 with *BASE allocated when every run names one and
+ * the same; -1 with ERR set when a run cannot be discovered, holds full weights,
+ * names none, or the runs name different bases (ERR names both). */
+int dora_runs_adapter_base(const char *const *paths, size_t n, char **base, dora_err *err);
 /* 1 if S can name a run (the HDF5 group /runs/S, on the command line and in a
  * manifest): non-empty, not "." or "..", no '/'. Else 0. */
 int dora_run_name_ok(const char *s);

@@ -37,7 +37,9 @@ static const char analyze_help[] =
     "                    MLX adapters.safetensors (lora_parameters)\n"
     "\n"
     "options:\n"
-    "  --base PATH       pre-trained model: .safetensors file or model folder (sharded ok)\n"
+    "  --base PATH       pre-trained model: .safetensors file or model folder (sharded ok),\n"
+    "                    or a hub id ORG/NAME[@REV] in the HF cache; for adapter runs,\n"
+    "                    default: the base_model_name_or_path their configs name\n"
     "  -o, --output FILE HDF5 file to write (replaced atomically when complete)\n"
     "  --modules RE      analyse only tensors whose name matches RE (POSIX extended)\n"
     "  --exclude RE      leave out tensors whose name matches RE\n"
@@ -76,6 +78,7 @@ typedef struct analyze_args {
     int no_split;
     size_t nrenames;
     dora_quant base_quant;
+    char *base_owned; /* the base the adapters name, without --base */
 } analyze_args;
 
 /* Options into *A (optind then at the first run). -1 to go on, else the exit
@@ -167,36 +170,40 @@ static int parse_options(int argc, char **argv, analyze_args *a)
 }
 
 /* Without --base: say why for an adapter run, which cannot be analysed alone. */
-static int no_base(int nargs, char **args)
+/* Without --base: the base every adapter run's config names (a path or a hub
+ * id), noted unless quiet; else a usage error that says why --base is needed. */
+static int base_from_adapters(analyze_args *a, int nargs, char **args)
 {
-    for (int i = 0; i < nargs; i++) {
+    const char **paths = calloc(nargs > 0 ? (size_t)nargs : 1, sizeof *paths);
+    int status = EXIT_OK;
+    for (int i = 0; paths && i < nargs && status == EXIT_OK; i++) {
         char *name;
-        const char *path;
-        dora_run run;
-        dora_err e;
-        if (cli_split_run_arg(args[i], &name, &path) != 0)
-            break;
+        if (cli_split_run_arg(args[i], &name, &paths[i]) != 0)
+            status = EXIT_BAD_INPUT;
         free(name);
-        const char *method = "ft";
-        if (dora_run_discover(&run, path, &e) == 0) {
-            method = run.method; /* a static string */
-            dora_run_release(&run);
-        }
-        if (strcmp(method, "ft") != 0)
-            return cli_usage_error("analyze", "'%s' holds %s adapters: dM and dD compare the "
-                                              "merged weights with the pre-trained ones, so the "
-                                              "base model they were trained on is needed "
-                                              "(--base PATH)",
-                                   args[i], method);
     }
-    return cli_usage_error("analyze", "--base PATH is required");
+    dora_err e;
+    if (!paths || status != EXIT_OK)
+        status = cli_usage_error("analyze", "--base PATH is required");
+    else if (nargs < 1 || dora_runs_adapter_base(paths, (size_t)nargs, &a->base_owned, &e) != 0)
+        status = cli_usage_error("analyze", "--base PATH is required%s%s%s: dM and dD compare "
+                                            "the weights with the pre-trained ones",
+                                 nargs < 1 ? "" : " (", nargs < 1 ? "" : e.msg,
+                                 nargs < 1 ? "" : ")");
+    free(paths);
+    if (status != EXIT_OK)
+        return status;
+    a->base_path = a->base_owned;
+    if (!a->quiet)
+        fprintf(stderr, "dora-analyze: note: base '%s', as the adapters' "
+                        "base_model_name_or_path names it\n",
+                a->base_path);
+    return EXIT_OK;
 }
 
 /* Usage errors that need no file: EXIT_OK when the options hold together. */
-static int check_args(const analyze_args *a, int nargs, char **args)
+static int check_args(const analyze_args *a, int nargs)
 {
-    if (!a->base_path)
-        return no_base(nargs, args);
     if (!a->out)
         return cli_usage_error("analyze", "-o OUT.h5 is required");
     if (nargs < 1)
@@ -276,11 +283,13 @@ int cmd_analyze(int argc, char **argv)
         return status;
     char **args = argv + optind;
     const size_t nruns = argc > optind ? (size_t)(argc - optind) : 0;
-    if ((status = check_args(&a, (int)nruns, args)) != EXIT_OK)
-        return status;
     dora_filter filter;
-    if ((status = cli_compile_filter("analyze", &filter, a.modules_re, a.exclude_re)) != EXIT_OK)
+    if ((status = check_args(&a, (int)nruns)) != EXIT_OK ||
+        (!a.base_path && (status = base_from_adapters(&a, (int)nruns, args)) != EXIT_OK) ||
+        (status = cli_compile_filter("analyze", &filter, a.modules_re, a.exclude_re)) != EXIT_OK) {
+        free(a.base_owned);
         return status;
+    }
 
     cli_term_init(&a.term, cli_progress_shown(a.progress, a.quiet), "runs");
     char **names = calloc(nruns, sizeof *names);
@@ -325,5 +334,6 @@ cleanup:
     free(cmdline);
     dora_filter_free(&filter);
     cli_term_release(&a.term);
+    free(a.base_owned);
     return status;
 }
