@@ -64,9 +64,12 @@ static int parse_args(int argc, char **argv, plot_args *a)
         {NULL, 0, NULL, 0},
     };
     *a = (plot_args){NULL, {NULL, "png,pdf", NULL, NULL, 0}, NULL, 0, 0, 1};
-    int c;
+    int c, r;
+    cli_seen seen = {{0}};
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+        if ((r = cli_option_once(&seen, "plot", c, longopts)) >= 0)
+            return r;
         switch (c) {
         case 'o': a->opts.outdir = optarg; break;
         case OPT_MODULES: a->opts.kinds = optarg; break;
@@ -87,7 +90,7 @@ static int parse_args(int argc, char **argv, plot_args *a)
         case ':':
             return cli_usage_error("plot", "option '%s' needs a value", argv[optind - 1]);
         default:
-            return cli_usage_error("plot", "unknown option '%s'", argv[optind - 1]);
+            return cli_unknown_option("plot", argv[optind - 1], longopts);
         }
     }
     if (argc - optind != 1)

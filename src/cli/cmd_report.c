@@ -37,16 +37,19 @@ int cmd_report(int argc, char **argv)
     };
     dora_report_opts o = {NULL, NULL, 0};
     const char *out = NULL;
-    int c;
+    int c, r;
+    cli_seen seen = {{0}};
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+        if ((r = cli_option_once(&seen, "report", c, longopts)) >= 0)
+            return r;
         switch (c) {
         case 'o': out = optarg; break;
         case OPT_MODULES: o.kinds = optarg; break;
         case OPT_FORCE: o.force = 1; break;
         case 'h': fputs(report_help, stdout); return cli_finish_stdout();
         case ':': return cli_usage_error("report", "option '%s' needs a value", argv[optind - 1]);
-        default: return cli_usage_error("report", "unknown option '%s'", argv[optind - 1]);
+        default: return cli_unknown_option("report", argv[optind - 1], longopts);
         }
     }
     if (argc - optind != 1)
