@@ -131,6 +131,8 @@ want option-typo 2 "unknown option '--moduels'; did you mean '--modules'\?" \
 want option-typo-value 2 "unknown option '--progess=never'; did you mean '--progress'\?" \
     merge --progess=never x.h5 y.h5
 want option-typo-batch 2 "unknown option '--dryrun'; did you mean '--dry-run'\?" batch --dryrun m.json
+want option-typo-plot 2 "unknown option '--overlya'; did you mean '--overlay'\?" plot x.h5 --overlya
+want option-twice-report 2 "--output given twice" report x.h5 -o a.html -o b.html
 want option-twice 2 "\-\-modules given twice" \
     analyze --modules q_proj --modules v_proj --base small/base.safetensors -o x.h5 small/ft
 want option-twice-short 2 "\-\-output given twice" \
