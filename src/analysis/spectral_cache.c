@@ -34,16 +34,6 @@
 #define MAGIC "DORAW0C1"
 #define NFIELDS 8
 
-static uint64_t fnv1a64(const unsigned char *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 /* The key of module RM's W0 SVD in BITS; NULL when out of memory. */
 static char *cache_key(const rmod *rm, int bits)
 {
@@ -72,7 +62,7 @@ static char *cache_path(const char *dir, const char *key)
 {
     char name[32];
     snprintf(name, sizeof name, "w0-%016llx.svd",
-             (unsigned long long)fnv1a64((const unsigned char *)key, strlen(key)));
+             (unsigned long long)util_fnv1a64((const unsigned char *)key, strlen(key)));
     return util_join(dir, name);
 }
 
@@ -112,7 +102,7 @@ static const char *parse(const unsigned char *b, uint64_t n, const char *key, co
         return "a header that does not fit the tensor";
     if (n != head + 8 * (uint64_t)ns + 8 * (uint64_t)(m * nu) + 8)
         return "a size that is not what its header says (truncated?)";
-    if (le_load64(b + n - 8) != fnv1a64(b, (size_t)(n - 8)))
+    if (le_load64(b + n - 8) != util_fnv1a64(b, (size_t)(n - 8)))
         return "a checksum that does not hold";
     out->s = alloc_n((size_t)ns, sizeof *out->s);
     out->u = alloc_n((size_t)(m * nu), sizeof *out->u);
@@ -200,7 +190,7 @@ int spec_cache_store(const char *dir, const rmod *rm, const dora_svd *sv, dora_e
         memcpy(&x, &sv->u[i], 8);
         le_store64(p, x);
     }
-    le_store64(p, fnv1a64(b, (size_t)(n - 8)));
+    le_store64(p, util_fnv1a64(b, (size_t)(n - 8)));
     util_out o;
     if (util_out_begin(&o, path, err) != 0)
         goto done;

@@ -25,23 +25,13 @@ struct dora_journal {
     char *path;
 };
 
-static uint64_t fnv1a64(const unsigned char *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 /* A whole record (24-byte head + payload) appended to B. */
 static void put_record(wbuf *b, uint32_t type, const unsigned char *payload, size_t n)
 {
     wire_put_u32(b, type);
     wire_put_u32(b, 0);
     wire_put_u64(b, n);
-    wire_put_u64(b, fnv1a64(payload, n));
+    wire_put_u64(b, util_fnv1a64(payload, n));
     wire_put_bytes(b, payload, n);
 }
 
@@ -96,7 +86,7 @@ int dora_journal_read(const char *path, char **header, dora_result **units, size
         wire_get_u32(&b);
         uint64_t n = wire_get_u64(&b), sum = wire_get_u64(&b);
         if (b.bad || n > RECORD_MAX_BYTES || n > len - b.off ||
-            fnv1a64(p + b.off, (size_t)n) != sum || (type != REC_HEADER && type != REC_UNIT)) {
+            util_fnv1a64(p + b.off, (size_t)n) != sum || (type != REC_HEADER && type != REC_UNIT)) {
             if (!*header) {
                 dora_errf(err, "'%s': the journal's header is damaged", path);
                 goto done;

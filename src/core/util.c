@@ -157,6 +157,17 @@ int util_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
     return 0;
 }
 
+uint64_t util_fnv1a64(const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
 int util_parse_size(const char *s, int64_t *out)
 {
     if (!s || !*s || !isdigit((unsigned char)*s))

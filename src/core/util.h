@@ -84,6 +84,9 @@ char *util_resolve_output(const char *path);
 int util_same_output(const char *a, const char *b);
 /* Strict decimal parse of a whole string into [min, max]; -1 if it is not one. */
 int util_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
+/* FNV-1a, 64 bits, of N bytes: the checksum of the journal's records and of
+ * spectrum's cache files. */
+uint64_t util_fnv1a64(const void *data, size_t n);
 /* A size in bytes: a whole number >= 1 with an optional binary suffix K, M, G or T
  * (also KB/KiB, ...): "512M", "8G". -1 if it is not one or overflows int64. */
 int util_parse_size(const char *s, int64_t *out);
