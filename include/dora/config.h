@@ -14,13 +14,19 @@
 #include "dora/error.h"
 #include "dora/model.h"
 
+#include <jansson.h>
+
 #include <stdint.h>
 
 typedef struct dora_config dora_config;
 
 /* The config.json beside model M's file into *OUT (NULL when there is none).
  * -1 with ERR set when it is there but unreadable or not a JSON object. */
+/* The config.json in folder DIR, the same way: 0 with *OUT NULL when there is none. */
+int dora_config_load(dora_config **out, const char *dir, dora_err *err);
 int dora_config_open(dora_config **out, const dora_model *m, dora_err *err);
+/* The whole document (an object), owned by C. */
+json_t *dora_config_root(const dora_config *c);
 void dora_config_close(dora_config *c);
 /* The file's path and its model_type (NULL if it has none). C may be NULL. */
 const char *dora_config_path(const dora_config *c);

@@ -14,12 +14,10 @@ struct dora_config {
     json_t *root; /* an object */
 };
 
-int dora_config_open(dora_config **out, const dora_model *m, dora_err *err)
+int dora_config_load(dora_config **out, const char *dir, dora_err *err)
 {
     *out = NULL;
-    char *dir = util_dirname(m->path);
-    char *path = dir ? util_join(dir, "config.json") : NULL;
-    free(dir);
+    char *path = util_join(dir, "config.json");
     if (!path)
         return dora_errf(err, "out of memory");
     if (!util_is_file(path)) {
@@ -53,6 +51,16 @@ int dora_config_open(dora_config **out, const dora_model *m, dora_err *err)
     *out = c;
     return 0;
 }
+
+int dora_config_open(dora_config **out, const dora_model *m, dora_err *err)
+{
+    char *dir = util_dirname(m->path);
+    int rc = dir ? dora_config_load(out, dir, err) : dora_errf(err, "out of memory");
+    free(dir);
+    return rc;
+}
+
+json_t *dora_config_root(const dora_config *c) { return c->root; }
 
 void dora_config_close(dora_config *c)
 {

@@ -3,6 +3,7 @@
  * base looks quantised; see include/dora/quant.h. */
 #define _GNU_SOURCE /* strcasestr */
 #include "dora/quant.h"
+#include "dora/config.h"
 #include "dora/guard.h"
 #include "dora/tensor.h"
 #include "core/util.h"
@@ -13,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CONFIG_MAX_BYTES (16u << 20)
 
 static int config_bool(json_t *qc, const char *field, int *out, const char *path, dora_err *err)
 {
@@ -73,27 +73,14 @@ int dora_quant_from_config(const char *base_path, dora_quant *q, char **skip, do
     *q = DORA_QUANT_NONE;
     *skip = NULL;
     char *dir = util_is_dir(base_path) ? strdup(base_path) : util_dirname(base_path);
-    char *path = dir ? util_join(dir, "config.json") : NULL;
+    dora_config *cfg = NULL;
+    int rc = dir ? dora_config_load(&cfg, dir, err) : dora_errf(err, "out of memory");
     free(dir);
-    if (!path)
-        return dora_errf(err, "out of memory");
-    if (!util_is_file(path)) {
-        free(path);
-        return 0;
-    }
-    char *text;
-    size_t len;
-    json_error_t jerr;
-    json_t *root = NULL;
-    int rc = util_read_file(path, CONFIG_MAX_BYTES, &text, &len, err);
-    if (rc == 0) {
-        root = json_loadb(text, len, 0, &jerr);
-        free(text);
-        if (!root)
-            rc = dora_errf(err, "'%s': not valid JSON: %s (line %d)", path, jerr.text, jerr.line);
-    }
-    json_t *qc = rc == 0 ? json_object_get(root, "quantization_config") : NULL;
-    if (rc == 0 && qc && !json_is_null(qc)) {
+    if (rc != 0 || !cfg)
+        return rc;
+    const char *path = dora_config_path(cfg);
+    json_t *qc = json_object_get(dora_config_root(cfg), "quantization_config");
+    if (qc && !json_is_null(qc)) {
         json_t *m = json_object_get(qc, "quant_method");
         const char *method = json_is_string(m) ? json_string_value(m) : NULL;
         if (!json_is_object(qc))
@@ -106,8 +93,7 @@ int dora_quant_from_config(const char *base_path, dora_quant *q, char **skip, do
         else
             rc = read_bnb(qc, q, skip, path, err);
     }
-    json_decref(root);
-    free(path);
+    dora_config_close(cfg);
     return rc;
 }
 
