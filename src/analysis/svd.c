@@ -258,44 +258,34 @@ static int dense_values_topvec(const dora_dense *a, int64_t nu, void *work, doub
     }
     const lapack_int M = (lapack_int)n, N = (lapack_int)m, K = (lapack_int)k;
     const lapack_int NU = (lapack_int)nu;
-    if (a->f32) {
-        float *fd = d, *fe = e;
-        if ((info = LAPACKE_sgebrd(LAPACK_COL_MAJOR, M, N, work, M, fd, fe, tq, tp)) != 0)
-            goto done;
-        memcpy(dv, d, (size_t)k * es);
-        memcpy(ev, e, (size_t)k * es);
-        if ((info = LAPACKE_sbdsvdx(LAPACK_COL_MAJOR, uplo, 'V', 'I', K, dv, ev, 0, 0, 1, NU, &ns,
-                                    sv, z, 2 * K, superb)) != 0 ||
-            (info = LAPACKE_sbdsqr(LAPACK_COL_MAJOR, uplo, K, 0, 0, 0, fd, fe, NULL, 1, NULL, 1,
-                                   NULL, 1)) != 0)
-            goto done;
-        for (int64_t j = 0; j < nu; j++)
-            for (int64_t i = 0; i < k; i++)
-                ((float *)c)[i + j * m] = ((float *)z)[k + i + j * 2 * k];
-        info = LAPACKE_sormbr(LAPACK_COL_MAJOR, 'P', 'L', 'N', N, NU, M, work, M, tp, c, N);
-        for (int64_t i = 0; i < k; i++)
-            s[i] = fd[i];
-        for (int64_t i = 0; info == 0 && i < m * nu; i++)
-            u[i] = ((float *)c)[i];
-    } else {
-        double *dd = d, *de = e;
-        if ((info = LAPACKE_dgebrd(LAPACK_COL_MAJOR, M, N, work, M, dd, de, tq, tp)) != 0)
-            goto done;
-        memcpy(dv, d, (size_t)k * es);
-        memcpy(ev, e, (size_t)k * es);
-        if ((info = LAPACKE_dbdsvdx(LAPACK_COL_MAJOR, uplo, 'V', 'I', K, dv, ev, 0, 0, 1, NU, &ns,
-                                    sv, z, 2 * K, superb)) != 0 ||
-            (info = LAPACKE_dbdsqr(LAPACK_COL_MAJOR, uplo, K, 0, 0, 0, dd, de, NULL, 1, NULL, 1,
-                                   NULL, 1)) != 0)
-            goto done;
-        for (int64_t j = 0; j < nu; j++)
-            for (int64_t i = 0; i < k; i++)
-                ((double *)c)[i + j * m] = ((double *)z)[k + i + j * 2 * k];
-        info = LAPACKE_dormbr(LAPACK_COL_MAJOR, 'P', 'L', 'N', N, NU, M, work, M, tp, c, N);
-        memcpy(s, d, (size_t)k * sizeof *s);
-        if (info == 0)
-            memcpy(u, c, (size_t)(m * nu) * sizeof *u);
-    }
+    const int f32 = a->f32;
+    info = f32 ? LAPACKE_sgebrd(LAPACK_COL_MAJOR, M, N, work, M, d, e, tq, tp)
+               : LAPACKE_dgebrd(LAPACK_COL_MAJOR, M, N, work, M, d, e, tq, tp);
+    if (info != 0)
+        goto done;
+    memcpy(dv, d, (size_t)k * es); /* ?bdsvdx overwrites its diagonals */
+    memcpy(ev, e, (size_t)k * es);
+    info = f32 ? LAPACKE_sbdsvdx(LAPACK_COL_MAJOR, uplo, 'V', 'I', K, dv, ev, 0, 0, 1, NU, &ns, sv,
+                                 z, 2 * K, superb)
+               : LAPACKE_dbdsvdx(LAPACK_COL_MAJOR, uplo, 'V', 'I', K, dv, ev, 0, 0, 1, NU, &ns, sv,
+                                 z, 2 * K, superb);
+    if (info == 0)
+        info = f32 ? LAPACKE_sbdsqr(LAPACK_COL_MAJOR, uplo, K, 0, 0, 0, d, e, NULL, 1, NULL, 1,
+                                    NULL, 1)
+                   : LAPACKE_dbdsqr(LAPACK_COL_MAJOR, uplo, K, 0, 0, 0, d, e, NULL, 1, NULL, 1,
+                                    NULL, 1);
+    if (info != 0)
+        goto done;
+    /* the right vectors V_B of B are rows k..2k-1 of each column of Z */
+    for (int64_t j = 0; j < nu; j++)
+        memcpy((char *)c + (size_t)(j * m) * es, (char *)z + (size_t)(k + j * 2 * k) * es,
+               (size_t)k * es);
+    info = f32 ? LAPACKE_sormbr(LAPACK_COL_MAJOR, 'P', 'L', 'N', N, NU, M, work, M, tp, c, N)
+               : LAPACKE_dormbr(LAPACK_COL_MAJOR, 'P', 'L', 'N', N, NU, M, work, M, tp, c, N);
+    for (int64_t i = 0; i < k; i++)
+        s[i] = f32 ? ((float *)d)[i] : ((double *)d)[i];
+    for (int64_t i = 0; info == 0 && i < m * nu; i++)
+        u[i] = f32 ? ((float *)c)[i] : ((double *)c)[i];
     if (info == 0 && ns < NU)
         info = -1;
 done:
