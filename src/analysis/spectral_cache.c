@@ -23,13 +23,9 @@
 #include "dora/safetensors.h"
 #include "dora/version.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define MAGIC "DORAW0C1"
 #define NFIELDS 8
@@ -66,21 +62,10 @@ static char *cache_path(const char *dir, const char *key)
     return util_join(dir, name);
 }
 
-/* The whole file FD of SIZE bytes, read with pread; NULL on a short read. */
-static unsigned char *read_all(int fd, uint64_t size)
+/* The bytes of a cache file with a key of KL bytes, NS values and NU vectors of M. */
+static uint64_t file_bytes(uint64_t kl, int64_t ns, int64_t m, int64_t nu)
 {
-    unsigned char *b = size && size < SIZE_MAX ? malloc((size_t)size) : NULL;
-    for (uint64_t off = 0; b && off < size;) {
-        ssize_t r = pread(fd, b + off, (size_t)(size - off), (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            free(b);
-            return NULL;
-        }
-        off += (uint64_t)r;
-    }
-    return b;
+    return 16 + kl + 8 * NFIELDS + 8 * (uint64_t)ns + 8 * (uint64_t)(m * nu) + 8;
 }
 
 /* Check buffer B (N bytes) against KEY and the shape of RM; fill OUT. NULL, or
@@ -100,7 +85,7 @@ static const char *parse(const unsigned char *b, uint64_t n, const char *key, co
     if (m != rm->rows || cols != rm->cols || ns < 1 || ns > k || nu != k || v[4] < 0 ||
         v[4] > ns || v[7] != bits)
         return "a header that does not fit the tensor";
-    if (n != head + 8 * (uint64_t)ns + 8 * (uint64_t)(m * nu) + 8)
+    if (n != file_bytes(kl, ns, m, nu))
         return "a size that is not what its header says (truncated?)";
     if (le_load64(b + n - 8) != util_fnv1a64(b, (size_t)(n - 8)))
         return "a checksum that does not hold";
@@ -141,21 +126,26 @@ int spec_cache_load(const char *dir, const rmod *rm, int bits, dora_svd *out, ch
     why[0] = '\0';
     char *key = cache_key(rm, bits), *path = key ? cache_path(dir, key) : NULL;
     int hit = path ? 0 : -1;
-    int fd = path ? open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) : -1;
-    struct stat st;
-    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
-        unsigned char *b = read_all(fd, (uint64_t)st.st_size);
-        const char *bad = b ? parse(b, (uint64_t)st.st_size, key, rm, bits, out) : "unreadable";
-        if (bad) {
+    if (path && util_is_file(path)) {
+        /* any valid cache file fits (m * k <= DORA_SPEC_DENSE_MAX_ELEMS, so k <= 2^14), and
+         * one of another tensor is read whole and told apart by its key */
+        const uint64_t most =
+            file_bytes(strlen(key), INT64_C(1) << 14, DORA_SPEC_DENSE_MAX_ELEMS, 1);
+        char *b = NULL;
+        size_t n = 0;
+        dora_err e;
+        const char *bad = NULL;
+        if (util_read_file(path, (size_t)most, &b, &n, &e) != 0)
+            snprintf(why, whylen, "%s: computed again", e.msg);
+        else if ((bad = parse((const unsigned char *)b, n, key, rm, bits, out)) != NULL)
+            snprintf(why, whylen, "the cache file '%s' holds %s: computed again", path, bad);
+        hit = b && !bad;
+        if (!hit) {
             dora_svd_release(out);
             memset(out, 0, sizeof *out);
-            snprintf(why, whylen, "the cache file '%s' holds %s: computed again", path, bad);
         }
-        hit = bad ? 0 : 1;
         free(b);
     }
-    if (fd >= 0)
-        close(fd);
     free(path);
     free(key);
     return hit;
@@ -165,7 +155,7 @@ int spec_cache_store(const char *dir, const rmod *rm, const dora_svd *sv, dora_e
 {
     char *key = cache_key(rm, sv->bits), *path = key ? cache_path(dir, key) : NULL;
     const uint64_t kl = key ? strlen(key) : 0, head = 16 + kl + 8 * NFIELDS;
-    const uint64_t n = head + 8 * (uint64_t)sv->ns + 8 * (uint64_t)(sv->m * sv->nu) + 8;
+    const uint64_t n = file_bytes(kl, sv->ns, sv->m, sv->nu);
     unsigned char *b = path ? malloc((size_t)n) : NULL;
     int rc = -1;
     if (!b) {

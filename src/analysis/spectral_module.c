@@ -671,8 +671,7 @@ int spec_do_modules(sctx *c, dora_err *err)
                                         : UINT64_C(4) << 30;
     pthread_mutex_init(&p.lock, NULL);
     pthread_cond_init(&p.freed, NULL);
-    pthread_mutex_t notes_lock = PTHREAD_MUTEX_INITIALIZER;
-    c->lock = &notes_lock;
+    c->lock = &p.lock; /* not held while a module runs: its notes and counts take it */
     pthread_t *tid = calloc(T, sizeof *tid);
     size_t started = 0;
     if (tid)
