@@ -126,14 +126,16 @@ typedef struct dora_report_opts {
     const char *kinds;     /* module kinds, comma-separated; NULL: every kind of the file */
     const char *templates; /* gnuplot templates' folder; NULL: dora_plot_templates_dir() */
     int force;             /* replace an existing OUT that is not a report of this tool */
+    const char *spectrum;  /* a results file of `spectrum` whose summary the page shows
+                              (NULL: none) */
 } dora_report_opts;
 
 /* Write the report of RESULTS_H5 to OUT (REP is filled, also on failure: drawn =
  * figures in the page, notes = remarks for the user; release it). Refused, with
  * REP->refused set and nothing written (a usage error): OUT is the results file
- * (the same file after symlinks), OUT is a folder, FIFO or device, OUT exists and
+ * or O->spectrum (the same file after symlinks), OUT is a folder, FIFO or device, OUT exists and
  * is not a report of this tool unless O->force. Other errors name the file: the
- * results file cannot be read (h5in.h), a kind asked for is in no run, gnuplot is
+ * results file or O->spectrum cannot be read (h5in.h, spectral.h), a kind asked for is in no run, gnuplot is
  * missing or fails, OUT cannot be written, out of memory. */
 int dora_report_write(const char *results_h5, const char *out, const dora_report_opts *o,
                       dora_plot_report *rep, dora_err *err);

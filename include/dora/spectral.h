@@ -216,4 +216,16 @@ void dora_spectrum_release(dora_spectrum *sp);
 int dora_spectrum_write(const char *path, const dora_spectrum *sp, const char *command_line,
                         dora_err *err);
 
+/* Read back the summary of a results file of `spectrum` (results/spectrum_in.c):
+ * the root's base_path, threshold, top and subspace (into sp->opts), every run
+ * with its modules' names, layers, shapes, ranks, update kinds and precisions
+ * and its [S, L] tables (fro_norm, sigma1, r90, stable_rank, svd_method,
+ * intruders when the file has them, phi_prev, phi_final, phi_pairs), and every
+ * /compare pair's modules, steps, phi and k. The per-module spectra and phi grids
+ * are not read (their pointers stay NULL). The file is input: shapes, ranges
+ * (phi in [-1, 1], r90 and intruders in [-1, min(rows, cols)], finite
+ * non-negative norms) and ascending steps are checked, and an error names the
+ * file and the dataset. Release with dora_spectrum_release. */
+int dora_spectrum_read(const char *path, dora_spectrum *sp, dora_err *err);
+
 #endif

@@ -9,16 +9,20 @@
 #include <stdio.h>
 
 static const char report_help[] =
-    "usage: dora-analyze report RESULT.h5 -o REPORT.html [--modules K1,K2] [--force]\n"
+    "usage: dora-analyze report RESULT.h5 -o REPORT.html [--spectrum SPEC.h5]\n"
+    "                           [--modules K1,K2] [--force]\n"
     "\n"
     "Write one self-contained HTML page of an `analyze` results file: each run's\n"
     "method, paths, steps and module count; the regression of dM on dD beside the\n"
     "paper's numbers; for each module kind the figures of `plot` (Fig. 2/7, Fig. 8,\n"
-    "the trajectory) as inline SVG; the per-layer dM and dD at the final step. The\n"
-    "page loads nothing from the network. gnuplot draws the figures.\n"
+    "the trajectory) as inline SVG; the per-layer dM and dD at the final step; with\n"
+    "--spectrum, the spectral summary of a `spectrum` results file (r90, stable rank,\n"
+    "intruders and subspace similarity by run and module kind). The page loads\n"
+    "nothing from the network. gnuplot draws the figures.\n"
     "\n"
     "options:\n"
     "  -o, --output FILE     the page (written under a temporary name, then renamed)\n"
+    "  --spectrum SPEC.h5    also summarise this results file of `spectrum`\n"
     "  --modules K1,K2       module kinds (default: every kind in the file)\n"
     "  --force               replace FILE even if it is not a report of dora-analyze\n"
     "  -h, --help            this help\n"
@@ -27,15 +31,16 @@ static const char report_help[] =
 
 int cmd_report(int argc, char **argv)
 {
-    enum { OPT_MODULES = 256, OPT_FORCE };
+    enum { OPT_MODULES = 256, OPT_FORCE, OPT_SPECTRUM };
     static const struct option longopts[] = {
         {"output", required_argument, NULL, 'o'},
         {"modules", required_argument, NULL, OPT_MODULES},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"spectrum", required_argument, NULL, OPT_SPECTRUM},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    dora_report_opts o = {NULL, NULL, 0};
+    dora_report_opts o = {NULL, NULL, 0, NULL};
     const char *out = NULL;
     int c, r;
     cli_seen seen = {{0}};
@@ -47,6 +52,7 @@ int cmd_report(int argc, char **argv)
         case 'o': out = optarg; break;
         case OPT_MODULES: o.kinds = optarg; break;
         case OPT_FORCE: o.force = 1; break;
+        case OPT_SPECTRUM: o.spectrum = optarg; break;
         case 'h': fputs(report_help, stdout); return cli_finish_stdout();
         case ':': return cli_usage_error("report", "option '%s' needs a value", argv[optind - 1]);
         default: return cli_unknown_option("report", argv[optind - 1], longopts);

@@ -23,4 +23,10 @@ void html_num(FILE *f, const char *fmt, double v, int defined);
  * Errors name PATH: cannot be read, no <svg> element. */
 int html_inline_svg(FILE *f, const char *path, const char *prefix, dora_err *err);
 
+struct dora_spectrum;
+/* The report's section on the spectrum file PATH, read into SP (spectral.h,
+ * dora_spectrum_read): a table per run and module kind at the final step, and
+ * one per compared pair. -1 only when out of memory. */
+int html_spectrum(FILE *f, const char *path, const struct dora_spectrum *sp);
+
 #endif

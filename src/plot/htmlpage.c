@@ -3,6 +3,7 @@
  * SVG, and the per-layer values at the final step. */
 #define _GNU_SOURCE
 #include "dora/plot.h"
+#include "dora/spectral.h"
 #include "dora/version.h"
 #include "plot/draw.h"
 #include "plot/html.h"
@@ -300,7 +301,8 @@ static char *all_kinds(const dora_plot_study *s)
 
 /* The page of S with the figures of FIGDIR into a buffer; *page owned by the caller. */
 static int build_page(const dora_plot_study *s, char *const *kinds, const char *figdir,
-                      char **page, size_t *len, dora_err *err)
+                      const char *spec_path, const dora_spectrum *spec, char **page, size_t *len,
+                      dora_err *err)
 {
     FILE *f = open_memstream(page, len);
     if (!f)
@@ -314,12 +316,16 @@ static int build_page(const dora_plot_study *s, char *const *kinds, const char *
         html_text(f, kinds[k]);
         fputs("</a>", f);
     }
+    if (spec)
+        fputs(", <a href=\"#spectrum\">spectrum</a>", f);
     fputs(".</p>\n", f);
     write_runs(f, s);
     write_regression(f, s);
     int rc = 0;
     for (size_t k = 0; kinds[k] && rc == 0; k++)
         rc = write_kind(f, s, kinds[k], k, figdir, err);
+    if (rc == 0 && spec && html_spectrum(f, spec_path, spec) != 0)
+        rc = dora_errf(err, "out of memory");
     fputs("</body>\n</html>\n", f);
     if (fclose(f) != 0 && rc == 0)
         rc = dora_errf(err, "out of memory");
@@ -356,7 +362,8 @@ static int check_output(const char *input, const char *out, int force, dora_err 
 /* Draw every kind's figures as SVG into a private folder, build the page from
  * them, remove the folder. */
 static int draw_and_build(const dora_plot_study *s, const char *kinds, const dora_report_opts *o,
-                          dora_plot_report *rep, char **page, size_t *len, dora_err *err)
+                          const dora_spectrum *spec, dora_plot_report *rep, char **page,
+                          size_t *len, dora_err *err)
 {
     char figdir[] = "/tmp/dora-report-XXXXXX";
     if (!mkdtemp(figdir))
@@ -368,7 +375,7 @@ static int draw_and_build(const dora_plot_study *s, const char *kinds, const dor
     if (!kv && rc == 0)
         rc = dora_errf(err, "out of memory");
     if (rc == 0)
-        rc = build_page(s, kv, figdir, page, len, err);
+        rc = build_page(s, kv, figdir, o->spectrum, spec, page, len, err);
     for (size_t k = 0; k < nk; k++)
         for (int fi = 0; fi < PLOT_NFIGS; fi++) {
             char p[4200];
@@ -384,18 +391,30 @@ int dora_report_write(const char *results_h5, const char *out, const dora_report
                       dora_plot_report *rep, dora_err *err)
 {
     memset(rep, 0, sizeof *rep);
-    if (check_output(results_h5, out, o->force, err) != 0) {
+    if (check_output(results_h5, out, o->force, err) != 0 ||
+        (o->spectrum && util_same_output(o->spectrum, out) &&
+         dora_errf(err, "refusing to write '%s': it is the input '%s' (the same file)", out,
+                   o->spectrum))) {
         rep->refused = 1;
         return -1;
     }
-    dora_plot_study s;
-    if (dora_plot_open(&s, results_h5, NULL, err) != 0)
+    dora_spectrum spec;
+    if (o->spectrum && dora_spectrum_read(o->spectrum, &spec, err) != 0)
         return -1;
+    dora_plot_study s;
+    if (dora_plot_open(&s, results_h5, NULL, err) != 0) {
+        if (o->spectrum)
+            dora_spectrum_release(&spec);
+        return -1;
+    }
     char *kinds = o->kinds ? strdup(o->kinds) : all_kinds(&s);
     char *page = NULL;
     size_t len = 0;
-    int rc = kinds ? draw_and_build(&s, kinds, o, rep, &page, &len, err)
+    int rc = kinds ? draw_and_build(&s, kinds, o, o->spectrum ? &spec : NULL, rep, &page, &len,
+                                    err)
                    : dora_errf(err, "out of memory");
+    if (o->spectrum)
+        dora_spectrum_release(&spec);
     util_out uo;
     if (rc == 0 && (rc = util_out_begin(&uo, out, err)) == 0) {
         if ((rc = util_out_write(&uo, page, len, err)) != 0)

@@ -49,9 +49,10 @@ _dora_analyze()
         if [[ $cur != -* ]]; then _filedir h5; return; fi
         ;;
     report)
-        opts="-o --output --modules --force -h --help"
+        opts="-o --output --spectrum --modules --force -h --help"
         case $prev in
         -o | --output) _filedir html; return ;;
+        --spectrum) _filedir h5; return ;;
         --modules) return ;;
         esac
         if [[ $cur != -* ]]; then _filedir h5; return; fi
