@@ -124,6 +124,7 @@ def main():
     if a.llm7b_layer and a.steps == 3:
         a.steps = 4
     work = a.keep or tempfile.mkdtemp(prefix="dora-bench-spectrum.")
+    os.makedirs(work, exist_ok=True)  # a --keep folder that is not there yet
     try:
         base = os.path.join(work, "base.safetensors")
         run = os.path.join(work, "ft")
