@@ -5,7 +5,7 @@ DIM x DIM in one layer, and STEPS checkpoint-N/ folders of PEFT adapters of rank
 R (float32 factors). DISTINCT adapters are written and the other steps are hard
 links to them, so 100 steps take the disk of DISTINCT.
 Usage: bench_steps.py OUT_DIR [--dim 2048] [--modules 4] [--steps 100] [--r 256]
-                      [--distinct 10] [--dora]
+                      [--distinct 10] [--dora] [--fan-in-fan-out]
 Writes OUT_DIR/base.safetensors and OUT_DIR/run/checkpoint-*/.
 """
 import argparse
@@ -37,7 +37,8 @@ def bf16(w):
     return (w.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
 
 
-def generate(out, dim=2048, modules=4, steps=100, r=256, distinct=10, dora=False, seed=7):
+def generate(out, dim=2048, modules=4, steps=100, r=256, distinct=10, dora=False, seed=7,
+             fifo=False):
     rng = np.random.default_rng(seed)
     names = [f"model.layers.{i // len(NAMES)}.self_attn.{NAMES[i % len(NAMES)]}.weight"
              for i in range(modules)]
@@ -48,7 +49,7 @@ def generate(out, dim=2048, modules=4, steps=100, r=256, distinct=10, dora=False
         ts = []
         for n in names:
             w = rng.standard_normal((dim, dim), dtype=np.float32) * 0.02
-            ts.append((n, "BF16", bf16(w), (dim, dim)))
+            ts.append((n, "BF16", bf16(w.T if fifo else w), (dim, dim)))
         write_st(base, ts)
     for n in names:
         norms[n] = np.full(dim, 0.02 * np.sqrt(dim), dtype=np.float32)
@@ -76,6 +77,7 @@ def generate(out, dim=2048, modules=4, steps=100, r=256, distinct=10, dora=False
         write_st(os.path.join(d, "adapter_model.safetensors"), ts)
         with open(os.path.join(d, "adapter_config.json"), "w") as f:
             json.dump({"peft_type": "LORA", "r": r, "lora_alpha": 2 * r, "use_dora": dora,
+                       "fan_in_fan_out": fifo,
                        "target_modules": sorted({n.split(".")[-2] for n in names})}, f)
     return base, run
 
@@ -89,8 +91,9 @@ def main():
     ap.add_argument("--r", type=int, default=256)
     ap.add_argument("--distinct", type=int, default=10)
     ap.add_argument("--dora", action="store_true")
+    ap.add_argument("--fan-in-fan-out", action="store_true", help="the base stored [in, out]")
     a = ap.parse_args()
-    generate(a.out, a.dim, a.modules, a.steps, a.r, a.distinct, a.dora)
+    generate(a.out, a.dim, a.modules, a.steps, a.r, a.distinct, a.dora, fifo=a.fan_in_fan_out)
 
 
 if __name__ == "__main__":

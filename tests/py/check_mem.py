@@ -79,7 +79,7 @@ def numpy_check(d, run, out):
         ad = st_read(os.path.join(ck, "adapter_model.safetensors"))
         s = cfg["lora_alpha"] / cfg["r"]
         for li, name in enumerate(mods):
-            w0 = base[name]
+            w0 = base[name].T if cfg.get("fan_in_fan_out") else base[name]  # stored [in, out]
             p = "base_model.model." + name[: -len(".weight")]
             v = w0 + s * ad[p + ".lora_B.weight"] @ ad[p + ".lora_A.weight"]
             m0, mv = np.linalg.norm(w0, axis=1), np.linalg.norm(v, axis=1)

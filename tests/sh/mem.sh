@@ -1,7 +1,8 @@
 #!/bin/bash
 # The LoRA/DoRA path under a memory budget (issue #19): tests/bench/bench_steps.py writes
 # a base of three 1024 x 1024 bf16 projections and runs of 12 adapters (r = 32, float32
-# factors; one LoRA, one DoRA). With --mem 1M one step fits a thread's share, so every
+# factors; one LoRA, one DoRA, one LoRA with fan_in_fan_out on a base stored [in, out], 512
+# wide). With --mem 1M one step fits a thread's share, so every
 # step is a group of its own (the base read 12 times): the HDF5 numbers must equal the
 # default budget's run (one group) to 1e-12 relative (bit for bit is what is expected),
 # at -j 1 and -j 2, with --per-row, and NumPy's float64 merge to 1e-9. A step that does not
@@ -22,6 +23,7 @@ gen() {
 }
 if gen "$D/lora" --dim 1024 --modules 3 --steps 12 --r 32 --distinct 12 &&
     gen "$D/dora" --dim 1024 --modules 3 --steps 12 --r 32 --distinct 12 --dora &&
+    gen "$D/fifo" --dim 512 --modules 2 --steps 12 --r 32 --distinct 12 --fan-in-fan-out &&
     gen "$D/big" --dim 1024 --modules 1 --steps 1 --r 160; then
     pass generate
 else
@@ -30,7 +32,7 @@ else
     exit
 fi
 
-for m in lora dora; do
+for m in lora dora fifo; do
     B=$D/$m/base.safetensors
     for v in "default:-j 2" "tiny:-j 2 --mem 1M" "tiny1:-j 1 --mem 1M" \
         "rows:-j 2 --per-row" "rowstiny:-j 2 --per-row --mem 1M"; do
