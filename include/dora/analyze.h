@@ -55,7 +55,13 @@ typedef struct dora_analysis_opts {
     const char *quant_skip; /* llm_int8_skip_modules (JSON list), or NULL */
     /* bytes read and runs done, the run in the label (NULL: none; progress.h) */
     dora_progress *progress;
+    /* --mem: bytes for the LoRA/DoRA path's factors and work buffers, all
+     * threads together (0: DORA_ANALYZE_MEM_DEFAULT); steps are taken in
+     * groups that fit, fewer threads when one step does not */
+    uint64_t mem_bytes;
 } dora_analysis_opts;
+
+#define DORA_ANALYZE_MEM_DEFAULT ((uint64_t)64 << 20)
 
 typedef struct dora_result {
     char *name;           /* run name (HDF5 group), owned */

@@ -238,6 +238,8 @@ char *dora_header_fingerprint(const char *header);
 typedef struct dora_batch_opts {
     const char *manifest;      /* path of the manifest */
     int jobs;                  /* threads, >= 1; units run side by side */
+    uint64_t mem_bytes;        /* --mem: the LoRA/DoRA buffers of the units running at
+                                  once, shared among them (0: DORA_ANALYZE_MEM_DEFAULT) */
     int quiet;                 /* only failures on stderr */
     int verbose;               /* one line per unit */
     dora_progress *progress;   /* counters advanced as units finish, or NULL */

@@ -201,10 +201,10 @@ static void reduce(dora_result *res, const job *jb, const module *mods)
     const size_t S = res->nsteps, L = res->nmodules;
     for (size_t c = 0; c < jb->nchunks; c++) {
         const chunk *ch = &jb->chunks[c];
-        for (size_t s = 0; s < S; s++) {
-            res->delta_m[s * L + ch->module] += ch->dm_sum[s];
-            res->delta_d[s * L + ch->module] += ch->dd_sum[s];
-            res->zero_rows[s * L + ch->module] += ch->zero[s];
+        for (size_t s = ch->s0; s < ch->s1; s++) {
+            res->delta_m[s * L + ch->module] += ch->dm_sum[s - ch->s0];
+            res->delta_d[s * L + ch->module] += ch->dd_sum[s - ch->s0];
+            res->zero_rows[s * L + ch->module] += ch->zero[s - ch->s0];
         }
     }
     for (size_t s = 0; s < S; s++)
@@ -302,7 +302,7 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
      * select_modules read the adapters' factors) */
     if (opts->after_open)
         opts->after_open(opts->after_open_ctx);
-    if (an_select_modules(res, base, sd, S, opts, &mods, &L, bad, why, err) != 0)
+    if (an_select_modules(res, base, sd, S, opts, &mods, &L, err) != 0)
         goto done;
     if (L == 0) {
         dora_errf(err, "run '%s': no tensor to analyse (none of rank >= 2 and floating type is in "
@@ -329,6 +329,8 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     jb.per_row = opts->per_row;
     jb.step_bad = bad;
     jb.step_why = why;
+    jb.threads = opts->threads;
+    jb.mem = opts->mem_bytes ? opts->mem_bytes : DORA_ANALYZE_MEM_DEFAULT;
     if (an_make_chunks(&jb, L, &pool_d, &pool_z, err) != 0)
         goto done;
     jb.prog = opts->progress;
@@ -338,7 +340,7 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
         dora_errf(err, "cannot install the SIGBUS guard");
         goto done;
     }
-    if (an_run_jobs(&jb, opts->threads, err) != 0)
+    if (an_run_jobs(&jb, err) != 0)
         goto done;
 
     size_t nbad = 0;
@@ -352,6 +354,7 @@ done:
     dora_quant_base_close(qb);
     pthread_mutex_destroy(&jb.lock);
     free(jb.chunks);
+    free(jb.units);
     free(pool_d);
     free(pool_z);
     an_free_modules(mods, L);

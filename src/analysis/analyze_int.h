@@ -18,8 +18,7 @@
 typedef struct stepsrc {
     const dora_tensor *dense;
     const dora_adapted *ad;
-    double *gram; /* [r * r] R R^T in float64, for |s L R|^2 per row (LoRA) */
-    int64_t off;  /* this step's first column in the stacked factors (LoRA) */
+    int64_t off;  /* this step's first row in the stacked factors of all steps (LoRA) */
     int64_t rope_heads; /* > 0: DENSE's rows are in Meta's RoPE order for this many heads
                            (align.h), read through a copy in HF's order (analyze_reshape.c) */
 } stepsrc;
@@ -44,6 +43,8 @@ typedef struct module {
 typedef struct chunk {
     size_t module;
     int64_t row0, row1;
+    size_t s0, s1;  /* the steps it computes (a LoRA module's group; dense: all) */
+    int64_t block;  /* LoRA: rows per pass of the low-rank kernel */
     double *dm_sum, *dd_sum; /* [S] */
     int64_t *zero;           /* [S] */
     uint64_t bytes;          /* of the base and the steps it reads, for the progress */
@@ -54,15 +55,19 @@ typedef struct job {
     module *mods;
     chunk *chunks;
     size_t nchunks;
+    size_t *units;  /* [nunits + 1] work unit u: chunks [units[u], units[u + 1]) */
+    size_t nunits;
     dora_result *res;
     int per_row;
-    size_t next; /* atomic: next chunk to take */
+    size_t next; /* atomic: next work unit to take */
     int failed;  /* atomic */
     int *step_bad; /* [S] atomic: a file of the step changed while read */
     char **step_why; /* [S] why (under lock) */
     pthread_mutex_t lock;
     dora_err err;
     dora_progress *prog; /* chunk bytes are added as each chunk is done; may be NULL */
+    int threads;   /* threads to run (an_make_chunks may lower it to fit MEM) */
+    uint64_t mem;  /* bytes for the buffers of the LoRA/DoRA path, all threads together */
 } job;
 
 /* What a step was read from: a full model or an adapter. */
@@ -75,14 +80,13 @@ typedef struct stepdata {
 /* ---- analyze_select.c ---- */
 
 /* Choose the tensors to analyse; fills *OUT (allocated, natural name order)
- * and their step sources; notes on RES for what is left out. BAD[s] and
- * WHY[s] mark a step whose adapter file shrank while its Gram matrix was
- * formed. 0, or -1 with ERR set. */
+ * and their step sources; notes on RES for what is left out. Reads no tensor
+ * data. 0, or -1 with ERR set. */
 int an_select_modules(dora_result *res, const dora_model *base, const stepdata *sd, size_t S,
-                      const dora_analysis_opts *opts, module **out, size_t *nout, int *bad,
-                      char **why, dora_err *err);
+                      const dora_analysis_opts *opts, module **out, size_t *nout,
+                      dora_err *err);
 void an_free_modules(module *mods, size_t L);
-/* What one module owns (its sources, Gram matrices, copies), not the module. */
+/* What one module owns (its sources, copies), not the module. */
 void an_module_release(module *m);
 /* RES's arrays for L modules and S steps, and their names, layers and shapes
  * (and the per-row arrays when PER_ROW). 0, or -1 when out of memory. */
@@ -118,10 +122,13 @@ void an_blas_single_once(void);
 void an_blas_single_thread(void);
 /* Split every module into row chunks (JB->chunks, *POOL_D and *POOL_Z hold
  * their sums; the caller frees all three); boundaries depend only on the
- * shapes. */
+ * shapes, JB->threads and JB->mem. A LoRA module's steps are taken in groups
+ * whose factors and buffers fit JB->mem / JB->threads; when one step does not
+ * fit, fewer rows per pass, then fewer threads (JB->threads lowered); -1 with
+ * ERR naming --mem when one step does not fit on one thread. */
 int an_make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_err *err);
-/* Run JB's chunks on THREADS threads (the caller's included). A step whose
- * file faults is marked in JB->step_bad; 0, or -1 with ERR set. */
-int an_run_jobs(job *jb, int threads, dora_err *err);
+/* Run JB's work units on JB->threads threads (the caller's included). A step
+ * whose file faults is marked in JB->step_bad; 0, or -1 with ERR set. */
+int an_run_jobs(job *jb, dora_err *err);
 
 #endif

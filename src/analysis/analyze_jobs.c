@@ -22,18 +22,24 @@
 
 #define CHUNK_BYTES (1u << 20) /* base bytes per work unit: enough to amortise, small for balance */
 
-/* Per-thread buffers of the LoRA path, grown as needed. */
+/* The buffers of the LoRA path (per thread), in doubles; their sum for one
+ * chunk is what the plan holds under the budget (lora_need). */
+enum { LB_RALL, LB_GRAM, LB_SCRATCH, LB_P, LB_SAA, LB_L, LB_Y, LB_W0, LB_N };
+
+/* Per-thread buffers: the dense path's row buffer, grown as needed, and the
+ * LoRA path's, mapped anonymously so that a buffer given back (to fit the
+ * budget for another module) leaves the process. */
 typedef struct workspace {
-    double *w0;     /* [nb * cols] base rows in float64 (transposed bases) */
-    double *rall;   /* the steps' R factors, stacked, float64, padded as
-                       dora_lowrank wants: [lowrank_rows(rsum), lowrank_ld(cols)] */
-    double *scratch; /* [dora_lowrank_scratch(rsum, cols)] */
-    double *p;      /* [nb * rsum] W0 R^T */
-    double *saa;    /* [nb] */
-    double *l;      /* [nb * r] the chunk's rows of L, float64 */
-    double *y;      /* [nb * r] L G */
-    size_t cap_w0, cap_rall, cap_p, cap_saa, cap_l, cap_y, cap_scratch;
-    size_t rall_module; /* module whose factors are in rall, or SIZE_MAX */
+    double *w0;      /* dense: one base row in float64 */
+    size_t cap_w0;
+    double *lb[LB_N]; /* LoRA: the group's R factors in float64, stacked and padded
+                         as dora_lowrank wants [lowrank_rows(rg), lowrank_ld(cols)];
+                         their Gram matrices; scratch; W0 R^T [nb * rg]; |a|^2 [nb];
+                         rows of L [nb * r]; L G [nb * r]; base rows (transposed) */
+    size_t lcap[LB_N]; /* doubles mapped for each */
+    size_t rall_module, rall_s0; /* group whose factors and Gram matrices are loaded */
+    double *dm, *dd;  /* [S] one chunk's sums for add_row, then kept per group */
+    int64_t *zero;    /* [S] */
 } workspace;
 
 static void job_fail(job *jb, const char *fmt, ...)
@@ -137,21 +143,6 @@ static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
     return 0;
 }
 
-/* As grow, 64-byte aligned for the vector loads of dora_lowrank, and without
- * keeping the contents (the callers rewrite them). */
-static int grow_aligned(double **buf, size_t *cap, size_t n)
-{
-    if (n <= *cap)
-        return 0;
-    void *nb;
-    if (posix_memalign(&nb, 64, n * sizeof **buf) != 0)
-        return -1;
-    free(*buf);
-    *buf = nb;
-    *cap = n;
-    return 0;
-}
-
 static int grow(double **buf, size_t *cap, size_t n)
 {
     if (n <= *cap)
@@ -164,20 +155,83 @@ static int grow(double **buf, size_t *cap, size_t n)
     return 0;
 }
 
-/* Base rows [row0, row1) as float64 into ws->w0, their squared norms into ws->saa. */
-static void load_base_rows(const module *md, int64_t row0, int64_t row1, workspace *ws)
+/* The LoRA buffers a chunk of module MD needs for steps [s0, s1) and NB rows
+ * per kernel pass, in doubles, into need[LB_N]; their sum in bytes. */
+static uint64_t lora_need(const module *md, size_t s0, size_t s1, size_t nb, size_t need[LB_N])
+{
+    const size_t cols = (size_t)md->cols;
+    size_t rg = 0, rmax = 0, g = 0;
+    for (size_t s = s0; s < s1; s++) {
+        const size_t r = (size_t)md->src[s].ad->r;
+        rg += r;
+        g += r * r;
+        rmax = r > rmax ? r : rmax;
+    }
+    need[LB_RALL] = dora_lowrank_rows(rg) * dora_lowrank_ld(cols);
+    need[LB_GRAM] = g ? g : 1;
+    need[LB_SCRATCH] = dora_lowrank_scratch(rg, cols);
+    need[LB_P] = nb * (rg ? rg : 1);
+    need[LB_SAA] = nb;
+    need[LB_L] = need[LB_Y] = nb * (rmax ? rmax : 1);
+    need[LB_W0] = md->transposed ? nb * cols : 0;
+    uint64_t bytes = 0;
+    for (int i = 0; i < LB_N; i++)
+        bytes += ((uint64_t)need[i] * sizeof(double) + 4095) & ~(uint64_t)4095; /* pages */
+    return bytes;
+}
+
+static void lora_release(workspace *ws)
+{
+    for (int i = 0; i < LB_N; i++) {
+        if (ws->lb[i])
+            munmap(ws->lb[i], ws->lcap[i] * sizeof(double));
+        ws->lb[i] = NULL;
+        ws->lcap[i] = 0;
+    }
+    ws->rall_module = SIZE_MAX;
+}
+
+/* The buffers NEED asks for, each at least that large (contents not kept).
+ * When what is mapped and what is asked would together pass BUDGET bytes,
+ * all are given back first, so a thread never holds more than the plan
+ * allowed it for one chunk. */
+static int lora_reserve(workspace *ws, const size_t need[LB_N], uint64_t budget)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < LB_N; i++) {
+        size_t n = need[i] > ws->lcap[i] ? need[i] : ws->lcap[i];
+        total += ((uint64_t)n * sizeof(double) + 4095) & ~(uint64_t)4095;
+    }
+    if (total > budget)
+        lora_release(ws);
+    for (int i = 0; i < LB_N; i++) {
+        if (need[i] <= ws->lcap[i])
+            continue;
+        if (ws->lb[i])
+            munmap(ws->lb[i], ws->lcap[i] * sizeof(double));
+        if (i == LB_RALL || i == LB_GRAM)
+            ws->rall_module = SIZE_MAX;
+        /* whole pages: the mapping is 64-byte aligned for dora_lowrank */
+        size_t n = (need[i] * sizeof(double) + 4095) / 4096 * 4096 / sizeof(double);
+        void *p = mmap(NULL, n * sizeof(double), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+        ws->lb[i] = p == MAP_FAILED ? NULL : p;
+        ws->lcap[i] = p == MAP_FAILED ? 0 : n;
+        if (!ws->lb[i])
+            return -1;
+    }
+    return 0;
+}
+
+/* Base rows [row0, row1) of a base stored [in, out] as float64 into w0, their
+ * squared norms into saa. */
+static void load_base_rows(const module *md, int64_t row0, int64_t row1, double *w0, double *saa)
 {
     const size_t cols = (size_t)md->cols;
     const dora_tensor *b = md->base;
     const size_t sz = dora_dtype_size(b->dtype);
-    if (!md->transposed) {
-        for (int64_t r = row0; r < row1; r++)
-            ws->saa[r - row0] =
-                dora_row_to_f64(b->data + (size_t)r * cols * sz, b->dtype, cols, ws->w0 + (size_t)(r - row0) * cols);
-        return;
-    }
-    /* stored [in, out]: output row r is column r. Read each stored row's
-     * segment [row0, row1) once (contiguous), scatter into the rows. */
+    /* output row r is column r. Read each stored row's segment [row0, row1)
+     * once (contiguous), scatter into the rows. */
     const size_t nb = (size_t)(row1 - row0), out = (size_t)md->rows;
     double seg[256];
     for (size_t j = 0; j < cols; j++) {
@@ -185,43 +239,72 @@ static void load_base_rows(const module *md, int64_t row0, int64_t row1, workspa
             size_t m = nb - i0 < 256 ? nb - i0 : 256;
             dora_row_to_f64(b->data + (j * out + (size_t)row0 + i0) * sz, b->dtype, m, seg);
             for (size_t i = 0; i < m; i++)
-                ws->w0[(i0 + i) * cols + j] = seg[i];
+                w0[(i0 + i) * cols + j] = seg[i];
         }
     }
     for (size_t i = 0; i < nb; i++) {
         double s = 0;
         for (size_t j = 0; j < cols; j++)
-            s += ws->w0[i * cols + j] * ws->w0[i * cols + j];
-        ws->saa[i] = s;
+            s += w0[i * cols + j] * w0[i * cols + j];
+        saa[i] = s;
     }
 }
 
-/* The stacked R factors of every step of the module, as float64, in the
- * padded layout of dora_lowrank (zeros beyond rsum rows and cols columns). */
-static void load_factors(const job *jb, size_t l, workspace *ws)
+/* The R factors of steps [s0, s1) of module L as float64, stacked in the
+ * padded layout of dora_lowrank (zeros beyond their rows and cols columns),
+ * and each step's Gram matrix G = R R^T [r, r] after the last, for
+ * |s L R|^2 = s^2 l G l^T per row. NaN or Inf in R, or a G whose diagonal
+ * overflows, fails the job (named by R's tensor and row). 0 or -1. */
+static int load_factors(job *jb, size_t l, size_t s0, size_t s1, workspace *ws)
 {
     const module *md = &jb->mods[l];
     const size_t cols = (size_t)md->cols, ld = dora_lowrank_ld(cols);
-    memset(ws->rall, 0, dora_lowrank_rows((size_t)md->rsum) * ld * sizeof *ws->rall);
-    for (size_t s = 0; s < jb->S; s++) {
+    const int64_t off0 = md->src[s0].off;
+    const size_t rg = (size_t)(md->src[s1 - 1].off + md->src[s1 - 1].ad->r - off0);
+    double *rall = ws->lb[LB_RALL], *g = ws->lb[LB_GRAM];
+    memset(rall, 0, dora_lowrank_rows(rg) * ld * sizeof *rall);
+    for (size_t s = s0; s < s1; s++) {
         const dora_adapted *ad = md->src[s].ad;
+        const size_t r = (size_t)ad->r;
+        double *rs = rall + (size_t)(md->src[s].off - off0) * ld;
         /* a step dropped (its file shrank) stays zero: reading it again would
          * fault again, and the chunk would be redone forever */
-        if (__atomic_load_n(&jb->step_bad[s], __ATOMIC_RELAXED))
+        if (__atomic_load_n(&jb->step_bad[s], __ATOMIC_RELAXED)) {
+            g += r * r;
             continue;
-        for (int64_t k = 0; k < ad->r; k++) {
-            double *dst = ws->rall + (size_t)(md->src[s].off + k) * ld;
+        }
+        for (size_t k = 0; k < r; k++) {
+            double *dst = rs + k * ld;
             if (!ad->R.transposed) {
                 const dora_tensor *t = ad->R.t;
-                dora_row_to_f64(t->data + (size_t)k * cols * dora_dtype_size(t->dtype), t->dtype,
-                                cols, dst);
+                dora_row_to_f64(t->data + k * cols * dora_dtype_size(t->dtype), t->dtype, cols, dst);
             } else {
                 for (size_t j = 0; j < cols; j++)
-                    dst[j] = dora_matrix_get(&ad->R, k, (int64_t)j);
+                    dst[j] = dora_matrix_get(&ad->R, (int64_t)k, (int64_t)j);
             }
+            for (size_t j = 0; j < cols; j++)
+                if (!isfinite(dst[j])) {
+                    job_fail(jb, "'%s': tensor '%s': row %lld holds NaN or Inf", ad->R.t->file,
+                             ad->R.t->name, (long long)(ad->R.transposed ? j : k));
+                    return -1;
+                }
         }
+        if (r)
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)r, (int)cols, 1.0, rs,
+                        (int)ld, rs, (int)ld, 0.0, g, (int)r);
+        for (size_t k = 0; k < r; k++)
+            if (!isfinite(g[k * r + k])) {
+                job_fail(jb, "'%s': tensor '%s': %s %lld holds values whose squares overflow "
+                             "float64",
+                         ad->R.t->file, ad->R.t->name, ad->R.transposed ? "column" : "row",
+                         (long long)k);
+                return -1;
+            }
+        g += r * r;
     }
     ws->rall_module = l;
+    ws->rall_s0 = s0;
+    return 0;
 }
 
 /* Map the pages of [p, p + len) now, in one call: fewer, larger mappings than
@@ -244,65 +327,36 @@ static void prefault(const void *p, size_t len)
 #endif
 }
 
-/* Low-rank steps. For a row a of W0 and the update u = s * l R (l: the row of
- * L), the sums the kernel needs are
- *     sad = a.u = s * l . (R a)      sdd = |u|^2 = s^2 * l G l^T,  G = R R^T
- * so no merged row is formed: R a for all rows of the chunk and all steps at
- * once is the product W0[rows] R_all^T (dora_lowrank, reading each base row
- * once for every step), and G is r x r. Merging in blocks would cost the same
- * O(rows * cols * r) and need a [rows, cols] buffer per step. */
-static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
+/* Rows [row0, row0 + nb) of a LoRA chunk C for its steps: the statistics of
+ * each row into C (through add_row). P, SAA: the kernel's products and norms
+ * of these rows. */
+static int lora_rows(job *jb, chunk *c, workspace *ws, int64_t row0, size_t nb)
 {
     const module *md = &jb->mods[c->module];
-    const size_t cols = (size_t)md->cols, nb = (size_t)(c->row1 - c->row0);
-    const size_t rsum = (size_t)md->rsum;
-    int64_t rmax = 0;
-    for (size_t s = 0; s < jb->S; s++)
-        if (md->src[s].ad->r > rmax)
-            rmax = md->src[s].ad->r;
-    if ((md->transposed && grow(&ws->w0, &ws->cap_w0, nb * cols)) ||
-        grow(&ws->saa, &ws->cap_saa, nb) || grow(&ws->p, &ws->cap_p, nb * rsum) ||
-        grow(&ws->l, &ws->cap_l, nb * (size_t)rmax) || grow(&ws->y, &ws->cap_y, nb * (size_t)rmax) ||
-        grow_aligned(&ws->scratch, &ws->cap_scratch, dora_lowrank_scratch(rsum, cols))) {
-        job_fail(jb, "out of memory for the LoRA work buffers of '%s'", md->base->name);
-        return -1;
-    }
-    if (ws->rall_module != c->module) {
-        if (grow_aligned(&ws->rall, &ws->cap_rall, dora_lowrank_rows(rsum) * dora_lowrank_ld(cols))) {
-            job_fail(jb, "out of memory for the LoRA factors of '%s'", md->base->name);
-            return -1;
-        }
-        load_factors(jb, c->module, ws);
-    }
-    if (md->transposed) {
-        load_base_rows(md, c->row0, c->row1, ws);
-        dora_lowrank(ws->w0, DORA_DT_F64, nb, cols, ws->rall, rsum, ws->p, ws->saa, ws->scratch);
-    } else {
-        const size_t rb = cols * dora_dtype_size(md->base->dtype);
-        prefault(md->base->data + (size_t)c->row0 * rb, nb * rb);
-        dora_lowrank(md->base->data + (size_t)c->row0 * rb, md->base->dtype, nb, cols, ws->rall,
-                     rsum, ws->p, ws->saa, ws->scratch);
-    }
+    const int64_t off0 = md->src[c->s0].off;
+    const size_t rg = (size_t)(md->src[c->s1 - 1].off + md->src[c->s1 - 1].ad->r - off0);
+    const double *p = ws->lb[LB_P], *saa = ws->lb[LB_SAA], *g = ws->lb[LB_GRAM];
+    double *lf = ws->lb[LB_L], *y = ws->lb[LB_Y];
     for (size_t i = 0; i < nb; i++)
-        if (!isfinite(ws->saa[i])) {
-            nonfinite(jb, md->base, c->row0 + (int64_t)i);
+        if (!isfinite(saa[i])) {
+            nonfinite(jb, md->base, row0 + (int64_t)i);
             return -1;
         }
-    for (size_t s = 0; s < jb->S; s++) {
+    for (size_t s = c->s0; s < c->s1; g += (size_t)md->src[s].ad->r * (size_t)md->src[s].ad->r, s++) {
         if (__atomic_load_n(&jb->step_bad[s], __ATOMIC_RELAXED))
             continue;
         const stepsrc *src = &md->src[s];
         const dora_adapted *ad = src->ad;
         const size_t r = (size_t)ad->r;
-        /* the chunk's rows of L as float64 [nb, r], then Y = L G for all of
-         * them in one dgemm: |u|^2 = s^2 l G l^T = s^2 l . y */
+        /* the rows of L as float64 [nb, r], then Y = L G for all of them in
+         * one dgemm: |u|^2 = s^2 l G l^T = s^2 l . y */
         for (size_t i = 0; i < nb; i++) {
-            const int64_t row = c->row0 + (int64_t)i;
+            const int64_t row = row0 + (int64_t)i;
             if (!ad->L.transposed) {
                 double ss = dora_row_to_f64(ad->L.t->data + (size_t)row *
                                                                 (size_t)dora_tensor_cols(ad->L.t) *
                                                                 dora_dtype_size(ad->L.t->dtype),
-                                            ad->L.t->dtype, r, ws->l + i * r);
+                                            ad->L.t->dtype, r, lf + i * r);
                 if (!isfinite(ss)) {
                     nonfinite(jb, ad->L.t, row);
                     return -1;
@@ -314,21 +368,21 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
                         nonfinite(jb, ad->L.t, (int64_t)k);
                         return -1;
                     }
-                    ws->l[i * r + k] = v;
+                    lf[i * r + k] = v;
                 }
             }
         }
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)r, (int)r, 1.0, ws->l,
-                    (int)r, src->gram, (int)r, 0.0, ws->y, (int)r);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)r, (int)r, 1.0, lf,
+                    (int)r, g, (int)r, 0.0, y, (int)r);
         for (size_t i = 0; i < nb; i++) {
-            const int64_t row = c->row0 + (int64_t)i;
-            const double *l = ws->l + i * r, *y = ws->y + i * r, *pr = ws->p + i * rsum + src->off;
+            const int64_t row = row0 + (int64_t)i;
+            const double *li = lf + i * r, *yi = y + i * r, *pr = p + i * rg + (src->off - off0);
             double sad = 0, sdd = 0;
             for (size_t k = 0; k < r; k++) {
-                sad += l[k] * pr[k];
-                sdd += l[k] * y[k];
+                sad += li[k] * pr[k];
+                sdd += li[k] * yi[k];
             }
-            dora_rowsums sums = {ws->saa[i], 0, ad->scale * sad, ad->scale * ad->scale * sdd};
+            dora_rowsums sums = {saa[i], 0, ad->scale * sad, ad->scale * ad->scale * sdd};
             sums.sbb = sums.saa + 2 * sums.sad + sums.sdd;
             dora_rowstat st;
             int side;
@@ -359,11 +413,66 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
     return 0;
 }
 
+/* Low-rank steps. For a row a of W0 and the update u = s * l R (l: the row of
+ * L), the sums the kernel needs are
+ *     sad = a.u = s * l . (R a)      sdd = |u|^2 = s^2 * l G l^T,  G = R R^T
+ * so no merged row is formed: R a for the rows of a block and all steps of
+ * the chunk's group at once is the product W0[rows] R_group^T (dora_lowrank,
+ * reading each base row once for the group), and G is r x r. Merging in blocks
+ * would cost the same O(rows * cols * r) and need a [rows, cols] buffer per
+ * step. The group's factors stay loaded for the next chunk of the group. */
+static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
+{
+    const module *md = &jb->mods[c->module];
+    const size_t cols = (size_t)md->cols, nb = (size_t)c->block;
+    const int64_t off0 = md->src[c->s0].off;
+    const size_t rg = (size_t)(md->src[c->s1 - 1].off + md->src[c->s1 - 1].ad->r - off0);
+    size_t need[LB_N];
+    lora_need(md, c->s0, c->s1, nb, need);
+    if (lora_reserve(ws, need, jb->mem / (uint64_t)jb->threads) != 0) {
+        job_fail(jb, "out of memory for the LoRA work buffers of '%s'", md->base->name);
+        return -1;
+    }
+    if ((ws->rall_module != c->module || ws->rall_s0 != c->s0) &&
+        load_factors(jb, c->module, c->s0, c->s1, ws) != 0)
+        return -1;
+    /* add_row's sums go to the thread's [S] arrays, then to the chunk's [s1 - s0] */
+    chunk lc = *c;
+    lc.dm_sum = ws->dm;
+    lc.dd_sum = ws->dd;
+    lc.zero = ws->zero;
+    for (size_t s = c->s0; s < c->s1; s++) {
+        ws->dm[s] = ws->dd[s] = 0;
+        ws->zero[s] = 0;
+    }
+    for (int64_t b0 = c->row0; b0 < c->row1; b0 += c->block) {
+        const size_t n = (size_t)(c->row1 - b0) < nb ? (size_t)(c->row1 - b0) : nb;
+        if (md->transposed) {
+            load_base_rows(md, b0, b0 + (int64_t)n, ws->lb[LB_W0], ws->lb[LB_SAA]);
+            dora_lowrank(ws->lb[LB_W0], DORA_DT_F64, n, cols, ws->lb[LB_RALL], rg, ws->lb[LB_P],
+                         ws->lb[LB_SAA], ws->lb[LB_SCRATCH]);
+        } else {
+            const size_t rb = cols * dora_dtype_size(md->base->dtype);
+            prefault(md->base->data + (size_t)b0 * rb, n * rb);
+            dora_lowrank(md->base->data + (size_t)b0 * rb, md->base->dtype, n, cols,
+                         ws->lb[LB_RALL], rg, ws->lb[LB_P], ws->lb[LB_SAA], ws->lb[LB_SCRATCH]);
+        }
+        if (lora_rows(jb, &lc, ws, b0, n) != 0)
+            return -1;
+    }
+    for (size_t s = c->s0; s < c->s1; s++) {
+        c->dm_sum[s - c->s0] = ws->dm[s];
+        c->dd_sum[s - c->s0] = ws->dd[s];
+        c->zero[s - c->s0] = ws->zero[s];
+    }
+    return 0;
+}
+
 static int run_chunk(job *jb, chunk *c, workspace *ws)
 {
-    for (size_t s = 0; s < jb->S; s++) {
-        c->dm_sum[s] = c->dd_sum[s] = 0;
-        c->zero[s] = 0;
+    for (size_t s = c->s0; s < c->s1; s++) {
+        c->dm_sum[s - c->s0] = c->dd_sum[s - c->s0] = 0;
+        c->zero[s - c->s0] = 0;
     }
     return jb->mods[c->module].lora ? run_chunk_lora(jb, c, ws) : run_chunk_dense(jb, c, ws);
 }
@@ -417,50 +526,58 @@ static void *worker(void *arg)
     workspace ws;
     memset(&ws, 0, sizeof ws);
     ws.rall_module = SIZE_MAX;
+    const size_t S = jb->S ? jb->S : 1;
+    ws.dm = calloc(S, sizeof *ws.dm);
+    ws.dd = calloc(S, sizeof *ws.dd);
+    ws.zero = calloc(S, sizeof *ws.zero);
+    if (!ws.dm || !ws.dd || !ws.zero) {
+        job_fail(jb, "out of memory");
+        goto out;
+    }
     for (;;) {
         if (__atomic_load_n(&jb->failed, __ATOMIC_ACQUIRE))
             break;
-        size_t i = __atomic_fetch_add(&jb->next, 1, __ATOMIC_RELAXED);
-        if (i >= jb->nchunks)
+        size_t u = __atomic_fetch_add(&jb->next, 1, __ATOMIC_RELAXED);
+        if (u >= jb->nunits)
             break;
-        /* A truncated mapping faults inside run_chunk; the guard brings us back
-         * here, the step whose file it was is dropped, and the chunk redone. */
-        sigjmp_buf env;
-        volatile int ok = 0;
-        while (!ok) {
-            if (sigsetjmp(env, 1) == 0) {
-                dora_guard_enter(&env);
-                int r = run_chunk(jb, &jb->chunks[i], &ws);
-                dora_guard_leave();
-                if (r != 0)
-                    goto out;
-                ok = 1;
-                dora_progress_add_done(jb->prog, jb->chunks[i].bytes, 0);
-            } else {
-                dora_guard_leave();
-                ws.rall_module = SIZE_MAX; /* the factors may be half converted */
-                if (mark_fault(jb, &jb->chunks[i], dora_guard_fault()) != 0)
-                    goto out;
+        for (size_t i = jb->units[u]; i < jb->units[u + 1]; i++) {
+            /* A truncated mapping faults inside run_chunk; the guard brings us
+             * back here, the step whose file it was is dropped, and the chunk
+             * redone. */
+            sigjmp_buf env;
+            volatile int ok = 0;
+            while (!ok) {
+                if (sigsetjmp(env, 1) == 0) {
+                    dora_guard_enter(&env);
+                    int r = run_chunk(jb, &jb->chunks[i], &ws);
+                    dora_guard_leave();
+                    if (r != 0)
+                        goto out;
+                    ok = 1;
+                    dora_progress_add_done(jb->prog, jb->chunks[i].bytes, 0);
+                } else {
+                    dora_guard_leave();
+                    ws.rall_module = SIZE_MAX; /* the factors may be half converted */
+                    if (mark_fault(jb, &jb->chunks[i], dora_guard_fault()) != 0)
+                        goto out;
+                }
             }
         }
     }
 out:
     free(ws.w0);
-    free(ws.rall);
-    free(ws.scratch);
-    free(ws.p);
-    free(ws.saa);
-    free(ws.l);
-    free(ws.y);
+    lora_release(&ws);
+    free(ws.dm);
+    free(ws.dd);
+    free(ws.zero);
     return NULL;
 }
 
-int an_run_jobs(job *jb, int threads, dora_err *err)
+int an_run_jobs(job *jb, dora_err *err)
 {
-    if (threads < 1)
-        threads = 1;
-    if ((size_t)threads > jb->nchunks)
-        threads = jb->nchunks ? (int)jb->nchunks : 1;
+    int threads = jb->threads < 1 ? 1 : jb->threads;
+    if ((size_t)threads > jb->nunits)
+        threads = jb->nunits ? (int)jb->nunits : 1;
     pthread_t *tid = calloc((size_t)threads, sizeof *tid);
     if (!tid)
         return dora_errf(err, "out of memory");
@@ -497,46 +614,191 @@ static int64_t chunk_rows(const module *md)
     return per < 1 ? 1 : per;
 }
 
-/* The bytes a chunk of NROWS rows of MD reads: its share of the base tensor
- * and of each step's (a LoRA step's: of its lora_B factor). */
-static uint64_t chunk_bytes(const job *jb, const module *md, int64_t nrows)
+/* The bytes a chunk of NROWS rows of MD reads for steps [s0, s1): its share
+ * of the base tensor and of each step's (a LoRA step's: of its lora_B factor). */
+static uint64_t chunk_bytes(const module *md, size_t s0, size_t s1, int64_t nrows)
 {
     uint64_t b = md->base->nbytes;
-    for (size_t s = 0; s < jb->S; s++) {
+    for (size_t s = s0; s < s1; s++) {
         const stepsrc *src = &md->src[s];
         b += src->dense ? src->dense->nbytes : src->ad && src->ad->L.t ? src->ad->L.t->nbytes : 0;
     }
     return md->rows > 0 ? (uint64_t)((double)b * (double)nrows / (double)md->rows) : 0;
 }
 
-/* Split every module into row chunks; boundaries depend only on the shapes. */
-int an_make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_err *err)
+/* The plan of one module: its steps in NG groups (group q: steps
+ * [gs[q], gs[q + 1])), rows per kernel pass, and row chunks per work unit. */
+typedef struct mplan {
+    size_t ng, *gs;
+    int64_t per, block, nrc; /* rows per chunk, per kernel pass; row chunks */
+    size_t parts;            /* work units per group */
+} mplan;
+
+/* Rows per kernel pass for a LoRA module under BUDGET bytes a thread: the
+ * chunk's rows, halved until every single step fits; 0 if one does not fit
+ * even at one row. */
+static int64_t lora_block(const job *jb, const module *md, int64_t per, uint64_t budget,
+                          uint64_t *worst)
 {
-    size_t n = 0;
-    for (size_t l = 0; l < L; l++) {
-        int64_t per = chunk_rows(&jb->mods[l]);
-        n += (size_t)((jb->mods[l].rows + per - 1) / per);
+    size_t need[LB_N];
+    for (int64_t nb = per;; nb = (nb + 1) / 2) {
+        int fits = 1;
+        for (size_t s = 0; s < jb->S && fits; s++) {
+            uint64_t b = lora_need(md, s, s + 1, (size_t)nb, need);
+            if (b > budget) {
+                fits = 0;
+                if (nb == 1 && b > *worst)
+                    *worst = b;
+            }
+        }
+        if (fits)
+            return nb;
+        if (nb == 1)
+            return 0;
     }
-    jb->chunks = calloc(n ? n : 1, sizeof *jb->chunks);
-    *pool_d = calloc(2 * n * jb->S + 1, sizeof **pool_d);
-    *pool_z = calloc(n * jb->S + 1, sizeof **pool_z);
-    if (!jb->chunks || !*pool_d || !*pool_z)
-        return dora_errf(err, "out of memory for %zu work units", n);
-    size_t c = 0;
-    for (size_t l = 0; l < L; l++) {
-        const module *md = &jb->mods[l];
-        int64_t per = chunk_rows(md);
-        for (int64_t r = 0; r < md->rows; r += per, c++) {
-            chunk *ch = &jb->chunks[c];
-            ch->module = l;
-            ch->row0 = r;
-            ch->row1 = r + per < md->rows ? r + per : md->rows;
-            ch->dm_sum = *pool_d + 2 * c * jb->S;
-            ch->dd_sum = ch->dm_sum + jb->S;
-            ch->zero = *pool_z + c * jb->S;
-            ch->bytes = chunk_bytes(jb, md, ch->row1 - ch->row0);
+}
+
+/* Group the steps of every LoRA module: as many consecutive steps as fit
+ * BUDGET with the module's block. 0, or -1 when out of memory. */
+static int lora_groups(const job *jb, const module *md, mplan *pl, uint64_t budget)
+{
+    size_t need[LB_N];
+    pl->ng = 0;
+    if (!(pl->gs = malloc((jb->S + 1) * sizeof *pl->gs)))
+        return -1;
+    for (size_t s0 = 0; s0 < jb->S;) {
+        size_t s1 = s0 + 1;
+        while (s1 < jb->S && lora_need(md, s0, s1 + 1, (size_t)pl->block, need) <= budget)
+            s1++;
+        pl->gs[pl->ng++] = s0;
+        s0 = s1;
+    }
+    pl->gs[pl->ng] = jb->S;
+    return 0;
+}
+
+static void free_plans(mplan *pl, size_t L)
+{
+    for (size_t l = 0; pl && l < L; l++)
+        free(pl[l].gs);
+    free(pl);
+}
+
+/* Plan every LoRA module under JB->mem at JB->threads threads, lowering the
+ * thread count while one step does not fit its share. */
+static int plan_lora(job *jb, size_t L, mplan *pl, dora_err *err)
+{
+    if (jb->threads < 1)
+        jb->threads = 1;
+    for (;; jb->threads--) {
+        const uint64_t budget = jb->mem / (uint64_t)jb->threads;
+        uint64_t worst = 0;
+        size_t l = 0;
+        for (; l < L; l++)
+            if (jb->mods[l].lora && jb->S &&
+                !(pl[l].block = lora_block(jb, &jb->mods[l], pl[l].per, budget, &worst)))
+                break;
+        if (l == L)
+            break;
+        if (jb->threads == 1) {
+            const module *md = &jb->mods[l];
+            return dora_errf(err, "--mem %.1fM is too small: one checkpoint of '%s' (rank up to "
+                                  "%lld, %lld columns) needs %.1f MiB for its float64 factors and "
+                                  "work buffers; give --mem %lluM or more",
+                             (double)jb->mem / 1048576.0, md->base->name, (long long)md->rsum,
+                             (long long)md->cols, (double)worst / 1048576.0,
+                             (unsigned long long)((worst + 1048575) >> 20));
         }
     }
+    const uint64_t budget = jb->mem / (uint64_t)jb->threads;
+    size_t units = 0;
+    for (size_t l = 0; l < L; l++) {
+        if (!jb->mods[l].lora)
+            continue;
+        if (lora_groups(jb, &jb->mods[l], &pl[l], budget) != 0)
+            return dora_errf(err, "out of memory");
+        units += pl[l].ng;
+    }
+    /* Enough units for the threads to share (each loads its group's factors
+     * and Gram matrices itself), but units of at least 8 r rows, so that
+     * loading (r x r x cols for G) stays a small part of the work. */
+    for (size_t l = 0; l < L; l++) {
+        const module *md = &jb->mods[l];
+        if (!md->lora)
+            continue;
+        int64_t rmax = 1;
+        for (size_t s = 0; s < jb->S; s++)
+            rmax = md->src[s].ad->r > rmax ? md->src[s].ad->r : rmax;
+        size_t want = jb->threads > 1 && units < 4 * (size_t)jb->threads
+                          ? (4 * (size_t)jb->threads + units - 1) / units : 1;
+        size_t cap = (size_t)(md->rows / (8 * rmax));
+        cap = cap < 1 ? 1 : cap > (size_t)pl[l].nrc ? (size_t)pl[l].nrc : cap;
+        pl[l].parts = want < cap ? want : cap;
+    }
+    return 0;
+}
+
+/* Split every module into row chunks and the chunks into work units;
+ * boundaries depend only on the shapes, JB->threads and JB->mem. */
+int an_make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_err *err)
+{
+    mplan *pl = calloc(L ? L : 1, sizeof *pl);
+    if (!pl)
+        return dora_errf(err, "out of memory");
+    for (size_t l = 0; l < L; l++) {
+        pl[l].per = pl[l].block = chunk_rows(&jb->mods[l]);
+        pl[l].nrc = (jb->mods[l].rows + pl[l].per - 1) / pl[l].per;
+        pl[l].ng = pl[l].parts = 1;
+    }
+    if (plan_lora(jb, L, pl, err) != 0) {
+        free_plans(pl, L);
+        return -1;
+    }
+    size_t n = 0, nsum = 0, nu = 0;
+    for (size_t l = 0; l < L; l++) {
+        n += pl[l].ng * (size_t)pl[l].nrc;
+        nsum += (size_t)pl[l].nrc * jb->S; /* each row chunk: every step once */
+        nu += jb->mods[l].lora ? pl[l].ng * pl[l].parts : (size_t)pl[l].nrc;
+    }
+    jb->chunks = calloc(n ? n : 1, sizeof *jb->chunks);
+    jb->units = calloc(nu + 1, sizeof *jb->units);
+    *pool_d = calloc(2 * nsum + 1, sizeof **pool_d);
+    *pool_z = calloc(nsum + 1, sizeof **pool_z);
+    if (!jb->chunks || !jb->units || !*pool_d || !*pool_z) {
+        free_plans(pl, L);
+        return dora_errf(err, "out of memory for %zu work units", n);
+    }
+    size_t c = 0, u = 0, off = 0;
+    for (size_t l = 0; l < L; l++) {
+        const module *md = &jb->mods[l];
+        const size_t ng = md->lora ? pl[l].ng : 1;
+        for (size_t q = 0; q < ng; q++) {
+            const size_t s0 = md->lora ? pl[l].gs[q] : 0, s1 = md->lora ? pl[l].gs[q + 1] : jb->S;
+            const size_t parts = md->lora ? pl[l].parts : (size_t)pl[l].nrc;
+            for (int64_t k = 0; k < pl[l].nrc; k++, c++) {
+                /* PARTS units of near-equal runs of row chunks: chunk k in unit
+                 * k * parts / nrc */
+                const size_t nrc = (size_t)pl[l].nrc, kk = (size_t)k;
+                if (k == 0 || (kk - 1) * parts / nrc != kk * parts / nrc)
+                    jb->units[u++] = c;
+                chunk *ch = &jb->chunks[c];
+                ch->module = l;
+                ch->s0 = s0;
+                ch->s1 = s1;
+                ch->block = pl[l].block;
+                ch->row0 = k * pl[l].per;
+                ch->row1 = ch->row0 + pl[l].per < md->rows ? ch->row0 + pl[l].per : md->rows;
+                ch->dm_sum = *pool_d + 2 * off;
+                ch->dd_sum = ch->dm_sum + (s1 - s0);
+                ch->zero = *pool_z + off;
+                off += s1 - s0;
+                ch->bytes = chunk_bytes(md, s0, s1, ch->row1 - ch->row0);
+            }
+        }
+    }
+    jb->units[u] = c;
+    jb->nunits = u;
     jb->nchunks = n;
+    free_plans(pl, L);
     return 0;
 }

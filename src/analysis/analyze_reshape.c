@@ -259,12 +259,6 @@ static int lora_part(const module *src, const dora_fused *f, int p, module *dst,
         }
         dst->src[s] = src->src[s];
         dst->src[s].ad = pa;
-        dst->src[s].gram = NULL;
-        size_t g = (size_t)ad->r * (size_t)ad->r * sizeof(double);
-        if (src->src[s].gram && !(dst->src[s].gram = malloc(g)))
-            rc = dora_errf(err, "out of memory");
-        else if (src->src[s].gram)
-            memcpy(dst->src[s].gram, src->src[s].gram, g);
     }
     dst->base = &dst->copies[0];
     dst->rows = dst->base->shape[0];

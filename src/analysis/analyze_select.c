@@ -1,7 +1,7 @@
 /* analyze_select.c - which tensors dora_analyze_run analyses (kept by the
  * filter, present and alike in every step) and where each step's weights come
- * from: dense tensors, or LoRA factors with their Gram matrices; see
- * include/dora/analyze.h. */
+ * from: dense tensors, or LoRA factors (their Gram matrices are formed by the
+ * work units, analyze_jobs.c); see include/dora/analyze.h. */
 #define _DEFAULT_SOURCE /* madvise */
 #define _POSIX_C_SOURCE 200809L
 #include "analysis/analyze_int.h"
@@ -52,8 +52,6 @@ void an_module_release(module *m)
         free((void *)m->part_t[c].data);
     free(m->part_t);
     free(m->part_ad);
-    for (size_t s = 0; m->src && s < m->nsrc; s++)
-        free(m->src[s].gram);
     free(m->src);
     memset(m, 0, sizeof *m);
 }
@@ -243,76 +241,10 @@ done:
     return rc;
 }
 
-/* R's rows as float64 [r, cols] into rm: run in a guarded region (guard.h). */
-typedef struct factor_rows {
-    const dora_adapted *ad;
-    double *rm;
-} factor_rows;
-
-static void factor_rows_fn(void *arg)
-{
-    const factor_rows *fr = arg;
-    const dora_adapted *ad = fr->ad;
-    const size_t r = (size_t)ad->r, cols = (size_t)ad->R.cols;
-    const dora_tensor *t = ad->R.t;
-    for (size_t k = 0; k < r; k++)
-        if (!ad->R.transposed)
-            dora_row_to_f64(t->data + k * cols * dora_dtype_size(t->dtype), t->dtype, cols,
-                            fr->rm + k * cols);
-        else
-            for (size_t j = 0; j < cols; j++)
-                fr->rm[k * cols + j] = dora_matrix_get(&ad->R, (int64_t)k, (int64_t)j);
-}
-
-/* G = R R^T in float64, [r, r], into *out. 0; 1 if reading R faulted (its
- * file shrank underneath: *fault names the place, the step is dropped); -1
- * with ERR set: out of memory, or NaN/Inf in R (named by its tensor and the
- * row of that tensor, so a NaN in lora_A is not blamed on lora_B later). */
-static int gram(const dora_adapted *ad, double **out, const void **fault, dora_err *err)
-{
-    const size_t r = (size_t)ad->r, cols = (size_t)ad->R.cols;
-    double *rm = malloc((r * cols > 0 ? r * cols : 1) * sizeof *rm), *g = malloc(r * r * sizeof *g);
-    *out = NULL;
-    if (!rm || !g) {
-        free(rm);
-        free(g);
-        return dora_errf(err, "out of memory for the Gram matrix of '%s'", ad->base_name);
-    }
-    factor_rows fr = {ad, rm};
-    int gr = dora_guard_run(factor_rows_fn, &fr, fault);
-    if (gr != 0) {
-        free(rm);
-        free(g);
-        return gr == 1 ? 1 : dora_errf(err, "cannot install the SIGBUS guard");
-    }
-    for (size_t k = 0; k < r; k++)
-        for (size_t j = 0; j < cols; j++)
-            if (!isfinite(rm[k * cols + j])) {
-                free(rm);
-                free(g);
-                return dora_errf(err, "'%s': tensor '%s': row %lld holds NaN or Inf",
-                                 ad->R.t->file, ad->R.t->name,
-                                 (long long)(ad->R.transposed ? j : k));
-            }
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)r, (int)r, (int)cols, 1.0, rm,
-                (int)cols, rm, (int)cols, 0.0, g, (int)r);
-    free(rm);
-    for (size_t k = 0; k < r; k++)
-        if (!isfinite(g[k * r + k])) {
-            free(g);
-            return dora_errf(err, "'%s': tensor '%s': %s %lld holds values whose squares "
-                                  "overflow float64",
-                             ad->R.t->file, ad->R.t->name, ad->R.transposed ? "column" : "row",
-                             (long long)k);
-        }
-    *out = g;
-    return 0;
-}
-
 /* Adapter runs: the modules the adapters adapt (the same in every step). */
 static int select_adapted(dora_result *res, const dora_model *base, const stepdata *sd,
                           size_t S, const dora_analysis_opts *opts, module *mods, size_t *nout,
-                          int *bad, char **why, dora_err *err)
+                          dora_err *err)
 {
     const dora_adapter *first = sd[0].adapter;
     for (size_t s = 1; s < S; s++)
@@ -361,20 +293,6 @@ static int select_adapted(dora_result *res, const dora_model *base, const stepda
             md->src[s].ad = ad;
             md->src[s].off = md->rsum;
             md->rsum += ad->r;
-            if (bad[s])
-                continue; /* a file of the step already faulted */
-            const void *fault;
-            int gr = gram(ad, &md->src[s].gram, &fault, err);
-            if (gr < 0)
-                return -1;
-            if (gr == 1) { /* the adapter file shrank: the step is left out */
-                char buf[1200];
-                snprintf(buf, sizeof buf, "'%s' changed while it was read (truncated?)",
-                         ad->R.t->file);
-                bad[s] = 1;
-                if (!(why[s] = strdup(buf)))
-                    return dora_errf(err, "out of memory");
-            }
         }
     }
     note_empty(res, empty, first_empty, base);
@@ -383,15 +301,15 @@ static int select_adapted(dora_result *res, const dora_model *base, const stepda
 
 /* Choose the tensors to analyse; fills mods (allocated) and their step sources. */
 int an_select_modules(dora_result *res, const dora_model *base, const stepdata *sd, size_t S,
-                      const dora_analysis_opts *opts, module **out, size_t *nout, int *bad,
-                      char **why, dora_err *err)
+                      const dora_analysis_opts *opts, module **out, size_t *nout,
+                      dora_err *err)
 {
     size_t cap = sd[0].adapter ? sd[0].adapter->nmodules : base->ntensors;
     module *mods = calloc(cap ? cap : 1, sizeof *mods);
     size_t L = 0;
     if (!mods)
         return dora_errf(err, "out of memory");
-    int rc = sd[0].adapter ? select_adapted(res, base, sd, S, opts, mods, &L, bad, why, err)
+    int rc = sd[0].adapter ? select_adapted(res, base, sd, S, opts, mods, &L, err)
                            : select_dense(res, base, sd, S, opts, mods, &L, err);
     if (rc == 0)
         rc = an_reshape_modules(res, base, &mods, &L, opts, sd[0].adapter != NULL, err);

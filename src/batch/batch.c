@@ -150,6 +150,7 @@ static void setup(batch *b, const dora_batch_opts *o)
 {
     memset(b, 0, sizeof *b);
     b->jobs = o->jobs;
+    b->mem = o->mem_bytes;
     b->quiet = o->quiet;
     b->verbose = o->verbose;
     b->prog = o->progress;

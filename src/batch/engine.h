@@ -52,6 +52,7 @@ typedef struct batch {
     size_t nunits, capunits;
     size_t next;         /* atomic: next unit to take */
     int jobs, unit_threads;
+    uint64_t mem, unit_mem; /* --mem (0: the default), and each running unit's share */
     int quiet, verbose, progress, dry_run, force;
     unsigned shard_k, shard_n;
     char shard_text[32];

@@ -130,6 +130,7 @@ int batch_mpi_worker(batch *b)
                 .include = dora_filter_include(&sd->filter),
                 .exclude = dora_filter_exclude(&sd->filter),
                 .threads = threads,
+                .mem_bytes = b->mem,
             };
             dora_result res;
             if (dora_analyze_unit(&res, sd->runs[ri].name, bases[si], sd->base, &run, 0, &opts,

@@ -138,6 +138,7 @@ static void run_unit(batch *b, const unit *u)
         .include = dora_filter_include(&st->filter),
         .exclude = dora_filter_exclude(&st->filter),
         .threads = b->unit_threads,
+        .mem_bytes = b->unit_mem,
     };
     dora_result res;
     dora_err e = {{0}, 0};
@@ -167,6 +168,7 @@ void batch_run_local(batch *b)
     if (w < 1)
         return;
     b->unit_threads = b->jobs / w > 1 ? b->jobs / w : 1;
+    b->unit_mem = (b->mem ? b->mem : DORA_ANALYZE_MEM_DEFAULT) / (uint64_t)w;
     pthread_t *tid = calloc((size_t)w, sizeof *tid);
     int started = 0;
     for (int i = 1; tid && i < w; i++) {

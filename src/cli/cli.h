@@ -140,6 +140,13 @@ typedef struct cli_seen {
  * given before. Flags may repeat. */
 int cli_option_once(cli_seen *seen, const char *cmd, int c, const struct option *longopts);
 
+/* --mem SIZE of analyze and batch (util_parse_size: 512K, 64M, 2G...): the
+ * buffers of the LoRA/DoRA path, at least CLI_LORA_MEM_MIN (less cannot hold
+ * the work buffers of one row); into *BYTES. -1 to go on, else a usage error
+ * of CMD (EXIT_USAGE). */
+#define CLI_LORA_MEM_MIN ((int64_t)1 << 20)
+int cli_parse_lora_mem(const char *cmd, const char *arg, uint64_t *bytes);
+
 /* ---- the terminal of a long command (term.c) ---------------------------- */
 
 /* --progress=WHEN */

@@ -50,6 +50,8 @@ static const char analyze_help[] =
     "  --no-split        analyse fused projections (qkv_proj, query_key_value, c_attn,\n"
     "                    Wqkv, W_pack, gate_up_proj) whole, not split into q/k/v parts\n"
     "  -j, --jobs N      threads (default: all cores)\n"
+    "  --mem SIZE        memory for the LoRA/DoRA factors and buffers, all threads,\n"
+    "                    e.g. 256M (default: 64M); steps are taken in groups that fit\n"
     "  --per-row         also store per-row magnitudes and cosines\n"
     "  --base-quant Q    W0 of adapter runs is the bitsandbytes round trip of the base:\n"
     "                    nf4, fp4, nf4-dq, fp4-dq (double quant), int8 (LLM.int8); a\n"
@@ -70,6 +72,7 @@ static const char analyze_help[] =
 typedef struct analyze_args {
     const char *base_path, *out, *modules_re, *exclude_re, *csv;
     int64_t jobs;
+    uint64_t mem; /* --mem, 0: the default */
     int per_row, quiet, force, progress;
     int csv_stdout; /* --csv -: the CSV table on stdout */
     cli_term term; /* the progress line and the notes on stderr */
@@ -86,13 +89,14 @@ typedef struct analyze_args {
 static int parse_options(int argc, char **argv, analyze_args *a)
 {
     enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV, OPT_FORCE,
-           OPT_RENAME, OPT_TRANSPOSE, OPT_NO_SPLIT, OPT_BASE_QUANT, OPT_PROGRESS };
+           OPT_RENAME, OPT_TRANSPOSE, OPT_NO_SPLIT, OPT_BASE_QUANT, OPT_PROGRESS, OPT_MEM };
     static const struct option longopts[] = {
         {"base", required_argument, NULL, OPT_BASE},
         {"output", required_argument, NULL, 'o'},
         {"modules", required_argument, NULL, OPT_MODULES},
         {"exclude", required_argument, NULL, OPT_EXCLUDE},
         {"jobs", required_argument, NULL, 'j'},
+        {"mem", required_argument, NULL, OPT_MEM},
         {"per-row", no_argument, NULL, OPT_PER_ROW},
         {"base-quant", required_argument, NULL, OPT_BASE_QUANT},
         {"csv", required_argument, NULL, OPT_CSV},
@@ -122,6 +126,10 @@ static int parse_options(int argc, char **argv, analyze_args *a)
                                        optarg);
             break;
         case OPT_PER_ROW: a->per_row = 1; break;
+        case OPT_MEM:
+            if ((st = cli_parse_lora_mem("analyze", optarg, &a->mem)) >= 0)
+                return st;
+            break;
         case OPT_BASE_QUANT:
             if (dora_quant_parse(optarg, &a->base_quant) != 0)
                 return cli_usage_error("analyze", "--base-quant wants nf4, fp4, int8, nf4-dq, "
@@ -321,6 +329,7 @@ int cmd_analyze(int argc, char **argv)
         .no_split = a.no_split,
         .base_quant = a.base_quant,
         .progress = &a.term.prog,
+        .mem_bytes = a.mem,
     };
     status = analyse_and_write(&a, names, paths, nruns, res, &done, cmdline, &opts);
 cleanup:

@@ -25,6 +25,8 @@ static const char batch_help[] =
     "\n"
     "options:\n"
     "  -j, --jobs N          threads (default: all cores); units run side by side\n"
+    "  --mem SIZE            memory for the LoRA/DoRA factors and buffers of the units\n"
+    "                        running side by side, e.g. 256M (default: 64M)\n"
     "  --progress=WHEN       progress bar on stderr: auto (if stderr is a terminal),\n"
     "                        always, never\n"
     "  -q, --quiet           only failures on stderr\n"
@@ -174,10 +176,11 @@ static int before_work(const dora_manifest *m, void *ctx)
  * (help printed, or a usage error). */
 static int parse_opts(int argc, char **argv, dora_batch_opts *o, int *progress)
 {
-    enum { OPT_PROGRESS = 256, OPT_REPORT_JSON, OPT_JUNIT, OPT_SHARD, OPT_DRY_RUN, OPT_FORCE };
+    enum { OPT_PROGRESS = 256, OPT_REPORT_JSON, OPT_JUNIT, OPT_SHARD, OPT_DRY_RUN, OPT_FORCE, OPT_MEM };
     static const struct option longopts[] = {
         {"jobs", required_argument, NULL, 'j'},
         {"progress", required_argument, NULL, OPT_PROGRESS},
+        {"mem", required_argument, NULL, OPT_MEM},
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
         {"report-json", required_argument, NULL, OPT_REPORT_JSON},
@@ -204,6 +207,10 @@ static int parse_opts(int argc, char **argv, dora_batch_opts *o, int *progress)
             break;
         case OPT_PROGRESS:
             if ((st = cli_parse_progress("batch", optarg, progress)) >= 0)
+                return st;
+            break;
+        case OPT_MEM:
+            if ((st = cli_parse_lora_mem("batch", optarg, &o->mem_bytes)) >= 0)
                 return st;
             break;
         case 'q':

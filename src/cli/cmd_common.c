@@ -333,3 +333,13 @@ int cli_check_output(const char *cmd, const char *path, cli_out_kind kind, const
                                path, kind_name(kind));
     return EXIT_OK;
 }
+
+int cli_parse_lora_mem(const char *cmd, const char *arg, uint64_t *bytes)
+{
+    int64_t v;
+    if (util_parse_size(arg, &v) != 0 || v < CLI_LORA_MEM_MIN)
+        return cli_usage_error(cmd, "--mem wants a size of at least 1M, such as 64M or 2G, not '%s'",
+                               arg);
+    *bytes = (uint64_t)v;
+    return -1;
+}

@@ -7,7 +7,10 @@ times and reports the best whole-process wall time, the input rate in GB/s and
 the peak anonymous resident set (RssAnon). Then the same for a ~4 GiB pair (the
 same shapes, more layers), to show RssAnon does not grow with the model; the
 first generation of those files takes a few minutes.
-Usage: bench.py [--bin BIN] [--keep DIR] [--repeat N] [--no-big].
+Then a LoRA run of 100 checkpoints (r = 64) for its peak RssAnon (--no-steps skips it),
+and with --llm7b a 7B-shaped sharded model (see llm7b_case; ~30 GB under --scratch).
+Usage: bench.py [--bin BIN] [--keep DIR] [--repeat N] [--no-big] [--no-steps] [--llm7b]
+                [--scratch DIR].
 """
 import argparse
 import json
@@ -189,6 +192,184 @@ def big_case(a, work, out):
             ("LoRA r=16 4 GiB", base_bytes, *timed(tool("lora=" + lora), repeat))]
 
 
+
+# ---- issue #19: many steps on the LoRA path, and a 7B-shaped model ----------------------
+
+STEPS_CASE = dict(dim=2048, modules=4, steps=100, r=64, distinct=10)
+
+
+def steps_case(a, work, out):
+    """A LoRA run of 100 checkpoints, r = 64, on 4 modules of 2048 x 2048 (bench_steps.py):
+    the float64 factors of all its steps would be 420 MiB; --mem (64 MiB by default) takes
+    them in groups. One table row."""
+    import bench_steps
+    d = os.path.join(work, "steps")
+    base, run = bench_steps.generate(d, **STEPS_CASE)
+    warm(base, run)
+    cmd = [a.bin, "analyze", "-q", "-j", "2", "--base", base, "-o", out, "lora=" + run]
+    return ("LoRA r=64, 100 steps", os.path.getsize(base), *timed(cmd, max(1, min(3, a.repeat))))
+
+
+LLM7B = dict(hidden=4096, inter=11008, layers=32, vocab=32000)
+
+
+def llm_shapes(scale):
+    """LLaMA-7B's tensors, every size divided by SCALE (--llm7b-scale, for trying the case)."""
+    h, i = LLM7B["hidden"] // scale, LLM7B["inter"] // scale
+    v, n = LLM7B["vocab"] // scale, max(1, LLM7B["layers"] // scale)
+    yield "model.embed_tokens.weight", (v, h)
+    for k in range(n):
+        p = f"model.layers.{k}."
+        for m in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            yield p + f"self_attn.{m}.weight", (h, h)
+        yield p + "mlp.gate_proj.weight", (i, h)
+        yield p + "mlp.up_proj.weight", (i, h)
+        yield p + "mlp.down_proj.weight", (h, i)
+        yield p + "input_layernorm.weight", (h,)
+        yield p + "post_attention_layernorm.weight", (h,)
+    yield "model.norm.weight", (h,)
+    yield "lm_head.weight", (v, h)
+
+
+def write_sharded(folder, entries, seed, base=None, shard_bytes=5 << 30):
+    """A sharded bf16 model (model-0000K-of-0000N.safetensors and its index), a tensor in
+    memory at a time; a checkpoint is BASE (a {name: reader} map) changed row by row."""
+    rng = np.random.default_rng(seed)
+    shards, cur, size = [], [], 0
+    for name, shp in entries:
+        n = int(np.prod(shp)) * 2
+        if cur and size + n > shard_bytes:
+            shards.append(cur)
+            cur, size = [], 0
+        cur.append((name, shp))
+        size += n
+    shards.append(cur)
+    os.makedirs(folder, exist_ok=True)
+    wmap = {}
+    for k, tensors in enumerate(shards):
+        fn = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+        header, off = {}, 0
+        for name, shp in tensors:
+            n = int(np.prod(shp)) * 2
+            header[name] = {"dtype": "BF16", "shape": list(shp), "data_offsets": [off, off + n]}
+            off += n
+            wmap[name] = fn
+        hj = json.dumps(header, separators=(",", ":")).encode()
+        hj += b" " * (-len(hj) % 8)
+        path = os.path.join(folder, fn)
+        with open(path + ".part", "wb") as f:
+            f.write(struct.pack("<Q", len(hj)) + hj)
+            for name, shp in tensors:
+                rows = shp[0]
+                step = max(1, (64 << 20) // (4 * int(np.prod(shp[1:])))) if len(shp) > 1 else rows
+                for r0 in range(0, rows, step):  # 64 MiB of float32 at a time
+                    part = (min(step, rows - r0),) + tuple(shp[1:])
+                    if base is None:
+                        w = rng.standard_normal(part, dtype=np.float32) * 0.02
+                    else:
+                        w = base[name](r0, r0 + part[0])
+                        w = w * (1 + 0.01 * rng.standard_normal((part[0],) + (1,) * (len(shp) - 1), dtype=np.float32))
+                        w += 0.002 * rng.standard_normal(part, dtype=np.float32)
+                    f.write((w.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes())
+        os.replace(path + ".part", path)
+    with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {}, "weight_map": wmap}, f)
+
+
+def sharded_rows(folder):
+    """{name: rows(r0, r1) as float32} of a sharded model written by write_sharded."""
+    idx = json.load(open(os.path.join(folder, "model.safetensors.index.json")))["weight_map"]
+    readers, out = {}, {}
+    for name, fn in idx.items():
+        r = readers.setdefault(fn, Reader(os.path.join(folder, fn)))
+        e = r.header[name]
+        b = e["data_offsets"][0]
+        row = 2 * int(np.prod(e["shape"][1:]))
+
+        def rows(r0, r1, r=r, b=b, row=row, shape=e["shape"]):
+            u = r.data[b + r0 * row: b + r1 * row].view(np.uint16).astype(np.uint32) << 16
+            return u.view(np.float32).reshape((r1 - r0,) + tuple(shape[1:]))
+        out[name] = rows
+    return out
+
+
+def llm7b_case(a, scale):
+    """The opt-in LLM-scale case: a 7B-shaped sharded bf16 base (~13.5 GB), an FT
+    checkpoint of it, and a LoRA run of 20 checkpoints (r = 16 on every linear layer of
+    the decoder; 2 distinct adapters, hard-linked). Wall time of the FT pair and of the
+    LoRA run against `cat` of the same bytes, cold where the page cache can be dropped,
+    and peak RssAnon. Files under --scratch (default: the bench's folder), removed after."""
+    scratch = tempfile.mkdtemp(prefix="dora-bench-7b-", dir=a.scratch)
+    try:
+        entries = list(llm_shapes(scale))
+        model_bytes = sum(2 * int(np.prod(s)) for _, s in entries)
+        need = 2 * model_bytes + 20 * (1 << 20) + (1 << 30)
+        free = shutil.disk_usage(scratch).free
+        if free < need:
+            print(f"bench: skipping --llm7b: it needs {need / 1e9:.1f} GB free in {scratch}, "
+                  f"{free / 1e9:.1f} GB are", file=sys.stderr)
+            return
+        base, ft, lora = (os.path.join(scratch, x) for x in ("base", "ft", "lora"))
+        t = time.perf_counter()
+        shard = (5 << 30) // scale ** 3  # shards of 5 GiB at full size, as many when scaled
+        write_sharded(base, entries, 21, shard_bytes=shard)
+        write_sharded(ft, entries, 22, sharded_rows(base), shard_bytes=shard)
+        import bench_steps
+        lin = [(n, s) for n, s in entries if len(s) == 2 and "layers." in n]
+        for k in range(1, 21):
+            d = os.path.join(lora, f"checkpoint-{k}")
+            os.makedirs(d)
+            if k > 2:
+                src = os.path.join(lora, f"checkpoint-{(k - 1) % 2 + 1}")
+                for f in ("adapter_model.safetensors", "adapter_config.json"):
+                    os.link(os.path.join(src, f), os.path.join(d, f))
+                continue
+            rng = np.random.default_rng(30 + k)
+            ts = []
+            for n, (o, i) in lin:
+                m = "base_model.model." + n[: -len(".weight")]
+                ts.append((m + ".lora_A.weight", "F32", (rng.standard_normal((16, i), dtype=np.float32) * 0.01).tobytes(), (16, i)))
+                ts.append((m + ".lora_B.weight", "F32", (rng.standard_normal((o, 16), dtype=np.float32) * 0.001 * k).tobytes(), (o, 16)))
+            bench_steps.write_st(os.path.join(d, "adapter_model.safetensors"), ts)
+            with open(os.path.join(d, "adapter_config.json"), "w") as f:
+                json.dump({"peft_type": "LORA", "r": 16, "lora_alpha": 32,
+                           "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}, f)
+        print(f"bench: generated the 7B-shaped case (scale 1/{scale}, 2 x {model_bytes / 1e9:.2f} GB) in "
+              f"{time.perf_counter() - t:.0f} s", file=sys.stderr)
+        out = os.path.join(scratch, "out.h5")
+        adapters = [os.path.join(lora, f"checkpoint-{k}", "adapter_model.safetensors") for k in (1, 2)]
+        shards = lambda d: sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".safetensors"))
+        can_drop = os.access("/proc/sys/vm/drop_caches", os.W_OK)
+
+        def drop():
+            if can_drop:
+                os.sync()
+                with open("/proc/sys/vm/drop_caches", "w") as f:
+                    f.write("3\n")
+            else:
+                warm(*files)
+        rows = []
+        for label, files, cmd in (
+                ("7B FT pair", shards(base) + shards(ft),
+                 [a.bin, "analyze", "-q", "-j", "2", "--base", base, "-o", out, "ft=" + ft]),
+                ("7B LoRA r=16, 20 steps", shards(base) + adapters,
+                 [a.bin, "analyze", "-q", "-j", "2", "--base", base, "-o", out, "lora=" + lora])):
+            nbytes = sum(os.path.getsize(f) for f in files)
+            drop()
+            t = time.perf_counter()
+            subprocess.run(["cat"] + files, stdout=subprocess.DEVNULL, check=True)
+            cat = time.perf_counter() - t
+            drop()
+            wall, rss = run_measured(cmd)
+            rows.append((label, nbytes, wall, cat, rss))
+        print(f"\n7B-shaped case (scale 1/{scale}; {'cold: page cache dropped before each' if can_drop else 'warm: cannot drop the page cache'})")
+        print(f"{'case':24s} {'GB in':>6s} {'tool s':>7s} {'cat s':>7s} {'ratio':>6s} {'RssAnon MiB':>11s}")
+        for label, nbytes, wall, cat, rss in rows:
+            print(f"{label:24s} {nbytes / 1e9:6.2f} {wall:7.2f} {cat:7.2f} {wall / cat:6.2f} {rss:11.1f}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.environ.get("BIN", "bin/dora-analyze"))
@@ -198,6 +379,11 @@ def main():
     ap.add_argument("--python", default="/usr/bin/python3")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     ap.add_argument("--no-big", action="store_true", help="skip the ~4 GiB case (quick runs)")
+    ap.add_argument("--no-steps", action="store_true", help="skip the 100-step LoRA case")
+    ap.add_argument("--llm7b", action="store_true",
+                    help="also the 7B-shaped case (~30 GB of disk under --scratch; slow)")
+    ap.add_argument("--llm7b-scale", type=int, default=1, help=argparse.SUPPRESS)  # tests: sizes / N
+    ap.add_argument("--scratch", help="folder for the --llm7b files (default: the system's temporary one)")
     a = ap.parse_args()
     work = a.keep or tempfile.mkdtemp(prefix="dora-bench-")
     os.makedirs(work, exist_ok=True)
@@ -265,6 +451,8 @@ def main():
             else:
                 print(f"bench: PyTorch peer failed: {r.stderr.strip()[-300:]}", file=sys.stderr)
 
+        if not a.no_steps:
+            rows.append(steps_case(a, work, out))
         # last: warming 8 GiB may evict the 1 GiB files from the page cache
         big = None if a.no_big else big_case(a, work, out)
         if big:
@@ -291,11 +479,17 @@ def main():
         else:
             print("peak RssAnon vs model size: 4 GiB case " + ("skipped (--no-big)" if a.no_big else "not run (no disk room)")
                   + f"; 1 GiB: FT pair -j 2 {ft_rss:.1f} MiB, LoRA r=16 {rl:.1f} MiB (target: under {RSS_TARGET} MiB)")
+        if not a.no_steps:
+            print(f"LoRA r=64 over 100 checkpoints: peak RssAnon {rows[5][4]:.1f} MiB (target <= {RSS_TARGET} MiB; "
+                  f"the float64 factors of every step together would be "
+                  f"{STEPS_CASE['modules'] * STEPS_CASE['steps'] * STEPS_CASE['r'] * (STEPS_CASE['dim'] + 8) * 8 / 2**20:.0f} MiB)")
         if cold:
             print(f"cold cache: FT pair {cold[1]:.2f} s ({total / 1e9 / cold[1]:.2f} GB/s) against a plain "
                   f"sequential read (cat) of the same files {cold[0]:.2f} s ({total / 1e9 / cold[0]:.2f} GB/s)")
         else:
             print("cold cache: not measured (cannot drop the page cache here: needs root)")
+        if a.llm7b:
+            llm7b_case(a, max(1, a.llm7b_scale))
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
