@@ -140,6 +140,12 @@ typedef struct cli_seen {
  * given before. Flags may repeat. */
 int cli_option_once(cli_seen *seen, const char *cmd, int c, const struct option *longopts);
 
+/* --rename ARG of CMD (repeatable: not through cli_option_once) checked and
+ * appended to RENAMES[*N] (DORA_MAX_RENAMES of them, align.h); --transpose
+ * ARG checked: -1 to go on, else a usage error (EXIT_USAGE). */
+int cli_add_rename(const char *cmd, const char *arg, const char **renames, size_t *n);
+int cli_check_transpose(const char *cmd, const char *arg);
+
 /* ---- the terminal of a long command (term.c) ---------------------------- */
 
 /* --progress=WHEN */

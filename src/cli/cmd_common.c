@@ -3,6 +3,7 @@
  * that an output never replaces an input or a file this tool did not write. */
 #define _GNU_SOURCE
 #include "cli/cli.h"
+#include "dora/align.h"
 #include "dora/run.h"
 #include "dora/filter.h"
 #include "dora/h5out.h"
@@ -332,4 +333,25 @@ int cli_check_output(const char *cmd, const char *path, cli_out_kind kind, const
                                     "replaces it)",
                                path, kind_name(kind));
     return EXIT_OK;
+}
+
+int cli_add_rename(const char *cmd, const char *arg, const char **renames, size_t *n)
+{
+    dora_err e;
+    if (*n == DORA_MAX_RENAMES)
+        return cli_usage_error(cmd, "at most %d --rename options", DORA_MAX_RENAMES);
+    if (dora_rename_check(arg, &e) != 0)
+        return cli_usage_error(cmd, "--rename %s", e.msg);
+    renames[(*n)++] = arg;
+    return -1;
+}
+
+int cli_check_transpose(const char *cmd, const char *arg)
+{
+    dora_filter f;
+    dora_err e;
+    if (dora_filter_compile(&f, arg, NULL, &e) != 0)
+        return cli_usage_error(cmd, "--transpose %s", e.msg);
+    dora_filter_free(&f);
+    return -1;
 }
