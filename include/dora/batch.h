@@ -28,6 +28,7 @@
 #include "dora/filter.h"
 #include "dora/join.h"
 #include "dora/progress.h"
+#include "dora/quant.h"
 #include "dora/wire.h"
 #include "dora/stats.h"
 
@@ -74,6 +75,15 @@ typedef struct dora_study {
     char *fig_dir;    /* resolved folder, owned */
     size_t nexpect;
     dora_expect *expect;
+    /* as analyze's options (analyze.h): "rename" (a rule or a list), "transpose",
+     * "no_split", "base_quant" */
+    char **renames;   /* REGEX=REPLACEMENT rules (align.h), owned */
+    size_t nrenames;
+    char *transpose;  /* RE (POSIX extended), or NULL */
+    int no_split;
+    dora_quant base_quant; /* as given; batch_study_settle follows the base's config.json */
+    char *quant_skip; /* llm_int8_skip_modules of the base's config (JSON), or NULL */
+    int quant_settled;
 } dora_study;
 
 typedef struct dora_manifest {

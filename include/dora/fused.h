@@ -18,6 +18,9 @@
  *   mpt         *.attn.Wqkv.weight      q (d_model) | k | v (kv heads * hd each; MHA,
  *                                       multiquery_attention: 1 kv head, or kv_n_heads)
  *   baichuan    *.self_attn.W_pack      q | k | v, hidden_size each
+ *   (Megatron)  *.self_attention.linear_qkv  per query group [q x nh/ng, k, v] x ng,
+ *                                       kv_channels rows each (any model_type)
+ *               *.mlp.linear_fc1        gated: gate | up, ffn_hidden_size each
  *
  * A row belongs to exactly one part. Sizes that do not add up to the weight's
  * rows, or a head count the split needs that config.json lacks, are errors

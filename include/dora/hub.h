@@ -21,4 +21,10 @@
  * that SPEC is no local path. */
 int dora_hub_resolve(const char *spec, char **snapshot, dora_err *err);
 
+/* The repository id a base's path names, for titles: PATH itself when it has
+ * the form above and is no local path; "ORG/NAME" when one of its folders is
+ * the cache's models--ORG--NAME (the repository, or a snapshot in it); else
+ * NULL (or out of memory). Allocated. */
+char *dora_hub_repo_id(const char *path);
+
 #endif

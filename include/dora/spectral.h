@@ -137,6 +137,12 @@ typedef struct dora_spectrum_opts {
                               * finish, and one alone always runs */
     const char *cache_dir;   /* keep W0's SVDs here between commands (NULL: none) */
     dora_progress *progress; /* modules done, the module in the label (NULL: none) */
+    /* with a base, modules are chosen as dora_analyze_run chooses them (analyze.h):
+     * names aligned, Conv1D weights transposed, fused projections split */
+    const char *const *renames; /* --rename rules (align.h), NULL for none */
+    size_t nrenames;
+    const char *transpose;   /* --transpose RE, NULL for none */
+    int no_split;            /* --no-split: fused projections whole */
 } dora_spectrum_opts;
 
 /* Defaults: no filters, top 0, subspace 16, threshold 0.5, randomised allowed,

@@ -312,7 +312,9 @@ static int split_modules(dora_result *res, const dora_config *cfg, module **mods
         dora_notes_add(&res->notes, &res->nnotes, 0,
                        "%zu fused weight(s) split into their parts by '%s' (model_type %s, %s; "
                        "--no-split analyses them whole)",
-                       nfused, dora_config_path(cfg), dora_config_model_type(cfg), layout);
+                       nfused, dora_config_path(cfg),
+                       dora_config_model_type(cfg) ? dora_config_model_type(cfg) : "not set",
+                       layout);
     return rc;
 }
 

@@ -148,12 +148,8 @@ static int align_steps(dora_result *res, const dora_model *base, const stepdata 
             continue;
         dora_notes_add(&res->notes, &res->nnotes, 0, "names of '%s'%s: %s", sd[s].model->path,
                        S > 1 ? " (and the steps like it)" : "", d);
-        size_t had = res->name_alignment ? strlen(res->name_alignment) : 0;
-        char *na = realloc(res->name_alignment, had + strlen(d) + 3);
-        if (!na)
+        if (util_append_item(&res->name_alignment, d) != 0)
             return dora_errf(err, "out of memory");
-        snprintf(na + had, strlen(d) + 3, "%s%s", had ? "; " : "", d);
-        res->name_alignment = na;
     }
     return 0;
 }

@@ -4,6 +4,7 @@
  * in spectral_module.c. */
 #define _POSIX_C_SOURCE 200809L
 #include "analysis/spectral_int.h"
+#include "analysis/analyze_int.h"
 #include "dora/analyze.h"
 #include "dora/guard.h"
 #include "dora/kernel.h"
@@ -73,6 +74,7 @@ static void free_rctx(rctx *rc)
         free(rc->mods[i].ad);
     }
     free(rc->mods);
+    an_free_modules(rc->amods, rc->namods);
     for (size_t s = 0; rc->run && s < rc->run->nsteps; s++) {
         if (rc->model)
             dora_model_close(rc->model[s]);
@@ -124,88 +126,96 @@ static int open_steps(rctx *rc, const dora_model *base, dora_err *err)
     return 0;
 }
 
-/* Full-weight runs: every floating tensor of rank >= 2 of the base that every
- * step holds (with the same shape). */
-static int select_ft(sctx *c, rctx *rc, dora_err *err)
+/* The rmod of analyze's module MD, S steps. */
+static int rmod_of(rctx *rc, const module *md, size_t S)
 {
-    const dora_model *base = c->base;
-    const size_t S = rc->run->nsteps;
-    size_t missing = 0, nonfloat = 0, big = 0;
-    const char *first_missing = NULL, *first_big = NULL;
-    for (size_t i = 0; i < base->ntensors; i++) {
-        const dora_tensor *t = base->by_name[i];
-        if (t->ndim < 2)
-            continue;
-        if (!dora_dtype_is_analysable(t->dtype)) {
-            nonfloat++;
-            continue;
+    rmod *m = add_rmod(rc, S);
+    if (!m)
+        return -1;
+    m->name = md->base->name; /* "NAME[q]" for a part */
+    m->base = md->base;
+    m->transposed = md->transposed;
+    m->rows = md->rows;
+    m->cols = md->cols;
+    m->update = "dense";
+    m->dense = 1;
+    int dora = 0;
+    for (size_t s = 0; s < S; s++) {
+        const dora_adapted *ad = md->lora ? md->src[s].ad : NULL;
+        m->wt[s] = ad ? NULL : md->src[s].dense;
+        m->ad[s] = ad;
+        if (ad) {
+            dora |= ad->magnitude != NULL;
+            m->maxr = ad->r > m->maxr ? ad->r : m->maxr;
         }
-        int64_t rows = dora_tensor_rows(t), cols = dora_tensor_cols(t);
-        if (rows < 1 || cols < 1 || !kept(c->opts, t->name))
-            continue;
-        int present = 1;
-        for (size_t s = 0; s < S && present; s++) {
-            const dora_tensor *x = dora_model_find(rc->model[s], t->name);
-            if (!x) {
-                present = 0;
-                break;
-            }
-            int same = x->ndim == t->ndim;
-            for (int d = 0; same && d < t->ndim; d++)
-                same = x->shape[d] == t->shape[d];
-            if (!same) {
-                char s0[256], s1[256];
-                dora_shape_str(t, s0, sizeof s0);
-                dora_shape_str(x, s1, sizeof s1);
-                return dora_errf(err, "'%s': tensor '%s' has shape %s, but %s in the base '%s'",
-                                 x->file, t->name, s1, s0, t->file);
-            }
-            if (!dora_dtype_is_analysable(x->dtype))
-                return dora_errf(err, "'%s': tensor '%s' is %s, not a floating type (the base has "
-                                      "%s)",
-                                 x->file, t->name, dora_dtype_name(x->dtype),
-                                 dora_dtype_name(t->dtype));
-        }
-        if (!present) {
-            if (!missing++)
-                first_missing = t->name;
-            continue;
-        }
-        if (rows * cols > c->opts->dense_max_elems) {
-            if (!big++)
-                first_big = t->name;
-            continue;
-        }
-        rmod *m = add_rmod(rc, S);
-        if (!m)
-            return dora_errf(err, "out of memory");
-        m->name = t->name;
-        m->base = t;
-        m->rows = rows;
-        m->cols = cols;
-        m->update = "dense";
-        m->dense = 1;
-        for (size_t s = 0; s < S; s++)
-            m->wt[s] = dora_model_find(rc->model[s], t->name);
     }
-    if (missing)
-        dora_notes_add(&c->sp->notes, &c->sp->nnotes, 0,
-                       "run '%s': %zu tensor(s) of the base are missing from a checkpoint and "
-                       "were left out (first: '%s')",
-                       rc->name, missing, first_missing);
-    if (nonfloat)
-        dora_notes_add(&c->sp->notes, &c->sp->nnotes, 0,
-                       "run '%s': %zu non-floating tensor(s) of rank >= 2 were left out",
-                       rc->name, nonfloat);
-    if (big)
-        dora_notes_add(&c->sp->notes, &c->sp->nnotes, 0,
-                       "run '%s': %zu tensor(s) above %lld elements were left out: too large "
-                       "for a dense SVD (first: '%s')",
-                       rc->name, big, (long long)c->opts->dense_max_elems, first_big);
+    if (md->lora) {
+        m->rank = md->src[0].ad->r;
+        m->update = dora ? "dora" : "lora";
+        m->dense = dora; /* the merged DoRA update is formed densely */
+    }
     return 0;
 }
 
-/* Adapter runs: the modules the adapters adapt, the same in every step. */
+/* With a base: the modules analyze chooses (analyze_select.c: names aligned to
+ * the base's, Conv1D weights transposed, fused projections split), kept in
+ * RC->amods for the rmods that point into them; its notes are the run's. */
+static int select_shared(sctx *c, rctx *rc, dora_err *err)
+{
+    const size_t S = rc->run->nsteps;
+    stepdata *sd = calloc(S, sizeof *sd);
+    int *bad = calloc(S, sizeof *bad);
+    char **why = calloc(S, sizeof *why);
+    dora_result res;
+    memset(&res, 0, sizeof res);
+    const dora_analysis_opts ao = {.include = c->opts->include, .exclude = c->opts->exclude,
+                                   .threads = 1, .renames = c->opts->renames,
+                                   .nrenames = c->opts->nrenames,
+                                   .transpose = c->opts->transpose,
+                                   .no_split = c->opts->no_split};
+    int rc_ = sd && bad && why ? 0 : dora_errf(err, "out of memory");
+    for (size_t s = 0; rc_ == 0 && s < S; s++) {
+        sd[s].model = rc->model[s];
+        sd[s].adapter = rc->adapter[s];
+        sd[s].borrowed = 1;
+    }
+    if (rc_ == 0)
+        rc_ = an_select_modules(&res, c->base, sd, S, &ao, &rc->amods, &rc->namods, bad, why,
+                                err);
+    for (size_t s = 0; rc_ == 0 && s < S; s++)
+        if (bad[s])
+            rc_ = dora_errf(err, "run '%s': %s", rc->name, why[s]);
+    for (size_t k = 0; rc_ == 0 && k < res.nnotes; k++)
+        dora_notes_add(&c->sp->notes, &c->sp->nnotes, 0, "run '%s': %s", rc->name,
+                       res.notes[k]);
+    size_t big = 0;
+    const char *first_big = NULL;
+    for (size_t l = 0; rc_ == 0 && l < rc->namods; l++) {
+        const module *md = &rc->amods[l];
+        if (md->rows * md->cols > c->opts->dense_max_elems) {
+            if (!big++)
+                first_big = md->base->name;
+            continue;
+        }
+        if (rmod_of(rc, md, S) != 0)
+            rc_ = dora_errf(err, "out of memory");
+    }
+    if (big)
+        dora_notes_add(&c->sp->notes, &c->sp->nnotes, 0,
+                       "run '%s': %zu module(s) above %lld elements were left out: too large "
+                       "for a dense SVD (first: '%s')",
+                       rc->name, big, (long long)c->opts->dense_max_elems, first_big);
+    for (size_t s = 0; why && s < S; s++)
+        free(why[s]);
+    free(why);
+    free(bad);
+    free(sd);
+    dora_result_release(&res);
+    return rc_;
+}
+
+/* Adapter runs without a base: the modules the adapters adapt, the same in
+ * every step, as saved (nothing to align names or split fused weights by). */
 static int select_adapter(sctx *c, rctx *rc, dora_err *err)
 {
     const size_t S = rc->run->nsteps;
@@ -655,7 +665,7 @@ int dora_spectrum_run(dora_spectrum *sp, const dora_model *base, const char *bas
         rx->run = &runs[i];
         if (open_steps(rx, base, err) != 0)
             goto done;
-        if ((rx->adapter[0] ? select_adapter(&c, rx, err) : select_ft(&c, rx, err)) != 0)
+        if ((base ? select_shared(&c, rx, err) : select_adapter(&c, rx, err)) != 0)
             goto done;
         if (rx->nmods == 0) {
             dora_errf(err, "run '%s': no module to analyse (none of rank >= 2 and floating type%s%s)",

@@ -44,6 +44,8 @@ typedef struct rmod {
     const dora_adapted **ad;   /* [S] LoRA / DoRA */
 } rmod;
 
+struct module; /* analyze_int.h */
+
 /* One run while it is analysed. */
 typedef struct rctx {
     const char *name;
@@ -52,6 +54,8 @@ typedef struct rctx {
     dora_adapter **adapter;    /* [S] adapter steps */
     rmod *mods;
     size_t nmods, capmods;
+    struct module *amods;      /* with a base: analyze's selection, which MODS point into */
+    size_t namods;
     int need_vectors;          /* phi needs this run's top singular vectors */
 } rctx;
 

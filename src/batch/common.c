@@ -1,6 +1,7 @@
 /* common.c - small helpers of the batch layer; see batch/common.h. */
 #define _XOPEN_SOURCE 700 /* strdup, with POSIX 2008 */
 #include "batch/common.h"
+#include "dora/batch.h"
 #include "core/util.h"
 
 #include <errno.h>
@@ -104,4 +105,29 @@ int batch_mkdir_p(const char *path)
     int rc = mkdir(p, 0777) != 0 && errno != EEXIST ? -1 : 0;
     free(p);
     return rc;
+}
+
+void batch_analysis_opts(const dora_study *st, int threads, dora_analysis_opts *o)
+{
+    *o = (dora_analysis_opts){
+        .include = dora_filter_include(&st->filter),
+        .exclude = dora_filter_exclude(&st->filter),
+        .threads = threads,
+        .renames = (const char *const *)st->renames,
+        .nrenames = st->nrenames,
+        .transpose = st->transpose,
+        .no_split = st->no_split,
+        .base_quant = st->base_quant,
+        .quant_skip = st->quant_skip,
+    };
+}
+
+int batch_study_settle(dora_study *st, dora_err *err)
+{
+    if (st->quant_settled)
+        return 0;
+    if (dora_quant_settle(st->base, &st->base_quant, &st->quant_skip, err) != 0)
+        return -1;
+    st->quant_settled = 1;
+    return 0;
 }

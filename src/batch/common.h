@@ -24,4 +24,14 @@ int batch_write_atomic(const char *path, const char *buf, size_t len, dora_err *
 /* mkdir -p PATH (mode 0777 less umask): 0, or -1 with errno set. */
 int batch_mkdir_p(const char *path);
 
+struct dora_study;
+struct dora_analysis_opts;
+/* The analysis options of a unit of study ST on THREADS threads: its filter,
+ * renames, transpose, no_split and settled base_quant. */
+void batch_analysis_opts(const struct dora_study *st, int threads,
+                         struct dora_analysis_opts *o);
+/* ST's base_quant settled against its base's config.json (quant.h,
+ * dora_quant_settle), once: 0, or -1 with ERR set. */
+int batch_study_settle(struct dora_study *st, dora_err *err);
+
 #endif

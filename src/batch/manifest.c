@@ -3,6 +3,7 @@
 #include "dora/batch.h"
 #include "dora/run.h"
 #include "dora/adapter.h"
+#include "dora/align.h"
 #include "batch/common.h"
 #include "core/util.h"
 
@@ -264,10 +265,62 @@ static int parse_figures(const mctx *c, const char *where, json_t *o, dora_study
     return 0;
 }
 
+/* "rename" (a rule or a list of rules), "transpose", "no_split" and
+ * "base_quant": analyze's --rename, --transpose, --no-split, --base-quant. */
+static int parse_layout(const mctx *c, const char *where, json_t *o, dora_study *st)
+{
+    json_t *rn = json_object_get(o, "rename"), *it;
+    size_t i;
+    if (rn) {
+        size_t n = json_is_array(rn) ? json_array_size(rn) : 1;
+        if (!(json_is_string(rn) || (json_is_array(rn) && n > 0)))
+            return mbad(c, where, "'rename' must be a rule 'REGEX=REPLACEMENT' or a non-empty "
+                                  "list of them, not %s", json_type_name(rn));
+        if (n > DORA_MAX_RENAMES)
+            return mbad(c, where, "at most %d 'rename' rules", DORA_MAX_RENAMES);
+        if (!(st->renames = calloc(n, sizeof *st->renames)))
+            return dora_errf(c->err, "out of memory");
+        for (i = 0; i < n; i++) {
+            it = json_is_array(rn) ? json_array_get(rn, i) : rn;
+            dora_err e;
+            if (!json_is_string(it) || strlen(json_string_value(it)) != json_string_length(it))
+                return mbad(c, where, "rename[%zu] must be a string without NUL", i);
+            if (dora_rename_check(json_string_value(it), &e) != 0)
+                return mbad(c, where, "rename[%zu]: %s", i, e.msg);
+            if (!(st->renames[i] = strdup(json_string_value(it))))
+                return dora_errf(c->err, "out of memory");
+            st->nrenames = i + 1;
+        }
+    }
+    char *q = NULL;
+    if (get_str(c, where, o, "transpose", 0, &st->transpose) != 0 ||
+        get_str(c, where, o, "base_quant", 0, &q) != 0)
+        return -1;
+    if (st->transpose) {
+        dora_filter f;
+        dora_err e;
+        if (dora_filter_compile(&f, st->transpose, NULL, &e) != 0)
+            return mbad(c, where, "transpose: %s", e.msg);
+        dora_filter_free(&f);
+    }
+    int bad_q = q && dora_quant_parse(q, &st->base_quant) != 0;
+    if (bad_q)
+        mbad(c, where, "base_quant '%s' is not nf4, fp4, int8, nf4-dq, fp4-dq or none", q);
+    free(q);
+    if (bad_q)
+        return -1;
+    json_t *ns = json_object_get(o, "no_split");
+    if (ns && !json_is_boolean(ns))
+        return mbad(c, where, "'no_split' must be true or false, not %s", json_type_name(ns));
+    st->no_split = ns && json_is_true(ns);
+    return 0;
+}
+
 static int parse_study(const mctx *c, size_t idx, json_t *o, dora_study *st)
 {
     static const char *const keys[] = {"name", "base", "runs", "modules", "output", "figures",
-                                       "expect", NULL};
+                                       "expect", "rename", "transpose", "no_split",
+                                       "base_quant", NULL};
     static const char *const run_keys[] = {"name", "path", "method", NULL};
     static const char *const mod_keys[] = {"include", "exclude", NULL};
     char where[256];
@@ -317,6 +370,8 @@ static int parse_study(const mctx *c, size_t idx, json_t *o, dora_study *st)
             if (strcmp(st->runs[k].name, sr->name) == 0)
                 return mbad(c, w, "two runs are named '%s'", sr->name);
     }
+    if (parse_layout(c, where, o, st) != 0)
+        return -1;
     json_t *mods = json_object_get(o, "modules");
     if (mods) {
         char w[320];
@@ -473,6 +528,11 @@ void dora_manifest_release(dora_manifest *m)
             free(st->expect[e].kind);
         }
         free(st->expect);
+        for (size_t r = 0; st->renames && r < st->nrenames; r++)
+            free(st->renames[r]);
+        free(st->renames);
+        free(st->transpose);
+        free(st->quant_skip);
     }
     free(m->studies);
     free(m->path);

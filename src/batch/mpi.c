@@ -2,6 +2,7 @@
  * other ranks and gathers their results; see batch/engine.h. */
 #define _GNU_SOURCE
 #include "batch/engine.h"
+#include "batch/common.h"
 #include "results/bytes.h"
 
 #include <stdint.h>
@@ -110,7 +111,8 @@ int batch_mpi_worker(batch *b)
         free(m);
         dora_study *sd = why[0] ? NULL : &b->m.studies[si];
         dora_err e = {{0}, 0};
-        if (sd && !bases[si] && dora_model_open(&bases[si], sd->base, &e) != 0) {
+        if (sd && !bases[si] && (batch_study_settle(sd, &e) != 0 ||
+                                 dora_model_open(&bases[si], sd->base, &e) != 0)) {
             snprintf(why, sizeof why, "%s", e.msg);
             bases[si] = NULL;
         }
@@ -126,12 +128,9 @@ int batch_mpi_worker(batch *b)
             run.method = "ft";
             run.nsteps = 1;
             run.steps = &one;
-            dora_analysis_opts opts = {
-                .include = dora_filter_include(&sd->filter),
-                .exclude = dora_filter_exclude(&sd->filter),
-                .threads = threads,
-                .mem_bytes = b->mem,
-            };
+            dora_analysis_opts opts;
+            batch_analysis_opts(sd, threads, &opts);
+            opts.mem_bytes = b->mem;
             dora_result res;
             if (dora_analyze_unit(&res, sd->runs[ri].name, bases[si], sd->base, &run, 0, &opts,
                                   &e) == 0) {

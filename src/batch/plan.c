@@ -253,7 +253,7 @@ int batch_plan_study(batch *b, study_state *s, size_t *global_index)
         if (!ok)
             return 0;
     }
-    if (dora_model_open(&s->base, st->base, &e) != 0) {
+    if (batch_study_settle(st, &e) != 0 || dora_model_open(&s->base, st->base, &e) != 0) {
         batch_study_error(b, s, e.msg);
         return 0;
     }

@@ -2,6 +2,7 @@
  * written, its expectations checked; see batch/engine.h. */
 #define _GNU_SOURCE
 #include "batch/engine.h"
+#include "batch/common.h"
 #include "dora/h5out.h"
 
 #include <pthread.h>
@@ -134,12 +135,9 @@ static void run_unit(batch *b, const unit *u)
 {
     study_state *s = &b->ss[u->study];
     const dora_study *st = s->st;
-    dora_analysis_opts opts = {
-        .include = dora_filter_include(&st->filter),
-        .exclude = dora_filter_exclude(&st->filter),
-        .threads = b->unit_threads,
-        .mem_bytes = b->unit_mem,
-    };
+    dora_analysis_opts opts;
+    batch_analysis_opts(st, b->unit_threads, &opts);
+    opts.mem_bytes = b->unit_mem;
     dora_result res;
     dora_err e = {{0}, 0};
     double t0 = batch_now();

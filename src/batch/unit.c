@@ -72,6 +72,21 @@ static json_t *fingerprint_json(const dora_study *st, const char *base_stamp)
     json_object_set_new(f, "base_stamp", batch_jstr(base_stamp));
     json_object_set_new(f, "include", st->include ? batch_jstr(st->include) : json_null());
     json_object_set_new(f, "exclude", st->exclude ? batch_jstr(st->exclude) : json_null());
+    /* the layout options only when given: earlier journals stay valid without them */
+    if (st->nrenames) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < st->nrenames; i++)
+            json_array_append_new(a, batch_jstr(st->renames[i]));
+        json_object_set_new(f, "rename", a);
+    }
+    if (st->transpose)
+        json_object_set_new(f, "transpose", batch_jstr(st->transpose));
+    if (st->no_split)
+        json_object_set_new(f, "no_split", json_true());
+    if (st->base_quant != DORA_QUANT_NONE)
+        json_object_set_new(f, "base_quant", batch_jstr(dora_quant_name(st->base_quant)));
+    if (st->quant_skip)
+        json_object_set_new(f, "quant_skip", batch_jstr(st->quant_skip));
     return f;
 }
 

@@ -124,6 +124,47 @@ static int phi3(const dora_config *c, const char *name, dora_fused *f, dora_err 
     return 1;
 }
 
+/* Megatron-Core / NeMo (any model_type; its config names): linear_qkv per
+ * query group [q x heads/groups, k, v], kv_channels rows each (hidden /
+ * heads by default); linear_fc1 of a gated MLP (swiglu) gate | up of
+ * ffn_hidden_size each, told from an ungated one by its rows. */
+static int megatron(const dora_config *c, const char *name, int64_t rows, dora_fused *f,
+                    dora_err *err)
+{
+    static const char *const k_heads[] = {"num_attention_heads", NULL};
+    static const char *const k_groups[] = {"num_query_groups", NULL};
+    static const char *const k_kvc[] = {"kv_channels", NULL};
+    static const char *const k_ffn[] = {"ffn_hidden_size", NULL};
+    int64_t nh, ng, h, hd = 0, gqa, ffn, glu;
+    if (util_has_suffix(name, ".linear_fc1.weight")) {
+        if (flag(c, "gated_linear_unit", -1, &glu, err) != 0)
+            return -1;
+        if (glu == 0)
+            return 0;
+        if (need(c, k_ffn, -1, name, &ffn, err) < 0)
+            return -1;
+        if (rows == ffn && glu < 0)
+            return 0; /* not gated: one projection */
+        *f = (dora_fused){2, {"gate", "up", NULL}, 1, {ffn, ffn, 0}, "gate | up"};
+        return 1;
+    }
+    if (need(c, k_heads, -1, name, &nh, err) < 0 ||
+        flag(c, "group_query_attention", 1, &gqa, err) != 0 ||
+        need(c, k_groups, nh, name, &ng, err) < 0)
+        return -1;
+    int r = need(c, k_kvc, 0, name, &hd, err);
+    if (r < 0 || (r == 0 && (need(c, K_HIDDEN, -1, name, &h, err) < 0 ||
+                             head_dim(c, name, h, nh, &hd, err) != 0)))
+        return -1;
+    if (!gqa)
+        ng = nh;
+    if (nh % ng != 0)
+        return dora_errf(err, "'%s': %lld heads are not a multiple of %lld query groups ('%s')",
+                         dora_config_path(c), (long long)nh, (long long)ng, name);
+    qkv(f, "per query group", ng, nh / ng * hd, hd, hd);
+    return 1;
+}
+
 /* The layout by architecture, for a NAME that has the architecture's suffix. */
 static int layout_of(const dora_config *c, const char *mt, const char *name, dora_fused *f,
                      dora_err *err)
@@ -168,12 +209,20 @@ int dora_fused_layout(const dora_config *c, const char *name, int64_t rows, dora
         {"mpt", ".attn.Wqkv.weight"},         {"baichuan", ".self_attn.W_pack.weight"},
     };
     const char *mt = dora_config_model_type(c);
+    int mg = util_has_suffix(name, ".self_attention.linear_qkv.weight") ||
+             util_has_suffix(name, ".mlp.linear_fc1.weight");
+    if (mg && !c && util_has_suffix(name, ".linear_qkv.weight"))
+        return dora_errf(err, "tensor '%s' is Megatron's fused q, k, v; splitting it needs "
+                              "num_attention_heads (and num_query_groups, kv_channels) from "
+                              "a config.json beside the base (--no-split analyses it whole)",
+                         name);
     size_t i = 0, n = sizeof fused / sizeof fused[0];
-    while (mt && i < n && !(strcmp(mt, fused[i].mt) == 0 && util_has_suffix(name, fused[i].suffix)))
+    while (!mg && mt && i < n &&
+           !(strcmp(mt, fused[i].mt) == 0 && util_has_suffix(name, fused[i].suffix)))
         i++;
-    if (!mt || i == n)
+    if (!c || (!mg && (!mt || i == n)))
         return 0;
-    int r = layout_of(c, mt, name, f, err);
+    int r = mg ? megatron(c, name, rows, f, err) : layout_of(c, mt, name, f, err);
     if (r <= 0)
         return r;
     int64_t per = 0;
@@ -183,7 +232,7 @@ int dora_fused_layout(const dora_config *c, const char *name, int64_t rows, dora
         return dora_errf(err, "tensor '%s' has %lld rows, but '%s' (model_type %s) makes "
                               "%lld groups of %lld + %lld + %lld rows; --no-split analyses it "
                               "whole",
-                         name, (long long)rows, dora_config_path(c), mt,
+                         name, (long long)rows, dora_config_path(c), mt ? mt : "none",
                          (long long)f->groups, (long long)f->seg[0], (long long)f->seg[1],
                          (long long)f->seg[2]);
     return 1;

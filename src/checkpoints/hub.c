@@ -38,6 +38,15 @@ static int is_hash(const char *s)
     return strlen(s) == 40 && strspn(s, "0123456789abcdef") == 40;
 }
 
+/* Whether SPEC has the form ORG/NAME[@REVISION]. */
+static int id_form(const char *spec)
+{
+    const char *slash = strchr(spec, '/'), *at = strchr(spec, '@');
+    const char *end = at ? at : spec + strlen(spec);
+    return slash && slash < end && id_part_ok(spec, (size_t)(slash - spec)) &&
+           id_part_ok(slash + 1, (size_t)(end - slash - 1)) && (!at || rev_ok(at + 1));
+}
+
 /* The cache folder (allocated), from the environment as huggingface_hub reads it. */
 static char *cache_dir(void)
 {
@@ -86,8 +95,7 @@ int dora_hub_resolve(const char *spec, char **snapshot, dora_err *err)
     *snapshot = NULL;
     const char *slash = strchr(spec, '/'), *at = strchr(spec, '@');
     const char *end = at ? at : spec + strlen(spec);
-    if (!slash || slash > end || !id_part_ok(spec, (size_t)(slash - spec)) ||
-        !id_part_ok(slash + 1, (size_t)(end - slash - 1)) || (at && !rev_ok(at + 1)))
+    if (!id_form(spec))
         return 0;
     const char *rev = at ? at + 1 : "main";
     char *cache = cache_dir();
@@ -127,4 +135,28 @@ int dora_hub_resolve(const char *spec, char **snapshot, dora_err *err)
     }
     *snapshot = snap;
     return 1;
+}
+
+
+char *dora_hub_repo_id(const char *path)
+{
+    if (id_form(path) && !util_is_dir(path) && !util_is_file(path))
+        return strdup(path);
+    for (const char *p = path; (p = strstr(p, "models--")) != NULL; p += 8) {
+        if (p != path && p[-1] != '/')
+            continue;
+        const char *org = p + 8, *sep = strstr(org, "--");
+        size_t comp = strcspn(org, "/");
+        if (!sep || sep >= org + comp)
+            continue;
+        const char *name = sep + 2;
+        size_t no = (size_t)(sep - org), nn = comp - no - 2;
+        if (!id_part_ok(org, no) || !id_part_ok(name, nn))
+            continue;
+        char *id = malloc(no + nn + 2);
+        if (id)
+            snprintf(id, no + nn + 2, "%.*s/%.*s", (int)no, org, (int)nn, name);
+        return id;
+    }
+    return NULL;
 }

@@ -3,6 +3,7 @@
 #include "dora/model.h"
 #include "dora/guard.h"
 #include "dora/hub.h"
+#include "dora/meta_mp.h"
 #include "dora/tune_shards.h"
 #include "dora/torchzip.h"
 #include "core/util.h"
@@ -26,20 +27,6 @@ static int by_name_cmp(const void *pa, const void *pb)
 }
 
 static int shard_name_ok(const char *s);
-
-/* Meta's model-parallel consolidated.NN.pth beyond 00: refused, not joined. */
-static int meta_shards(const char *dir, dora_err *err)
-{
-    char *p = util_join(dir, "consolidated.01.pth");
-    int more = p && util_is_file(p);
-    free(p);
-    if (more)
-        return dora_errf(err, "'%s': consolidated.01.pth: Meta's model-parallel shards are not "
-                              "joined here; convert them to one state dict first (HF's "
-                              "convert_llama_weights_to_hf.py)",
-                         dir);
-    return 0;
-}
 
 /* The model states file of DeepSpeed's tag folder DIR/TAG; see probe_deepspeed. */
 static int deepspeed_states(const char *dir, const char *tag, dora_model_kind *kind,
@@ -189,17 +176,12 @@ int dora_model_probe(const char *path, dora_model_kind *kind, char **model_path,
         {TORCH_INDEX_NAME, DORA_MODEL_SHARDED},
         {"pytorch_model.bin", DORA_MODEL_TORCH},
         {"pytorch_model_fsdp.bin", DORA_MODEL_TORCH}, /* accelerate, FULL_STATE_DICT */
-        {"consolidated.00.pth", DORA_MODEL_TORCH},    /* Meta's Llama (model-parallel: refused) */
+        {"consolidated.00.pth", DORA_MODEL_TORCH},    /* Meta's Llama (.01 ...: joined) */
     };
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
         char *p = util_join(path, known[i].name);
         if (!p)
             return dora_errf(err, "out of memory");
-        if (util_is_file(p) && strcmp(known[i].name, "consolidated.00.pth") == 0 &&
-            meta_shards(path, err) != 0) {
-            free(p);
-            return -1;
-        }
         if (util_is_file(p)) {
             *kind = known[i].kind;
             if (known[i].kind == DORA_MODEL_ADAPTER) {
@@ -274,16 +256,17 @@ static int add_file(dora_model *m, st_file *f, size_t *cap, dora_err *err)
     return 0;
 }
 
-/* Build the sorted name table and refuse a name held by two files. */
-static int index_names(dora_model *m, dora_err *err)
+/* Build the sorted name table of the first NF files and refuse a name held
+ * by two files. */
+static int index_files(dora_model *m, size_t nf, dora_err *err)
 {
     size_t n = 0;
-    for (size_t i = 0; i < m->nfiles; i++)
+    for (size_t i = 0; i < nf; i++)
         n += m->files[i]->ntensors;
     m->by_name = calloc(n ? n : 1, sizeof *m->by_name);
     if (!m->by_name)
         return dora_errf(err, "out of memory");
-    for (size_t i = 0; i < m->nfiles; i++)
+    for (size_t i = 0; i < nf; i++)
         for (size_t j = 0; j < m->files[i]->ntensors; j++)
             m->by_name[m->ntensors++] = &m->files[i]->tensors[j];
     qsort(m->by_name, m->ntensors, sizeof *m->by_name, by_name_cmp);
@@ -292,6 +275,11 @@ static int index_names(dora_model *m, dora_err *err)
             return dora_errf(err, "tensor '%s' is stored twice, in '%s' and in '%s'",
                              m->by_name[i]->name, m->by_name[i - 1]->file, m->by_name[i]->file);
     return 0;
+}
+
+static int index_names(dora_model *m, dora_err *err)
+{
+    return index_files(m, m->nfiles, err);
 }
 
 /* A shard name from an index must be a plain file name in the index's folder. */
@@ -464,6 +452,35 @@ static int open_tune_shards(dora_model *m, const char *path, dora_err *err)
     return rc == 0 ? index_names(m, err) : -1;
 }
 
+/* Meta's consolidated.00.pth with .01 ... beside it: every shard opened (and
+ * kept, so that a change to any is noticed), joined into shard 0's tensors,
+ * which alone are the model's names. */
+static int open_meta_mp(dora_model *m, const char *path, dora_err *err)
+{
+    char *dir = util_dirname(path), **paths = NULL;
+    size_t n = 0, fcap = 0;
+    if (!dir || dora_meta_mp_shards(dir, &paths, &n, err) != 0) {
+        int oom = !dir;
+        free(dir);
+        return oom ? dora_errf(err, "out of memory") : -1;
+    }
+    free(dir);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        st_file *f;
+        if (rc == 0 && (rc = pt_open(&f, paths[i], err)) == 0 &&
+            (rc = add_file(m, f, &fcap, err)) != 0)
+            st_close(f);
+        free(paths[i]);
+    }
+    free(paths);
+    if (rc == 0 && n > 1) {
+        m->kind = DORA_MODEL_SHARDED;
+        rc = dora_meta_mp_join(m->files, m->nfiles, err);
+    }
+    return rc == 0 ? index_files(m, 1, err) : -1;
+}
+
 /* DeepSpeed's model states under ZeRO stage 3 hold the parameters as empty
  * placeholders (the weights are partitioned in the optimizer files): an error
  * that names the script which rebuilds them. */
@@ -521,6 +538,8 @@ int dora_model_open(dora_model **out, const char *path, dora_err *err)
         rc = open_sharded(m, mpath, err);
     } else if (tune) {
         rc = open_tune_shards(m, mpath, err);
+    } else if (util_has_suffix(mpath, "/consolidated.00.pth")) {
+        rc = open_meta_mp(m, mpath, err);
     } else {
         st_file *f;
         size_t fcap = 0;

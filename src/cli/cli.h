@@ -147,6 +147,12 @@ int cli_option_once(cli_seen *seen, const char *cmd, int c, const struct option 
 #define CLI_LORA_MEM_MIN ((int64_t)1 << 20)
 int cli_parse_lora_mem(const char *cmd, const char *arg, uint64_t *bytes);
 
+/* --rename ARG of CMD (repeatable: not through cli_option_once) checked and
+ * appended to RENAMES[*N] (DORA_MAX_RENAMES of them, align.h); --transpose
+ * ARG checked: -1 to go on, else a usage error (EXIT_USAGE). */
+int cli_add_rename(const char *cmd, const char *arg, const char **renames, size_t *n);
+int cli_check_transpose(const char *cmd, const char *arg);
+
 /* ---- the terminal of a long command (term.c) ---------------------------- */
 
 /* --progress=WHEN */

@@ -48,7 +48,8 @@ static const char analyze_help[] =
     "  --transpose RE    FT weights whose name matches RE are stored [in, out] (Conv1D):\n"
     "                    read them as [out, in] (gpt2-like bases: from config.json)\n"
     "  --no-split        analyse fused projections (qkv_proj, query_key_value, c_attn,\n"
-    "                    Wqkv, W_pack, gate_up_proj) whole, not split into q/k/v parts\n"
+    "                    Wqkv, W_pack, gate_up_proj, linear_qkv, linear_fc1) whole, not\n"
+    "                    split into q/k/v parts\n"
     "  -j, --jobs N      threads (default: all cores)\n"
     "  --mem SIZE        memory for the LoRA/DoRA factors and buffers, all threads,\n"
     "                    e.g. 256M (default: 64M); steps are taken in groups that fit\n"
@@ -113,7 +114,7 @@ static int parse_options(int argc, char **argv, analyze_args *a)
     cli_seen seen = {{0}};
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:j:qh", longopts, NULL)) != -1) {
-        if ((st = cli_option_once(&seen, "analyze", c, longopts)) >= 0)
+        if (c != OPT_RENAME && (st = cli_option_once(&seen, "analyze", c, longopts)) >= 0)
             return st;
         switch (c) {
         case OPT_BASE: a->base_path = optarg; break;
@@ -145,25 +146,16 @@ static int parse_options(int argc, char **argv, analyze_args *a)
             if ((st = cli_parse_progress("analyze", optarg, &a->progress)) >= 0)
                 return st;
             break;
-        case OPT_RENAME: {
-            dora_err e;
-            if (a->nrenames == DORA_MAX_RENAMES)
-                return cli_usage_error("analyze", "at most %d --rename options", DORA_MAX_RENAMES);
-            if (dora_rename_check(optarg, &e) != 0)
-                return cli_usage_error("analyze", "--rename %s", e.msg);
-            a->renames[a->nrenames++] = optarg;
+        case OPT_RENAME:
+            if ((st = cli_add_rename("analyze", optarg, a->renames, &a->nrenames)) >= 0)
+                return st;
             break;
-        }
         case OPT_NO_SPLIT: a->no_split = 1; break;
-        case OPT_TRANSPOSE: {
-            dora_filter f;
-            dora_err e;
-            if (dora_filter_compile(&f, optarg, NULL, &e) != 0)
-                return cli_usage_error("analyze", "--transpose %s", e.msg);
-            dora_filter_free(&f);
+        case OPT_TRANSPOSE:
+            if ((st = cli_check_transpose("analyze", optarg)) >= 0)
+                return st;
             a->transpose = optarg;
             break;
-        }
         case 'q': a->quiet = 1; break;
         case 'h':
             fputs(analyze_help, stdout);

@@ -3,6 +3,7 @@
  * that an output never replaces an input or a file this tool did not write. */
 #define _GNU_SOURCE
 #include "cli/cli.h"
+#include "dora/align.h"
 #include "dora/run.h"
 #include "dora/filter.h"
 #include "dora/h5out.h"
@@ -341,5 +342,26 @@ int cli_parse_lora_mem(const char *cmd, const char *arg, uint64_t *bytes)
         return cli_usage_error(cmd, "--mem wants a size of at least 1M, such as 64M or 2G, not '%s'",
                                arg);
     *bytes = (uint64_t)v;
+    return -1;
+}
+
+int cli_add_rename(const char *cmd, const char *arg, const char **renames, size_t *n)
+{
+    dora_err e;
+    if (*n == DORA_MAX_RENAMES)
+        return cli_usage_error(cmd, "at most %d --rename options", DORA_MAX_RENAMES);
+    if (dora_rename_check(arg, &e) != 0)
+        return cli_usage_error(cmd, "--rename %s", e.msg);
+    renames[(*n)++] = arg;
+    return -1;
+}
+
+int cli_check_transpose(const char *cmd, const char *arg)
+{
+    dora_filter f;
+    dora_err e;
+    if (dora_filter_compile(&f, arg, NULL, &e) != 0)
+        return cli_usage_error(cmd, "--transpose %s", e.msg);
+    dora_filter_free(&f);
     return -1;
 }

@@ -3,6 +3,7 @@
  * HDF5, with a tidy table on stdout. */
 #define _GNU_SOURCE
 #include "cli/cli.h"
+#include "dora/align.h"
 #include "dora/h5out.h"
 #include "dora/model.h"
 #include "dora/run.h"
@@ -42,6 +43,14 @@ static const char spectrum_help[] =
     "  -o, --output FILE HDF5 file to write (replaced atomically when complete)\n"
     "  --modules RE      analyse only modules whose name matches RE (POSIX extended)\n"
     "  --exclude RE      leave out modules whose name matches RE\n"
+    "  --rename 'RE=REP' rewrite checkpoint tensor names (PCRE2, every match; $1 for a\n"
+    "                    group) before they are matched to the base's; repeatable\n"
+    "  --transpose RE    FT weights whose name matches RE are stored [in, out] (Conv1D):\n"
+    "                    read them as [out, in] (gpt2-like bases: from config.json)\n"
+    "  --no-split        analyse fused projections (qkv_proj, query_key_value, c_attn,\n"
+    "                    Wqkv, W_pack, gate_up_proj, linear_qkv) whole, not split into\n"
+    "                    q/k/v parts; with --base, modules are chosen as analyze\n"
+    "                    chooses them (names aligned, Conv1D transposed, fused split)\n"
     "  --top K           keep the top K singular values per module and step (dense\n"
     "                    updates: partial SVD, randomised when K is small)\n"
     "  --threshold T     intruder threshold on |cos|, 0 < T <= 1 (default 0.5)\n"
@@ -131,6 +140,7 @@ static void print_table(const dora_spectrum *sp)
 typedef struct spectrum_args {
     const char *base_path, *out, *modules_re, *exclude_re;
     dora_spectrum_opts opts;
+    const char *renames[DORA_MAX_RENAMES];
     int quiet, force, progress;
     cli_term term; /* the progress line */
 } spectrum_args;
@@ -139,7 +149,8 @@ typedef struct spectrum_args {
 static int parse_number(int c, const char *arg, spectrum_args *a);
 
 enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_TOP, OPT_THRESHOLD, OPT_SUBSPACE,
-       OPT_COMPARE, OPT_EXACT, OPT_FORCE, OPT_MEM, OPT_CACHE, OPT_PROGRESS };
+       OPT_COMPARE, OPT_EXACT, OPT_FORCE, OPT_MEM, OPT_CACHE, OPT_PROGRESS, OPT_RENAME,
+       OPT_TRANSPOSE, OPT_NO_SPLIT };
 
 /* Options into *A (optind then at the first run). -1 to go on, else the exit
  * status to return (--help, a usage error). */
@@ -160,6 +171,9 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
         {"mem", required_argument, NULL, OPT_MEM},
         {"cache", required_argument, NULL, OPT_CACHE},
         {"progress", required_argument, NULL, OPT_PROGRESS},
+        {"rename", required_argument, NULL, OPT_RENAME},
+        {"transpose", required_argument, NULL, OPT_TRANSPOSE},
+        {"no-split", no_argument, NULL, OPT_NO_SPLIT},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -169,7 +183,7 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, ":o:j:qh", longopts, NULL)) != -1) {
-        if ((r = cli_option_once(&seen, "spectrum", c, longopts)) >= 0)
+        if (c != OPT_RENAME && (r = cli_option_once(&seen, "spectrum", c, longopts)) >= 0)
             return r;
         switch (c) {
         case OPT_BASE: a->base_path = optarg; break;
@@ -187,6 +201,17 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
         case OPT_COMPARE: a->opts.compare = 1; break;
         case OPT_CACHE: a->opts.cache_dir = optarg; break;
         case OPT_EXACT: a->opts.randomized = 0; break;
+        case OPT_RENAME:
+            if ((r = cli_add_rename("spectrum", optarg, a->renames, &a->opts.nrenames)) >= 0)
+                return r;
+            a->opts.renames = a->renames;
+            break;
+        case OPT_TRANSPOSE:
+            if ((r = cli_check_transpose("spectrum", optarg)) >= 0)
+                return r;
+            a->opts.transpose = optarg;
+            break;
+        case OPT_NO_SPLIT: a->opts.no_split = 1; break;
         case OPT_FORCE: a->force = 1; break;
         case OPT_PROGRESS:
             if ((r = cli_parse_progress("spectrum", optarg, &a->progress)) >= 0)
@@ -208,6 +233,9 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
         return cli_usage_error("spectrum", "no run given");
     if (strlen(a->out) + 64 > 4096)
         return cli_usage_error("spectrum", "output path too long");
+    if (!a->base_path && (a->opts.nrenames || a->opts.transpose))
+        return cli_usage_error("spectrum", "%s names full weights, which need --base",
+                               a->opts.nrenames ? "--rename" : "--transpose");
     if (a->opts.compare && argc - optind < 2)
         return cli_usage_error("spectrum", "--compare needs at least two runs");
     struct stat st;

@@ -24,6 +24,17 @@ int util_has_suffix(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
+int util_append_item(char **s, const char *add)
+{
+    size_t had = *s ? strlen(*s) : 0, n = strlen(add);
+    char *p = realloc(*s, had + n + 3);
+    if (!p)
+        return -1;
+    snprintf(p + had, n + 3, "%s%s", had ? "; " : "", add);
+    *s = p;
+    return 0;
+}
+
 char *util_join(const char *dir, const char *name)
 {
     size_t n = strlen(dir), m = strlen(name);

@@ -10,6 +10,9 @@
 int util_has_suffix(const char *s, const char *suffix);
 /* "dir/name", newly allocated (NULL when out of memory). */
 char *util_join(const char *dir, const char *name);
+/* *S = *S + "; " + ADD (just ADD when *S is NULL), reallocated: 0, or -1 out
+ * of memory (*S unchanged). */
+int util_append_item(char **s, const char *add);
 /* Folder part of a path ("." when there is none), newly allocated. */
 char *util_dirname(const char *path);
 /* Last component without trailing slashes, newly allocated. */

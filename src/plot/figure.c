@@ -3,6 +3,7 @@
  * figure into a private temporary that is renamed over it. */
 #define _GNU_SOURCE
 #include "plot/draw.h"
+#include "dora/hub.h"
 #include "core/util.h"
 
 #include <errno.h>
@@ -79,8 +80,13 @@ static const char *method_label(const char *m)
     return m;
 }
 
+/* The base's name for titles: its hub repository id (not a snapshot's hash),
+ * else the file or folder name. */
 static char *model_name(const dora_result *r)
 {
+    char *id = dora_hub_repo_id(r->base_path);
+    if (id)
+        return id;
     char *b = util_basename(r->base_path);
     if (b && util_has_suffix(b, ".safetensors"))
         b[strlen(b) - strlen(".safetensors")] = '\0';

@@ -1,6 +1,7 @@
 /* join.c - joining results of steps of one run; see include/dora/join.h. */
 #define _XOPEN_SOURCE 700 /* strdup, with POSIX 2008 */
 #include "dora/join.h"
+#include "core/util.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -263,6 +264,13 @@ static int join_notes(const joinctx *j, dora_result *out, dora_err *err)
         for (size_t q = 0; q < j->parts[i]->nfailures; q++)
             if (add_str(&out->failures, &out->nfailures, j->parts[i]->failures[q]) != 0)
                 return dora_errf(err, "out of memory");
+    }
+    /* how names were matched: each part's, once, as analyze joins its steps' */
+    for (size_t i = 0; i < j->n; i++) {
+        const char *a = j->parts[i]->name_alignment;
+        if (a && !(out->name_alignment && strstr(out->name_alignment, a)) &&
+            util_append_item(&out->name_alignment, a) != 0)
+            return dora_errf(err, "out of memory");
     }
     if (j->dropped && j->n > 1) {
         char buf[1200];

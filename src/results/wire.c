@@ -46,6 +46,8 @@ int dora_result_pack(const dora_result *r, unsigned char **buf, size_t *len, dor
     wire_put_u64(&b, r->nfailures);
     for (size_t i = 0; i < r->nfailures; i++)
         wire_put_str(&b, r->failures[i]);
+    if (r->name_alignment) /* optional, last: records without it stay readable */
+        wire_put_str(&b, r->name_alignment);
     if (b.oom) {
         free(b.p);
         return dora_errf(err, "out of memory packing the results of run '%s'", r->name);
@@ -151,6 +153,8 @@ int dora_result_unpack(dora_result *r, const unsigned char *buf, size_t len, con
         }
     if (unpack_strs(&b, &r->notes, &r->nnotes) != 0 ||
         unpack_strs(&b, &r->failures, &r->nfailures) != 0)
+        goto bad;
+    if (len - b.off >= 8 && !(r->name_alignment = wire_get_str(&b)))
         goto bad;
     if (b.off != len) {
         why = "trailing bytes";

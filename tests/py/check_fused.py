@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """Check the parts of a fused weight against NumPy.
 
-    check_fused.py DATA CASE OUT.h5 [RUN]
+    check_fused.py DATA CASE OUT.h5 [RUN [PLAIN.h5]]
 
 OUT.h5 holds the run RUN (default "ft"; "lora": W = W0 + (alpha / r) B A from
 the adapter) of DATA/CASE (gen_fused.py). The fused tensor must be
 gone, replaced by NAME[part] for each part, with the rows cases.json gives; the
 changed part's dM and dD equal a float64 NumPy reference over its rows (rtol
-1e-9), every other part's dM and dD exactly 0. Exit 0 if all hold.
+1e-9), every other part's dM and dD exactly 0. With PLAIN.h5 (the run RUN of
+DATA/CASE_plain, the same weights unfused) each part's dM and dD also equal
+those of its unfused tensor NAME.PART.weight to 1e-12 relative. Exit 0 if all
+hold.
 """
 
 import json
@@ -43,6 +46,12 @@ def main():
         m = "base_model.model." + name[:-len(".weight")]
         wt = w0 + cfg["lora_alpha"] / cfg["r"] * ad[m + ".lora_B.weight"] @ ad[m + ".lora_A.weight"]
     bad = []
+    plain = {}
+    if len(sys.argv) > 5:
+        with h5py.File(sys.argv[5], "r") as f:
+            g = f["runs/" + run]
+            for li, m in enumerate(g["modules"].asstr()[()]):
+                plain[m] = (g["delta_m"][0, li], g["delta_d"][0, li])
     with h5py.File(out, "r") as f:
         g = f["runs/" + run]
         mods = [m.decode() if isinstance(m, bytes) else m for m in g["modules"][()]]
@@ -63,6 +72,11 @@ def main():
                     bad.append(f"{m}: dM {got_m!r} dD {got_d!r}, NumPy {rm!r} {rd!r}")
             elif got_m != 0.0 or got_d != 0.0:
                 bad.append(f"{m}: unchanged part has dM {got_m!r} dD {got_d!r}, want 0")
+            if len(sys.argv) > 5:
+                pm, pd = plain.get(f"{name[:-len('.weight')]}.{part}.weight", (None, None))
+                if pm is None or not (abs(got_m - pm) <= 1e-12 * abs(pm) and
+                                      abs(got_d - pd) <= 1e-12 * abs(pd)):
+                    bad.append(f"{m}: dM {got_m!r} dD {got_d!r}, unfused {pm!r} {pd!r}")
     for b in bad[:5]:
         print(f"{case} {run}: {b}")
     sys.exit(1 if bad else 0)

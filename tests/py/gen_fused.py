@@ -16,6 +16,10 @@ fused output (written for this test, not shared with the tool):
   gpt2 c_attn (Conv1D, stored [in, out]): split(n_embd) of the output
   qwen c_attn: split(kv_channels * nh); mpt Wqkv: split([d, kv * hd, kv * hd]);
   baichuan W_pack: unflatten(3, hidden)
+  megatron linear_qkv: view(ng, (nh / ng + 2) * hd) -> per query group q, k, v;
+          linear_fc1 of a gated MLP: chunk(2) -> gate | up
+OUT_DIR/CASE_plain/ holds the same weights unfused, one tensor
+NAME.PART.weight ([out, in]) per part, without config.json.
 cases.json lists per case: tensor name, the part changed, and for every part
 the row indices (of the [out, in] weight) it owns. Cases in LORA_CASES also
 get lora/checkpoint-1/, a PEFT LoRA adapter (r = 2, alpha = 4; fan_in_fan_out
@@ -83,6 +87,17 @@ def cases():
            "transformer.blocks.0.attn.Wqkv.weight", False,
            {"q": list(range(H)), "k": list(range(H, H + HD)),
             "v": list(range(H + HD, H + 2 * HD))}, "k")
+    # Megatron-Core / NeMo: no model_type; mixed_qkv.view(ng, (nh/ng + 2) * hd), then split
+    yield ("megatron", None, {"num_attention_heads": NH, "num_query_groups": NKV,
+                              "hidden_size": H, "kv_channels": HD},
+           "decoder.layers.0.self_attention.linear_qkv.weight", False,
+           {"q": rows_by_view((NKV, qpg + 2, HD), (slice(None), slice(0, qpg))),
+            "k": rows_by_view((NKV, qpg + 2, HD), (slice(None), qpg)),
+            "v": rows_by_view((NKV, qpg + 2, HD), (slice(None), qpg + 1))}, "q")
+    yield ("megatron_fc1", None, {"num_attention_heads": NH, "hidden_size": H,
+                                  "ffn_hidden_size": INTER, "gated_linear_unit": True},
+           "model.decoder.layers.0.mlp.linear_fc1.weight", False,
+           {"gate": list(range(INTER)), "up": list(range(INTER, 2 * INTER))}, "gate")
     yield ("baichuan", "baichuan", {"hidden_size": H, "num_attention_heads": NH},
            "model.layers.0.self_attn.W_pack.weight", False,
            {p: list(range(i * H, (i + 1) * H)) for i, p in enumerate("qkv")}, "q")
@@ -101,6 +116,15 @@ def lora(ck, name, rows, idx, conv1d, rng):
     with open(os.path.join(ck, "adapter_config.json"), "w") as f:
         json.dump({"peft_type": "LORA", "r": r, "lora_alpha": 4,
                    "target_modules": [name.split(".")[-2]], "fan_in_fan_out": conv1d}, f)
+
+
+def plain(d, name, parts, w0, wt, other):
+    """The same weights unfused: one tensor NAME[:-7].PART.weight per part, its rows."""
+    for sub, w in (("base", w0), (os.path.join("ft", "checkpoint-1"), wt)):
+        os.makedirs(os.path.join(d, sub))
+        t = {f"{name[:-len('.weight')]}.{p}.weight": np.ascontiguousarray(w[rows])
+             for p, rows in parts.items()}
+        stio.write_safetensors(os.path.join(d, sub, "model.safetensors"), {**t, **other})
 
 
 def main():
@@ -122,7 +146,8 @@ def main():
             stio.write_safetensors(os.path.join(d, "model.safetensors"),
                                    {name: store(w), **other})
         with open(os.path.join(out, case, "base", "config.json"), "w") as f:
-            json.dump({"model_type": mt, **cfg}, f)
+            json.dump({**({"model_type": mt} if mt else {}), **cfg}, f)
+        plain(os.path.join(out, case + "_plain"), name, parts, w0, wt, other)
         if case in LORA_CASES:
             lora(os.path.join(out, case, "lora", "checkpoint-1"), name, rows, idx, conv1d, rng)
         listed.append({"case": case, "tensor": name, "changed": changed, "parts": parts})

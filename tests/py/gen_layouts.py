@@ -34,7 +34,11 @@ tests/py/stio.py) is the reference the tests compare each one with.
   torchtune/ torchtune_meta/   meta_model_S.pt with torchtune's own / Meta's names
   torchtune_hf/                hf_model_000N_S.pt: two shards per epoch S (torchtune's HF format)
   torchtune_gap/               hf_model_0001_1.pt and hf_model_0003_1.pt: a shard missing
-  meta_mp/                     consolidated.00.pth and .01.pth: model-parallel, refused
+  meta_mp/checkpoint-S/        consolidated.00.pth and .01.pth: Meta's model-parallel ranks
+                               (Llama 2: the embedding split on dim 1)
+  meta_mp3/checkpoint-S/       consolidated.00.pth .. .03.pth (Llama 3: the embedding on dim 0)
+  meta_mp_gap/ meta_mp_norm/ meta_mp_unknown/  shards 00 and 02 only; a replicated norm that
+                               differs between ranks; a tensor whose split is not known
   noconfig/base.safetensors    the base without config.json (no head counts)
   only_objects.bin             {"w": os.system(...)}: no tensor, only a call that must not run
 """
@@ -222,6 +226,24 @@ def llama_names(w, table):
     return out
 
 
+# Meta's llama model.py: ColumnParallelLinear (wq wk wv w1 w3 output) holds a slice of the
+# output rows, RowParallelLinear (wo w2) of the input columns; the embedding is
+# ParallelEmbedding (dim 1) in Llama 1 and 2, VocabParallelEmbedding (dim 0) in Llama 3.
+MP_DIM = {"wq": 0, "wk": 0, "wv": 0, "w1": 0, "w3": 0, "output": 0, "wo": 1, "w2": 1}
+
+
+def mp_shards(sd, n, emb_dim):
+    """A Meta state dict as N model-parallel ranks: each tensor chunked on its layer's dim."""
+    ranks = [collections.OrderedDict() for _ in range(n)]
+    for k, v in sd.items():
+        layer = k.split(".")[-2]
+        dim = emb_dim if layer == "tok_embeddings" else MP_DIM.get(layer)
+        parts = [v] * n if dim is None else torch.chunk(v, n, dim=dim)
+        for r in range(n):
+            ranks[r][k] = parts[r].clone()
+    return ranks
+
+
 def save(obj, path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     torch.save(obj, path)
@@ -263,6 +285,9 @@ def main():
                                                  "consolidated.00.pth"))
         with open(os.path.join(out, "meta", f"checkpoint-{s}", "params.json"), "w") as f:
             f.write('{"dim": %d, "n_heads": %d, "n_kv_heads": %d}' % (H, NH, NKV))
+        for d, n, emb in (("meta_mp", 2, 1), ("meta_mp3", 4, 0)):
+            for r, sd in enumerate(mp_shards(llama_names(w, META), n, emb)):
+                save(sd, os.path.join(out, d, f"checkpoint-{s}", f"consolidated.{r:02d}.pth"))
         save(llama_names(w, TUNE), os.path.join(out, "torchtune", f"meta_model_{s}.pt"))
         save(llama_names(w, META), os.path.join(out, "torchtune_meta", f"meta_model_{s}.pt"))
         sd = torch_sd(w)
@@ -305,8 +330,17 @@ def main():
     gpt2(out, rng)
     for i in (1, 3):
         save(torch_sd(w1), os.path.join(out, "torchtune_gap", f"hf_model_{i:04d}_1.pt"))
-    for n in ("00", "01"):
-        save(llama_names(w1, META), os.path.join(out, "meta_mp", f"consolidated.{n}.pth"))
+    ranks = mp_shards(llama_names(w1, META), 3, 1)
+    for r in (0, 2):
+        save(ranks[r], os.path.join(out, "meta_mp_gap", f"consolidated.{r:02d}.pth"))
+    ranks = mp_shards(llama_names(w1, META), 2, 1)
+    ranks[1]["layers.1.attention_norm.weight"] = ranks[1]["layers.1.attention_norm.weight"] * 1.5
+    for r, sd in enumerate(ranks):
+        save(sd, os.path.join(out, "meta_mp_norm", f"consolidated.{r:02d}.pth"))
+    ranks = mp_shards(llama_names(w1, META), 2, 1)
+    for r, sd in enumerate(ranks):
+        sd["layers.0.attention.adapter.weight"] = torch.zeros(4, 16)
+        save(sd, os.path.join(out, "meta_mp_unknown", f"consolidated.{r:02d}.pth"))
     torch.save({"w": Call(f"touch {os.path.join(os.path.abspath(out), 'PWNED')}")},
                os.path.join(out, "only_objects.bin"))
 

@@ -1,11 +1,12 @@
 #!/bin/bash
 # Fused projections split into parts (issue #16): tests/py/gen_fused.py writes, per
 # architecture (Phi-3 qkv_proj and gate_up_proj, GPT-NeoX, Falcon's three layouts, GPT-2
-# c_attn, Qwen-1 c_attn, MPT Wqkv multi-query, Baichuan W_pack), a base with its
-# config.json and a fine-tune that changes the rows of one part only (and, for four of them, a
+# c_attn, Qwen-1 c_attn, MPT Wqkv multi-query, Baichuan W_pack, Megatron-Core linear_qkv per
+# query group and its gated linear_fc1), a base with its config.json and a fine-tune that changes the rows of one part only (and, for four of them, a
 # LoRA run whose B is zero outside that part); tests/py/check_fused.py wants NAME[part]
 # modules with the modelling code's rows, the changed part equal to NumPy (1e-9) and every
-# other part exactly dM = dD = 0. --no-split analyses the weight whole; sizes that do not add
+# other part exactly dM = dD = 0, and every part's numbers equal to those of the same weights
+# stored unfused (1e-12 relative). --no-split analyses the weight whole; sizes that do not add
 # up and a missing head count are errors (exit 1) naming the tensor and the option.
 set -u
 SUITE=fused
@@ -15,7 +16,9 @@ D=$TMP/data
 . "$ROOT/tests/suite_gen.sh"
 gen_data gen_fused.py
 
-for c in phi3_qkv phi3_gate_up neox falcon_new falcon_mq falcon_old gpt2 qwen mpt_mqa baichuan; do
+CASES="phi3_qkv phi3_gate_up neox falcon_new falcon_mq falcon_old gpt2 qwen mpt_mqa baichuan
+    megatron megatron_fc1"
+for c in $CASES; do
     run "$c" "$BIN" analyze --base "$D/$c/base" -o "$TMP/$c.h5" ft="$D/$c/ft"
     crashed "$c" && continue
     if [ $RC -ne 0 ]; then
@@ -26,6 +29,22 @@ for c in phi3_qkv phi3_gate_up neox falcon_new falcon_mq falcon_old gpt2 qwen mp
         pass "$c"
     else
         fail "$c" "$(peek "$LOG/$c.check" 400)"
+    fi
+done
+
+# each part equals the same weights unfused (CASE_plain: one tensor per part), 1e-12 relative
+for c in $CASES; do
+    [ -s "$TMP/$c.h5" ] || continue
+    run "plain-$c" "$BIN" analyze --base "$D/${c}_plain/base" -o "$TMP/plain-$c.h5" \
+        ft="$D/${c}_plain/ft"
+    crashed "plain-$c" && continue
+    if [ $RC -ne 0 ]; then
+        fail "plain-$c" "exit $RC: $(peek "$LOG/plain-$c.err")"
+    elif "$PY" "$TP/check_fused.py" "$D" "$c" "$TMP/$c.h5" ft "$TMP/plain-$c.h5" \
+        >"$LOG/plain-$c.check" 2>&1; then
+        pass "plain-$c"
+    else
+        fail "plain-$c" "$(peek "$LOG/plain-$c.check" 400)"
     fi
 done
 
@@ -85,5 +104,13 @@ bad phi3_qkv sizes "qkv_proj.weight' has 32 rows.*16 \+ 12 \+ 12.*--no-split" \
     "c['num_key_value_heads'] = 3"
 bad neox missing-heads "lacks 'num_attention_heads'.*query_key_value.*--no-split" \
     "del c['num_attention_heads']"
+bad megatron megatron-sizes "linear_qkv.weight' has 32 rows.*model_type none.*4 groups of 8 \+ 4 \+ 4" \
+    "c['num_query_groups'] = 4; c['num_attention_heads'] = 8"
+bad megatron megatron-groups "4 heads are not a multiple of 3 query groups" \
+    "c['num_query_groups'] = 3"
+bad megatron_fc1 megatron-fc1-sizes "linear_fc1.weight' has 48 rows.*20 \+ 20" \
+    "c['ffn_hidden_size'] = 20"
+bad megatron megatron-no-config "linear_qkv.weight' is Megatron's fused.*config.json.*--no-split" \
+    "import os; os.remove(p); sys.exit(0)"
 bad falcon_new heads-groups "4 heads are not a multiple of 3 kv heads" "c['num_kv_heads'] = 3"
 finish

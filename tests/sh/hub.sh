@@ -3,8 +3,9 @@
 # a cache laid out as huggingface_hub leaves it (models--ORG--NAME/refs/REV holding a commit
 # hash, snapshots/HASH/ of symlinks into blobs/) is found through HF_HUB_CACHE and through
 # HF_HOME; the numbers must equal those of the same base given as a path (the TSV, bit for
-# bit), a revision (a ref or a hash) picks its snapshot, and an id or revision not in the
-# cache is exit 1 naming the cache folder.
+# bit), a revision (a ref or a hash) picks its snapshot, figure titles name the repository
+# (not a snapshot's hash), and an id or revision not in the cache is exit 1 naming the cache
+# folder.
 set -u
 SUITE=hub
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -56,6 +57,22 @@ for rev in v1 "$H2"; do
         pass "$label"
     else
         fail "$label" "exit $RC, or step 1 is not 0: $(peek "$LOG/$label.out") $(peek "$LOG/$label.err")"
+    fi
+done
+
+# figure titles name the repository, not a snapshot's hash: --base ORG/NAME, and a path to a
+# snapshot in the cache (plot --format svg: the title is text in the file)
+run snap-path "$BIN" analyze --base "$R/snapshots/$H1" -o "$TMP/snap.h5" ft="$D/plain"
+for h5 in hf-hub-cache snap; do
+    run "title-$h5" "$BIN" plot "$TMP/$h5.h5" -o "$TMP/figs-$h5" --format svg
+    crashed "title-$h5" && continue
+    svg=$(ls "$TMP/figs-$h5"/fig2_*.svg 2>/dev/null | head -1)
+    if [ $RC -ne 0 ] || [ -z "$svg" ]; then
+        fail "title-$h5" "exit $RC, no figure: $(peek "$LOG/title-$h5.err")"
+    elif grep -q "model test-org/tiny" "$svg" && ! grep -q "$H1" "$svg"; then
+        pass "title-$h5"
+    else
+        fail "title-$h5" "$(basename "$svg"): $(grep -o "model [^<]*" "$svg" | head -1)"
     fi
 done
 

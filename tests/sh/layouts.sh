@@ -1,7 +1,7 @@
 #!/bin/bash
 # Checkpoints as other tools write them (issue #16): tests/py/gen_layouts.py writes one tiny
 # run with the real torch.save in each layout (DDP, torch.compile, nested dicts, Lightning
-# .ckpt folders, DeepSpeed, FSDP) beside the plain safetensors layout; each layout is
+# .ckpt folders, DeepSpeed, FSDP, Meta's model-parallel shards, joined) beside the plain safetensors layout; each layout is
 # analysed in one study with the plain run and tests/py/check_layouts.py wants dM and dD
 # equal to 1e-12 relative (and the plain run equal to a NumPy reference). Bad input --
 # ambiguous alignment, a colliding or invalid --rename, names that share nothing, ZeRO
@@ -49,6 +49,8 @@ same custom_obj "prefix 'state_dict.' removed"
 same renamed "renamed 16 tensor(s)" --rename '^backbone\.blocks\.=model.layers.'
 same ambiguous "renamed 19 tensor(s)" --rename '^model\.='
 same meta "Meta/torchtune Llama names read as HF's (19 renamed, wq/wk rows put in HF's RoPE order)"
+same meta_mp "Meta/torchtune Llama names read as HF's"
+same meta_mp3 "Meta/torchtune Llama names read as HF's"
 same torchtune "Llama names read as HF's (19 renamed, wq/wk rows put in HF's RoPE order)"
 same torchtune_meta "Llama names read as HF's (19 renamed, wq/wk rows"
 same torchtune_hf ""
@@ -101,8 +103,12 @@ refused 1 collide "two tensors the name 'model.layers.0.self_attn.q_proj.weight'
 refused 2 rename-bad-regex "--rename '\(=x'.*not valid" "${A[@]}" --rename '(=x' "$D/collide"
 refused 2 rename-no-eq "not REGEX=REPLACEMENT" "${A[@]}" --rename 'abc' "$D/collide"
 refused 2 transpose-bad-regex "--transpose '\(x'" "${A[@]}" --transpose '(x' "$D/plain"
-refused 1 meta-mp "consolidated.01.pth: Meta's model-parallel shards are not joined" \
-    "${A[@]}" "$D/meta_mp"
+refused 1 meta-mp-gap "consolidated.2.pth exists but consolidated.01.pth does not" \
+    "${A[@]}" "$D/meta_mp_gap"
+refused 1 meta-mp-norm "consolidated.01.pth': tensor 'layers.1.attention_norm.weight' should be the same.*replicated" \
+    "${A[@]}" "$D/meta_mp_norm"
+refused 1 meta-mp-unknown "split of tensor 'layers.0.attention.adapter.weight' is not known" \
+    "${A[@]}" "$D/meta_mp_unknown"
 refused 1 meta-no-config "Llama names: putting wq/wk in HF's row order needs num_attention_heads" \
     "${A[@]/$D\/base.safetensors/$D/noconfig/base.safetensors}" "$D/meta"
 refused 1 torchtune-gap "epoch 1 has shard 3 but not hf_model_0002_1.pt" "${A[@]}" \

@@ -254,6 +254,14 @@ static void test_pack(void)
     CHECK(dora_result_unpack(&back, more, len + 1, "more", &err) != 0 &&
           strstr(err.msg, "trailing"));
     free(more);
+    /* name_alignment, last and optional: round-trips when set */
+    r.name_alignment = strdup("prefix 'module.' removed");
+    free(buf);
+    CHECK(dora_result_pack(&r, &buf, &len, &err) == 0);
+    CHECK_MSG(dora_result_unpack(&back, buf, len, "aligned", &err) == 0, "%s", err.msg);
+    CHECK(same_result(&r, &back) && back.name_alignment &&
+          strcmp(back.name_alignment, r.name_alignment) == 0);
+    dora_result_release(&back);
     dora_result_release(&r);
     free(buf);
 
