@@ -92,6 +92,10 @@ typedef struct dora_adapted {
     const dora_tensor *ia3;     /* IA3: ia3_l, or NULL */
     int ia3_ff;                 /* IA3 on a feedforward module: columns scaled */
     const dora_tensor *aux;     /* VeRA: vera_lambda_d (R is formed against the base's in) */
+    /* kohya / LyCORIS files (see "kohya" below) */
+    char *key;                  /* the file's module key ("lora_unet_..."), owned, else NULL */
+    const dora_tensor *dora_scale; /* LyCORIS / kohya dora_scale, or NULL */
+    int dora_cols;              /* dora_scale [1, in]: 1 (column norms); [out, 1]: 0; [1, 1]: -1 */
 } dora_adapted;
 
 /* One key of rank_pattern or alpha_pattern, in the config's order. */
@@ -128,7 +132,37 @@ typedef struct dora_adapter {
     const dora_tensor *vera_A, *vera_B; /* VeRA's shared projections, or NULL */
     char *init_lora;            /* init_lora_weights "pissa" or "olora" (the base was changed
                                    at initialisation, see below), owned, else NULL */
+    int kohya;                  /* a kohya / LyCORIS / OneTrainer file (format "kohya") */
 } dora_adapter;
+
+/* kohya / LyCORIS / OneTrainer: one .safetensors file, no config. Keys
+ * PREFIX_MODULE.SUFFIX, MODULE the base's module path with '.' read as '_',
+ * PREFIX lora_unet / lora_te / lora_te1 / lora_te2 / lycoris / lora; each
+ * module one family by its keys:
+ *     LoRA / LoCon  lora_down.weight [r, in(, kh, kw)], lora_up.weight
+ *                   [out, r(, 1, 1)]: L = up, R = down (flattened), s = alpha / r
+ *     LoHa          hada_w1_a ... as PEFT's LoHa, s = alpha / r (r: hada_w1_b's rows)
+ *     LoKr          lokr_w1 ... as PEFT's LoKr, s = alpha / r with r the rows of a
+ *                   factored side's _b, or 1 when both sides are full matrices
+ * alpha a scalar tensor; absent, s = 1 (as kohya and LyCORIS load such files).
+ * dora_scale [1, in(, 1, 1)]: the merged weight is V diag(dora_scale / (|V[:, j]|
+ * + eps)) (column norms; a conv's per input channel), formed densely by
+ * dora_adapter_check (the module becomes SAVED); [out, 1(, 1, 1)]: rows
+ * dora_scale_n V[n] / (|V[n]| + eps), as a magnitude; V = W0 + s L R, eps the
+ * machine epsilon of dora_scale's dtype (LyCORIS's torch.finfo). Module keys are
+ * matched to base tensors by dora_adapter_check (docs/adapters.md). */
+
+/* 1 if the regular file PATH is a safetensors file with kohya / LyCORIS keys
+ * (its header is read, no tensor data), else 0 (never an error). */
+int dora_kohya_probe(const char *path);
+/* A kohya / OneTrainer checkpoint file name: "NAME-stepS.safetensors" gives 1
+ * and *N = S (a step), "NAME-E.safetensors" 2 and *N = E (an epoch: kohya's
+ * per-epoch saves), 0 another name, -1 a number beyond INT64_MAX. */
+int dora_kohya_name(const char *name, int64_t *n);
+/* The number of kohya / LyCORIS files in folder DIR whose names give no step
+ * (kohya's last save NAME.safetensors), and the first of them in FIRST (N
+ * bytes); 0 when the folder cannot be listed. */
+size_t dora_kohya_unnumbered(const char *dir, char *first, size_t n);
 
 /* PiSSA / OLoRA: PEFT initialised B0 A0 from W0 (the top-r SVD, s B0 A0 =
  * U_r S_r V_r^T; or the QR, B0 = Q[:, :r], A0 = R[:r]) and trained against

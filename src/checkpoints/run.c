@@ -355,6 +355,20 @@ static int torchtune_hf_epoch(const char *name, int64_t *step)
     return r == 1 && shard != 1 ? 0 : r;
 }
 
+/* kohya's "NAME-stepS.safetensors" (1, *STEP = S) and "NAME-E.safetensors"
+ * (epoch E) files: adapter.h's dora_kohya_name */
+static int kohya_step(const char *name, int64_t *step)
+{
+    int r = dora_kohya_name(name, step);
+    return r == 1 ? 1 : r == 2 ? 0 : r;
+}
+
+static int kohya_epoch(const char *name, int64_t *step)
+{
+    int r = dora_kohya_name(name, step);
+    return r == 2 ? 1 : r == 1 ? 0 : r;
+}
+
 /* The global_step a Lightning checkpoint holds must be the step its name says. */
 static int check_lightning_step(const char *path, int64_t step, dora_err *err)
 {
@@ -388,6 +402,21 @@ static int discover_lightning(dora_run *run, const char *dir, dora_err *err)
                        "'%s': torchtune's checkpoints (meta_model_E.pt or hf_model_NNNN_E.pt), "
                        "epoch E taken as the step",
                        dir);
+    /* kohya / OneTrainer adapter files: steps, else epochs (noted) */
+    if (rc == 0 && run->nsteps == 0 && (rc = discover_named(run, dir, kohya_step, err)) == 0 &&
+        run->nsteps == 0 && (rc = discover_named(run, dir, kohya_epoch, err)) == 0 &&
+        run->nsteps > 0)
+        dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
+                       "'%s': kohya's per-epoch files (NAME-E.safetensors), epoch E taken as the "
+                       "step",
+                       dir);
+    char last[512];
+    size_t nlast = rc == 0 && run->nsteps > 0 ? dora_kohya_unnumbered(dir, last, sizeof last) : 0;
+    if (nlast > 0)
+        dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
+                       "'%s': %zu adapter file(s) with no step in the name left out ('%s': "
+                       "kohya's last save is NAME.safetensors; its step is not written)",
+                       dir, nlast, last);
     return rc;
 }
 
