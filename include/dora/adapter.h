@@ -159,10 +159,15 @@ int dora_kohya_probe(const char *path);
  * and *N = S (a step), "NAME-E.safetensors" 2 and *N = E (an epoch: kohya's
  * per-epoch saves), 0 another name, -1 a number beyond INT64_MAX. */
 int dora_kohya_name(const char *name, int64_t *n);
-/* The number of kohya / LyCORIS files in folder DIR whose names give no step
- * (kohya's last save NAME.safetensors), and the first of them in FIRST (N
- * bytes); 0 when the folder cannot be listed. */
-size_t dora_kohya_unnumbered(const char *dir, char *first, size_t n);
+struct dora_run;
+/* The steps of RUN, a folder DIR of kohya files found by their names (EPOCHS:
+ * NAME-E files, else NAME-stepS), made the training steps kohya writes in each
+ * file's metadata ss_steps: a -stepS name must agree with it; -E files take it
+ * (all of them, or none: then epoch E is the step, noted); an unnumbered file
+ * (kohya's last save NAME.safetensors) is added at its ss_steps, or left out
+ * with a note without one or when a numbered file has that step. Steps end
+ * sorted, distinct. 0, or -1 with ERR naming the file. */
+int dora_kohya_steps(struct dora_run *run, const char *dir, int epochs, dora_err *err);
 
 /* PiSSA / OLoRA: PEFT initialised B0 A0 from W0 (the top-r SVD, s B0 A0 =
  * U_r S_r V_r^T; or the QR, B0 = Q[:, :r], A0 = R[:r]) and trained against

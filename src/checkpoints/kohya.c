@@ -6,6 +6,8 @@
 #include "checkpoints/adapter_int.h"
 #include "core/le.h"
 #include "core/util.h"
+#include "dora/notes.h"
+#include "dora/run.h"
 #include "dora/tensor.h"
 
 #include <dirent.h>
@@ -13,6 +15,7 @@
 #include <float.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,25 +145,118 @@ int dora_kohya_name(const char *name, int64_t *n)
     return util_parse_i64(buf, 0, INT64_MAX, n) == 0 ? kind : -1;
 }
 
-size_t dora_kohya_unnumbered(const char *dir, char *first, size_t n)
+/* ss_steps of the kohya file PATH: 1 and *STEP, 0 without it, -1 (ERR) when
+ * the file cannot be read or the value is not a step. */
+static int meta_steps(const char *path, int64_t *step, dora_err *err)
+{
+    dora_model *m;
+    if (dora_model_open(&m, path, err) != 0)
+        return -1;
+    const st_file *f = m->files[0];
+    int rc = 0;
+    for (size_t i = 0; i < f->nmeta && rc == 0; i++)
+        if (strcmp(f->meta_keys[i], "ss_steps") == 0)
+            rc = util_parse_i64(f->meta_values[i], 0, INT64_MAX, step) == 0
+                     ? 1
+                     : dora_errf(err, "'%s': metadata ss_steps '%.40s' is not a step", path,
+                                 f->meta_values[i]);
+    dora_model_close(m);
+    return rc;
+}
+
+static int step_order(const void *pa, const void *pb)
+{
+    const dora_step *a = pa, *b = pb;
+    return (a->step > b->step) - (a->step < b->step);
+}
+
+/* DIR's unnumbered kohya files: added to RUN at their ss_steps (when TAKE),
+ * else noted. */
+static int add_unnumbered(dora_run *run, const char *dir, int take, dora_err *err)
 {
     DIR *d = opendir(dir);
-    size_t count = 0;
     if (!d)
-        return 0;
+        return dora_errf(err, "'%s': cannot list folder", dir);
     struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
+    int rc = 0;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
         int64_t step;
         char *p = util_has_suffix(de->d_name, ".safetensors") &&
                           dora_kohya_name(de->d_name, &step) == 0
                       ? util_join(dir, de->d_name)
                       : NULL;
-        if (p && util_is_file(p) && dora_kohya_probe(p) && count++ == 0)
-            snprintf(first, n, "%s", p);
+        if (!p || !util_is_file(p) || !dora_kohya_probe(p)) {
+            free(p);
+            continue;
+        }
+        int ms = meta_steps(p, &step, err);
+        const dora_step *same = NULL;
+        for (size_t i = 0; ms == 1 && i < run->nsteps; i++)
+            if (run->steps[i].step == step)
+                same = &run->steps[i];
+        dora_step *ns = NULL;
+        if (ms < 0) {
+            rc = -1;
+        } else if (ms == 0 || !take) {
+            dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
+                           "'%s': left out: %s", p,
+                           ms == 0 ? "no step in its name or its metadata (ss_steps)"
+                                   : "the run's other files give epochs, not steps");
+        } else if (same) {
+            dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
+                           "'%s': left out: at step %lld (ss_steps) like '%s'", p,
+                           (long long)step, same->path);
+        } else if (!(ns = realloc(run->steps, (run->nsteps + 1) * sizeof *ns))) {
+            rc = dora_errf(err, "out of memory");
+        } else {
+            run->steps = ns;
+            ns[run->nsteps] = (dora_step){.step = step, .path = strdup(p)};
+            rc = ns[run->nsteps].path ? 0 : dora_errf(err, "out of memory");
+            run->nsteps += rc == 0;
+            dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
+                           "'%s': no step in its name: step %lld from its metadata (ss_steps)", p,
+                           (long long)step);
+        }
         free(p);
     }
     closedir(d);
-    return count;
+    return rc;
+}
+
+int dora_kohya_steps(dora_run *run, const char *dir, int epochs, dora_err *err)
+{
+    size_t with = 0;
+    for (size_t i = 0; i < run->nsteps; i++) {
+        int64_t ms;
+        int r = meta_steps(run->steps[i].path, &ms, err);
+        if (r < 0)
+            return -1;
+        with += r == 1;
+        if (r == 1 && !epochs && ms != run->steps[i].step)
+            return dora_errf(err, "'%s': the name says step %lld but its metadata ss_steps says "
+                                  "%lld",
+                             run->steps[i].path, (long long)run->steps[i].step, (long long)ms);
+        if (r == 1)
+            run->steps[i].step = ms;
+    }
+    if (epochs && with != 0 && with != run->nsteps)
+        return dora_errf(err, "'%s': %zu of its %zu per-epoch files (NAME-E.safetensors) give "
+                              "their step (metadata ss_steps) and the others do not: epochs and "
+                              "steps would be mixed",
+                         dir, with, run->nsteps);
+    if (epochs && with == 0)
+        dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
+                       "'%s': kohya's per-epoch files (NAME-E.safetensors) without ss_steps "
+                       "metadata: epoch E taken as the step",
+                       dir);
+    if (add_unnumbered(run, dir, with == run->nsteps, err) != 0)
+        return -1;
+    qsort(run->steps, run->nsteps, sizeof *run->steps, step_order);
+    for (size_t i = 1; i < run->nsteps; i++)
+        if (run->steps[i].step == run->steps[i - 1].step)
+            return dora_errf(err, "'%s' and '%s' are both step %lld", run->steps[i - 1].path,
+                             run->steps[i].path, (long long)run->steps[i].step);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- reading */

@@ -402,21 +402,16 @@ static int discover_lightning(dora_run *run, const char *dir, dora_err *err)
                        "'%s': torchtune's checkpoints (meta_model_E.pt or hf_model_NNNN_E.pt), "
                        "epoch E taken as the step",
                        dir);
-    /* kohya / OneTrainer adapter files: steps, else epochs (noted) */
-    if (rc == 0 && run->nsteps == 0 && (rc = discover_named(run, dir, kohya_step, err)) == 0 &&
-        run->nsteps == 0 && (rc = discover_named(run, dir, kohya_epoch, err)) == 0 &&
-        run->nsteps > 0)
-        dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
-                       "'%s': kohya's per-epoch files (NAME-E.safetensors), epoch E taken as the "
-                       "step",
-                       dir);
-    char last[512];
-    size_t nlast = rc == 0 && run->nsteps > 0 ? dora_kohya_unnumbered(dir, last, sizeof last) : 0;
-    if (nlast > 0)
-        dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
-                       "'%s': %zu adapter file(s) with no step in the name left out ('%s': "
-                       "kohya's last save is NAME.safetensors; its step is not written)",
-                       dir, nlast, last);
+    /* kohya adapter files: steps, else epochs; then their metadata (adapter.h) */
+    if (rc == 0 && run->nsteps == 0) {
+        int epochs = 0;
+        if ((rc = discover_named(run, dir, kohya_step, err)) == 0 && run->nsteps == 0) {
+            rc = discover_named(run, dir, kohya_epoch, err);
+            epochs = 1;
+        }
+        if (rc == 0 && run->nsteps > 0)
+            rc = dora_kohya_steps(run, dir, epochs, err);
+    }
     return rc;
 }
 

@@ -55,9 +55,11 @@ KEY = {  # module -> the key the tools write
 }
 EPS = {"F32": float(np.finfo(np.float32).eps), "BF16": 2.0 ** -7, "F16": float(np.finfo(np.float16).eps)}
 # run -> its files, in step order (folder runs: as kohya names them)
-RUNS = {
-    "lora": ["lora/mylora-step00000010.safetensors", "lora/mylora-step00000020.safetensors"],
-    "dcol": ["dcol/d-000001.safetensors", "dcol/d-000002.safetensors"],
+RUNS = {  # kohya's step files and its last save (step from ss_steps)
+    "lora": ["lora/mylora-step00000010.safetensors", "lora/mylora-step00000020.safetensors",
+             "lora/mylora.safetensors"],
+    "dcol": ["dcol/d-000001.safetensors", "dcol/d-000002.safetensors"],   # epochs, ss_steps 15, 30
+    "depoch": ["depoch/e-000001.safetensors", "depoch/e-000003.safetensors"],  # no ss_steps
     "drow": ["drow.safetensors"],
     "loha": ["loha.safetensors"],
     "lokr": ["lokr.safetensors"],
@@ -99,6 +101,12 @@ def lora_tensors(rng, k, mods, alpha=True, dora=None, ds_dtype="F32", base=None,
     return ts
 
 
+def kohya_meta(steps, epoch):
+    """What kohya's save_model writes beside the tensors (its step and epoch)."""
+    return {"ss_network_module": "networks.lora", "ss_steps": str(steps), "ss_epoch": str(epoch),
+            "ss_training_finished_at": "1700000000.0"}
+
+
 def write(out, rel, ts, meta=None):
     p = os.path.join(out, rel)
     os.makedirs(os.path.dirname(p), exist_ok=True)
@@ -116,11 +124,14 @@ def gen(out, seed):
     castb = {n: stio.Tensor("F32", stio.cast(t.array, t.dtype)) for n, t in base.items()}
 
     allm = [PIN, TOQ, CONV, SHORT, TEQ, MID_U, MID_T]
-    for k, rel in enumerate(RUNS["lora"]):
-        write(out, rel, lora_tensors(rng, k + 1, allm))
-    write(out, "lora/mylora.safetensors", lora_tensors(rng, 3, allm))  # kohya's last save: left out
+    for k, (rel, st) in enumerate(zip(RUNS["lora"], (10, 20, 25))):
+        write(out, rel, lora_tensors(rng, k + 1, allm), kohya_meta(st, k + 1))
     for k, rel in enumerate(RUNS["dcol"]):
-        write(out, rel, lora_tensors(rng, k + 1, [PIN, TOQ, CONV, SHORT], dora="col", base=castb))
+        write(out, rel, lora_tensors(rng, k + 1, [PIN, TOQ, CONV, SHORT], dora="col", base=castb),
+              kohya_meta(15 * (k + 1), k + 1))
+    for k, rel in enumerate(RUNS["depoch"]):
+        write(out, rel, lora_tensors(rng, k + 1, [PIN, SHORT]))
+    write(out, "depoch/e.safetensors", lora_tensors(rng, 4, [PIN, SHORT]))  # left out: no step
     write(out, RUNS["drow"][0], lora_tensors(rng, 1, [TOQ, PIN, CONV, TEQ], dora="row", ds_dtype="BF16",
                                              base=castb))
 
@@ -186,6 +197,16 @@ def bad_cases(out, rng, castb):
     add("unknown", dict(good, **{k + ".diff": f32(np.ones((32, 24)))}), ["@", k + ".diff", "not a kohya"])
     add("halfpair", {k + ".lora_down.weight": f32(np.ones((4, 24)))}, ["@", k, "no lora_up.weight"])
     add("nan", dict(good, **{k + ".lora_up.weight": f32(np.full((32, 4), np.nan))}), ["@", k, "NaN"])
+    # folders: a name and its metadata disagree; epochs with and without ss_steps
+    def folder(case, files, wants):
+        for rel, meta in files:
+            write(bad, os.path.join(case, rel), good, meta)
+        p = os.path.join(bad, case)
+        cases.append((case, "base", "|".join(w.replace("@", p) for w in wants)))
+    folder("steps_meta", [("a-step00000010.safetensors", kohya_meta(11, 1))],
+           ["a-step00000010.safetensors", "says step 10", "ss_steps says 11"])
+    folder("epochs_mixed", [("a-000001.safetensors", kohya_meta(5, 1)), ("a-000002.safetensors", None)],
+           ["@", "1 of its 2 per-epoch files"])
     with open(os.path.join(bad, "cases.tsv"), "w") as f:
         for c, b, w in cases:
             f.write(f"{c}\t{b}\t{w}\n")
@@ -244,7 +265,7 @@ def check(a):
             g = h["runs"][run]
             method = g.attrs["method"]
             method = method.decode() if isinstance(method, bytes) else method
-            want = {"dcol": "dora", "drow": "dora"}.get(run, run)
+            want = {"dcol": "dora", "drow": "dora", "depoch": "lora"}.get(run, run)
             if method != want:
                 fails.append(f"{run}: method attribute '{method}', expected '{want}'")
             mods = [m.decode() if isinstance(m, bytes) else m for m in g["modules"][()]]

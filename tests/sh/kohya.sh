@@ -44,8 +44,8 @@ has() {
     pass "$label"
 }
 
-RUNS="lora,dcol,drow,loha,lokr"
-if writes_ok all "$OUT/all.h5" analyze -j 2 --base "$D/base" lora="$D/lora" dcol="$D/dcol" \
+RUNS="lora,dcol,depoch,drow,loha,lokr"
+if writes_ok all "$OUT/all.h5" analyze -j 2 --base "$D/base" lora="$D/lora" dcol="$D/dcol" depoch="$D/depoch" \
     drow="$D/drow.safetensors" loha="$D/loha.safetensors" lokr="$D/lokr.safetensors"; then
     check all check --data "$D" --h5 "$OUT/all.h5" --runs "$RUNS"
     want="dora loha lokr lora"
@@ -55,15 +55,16 @@ if writes_ok all "$OUT/all.h5" analyze -j 2 --base "$D/base" lora="$D/lora" dcol
     else
         fail table-method "methods in the table: '$got', expected '$want'"
     fi
-    # the folders' steps: kohya's -stepS files, its -E (epoch) files noted, its last save
-    # (no number) left out with a note
-    has notes "$LOG/all.err" "epoch E taken as the step" "mylora.safetensors" "left out"
+    # the folders' steps: kohya's ss_steps metadata (its last save NAME.safetensors too);
+    # without it, a -E file's epoch (noted), and a last save left out (noted)
+    has notes "$LOG/all.err" "epoch E taken as the step" "depoch/e.safetensors': left out" \
+        "mylora.safetensors': no step in its name: step 25"
     "$PY" - "$OUT/all.h5" >"$LOG/steps.out" 2>&1 <<'PY'
 import sys, h5py
 h = h5py.File(sys.argv[1], "r")
-print(list(h["runs/lora/steps"][()]), list(h["runs/dcol/steps"][()]), list(h["runs/drow/steps"][()]))
+print([[int(x) for x in h["runs"][r]["steps"][()]] for r in ("lora", "dcol", "depoch", "drow")])
 PY
-    has steps "$LOG/steps.out" "[10, 20] [1, 2] [0]"
+    has steps "$LOG/steps.out" "[[10, 20, 25], [15, 30], [1, 3], [0]]"
 fi
 
 # one file alone, with one thread, gives the same numbers
@@ -85,6 +86,8 @@ run inspect-lokr "$BIN" inspect "$D/lokr.safetensors"
 writes_ok spectrum "$OUT/spec.h5" spectrum -q --base "$D/base" lora="$D/lora" && pass spectrum-reads
 
 while IFS=$'\t' read -r c base wants; do
-    refused "bad-$c" "$wants" --base "$D/$base" "x=$D/bad/$c.safetensors"
+    in=$D/bad/$c.safetensors
+    [ -d "$D/bad/$c" ] && in=$D/bad/$c
+    refused "bad-$c" "$wants" --base "$D/$base" "x=$in"
 done <"$D/bad/cases.tsv"
 finish
