@@ -133,6 +133,12 @@ typedef struct dora_adapter {
     char *init_lora;            /* init_lora_weights "pissa" or "olora" (the base was changed
                                    at initialisation, see below), owned, else NULL */
     int kohya;                  /* a kohya / LyCORIS / OneTrainer file (format "kohya") */
+    /* init_lora_weights "pissa_niter_K" (a randomised SVD): B0 A0 come from the
+     * adapter as PEFT initialised it (dora_run_set_initial, or a checkpoint-0/
+     * of the run: dora_run_link_initial), never recomputed */
+    int init_initial;
+    const struct dora_adapter *initial; /* that adapter (not owned), or NULL */
+    struct dora_adapter *initial_owned; /* checkpoint-0's copy, owned by step 0's adapter */
 } dora_adapter;
 
 /* kohya / LyCORIS / OneTrainer: one .safetensors file, no config. Keys
@@ -176,11 +182,22 @@ int dora_kohya_steps(struct dora_run *run, const char *dir, int epochs, dora_err
  * factoriser the analysis registers (LAPACK lives there): FN computes, for W0
  * row-major [out, in] in float64, P [out, r] and Q [r, in] with P Q = B0 A0.
  * Without one registered, such adapters are refused. init_lora_weights
- * "pissa_niter_K" (a randomised SVD), "corda", "loftq", "mica", "lora_ga" and
+ * "pissa_niter_K" (a randomised SVD) takes B0 A0 from the initial adapter
+ * (below), never from the factoriser; "corda", "loftq", "mica", "lora_ga" and
  * "orthogonal" are refused: their B0 A0 cannot be recomputed here. */
 typedef int (*dora_init_factor_fn)(const char *how, const double *w0, int64_t out, int64_t in,
                                    int64_t r, double scale, double *p, double *q, dora_err *err);
 void dora_adapter_set_init_factoriser(dora_init_factor_fn fn);
+
+struct dora_run;
+/* "pissa_niter_K" adapters of RUN take B0 A0 from INITIAL (--initial-adapter;
+ * not owned, must outlive the run's checks): for each module, L = [B, -B0],
+ * R = [A; A0] with B0, A0 INITIAL's lora_B, lora_A of that module. */
+void dora_run_set_initial(struct dora_run *run, const dora_adapter *initial);
+/* A Trainer run whose step 0 is a "pissa_niter_K" adapter (a checkpoint-0/
+ * saved before training): its steps take B0 A0 from it (a copy opened here).
+ * 0, or -1 with ERR. */
+int dora_run_link_initial(struct dora_run *run, dora_err *err);
 
 /* Open and validate the adapter checkpoint in folder DIR: the config, the
  * tensor names and the shapes of each module's factors among themselves.

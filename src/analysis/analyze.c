@@ -384,7 +384,11 @@ int dora_analyze_runs(dora_result *res, size_t *done, const char *base_path,
         return -1;
     o.quant_skip = skip;
     opts = &o;
-    if (dora_model_open(&base, base_path, err) != 0) {
+    dora_adapter *initial = NULL;
+    if (dora_model_open(&base, base_path, err) != 0 ||
+        (opts->initial_adapter &&
+         dora_adapter_open(&initial, opts->initial_adapter, err) != 0)) {
+        dora_model_close(base);
         free(skip);
         return -1;
     }
@@ -397,6 +401,8 @@ int dora_analyze_runs(dora_result *res, size_t *done, const char *base_path,
             rc = -1;
             break;
         }
+        if (initial)
+            dora_run_set_initial(&run, initial);
         dora_progress_label(opts->progress, "run '%s': %zu step(s)", names[i], run.nsteps);
         for (size_t k = 0; note && k < run.nnotes; k++)
             note(ctx, NULL, run.notes[k], 0);
@@ -413,6 +419,7 @@ int dora_analyze_runs(dora_result *res, size_t *done, const char *base_path,
     }
     dora_progress_end(opts->progress);
     dora_model_close(base);
+    dora_adapter_close(initial);
     free(skip);
     return rc;
 }

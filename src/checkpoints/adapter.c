@@ -683,6 +683,7 @@ void dora_adapter_close(dora_adapter *a)
     free(a->rank_pattern);
     free(a->alpha_pattern);
     dora_model_close(a->weights);
+    dora_adapter_close(a->initial_owned);
     free(a->peft_type);
     free(a->init_lora);
     free(a->base_model);

@@ -479,7 +479,7 @@ static int detect_method(dora_run *run, dora_err *err)
             run->method = a->method;
         run->steps[s].adapter = a; /* kept for the analysis (run.h) */
     }
-    return 0;
+    return dora_run_link_initial(run, err); /* pissa_niter_K: B0 A0 of a checkpoint-0/ */
 }
 
 int dora_run_discover(dora_run *run, const char *path, dora_err *err)
