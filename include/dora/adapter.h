@@ -92,6 +92,10 @@ typedef struct dora_adapted {
     const dora_tensor *ia3;     /* IA3: ia3_l, or NULL */
     int ia3_ff;                 /* IA3 on a feedforward module: columns scaled */
     const dora_tensor *aux;     /* VeRA: vera_lambda_d (R is formed against the base's in) */
+    /* kohya / LyCORIS files (see "kohya" below) */
+    char *key;                  /* the file's module key ("lora_unet_..."), owned, else NULL */
+    const dora_tensor *dora_scale; /* LyCORIS / kohya dora_scale, or NULL */
+    int dora_cols;              /* dora_scale [1, in]: 1 (column norms); [out, 1]: 0; [1, 1]: -1 */
 } dora_adapted;
 
 /* One key of rank_pattern or alpha_pattern, in the config's order. */
@@ -128,7 +132,48 @@ typedef struct dora_adapter {
     const dora_tensor *vera_A, *vera_B; /* VeRA's shared projections, or NULL */
     char *init_lora;            /* init_lora_weights "pissa" or "olora" (the base was changed
                                    at initialisation, see below), owned, else NULL */
+    int kohya;                  /* a kohya / LyCORIS / OneTrainer file (format "kohya") */
+    /* init_lora_weights "pissa_niter_K" (a randomised SVD): B0 A0 come from the
+     * adapter as PEFT initialised it (dora_run_set_initial, or a checkpoint-0/
+     * of the run: dora_run_link_initial), never recomputed */
+    int init_initial;
+    const struct dora_adapter *initial; /* that adapter (not owned), or NULL */
+    struct dora_adapter *initial_owned; /* checkpoint-0's copy, owned by step 0's adapter */
 } dora_adapter;
+
+/* kohya / LyCORIS / OneTrainer: one .safetensors file, no config. Keys
+ * PREFIX_MODULE.SUFFIX, MODULE the base's module path with '.' read as '_',
+ * PREFIX lora_unet / lora_te / lora_te1 / lora_te2 / lycoris / lora; each
+ * module one family by its keys:
+ *     LoRA / LoCon  lora_down.weight [r, in(, kh, kw)], lora_up.weight
+ *                   [out, r(, 1, 1)]: L = up, R = down (flattened), s = alpha / r
+ *     LoHa          hada_w1_a ... as PEFT's LoHa, s = alpha / r (r: hada_w1_b's rows)
+ *     LoKr          lokr_w1 ... as PEFT's LoKr, s = alpha / r with r the rows of a
+ *                   factored side's _b, or 1 when both sides are full matrices
+ * alpha a scalar tensor; absent, s = 1 (as kohya and LyCORIS load such files).
+ * dora_scale [1, in(, 1, 1)]: the merged weight is V diag(dora_scale / (|V[:, j]|
+ * + eps)) (column norms; a conv's per input channel), formed densely by
+ * dora_adapter_check (the module becomes SAVED); [out, 1(, 1, 1)]: rows
+ * dora_scale_n V[n] / (|V[n]| + eps), as a magnitude; V = W0 + s L R, eps the
+ * machine epsilon of dora_scale's dtype (LyCORIS's torch.finfo). Module keys are
+ * matched to base tensors by dora_adapter_check (docs/adapters.md). */
+
+/* 1 if the regular file PATH is a safetensors file with kohya / LyCORIS keys
+ * (its header is read, no tensor data), else 0 (never an error). */
+int dora_kohya_probe(const char *path);
+/* A kohya / OneTrainer checkpoint file name: "NAME-stepS.safetensors" gives 1
+ * and *N = S (a step), "NAME-E.safetensors" 2 and *N = E (an epoch: kohya's
+ * per-epoch saves), 0 another name, -1 a number beyond INT64_MAX. */
+int dora_kohya_name(const char *name, int64_t *n);
+struct dora_run;
+/* The steps of RUN, a folder DIR of kohya files found by their names (EPOCHS:
+ * NAME-E files, else NAME-stepS), made the training steps kohya writes in each
+ * file's metadata ss_steps: a -stepS name must agree with it; -E files take it
+ * (all of them, or none: then epoch E is the step, noted); an unnumbered file
+ * (kohya's last save NAME.safetensors) is added at its ss_steps, or left out
+ * with a note without one or when a numbered file has that step. Steps end
+ * sorted, distinct. 0, or -1 with ERR naming the file. */
+int dora_kohya_steps(struct dora_run *run, const char *dir, int epochs, dora_err *err);
 
 /* PiSSA / OLoRA: PEFT initialised B0 A0 from W0 (the top-r SVD, s B0 A0 =
  * U_r S_r V_r^T; or the QR, B0 = Q[:, :r], A0 = R[:r]) and trained against
@@ -137,11 +182,22 @@ typedef struct dora_adapter {
  * factoriser the analysis registers (LAPACK lives there): FN computes, for W0
  * row-major [out, in] in float64, P [out, r] and Q [r, in] with P Q = B0 A0.
  * Without one registered, such adapters are refused. init_lora_weights
- * "pissa_niter_K" (a randomised SVD), "corda", "loftq", "mica", "lora_ga" and
+ * "pissa_niter_K" (a randomised SVD) takes B0 A0 from the initial adapter
+ * (below), never from the factoriser; "corda", "loftq", "mica", "lora_ga" and
  * "orthogonal" are refused: their B0 A0 cannot be recomputed here. */
 typedef int (*dora_init_factor_fn)(const char *how, const double *w0, int64_t out, int64_t in,
                                    int64_t r, double scale, double *p, double *q, dora_err *err);
 void dora_adapter_set_init_factoriser(dora_init_factor_fn fn);
+
+struct dora_run;
+/* "pissa_niter_K" adapters of RUN take B0 A0 from INITIAL (--initial-adapter;
+ * not owned, must outlive the run's checks): for each module, L = [B, -B0],
+ * R = [A; A0] with B0, A0 INITIAL's lora_B, lora_A of that module. */
+void dora_run_set_initial(struct dora_run *run, const dora_adapter *initial);
+/* A Trainer run whose step 0 is a "pissa_niter_K" adapter (a checkpoint-0/
+ * saved before training): its steps take B0 A0 from it (a copy opened here).
+ * 0, or -1 with ERR. */
+int dora_run_link_initial(struct dora_run *run, dora_err *err);
 
 /* Open and validate the adapter checkpoint in folder DIR: the config, the
  * tensor names and the shapes of each module's factors among themselves.

@@ -53,6 +53,9 @@ typedef struct dora_analysis_opts {
      * quantization_config in the base's config.json */
     dora_quant base_quant;
     const char *quant_skip; /* llm_int8_skip_modules (JSON list), or NULL */
+    /* --initial-adapter: the adapter as PEFT initialised it, for "pissa_niter_K"
+     * runs (dora_run_set_initial); NULL: a checkpoint-0/ of the run, if any */
+    const char *initial_adapter;
     /* bytes read and runs done, the run in the label (NULL: none; progress.h) */
     dora_progress *progress;
     /* --mem: bytes for the LoRA/DoRA path's factors and work buffers, all

@@ -67,6 +67,30 @@ int dora_quant_settle(const char *base_path, dora_quant *q, char **skip, dora_er
  * caller). 0, or -1 out of memory (double quantisation needs a buffer). */
 int dora_quant_roundtrip(float *x, size_t n, size_t cols, dora_quant q, dora_err *err);
 
+/* bitsandbytes' 4-bit codebook in code order (the quant_map it saves): NF4
+ * sorted, FP4 by bit pattern (bit 3 the sign), each value in float32. */
+void dora_quant_code4(int fp4, float code[16]);
+
+/* A base saved by bitsandbytes through transformers (save_pretrained of a
+ * model loaded in 4 or 8 bits), read dequantised as bitsandbytes dequantises
+ * it, W0 being what the adapter was trained against:
+ *
+ *   4-bit  NAME (U8, two codes a byte, the first in the high nibble), NAME.absmax
+ *          (F32 [blocks]; U8 with double quantisation), NAME.quant_map (F32 [16],
+ *          which must be bitsandbytes' own table: its CUDA kernels use that),
+ *          NAME.nested_absmax / NAME.nested_quant_map (double quantisation) and
+ *          NAME.quant_state.bitsandbytes__nf4|fp4 (U8: JSON with quant_type,
+ *          blocksize, dtype, shape, nested_blocksize, nested_offset). absmax of
+ *          block b = float32(nested_quant_map[absmax[b]] * nested_absmax[b /
+ *          nested_blocksize]) + float32(nested_offset) when nested; value i =
+ *          float32(quant_map[code i] * absmax[i / blocksize]), rounded (to
+ *          nearest even) to dtype; the tensor of that shape and dtype
+ *   8-bit  NAME.weight (I8 [out, in]) and NAME.SCB (F32 [out]): float32(float32(q *
+ *          SCB[row]) * float32(1/127)), F32 (int8_vectorwise_dequant)
+ *
+ * 1 if BASE holds such tensors (a quant_state.bitsandbytes__* or a .SCB), else 0. */
+int dora_bnb_saved(const dora_model *base);
+
 /* Round to nearest even, as torch's .to(dtype). */
 uint16_t dora_f32_to_bf16(float f);
 uint16_t dora_f32_to_f16(float f);
@@ -85,6 +109,10 @@ typedef struct dora_quant_base {
 int dora_quant_base_open(dora_quant_base **out, const dora_model *base, const dora_adapter *ad,
                          dora_quant q, const char *skip_json, dora_err *err);
 void dora_quant_base_close(dora_quant_base *qb);
+/* The view of BASE with every bitsandbytes-saved weight (above) dequantised,
+ * held in memory, and the auxiliary tensors left out; as dora_quant_base_open's
+ * (nkept 0). Every value from the file is checked: shapes, sizes, the JSON. */
+int dora_bnb_saved_open(dora_quant_base **out, const dora_model *base, dora_err *err);
 
 /* A note for an adapter whose config names a base that looks quantised
  * (bnb-4bit, 4bit, int8, nf4, gptq, awq in base_model_name_or_path) while the

@@ -382,14 +382,47 @@ int dora_analyze_runs(dora_result *res, size_t *done, const char *base_path,
     dora_model *base = NULL;
     *done = 0;
     dora_analysis_opts o = *opts; /* the base's quantization_config, followed without asking */
+    const dora_quant asked = opts->base_quant;
     char *skip = NULL;
     if (dora_quant_settle(base_path, &o.base_quant, &skip, err) != 0)
         return -1;
     o.quant_skip = skip;
     opts = &o;
-    if (dora_model_open(&base, base_path, err) != 0) {
+    dora_adapter *initial = NULL;
+    if (dora_model_open(&base, base_path, err) != 0 ||
+        (opts->initial_adapter &&
+         dora_adapter_open(&initial, opts->initial_adapter, err) != 0)) {
+        dora_model_close(base);
         free(skip);
         return -1;
+    }
+    /* a base saved by bitsandbytes: read dequantised; its config's
+     * quantization_config describes that form, not a round trip to make */
+    dora_quant_base *saved = NULL;
+    const dora_model *b0 = base;
+    if (dora_bnb_saved(base)) {
+        if (asked != DORA_QUANT_NONE || dora_bnb_saved_open(&saved, base, err) != 0) {
+            if (asked != DORA_QUANT_NONE)
+                dora_errf(err, "'%s' is saved quantised by bitsandbytes and is read dequantised: "
+                               "--base-quant %s would quantise it twice",
+                          base->path, dora_quant_name(asked));
+            dora_model_close(base);
+            dora_adapter_close(initial);
+            free(skip);
+            return -1;
+        }
+        b0 = &saved->view;
+        o.base_quant = DORA_QUANT_NONE;
+        free(skip);
+        skip = NULL;
+        o.quant_skip = NULL;
+        if (note) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "'%s': saved quantised by bitsandbytes: %zu weight(s) read "
+                                      "dequantised as W0",
+                     base->path, saved->nquant);
+            note(ctx, NULL, msg, 0);
+        }
     }
     int rc = 0;
     dora_progress_add_total(opts->progress, 0, nruns);
@@ -400,10 +433,12 @@ int dora_analyze_runs(dora_result *res, size_t *done, const char *base_path,
             rc = -1;
             break;
         }
+        if (initial)
+            dora_run_set_initial(&run, initial);
         dora_progress_label(opts->progress, "run '%s': %zu step(s)", names[i], run.nsteps);
         for (size_t k = 0; note && k < run.nnotes; k++)
             note(ctx, NULL, run.notes[k], 0);
-        rc = dora_analyze_run(&res[i], names[i], base, base_path, &run, opts, err);
+        rc = dora_analyze_run(&res[i], names[i], b0, base_path, &run, opts, err);
         dora_run_release(&run);
         if (rc != 0)
             break;
@@ -415,7 +450,9 @@ int dora_analyze_runs(dora_result *res, size_t *done, const char *base_path,
             note(ctx, res[i].name, res[i].failures[k], 1);
     }
     dora_progress_end(opts->progress);
+    dora_quant_base_close(saved);
     dora_model_close(base);
+    dora_adapter_close(initial);
     free(skip);
     return rc;
 }

@@ -616,6 +616,17 @@ int dora_adapter_open(dora_adapter **out, const char *dir, dora_err *err)
         return dora_errf(err, "out of memory");
     }
     a->method = "lora";
+    if (util_is_file(dir)) { /* a kohya / LyCORIS / OneTrainer file: no config */
+        free(a->config_path);
+        if (!(a->config_path = strdup(dir)) || kohya_open(a, dir, err) != 0) {
+            if (!a->config_path)
+                dora_errf(err, "out of memory");
+            dora_adapter_close(a);
+            return -1;
+        }
+        *out = a;
+        return 0;
+    }
     int rc = read_config(a, &root, err);
     if (rc == 0) {
         const char *wname = strcmp(a->format, "mlx") == 0 ? "adapters.safetensors"
@@ -657,6 +668,7 @@ void dora_adapter_close(dora_adapter *a)
         return;
     for (size_t i = 0; i < a->nmodules; i++) {
         free(a->modules[i].base_name);
+        free(a->modules[i].key);
         for (size_t k = 0; k < a->modules[i].nowned; k++) {
             free((void *)a->modules[i].owned[k]->data);
             free(a->modules[i].owned[k]);
@@ -671,6 +683,7 @@ void dora_adapter_close(dora_adapter *a)
     free(a->rank_pattern);
     free(a->alpha_pattern);
     dora_model_close(a->weights);
+    dora_adapter_close(a->initial_owned);
     free(a->peft_type);
     free(a->init_lora);
     free(a->base_model);
@@ -708,6 +721,8 @@ const dora_adapted *dora_adapter_find(const dora_adapter *a, const char *base_na
 
 int dora_adapter_check(const dora_adapter *a, const dora_model *base, dora_err *err)
 {
+    if (a->kohya && kohya_resolve(a, base, err) != 0)
+        return -1;
     for (size_t i = 0; i < a->nmodules; i++) {
         dora_adapted *m = &a->modules[i]; /* IA3 / VeRA factors are formed here */
         const dora_tensor *b = dora_model_find(base, m->base_name);
@@ -759,6 +774,8 @@ int dora_adapter_check(const dora_adapter *a, const dora_model *base, dora_err *
                              a->weights->path, m->base_name, (long long)m->L.rows,
                              (long long)m->R.cols, sb,
                              m->fan_in_fan_out ? " (stored [in, out]: fan_in_fan_out)" : "");
+        if (m->dora_scale && kohya_dora(a, m, b, out, in, err) != 0)
+            return -1;
     }
     return 0;
 }

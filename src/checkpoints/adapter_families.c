@@ -658,3 +658,13 @@ int fam_check(const dora_adapter *a, dora_adapted *m, const dora_tensor *b, int6
     m->R = adapter_matrix(R, 0);
     return adapter_check_rank_scale(a, m->base_name, m, "'r'", err);
 }
+
+int fam_build_loha(dora_adapter *a, const pending *p, dora_adapted *m, int64_t r, dora_err *err)
+{
+    return build_loha(a, p, m, r, err);
+}
+
+int fam_build_lokr(dora_adapter *a, const pending *p, dora_adapted *m, dora_err *err)
+{
+    return build_lokr(a, p, m, err);
+}

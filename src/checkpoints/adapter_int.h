@@ -85,5 +85,22 @@ int fam_shared(dora_adapter *a, const dora_tensor *t);
 int fam_check(const dora_adapter *a, dora_adapted *m, const dora_tensor *b, int64_t out,
               int64_t in, dora_err *err);
 void fam_release(dora_adapter *a);
+/* LoHa and LoKr modules of P into M (shapes checked, factors formed), for
+ * kohya.c; s and alpha are the caller's */
+int fam_build_loha(dora_adapter *a, const pending *p, dora_adapted *m, int64_t r, dora_err *err);
+int fam_build_lokr(dora_adapter *a, const pending *p, dora_adapted *m, dora_err *err);
+
+/* ---- kohya.c ---- */
+
+/* A kohya / LyCORIS file PATH into A (dir, config_path set): its modules, keyed
+ * by the file's module keys until kohya_resolve. */
+int kohya_open(dora_adapter *a, const char *path, dora_err *err);
+/* Each module's key matched to a tensor of BASE (base_name set, modules sorted
+ * again); a DoRA module made SAVED by an earlier check made low-rank again. */
+int kohya_resolve(const dora_adapter *a, const dora_model *base, dora_err *err);
+/* M's dora_scale against base tensor B ([out, in] rows): the magnitude, or
+ * the dense merged weight (column form). */
+int kohya_dora(const dora_adapter *a, dora_adapted *m, const dora_tensor *b, int64_t out,
+               int64_t in, dora_err *err);
 
 #endif

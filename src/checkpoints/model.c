@@ -1,6 +1,7 @@
 /* model.c - one model's tensors from a single or sharded safetensors checkpoint. */
 #define _POSIX_C_SOURCE 200809L
 #include "dora/model.h"
+#include "dora/adapter.h"
 #include "dora/guard.h"
 #include "dora/hub.h"
 #include "dora/meta_mp.h"
@@ -151,7 +152,7 @@ int dora_model_probe(const char *path, dora_model_kind *kind, char **model_path,
     }
     if (S_ISREG(sb.st_mode)) {
         if (util_has_suffix(path, ".safetensors"))
-            *kind = DORA_MODEL_SAFETENSORS;
+            *kind = dora_kohya_probe(path) ? DORA_MODEL_ADAPTER : DORA_MODEL_SAFETENSORS;
         else if (util_has_suffix(path, ".index.json"))
             *kind = DORA_MODEL_SHARDED;
         else if (util_has_suffix(path, ".bin") || util_has_suffix(path, ".pt") ||
@@ -512,6 +513,8 @@ int dora_model_open(dora_model **out, const char *path, dora_err *err)
                               "or " TORCH_INDEX_NAME ")",
                          path);
     case DORA_MODEL_ADAPTER:
+        if (util_is_file(path)) /* a kohya / LyCORIS file: its own tensors (adapter.h) */
+            break;
         dora_errf(err, "'%s' belongs to an adapter checkpoint (LoRA/DoRA), not a full model: a "
                        "base model, and each checkpoint of a full fine-tuning run, must hold full "
                        "weights",

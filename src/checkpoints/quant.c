@@ -271,3 +271,12 @@ int dora_quant_roundtrip(float *x, size_t n, size_t cols, dora_quant q, dora_err
         return 0;
     }
 }
+
+void dora_quant_code4(int fp4, float code[16])
+{
+    /* FP4 by bit pattern: bit 3 the sign, bits 0-2 the magnitude's pattern */
+    static const int fp4_pattern[8] = {0, 1, 6, 7, 4, 5, 2, 3}; /* into fp4_mag */
+    for (int i = 0; i < 16; i++)
+        code[i] = fp4 ? (i & 8 ? -1.0f : 1.0f) * (fp4_mag[fp4_pattern[i & 7]] / 12.0f)
+                      : nf4_code[i];
+}

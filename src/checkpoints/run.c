@@ -355,6 +355,20 @@ static int torchtune_hf_epoch(const char *name, int64_t *step)
     return r == 1 && shard != 1 ? 0 : r;
 }
 
+/* kohya's "NAME-stepS.safetensors" (1, *STEP = S) and "NAME-E.safetensors"
+ * (epoch E) files: adapter.h's dora_kohya_name */
+static int kohya_step(const char *name, int64_t *step)
+{
+    int r = dora_kohya_name(name, step);
+    return r == 1 ? 1 : r == 2 ? 0 : r;
+}
+
+static int kohya_epoch(const char *name, int64_t *step)
+{
+    int r = dora_kohya_name(name, step);
+    return r == 2 ? 1 : r == 1 ? 0 : r;
+}
+
 /* The global_step a Lightning checkpoint holds must be the step its name says. */
 static int check_lightning_step(const char *path, int64_t step, dora_err *err)
 {
@@ -388,6 +402,16 @@ static int discover_lightning(dora_run *run, const char *dir, dora_err *err)
                        "'%s': torchtune's checkpoints (meta_model_E.pt or hf_model_NNNN_E.pt), "
                        "epoch E taken as the step",
                        dir);
+    /* kohya adapter files: steps, else epochs; then their metadata (adapter.h) */
+    if (rc == 0 && run->nsteps == 0) {
+        int epochs = 0;
+        if ((rc = discover_named(run, dir, kohya_step, err)) == 0 && run->nsteps == 0) {
+            rc = discover_named(run, dir, kohya_epoch, err);
+            epochs = 1;
+        }
+        if (rc == 0 && run->nsteps > 0)
+            rc = dora_kohya_steps(run, dir, epochs, err);
+    }
     return rc;
 }
 
@@ -455,7 +479,7 @@ static int detect_method(dora_run *run, dora_err *err)
             run->method = a->method;
         run->steps[s].adapter = a; /* kept for the analysis (run.h) */
     }
-    return 0;
+    return dora_run_link_initial(run, err); /* pissa_niter_K: B0 A0 of a checkpoint-0/ */
 }
 
 int dora_run_discover(dora_run *run, const char *path, dora_err *err)

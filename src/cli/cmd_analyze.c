@@ -58,6 +58,8 @@ static const char analyze_help[] =
     "                    nf4, fp4, nf4-dq, fp4-dq (double quant), int8 (LLM.int8); a\n"
     "                    quantization_config in the base's config.json is followed\n"
     "                    without it\n"
+    "  --initial-adapter DIR  the adapter as PEFT initialised it (before training), for\n"
+    "                    init_lora_weights pissa_niter_K runs without a checkpoint-0/\n"
     "  --csv FILE        write the table as CSV to FILE instead of TSV on stdout\n"
     "                    ('-': CSV on stdout)\n"
     "  --force           replace an existing OUT.h5 or CSV file that this tool did not\n"
@@ -82,6 +84,7 @@ typedef struct analyze_args {
     int no_split;
     size_t nrenames;
     dora_quant base_quant;
+    const char *initial_adapter;
     char *base_owned; /* the base the adapters name, without --base */
 } analyze_args;
 
@@ -90,7 +93,8 @@ typedef struct analyze_args {
 static int parse_options(int argc, char **argv, analyze_args *a)
 {
     enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV, OPT_FORCE,
-           OPT_RENAME, OPT_TRANSPOSE, OPT_NO_SPLIT, OPT_BASE_QUANT, OPT_PROGRESS, OPT_MEM };
+           OPT_RENAME, OPT_TRANSPOSE, OPT_NO_SPLIT, OPT_BASE_QUANT, OPT_PROGRESS, OPT_MEM,
+           OPT_INITIAL };
     static const struct option longopts[] = {
         {"base", required_argument, NULL, OPT_BASE},
         {"output", required_argument, NULL, 'o'},
@@ -100,6 +104,7 @@ static int parse_options(int argc, char **argv, analyze_args *a)
         {"mem", required_argument, NULL, OPT_MEM},
         {"per-row", no_argument, NULL, OPT_PER_ROW},
         {"base-quant", required_argument, NULL, OPT_BASE_QUANT},
+        {"initial-adapter", required_argument, NULL, OPT_INITIAL},
         {"csv", required_argument, NULL, OPT_CSV},
         {"force", no_argument, NULL, OPT_FORCE},
         {"rename", required_argument, NULL, OPT_RENAME},
@@ -131,6 +136,7 @@ static int parse_options(int argc, char **argv, analyze_args *a)
             if ((st = cli_parse_lora_mem("analyze", optarg, &a->mem)) >= 0)
                 return st;
             break;
+        case OPT_INITIAL: a->initial_adapter = optarg; break;
         case OPT_BASE_QUANT:
             if (dora_quant_parse(optarg, &a->base_quant) != 0)
                 return cli_usage_error("analyze", "--base-quant wants nf4, fp4, int8, nf4-dq, "
@@ -320,6 +326,7 @@ int cmd_analyze(int argc, char **argv)
         .transpose = a.transpose,
         .no_split = a.no_split,
         .base_quant = a.base_quant,
+        .initial_adapter = a.initial_adapter,
         .progress = &a.term.prog,
         .mem_bytes = a.mem,
     };

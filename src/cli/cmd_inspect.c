@@ -95,11 +95,41 @@ static void print_family(const dora_adapter *a)
     printf("# base model %s\n", a->base_model ? a->base_model : "(not named)");
 }
 
+/* A kohya / LyCORIS file: what its keys say (the prefixes, the dora_scale forms). */
+static void print_kohya(const dora_adapter *a)
+{
+    static const char *const pre[] = {"lora_unet_", "lora_te1_", "lora_te2_", "lora_te_",
+                                      "lycoris_", "lora_"};
+    size_t npre[6] = {0}, ncol = 0, nrow = 0, nconv = 0;
+    for (size_t i = 0; i < a->nmodules; i++) {
+        const dora_adapted *m = &a->modules[i];
+        for (size_t k = 0; k < 6; k++)
+            if (strncmp(m->key, pre[k], strlen(pre[k])) == 0) {
+                npre[k]++;
+                break;
+            }
+        ncol += m->dora_scale && m->dora_cols != 0;
+        nrow += m->dora_scale && m->dora_cols == 0;
+        nconv += m->R.t && m->R.t->ndim == 4;
+    }
+    printf("# kohya / LyCORIS file: %zu module(s), method %s, %zu conv(s); prefixes", a->nmodules,
+           a->method, nconv);
+    for (size_t k = 0; k < 6; k++)
+        if (npre[k])
+            printf(" %s %zu", pre[k], npre[k]);
+    printf("\n# scale alpha / r (1 without alpha); dora_scale: %zu [1, in] (column norms), %zu "
+           "[out, 1] (row norms, wd_on_output)\n",
+           ncol, nrow);
+    printf("# modules are keyed as in the file; analyze matches them to the base's tensors\n");
+}
+
 static void print_adapter(const dora_adapter *a)
 {
     printf("# adapter: %s (format %s, peft_type %s, method %s)\n", a->dir, a->format, a->peft_type,
            a->method);
-    if (strcmp(a->format, "mlx") == 0) {
+    if (a->kohya) {
+        print_kohya(a);
+    } else if (strcmp(a->format, "mlx") == 0) {
         printf("# r %lld, scale %.17g (lora_parameters)\n", (long long)a->r,
                a->lora_alpha / (double)a->r);
     } else if (strcmp(a->method, "lora") != 0 && strcmp(a->method, "dora") != 0) {
@@ -137,7 +167,10 @@ static void print_adapter(const dora_adapter *a)
         printf("%s\t%s%s\t%lld\t%.17g\t%.17g\t[%lld, %lld] x [%lld, %lld]\t%s\n", m->base_name,
                m->layout, m->fan_in_fan_out ? " (fan_in_fan_out)" : "", (long long)m->r, m->alpha,
                m->scale, (long long)m->L.rows, (long long)m->L.cols, (long long)m->R.rows,
-               (long long)m->R.cols, m->magnitude ? m->magnitude->name : "-");
+               (long long)m->R.cols,
+               m->magnitude    ? m->magnitude->name
+               : m->dora_scale ? m->dora_scale->name
+                               : "-");
     }
 }
 

@@ -191,6 +191,29 @@ def init_runs(out, rng, base):
         write_run(out, how, config("LORA", ["q_proj", "k_proj", "down_proj"], r=r, lora_alpha=alpha,
                                    init_lora_weights=how, use_rslora=False, use_dora=False,
                                    fan_in_fan_out=False), make)
+    # pissa_niter_4: a randomised SVD (here: W0's top-r SVD of W0 plus noise), so B0 A0 must
+    # come from the adapter as initialised: checkpoint-0/ in the run, or --initial-adapter
+    b0a0 = {m: initial_factors("pissa", stio.cast(base[m + ".weight"].array, base[m + ".weight"].dtype)
+                               + 0.01 * rng.standard_normal(base[m + ".weight"].array.shape), r, alpha / r)
+            for m in (Q, K, D)}
+    init = {}
+    for m, (b0, a0) in b0a0.items():
+        init[P + m + ".lora_A.weight"] = f32(a0)
+        init[P + m + ".lora_B.weight"] = f32(b0)
+
+    def drift(k):
+        ts = {}
+        for m, (b0, a0) in b0a0.items():
+            ts[P + m + ".lora_A.weight"] = f32(a0 + 0.01 * k * rng.standard_normal(a0.shape) * np.abs(a0).mean())
+            ts[P + m + ".lora_B.weight"] = f32(b0 + 0.01 * k * rng.standard_normal(b0.shape) * np.abs(b0).mean())
+        return ts
+    ncfg = config("LORA", ["q_proj", "k_proj", "down_proj"], r=r, lora_alpha=alpha,
+                  init_lora_weights="pissa_niter_4", use_rslora=False, use_dora=False, fan_in_fan_out=False)
+    write_run(out, "niter", ncfg, drift)
+    write_step(os.path.join(out, "niter", "checkpoint-0"), ncfg, init)
+    stio.write_trainer_state(os.path.join(out, "niter", "checkpoint-0"), 0)
+    write_run(out, "niter_noinit", ncfg, drift)
+    write_step(os.path.join(out, "niter_init"), ncfg, init)
 
 
 def bad_cases(out, rng, adalora, loha, lokr):
@@ -227,7 +250,7 @@ def bad_cases(out, rng, adalora, loha, lokr):
         ["@adapter_model.safetensors", Q + ".ia3_l", "feedforward"])
     lcfg = config("LORA", ["q_proj"], r=4, lora_alpha=8, init_lora_weights="pissa_niter_4")
     lts = {P + Q + ".lora_A.weight": f32(np.ones((4, 40))), P + Q + ".lora_B.weight": f32(np.ones((48, 4)))}
-    add("pissa_niter", lcfg, lts, ["@adapter_config.json", "pissa_niter_4", "wrong W0"])
+    add("pissa_niter", lcfg, lts, ["@adapter_config.json", "pissa_niter_4", "--initial-adapter"])
     add("loftq", dict(lcfg, init_lora_weights="loftq"), lts, ["@adapter_config.json", "loftq"])
     with open(os.path.join(bad, "cases.tsv"), "w") as f:
         for c, w in cases:
@@ -251,9 +274,17 @@ def t(ts, m, suffix):
     return ts.get(P + m + suffix)
 
 
+NITER_INIT = {}  # pissa_niter_K: the initial adapter's tensors (check sets it)
+
+
 def merged(cfg, ts, m, w0):
     """W_t of module m (w0 as stored), by the family's rule, in float64."""
     pt = cfg["peft_type"]
+    if pt == "LORA" and cfg["init_lora_weights"].startswith("pissa_niter_"):
+        s = cfg["lora_alpha"] / cfg["r"]   # trained against W0 - s B0 A0, B0 A0 as initialised
+        b0, a0 = NITER_INIT[P + m + ".lora_B.weight"], NITER_INIT[P + m + ".lora_A.weight"]
+        d = s * (t(ts, m, ".lora_B.weight") @ t(ts, m, ".lora_A.weight") - b0 @ a0)
+        return w0 + d.reshape(w0.shape)
     fifo = cfg.get("fan_in_fan_out", False)
     if pt == "IA3":
         l = t(ts, m, ".ia3_l")
@@ -350,7 +381,12 @@ def check(a):
             g = h["runs"][run]
             method = g.attrs["method"]
             method = method.decode() if isinstance(method, bytes) else method
-            if method != {"pissa": "lora", "olora": "lora"}.get(run, run.split("_")[0].replace("fifo", "")):
+            if run.startswith("niter"):
+                NITER_INIT.clear()
+                NITER_INIT.update(load(os.path.join(a.data, "niter" if run == "niter" else "niter_init",
+                                                    "checkpoint-0" if run == "niter" else ""))[1])
+            if method != {"pissa": "lora", "olora": "lora", "niter": "lora", "niter_noinit": "lora"}.get(
+                    run, run.split("_")[0].replace("fifo", "")):
                 fails.append(f"{run}: method attribute '{method}'")
             dirs = [os.path.join(a.data, run, f"checkpoint-{s}") for s in g["steps"][()]]
             n += compare(g, run, base, dirs, a.rtol, worst, fails, run)

@@ -44,6 +44,15 @@ if writes_ok all "$OUT/all.h5" analyze -q -j 2 --base "$D/base" "${ALL[@]}"; the
         fail table-method "methods in the table: '$got', expected '$want'"
     fi
 fi
+# pissa_niter_K: B0 A0 from the run's checkpoint-0/, or from --initial-adapter
+writes_ok niter "$OUT/niter.h5" analyze -q --base "$D/base" niter="$D/niter" &&
+    check niter check --data "$D" --h5 "$OUT/niter.h5" --runs niter
+writes_ok niter-initial "$OUT/niter2.h5" analyze -q --base "$D/base" --initial-adapter "$D/niter_init" \
+    niter_noinit="$D/niter_noinit" &&
+    check niter-initial check --data "$D" --h5 "$OUT/niter2.h5" --runs niter_noinit
+refused niter-none "$D/niter_noinit/checkpoint-10/adapter_config.json|pissa_niter_4|--initial-adapter" \
+    --base "$D/base" x="$D/niter_noinit"
+
 # one run alone gives the same numbers
 writes_ok alone "$OUT/lokr.h5" analyze -q --base "$D/base" lokr="$D/lokr" &&
     check alone check --data "$D" --h5 "$OUT/lokr.h5" --runs lokr

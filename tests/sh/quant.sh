@@ -4,7 +4,8 @@
 # quantised W0 (m0) within 2e-15 relative, which one ulp of any dequantised value would exceed
 # tenfold (so W0 is bit-identical), and dM / dD within 1e-9. Then the base's config.json
 # (quantization_config followed without asking, llm_int8_skip_modules, conflicts, other
-# methods), the note for an adapter whose base looks quantised, and the errors.
+# methods), the note for an adapter whose base looks quantised, bases saved by bitsandbytes
+# (tests/py/bnb_saved.py: read dequantised, W0 bit-identical as above), and the errors.
 #
 #   tests/sh/quant.sh     (env: DORA_BIN or BIN, PY or PYTHON; see tests/lib.sh)
 
@@ -77,6 +78,32 @@ refused cfg-both "both of load_in_4bit and load_in_8bit" --base "$D/cfg_both" lo
 refused f64-base "model.layers.0.self_attn.q_proj.weight' is F64" --base "$D/base_f64" \
     --base-quant nf4 lora="$D/lora"
 refused ft-run "applies to adapter runs" --base "$D/base" --base-quant int8 ft="$D/ft"
+
+# a base saved by bitsandbytes (packed 4-bit with absmax / quant_map / quant_state, or int8
+# with SCB): read dequantised, W0 bit-identical to the round trip of the original weights
+if "$PY" "$TP/bnb_saved.py" gen "$D" >"$LOG/saved-gen.out" 2>&1; then
+    pass saved-generate
+    for q in nf4 fp4 nf4-dq int8; do
+        writes_ok "saved-$q" "$OUT/saved-$q.h5" analyze -q --per-row --base "$D/saved_$q" \
+            lora="$D/lora" &&
+            check "saved-$q" "$OUT/saved-$q.h5" lora "$q"
+    done
+    run saved-note "$BIN" analyze --base "$D/saved_nf4-dq" -o "$OUT/saved-note.h5" lora="$D/lora"
+    if [ $RC -eq 0 ] && grep -q "saved quantised by bitsandbytes: 6 weight(s) read dequantised" \
+        "$LOG/saved-note.err"; then
+        pass saved-noted
+    else
+        fail saved-noted "exit $RC: $(peek "$LOG/saved-note.err")"
+    fi
+    refused saved-twice "is saved quantised by bitsandbytes|quantise it twice" \
+        --base "$D/saved_nf4" --base-quant nf4 lora="$D/lora"
+    while IFS=$'\t' read -r c wants; do
+        refused "saved-bad-$c" "$D/saved_bad/$c/model.safetensors|$wants" \
+            --base "$D/saved_bad/$c" lora="$D/lora"
+    done <"$D/saved_bad/cases.tsv"
+else
+    fail saved-generate "$(peek "$LOG/saved-gen.out")"
+fi
 
 # usage error: an unknown quantisation
 run bad-name "$BIN" analyze --base "$D/base" --base-quant nf3 -o "$OUT/x.h5" lora="$D/lora"

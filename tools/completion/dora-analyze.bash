@@ -21,11 +21,12 @@ _dora_analyze()
     local cmd=${words[1]} opts=""
     case $cmd in
     analyze)
-        opts="--base -o --output --modules --exclude --rename --transpose --no-split --base-quant -j --jobs --mem --per-row --csv --force --progress=auto --progress=always --progress=never -q --quiet -h --help"
+        opts="--base -o --output --modules --exclude --rename --transpose --no-split --base-quant --initial-adapter -j --jobs --mem --per-row --csv --force --progress=auto --progress=always --progress=never -q --quiet -h --help"
         case $prev in
         --base) _dora_analyze_models; return ;;
         -o | --output) _filedir h5; return ;;
         --csv) _filedir csv; return ;;
+        --initial-adapter) _filedir -d; return ;;
         --base-quant) COMPREPLY=($(compgen -W "nf4 fp4 nf4-dq fp4-dq int8 none" -- "$cur")); return ;;
         --modules | --exclude | --rename | --transpose | -j | --jobs | --mem) return ;;
         esac

@@ -1,0 +1,321 @@
+#!/usr/bin/python3
+"""kohya.py: kohya-ss / LyCORIS / OneTrainer adapter files (one .safetensors, no config),
+written in those tools' key layouts and merged independently in NumPy, for tests/sh/kohya.sh.
+
+    kohya.py gen OUTDIR [--seed N]
+    kohya.py check --data OUTDIR --h5 OUT.h5 --runs a,b [--rtol X]
+
+Keys are PREFIX_MODULE.SUFFIX with the module path's '.' written '_'. The reference merges
+each module densely in float64, as kohya's merge_to / LyCORIS's get_merged_weight write it:
+
+    lora   W0 + s (up.reshape(out, r) @ down.reshape(r, -1)), s = alpha / r, 1 without alpha
+    loha   W0 + (w1a @ w1b) * (w2a @ w2b) * alpha / r, r = hada_w1_b's rows
+    lokr   W0 + kron(w1, w2) * alpha / r (r: a factored side's rank), 1 with no factored side
+    dora   V = W0 + delta; dora_scale [1, in(,1,1)]: V * ds / (|V| over dims (0, 2, 3) + eps);
+           [out, 1(,1,1)]: V * ds / (|V| over dims (1, 2, 3) + eps); eps = finfo(ds dtype).eps
+
+then dM = mean_n | |W_t[n]| - |W0[n]| | and dD = mean_n (1 - cos) over the [out, in...]
+rows, compared with the tool's delta_m / delta_d: |tool - ref| <= 1e-15 + rtol |ref|
+(rtol 1e-9; the issue asks for 1e-6).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stio  # noqa: E402
+from quant_ref import one_minus_cos  # noqa: E402
+
+F32 = np.float32
+BASE = {  # diffusers-like UNet names and a text encoder beside them
+    "down_blocks.0.attentions.0.proj_in.weight": ((32, 24), "F32"),
+    "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight": ((24, 24), "BF16"),
+    "down_blocks.0.resnets.0.conv1.weight": ((16, 8, 3, 3), "F32"),
+    "down_blocks.0.resnets.0.conv_shortcut.weight": ((16, 8, 1, 1), "F16"),
+    "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.weight": ((20, 20), "F32"),
+    "unet.mid_block.proj.weight": ((12, 10), "F32"),           # UNet twin of the next one
+    "text_encoder.mid_block.proj.weight": ((12, 10), "F32"),   # resolved by the prefix
+}
+PIN, TOQ = "down_blocks.0.attentions.0.proj_in", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+CONV, SHORT = "down_blocks.0.resnets.0.conv1", "down_blocks.0.resnets.0.conv_shortcut"
+TEQ, MID_U, MID_T = "text_encoder.text_model.encoder.layers.0.self_attn.q_proj", "unet.mid_block.proj", "text_encoder.mid_block.proj"
+KEY = {  # module -> the key the tools write
+    PIN: "lora_unet_down_blocks_0_attentions_0_proj_in",
+    TOQ: "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q",
+    CONV: "lora_unet_down_blocks_0_resnets_0_conv1",
+    SHORT: "lora_unet_down_blocks_0_resnets_0_conv_shortcut",
+    TEQ: "lora_te_text_model_encoder_layers_0_self_attn_q_proj",
+    MID_U: "lora_unet_mid_block_proj",
+    MID_T: "lora_te1_mid_block_proj",
+}
+EPS = {"F32": float(np.finfo(np.float32).eps), "BF16": 2.0 ** -7, "F16": float(np.finfo(np.float16).eps)}
+# run -> its files, in step order (folder runs: as kohya names them)
+RUNS = {  # kohya's step files and its last save (step from ss_steps)
+    "lora": ["lora/mylora-step00000010.safetensors", "lora/mylora-step00000020.safetensors",
+             "lora/mylora.safetensors"],
+    "dcol": ["dcol/d-000001.safetensors", "dcol/d-000002.safetensors"],   # epochs, ss_steps 15, 30
+    "depoch": ["depoch/e-000001.safetensors", "depoch/e-000003.safetensors"],  # no ss_steps
+    "drow": ["drow.safetensors"],
+    "loha": ["loha.safetensors"],
+    "lokr": ["lokr.safetensors"],
+}
+
+
+def f32(a):
+    return stio.Tensor("F32", np.asarray(a, dtype=F32))
+
+
+def shape_of(m):
+    return BASE[m + ".weight"][0]
+
+
+def lora_tensors(rng, k, mods, alpha=True, dora=None, ds_dtype="F32", base=None, r=4):
+    """kohya LoRA / LoCon keys of MODS (3x3 down, 1x1 up for convs); DORA: 'col' / 'row'
+    dora_scale initialised as LyCORIS does (norms of W0) times a drift."""
+    ts = {}
+    for i, m in enumerate(mods):
+        s = shape_of(m)
+        key = KEY[m]
+        down = rng.standard_normal((r,) + s[1:]) / np.sqrt(np.prod(s[1:]))
+        up = rng.standard_normal((s[0], r) + (1,) * (len(s) - 2)) * 0.05 * k
+        ts[key + ".lora_down.weight"] = f32(down)
+        ts[key + ".lora_up.weight"] = f32(up)
+        if alpha and i != 1:  # the second module without alpha: scale 1
+            ts[key + ".alpha"] = f32(np.array(2.0 + i))
+        if dora:
+            w0 = base[m + ".weight"].array.astype(np.float64)
+            if dora == "col":
+                axes = (0,) + tuple(range(2, w0.ndim))
+                n = np.sqrt(np.sum(w0 * w0, axis=axes, keepdims=True))
+            else:
+                axes = tuple(range(1, w0.ndim))
+                n = np.sqrt(np.sum(w0 * w0, axis=axes, keepdims=True))
+            d = n * (1 + 0.03 * k * rng.standard_normal(n.shape))
+            dt = ds_dtype if i == 0 else "F32"
+            ts[key + ".dora_scale"] = stio.Tensor(dt, d.astype(F32))
+    return ts
+
+
+def kohya_meta(steps, epoch):
+    """What kohya's save_model writes beside the tensors (its step and epoch)."""
+    return {"ss_network_module": "networks.lora", "ss_steps": str(steps), "ss_epoch": str(epoch),
+            "ss_training_finished_at": "1700000000.0"}
+
+
+def write(out, rel, ts, meta=None):
+    p = os.path.join(out, rel)
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    stio.write_safetensors(p, ts, meta or {"ss_network_module": "networks.lora"})
+
+
+def gen(out, seed):
+    rng = np.random.default_rng(seed)
+    base = {}
+    for name, (shape, dt) in BASE.items():
+        a = rng.standard_normal(shape) * 0.05 * rng.uniform(0.5, 2, (shape[0],) + (1,) * (len(shape) - 1))
+        base[name] = stio.Tensor(dt, a.astype(F32))
+    os.makedirs(os.path.join(out, "base"))
+    stio.write_safetensors(os.path.join(out, "base", "model.safetensors"), base)
+    castb = {n: stio.Tensor("F32", stio.cast(t.array, t.dtype)) for n, t in base.items()}
+
+    allm = [PIN, TOQ, CONV, SHORT, TEQ, MID_U, MID_T]
+    for k, (rel, st) in enumerate(zip(RUNS["lora"], (10, 20, 25))):
+        write(out, rel, lora_tensors(rng, k + 1, allm), kohya_meta(st, k + 1))
+    for k, rel in enumerate(RUNS["dcol"]):
+        write(out, rel, lora_tensors(rng, k + 1, [PIN, TOQ, CONV, SHORT], dora="col", base=castb),
+              kohya_meta(15 * (k + 1), k + 1))
+    for k, rel in enumerate(RUNS["depoch"]):
+        write(out, rel, lora_tensors(rng, k + 1, [PIN, SHORT]))
+    write(out, "depoch/e.safetensors", lora_tensors(rng, 4, [PIN, SHORT]))  # left out: no step
+    write(out, RUNS["drow"][0], lora_tensors(rng, 1, [TOQ, PIN, CONV, TEQ], dora="row", ds_dtype="BF16",
+                                             base=castb))
+
+    ts = {}
+    for m, r in ((PIN, 4), (CONV, 2)):
+        o, i = shape_of(m)[0], int(np.prod(shape_of(m)[1:]))
+        for w in ("w1", "w2"):
+            ts[KEY[m] + f".hada_{w}_a"] = f32(rng.standard_normal((o, r)) * 0.1)
+            ts[KEY[m] + f".hada_{w}_b"] = f32(rng.standard_normal((r, i)) * 0.1)
+        ts[KEY[m] + ".alpha"] = f32(np.array(1.0 * r / 2))
+    write(out, RUNS["loha"][0], ts, {"ss_network_module": "lycoris.kohya"})
+
+    g = lambda *s: f32(rng.standard_normal(s) * 0.1)  # noqa: E731
+    ts = {KEY[PIN] + ".lokr_w1": g(4, 3), KEY[PIN] + ".lokr_w2_a": g(8, 2), KEY[PIN] + ".lokr_w2_b": g(2, 8),
+          KEY[PIN] + ".alpha": f32(np.array(1.0)),
+          KEY[TOQ] + ".lokr_w1": g(4, 4), KEY[TOQ] + ".lokr_w2": g(6, 6),   # both full: scale 1
+          KEY[TOQ] + ".alpha": f32(np.array(10000.0)),
+          KEY[TEQ] + ".lokr_w1_a": g(4, 3), KEY[TEQ] + ".lokr_w1_b": g(3, 5),
+          KEY[TEQ] + ".lokr_w2_a": g(5, 3), KEY[TEQ] + ".lokr_w2_b": g(3, 4),
+          KEY[TEQ] + ".alpha": f32(np.array(1.5))}
+    write(out, RUNS["lokr"][0], ts, {"ss_network_module": "lycoris.kohya"})
+    bad_cases(out, rng, castb)
+
+
+def bad_cases(out, rng, castb):
+    """OUTDIR/bad/CASE.safetensors and bad/cases.tsv: CASE, base, the substrings the error
+    must hold ('|'-separated; @ is the file)."""
+    bad = os.path.join(out, "bad")
+    os.makedirs(bad)
+    cases = []
+    good = lora_tensors(rng, 1, [PIN])
+    k = KEY[PIN]
+
+    def add(case, ts, wants, basedir="base"):
+        p = os.path.join(bad, case + ".safetensors")
+        stio.write_safetensors(p, ts)
+        cases.append((case, basedir, "|".join(w.replace("@", p) for w in wants)))
+
+    add("nomatch", {"lora_unet_up_blocks_9_nothing.lora_down.weight": f32(np.ones((4, 24))),
+                    "lora_unet_up_blocks_9_nothing.lora_up.weight": f32(np.ones((32, 4)))},
+        ["@", "lora_unet_up_blocks_9_nothing", "matches no tensor"])
+    amb = os.path.join(out, "base_amb")
+    os.makedirs(amb)
+    stio.write_safetensors(os.path.join(amb, "model.safetensors"),
+                           {"blk.a_b.proj.weight": f32(np.ones((6, 5))), "blk.a.b_proj.weight": f32(np.ones((6, 5)))})
+    add("ambiguous", {"lora_unet_blk_a_b_proj.lora_down.weight": f32(np.ones((2, 5))),
+                      "lora_unet_blk_a_b_proj.lora_up.weight": f32(np.ones((6, 2)))},
+        ["@", "lora_unet_blk_a_b_proj", "matches 2 tensors", "blk.a_b.proj.weight", "blk.a.b_proj.weight"],
+        "base_amb")
+    add("shape", dict(good, **{k + ".lora_down.weight": f32(np.ones((4, 25)))}),
+        ["@", PIN + ".weight", "[32, 25]"])
+    add("rank", dict(good, **{k + ".lora_up.weight": f32(np.ones((32, 3)))}),
+        ["@", k, "do not fit"])
+    add("alpha_zero", dict(good, **{k + ".alpha": f32(np.array(0.0))}), ["@", k + ".alpha", "is 0"])
+    add("alpha_nan", dict(good, **{k + ".alpha": f32(np.array(np.nan))}), ["@", k + ".alpha", "nan"])
+    add("alpha_vec", dict(good, **{k + ".alpha": f32(np.ones(2))}), ["@", k + ".alpha", "one floating number"])
+    add("dora_len", dict(good, **{k + ".dora_scale": f32(np.ones((1, 23)))}),
+        ["@", k + ".dora_scale", "input channels"])
+    add("dora_shape", dict(good, **{k + ".dora_scale": f32(np.ones((2, 24)))}),
+        ["@", k + ".dora_scale", "[1, in]"])
+    add("mid", dict(good, **{k + ".lora_mid.weight": f32(np.ones((4, 4, 3, 3)))}),
+        ["@", k + ".lora_mid.weight", "Tucker"])
+    add("unknown", dict(good, **{k + ".diff": f32(np.ones((32, 24)))}), ["@", k + ".diff", "not a kohya"])
+    add("halfpair", {k + ".lora_down.weight": f32(np.ones((4, 24)))}, ["@", k, "no lora_up.weight"])
+    add("nan", dict(good, **{k + ".lora_up.weight": f32(np.full((32, 4), np.nan))}), ["@", k, "NaN"])
+    # folders: a name and its metadata disagree; epochs with and without ss_steps
+    def folder(case, files, wants):
+        for rel, meta in files:
+            write(bad, os.path.join(case, rel), good, meta)
+        p = os.path.join(bad, case)
+        cases.append((case, "base", "|".join(w.replace("@", p) for w in wants)))
+    folder("steps_meta", [("a-step00000010.safetensors", kohya_meta(11, 1))],
+           ["a-step00000010.safetensors", "says step 10", "ss_steps says 11"])
+    folder("epochs_mixed", [("a-000001.safetensors", kohya_meta(5, 1)), ("a-000002.safetensors", None)],
+           ["@", "1 of its 2 per-epoch files"])
+    with open(os.path.join(bad, "cases.tsv"), "w") as f:
+        for c, b, w in cases:
+            f.write(f"{c}\t{b}\t{w}\n")
+
+
+# ---------------------------------------------------------------- reference merges
+def merged(ts, key, w0):
+    """W_t of the module of KEY (w0 as stored, float64), by the family its keys say."""
+    g = lambda s: ts.get(key + "." + s)  # noqa: E731
+    alpha = g("alpha")
+    if g("lora_down.weight") is not None:
+        down, up = g("lora_down.weight"), g("lora_up.weight")
+        r = down.shape[0]
+        s = float(alpha) / r if alpha is not None else 1.0
+        d = up.reshape(up.shape[0], r) @ down.reshape(r, -1) * s
+    elif g("hada_w1_a") is not None:
+        r = g("hada_w1_b").shape[0]
+        s = float(alpha) / r if alpha is not None else 1.0
+        d = (g("hada_w1_a") @ g("hada_w1_b")) * (g("hada_w2_a") @ g("hada_w2_b")) * s
+    else:
+        sides, r = [], None
+        for w in ("lokr_w1", "lokr_w2"):
+            if g(w) is not None:
+                sides.append(g(w))
+            else:
+                sides.append(g(w + "_a") @ g(w + "_b"))
+                r = r or g(w + "_b").shape[0]
+        s = float(alpha) / r if alpha is not None and r else 1.0
+        d = np.kron(sides[0], sides[1]) * s
+    v = w0 + d.reshape(w0.shape)
+    ds = g("dora_scale")
+    if ds is None:
+        return v
+    if ds.shape[0] == 1 and ds.shape[1] != 1 or (ds.shape[0] == 1 and w0.shape[0] != 1):
+        axes = (0,) + tuple(range(2, w0.ndim))   # column norms: per input channel
+    else:
+        axes = tuple(range(1, w0.ndim))          # row norms
+    n = np.sqrt(np.sum(v * v, axis=axes, keepdims=True))
+    return v * (ds / (n + EPS[ts["__dtype__" + key + ".dora_scale"]]))
+
+
+def load(path):
+    raw, _ = stio.read_safetensors(path)
+    ts = {k: v.astype(np.float64) for k, (_, v) in raw.items()}
+    for k, (dt, _) in raw.items():
+        ts["__dtype__" + k] = dt
+    return ts
+
+
+def check(a):
+    braw, _ = stio.read_safetensors(os.path.join(a.data, "base", "model.safetensors"))
+    base = {k: v.astype(np.float64) for k, (_, v) in braw.items()}
+    fails, worst, n = [], [0.0, 0.0], 0
+    with h5py.File(a.h5, "r") as h:
+        for run in a.runs.split(","):
+            g = h["runs"][run]
+            method = g.attrs["method"]
+            method = method.decode() if isinstance(method, bytes) else method
+            want = {"dcol": "dora", "drow": "dora", "depoch": "lora"}.get(run, run)
+            if method != want:
+                fails.append(f"{run}: method attribute '{method}', expected '{want}'")
+            mods = [m.decode() if isinstance(m, bytes) else m for m in g["modules"][()]]
+            dm, dd = g["delta_m"][()], g["delta_d"][()]
+            files = RUNS[run]
+            if len(g["steps"][()]) != len(files):
+                fails.append(f"{run}: {len(g['steps'][()])} steps, expected {len(files)}")
+                continue
+            for si, rel in enumerate(files):
+                ts = load(os.path.join(a.data, rel))
+                keys = {m[:-len(".weight")] for m in mods}
+                have = {KEY[m] for m in keys}
+                infile = {k.split(".")[0] for k in ts if not k.startswith("__")}
+                if have != infile:
+                    fails.append(f"{run} {rel}: modules {sorted(have)} but the file has {sorted(infile)}")
+                for li, name in enumerate(mods):
+                    w0 = base[name]
+                    wt = merged(ts, KEY[name[:-len(".weight")]], w0)
+                    omc, n0, n1 = one_minus_cos(w0.reshape(w0.shape[0], -1), wt.reshape(wt.shape[0], -1))
+                    for k, (what, got, ref) in enumerate((("delta_m", dm[si, li], np.mean(np.abs(n1 - n0))),
+                                                         ("delta_d", dd[si, li], np.mean(omc)))):
+                        ok = abs(got - ref) <= 1e-15 + a.rtol * abs(ref)
+                        if abs(ref) > 1e-12:
+                            worst[k] = max(worst[k], abs(got - ref) / abs(ref))
+                        if not np.isfinite(ref) or not ok:
+                            fails.append(f"{run} {what} {rel} {name}: tool {got!r} ref {ref!r}")
+                    n += 1
+    for f in fails:
+        print("FAIL " + f)
+    print(f"worst relative: delta_m {worst[0]:.3g}, delta_d {worst[1]:.3g} ({n} module-steps in runs {a.runs})")
+    return 1 if fails else 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("gen")
+    g.add_argument("out")
+    g.add_argument("--seed", type=int, default=1)
+    c = sub.add_parser("check")
+    c.add_argument("--data", required=True)
+    c.add_argument("--h5", required=True)
+    c.add_argument("--runs", required=True)
+    c.add_argument("--rtol", type=float, default=1e-9)
+    a = ap.parse_args()
+    if a.cmd == "gen":
+        gen(a.out, a.seed)
+        return 0
+    return check(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

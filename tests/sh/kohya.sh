@@ -1,0 +1,93 @@
+#!/bin/bash
+# kohya-ss sd-scripts / LyCORIS / OneTrainer adapter files (one .safetensors, no config):
+# LoRA and LoCon (3x3 down, 1x1 up), LoHa, LoKr, and DoRA's dora_scale in both forms
+# ([1, in] column norms, [out, 1] rows), keys matched to a base with diffusers-like UNet
+# and text-encoder names; folders of kohya's step and epoch files. Every dM / dD against
+# tests/py/kohya.py's independent NumPy merge (|tool - ref| <= 1e-15 + 1e-9 |ref|), the
+# method in the HDF5 file and the table, inspect's parameters, and the bad inputs, each
+# exit 1 naming the file and the tensor or module.
+#
+#   tests/sh/kohya.sh     (env: DORA_BIN or BIN, PY or PYTHON; see tests/lib.sh)
+
+set -u
+SUITE=kohya
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+. "$ROOT/tests/adapter_lib.sh"
+D=$TMP/data
+OUT=$TMP/out
+mkdir -p "$OUT"
+
+generate kohya.py gen "$D" --seed 7
+
+# check LABEL CHECKER_ARGS... : the reference checker
+check() {
+    local label=$1
+    shift
+    if "$PY" "$TP/kohya.py" "$@" >"$LOG/$label.check" 2>&1; then
+        pass "$label"
+        tail -1 "$LOG/$label.check" | sed "s/^/    $label: /"
+    else
+        fail "$label" "$(grep -m3 -E '^FAIL|Error' "$LOG/$label.check" | tr '\n' ' ')"
+    fi
+}
+
+# has LABEL FILE TEXT... : every TEXT in FILE
+has() {
+    local label=$1 file=$2 t
+    shift 2
+    for t in "$@"; do
+        if ! grep -qF -- "$t" "$file"; then
+            fail "$label" "no '$t' in: $(peek "$file")"
+            return
+        fi
+    done
+    pass "$label"
+}
+
+RUNS="lora,dcol,depoch,drow,loha,lokr"
+if writes_ok all "$OUT/all.h5" analyze -j 2 --base "$D/base" lora="$D/lora" dcol="$D/dcol" depoch="$D/depoch" \
+    drow="$D/drow.safetensors" loha="$D/loha.safetensors" lokr="$D/lokr.safetensors"; then
+    check all check --data "$D" --h5 "$OUT/all.h5" --runs "$RUNS"
+    want="dora loha lokr lora"
+    got=$(cut -f2 "$LOG/all.out" | tail -n +2 | LC_ALL=C sort -u | tr '\n' ' ' | sed 's/ $//')
+    if [ "$got" = "$want" ]; then
+        pass table-method
+    else
+        fail table-method "methods in the table: '$got', expected '$want'"
+    fi
+    # the folders' steps: kohya's ss_steps metadata (its last save NAME.safetensors too);
+    # without it, a -E file's epoch (noted), and a last save left out (noted)
+    has notes "$LOG/all.err" "epoch E taken as the step" "depoch/e.safetensors': left out" \
+        "mylora.safetensors': no step in its name: step 25"
+    "$PY" - "$OUT/all.h5" >"$LOG/steps.out" 2>&1 <<'PY'
+import sys, h5py
+h = h5py.File(sys.argv[1], "r")
+print([[int(x) for x in h["runs"][r]["steps"][()]] for r in ("lora", "dcol", "depoch", "drow")])
+PY
+    has steps "$LOG/steps.out" "[[10, 20, 25], [15, 30], [1, 3], [0]]"
+fi
+
+# one file alone, with one thread, gives the same numbers
+writes_ok alone "$OUT/drow.h5" analyze -q -j 1 --base "$D/base" drow="$D/drow.safetensors" &&
+    check alone check --data "$D" --h5 "$OUT/drow.h5" --runs drow
+
+# inspect shows the file's parameters and conventions
+run inspect "$BIN" inspect "$D/drow.safetensors"
+if [ $RC -eq 0 ]; then
+    has inspect "$LOG/inspect.out" "format kohya" "method dora" "lora_te_ 1" "lora_unet_ 3" \
+        "0 [1, in] (column norms), 4 [out, 1]" "kohya-conv"
+else
+    fail inspect "exit $RC: $(peek "$LOG/inspect.err")"
+fi
+run inspect-lokr "$BIN" inspect "$D/lokr.safetensors"
+[ $RC -eq 0 ] && has inspect-lokr "$LOG/inspect-lokr.out" "method lokr" "lokr	24	10000	1	[24, 24]"
+
+# spectrum reads them too
+writes_ok spectrum "$OUT/spec.h5" spectrum -q --base "$D/base" lora="$D/lora" && pass spectrum-reads
+
+while IFS=$'\t' read -r c base wants; do
+    in=$D/bad/$c.safetensors
+    [ -d "$D/bad/$c" ] && in=$D/bad/$c
+    refused "bad-$c" "$wants" --base "$D/$base" "x=$in"
+done <"$D/bad/cases.tsv"
+finish
