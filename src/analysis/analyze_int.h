@@ -45,6 +45,7 @@ typedef struct chunk {
     size_t module;
     int64_t row0, row1;
     double *dm_sum, *dd_sum; /* [S] */
+    double *pm_sum, *am_sum; /* [S] sums of passive and |active| (kernel.h) */
     int64_t *zero;           /* [S] */
     uint64_t bytes;          /* of the base and the steps it reads, for the progress */
 } chunk;

@@ -55,6 +55,8 @@ static void add_row(job *jb, chunk *c, size_t s, int64_t r, const dora_rowstat *
     c->dm_sum[s] += st->dm;
     c->dd_sum[s] += st->one_minus_cos;
     c->zero[s] += st->zero;
+    c->pm_sum[s] += st->passive;
+    c->am_sum[s] += fabs(st->active);
     if (jb->per_row) {
         dora_result *res = jb->res;
         size_t k = (size_t)jb->mods[c->module].rows, l = c->module;
@@ -352,6 +354,7 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
                 }
                 st.mt = fabs(m);
                 st.dm = fabs(st.mt - st.m0);
+                dora_row_split_angle(&st);
             }
             add_row(jb, c, s, row, &st);
         }
@@ -363,6 +366,7 @@ static int run_chunk(job *jb, chunk *c, workspace *ws)
 {
     for (size_t s = 0; s < jb->S; s++) {
         c->dm_sum[s] = c->dd_sum[s] = 0;
+        c->pm_sum[s] = c->am_sum[s] = 0;
         c->zero[s] = 0;
     }
     return jb->mods[c->module].lora ? run_chunk_lora(jb, c, ws) : run_chunk_dense(jb, c, ws);
@@ -518,7 +522,7 @@ int an_make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_er
         n += (size_t)((jb->mods[l].rows + per - 1) / per);
     }
     jb->chunks = calloc(n ? n : 1, sizeof *jb->chunks);
-    *pool_d = calloc(2 * n * jb->S + 1, sizeof **pool_d);
+    *pool_d = calloc(4 * n * jb->S + 1, sizeof **pool_d);
     *pool_z = calloc(n * jb->S + 1, sizeof **pool_z);
     if (!jb->chunks || !*pool_d || !*pool_z)
         return dora_errf(err, "out of memory for %zu work units", n);
@@ -531,8 +535,10 @@ int an_make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_er
             ch->module = l;
             ch->row0 = r;
             ch->row1 = r + per < md->rows ? r + per : md->rows;
-            ch->dm_sum = *pool_d + 2 * c * jb->S;
+            ch->dm_sum = *pool_d + 4 * c * jb->S;
             ch->dd_sum = ch->dm_sum + jb->S;
+            ch->pm_sum = ch->dm_sum + 2 * jb->S;
+            ch->am_sum = ch->dm_sum + 3 * jb->S;
             ch->zero = *pool_z + c * jb->S;
             ch->bytes = chunk_bytes(jb, md, ch->row1 - ch->row0);
         }

@@ -79,6 +79,12 @@ static int write_run(hid_t runs, const dora_result *r, dora_err *err)
         h5u_dataset(g, "delta_d", 2, sl, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->delta_d, err) != 0 ||
         h5u_dataset(g, "zero_rows", 2, sl, H5T_STD_I64LE, H5T_NATIVE_INT64, r->zero_rows, err) != 0)
         goto fail_named;
+    if (r->delta_m_passive && r->delta_m_active &&
+        (h5u_dataset(g, "delta_m_passive", 2, sl, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE,
+                     r->delta_m_passive, err) != 0 ||
+         h5u_dataset(g, "delta_m_active", 2, sl, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE,
+                     r->delta_m_active, err) != 0))
+        goto fail_named;
     if (r->m0 && write_per_row(g, r, err) != 0)
         goto fail;
     H5Gclose(g);

@@ -10,6 +10,9 @@
 #include <string.h>
 
 #define PACK_MAGIC 0x31555244u /* "DRU1": the unit wire format, version 1 */
+/* "GEOM": after the failures, delta_m_passive then delta_m_active [S * L]; a
+ * record without it (written before them) reads back with both NULL */
+#define GEOM_TAG 0x4d4f4547u
 
 int dora_result_pack(const dora_result *r, unsigned char **buf, size_t *len, dora_err *err)
 {
@@ -46,6 +49,13 @@ int dora_result_pack(const dora_result *r, unsigned char **buf, size_t *len, dor
     wire_put_u64(&b, r->nfailures);
     for (size_t i = 0; i < r->nfailures; i++)
         wire_put_str(&b, r->failures[i]);
+    if (r->delta_m_passive && r->delta_m_active) {
+        wire_put_u32(&b, GEOM_TAG);
+        for (size_t i = 0; i < S * L; i++)
+            wire_put_f64(&b, r->delta_m_passive[i]);
+        for (size_t i = 0; i < S * L; i++)
+            wire_put_f64(&b, r->delta_m_active[i]);
+    }
     if (b.oom) {
         free(b.p);
         return dora_errf(err, "out of memory packing the results of run '%s'", r->name);
@@ -152,6 +162,22 @@ int dora_result_unpack(dora_result *r, const unsigned char *buf, size_t len, con
     if (unpack_strs(&b, &r->notes, &r->nnotes) != 0 ||
         unpack_strs(&b, &r->failures, &r->nfailures) != 0)
         goto bad;
+    if (b.off == len) {
+        free(r->delta_m_passive);
+        free(r->delta_m_active);
+        r->delta_m_passive = r->delta_m_active = NULL;
+    } else if (len - b.off == 4 + 16 * SL && wire_get_u32(&b) == GEOM_TAG) {
+        for (size_t i = 0; i < SL; i++)
+            r->delta_m_passive[i] = wire_get_f64(&b);
+        for (size_t i = 0; i < SL; i++)
+            r->delta_m_active[i] = wire_get_f64(&b);
+        for (size_t i = 0; i < SL; i++)
+            if (!isfinite(r->delta_m_passive[i]) || !isfinite(r->delta_m_active[i]) ||
+                r->delta_m_passive[i] < 0 || r->delta_m_active[i] < 0) {
+                why = "a non-finite or negative delta_m_passive or delta_m_active";
+                goto bad;
+            }
+    }
     if (b.off != len) {
         why = "trailing bytes";
         goto bad;
