@@ -42,3 +42,13 @@ awk -F '\t' '
 echo
 echo "(the paper reports r for the query projection only: FT -0.62, LoRA +0.83, DoRA -0.31;"
 echo " data/README.md says how these runs were made and what they show)"
+
+# where the magnitude change comes from (docs/numerics.md): dM / dM_passive per run
+# and kind, from the dm_over_passive column of the table; geom_KIND.png shows the split
+echo
+echo "== where dM comes from: dM / dM_passive (1: only what turning the rows forces)"
+awk -F '\t' '
+    NR == 1 { for (i = 1; i <= NF; i++) if ($i == "dm_over_passive") c = i }
+    NR > 1 && c { printf "%-6s %-7s %8s\n", $2, $3, ($c == "NA") ? "NA" : sprintf("%.2f", $c) }
+' "$OUT/regression.tsv"
+echo "(figures: $OUT/geom_q_proj.png, $OUT/geom_v_proj.png)"

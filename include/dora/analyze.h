@@ -83,6 +83,11 @@ typedef struct dora_result {
     double *delta_m;      /* [S * L], row-major by step */
     double *delta_d;      /* [S * L] */
     int64_t *zero_rows;   /* [S * L] rows zero in W0 or Wt (see kernel.h) */
+    /* where dM comes from (kernel.h, docs/numerics.md): the means over rows of
+     * passive and of |active|, [S * L]; NULL in a run read from a file written
+     * before they were (h5in.h) */
+    double *delta_m_passive;
+    double *delta_m_active;
     /* per-row data, only when opts->per_row; each [L] array of pointers */
     double **m0;          /* [L][rows] */
     double **m;           /* [L][S * rows] */
@@ -120,7 +125,7 @@ int dora_analyze_runs(dora_result *res, size_t *done, const char *base_path,
                       dora_err *err);
 /* Set RES's nsteps and nmodules to S and L and allocate its per-step arrays
  * (steps, step_paths, step_stamps) and per-module ones (modules, layer, rows,
- * cols, rank; delta_m, delta_d, zero_rows [S * L]), zeroed; the rest is left
+ * cols, rank; delta_m, delta_d, zero_rows, delta_m_passive, delta_m_active [S * L]), zeroed; the rest is left
  * as it is. 0, or -1 when out of memory (dora_result_release frees what was
  * allocated). */
 int dora_result_alloc(dora_result *res, size_t S, size_t L);

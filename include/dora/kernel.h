@@ -17,6 +17,21 @@
  * Zero rows: a row zero in both weights is unchanged (contributes 0 to dM and
  * dD); a row zero in exactly one of them has no angle to the other, and counts
  * as orthogonal (1 - cos = 1). Both cases are flagged so callers count them.
+ *
+ * Where the magnitude change comes from (docs/numerics.md): with u = b - a,
+ * its radial part r = u.a/|a| and tangential part t = |u - r a/|a||,
+ * |b|^2 = (|a| + r)^2 + t^2, and h = sqrt(|a|^2 + t^2) splits
+ *
+ *     |b| - |a| = passive + active,   passive = h - |a| >= 0,   active = |b| - h
+ *
+ * passive: the lengthening that the rotation alone forces; active: the rest.
+ * Without cancellation, t^2 = (saa sdd - sad^2) / saa, r = sad / |a|:
+ *
+ *     passive = t^2 / (h + |a|)      active = r (r + 2 |a|) / (|b| + h)
+ *
+ * Zero rows: a base row of zero has no radial direction, the update counts as
+ * tangential (t = |b|: passive = |b|, active = 0); a checkpoint row of zero is
+ * the base row taken away (t = 0: passive = 0, active = -|a|).
  */
 #ifndef DORA_KERNEL_H
 #define DORA_KERNEL_H
@@ -35,6 +50,8 @@ typedef struct dora_rowstat {
     double dm;            /* | |b| - |a| | */
     double one_minus_cos; /* in [0, 2] */
     int zero;             /* 1 when a or b is a zero row (see above) */
+    double passive;       /* sqrt(|a|^2 + t^2) - |a| >= 0 (see above) */
+    double active;        /* |b| - sqrt(|a|^2 + t^2), signed: |b| - |a| = passive + active */
 } dora_rowstat;
 
 /* Instruction sets the fast kernel is compiled for; the best one the CPU has
@@ -77,8 +94,16 @@ void dora_row_sums_naive(const void *a, dora_dtype ta, const void *b, dora_dtype
  * the base row is at fault and 1 when the checkpoint row is. */
 int dora_row_finish(const dora_rowsums *s, dora_rowstat *st, int *bad_side);
 
-/* Naive 1 - cos and magnitude change, straight from the definitions with long
- * double sums; used by the tests as an independent check. */
+/* passive and active of ST from its m0, mt and one_minus_cos alone, for a row
+ * whose norm is set apart from its direction (DoRA: |b| = |m|): t = |b| sin,
+ * r = (|b| - |a|) - |b| (1 - cos), t^2 = |b|^2 (1 - cos)(1 + cos). Gives the
+ * zero-row values above for m0 or mt = 0 with one_minus_cos as dora_row_finish
+ * sets it. */
+void dora_row_split_angle(dora_rowstat *st);
+
+/* Naive 1 - cos, magnitude change, passive and active, straight from the
+ * definitions with long double sums (t from the projection of u, passive =
+ * h - |a|, active = |b| - h); used by the tests as an independent check. */
 void dora_row_stat_naive(const void *a, dora_dtype ta, const void *b, dora_dtype tb, size_t n,
                          dora_rowstat *st);
 

@@ -146,6 +146,10 @@ static void drop_steps(dora_result *res, const int *bad)
         memmove(res->delta_m + k * L, res->delta_m + s * L, L * sizeof *res->delta_m);
         memmove(res->delta_d + k * L, res->delta_d + s * L, L * sizeof *res->delta_d);
         memmove(res->zero_rows + k * L, res->zero_rows + s * L, L * sizeof *res->zero_rows);
+        memmove(res->delta_m_passive + k * L, res->delta_m_passive + s * L,
+                L * sizeof *res->delta_m_passive);
+        memmove(res->delta_m_active + k * L, res->delta_m_active + s * L,
+                L * sizeof *res->delta_m_active);
         for (size_t l = 0; res->m && l < L; l++) {
             size_t rows = (size_t)res->rows[l];
             memmove(res->m[l] + k * rows, res->m[l] + s * rows, rows * sizeof **res->m);
@@ -205,12 +209,16 @@ static void reduce(dora_result *res, const job *jb, const module *mods)
             res->delta_m[s * L + ch->module] += ch->dm_sum[s - ch->s0];
             res->delta_d[s * L + ch->module] += ch->dd_sum[s - ch->s0];
             res->zero_rows[s * L + ch->module] += ch->zero[s - ch->s0];
+            res->delta_m_passive[s * L + ch->module] += ch->pm_sum[s - ch->s0];
+            res->delta_m_active[s * L + ch->module] += ch->am_sum[s - ch->s0];
         }
     }
     for (size_t s = 0; s < S; s++)
         for (size_t l = 0; l < L; l++) {
             res->delta_m[s * L + l] /= (double)mods[l].rows;
             res->delta_d[s * L + l] /= (double)mods[l].rows;
+            res->delta_m_passive[s * L + l] /= (double)mods[l].rows;
+            res->delta_m_active[s * L + l] /= (double)mods[l].rows;
         }
 }
 
@@ -472,8 +480,11 @@ int dora_result_alloc(dora_result *r, size_t S, size_t L)
     r->delta_m = calloc(S * L + 1, sizeof *r->delta_m);
     r->delta_d = calloc(S * L + 1, sizeof *r->delta_d);
     r->zero_rows = calloc(S * L + 1, sizeof *r->zero_rows);
+    r->delta_m_passive = calloc(S * L + 1, sizeof *r->delta_m_passive);
+    r->delta_m_active = calloc(S * L + 1, sizeof *r->delta_m_active);
     return r->steps && r->step_paths && r->step_stamps && r->modules && r->layer && r->rows &&
-                   r->cols && r->rank && r->delta_m && r->delta_d && r->zero_rows
+                   r->cols && r->rank && r->delta_m && r->delta_d && r->zero_rows &&
+                   r->delta_m_passive && r->delta_m_active
                ? 0
                : -1;
 }
@@ -512,6 +523,8 @@ void dora_result_release(dora_result *res)
     free(res->delta_m);
     free(res->delta_d);
     free(res->zero_rows);
+    free(res->delta_m_passive);
+    free(res->delta_m_active);
     free(res->name_alignment);
     dora_notes_free(res->notes, res->nnotes);
     for (size_t i = 0; i < res->nfailures; i++)

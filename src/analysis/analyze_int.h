@@ -46,6 +46,7 @@ typedef struct chunk {
     size_t s0, s1;  /* the steps it computes (a LoRA module's group; dense: all) */
     int64_t block;  /* LoRA: rows per pass of the low-rank kernel */
     double *dm_sum, *dd_sum; /* [S] */
+    double *pm_sum, *am_sum; /* [S] sums of passive and |active| (kernel.h) */
     int64_t *zero;           /* [S] */
     uint64_t bytes;          /* of the base and the steps it reads, for the progress */
 } chunk;

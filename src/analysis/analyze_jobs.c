@@ -39,6 +39,7 @@ typedef struct workspace {
     size_t lcap[LB_N]; /* doubles mapped for each */
     size_t rall_module, rall_s0; /* group whose factors and Gram matrices are loaded */
     double *dm, *dd;  /* [S] one chunk's sums for add_row, then kept per group */
+    double *pm, *am;  /* [S] the same for delta_m_passive and delta_m_active */
     int64_t *zero;    /* [S] */
 } workspace;
 
@@ -61,6 +62,8 @@ static void add_row(job *jb, chunk *c, size_t s, int64_t r, const dora_rowstat *
     c->dm_sum[s] += st->dm;
     c->dd_sum[s] += st->one_minus_cos;
     c->zero[s] += st->zero;
+    c->pm_sum[s] += st->passive;
+    c->am_sum[s] += fabs(st->active);
     if (jb->per_row) {
         dora_result *res = jb->res;
         size_t k = (size_t)jb->mods[c->module].rows, l = c->module;
@@ -406,6 +409,7 @@ static int lora_rows(job *jb, chunk *c, workspace *ws, int64_t row0, size_t nb)
                 }
                 st.mt = fabs(m);
                 st.dm = fabs(st.mt - st.m0);
+                dora_row_split_angle(&st);
             }
             add_row(jb, c, s, row, &st);
         }
@@ -440,9 +444,11 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
     chunk lc = *c;
     lc.dm_sum = ws->dm;
     lc.dd_sum = ws->dd;
+    lc.pm_sum = ws->pm;
+    lc.am_sum = ws->am;
     lc.zero = ws->zero;
     for (size_t s = c->s0; s < c->s1; s++) {
-        ws->dm[s] = ws->dd[s] = 0;
+        ws->dm[s] = ws->dd[s] = ws->pm[s] = ws->am[s] = 0;
         ws->zero[s] = 0;
     }
     for (int64_t b0 = c->row0; b0 < c->row1; b0 += c->block) {
@@ -463,6 +469,8 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
     for (size_t s = c->s0; s < c->s1; s++) {
         c->dm_sum[s - c->s0] = ws->dm[s];
         c->dd_sum[s - c->s0] = ws->dd[s];
+        c->pm_sum[s - c->s0] = ws->pm[s];
+        c->am_sum[s - c->s0] = ws->am[s];
         c->zero[s - c->s0] = ws->zero[s];
     }
     return 0;
@@ -472,6 +480,7 @@ static int run_chunk(job *jb, chunk *c, workspace *ws)
 {
     for (size_t s = c->s0; s < c->s1; s++) {
         c->dm_sum[s - c->s0] = c->dd_sum[s - c->s0] = 0;
+        c->pm_sum[s - c->s0] = c->am_sum[s - c->s0] = 0;
         c->zero[s - c->s0] = 0;
     }
     return jb->mods[c->module].lora ? run_chunk_lora(jb, c, ws) : run_chunk_dense(jb, c, ws);
@@ -529,8 +538,10 @@ static void *worker(void *arg)
     const size_t S = jb->S ? jb->S : 1;
     ws.dm = calloc(S, sizeof *ws.dm);
     ws.dd = calloc(S, sizeof *ws.dd);
+    ws.pm = calloc(S, sizeof *ws.pm);
+    ws.am = calloc(S, sizeof *ws.am);
     ws.zero = calloc(S, sizeof *ws.zero);
-    if (!ws.dm || !ws.dd || !ws.zero) {
+    if (!ws.dm || !ws.dd || !ws.pm || !ws.am || !ws.zero) {
         job_fail(jb, "out of memory");
         goto out;
     }
@@ -569,6 +580,8 @@ out:
     lora_release(&ws);
     free(ws.dm);
     free(ws.dd);
+    free(ws.pm);
+    free(ws.am);
     free(ws.zero);
     return NULL;
 }
@@ -762,7 +775,7 @@ int an_make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_er
     }
     jb->chunks = calloc(n ? n : 1, sizeof *jb->chunks);
     jb->units = calloc(nu + 1, sizeof *jb->units);
-    *pool_d = calloc(2 * nsum + 1, sizeof **pool_d);
+    *pool_d = calloc(4 * nsum + 1, sizeof **pool_d);
     *pool_z = calloc(nsum + 1, sizeof **pool_z);
     if (!jb->chunks || !jb->units || !*pool_d || !*pool_z) {
         free_plans(pl, L);
@@ -788,8 +801,10 @@ int an_make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_er
                 ch->block = pl[l].block;
                 ch->row0 = k * pl[l].per;
                 ch->row1 = ch->row0 + pl[l].per < md->rows ? ch->row0 + pl[l].per : md->rows;
-                ch->dm_sum = *pool_d + 2 * off;
+                ch->dm_sum = *pool_d + 4 * off;
                 ch->dd_sum = ch->dm_sum + (s1 - s0);
+                ch->pm_sum = ch->dm_sum + 2 * (s1 - s0);
+                ch->am_sum = ch->dm_sum + 3 * (s1 - s0);
                 ch->zero = *pool_z + off;
                 off += s1 - s0;
                 ch->bytes = chunk_bytes(md, s0, s1, ch->row1 - ch->row0);

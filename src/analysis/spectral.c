@@ -164,8 +164,6 @@ static int select_shared(sctx *c, rctx *rc, dora_err *err)
 {
     const size_t S = rc->run->nsteps;
     stepdata *sd = calloc(S, sizeof *sd);
-    int *bad = calloc(S, sizeof *bad);
-    char **why = calloc(S, sizeof *why);
     dora_result res;
     memset(&res, 0, sizeof res);
     const dora_analysis_opts ao = {.include = c->opts->include, .exclude = c->opts->exclude,
@@ -173,18 +171,14 @@ static int select_shared(sctx *c, rctx *rc, dora_err *err)
                                    .nrenames = c->opts->nrenames,
                                    .transpose = c->opts->transpose,
                                    .no_split = c->opts->no_split};
-    int rc_ = sd && bad && why ? 0 : dora_errf(err, "out of memory");
+    int rc_ = sd ? 0 : dora_errf(err, "out of memory");
     for (size_t s = 0; rc_ == 0 && s < S; s++) {
         sd[s].model = rc->model[s];
         sd[s].adapter = rc->adapter[s];
         sd[s].borrowed = 1;
     }
     if (rc_ == 0)
-        rc_ = an_select_modules(&res, c->base, sd, S, &ao, &rc->amods, &rc->namods, bad, why,
-                                err);
-    for (size_t s = 0; rc_ == 0 && s < S; s++)
-        if (bad[s])
-            rc_ = dora_errf(err, "run '%s': %s", rc->name, why[s]);
+        rc_ = an_select_modules(&res, c->base, sd, S, &ao, &rc->amods, &rc->namods, err);
     for (size_t k = 0; rc_ == 0 && k < res.nnotes; k++)
         dora_notes_add(&c->sp->notes, &c->sp->nnotes, 0, "run '%s': %s", rc->name,
                        res.notes[k]);
@@ -205,10 +199,6 @@ static int select_shared(sctx *c, rctx *rc, dora_err *err)
                        "run '%s': %zu module(s) above %lld elements were left out: too large "
                        "for a dense SVD (first: '%s')",
                        rc->name, big, (long long)c->opts->dense_max_elems, first_big);
-    for (size_t s = 0; why && s < S; s++)
-        free(why[s]);
-    free(why);
-    free(bad);
     free(sd);
     dora_result_release(&res);
     return rc_;

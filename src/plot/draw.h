@@ -81,4 +81,28 @@ int plot_draw_kind(const char *kind, const plot_pick *picks, size_t np, const do
                    size_t ng, char *const *formats, const plot_where *w, int *drawn,
                    dora_err *err);
 
+/* ---- the figures beside plot_fig_names (fig_geom.c, fig_heads.c) ---------- */
+
+/* "METHOD (NAME)" of a run, NAME cut to 28 bytes with an ellipsis (figure.c). */
+void plot_run_title(char *out, size_t n, const dora_result *r);
+
+/* Drawn per kind into OUTDIR/NAME_KIND.FMT after the figures above: "geom"
+ * (where dM comes from, plots/geom.gp), "heads" (dM and dD per layer and
+ * attention head at the final step, plots/heads.gp). */
+#define PLOT_NEXTRA 2
+extern const char *const plot_extra_names[PLOT_NEXTRA];
+
+/* Draw OUT from the template TMPL_NAME.gp of W->tdir: PARAMS writes the
+ * template's parameters (tdir is written first; OUTFILE is where gnuplot must
+ * write, the private temporary renamed over OUT when gnuplot succeeds) and
+ * returns -1 only when out of memory. */
+int plot_draw_template(const char *tmpl_name, const char *out, const plot_where *w,
+                       int (*params)(FILE *p, const char *outfile, void *ctx), void *ctx,
+                       dora_err *err);
+
+/* geom_KIND.FMT in every format, a panel per run of PICKS that has
+ * delta_m_passive (none: nothing drawn, 0); *drawn counts the figures. */
+int plot_draw_geom(const char *kind, const plot_pick *picks, size_t np, char *const *formats,
+                   const plot_where *w, int *drawn, dora_err *err);
+
 #endif

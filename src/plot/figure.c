@@ -95,7 +95,7 @@ static char *model_name(const dora_result *r)
 
 /* "METHOD (NAME)", NAME cut to 28 bytes (at a UTF-8 boundary) with an ellipsis,
  * so that a title fits its panel and a legend its column. */
-static void run_title(char *out, size_t n, const dora_result *r)
+void plot_run_title(char *out, size_t n, const dora_result *r)
 {
     size_t len = strlen(r->name), keep = len;
     if (len > 28) {
@@ -175,7 +175,7 @@ static void write_panel(FILE *p, size_t i, const plot_pick *pk, const dora_regre
     char xl[128], yl[128], rt[512];
     axis_scale(mx, "ΔD", &xm, xl, sizeof xl);
     axis_scale(my, "ΔM", &ym, yl, sizeof yl);
-    run_title(rt, sizeof rt, r);
+    plot_run_title(rt, sizeof rt, r);
     fprintf(p, "run_title[%zu] = ", i);
     plot_gp_str(p, rt);
     fprintf(p, "\nxlab[%zu] = ", i);

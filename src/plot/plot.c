@@ -196,6 +196,18 @@ static int refuse_input(const char *input, const char *outdir, char *const *kind
                                           "same file)",
                                      out, input);
             }
+    for (size_t k = 0; kinds[k]; k++)
+        for (size_t fi = 0; formats[fi]; fi++)
+            for (int fig = 0; fig < PLOT_NEXTRA; fig++) {
+                char out[4096];
+                struct stat sb;
+                snprintf(out, sizeof out, "%s/%s_%s.%s", outdir, plot_extra_names[fig], kinds[k],
+                         formats[fi]);
+                if (stat(out, &sb) == 0 && sb.st_dev == in.st_dev && sb.st_ino == in.st_ino)
+                    return dora_errf(err, "refusing to write '%s': it is the input '%s' (the "
+                                          "same file)",
+                                     out, input);
+            }
     return 0;
 }
 
@@ -254,6 +266,8 @@ static int draw_kinds(const dora_plot_study *s, char *const *kinds, char *const 
         if (rc == 0)
             rc = plot_draw_kind(kinds[k], picks, np, s->regs, s->nregs, formats, w, &rep->drawn,
                                 err);
+        if (rc == 0)
+            rc = plot_draw_geom(kinds[k], picks, np, formats, w, &rep->drawn, err);
     }
     for (size_t i = 0; i < s->nruns; i++)
         free(picks[i].mods);
@@ -294,7 +308,7 @@ int dora_plot_draw(const dora_plot_study *s, const dora_plot_opts *o, dora_plot_
 done:
     if (have_work) {
         static const char *const files[] = {"fig2.dat", "fig8.dat", "traj.dat", "params.gp",
-                                            "gnuplot.err"};
+                                            "gnuplot.err", "geom.dat", "heads.dat"};
         char p[4200];
         for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
             snprintf(p, sizeof p, "%s/%s", work, files[i]);

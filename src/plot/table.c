@@ -1,5 +1,6 @@
 /* table.c - the regression table of a study (dora_plot_stats): TSV or JSON. */
 #include "dora/plot.h"
+#include "dora/geom.h"
 #include "dora/tidy.h"
 #include "plot/draw.h"
 
@@ -23,9 +24,19 @@ static void json_str(FILE *out, const char *s)
     putc('"', out);
 }
 
-/* Undefined values (the defined flags 0) are null: JSON has no NaN. */
-static void write_json(FILE *out, const dora_regression *const *g, size_t n)
+/* dM / dM_passive of each row (geom.h) as text: "%.17g", or UNDEF. */
+static void ratio_text(char *buf, size_t len, const double *ratio, size_t i, const char *undef)
 {
+    if (ratio[i] >= 0)
+        snprintf(buf, len, "%.17g", ratio[i]);
+    else
+        snprintf(buf, len, "%s", undef);
+}
+
+/* Undefined values (the defined flags 0) are null: JSON has no NaN. */
+static void write_json(FILE *out, const dora_regression *const *g, size_t n, const double *ratio)
+{
+    char rt[64];
     fprintf(out, "[");
     for (size_t i = 0; i < n; i++) {
         fprintf(out, "%s\n  {\"run\": ", i ? "," : "");
@@ -41,18 +52,21 @@ static void write_json(FILE *out, const dora_regression *const *g, size_t n)
         else
             fprintf(out, "\"slope\": null, \"intercept\": null, \"pearson_r\": null, ");
         if (g[i]->within_defined)
-            fprintf(out, "\"within_step_r\": %.17g}", g[i]->within_r);
+            fprintf(out, "\"within_step_r\": %.17g", g[i]->within_r);
         else
-            fprintf(out, "\"within_step_r\": null}");
+            fprintf(out, "\"within_step_r\": null");
+        ratio_text(rt, sizeof rt, ratio, i, "null");
+        fprintf(out, ", \"dm_over_passive\": %s}", rt);
     }
     fprintf(out, "\n]\n");
 }
 
 /* Undefined values (the defined flags 0) are NA. */
-static void write_tsv(FILE *out, const dora_regression *const *g, size_t n)
+static void write_tsv(FILE *out, const dora_regression *const *g, size_t n, const double *ratio)
 {
+    char rt[64];
     fprintf(out, "run\tmethod\tmodule_kind\tn\tlayers\tslope\tintercept\tpearson_r\t"
-                 "within_step_r\n");
+                 "within_step_r\tdm_over_passive\n");
     for (size_t i = 0; i < n; i++) {
         dora_tidy_field(out, g[i]->run, 0);
         fprintf(out, "\t%s\t", g[i]->method);
@@ -63,9 +77,11 @@ static void write_tsv(FILE *out, const dora_regression *const *g, size_t n)
         else
             fprintf(out, "NA\tNA\tNA\t");
         if (g[i]->within_defined)
-            fprintf(out, "%.17g\n", g[i]->within_r);
+            fprintf(out, "%.17g", g[i]->within_r);
         else
-            fprintf(out, "NA\n");
+            fprintf(out, "NA");
+        ratio_text(rt, sizeof rt, ratio, i, "NA");
+        fprintf(out, "\t%s\n", rt);
     }
 }
 
@@ -75,9 +91,11 @@ int dora_plot_stats(FILE *out, const dora_plot_study *s, const char *kinds, int 
     size_t nk = 0, n = 0;
     char **want = kinds ? plot_list_split(kinds, &nk) : NULL;
     const dora_regression **rows = calloc(s->nregs + 1, sizeof *rows);
-    if ((kinds && !want) || !rows) {
+    double *ratio = calloc(s->nregs + 1, sizeof *ratio);
+    if ((kinds && !want) || !rows || !ratio) {
         plot_list_free(want);
         free(rows);
+        free(ratio);
         return dora_errf(err, "out of memory");
     }
     for (size_t i = 0; i < s->nregs; i++) {
@@ -87,11 +105,27 @@ int dora_plot_stats(FILE *out, const dora_plot_study *s, const char *kinds, int 
         if (hit)
             rows[n++] = &s->regs[i];
     }
+    for (size_t i = 0; i < n; i++) {
+        const dora_result *run = NULL;
+        for (size_t k = 0; k < s->nruns && !run; k++)
+            if (strcmp(s->runs[k].name, rows[i]->run) == 0)
+                run = &s->runs[k];
+        int r = run ? dora_passive_ratio(run, rows[i]->kind, &ratio[i]) : -1;
+        if (r == -2) {
+            plot_list_free(want);
+            free(rows);
+            free(ratio);
+            return dora_errf(err, "out of memory");
+        }
+        if (r != 0)
+            ratio[i] = -1; /* undefined: NA / null */
+    }
     if (json)
-        write_json(out, rows, n);
+        write_json(out, rows, n, ratio);
     else
-        write_tsv(out, rows, n);
+        write_tsv(out, rows, n, ratio);
     plot_list_free(want);
     free(rows);
+    free(ratio);
     return 0;
 }

@@ -120,6 +120,36 @@ static int read_strings(hid_t g, const char *name, hsize_t n, char **out, const 
 }
 
 
+/* delta_m_passive and delta_m_active: both, or neither (a file written before
+ * them: both NULL); finite and >= 0. */
+static int read_geom(hid_t g, dora_result *r, const ctx *c, const char *name)
+{
+    const size_t S = r->nsteps, L = r->nmodules;
+    int hp = H5Lexists(g, "delta_m_passive", H5P_DEFAULT) > 0;
+    int ha = H5Lexists(g, "delta_m_active", H5P_DEFAULT) > 0;
+    if (!hp && !ha) {
+        free(r->delta_m_passive);
+        free(r->delta_m_active);
+        r->delta_m_passive = r->delta_m_active = NULL;
+        return 0;
+    }
+    if (hp != ha)
+        return dora_errf(c->err, "'%s': run '%s' has '%s' without '%s'", c->path, name,
+                         hp ? "delta_m_passive" : "delta_m_active",
+                         hp ? "delta_m_active" : "delta_m_passive");
+    if (read_num(g, "delta_m_passive", 2, S, L, H5T_NATIVE_DOUBLE, r->delta_m_passive, c, name) ||
+        read_num(g, "delta_m_active", 2, S, L, H5T_NATIVE_DOUBLE, r->delta_m_active, c, name))
+        return -1;
+    for (size_t i = 0; i < S * L; i++)
+        if (!isfinite(r->delta_m_passive[i]) || !isfinite(r->delta_m_active[i]) ||
+            r->delta_m_passive[i] < 0 || r->delta_m_active[i] < 0)
+            return dora_errf(c->err,
+                             "'%s': run '%s' holds a non-finite or negative delta_m_passive or "
+                             "delta_m_active",
+                             c->path, name);
+    return 0;
+}
+
 static int read_run(hid_t runs, const char *name, dora_result *r, const ctx *c)
 {
     hid_t g = H5Gopen2(runs, name, H5P_DEFAULT);
@@ -183,6 +213,8 @@ static int read_run(hid_t runs, const char *name, dora_result *r, const ctx *c)
                       name);
             goto done;
         }
+    if (read_geom(g, r, c, name) != 0)
+        goto done;
     for (size_t s = 1; s < S; s++)
         if (r->steps[s] <= r->steps[s - 1]) {
             dora_errf(c->err, "'%s': run '%s': steps are not ascending", c->path, name);

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "dora/h5out.h"
 #include "results/h5util.h"
+#include "dora/geom.h"
 #include "dora/stats.h"
 #include "dora/version.h"
 
@@ -78,6 +79,12 @@ static int write_run(hid_t runs, const dora_result *r, dora_err *err)
         h5u_dataset(g, "delta_m", 2, sl, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->delta_m, err) != 0 ||
         h5u_dataset(g, "delta_d", 2, sl, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->delta_d, err) != 0 ||
         h5u_dataset(g, "zero_rows", 2, sl, H5T_STD_I64LE, H5T_NATIVE_INT64, r->zero_rows, err) != 0)
+        goto fail_named;
+    if (r->delta_m_passive && r->delta_m_active &&
+        (h5u_dataset(g, "delta_m_passive", 2, sl, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE,
+                     r->delta_m_passive, err) != 0 ||
+         h5u_dataset(g, "delta_m_active", 2, sl, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE,
+                     r->delta_m_active, err) != 0))
         goto fail_named;
     if (r->m0 && write_per_row(g, r, err) != 0)
         goto fail;
@@ -167,6 +174,55 @@ done:
     return rc;
 }
 
+/* /regression/dm_over_passive [K] and its flag, row for row with the regression
+ * (geom.h): undefined (a run without delta_m_passive, nothing turned) is NaN
+ * with the flag 0. */
+static int write_passive_ratio(hid_t f, const dora_result *runs, size_t nruns, dora_err *err)
+{
+    dora_regression *g = NULL;
+    size_t n = 0;
+    if (dora_regressions(runs, nruns, &g, &n) != 0)
+        return dora_errf(err, "out of memory computing the regressions");
+    int rc = -1;
+    hid_t grp = -1;
+    double *ratio = calloc(n + 1, sizeof *ratio);
+    int32_t *def = calloc(n + 1, sizeof *def);
+    if (!ratio || !def) {
+        dora_errf(err, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const dora_result *run = NULL;
+        for (size_t k = 0; k < nruns && !run; k++)
+            if (strcmp(runs[k].name, g[i].run) == 0)
+                run = &runs[k];
+        int r = run ? dora_passive_ratio(run, g[i].kind, &ratio[i]) : -1;
+        if (r == -2) {
+            dora_errf(err, "out of memory");
+            goto done;
+        }
+        def[i] = r == 0;
+        if (!def[i])
+            ratio[i] = NAN;
+    }
+    CHECK(grp = H5Gopen2(f, "regression", H5P_DEFAULT), "cannot open group '/regression'");
+    hsize_t k[1] = {n};
+    if (h5u_dataset(grp, "dm_over_passive", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, ratio,
+                    err) != 0 ||
+        h5u_dataset(grp, "dm_over_passive_defined", 1, k, H5T_STD_I32LE, H5T_NATIVE_INT32, def,
+                    err) != 0)
+        goto fail;
+    rc = 0;
+fail:
+done:
+    if (grp >= 0)
+        H5Gclose(grp);
+    free(ratio);
+    free(def);
+    dora_regressions_free(g, n);
+    return rc;
+}
+
 typedef struct h5o_input {
     const dora_result *runs;
     size_t nruns;
@@ -189,7 +245,9 @@ static int write_results(hid_t f, const void *ctx, dora_err *err)
             goto fail;
     H5Gclose(g);
     g = -1;
-    return write_regression(f, in->runs, in->nruns, err);
+    if (write_regression(f, in->runs, in->nruns, err) != 0)
+        return -1;
+    return write_passive_ratio(f, in->runs, in->nruns, err);
 fail:
     if (g >= 0)
         H5Gclose(g);

@@ -70,7 +70,12 @@ static int same_step_numbers(const dora_result *a, size_t sa, const dora_result 
         if (strcmp(a->modules[l], b->modules[l]) != 0 ||
             memcmp(&a->delta_m[sa * L + l], &b->delta_m[sb * L + l], sizeof(double)) != 0 ||
             memcmp(&a->delta_d[sa * L + l], &b->delta_d[sb * L + l], sizeof(double)) != 0 ||
-            a->zero_rows[sa * L + l] != b->zero_rows[sb * L + l])
+            a->zero_rows[sa * L + l] != b->zero_rows[sb * L + l] ||
+            (a->delta_m_passive && b->delta_m_passive &&
+             (memcmp(&a->delta_m_passive[sa * L + l], &b->delta_m_passive[sb * L + l],
+                     sizeof(double)) != 0 ||
+              memcmp(&a->delta_m_active[sa * L + l], &b->delta_m_active[sb * L + l],
+                     sizeof(double)) != 0)))
             return 0;
     return 1;
 }
@@ -249,9 +254,26 @@ static int join_steps(const joinctx *j, dora_result *out, dora_err *err)
             out->delta_m[s * L + l] = p->delta_m[ps * PL + (size_t)pl];
             out->delta_d[s * L + l] = p->delta_d[ps * PL + (size_t)pl];
             out->zero_rows[s * L + l] = p->zero_rows[ps * PL + (size_t)pl];
+            if (out->delta_m_passive && p->delta_m_passive) {
+                out->delta_m_passive[s * L + l] = p->delta_m_passive[ps * PL + (size_t)pl];
+                out->delta_m_active[s * L + l] = p->delta_m_active[ps * PL + (size_t)pl];
+            }
         }
     }
     return 0;
+}
+
+/* delta_m_passive and delta_m_active only when every part has them (a part
+ * read from an older journal or file has not). */
+static void join_geom_presence(const joinctx *j, dora_result *out)
+{
+    for (size_t i = 0; i < j->n; i++)
+        if (!j->parts[i]->delta_m_passive || !j->parts[i]->delta_m_active) {
+            free(out->delta_m_passive);
+            free(out->delta_m_active);
+            out->delta_m_passive = out->delta_m_active = NULL;
+            return;
+        }
 }
 
 /* The parts' notes and failures, each once, and a note on the tensors left out. */
@@ -304,6 +326,7 @@ int dora_result_join(dora_result *out, const dora_result *const *parts, size_t n
         dora_errf(err, "out of memory");
         goto done;
     }
+    join_geom_presence(&j, out);
     if (join_modules(&j, out, err) != 0 || join_steps(&j, out, err) != 0 ||
         join_notes(&j, out, err) != 0)
         goto done;

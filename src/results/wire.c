@@ -10,6 +10,12 @@
 #include <string.h>
 
 #define PACK_MAGIC 0x31555244u /* "DRU1": the unit wire format, version 1 */
+/* Optional sections after the failures, each a u32 tag and its data, in any
+ * order, each at most once. "GEOM": delta_m_passive then delta_m_active
+ * [S * L] (a record without it, written before them, reads back with both
+ * NULL); "LIGN": the name alignment applied, a string. */
+#define GEOM_TAG 0x4d4f4547u
+#define ALIGN_TAG 0x4e47494cu
 
 int dora_result_pack(const dora_result *r, unsigned char **buf, size_t *len, dora_err *err)
 {
@@ -46,8 +52,19 @@ int dora_result_pack(const dora_result *r, unsigned char **buf, size_t *len, dor
     wire_put_u64(&b, r->nfailures);
     for (size_t i = 0; i < r->nfailures; i++)
         wire_put_str(&b, r->failures[i]);
-    if (r->name_alignment) /* optional, last: records without it stay readable */
+    /* optional sections, each a tag and its data: records without them (older
+     * journals) stay readable */
+    if (r->name_alignment) {
+        wire_put_u32(&b, ALIGN_TAG);
         wire_put_str(&b, r->name_alignment);
+    }
+    if (r->delta_m_passive && r->delta_m_active) {
+        wire_put_u32(&b, GEOM_TAG);
+        for (size_t i = 0; i < S * L; i++)
+            wire_put_f64(&b, r->delta_m_passive[i]);
+        for (size_t i = 0; i < S * L; i++)
+            wire_put_f64(&b, r->delta_m_active[i]);
+    }
     if (b.oom) {
         free(b.p);
         return dora_errf(err, "out of memory packing the results of run '%s'", r->name);
@@ -154,8 +171,36 @@ int dora_result_unpack(dora_result *r, const unsigned char *buf, size_t len, con
     if (unpack_strs(&b, &r->notes, &r->nnotes) != 0 ||
         unpack_strs(&b, &r->failures, &r->nfailures) != 0)
         goto bad;
-    if (len - b.off >= 8 && !(r->name_alignment = wire_get_str(&b)))
+    int geom = 0;
+    while (b.off < len && !b.bad) {
+        uint32_t tag = len - b.off >= 4 ? wire_get_u32(&b) : 0;
+        if (tag == ALIGN_TAG && !r->name_alignment) {
+            if (!(r->name_alignment = wire_get_str(&b)))
+                goto bad;
+        } else if (tag == GEOM_TAG && !geom && len - b.off >= 16 * SL) {
+            geom = 1;
+            for (size_t i = 0; i < SL; i++)
+                r->delta_m_passive[i] = wire_get_f64(&b);
+            for (size_t i = 0; i < SL; i++)
+                r->delta_m_active[i] = wire_get_f64(&b);
+            for (size_t i = 0; i < SL; i++)
+                if (!isfinite(r->delta_m_passive[i]) || !isfinite(r->delta_m_active[i]) ||
+                    r->delta_m_passive[i] < 0 || r->delta_m_active[i] < 0) {
+                    why = "a non-finite or negative delta_m_passive or delta_m_active";
+                    goto bad;
+                }
+        } else {
+            why = "an unknown or repeated section";
+            goto bad;
+        }
+    }
+    if (b.bad)
         goto bad;
+    if (!geom) { /* a record of a version before them: the file leaves them out */
+        free(r->delta_m_passive);
+        free(r->delta_m_active);
+        r->delta_m_passive = r->delta_m_active = NULL;
+    }
     if (b.off != len) {
         why = "trailing bytes";
         goto bad;

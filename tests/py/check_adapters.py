@@ -20,6 +20,11 @@ nothing cancels. Then it compares with the tool's HDF5:
     fan_in_fan_out), rank (the module's LoRA r after rank_pattern, 0 for dense);
   * delta_m, delta_d: |tool - ref| <= rtol * |ref| (default rtol 1e-9; a ref of
     exactly 0 needs |tool| <= 1e-15); zero_rows exactly;
+  * delta_m_passive, delta_m_active (where dM comes from, docs/numerics.md) to the
+    same rtol, from the merged rows: u = W_t - W0, r = u.w0/|w0|, t = |u - r w0/|w0||
+    by projection (not the tool's Lagrange form), h = sqrt(|w0|^2 + t^2),
+    passive = t^2/(h + |w0|), active = | r (r + 2|w0|)/(|W_t| + h) |; and per
+    module and step dM <= passive + active (the triangle inequality);
   * its own reading of each config (r, scale per module) against manifest.json,
     what the generator meant;
   * --tsv: the tool's stdout table matches the HDF5 numbers exactly.
@@ -198,6 +203,25 @@ def merge_module(cfg, module, t, w0):
     return kind, r, s, fifo, w, delta, mag
 
 
+def row_split(w0, wt):
+    """Per-row (passive, |active|) of the change W0 -> W_t (see the module doc).
+    A zero base row: all tangential (passive = |W_t|); a zero W_t: all radial."""
+    na = np.sqrt(np.sum(w0 * w0, axis=1))
+    nt = np.sqrt(np.sum(wt * wt, axis=1))
+    ok = na > 0
+    e = w0[ok] / na[ok, None]
+    u = wt[ok] - w0[ok]
+    r = np.sum(u * e, axis=1)
+    q = u - r[:, None] * e
+    t2 = np.sum(q * q, axis=1)
+    h = np.sqrt(na[ok] ** 2 + t2)
+    passive = nt.copy()        # zero base rows
+    active = np.zeros(w0.shape[0])
+    passive[ok] = t2 / (h + na[ok])
+    active[ok] = np.abs(r * (r + 2 * na[ok]) / (nt[ok] + h))
+    return passive, active
+
+
 def row_stats(w0, d, mag=None):
     """Per-row (|dM| term, 1 - cos, zero flag) for W0 rows a and W_t = a + d (or
     mag * (a + d)/||a + d|| for DoRA)."""
@@ -286,7 +310,15 @@ def reference_run(base, run_path, man_run, fail, label):
             dm, omc, zero = row_stats(w, d, mag)
             p = out["per"].setdefault(bn, {"dm": np.zeros(S), "dd": np.zeros(S),
                                            "zero": np.zeros(S, np.int64),
+                                           "pm": np.zeros(S), "am": np.zeros(S),
+                                           "m0": float(np.mean(np.sqrt(np.sum(w * w, axis=1)))),
                                            "rows": w.shape[0], "cols": w.shape[1]})
+            wt = w + d
+            if mag is not None:
+                wt = wt * (mag / np.sqrt(np.sum(wt * wt, axis=1)))[:, None]
+            pas, act = row_split(w, wt)
+            p["pm"][si] = pas.sum() / w.shape[0]
+            p["am"][si] = act.sum() / w.shape[0]
             p["dm"][si] = dm.sum() / w.shape[0]
             p["dd"][si] = omc.sum() / w.shape[0]
             p["zero"][si] = zero.sum()
@@ -313,7 +345,8 @@ def reference_run(base, run_path, man_run, fail, label):
 # ---------------------------------------------------------------- comparison
 class Worst:
     def __init__(self):
-        self.v = {"delta_m": (0.0, ""), "delta_d": (0.0, "")}
+        self.v = {"delta_m": (0.0, ""), "delta_d": (0.0, ""), "delta_m_passive": (0.0, ""),
+                  "delta_m_active": (0.0, "")}
 
     def see(self, key, err, where):
         if err > self.v[key][0]:
@@ -372,6 +405,11 @@ def compare_run(f, name, ref, rtol, fail, worst, mod_re):
             return 1
     layer, rows, cols = g["layer"][()], g["rows"][()], g["cols"][()]
     dm, dd, zr = g["delta_m"][()], g["delta_d"][()], g["zero_rows"][()]
+    for key in ("delta_m_passive", "delta_m_active"):
+        if key not in g or g[key].dtype != np.dtype("<f8") or g[key].shape != (S, L):
+            fail(f"{label}: {key} missing, or not float64 [{S}, {L}]")
+            return 1
+    pm, am = g["delta_m_passive"][()], g["delta_m_active"][()]
     for l, m in enumerate(mods):
         info, per = ref["modules"][m], ref["per"][m]
         if layer[l] != stio.layer_of(m):
@@ -382,13 +420,21 @@ def compare_run(f, name, ref, rtol, fail, worst, mod_re):
             fail(f"{label}: {m}: rank {rank[l]}, expected {info['r']}")
         for s in range(S):
             where = f"{name} step {steps[s]} {m}"
-            for key, got, exp in (("delta_m", dm[s, l], per["dm"][s]), ("delta_d", dd[s, l], per["dd"][s])):
+            if dm[s, l] > (pm[s, l] + am[s, l]) * (1 + 1e-12):
+                fail(f"{where}: delta_m {dm[s, l]!r} > passive + active {pm[s, l] + am[s, l]!r}")
+            for key, got, exp in (("delta_m", dm[s, l], per["dm"][s]), ("delta_d", dd[s, l], per["dd"][s]),
+                                  ("delta_m_passive", pm[s, l], per["pm"][s]),
+                                  ("delta_m_active", am[s, l], per["am"][s])):
                 if not np.isfinite(got):
                     fail(f"{where}: {key} = {got}")
                     continue
                 if exp == 0:
                     if abs(got) > 1e-15:
                         fail(f"{where}: {key} = {got!r}, expected exactly 0")
+                    continue
+                # an unturned row: the projection leaves t^2 ~ (1e-16 |w0|)^2, passive
+                # ~ 1e-32 |w0|, where the tool's Lagrange form gives 0
+                if key == "delta_m_passive" and abs(got - exp) <= 1e-20 * per["m0"]:
                     continue
                 err = abs(got - exp) / abs(exp)
                 worst.see(key, err, where)
@@ -485,10 +531,10 @@ def main():
             fail(f"ref/{rn}: the reference failed: {type(e).__name__}: {e}")
             continue
         compare_run(f, name, ref, args.rtol, fail, worst, args.modules)
-        nvals += 2 * len(ref["steps"]) * len(ref["modules"])
+        nvals += 4 * len(ref["steps"]) * len(ref["modules"])
     if args.tsv:
         check_tsv(args.tsv, f, [n for n, _ in pairs], fail)
-    for key in ("delta_m", "delta_d"):
+    for key in worst.v:
         e, where = worst.v[key]
         print(f"worst relative error {key}: {e:.3g} ({where})")
     runs = ",".join(n for n, _ in pairs)

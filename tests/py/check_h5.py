@@ -46,6 +46,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stio  # noqa: E402
+from check_adapters import row_split  # noqa: E402
 
 ATOL_M = 1e-12
 ATOL_D = 1e-15
@@ -338,6 +339,11 @@ def check_run(rep, f, name, path, base, base_path, args, rtol, table):
     dm = check_ds(rep, g, "delta_m", "f", 8, (S, L))
     dd = check_ds(rep, g, "delta_d", "f", 8, (S, L))
     zr = check_ds(rep, g, "zero_rows", "i", 8, (S, L))
+    pm = check_ds(rep, g, "delta_m_passive", "f", 8, (S, L))
+    am = check_ds(rep, g, "delta_m_active", "f", 8, (S, L))
+    ref_p = np.zeros((S, L))
+    ref_a = np.zeros((S, L))
+    ref_m0 = np.zeros(L)
     ref_m = np.zeros((S, L))
     ref_d = np.zeros((S, L))
     ref_z = np.zeros((S, L), dtype=np.int64)
@@ -347,6 +353,9 @@ def check_run(rep, f, name, path, base, base_path, args, rtol, table):
             a = base[n][1]
             b = models[s][n][1]
             ref_m[s, j], ref_d[s, j], ref_z[s, j], pr = module_ref(a, b)
+            pas, act = row_split(rows64(a), rows64(b))
+            ref_p[s, j], ref_a[s, j] = float(np.mean(pas)), float(np.mean(act))
+            ref_m0[j] = float(np.mean(pr["m0"]))
             if args.per_row:
                 per_rows.setdefault(n, []).append(pr)
     labels = lambda s, j: f"{name} step {steps[s] if steps else s} {mods[j]}"  # noqa: E731
@@ -359,6 +368,19 @@ def check_run(rep, f, name, path, base, base_path, args, rtol, table):
         for s in range(S):
             for j in range(L):
                 rep.num("delta_m", labels(s, j), got[s, j], ref_m[s, j], ATOL_M, rtol)
+    # where dM comes from: a cancellation-free reference (check_adapters.row_split), so
+    # 1e-9 whatever the run's rtol; atol: the projection's residue for an unturned row
+    for key, ds_, ref in (("delta_m_passive", pm, ref_p), ("delta_m_active", am, ref_a)):
+        if ds_ is None:
+            continue
+        got = ds_[()]
+        for s in range(S):
+            for j in range(L):
+                rep.num(key, labels(s, j), got[s, j], ref[s, j], 1e-20 * ref_m0[j], 1e-9)
+    if pm is not None and am is not None and dm is not None:
+        bad = np.argwhere(dm[()] > (pm[()] + am[()]) * (1 + 1e-12))
+        rep.check(len(bad) == 0, f"{where}: delta_m > delta_m_passive + delta_m_active at "
+                  f"{labels(*bad[0]) if len(bad) else ''}")
     if dd is not None:
         got = dd[()]
         if args.exact_zero:

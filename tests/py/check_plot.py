@@ -10,6 +10,7 @@
   and the layer numbers of /runs/*/layer ("layer 0"), and no other.
 Prints PASS/FAIL lines; exits 1 on any FAIL."""
 import json
+import os
 import struct
 import sys
 import xml.etree.ElementTree as ET
@@ -41,6 +42,7 @@ def main():
     stats = json.load(open(stats_path))
     with h5py.File(h5, "r") as f:
         ref = {}
+        ratio = {}
         for run in f["runs"]:
             g = f["runs"][run]
             mods = list(g["modules"].asstr()[:])
@@ -54,11 +56,19 @@ def main():
                 yc = y - y.mean(axis=1, keepdims=True)
                 wr = np.corrcoef(xc.ravel(), yc.ravel())[0, 1]
                 ref[(run, k)] = (slope, icpt, r, wr, x.size)
+                # dM / dM_passive (docs/hdf5.md): ratio of the sums over the same points;
+                # undefined (null) for a file written without delta_m_passive
+                ratio[(run, k)] = float(np.sum(y) / np.sum(g["delta_m_passive"][:][:, cols])) \
+                    if "delta_m_passive" in g else None
         reg = f["regression"]
         file_rows = {(a.decode() if isinstance(a, bytes) else a, b.decode() if isinstance(b, bytes) else b):
                      (s, i, r, w, n) for a, b, s, i, r, w, n in
                      zip(reg["run"][:], reg["module_kind"][:], reg["slope"][:], reg["intercept"][:],
                          reg["pearson_r"][:], reg["within_step_r"][:], reg["n"][:])}
+        file_ratio = {(a.decode() if isinstance(a, bytes) else a, b.decode() if isinstance(b, bytes) else b):
+                      (q, d) for a, b, q, d in zip(reg["run"][:], reg["module_kind"][:],
+                                                   reg["dm_over_passive"][:], reg["dm_over_passive_defined"][:])} \
+            if "dm_over_passive" in reg else {}
     worst = 0.0
     for row in stats:
         key = (row["run"], row["module_kind"])
@@ -75,14 +85,27 @@ def main():
         fs = file_rows.get(key)
         ok = fs is not None and fs[4] == n and all(close(a, b) for a, b in zip(fs[:4], (s, i, r, wr)))
         report(ok, f"h5-regression-{key[0]}-{key[1]}", f"file {fs}, numpy {(s, i, r, wr)}")
+        q, fq = row.get("dm_over_passive"), file_ratio.get(key)
+        if ratio[key] is None:
+            ok = q is None and (fq is None or (fq[1] == 0 and np.isnan(fq[0])))
+        else:
+            ok = q is not None and close(q, ratio[key]) and fq is not None and fq[1] == 1 and \
+                close(fq[0], ratio[key])
+        report(ok, f"dm-over-passive-{key[0]}-{key[1]}", f"stats {q}, file {fq}, numpy {ratio[key]}")
     report(len(stats) == len(ref), "stats-complete", f"{len(stats)} rows, {len(ref)} expected")
     print(f"regression vs numpy: worst relative error {worst:.3g}")
 
     kinds = sorted({k for (_, k) in ref if k in ("q_proj", "v_proj")})
+    # geom (where dM comes from): drawn when a run has delta_m_passive, else not at all
+    geom = any(v is not None for v in ratio.values())
     for k in kinds:
-        for fig in ("fig2", "fig8", "trajectory"):
+        for fig in ("fig2", "fig8", "trajectory", "geom"):
             for fmt in formats:
                 path = f"{figdir}/{fig}_{k}.{fmt}"
+                if fig == "geom" and not geom:
+                    report(not os.path.exists(path), f"{fig}-{k}-{fmt}-absent",
+                           "drawn from a file without delta_m_passive")
+                    continue
                 try:
                     data = open(path, "rb").read()
                 except OSError as e:

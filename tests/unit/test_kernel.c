@@ -144,6 +144,17 @@ static void test_random_rows(void)
                           "types %s/%s n=%zu 1-cos %.17g vs %.17g", dora_dtype_name(types[ta]),
                           dora_dtype_name(types[tb]), n, fast.one_minus_cos, ref.one_minus_cos);
                 CHECK(unit_close(fast.m0, ref.m0, 1e-14, 0) && unit_close(fast.mt, ref.mt, 1e-14, 0));
+                /* passive and active: n = 1 is a pure radial update, passive a rounding
+                 * residue of the Lagrange form (atol) */
+                CHECK_MSG(unit_close(fast.passive, ref.passive, 1e-10, 1e-15 * fast.m0) &&
+                              unit_close(fast.active, ref.active, 1e-10, 1e-15 * fast.m0),
+                          "types %s/%s n=%zu passive %.17g vs %.17g, active %.17g vs %.17g",
+                          dora_dtype_name(types[ta]), dora_dtype_name(types[tb]), n,
+                          fast.passive, ref.passive, fast.active, ref.active);
+                CHECK_MSG(fast.passive >= 0 && unit_close(fast.passive + fast.active,
+                                                          fast.mt - fast.m0, 1e-12, 1e-15 * fast.m0),
+                          "n=%zu passive + active %.17g, |b| - |a| %.17g", n,
+                          fast.passive + fast.active, fast.mt - fast.m0);
                 dora_rowsums sn;
                 dora_row_sums_naive(a + 1, types[ta], b + 1, types[tb], n, &sn);
                 CHECK(unit_close(s.saa, sn.saa, 1e-13, 0) && unit_close(s.sdd, sn.sdd, 1e-13, 0));
@@ -236,6 +247,61 @@ static void test_edges(void)
     uint16_t one[1] = {0x3f80};
     fast_sums(one, DORA_DT_BF16, &bf_nan, DORA_DT_BF16, 1, &s);
     CHECK(dora_row_finish(&s, &st, &side) == -1 && side == 1);
+}
+
+/* Where dM comes from (kernel.h): the split's known cases, and the angle form
+ * (DoRA's path) against the sums form on the same rows. */
+static void test_split(void)
+{
+    double a[3] = {3, 0, 0}, b[3];
+    dora_rowsums s;
+    dora_rowstat st;
+    int side;
+    /* pure rotation by u orthogonal to a: passive = sqrt(9 + 16) - 3 = 2, active 0 */
+    b[0] = 3, b[1] = 4, b[2] = 0;
+    fast_sums(a, DORA_DT_F64, b, DORA_DT_F64, 3, &s);
+    CHECK(dora_row_finish(&s, &st, &side) == 0);
+    CHECK_MSG(unit_close(st.passive, 2.0, 1e-15, 0) && fabs(st.active) < 1e-15,
+              "rotation: passive %.17g active %.17g", st.passive, st.active);
+    /* pure scaling: passive 0, active = |b| - |a| */
+    b[0] = 1.5, b[1] = 0;
+    fast_sums(a, DORA_DT_F64, b, DORA_DT_F64, 3, &s);
+    dora_row_finish(&s, &st, &side);
+    CHECK(st.passive == 0 && unit_close(st.active, -1.5, 1e-15, 0));
+    /* rotation and shortening: b = (0, 4, 0), |b| - |a| = 1 = passive 2 + active -1 */
+    b[0] = 0, b[1] = 4;
+    fast_sums(a, DORA_DT_F64, b, DORA_DT_F64, 3, &s);
+    dora_row_finish(&s, &st, &side);
+    CHECK_MSG(unit_close(st.passive, 2.0, 1e-15, 0) && unit_close(st.active, -1.0, 1e-15, 0),
+              "passive %.17g active %.17g", st.passive, st.active);
+    /* zero rows: a base row of zero is all tangential, a zero checkpoint row all radial */
+    double z[3] = {0, 0, 0};
+    fast_sums(z, DORA_DT_F64, b, DORA_DT_F64, 3, &s);
+    dora_row_finish(&s, &st, &side);
+    CHECK(st.passive == 4.0 && st.active == 0.0);
+    fast_sums(a, DORA_DT_F64, z, DORA_DT_F64, 3, &s);
+    dora_row_finish(&s, &st, &side);
+    CHECK(st.passive == 0.0 && st.active == -3.0);
+    fast_sums(z, DORA_DT_F64, z, DORA_DT_F64, 3, &s);
+    dora_row_finish(&s, &st, &side);
+    CHECK(st.passive == 0.0 && st.active == 0.0);
+    /* the angle form gives the sums form's values, for rows turned up to past 90 degrees */
+    for (int k = 0; k < 200; k++) {
+        double x[16], y[16];
+        for (int i = 0; i < 16; i++) {
+            x[i] = uniform();
+            y[i] = (1.0 - k / 100.0) * x[i] + 0.3 * uniform();
+        }
+        dora_rowstat ref, ang;
+        fast_sums(x, DORA_DT_F64, y, DORA_DT_F64, 16, &s);
+        CHECK(dora_row_finish(&s, &ref, &side) == 0);
+        ang = ref;
+        dora_row_split_angle(&ang);
+        CHECK_MSG(unit_close(ang.passive, ref.passive, 1e-12, 1e-15 * ref.m0) &&
+                      unit_close(ang.active, ref.active, 1e-10, 1e-14 * ref.m0),
+                  "k=%d angle form passive %.17g active %.17g, sums form %.17g %.17g", k,
+                  ang.passive, ang.active, ref.passive, ref.active);
+    }
 }
 
 /* The dispatching entry point gives the same sums as the best clone. */
@@ -390,6 +456,7 @@ int main(void)
         test_random_rows();
         test_tiny_update();
         test_edges();
+        test_split();
         test_convert();
         test_lowrank();
     }
