@@ -9,13 +9,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PACK_MAGIC 0x31555244u /* "DRU1": the unit wire format, version 1 */
-/* Optional sections after the failures, each a u32 tag and its data, in any
- * order, each at most once. "GEOM": delta_m_passive then delta_m_active
- * [S * L] (a record without it, written before them, reads back with both
- * NULL); "LIGN": the name alignment applied, a string. */
+#define PACK_MAGIC1 0x31555244u /* "DRU1": version 1, ends after the failures */
+#define PACK_MAGIC 0x32555244u  /* "DRU2": version 2, tagged sections and END after them */
+/* Version 2: after the failures, optional sections, each a u32 tag and its
+ * data, in any order, each at most once, then END, so that a record cut at a
+ * section's boundary is still refused. "GEOM": delta_m_passive then
+ * delta_m_active [S * L]; "LIGN": the name alignment applied, a string. A
+ * version 1 record (journals of earlier versions) has none: it reads back with
+ * both arrays NULL. */
 #define GEOM_TAG 0x4d4f4547u
 #define ALIGN_TAG 0x4e47494cu
+#define END_TAG 0x2e444e45u /* "END." */
 
 int dora_result_pack(const dora_result *r, unsigned char **buf, size_t *len, dora_err *err)
 {
@@ -65,6 +69,7 @@ int dora_result_pack(const dora_result *r, unsigned char **buf, size_t *len, dor
         for (size_t i = 0; i < S * L; i++)
             wire_put_f64(&b, r->delta_m_active[i]);
     }
+    wire_put_u32(&b, END_TAG);
     if (b.oom) {
         free(b.p);
         return dora_errf(err, "out of memory packing the results of run '%s'", r->name);
@@ -100,7 +105,8 @@ int dora_result_unpack(dora_result *r, const unsigned char *buf, size_t len, con
     memset(r, 0, sizeof *r);
     rbuf b = {buf, len, 0, 0};
     const char *why = "truncated or malformed";
-    if (wire_get_u32(&b) != PACK_MAGIC) {
+    const uint32_t magic = wire_get_u32(&b);
+    if (magic != PACK_MAGIC && magic != PACK_MAGIC1) {
         dora_errf(err, "%s: not a unit result of this version", what);
         return -1;
     }
@@ -172,12 +178,18 @@ int dora_result_unpack(dora_result *r, const unsigned char *buf, size_t len, con
         unpack_strs(&b, &r->failures, &r->nfailures) != 0)
         goto bad;
     int geom = 0;
-    while (b.off < len && !b.bad) {
-        uint32_t tag = len - b.off >= 4 ? wire_get_u32(&b) : 0;
-        if (tag == ALIGN_TAG && !r->name_alignment) {
+    for (int end = magic == PACK_MAGIC1; !end;) {
+        const uint32_t tag = wire_get_u32(&b);
+        if (b.bad)
+            goto bad;
+        if (tag == END_TAG) {
+            end = 1;
+        } else if (tag == ALIGN_TAG && !r->name_alignment) {
             if (!(r->name_alignment = wire_get_str(&b)))
                 goto bad;
-        } else if (tag == GEOM_TAG && !geom && len - b.off >= 16 * SL) {
+        } else if (tag == GEOM_TAG && !geom) {
+            if (len - b.off < 16 * SL)
+                goto bad; /* truncated */
             geom = 1;
             for (size_t i = 0; i < SL; i++)
                 r->delta_m_passive[i] = wire_get_f64(&b);

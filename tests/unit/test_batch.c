@@ -254,6 +254,25 @@ static void test_pack(void)
     CHECK(dora_result_unpack(&back, more, len + 1, "more", &err) != 0 &&
           strstr(err.msg, "trailing"));
     free(more);
+    /* a version 1 record (the journals of earlier versions): no sections, no
+     * END; it reads back without the passive and active arrays */
+    {
+        dora_result old = r;
+        old.delta_m_passive = old.delta_m_active = NULL;
+        unsigned char *b1 = NULL;
+        size_t n1 = 0;
+        CHECK(dora_result_pack(&old, &b1, &n1, &err) == 0 && n1 > 8);
+        const unsigned char v1[4] = {'D', 'R', 'U', '1'};
+        memcpy(b1, v1, 4);
+        CHECK_MSG(dora_result_unpack(&back, b1, n1 - 4, "v1", &err) == 0, "%s", err.msg);
+        CHECK(!back.delta_m_passive && !back.delta_m_active && back.nsteps == r.nsteps);
+        dora_result_release(&back);
+        /* the same bytes as version 2 lack their END */
+        const unsigned char v2[4] = {'D', 'R', 'U', '2'};
+        memcpy(b1, v2, 4);
+        CHECK(dora_result_unpack(&back, b1, n1 - 4, "v2", &err) != 0);
+        free(b1);
+    }
     /* name_alignment, last and optional: round-trips when set */
     r.name_alignment = strdup("prefix 'module.' removed");
     free(buf);
