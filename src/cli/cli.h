@@ -140,6 +140,10 @@ typedef struct cli_seen {
  * given before. Flags may repeat. */
 int cli_option_once(cli_seen *seen, const char *cmd, int c, const struct option *longopts);
 
+/* --bootstrap B (cmd_common.c): the replicates into *B (DORA_BOOTSTRAP_MIN..MAX of
+ * stats.h): -1 to go on, else a usage error of CMD (EXIT_USAGE). */
+int cli_parse_bootstrap(const char *cmd, const char *arg, long long *b);
+
 /* ---- the terminal of a long command (term.c) ---------------------------- */
 
 /* --progress=WHEN */
