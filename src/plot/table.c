@@ -23,6 +23,53 @@ static void json_str(FILE *out, const char *s)
     putc('"', out);
 }
 
+/* The intervals and rho of a row, in the order of both tables. */
+typedef struct row_ci {
+    const char *name;
+    int defined;
+    const double *v; /* [2] */
+} row_ci;
+
+static void row_cis(const dora_regression *g, row_ci ci[3])
+{
+    ci[0] = (row_ci){"pearson_r_ci_fisher", g->fisher_defined, g->fisher_ci};
+    ci[1] = (row_ci){"pearson_r_ci_bootstrap", g->boot_defined, g->boot_ci};
+    ci[2] = (row_ci){"within_step_r_ci_bootstrap", g->within_boot_defined, g->within_boot_ci};
+}
+
+/* ", NAME: [lo, hi]" for each interval, then rho and B. */
+static void json_uncertainty(FILE *out, const dora_regression *g)
+{
+    row_ci ci[3];
+    row_cis(g, ci);
+    for (int k = 0; k < 3; k++)
+        if (ci[k].defined)
+            fprintf(out, ", \"%s\": [%.17g, %.17g]", ci[k].name, ci[k].v[0], ci[k].v[1]);
+        else
+            fprintf(out, ", \"%s\": null", ci[k].name);
+    if (g->spearman_defined)
+        fprintf(out, ", \"spearman_rho\": %.17g", g->spearman_rho);
+    else
+        fprintf(out, ", \"spearman_rho\": null");
+    fprintf(out, ", \"bootstrap\": %lld", g->bootstrap);
+}
+
+/* "\tLO\tHI" for each interval, then "\tRHO" (NA when undefined). */
+static void tsv_uncertainty(FILE *out, const dora_regression *g)
+{
+    row_ci ci[3];
+    row_cis(g, ci);
+    for (int k = 0; k < 3; k++)
+        if (ci[k].defined)
+            fprintf(out, "\t%.17g\t%.17g", ci[k].v[0], ci[k].v[1]);
+        else
+            fprintf(out, "\tNA\tNA");
+    if (g->spearman_defined)
+        fprintf(out, "\t%.17g", g->spearman_rho);
+    else
+        fprintf(out, "\tNA");
+}
+
 /* Undefined values (the defined flags 0) are null: JSON has no NaN. */
 static void write_json(FILE *out, const dora_regression *const *g, size_t n)
 {
@@ -41,9 +88,11 @@ static void write_json(FILE *out, const dora_regression *const *g, size_t n)
         else
             fprintf(out, "\"slope\": null, \"intercept\": null, \"pearson_r\": null, ");
         if (g[i]->within_defined)
-            fprintf(out, "\"within_step_r\": %.17g}", g[i]->within_r);
+            fprintf(out, "\"within_step_r\": %.17g", g[i]->within_r);
         else
-            fprintf(out, "\"within_step_r\": null}");
+            fprintf(out, "\"within_step_r\": null");
+        json_uncertainty(out, g[i]);
+        fprintf(out, "}");
     }
     fprintf(out, "\n]\n");
 }
@@ -52,7 +101,9 @@ static void write_json(FILE *out, const dora_regression *const *g, size_t n)
 static void write_tsv(FILE *out, const dora_regression *const *g, size_t n)
 {
     fprintf(out, "run\tmethod\tmodule_kind\tn\tlayers\tslope\tintercept\tpearson_r\t"
-                 "within_step_r\n");
+                 "within_step_r\tpearson_r_ci_fisher_lo\tpearson_r_ci_fisher_hi\t"
+                 "pearson_r_ci_bootstrap_lo\tpearson_r_ci_bootstrap_hi\t"
+                 "within_step_r_ci_bootstrap_lo\twithin_step_r_ci_bootstrap_hi\tspearman_rho\n");
     for (size_t i = 0; i < n; i++) {
         dora_tidy_field(out, g[i]->run, 0);
         fprintf(out, "\t%s\t", g[i]->method);
@@ -63,9 +114,11 @@ static void write_tsv(FILE *out, const dora_regression *const *g, size_t n)
         else
             fprintf(out, "NA\tNA\tNA\t");
         if (g[i]->within_defined)
-            fprintf(out, "%.17g\n", g[i]->within_r);
+            fprintf(out, "%.17g", g[i]->within_r);
         else
-            fprintf(out, "NA\n");
+            fprintf(out, "NA");
+        tsv_uncertainty(out, g[i]);
+        fputc('\n', out);
     }
 }
 
