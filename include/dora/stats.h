@@ -20,7 +20,8 @@
  * - a layer-cluster bootstrap of r and of the within-step r: B replicates,
  *   each drawing `layers` modules with replacement and keeping all steps of
  *   each, then recomputing r (and the within-step r, centred on the drawn
- *   modules' step means); the interval is the 2.5% and 97.5% percentiles
+ *   modules' step means; a replicate that draws one module m times has no
+ *   within-step r); the interval is the 2.5% and 97.5% percentiles
  *   (linear interpolation between order statistics, NumPy's default) of the
  *   replicates whose r is defined. Undefined when the point estimate is, with
  *   fewer than 2 layers, or when fewer than half the replicates are defined.

@@ -220,8 +220,11 @@ int dora_cluster_bootstrap(const double *x, const double *y, size_t S, size_t m,
     uint64_t state = seed;
     size_t nr = 0, nw = 0;
     for (long long k = 0; k < b; k++) {
-        for (size_t i = 0; i < m; i++)
+        int one_layer = 1; /* every draw the same layer: no spread within a step */
+        for (size_t i = 0; i < m; i++) {
             pick[i] = (size_t)dora_draw_below(&state, m);
+            one_layer &= pick[i] == pick[0];
+        }
         for (size_t s = 0; s < S; s++)
             for (size_t i = 0; i < m; i++) {
                 bx[s * m + i] = x[s * m + pick[i]];
@@ -229,8 +232,9 @@ int dora_cluster_bootstrap(const double *x, const double *y, size_t S, size_t m,
             }
         if (pearson(bx, by, n, &rs[nr]) == 0)
             nr++;
+        /* (centring m copies of one value leaves rounding, not spread: not a number) */
         centre_steps(bx, by, S, m, cx, cy);
-        if (pearson(cx, cy, n, &ws[nw]) == 0)
+        if (!one_layer && pearson(cx, cy, n, &ws[nw]) == 0)
             nw++;
     }
     *def = percentile_ci(rs, nr, b, ci) == 0;
