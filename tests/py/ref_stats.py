@@ -23,6 +23,8 @@ import h5py
 import numpy as np
 from scipy import stats
 
+from check_plot import regression_points
+
 TOL = 1e-12
 MASK = (1 << 64) - 1
 fails = 0
@@ -32,11 +34,6 @@ def report(ok, name, why=""):
     global fails
     print(("PASS " if ok else "FAIL ") + "stats/" + name + ("" if ok else ": " + why))
     fails += not ok
-
-
-def kind(name):
-    n = name[: -len(".weight")] if name.endswith(".weight") else name
-    return n.rsplit(".", 1)[-1]
 
 
 def splitmix64(state):
@@ -104,31 +101,25 @@ def bootstrap(x, y, b, seed):
 
 def reference(f, b, seed):
     ref = {}
-    for run in f["runs"]:
-        g = f["runs"][run]
-        mods = list(g["modules"].asstr()[:])
-        dm, dd = g["delta_m"][:], g["delta_d"][:]
-        for k in dict.fromkeys(kind(m) for m in mods):
-            cols = [i for i, m in enumerate(mods) if kind(m) == k]
-            x, y = dd[:, cols], dm[:, cols]
-            xs, ys = x.ravel(), y.ravel()
-            n = xs.size
-            spread = n >= 2 and np.ptp(xs) > 0 and np.ptp(ys) > 0
-            r = stats.pearsonr(xs, ys) if spread else None
-            fisher = tuple(r.confidence_interval(0.95)) if spread and n >= 4 else None
-            rho = stats.spearmanr(xs, ys).correlation if spread else None
-            xc = x - x.mean(axis=1, keepdims=True)
-            yc = y - y.mean(axis=1, keepdims=True)
-            wspread = n >= 2 and np.ptp(xc) > 0 and np.ptp(yc) > 0
-            pb, wb = bootstrap(x, y, b, seed)
-            ref[(run, k)] = {
-                "r": r.statistic if r else None,
-                "pearson_r_ci_fisher": fisher,
-                "spearman_rho": rho,
-                "pearson_r_ci_bootstrap": pb if spread else None,
-                "within_step_r_ci_bootstrap": wb if wspread else None,
-                "within_step_r": np.corrcoef(xc.ravel(), yc.ravel())[0, 1] if wspread else None,
-            }
+    for run, k, x, y in regression_points(f):
+        xs, ys = x.ravel(), y.ravel()
+        n = xs.size
+        spread = n >= 2 and np.ptp(xs) > 0 and np.ptp(ys) > 0
+        r = stats.pearsonr(xs, ys) if spread else None
+        fisher = tuple(r.confidence_interval(0.95)) if spread and n >= 4 else None
+        rho = stats.spearmanr(xs, ys).correlation if spread else None
+        xc = x - x.mean(axis=1, keepdims=True)
+        yc = y - y.mean(axis=1, keepdims=True)
+        wspread = n >= 2 and np.ptp(xc) > 0 and np.ptp(yc) > 0
+        pb, wb = bootstrap(x, y, b, seed)
+        ref[(run, k)] = {
+            "r": r.statistic if r else None,
+            "pearson_r_ci_fisher": fisher,
+            "spearman_rho": rho,
+            "pearson_r_ci_bootstrap": pb if spread else None,
+            "within_step_r_ci_bootstrap": wb if wspread else None,
+            "within_step_r": np.corrcoef(xc.ravel(), yc.ravel())[0, 1] if wspread else None,
+        }
     return ref
 
 
