@@ -131,6 +131,7 @@ typedef struct dora_report_opts {
     const char *kinds;     /* module kinds, comma-separated; NULL: every kind of the file */
     const char *templates; /* gnuplot templates' folder; NULL: dora_plot_templates_dir() */
     int force;             /* replace an existing OUT that is not a report of this tool */
+    dora_stats_opts stats; /* the bootstrap of the regressions (zero: the defaults) */
 } dora_report_opts;
 
 /* Write the report of RESULTS_H5 to OUT (REP is filled, also on failure: drawn =

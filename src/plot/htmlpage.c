@@ -387,7 +387,7 @@ int dora_report_write(const char *results_h5, const char *out, const dora_report
         return -1;
     }
     dora_plot_study s;
-    if (dora_plot_open(&s, results_h5, NULL, err) != 0)
+    if (dora_plot_open_stats(&s, results_h5, NULL, &o->stats, err) != 0)
         return -1;
     char *kinds = o->kinds ? strdup(o->kinds) : all_kinds(&s);
     char *page = NULL;

@@ -3,7 +3,8 @@
 # rho against SciPy, the layer bootstrap against NumPy (tests/py/ref_stats.py), in the
 # HDF5 file and in plot's table, on generated studies, the demo and edge shapes (NaN only
 # beside a flag 0, null / NA in the tables); reproducible under the seed; --bootstrap B in
-# analyze, plot and batch; the intervals in the Fig. 2 panels; the CPU cost at B = 10000.
+# analyze, plot, report and batch; the intervals in the Fig. 2 panels and the report; the CPU
+# cost at B = 10000.
 # One PASS/FAIL line per check; exit 1 if any failed.
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -91,7 +92,8 @@ grep -qi nan e111.json && fail null-json "NaN in JSON" || pass null-json
 ref one-layer one.h5 one.json
 
 # ---- --bootstrap usage errors (exit 2, the option named) in every command that takes it
-for cmd in "analyze --base $demo/base -o x.h5 $demo/lora" "plot demo.h5 --stats --no-figures" "batch m.json"; do
+for cmd in "analyze --base $demo/base -o x.h5 $demo/lora" "plot demo.h5 --stats --no-figures" "report demo.h5 -o x.html" \
+    "batch m.json"; do
     for b in 5 abc 2000000; do
         $BIN $cmd --bootstrap "$b" >/dev/null 2>"$tmp/err"
         rc=$?
@@ -126,6 +128,19 @@ for r in rows:
     for w in want:
         if w not in svg:
             print("not in the figure:", w); ok = False
+sys.exit(0 if ok else 1)
+EOF
+
+# ---- report: its regression table shows the bootstrap intervals of the B asked for
+"$BIN" report demo2k.h5 -o r.html --bootstrap 2000 2>"$tmp/err" || fail report "$(cat "$tmp/err")"
+"$PYTHON" - demo2k.json r.html <<'EOF' && pass report-intervals || fail report-intervals "see above"
+import json, sys
+page = open(sys.argv[2], encoding="utf-8").read()
+ok = True
+for r in json.load(open(sys.argv[1])):
+    want = "[%+.2f, %+.2f] (B = 2000)" % tuple(r["pearson_r_ci_bootstrap"])
+    if want not in page:
+        print("not in the report:", r["run"], r["module_kind"], want); ok = False
 sys.exit(0 if ok else 1)
 EOF
 

@@ -49,10 +49,10 @@ _dora_analyze()
         if [[ $cur != -* ]]; then _filedir h5; return; fi
         ;;
     report)
-        opts="-o --output --modules --force -h --help"
+        opts="-o --output --modules --force --bootstrap -h --help"
         case $prev in
         -o | --output) _filedir html; return ;;
-        --modules) return ;;
+        --modules | --bootstrap) return ;;
         esac
         if [[ $cur != -* ]]; then _filedir h5; return; fi
         ;;
