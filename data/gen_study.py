@@ -642,6 +642,9 @@ def main():
                     help="take base/ from DIR/base (made by an earlier run of this script "
                          "with the same BASE_MODEL and PRETRAIN) instead of pre-training")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--layers", type=int,
+                    help="decoder layers of the pre-trained model (default %d); another "
+                         "value pre-trains a new base" % BASE_MODEL["n_layers"])
     for k in ("steps", "batch"):
         ap.add_argument("--" + k, type=int)
     for k in ("ft_lr", "ft_wd", "lora_lr", "lora_wd", "dora_lr", "dora_wd"):
@@ -662,7 +665,9 @@ def main():
     f = config_settings(a.config, {k: getattr(a, k) for k in
                                    ("steps", "batch", "ft_lr", "ft_wd", "lora_lr", "lora_wd",
                                     "dora_lr", "dora_wd", "sched", "task", "ckpt", "seed")})
-    c = BASE_MODEL
+    c = dict(BASE_MODEL, n_layers=a.layers) if a.layers else BASE_MODEL
+    if c["n_layers"] < 1:
+        ap.error("--layers must be at least 1")
     t0 = time.time()
     base_dir = os.path.join(a.out, "base")
     if a.reuse_base:

@@ -6,7 +6,9 @@
 #   overlay, nlayers and layer_num[1..nlayers] (the layers drawn, ascending),
 #   nsteps and step_num[1..nsteps] (every run's steps, ascending), and arrays
 #   (1..nruns): run_title, xs, ys (axis multipliers), xlab, ylab (axis labels),
-#   slope, icpt, corr, defined, wcorr, wdefined, npts.
+#   slope, icpt, corr, defined, wcorr, wdefined, npts, and the 95% intervals
+#   flo, fhi, fdef (Fisher-z of r), blo, bhi, bdef (layer bootstrap of r),
+#   wlo, whi, wbdef (layer bootstrap of the within-step r).
 # Data: one block per run (gnuplot index i-1), rows "dD dM layer step step_rank final".
 # Colour = layer (viridis, colour-blind safe; overlaid: colour = run), step = marker
 # (up to 5 steps) or point size growing with the step (more), a run's final step
@@ -49,6 +51,8 @@ do for [i = 1:nruns] {
 }
 reg(i, xv, xsc, ysc) = (defined[i] && xv / xsc >= rx0[i] && xv / xsc <= rx1[i]) ? (icpt[i] + slope[i] * xv / xsc) * ysc : NaN
 set samples 1000
+# a 95% interval as "[-0.82, -0.29]", or a dash when it is undefined
+ci_text(d, lo, hi) = d ? sprintf("[%+.2f, %+.2f]", lo, hi) : "[no interval]"
 
 set multiplot title main_title noenhanced font @bigf
 set style textbox opaque noborder margins 1,1
@@ -58,7 +62,7 @@ do for [p = 1:npan] {
     T = panel_top(p)
     set lmargin at screen sx(L + 82)
     set rmargin at screen sx(L + PW - 26)
-    set tmargin at screen sy(T + 70)
+    set tmargin at screen sy(T + 88)
     set bmargin at screen sy(T + PH - 76)
     unset label
     unset title
@@ -90,14 +94,18 @@ do for [p = 1:npan] {
                  with lines dt 2 lw 1.5 lc rgb lc_of(i) notitle
     } else {
         set label 1 run_title[p] noenhanced at screen sx(L + PW / 2), screen sy(T + 14) center font @bigf
+        # three short lines, so that they fit the panel's width at every font size
         if (defined[p]) {
-            stat1 = sprintf("r = %+.2f   slope = %.3g   n = %d", corr[p], slope[p], npts[p])
+            stat1 = sprintf("r = %+.2f %s   slope = %.3g", corr[p], ci_text(fdef[p], flo[p], fhi[p]), slope[p])
+            stat2 = sprintf("layer bootstrap %s   n = %d", ci_text(bdef[p], blo[p], bhi[p]), npts[p])
         } else {
-            stat1 = sprintf("regression undefined   n = %d", npts[p])
+            stat1 = "regression undefined"
+            stat2 = sprintf("n = %d", npts[p])
         }
-        stat2 = wdefined[p] ? sprintf("within-step r = %+.2f", wcorr[p]) : "within-step r undefined"
-        set label 2 stat1 at screen sx(L + 82), screen sy(T + 36) left font @smallf
-        set label 3 stat2 at screen sx(L + 82), screen sy(T + 54) left font @smallf
+        stat3 = wdefined[p] ? sprintf("within-step r = %+.2f %s", wcorr[p], ci_text(wbdef[p], wlo[p], whi[p])) : "within-step r undefined"
+        set label 2 stat1 at screen sx(L + 60), screen sy(T + 36) left font @smallf
+        set label 3 stat2 at screen sx(L + 60), screen sy(T + 54) left font @smallf
+        set label 4 stat3 at screen sx(L + 60), screen sy(T + 72) left font @smallf
         plot datafile index (p - 1) using ($1 * xs[p]):($2 * ys[p]):(ps_of($4)):(pt_of($5, $6)):($3) \
                  with points ps variable pt variable lc palette z notitle, \
              reg(p, x, xs[p], ys[p]) with lines dt 2 lw 1.5 lc rgb "#222222" notitle

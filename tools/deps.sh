@@ -11,7 +11,7 @@ libjansson-dev libpcre2-dev libzip-dev
 libopenblas-dev libopenblas-openmp-dev liblapacke-dev
 gnuplot-nox chromium
 libopenmpi-dev openmpi-bin
-python3 python3-numpy python3-h5py python3-pandas python3-torch
+python3 python3-numpy python3-h5py python3-pandas python3-torch python3-scipy
 man-db groff-base bash-completion"
 
 missing=""

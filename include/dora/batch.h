@@ -271,6 +271,7 @@ typedef struct dora_batch_opts {
      * the lines are dropped. */
     void (*log)(void *ctx, const char *line);
     void *log_ctx;
+    dora_stats_opts stats;     /* the bootstrap of the regressions (zero: the defaults) */
 } dora_batch_opts;
 
 typedef enum dora_batch_outcome {

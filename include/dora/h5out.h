@@ -14,11 +14,16 @@
 
 #include "dora/analyze.h"
 #include "dora/error.h"
+#include "dora/stats.h"
 
 #define DORA_LAYOUT_VERSION 1
 
 int h5o_write(const char *path, const dora_result *runs, size_t nruns, const char *command_line,
               dora_err *err);
+/* The same with the bootstrap settings of STATS for /regression (NULL: the
+ * defaults of stats.h). */
+int h5o_write_stats(const char *path, const dora_result *runs, size_t nruns,
+                    const char *command_line, const dora_stats_opts *stats, dora_err *err);
 
 /* 1 if PATH is an HDF5 results file this tool wrote (the HDF5 signature and
  * the root attributes tool_version, layout_version and a command_line of

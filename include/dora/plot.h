@@ -46,6 +46,9 @@ typedef struct dora_plot_study {
  * with their regressions. Errors: the file cannot be read, "no run named 'X'",
  * out of memory. On failure S holds nothing to release. */
 int dora_plot_open(dora_plot_study *s, const char *results_h5, const char *runs, dora_err *err);
+/* The same with the bootstrap of STATS (stats.h; NULL: the defaults). */
+int dora_plot_open_stats(dora_plot_study *s, const char *results_h5, const char *runs,
+                         const dora_stats_opts *stats, dora_err *err);
 void dora_plot_release(dora_plot_study *s);
 
 /* The regression table of S on OUT: TSV with a header line (JSON = 0) or a JSON
@@ -63,6 +66,8 @@ typedef struct dora_plot_opts {
     const char *outdir;    /* folder of the figures, created if missing (not its parents) */
     const char *templates; /* folder of the templates; NULL: dora_plot_templates_dir() */
     int overlay;           /* 1: fig. 2 with every run in one panel, coloured by run */
+    const dora_stats_opts *stats; /* the bootstrap of dora_plot_figures' regressions
+                                     (NULL: the defaults of stats.h) */
 } dora_plot_opts;
 
 /* 0 if FORMATS lists at least one format and only png, pdf and svg; else -1 with
@@ -128,6 +133,7 @@ typedef struct dora_report_opts {
     int force;             /* replace an existing OUT that is not a report of this tool */
     const char *spectrum;  /* a results file of `spectrum` whose summary the page shows
                               (NULL: none) */
+    dora_stats_opts stats; /* the bootstrap of the regressions (zero: the defaults) */
 } dora_report_opts;
 
 /* Write the report of RESULTS_H5 to OUT (REP is filled, also on failure: drawn =

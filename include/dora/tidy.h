@@ -11,6 +11,7 @@
 
 #include "dora/analyze.h"
 #include "dora/error.h"
+#include "dora/stats.h"
 
 #include <stdio.h>
 
@@ -31,5 +32,9 @@ void dora_tidy_print(FILE *f, const dora_result *res, size_t nres, int csv);
  * OUT is removed again). 0, or -1 with ERR set. */
 int dora_tidy_write(const char *out, const char *csv_path, const dora_result *res, size_t nres,
                     const char *command_line, dora_err *err);
+/* The same with the bootstrap settings STATS for OUT's /regression (h5o_write_stats). */
+int dora_tidy_write_stats(const char *out, const char *csv_path, const dora_result *res,
+                          size_t nres, const char *command_line, const dora_stats_opts *stats,
+                          dora_err *err);
 
 #endif

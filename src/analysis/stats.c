@@ -74,51 +74,233 @@ static int add(dora_regression **out, size_t *n, size_t *cap, dora_regression v)
     return 0;
 }
 
-/* Regression over the modules MEMBERS[0..m) of RUN (ascending indices, all of
- * one kind): the points (dD, dM) step by step, and within a step in module
- * order. O(S * m) time and memory. */
-static int one(const dora_result *run, const size_t *members, size_t m, dora_regression *g)
+/* CX, CY: the S x M points X, Y (step-major) centred on each step's mean. */
+static void centre_steps(const double *x, const double *y, size_t S, size_t m, double *cx,
+                         double *cy)
 {
-    size_t S = run->nsteps, L = run->nmodules, n = 0;
-    double *x = malloc((S * m + 1) * sizeof *x), *y = malloc((S * m + 1) * sizeof *y);
-    double *cx = malloc((S * m + 1) * sizeof *cx), *cy = malloc((S * m + 1) * sizeof *cy);
-    if (!x || !y || !cx || !cy) {
-        free(x);
-        free(y);
-        free(cx);
-        free(cy);
-        return -1;
-    }
     for (size_t s = 0; s < S; s++) {
-        size_t first = n;
         double mx = 0, my = 0;
-        for (size_t i = 0; i < m; i++) {
-            size_t l = members[i];
-            x[n] = run->delta_d[s * L + l];
-            y[n] = run->delta_m[s * L + l];
-            mx += x[n];
-            my += y[n];
-            n++;
+        for (size_t i = s * m; i < (s + 1) * m; i++) {
+            mx += x[i];
+            my += y[i];
         }
-        for (size_t i = first; i < n; i++) { /* centred on the step's mean */
+        for (size_t i = s * m; i < (s + 1) * m; i++) {
             cx[i] = x[i] - mx / (double)m;
             cy[i] = y[i] - my / (double)m;
         }
     }
+}
+
+/* The Pearson r of N points; 0 if defined. */
+static int pearson(const double *x, const double *y, size_t n, double *r)
+{
+    double slope, icpt;
+    return dora_linfit(x, y, n, &slope, &icpt, r);
+}
+
+/* 97.5% quantile of the standard normal (scipy.special.ndtri(0.975)) */
+#define Z975 1.959963984540054
+
+int dora_fisher_ci(double r, long long n, double ci[2])
+{
+    ci[0] = ci[1] = 0;
+    if (n < 4 || !(r >= -1 && r <= 1))
+        return -1;
+    double z = atanh(r), h = Z975 / sqrt((double)(n - 3)); /* r = +-1: tanh(+-inf) */
+    ci[0] = tanh(z - h);
+    ci[1] = tanh(z + h);
+    return 0;
+}
+
+typedef struct ranked {
+    double v;
+    size_t i;
+} ranked;
+
+static int ranked_cmp(const void *pa, const void *pb)
+{
+    const ranked *a = pa, *b = pb;
+    return (a->v > b->v) - (a->v < b->v);
+}
+
+/* RANK[i]: the 1-based rank of V[i] among V[0..n), ties at their average. */
+static int ranks(const double *v, size_t n, double *rank)
+{
+    ranked *t = malloc((n + 1) * sizeof *t);
+    if (!t)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        t[i] = (ranked){v[i], i};
+    qsort(t, n, sizeof *t, ranked_cmp);
+    for (size_t a = 0; a < n;) {
+        size_t b = a + 1;
+        while (b < n && t[b].v == t[a].v)
+            b++;
+        double avg = 0.5 * (double)(a + 1 + b); /* mean of ranks a+1..b */
+        for (size_t k = a; k < b; k++)
+            rank[t[k].i] = avg;
+        a = b;
+    }
+    free(t);
+    return 0;
+}
+
+int dora_spearman(const double *x, const double *y, size_t n, double *rho)
+{
+    *rho = 0;
+    if (n < 2)
+        return -1;
+    double *rx = malloc(n * sizeof *rx), *ry = malloc(n * sizeof *ry);
+    int rc = -1;
+    if (rx && ry && ranks(x, n, rx) == 0 && ranks(y, n, ry) == 0)
+        rc = pearson(rx, ry, n, rho);
+    if (rc != 0)
+        *rho = 0;
+    free(rx);
+    free(ry);
+    return rc;
+}
+
+uint64_t dora_splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += UINT64_C(0x9e3779b97f4a7c15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return z ^ (z >> 31);
+}
+
+uint64_t dora_draw_below(uint64_t *state, uint64_t m)
+{
+    uint64_t low = (0 - m) % m; /* 2^64 mod m: the values below it would favour small indices */
+    uint64_t z;
+    do
+        z = dora_splitmix64(state);
+    while (z < low);
+    return z % m;
+}
+
+static int double_cmp(const void *pa, const void *pb)
+{
+    double a = *(const double *)pa, b = *(const double *)pb;
+    return (a > b) - (a < b);
+}
+
+/* CI: the 2.5% and 97.5% percentiles of V[0..n) (sorted here), interpolated
+ * linearly between order statistics; 0 if at least HALF of B values are there. */
+static int percentile_ci(double *v, size_t n, long long b, double ci[2])
+{
+    ci[0] = ci[1] = 0;
+    if (n == 0 || (long long)n * 2 < b)
+        return -1;
+    qsort(v, n, sizeof *v, double_cmp);
+    static const double p[2] = {0.025, 0.975};
+    for (int k = 0; k < 2; k++) {
+        double h = (double)(n - 1) * p[k];
+        size_t lo = (size_t)floor(h);
+        ci[k] = lo + 1 < n ? v[lo] + (h - (double)lo) * (v[lo + 1] - v[lo]) : v[n - 1];
+    }
+    return 0;
+}
+
+int dora_cluster_bootstrap(const double *x, const double *y, size_t S, size_t m, long long b,
+                           uint64_t seed, double ci[2], int *def, double wci[2], int *wdef)
+{
+    *def = *wdef = 0;
+    ci[0] = ci[1] = wci[0] = wci[1] = 0;
+    if (m < 2 || S < 1 || b < 1)
+        return 0;
+    size_t n = S * m;
+    double *bx = malloc(n * sizeof *bx), *by = malloc(n * sizeof *by);
+    double *cx = malloc(n * sizeof *cx), *cy = malloc(n * sizeof *cy);
+    double *rs = malloc((size_t)b * sizeof *rs), *ws = malloc((size_t)b * sizeof *ws);
+    size_t *pick = malloc(m * sizeof *pick);
+    int rc = -1;
+    if (!bx || !by || !cx || !cy || !rs || !ws || !pick)
+        goto done;
+    uint64_t state = seed;
+    size_t nr = 0, nw = 0;
+    for (long long k = 0; k < b; k++) {
+        int one_layer = 1; /* every draw the same layer: no spread within a step */
+        for (size_t i = 0; i < m; i++) {
+            pick[i] = (size_t)dora_draw_below(&state, m);
+            one_layer &= pick[i] == pick[0];
+        }
+        for (size_t s = 0; s < S; s++)
+            for (size_t i = 0; i < m; i++) {
+                bx[s * m + i] = x[s * m + pick[i]];
+                by[s * m + i] = y[s * m + pick[i]];
+            }
+        if (pearson(bx, by, n, &rs[nr]) == 0)
+            nr++;
+        /* (centring m copies of one value leaves rounding, not spread: not a number) */
+        centre_steps(bx, by, S, m, cx, cy);
+        if (!one_layer && pearson(cx, cy, n, &ws[nw]) == 0)
+            nw++;
+    }
+    *def = percentile_ci(rs, nr, b, ci) == 0;
+    *wdef = percentile_ci(ws, nw, b, wci) == 0;
+    rc = 0;
+done:
+    free(bx);
+    free(by);
+    free(cx);
+    free(cy);
+    free(rs);
+    free(ws);
+    free(pick);
+    return rc;
+}
+
+/* Regression over the modules MEMBERS[0..m) of RUN (ascending indices, all of
+ * one kind): the points (dD, dM) step by step, and within a step in module
+ * order; then its intervals (O). O(S * m * B) time, O(S * m + B) memory. */
+static int one(const dora_result *run, const size_t *members, size_t m,
+               const dora_stats_opts *o, dora_regression *g)
+{
+    size_t S = run->nsteps, L = run->nmodules, n = S * m;
+    double *x = malloc((n + 1) * sizeof *x), *y = malloc((n + 1) * sizeof *y);
+    double *cx = malloc((n + 1) * sizeof *cx), *cy = malloc((n + 1) * sizeof *cy);
+    int rc = -1;
+    if (!x || !y || !cx || !cy)
+        goto done;
+    for (size_t s = 0; s < S; s++)
+        for (size_t i = 0; i < m; i++) {
+            x[s * m + i] = run->delta_d[s * L + members[i]];
+            y[s * m + i] = run->delta_m[s * L + members[i]];
+        }
+    if (m > 0)
+        centre_steps(x, y, S, m, cx, cy);
     g->n = (long long)n;
     g->layers = (long long)m;
     g->defined = dora_linfit(x, y, n, &g->slope, &g->intercept, &g->r) == 0;
-    double ws, wi;
-    g->within_defined = dora_linfit(cx, cy, n, &ws, &wi, &g->within_r) == 0;
+    g->within_defined = pearson(cx, cy, n, &g->within_r) == 0;
     if (!g->defined)
         g->slope = g->intercept = g->r = 0;
     if (!g->within_defined)
         g->within_r = 0;
+    g->fisher_defined = g->defined && dora_fisher_ci(g->r, g->n, g->fisher_ci) == 0;
+    g->spearman_defined = dora_spearman(x, y, n, &g->spearman_rho) == 0;
+    g->bootstrap = o->bootstrap;
+    g->seed = o->seed;
+    if (dora_cluster_bootstrap(x, y, S, m, o->bootstrap, o->seed, g->boot_ci, &g->boot_defined,
+                               g->within_boot_ci, &g->within_boot_defined) != 0)
+        goto done;
+    /* an interval of an undefined estimate says nothing */
+    if (!g->defined)
+        g->boot_defined = 0;
+    if (!g->within_defined)
+        g->within_boot_defined = 0;
+    if (!g->boot_defined)
+        g->boot_ci[0] = g->boot_ci[1] = 0;
+    if (!g->within_boot_defined)
+        g->within_boot_ci[0] = g->within_boot_ci[1] = 0;
+    rc = 0;
+done:
     free(x);
     free(y);
     free(cx);
     free(cy);
-    return 0;
+    return rc;
 }
 
 /* A module of a run and its kind, for grouping the modules by kind. */
@@ -150,8 +332,8 @@ static int group_cmp(const void *pa, const void *pb)
  * kinds first appear. The modules are sorted by (kind, index) once, so that
  * the whole run costs O(L log L + S * L), not a pass over all modules per
  * kind. */
-static int run_regressions(const dora_result *run, dora_regression **out, size_t *n,
-                           size_t *cap)
+static int run_regressions(const dora_result *run, const dora_stats_opts *o,
+                           dora_regression **out, size_t *n, size_t *cap)
 {
     const size_t L = run->nmodules;
     kinded *km = calloc(L ? L : 1, sizeof *km);
@@ -181,7 +363,7 @@ static int run_regressions(const dora_result *run, dora_regression **out, size_t
         g.method = run->method;
         g.run = strdup(run->name);
         g.kind = strdup(km[gr->begin].kind);
-        if (!g.run || !g.kind || one(run, members, m, &g) != 0 || add(out, n, cap, g)) {
+        if (!g.run || !g.kind || one(run, members, m, o, &g) != 0 || add(out, n, cap, g)) {
             free(g.run);
             free(g.kind);
             ok = 0;
@@ -195,19 +377,32 @@ static int run_regressions(const dora_result *run, dora_regression **out, size_t
     return ok ? 0 : -1;
 }
 
-int dora_regressions(const dora_result *runs, size_t nruns, dora_regression **out, size_t *nout)
+int dora_regressions_opts(const dora_result *runs, size_t nruns, const dora_stats_opts *o,
+                          dora_regression **out, size_t *nout)
 {
     size_t n = 0, cap = 0;
     *out = NULL;
     *nout = 0;
+    dora_stats_opts d = {DORA_BOOTSTRAP_DEFAULT, DORA_BOOTSTRAP_SEED};
+    if (o && o->bootstrap)
+        d.bootstrap = o->bootstrap;
+    if (o && o->seed)
+        d.seed = o->seed;
+    if (d.bootstrap < DORA_BOOTSTRAP_MIN || d.bootstrap > DORA_BOOTSTRAP_MAX)
+        return -1;
     for (size_t i = 0; i < nruns; i++)
-        if (run_regressions(&runs[i], out, &n, &cap) != 0) {
+        if (run_regressions(&runs[i], &d, out, &n, &cap) != 0) {
             dora_regressions_free(*out, n);
             *out = NULL;
             return -1;
         }
     *nout = n;
     return 0;
+}
+
+int dora_regressions(const dora_result *runs, size_t nruns, dora_regression **out, size_t *nout)
+{
+    return dora_regressions_opts(runs, nruns, NULL, out, nout);
 }
 
 void dora_regressions_free(dora_regression *r, size_t n)

@@ -253,6 +253,7 @@ static dora_batch_outcome run_studies(batch *b, const dora_batch_opts *o,
     if (o->before_work && (rep->refused = o->before_work(&b->m, o->ctx)) != 0)
         return DORA_BATCH_REFUSED; /* before any work; MPI workers are sent their stop */
     b->cmdline = o->command_line ? strdup(o->command_line) : NULL;
+    b->stats = o->stats;
     if (plan(b, err) != 0)
         return DORA_BATCH_ERROR;
     if (b->dry_run)

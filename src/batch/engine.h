@@ -57,6 +57,7 @@ typedef struct batch {
     unsigned shard_k, shard_n;
     char shard_text[32];
     char *cmdline;
+    dora_stats_opts stats;  /* the bootstrap of each study's regressions */
     int mpi_size;
     int dispatched;      /* the MPI ranks were sent the units (and their stop) */
     /* progress: the caller's counters (NULL: none), and the bytes planned */

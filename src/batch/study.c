@@ -15,7 +15,7 @@
 static int write_h5(batch *b, const char *out, const dora_result *res, size_t n, dora_err *err)
 {
     pthread_mutex_lock(&b->h5_lock);
-    int rc = h5o_write(out, res, n, b->cmdline, err);
+    int rc = h5o_write_stats(out, res, n, b->cmdline, &b->stats, err);
     pthread_mutex_unlock(&b->h5_lock);
     return rc;
 }
@@ -204,7 +204,7 @@ void batch_check_study(batch *b, study_state *s)
     }
     dora_regression *regs = NULL;
     size_t nregs = 0;
-    if (st->nexpect && dora_regressions(s->joined, s->njoined, &regs, &nregs) != 0) {
+    if (st->nexpect && dora_regressions_opts(s->joined, s->njoined, &b->stats, &regs, &nregs) != 0) {
         for (size_t e = 0; e < st->nexpect; e++)
             snprintf(s->rep.results[e].message, sizeof s->rep.results[e].message,
                      "out of memory computing the regressions");

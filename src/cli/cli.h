@@ -153,6 +153,10 @@ int cli_parse_lora_mem(const char *cmd, const char *arg, uint64_t *bytes);
 int cli_add_rename(const char *cmd, const char *arg, const char **renames, size_t *n);
 int cli_check_transpose(const char *cmd, const char *arg);
 
+/* --bootstrap B (cmd_common.c): the replicates into *B (DORA_BOOTSTRAP_MIN..MAX of
+ * stats.h): -1 to go on, else a usage error of CMD (EXIT_USAGE). */
+int cli_parse_bootstrap(const char *cmd, const char *arg, long long *b);
+
 /* ---- the terminal of a long command (term.c) ---------------------------- */
 
 /* --progress=WHEN */

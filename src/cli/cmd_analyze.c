@@ -60,6 +60,8 @@ static const char analyze_help[] =
     "                    without it\n"
     "  --initial-adapter DIR  the adapter as PEFT initialised it (before training), for\n"
     "                    init_lora_weights pissa_niter_K runs without a checkpoint-0/\n"
+    "  --bootstrap B     replicates of the layer-cluster bootstrap behind the 95%\n"
+    "                    intervals of r in /regression (100 to 1000000; default 10000)\n"
     "  --csv FILE        write the table as CSV to FILE instead of TSV on stdout\n"
     "                    ('-': CSV on stdout)\n"
     "  --force           replace an existing OUT.h5 or CSV file that this tool did not\n"
@@ -85,6 +87,7 @@ typedef struct analyze_args {
     size_t nrenames;
     dora_quant base_quant;
     const char *initial_adapter;
+    dora_stats_opts stats; /* --bootstrap */
     char *base_owned; /* the base the adapters name, without --base */
 } analyze_args;
 
@@ -94,7 +97,7 @@ static int parse_options(int argc, char **argv, analyze_args *a)
 {
     enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_PER_ROW, OPT_CSV, OPT_FORCE,
            OPT_RENAME, OPT_TRANSPOSE, OPT_NO_SPLIT, OPT_BASE_QUANT, OPT_PROGRESS, OPT_MEM,
-           OPT_INITIAL };
+           OPT_INITIAL, OPT_BOOTSTRAP };
     static const struct option longopts[] = {
         {"base", required_argument, NULL, OPT_BASE},
         {"output", required_argument, NULL, 'o'},
@@ -111,6 +114,7 @@ static int parse_options(int argc, char **argv, analyze_args *a)
         {"transpose", required_argument, NULL, OPT_TRANSPOSE},
         {"no-split", no_argument, NULL, OPT_NO_SPLIT},
         {"progress", required_argument, NULL, OPT_PROGRESS},
+        {"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -157,6 +161,10 @@ static int parse_options(int argc, char **argv, analyze_args *a)
                 return st;
             break;
         case OPT_NO_SPLIT: a->no_split = 1; break;
+        case OPT_BOOTSTRAP:
+            if ((st = cli_parse_bootstrap("analyze", optarg, &a->stats.bootstrap)) >= 0)
+                return st;
+            break;
         case OPT_TRANSPOSE:
             if ((st = cli_check_transpose("analyze", optarg)) >= 0)
                 return st;
@@ -239,7 +247,7 @@ static int write_outputs(const analyze_args *a, const dora_result *res, size_t n
                          const char *cmdline)
 {
     dora_err err;
-    if (dora_tidy_write(a->out, a->csv, res, nruns, cmdline, &err) != 0)
+    if (dora_tidy_write_stats(a->out, a->csv, res, nruns, cmdline, &a->stats, &err) != 0)
         return cli_fail(&err);
     if (a->csv)
         return EXIT_OK;

@@ -42,6 +42,8 @@ static const char batch_help[] =
     "                        study has and which are up to date; write nothing\n"
     "  --force               replace existing outputs, journals and reports that this\n"
     "                        tool did not write (an input is never replaced)\n"
+    "  --bootstrap B         replicates of the layer-cluster bootstrap behind the 95%\n"
+    "                        intervals of r (100 to 1000000; default 10000)\n"
     "  -h, --help            this help\n"
     "\n"
     "Built with `make MPI=1` and started by mpirun, rank 0 hands units to the other\n"
@@ -176,7 +178,8 @@ static int before_work(const dora_manifest *m, void *ctx)
  * (help printed, or a usage error). */
 static int parse_opts(int argc, char **argv, dora_batch_opts *o, int *progress)
 {
-    enum { OPT_PROGRESS = 256, OPT_REPORT_JSON, OPT_JUNIT, OPT_SHARD, OPT_DRY_RUN, OPT_FORCE, OPT_MEM };
+    enum { OPT_PROGRESS = 256, OPT_REPORT_JSON, OPT_JUNIT, OPT_SHARD, OPT_DRY_RUN, OPT_FORCE, OPT_MEM,
+           OPT_BOOTSTRAP };
     static const struct option longopts[] = {
         {"jobs", required_argument, NULL, 'j'},
         {"progress", required_argument, NULL, OPT_PROGRESS},
@@ -188,6 +191,7 @@ static int parse_opts(int argc, char **argv, dora_batch_opts *o, int *progress)
         {"shard", required_argument, NULL, OPT_SHARD},
         {"dry-run", no_argument, NULL, OPT_DRY_RUN},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -235,6 +239,10 @@ static int parse_opts(int argc, char **argv, dora_batch_opts *o, int *progress)
             break;
         case OPT_FORCE:
             o->force = 1;
+            break;
+        case OPT_BOOTSTRAP:
+            if ((st = cli_parse_bootstrap("batch", optarg, &o->stats.bootstrap)) >= 0)
+                return st;
             break;
         case 'h':
             fputs(batch_help, stdout);

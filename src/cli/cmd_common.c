@@ -8,6 +8,7 @@
 #include "dora/filter.h"
 #include "dora/h5out.h"
 #include "dora/tidy.h"
+#include "dora/stats.h"
 #include "core/util.h"
 
 #include <dirent.h>
@@ -363,5 +364,16 @@ int cli_check_transpose(const char *cmd, const char *arg)
     if (dora_filter_compile(&f, arg, NULL, &e) != 0)
         return cli_usage_error(cmd, "--transpose %s", e.msg);
     dora_filter_free(&f);
+    return -1;
+}
+
+int cli_parse_bootstrap(const char *cmd, const char *arg, long long *b)
+{
+    int64_t v;
+    if (util_parse_i64(arg, DORA_BOOTSTRAP_MIN, DORA_BOOTSTRAP_MAX, &v) != 0)
+        return cli_usage_error(cmd, "--bootstrap wants a whole number of replicates from %d to %d, "
+                                    "not '%s'",
+                               DORA_BOOTSTRAP_MIN, DORA_BOOTSTRAP_MAX, arg);
+    *b = (long long)v;
     return -1;
 }

@@ -37,6 +37,8 @@ static const char plot_help[] =
     "  --stats[=tsv|json]    print the regression table on stdout (default tsv; the\n"
     "                        module kinds of --modules only, when given)\n"
     "  --no-figures          only the table (with --stats)\n"
+    "  --bootstrap B         replicates of the layer-cluster bootstrap behind the 95%\n"
+    "                        intervals of r (100 to 1000000; default 10000)\n"
     "  -h, --help            this help\n"
     "\n"
     "exit status: 0 success, 1 bad input or gnuplot failure, 2 usage error\n";
@@ -46,12 +48,14 @@ typedef struct plot_args {
     dora_plot_opts opts;
     const char *runs;
     int stats, json, figures;
+    dora_stats_opts boot; /* --bootstrap */
 } plot_args;
 
 /* Parse ARGV into A: -1 to go on, else the exit status (help or a usage error). */
 static int parse_args(int argc, char **argv, plot_args *a)
 {
-    enum { OPT_MODULES = 256, OPT_RUNS, OPT_FORMAT, OPT_STATS, OPT_NOFIG, OPT_OVERLAY };
+    enum { OPT_MODULES = 256, OPT_RUNS, OPT_FORMAT, OPT_STATS, OPT_NOFIG, OPT_OVERLAY,
+           OPT_BOOTSTRAP };
     static const struct option longopts[] = {
         {"output", required_argument, NULL, 'o'},
         {"modules", required_argument, NULL, OPT_MODULES},
@@ -60,10 +64,11 @@ static int parse_args(int argc, char **argv, plot_args *a)
         {"stats", optional_argument, NULL, OPT_STATS},
         {"no-figures", no_argument, NULL, OPT_NOFIG},
         {"overlay", no_argument, NULL, OPT_OVERLAY},
+        {"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    *a = (plot_args){NULL, {NULL, "png,pdf", NULL, NULL, 0}, NULL, 0, 0, 1};
+    *a = (plot_args){NULL, {NULL, "png,pdf", NULL, NULL, 0, NULL}, NULL, 0, 0, 1, {0, 0}};
     int c, r;
     cli_seen seen = {{0}};
     opterr = 0;
@@ -84,6 +89,10 @@ static int parse_args(int argc, char **argv, plot_args *a)
             break;
         case OPT_NOFIG: a->figures = 0; break;
         case OPT_OVERLAY: a->opts.overlay = 1; break;
+        case OPT_BOOTSTRAP:
+            if ((r = cli_parse_bootstrap("plot", optarg, &a->boot.bootstrap)) >= 0)
+                return r;
+            break;
         case 'h':
             fputs(plot_help, stdout);
             return cli_finish_stdout();
@@ -137,7 +146,7 @@ int cmd_plot(int argc, char **argv)
         return status;
     dora_err err = {{0}, 0};
     dora_plot_study s;
-    if (dora_plot_open(&s, a.input, a.runs, &err) != 0)
+    if (dora_plot_open_stats(&s, a.input, a.runs, &a.boot, &err) != 0)
         return cli_fail(&err);
     status = EXIT_OK;
     if (a.stats) /* the table follows --modules too */

@@ -25,22 +25,25 @@ static const char report_help[] =
     "  --spectrum SPEC.h5    also summarise this results file of `spectrum`\n"
     "  --modules K1,K2       module kinds (default: every kind in the file)\n"
     "  --force               replace FILE even if it is not a report of dora-analyze\n"
+    "  --bootstrap B         replicates of the layer-cluster bootstrap behind the 95%\n"
+    "                        intervals of r (100 to 1000000; default 10000)\n"
     "  -h, --help            this help\n"
     "\n"
     "exit status: 0 success, 1 bad input or gnuplot failure, 2 usage error\n";
 
 int cmd_report(int argc, char **argv)
 {
-    enum { OPT_MODULES = 256, OPT_FORCE, OPT_SPECTRUM };
+    enum { OPT_MODULES = 256, OPT_FORCE, OPT_SPECTRUM, OPT_BOOTSTRAP };
     static const struct option longopts[] = {
         {"output", required_argument, NULL, 'o'},
         {"modules", required_argument, NULL, OPT_MODULES},
         {"force", no_argument, NULL, OPT_FORCE},
         {"spectrum", required_argument, NULL, OPT_SPECTRUM},
+        {"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    dora_report_opts o = {NULL, NULL, 0, NULL};
+    dora_report_opts o = {NULL, NULL, 0, NULL, {0, 0}};
     const char *out = NULL;
     int c, r;
     cli_seen seen = {{0}};
@@ -53,6 +56,10 @@ int cmd_report(int argc, char **argv)
         case OPT_MODULES: o.kinds = optarg; break;
         case OPT_FORCE: o.force = 1; break;
         case OPT_SPECTRUM: o.spectrum = optarg; break;
+        case OPT_BOOTSTRAP:
+            if ((r = cli_parse_bootstrap("report", optarg, &o.stats.bootstrap)) >= 0)
+                return r;
+            break;
         case 'h': fputs(report_help, stdout); return cli_finish_stdout();
         case ':': return cli_usage_error("report", "option '%s' needs a value", argv[optind - 1]);
         default: return cli_unknown_option("report", argv[optind - 1], longopts);

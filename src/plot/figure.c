@@ -148,6 +148,11 @@ static void write_head(FILE *p, const plot_fig *f)
                "array defined[%zu]\narray wcorr[%zu]\narray wdefined[%zu]\n"
                "array npts[%zu]\narray step_num[%zu]\narray layer_num[%zu]\n",
             np, np, np, np, np, np, np, np, np, np, np, np, x->nsteps, x->nlayers);
+    /* the 95% intervals: Fisher-z of r, the layer bootstrap of r and of within-step r */
+    static const char *const ci_arrays[] = {"flo", "fhi", "fdef", "blo", "bhi", "bdef",
+                                            "wlo", "whi", "wbdef"};
+    for (size_t k = 0; k < sizeof ci_arrays / sizeof ci_arrays[0]; k++)
+        fprintf(p, "array %s[%zu]\n", ci_arrays[k], np);
     for (size_t s = 0; s < x->nsteps; s++)
         fprintf(p, "step_num[%zu] = %lld\n", s + 1, (long long)x->steps[s]);
     for (size_t l = 0; l < x->nlayers; l++)
@@ -189,6 +194,18 @@ static void write_panel(FILE *p, size_t i, const plot_pick *pk, const dora_regre
                "npts[%zu] = %lld\n",
             i, rg ? rg->defined : 0, i, rg ? rg->within_r : 0.0, i, rg ? rg->within_defined : 0,
             i, rg ? rg->n : 0LL);
+    const double zero[2] = {0, 0};
+    const struct {
+        const char *lo, *hi, *def;
+        int defined;
+        const double *v;
+    } ci[3] = {{"flo", "fhi", "fdef", rg && rg->fisher_defined, rg ? rg->fisher_ci : zero},
+               {"blo", "bhi", "bdef", rg && rg->boot_defined, rg ? rg->boot_ci : zero},
+               {"wlo", "whi", "wbdef", rg && rg->within_boot_defined,
+                rg ? rg->within_boot_ci : zero}};
+    for (int k = 0; k < 3; k++)
+        fprintf(p, "%s[%zu] = %.17g\n%s[%zu] = %.17g\n%s[%zu] = %d\n", ci[k].lo, i, ci[k].v[0],
+                ci[k].hi, i, ci[k].v[1], ci[k].def, i, ci[k].defined);
 }
 
 /* The parameters file PAR of figure F: head, a panel per run, fig. 8's scales. */

@@ -35,17 +35,6 @@ static const struct paper_r *paper_for(const dora_regression *g)
     return NULL;
 }
 
-/* The Fisher-z 95% interval of R over N points; 0 when there is none (N < 4, |r| = 1). */
-static int fisher_ci(double r, long long n, double *lo, double *hi)
-{
-    if (n < 4 || !(fabs(r) < 1))
-        return 0;
-    double z = atanh(r), h = 1.959963984540054 / sqrt((double)(n - 3));
-    *lo = tanh(z - h);
-    *hi = tanh(z + h);
-    return 1;
-}
-
 /* ---- the sections -------------------------------------------------------- */
 
 static const char style[] =
@@ -116,17 +105,19 @@ static void write_regression(FILE *f, const dora_plot_study *s)
 {
     fputs("<h2 id=\"regression\">ΔM against ΔD</h2>\n<p class=\"note\">Least squares ΔM = "
           "intercept + slope · ΔD and Pearson r over every (layer, step) point of a run and "
-          "module kind, with its Fisher-z 95% interval (the points are not independent: each "
-          "layer appears at every step); the within-step r after centring each step's points "
-          "on their mean. The paper reports r for the query projection only: FT −0.62, "
-          "LoRA +0.83, DoRA −0.31 (n = 24).</p>\n<table class=\"regression\">\n<tr><th>run</th>"
+          "module kind, with its Fisher-z 95% interval, which treats the points as independent; "
+          "they are not (each layer appears at every step), so the layer bootstrap beside it "
+          "resamples whole layers, each with all its steps (percentile 95%, B replicates); the "
+          "within-step r after centring each step's points on their mean, with its layer "
+          "bootstrap interval; Spearman's ρ of the same points. The paper reports r for the "
+          "query projection only: FT −0.62, LoRA +0.83, DoRA −0.31 (n = 24), with Fisher-z "
+          "intervals; DoRA's includes 0.</p>\n<table class=\"regression\">\n<tr><th>run</th>"
           "<th>method</th><th>module kind</th><th>n</th><th>layers</th><th>slope</th>"
-          "<th>intercept</th><th>r [95%]</th><th>within-step r</th><th>paper r [95%]</th></tr>\n",
+          "<th>intercept</th><th>r [Fisher 95%]</th><th>within-step r [layer bootstrap 95%]</th>"
+          "<th>r: layer bootstrap 95%</th><th>Spearman ρ</th><th>paper r [Fisher 95%]</th></tr>\n",
           f);
     for (size_t i = 0; i < s->nregs; i++) {
         const dora_regression *g = &s->regs[i];
-        double lo = 0, hi = 0;
-        int ci = g->defined && fisher_ci(g->r, g->n, &lo, &hi);
         fputs("<tr>", f);
         html_elem(f, "td", g->run);
         html_elem(f, "td", g->method);
@@ -134,8 +125,15 @@ static void write_regression(FILE *f, const dora_plot_study *s)
         fprintf(f, "<td class=\"num\">%lld</td><td class=\"num\">%lld</td>", g->n, g->layers);
         html_num(f, "%.6g", g->slope, g->defined);
         html_num(f, "%.6g", g->intercept, g->defined);
-        r_cell(f, g->r, g->defined, ci, lo, hi);
-        r_cell(f, g->within_r, g->within_defined, 0, 0, 0);
+        r_cell(f, g->r, g->defined, g->fisher_defined, g->fisher_ci[0], g->fisher_ci[1]);
+        r_cell(f, g->within_r, g->within_defined, g->within_boot_defined, g->within_boot_ci[0],
+               g->within_boot_ci[1]);
+        if (g->boot_defined)
+            fprintf(f, "<td class=\"num\">[%+.2f, %+.2f] (B = %lld)</td>", g->boot_ci[0],
+                    g->boot_ci[1], g->bootstrap);
+        else
+            fputs("<td class=\"num\">NA</td>", f);
+        html_num(f, "%+.3f", g->spearman_rho, g->spearman_defined);
         const struct paper_r *p = paper_for(g);
         if (p)
             r_cell(f, p->r, 1, 1, p->lo, p->hi);
@@ -368,7 +366,7 @@ static int draw_and_build(const dora_plot_study *s, const char *kinds, const dor
     char figdir[] = "/tmp/dora-report-XXXXXX";
     if (!mkdtemp(figdir))
         return dora_errf(err, "cannot create a temporary folder: %s", strerror(errno));
-    dora_plot_opts po = {kinds, "svg", figdir, o->templates, 0};
+    dora_plot_opts po = {kinds, "svg", figdir, o->templates, 0, NULL};
     int rc = dora_plot_draw(s, &po, rep, err);
     size_t nk = 0;
     char **kv = plot_list_split(kinds, &nk);
@@ -402,7 +400,7 @@ int dora_report_write(const char *results_h5, const char *out, const dora_report
     if (o->spectrum && dora_spectrum_read(o->spectrum, &spec, err) != 0)
         return -1;
     dora_plot_study s;
-    if (dora_plot_open(&s, results_h5, NULL, err) != 0) {
+    if (dora_plot_open_stats(&s, results_h5, NULL, &o->stats, err) != 0) {
         if (o->spectrum)
             dora_spectrum_release(&spec);
         return -1;

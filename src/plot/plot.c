@@ -91,6 +91,12 @@ static int select_runs(dora_plot_study *s, const char *runs, dora_err *err)
 
 int dora_plot_open(dora_plot_study *s, const char *results_h5, const char *runs, dora_err *err)
 {
+    return dora_plot_open_stats(s, results_h5, runs, NULL, err);
+}
+
+int dora_plot_open_stats(dora_plot_study *s, const char *results_h5, const char *runs,
+                         const dora_stats_opts *stats, dora_err *err)
+{
     memset(s, 0, sizeof *s);
     int fd = util_open_regular(results_h5, err); /* a FIFO would hold HDF5's open() forever */
     if (fd < 0)
@@ -103,7 +109,7 @@ int dora_plot_open(dora_plot_study *s, const char *results_h5, const char *runs,
         rc = dora_errf(err, "out of memory");
     if (rc == 0)
         rc = select_runs(s, runs, err);
-    if (rc == 0 && dora_regressions(s->runs, s->nruns, &s->regs, &s->nregs) != 0)
+    if (rc == 0 && dora_regressions_opts(s->runs, s->nruns, stats, &s->regs, &s->nregs) != 0)
         rc = dora_errf(err, "out of memory");
     if (rc != 0)
         dora_plot_release(s);
@@ -327,7 +333,7 @@ int dora_plot_figures(const char *results_h5, const dora_plot_opts *o, dora_plot
 {
     dora_plot_study s;
     memset(rep, 0, sizeof *rep);
-    if (dora_plot_open(&s, results_h5, NULL, err) != 0)
+    if (dora_plot_open_stats(&s, results_h5, NULL, o->stats, err) != 0)
         return -1;
     int rc = dora_plot_draw(&s, o, rep, err);
     dora_plot_release(&s);

@@ -24,6 +24,53 @@ static void json_str(FILE *out, const char *s)
     putc('"', out);
 }
 
+/* The intervals and rho of a row, in the order of both tables. */
+typedef struct row_ci {
+    const char *name;
+    int defined;
+    const double *v; /* [2] */
+} row_ci;
+
+static void row_cis(const dora_regression *g, row_ci ci[3])
+{
+    ci[0] = (row_ci){"pearson_r_ci_fisher", g->fisher_defined, g->fisher_ci};
+    ci[1] = (row_ci){"pearson_r_ci_bootstrap", g->boot_defined, g->boot_ci};
+    ci[2] = (row_ci){"within_step_r_ci_bootstrap", g->within_boot_defined, g->within_boot_ci};
+}
+
+/* ", NAME: [lo, hi]" for each interval, then rho and B. */
+static void json_uncertainty(FILE *out, const dora_regression *g)
+{
+    row_ci ci[3];
+    row_cis(g, ci);
+    for (int k = 0; k < 3; k++)
+        if (ci[k].defined)
+            fprintf(out, ", \"%s\": [%.17g, %.17g]", ci[k].name, ci[k].v[0], ci[k].v[1]);
+        else
+            fprintf(out, ", \"%s\": null", ci[k].name);
+    if (g->spearman_defined)
+        fprintf(out, ", \"spearman_rho\": %.17g", g->spearman_rho);
+    else
+        fprintf(out, ", \"spearman_rho\": null");
+    fprintf(out, ", \"bootstrap\": %lld", g->bootstrap);
+}
+
+/* "\tLO\tHI" for each interval, then "\tRHO" (NA when undefined). */
+static void tsv_uncertainty(FILE *out, const dora_regression *g)
+{
+    row_ci ci[3];
+    row_cis(g, ci);
+    for (int k = 0; k < 3; k++)
+        if (ci[k].defined)
+            fprintf(out, "\t%.17g\t%.17g", ci[k].v[0], ci[k].v[1]);
+        else
+            fprintf(out, "\tNA\tNA");
+    if (g->spearman_defined)
+        fprintf(out, "\t%.17g", g->spearman_rho);
+    else
+        fprintf(out, "\tNA");
+}
+
 /* dM / dM_passive of each row (geom.h) as text: "%.17g", or UNDEF. */
 static void ratio_text(char *buf, size_t len, const double *ratio, size_t i, const char *undef)
 {
@@ -55,6 +102,7 @@ static void write_json(FILE *out, const dora_regression *const *g, size_t n, con
             fprintf(out, "\"within_step_r\": %.17g", g[i]->within_r);
         else
             fprintf(out, "\"within_step_r\": null");
+        json_uncertainty(out, g[i]);
         ratio_text(rt, sizeof rt, ratio, i, "null");
         fprintf(out, ", \"dm_over_passive\": %s}", rt);
     }
@@ -66,7 +114,10 @@ static void write_tsv(FILE *out, const dora_regression *const *g, size_t n, cons
 {
     char rt[64];
     fprintf(out, "run\tmethod\tmodule_kind\tn\tlayers\tslope\tintercept\tpearson_r\t"
-                 "within_step_r\tdm_over_passive\n");
+                 "within_step_r\tpearson_r_ci_fisher_lo\tpearson_r_ci_fisher_hi\t"
+                 "pearson_r_ci_bootstrap_lo\tpearson_r_ci_bootstrap_hi\t"
+                 "within_step_r_ci_bootstrap_lo\twithin_step_r_ci_bootstrap_hi\tspearman_rho\t"
+                 "dm_over_passive\n");
     for (size_t i = 0; i < n; i++) {
         dora_tidy_field(out, g[i]->run, 0);
         fprintf(out, "\t%s\t", g[i]->method);
@@ -80,6 +131,7 @@ static void write_tsv(FILE *out, const dora_regression *const *g, size_t n, cons
             fprintf(out, "%.17g", g[i]->within_r);
         else
             fprintf(out, "NA");
+        tsv_uncertainty(out, g[i]);
         ratio_text(rt, sizeof rt, ratio, i, "NA");
         fprintf(out, "\t%s\n", rt);
     }

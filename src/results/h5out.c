@@ -10,6 +10,7 @@
 #include <hdf5.h>
 #include <stdio.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -98,12 +99,87 @@ fail:
     return -1;
 }
 
+/* An interval or value of the regressions and its flag: the dataset NAME
+ * [K, width] (width 1: [K]) from the double(s) at offset VALUE of each
+ * dora_regression, NaN where the int at offset DEFINED is 0; FLAG [K] that int. */
+typedef struct reg_value {
+    const char *name, *flag;
+    size_t value, defined;
+    int width;
+} reg_value;
+
+static const reg_value reg_values[] = {
+    {"pearson_r_ci_fisher", "pearson_r_ci_fisher_defined", offsetof(dora_regression, fisher_ci),
+     offsetof(dora_regression, fisher_defined), 2},
+    {"pearson_r_ci_bootstrap", "pearson_r_ci_bootstrap_defined",
+     offsetof(dora_regression, boot_ci), offsetof(dora_regression, boot_defined), 2},
+    {"within_step_r_ci_bootstrap", "within_step_r_ci_bootstrap_defined",
+     offsetof(dora_regression, within_boot_ci), offsetof(dora_regression, within_boot_defined),
+     2},
+    {"spearman_rho", "spearman_defined", offsetof(dora_regression, spearman_rho),
+     offsetof(dora_regression, spearman_defined), 1},
+};
+
+static int write_reg_value(hid_t grp, const dora_regression *g, size_t n, const reg_value *v,
+                           dora_err *err)
+{
+    double *d = malloc((n * (size_t)v->width + 1) * sizeof *d);
+    int32_t *def = malloc((n + 1) * sizeof *def);
+    int rc = -1;
+    if (!d || !def) {
+        dora_errf(err, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *row = (const char *)&g[i];
+        def[i] = *(const int *)(row + v->defined);
+        for (int w = 0; w < v->width; w++) /* undefined: NaN beside its flag (docs/hdf5.md) */
+            d[i * (size_t)v->width + (size_t)w] =
+                def[i] ? ((const double *)(row + v->value))[w] : NAN;
+    }
+    hsize_t dims[2] = {n, (hsize_t)v->width};
+    rc = h5u_dataset(grp, v->name, v->width == 1 ? 1 : 2, dims, H5T_IEEE_F64LE,
+                     H5T_NATIVE_DOUBLE, d, err) != 0 ||
+                 h5u_dataset(grp, v->flag, 1, dims, H5T_STD_I32LE, H5T_NATIVE_INT32, def, err) != 0
+             ? -1
+             : 0;
+done:
+    free(d);
+    free(def);
+    return rc;
+}
+
+/* The intervals and rho of /regression, and how the bootstrap was drawn (O). */
+static int write_intervals(hid_t grp, const dora_regression *g, size_t n,
+                           const dora_stats_opts *o, dora_err *err)
+{
+    int64_t b = o && o->bootstrap ? o->bootstrap : DORA_BOOTSTRAP_DEFAULT;
+    uint64_t seed = o && o->seed ? o->seed : DORA_BOOTSTRAP_SEED;
+    if (h5u_attr_str(grp, "intervals",
+                     "95% intervals [K, 2] (low, high): pearson_r_ci_fisher = "
+                     "tanh(atanh(r) -+ 1.959963984540054 / sqrt(n - 3)); *_ci_bootstrap = the "
+                     "2.5% and 97.5% percentiles (linear interpolation) of r over "
+                     "bootstrap_replicates layer-cluster resamples (layers drawn with replacement, "
+                     "each with all its steps; splitmix64 from bootstrap_seed, restarted for every "
+                     "row; replicates with undefined r left out); spearman_rho = Pearson r of the "
+                     "average ranks; each with its *_defined flag",
+                     err) != 0 ||
+        h5u_attr_num(grp, "bootstrap_replicates", H5T_STD_I64LE, H5T_NATIVE_INT64, &b, err) != 0 ||
+        h5u_attr_num(grp, "bootstrap_seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &seed, err) != 0)
+        return -1;
+    for (size_t k = 0; k < sizeof reg_values / sizeof reg_values[0]; k++)
+        if (write_reg_value(grp, g, n, &reg_values[k], err) != 0)
+            return -1;
+    return 0;
+}
+
 /* /regression: one row per (run, module kind); see README "Regression". */
-static int write_regression(hid_t f, const dora_result *runs, size_t nruns, dora_err *err)
+static int write_regression(hid_t f, const dora_result *runs, size_t nruns,
+                            const dora_stats_opts *o, dora_err *err)
 {
     dora_regression *g = NULL;
     size_t n = 0;
-    if (dora_regressions(runs, nruns, &g, &n) != 0)
+    if (dora_regressions_opts(runs, nruns, o, &g, &n) != 0)
         return dora_errf(err, "out of memory computing the regressions");
     int rc = -1;
     hid_t grp = -1;
@@ -152,7 +228,8 @@ static int write_regression(hid_t f, const dora_result *runs, size_t nruns, dora
         h5u_dataset(grp, "pearson_r", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r, err) != 0 ||
         h5u_dataset(grp, "within_step_defined", 1, k, H5T_STD_I32LE, H5T_NATIVE_INT32, wdef, err) !=
             0 ||
-        h5u_dataset(grp, "within_step_r", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, wr, err) != 0)
+        h5u_dataset(grp, "within_step_r", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, wr, err) != 0 ||
+        write_intervals(grp, g, n, o, err) != 0)
         goto fail;
     rc = 0;
 fail:
@@ -226,6 +303,7 @@ done:
 typedef struct h5o_input {
     const dora_result *runs;
     size_t nruns;
+    const dora_stats_opts *stats;
 } h5o_input;
 
 int h5o_is_results_file(const char *path)
@@ -245,7 +323,7 @@ static int write_results(hid_t f, const void *ctx, dora_err *err)
             goto fail;
     H5Gclose(g);
     g = -1;
-    if (write_regression(f, in->runs, in->nruns, err) != 0)
+    if (write_regression(f, in->runs, in->nruns, in->stats, err) != 0)
         return -1;
     return write_passive_ratio(f, in->runs, in->nruns, err);
 fail:
@@ -257,6 +335,12 @@ fail:
 int h5o_write(const char *path, const dora_result *runs, size_t nruns, const char *command_line,
               dora_err *err)
 {
-    const h5o_input in = {runs, nruns};
+    return h5o_write_stats(path, runs, nruns, command_line, NULL, err);
+}
+
+int h5o_write_stats(const char *path, const dora_result *runs, size_t nruns,
+                    const char *command_line, const dora_stats_opts *stats, dora_err *err)
+{
+    const h5o_input in = {runs, nruns, stats};
     return h5u_write_file(path, command_line, DORA_LAYOUT_VERSION, write_results, &in, err);
 }

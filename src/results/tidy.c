@@ -90,11 +90,18 @@ static int stage_csv(util_out *o, const char *path, const dora_result *res, size
 int dora_tidy_write(const char *out, const char *csv_path, const dora_result *res, size_t nres,
                     const char *command_line, dora_err *err)
 {
+    return dora_tidy_write_stats(out, csv_path, res, nres, command_line, NULL, err);
+}
+
+int dora_tidy_write_stats(const char *out, const char *csv_path, const dora_result *res,
+                          size_t nres, const char *command_line, const dora_stats_opts *stats,
+                          dora_err *err)
+{
     util_out csv_out = {0};
     csv_out.slot = -1;
     if (csv_path && stage_csv(&csv_out, csv_path, res, nres, err) != 0)
         return -1;
-    int rc = h5o_write(out, res, nres, command_line, err);
+    int rc = h5o_write_stats(out, res, nres, command_line, stats, err);
     if (rc == 0 && csv_path && util_out_commit(&csv_out, err) != 0) {
         unlink(out); /* not one without the other */
         dora_errprefix(err, "'%s' not written either", out);

@@ -37,28 +37,40 @@ def kind(name):
     return n.rsplit(".", 1)[-1]
 
 
+def regression_points(f):
+    """(run, kind, dD [S, m], dM [S, m]) of every regression of an open results file, in the
+    file's order (ref_stats.py uses it too)."""
+    for run in f["runs"]:
+        g = f["runs"][run]
+        mods = list(g["modules"].asstr()[:])
+        dm, dd = g["delta_m"][:], g["delta_d"][:]
+        for k in dict.fromkeys(kind(m) for m in mods):
+            cols = [i for i, m in enumerate(mods) if kind(m) == k]
+            yield run, k, dd[:, cols], dm[:, cols]
+
+
 def main():
     h5, stats_path, figdir, formats = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(",")
     stats = json.load(open(stats_path))
     with h5py.File(h5, "r") as f:
         ref = {}
+        for run, k, x, y in regression_points(f):
+            slope, icpt = np.polyfit(x.ravel(), y.ravel(), 1)
+            r = np.corrcoef(x.ravel(), y.ravel())[0, 1]
+            xc = x - x.mean(axis=1, keepdims=True)
+            yc = y - y.mean(axis=1, keepdims=True)
+            wr = np.corrcoef(xc.ravel(), yc.ravel())[0, 1]
+            ref[(run, k)] = (slope, icpt, r, wr, x.size)
         ratio = {}
         for run in f["runs"]:
             g = f["runs"][run]
             mods = list(g["modules"].asstr()[:])
-            dm, dd = g["delta_m"][:], g["delta_d"][:]
+            dm = g["delta_m"][:]
             for k in dict.fromkeys(kind(m) for m in mods):
                 cols = [i for i, m in enumerate(mods) if kind(m) == k]
-                x, y = dd[:, cols], dm[:, cols]
-                slope, icpt = np.polyfit(x.ravel(), y.ravel(), 1)
-                r = np.corrcoef(x.ravel(), y.ravel())[0, 1]
-                xc = x - x.mean(axis=1, keepdims=True)
-                yc = y - y.mean(axis=1, keepdims=True)
-                wr = np.corrcoef(xc.ravel(), yc.ravel())[0, 1]
-                ref[(run, k)] = (slope, icpt, r, wr, x.size)
                 # dM / dM_passive (docs/hdf5.md): ratio of the sums over the same points;
                 # undefined (null) for a file written without delta_m_passive
-                ratio[(run, k)] = float(np.sum(y) / np.sum(g["delta_m_passive"][:][:, cols])) \
+                ratio[(run, k)] = float(np.sum(dm[:, cols]) / np.sum(g["delta_m_passive"][:][:, cols])) \
                     if "delta_m_passive" in g else None
         reg = f["regression"]
         file_rows = {(a.decode() if isinstance(a, bytes) else a, b.decode() if isinstance(b, bytes) else b):

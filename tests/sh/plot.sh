@@ -59,7 +59,7 @@ PY
 # TSV table: header and one row per run and kind
 "$BIN" plot study.h5 --stats --no-figures >stats.tsv 2>"$tmp/err"
 rows=$(tail -n +2 stats.tsv | wc -l)
-head -1 stats.tsv | grep -q $'^run\tmethod\tmodule_kind\tn\tlayers\tslope\tintercept\tpearson_r\twithin_step_r\tdm_over_passive$' \
+head -1 stats.tsv | grep -q $'^run\tmethod\tmodule_kind\tn\tlayers\tslope\tintercept\tpearson_r\twithin_step_r\tpearson_r_ci_fisher_lo\t' \
     && [ "$rows" -eq 6 ] && pass stats-tsv || fail stats-tsv "$rows rows: $(head -2 stats.tsv)"
 
 # panel order and subset follow --runs

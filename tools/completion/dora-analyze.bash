@@ -21,14 +21,14 @@ _dora_analyze()
     local cmd=${words[1]} opts=""
     case $cmd in
     analyze)
-        opts="--base -o --output --modules --exclude --rename --transpose --no-split --base-quant --initial-adapter -j --jobs --mem --per-row --csv --force --progress=auto --progress=always --progress=never -q --quiet -h --help"
+        opts="--base -o --output --modules --exclude --rename --transpose --no-split --base-quant --initial-adapter -j --jobs --mem --per-row --bootstrap --csv --force --progress=auto --progress=always --progress=never -q --quiet -h --help"
         case $prev in
         --base) _dora_analyze_models; return ;;
         -o | --output) _filedir h5; return ;;
         --csv) _filedir csv; return ;;
         --initial-adapter) _filedir -d; return ;;
         --base-quant) COMPREPLY=($(compgen -W "nf4 fp4 nf4-dq fp4-dq int8 none" -- "$cur")); return ;;
-        --modules | --exclude | --rename | --transpose | -j | --jobs | --mem) return ;;
+        --modules | --exclude | --rename | --transpose | -j | --jobs | --mem | --bootstrap) return ;;
         esac
         ;;
     spectrum)
@@ -41,29 +41,29 @@ _dora_analyze()
         esac
         ;;
     plot)
-        opts="-o --output --modules --runs --format --overlay --stats --stats=tsv --stats=json --no-figures -h --help"
+        opts="-o --output --modules --runs --format --overlay --stats --stats=tsv --stats=json --no-figures --bootstrap -h --help"
         case $prev in
         -o | --output) _filedir -d; return ;;
         --format) COMPREPLY=($(compgen -W "png pdf svg png,pdf png,pdf,svg" -- "$cur")); return ;;
-        --modules | --runs) return ;;
+        --modules | --runs | --bootstrap) return ;;
         esac
         if [[ $cur != -* ]]; then _filedir h5; return; fi
         ;;
     report)
-        opts="-o --output --spectrum --modules --force -h --help"
+        opts="-o --output --spectrum --modules --force --bootstrap -h --help"
         case $prev in
         -o | --output) _filedir html; return ;;
         --spectrum) _filedir h5; return ;;
-        --modules) return ;;
+        --modules | --bootstrap) return ;;
         esac
         if [[ $cur != -* ]]; then _filedir h5; return; fi
         ;;
     batch)
-        opts="-j --jobs --mem --progress=auto --progress=always --progress=never -q --quiet -v --verbose --report-json --junit --shard --dry-run --force -h --help"
+        opts="-j --jobs --mem --progress=auto --progress=always --progress=never -q --quiet -v --verbose --report-json --junit --shard --dry-run --force --bootstrap -h --help"
         case $prev in
         --report-json) _filedir json; return ;;
         --junit) _filedir xml; return ;;
-        -j | --jobs | --mem | --shard) return ;;
+        -j | --jobs | --mem | --shard | --bootstrap) return ;;
         esac
         if [[ $cur != -* ]]; then _filedir json; return; fi
         ;;
