@@ -192,7 +192,7 @@ print("ok")
 EOF
 then pass undefined-nan-in-h5; else fail undefined-nan-in-h5 "exit $RC: $(first "$LOG/undef.check")"; fi
 run stats-tsv "$BIN" plot undef.h5 --stats --no-figures
-[ $RC -eq 0 ] && grep -qP "^ft\tft\tq_proj\t1\t1\tNA\tNA\tNA\tNA(\tNA){7}$" "$LOG/stats-tsv.out" &&
+[ $RC -eq 0 ] && grep -qP "^ft\tft\tq_proj\t1\t1\tNA\tNA\tNA\tNA(\tNA){7}\t([0-9.eE+-]+|NA)$" "$LOG/stats-tsv.out" &&
     ! grep -qi nan "$LOG/stats-tsv.out" && pass undefined-stats-tsv-na || fail undefined-stats-tsv-na "exit $RC: $(first "$LOG/stats-tsv.out")"
 run stats-json "$BIN" plot undef.h5 --stats=json --no-figures
 if [ $RC -eq 0 ] && "$PY" - "$LOG/stats-json.out" <<'EOF' >"$LOG/stats-json.check" 2>&1

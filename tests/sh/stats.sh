@@ -70,7 +70,7 @@ EOF
 "$BIN" plot demo.h5 --stats --no-figures >t1.tsv 2>/dev/null
 "$BIN" plot demo.h5 --stats --no-figures >t2.tsv 2>/dev/null
 cmp -s t1.tsv t2.tsv && pass reproducible-table || fail reproducible-table "two runs of plot --stats differ"
-head -1 t1.tsv | grep -q $'\twithin_step_r\tpearson_r_ci_fisher_lo\tpearson_r_ci_fisher_hi\tpearson_r_ci_bootstrap_lo\tpearson_r_ci_bootstrap_hi\twithin_step_r_ci_bootstrap_lo\twithin_step_r_ci_bootstrap_hi\tspearman_rho$' \
+head -1 t1.tsv | grep -q $'\twithin_step_r\tpearson_r_ci_fisher_lo\tpearson_r_ci_fisher_hi\tpearson_r_ci_bootstrap_lo\tpearson_r_ci_bootstrap_hi\twithin_step_r_ci_bootstrap_lo\twithin_step_r_ci_bootstrap_hi\tspearman_rho\tdm_over_passive$' \
     && pass tsv-header || fail tsv-header "$(head -1 t1.tsv)"
 
 # ---- edge shapes (runs steps layers): undefined intervals are null / NA, never NaN
