@@ -10,7 +10,9 @@
  *
  * The work is split into fixed row chunks that depend only on the shapes, and
  * the chunk sums are added in a fixed order, so results do not depend on the
- * thread count. The base rows of a chunk are read once for all steps.
+ * thread count. The base rows of a chunk are read once for all steps (LoRA and
+ * DoRA: once per group of steps that fits opts->mem_bytes; the numbers are the
+ * same for any budget).
  *
  * Files that change underneath: a checkpoint of a Trainer folder whose files
  * are not all there is left out (res->failures); a mapped file that is

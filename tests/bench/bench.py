@@ -30,16 +30,22 @@ BIG_LAYERS = 40  # 3.95 GiB of bf16: a model 4x the size with nothing else chang
 RSS_TARGET = 64  # MiB of RssAnon, plus a small per-thread buffer (issue #10)
 
 
-def shapes(layers=LAYERS):
-    yield "model.embed_tokens.weight", (VOCAB, HIDDEN)
+def shapes(layers=LAYERS, hidden=HIDDEN, inter=INTER, vocab=VOCAB, full=False):
+    """A Llama's tensors; FULL: with every norm and lm_head too."""
+    yield "model.embed_tokens.weight", (vocab, hidden)
     for i in range(layers):
         p = f"model.layers.{i}."
         for m in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            yield p + f"self_attn.{m}.weight", (HIDDEN, HIDDEN)
-        yield p + "mlp.gate_proj.weight", (INTER, HIDDEN)
-        yield p + "mlp.up_proj.weight", (INTER, HIDDEN)
-        yield p + "mlp.down_proj.weight", (HIDDEN, INTER)
-        yield p + "input_layernorm.weight", (HIDDEN,)
+            yield p + f"self_attn.{m}.weight", (hidden, hidden)
+        yield p + "mlp.gate_proj.weight", (inter, hidden)
+        yield p + "mlp.up_proj.weight", (inter, hidden)
+        yield p + "mlp.down_proj.weight", (hidden, inter)
+        yield p + "input_layernorm.weight", (hidden,)
+        if full:
+            yield p + "post_attention_layernorm.weight", (hidden,)
+    if full:
+        yield "model.norm.weight", (hidden,)
+        yield "lm_head.weight", (vocab, hidden)
 
 
 def write_bf16(path, seed, base=None, layers=LAYERS):
@@ -217,18 +223,7 @@ def llm_shapes(scale):
     """LLaMA-7B's tensors, every size divided by SCALE (--llm7b-scale, for trying the case)."""
     h, i = LLM7B["hidden"] // scale, LLM7B["inter"] // scale
     v, n = LLM7B["vocab"] // scale, max(1, LLM7B["layers"] // scale)
-    yield "model.embed_tokens.weight", (v, h)
-    for k in range(n):
-        p = f"model.layers.{k}."
-        for m in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            yield p + f"self_attn.{m}.weight", (h, h)
-        yield p + "mlp.gate_proj.weight", (i, h)
-        yield p + "mlp.up_proj.weight", (i, h)
-        yield p + "mlp.down_proj.weight", (h, i)
-        yield p + "input_layernorm.weight", (h,)
-        yield p + "post_attention_layernorm.weight", (h,)
-    yield "model.norm.weight", (h,)
-    yield "lm_head.weight", (v, h)
+    return shapes(n, h, i, v, full=True)
 
 
 def write_sharded(folder, entries, seed, base=None, shard_bytes=5 << 30):

@@ -15,6 +15,8 @@ import sys
 import h5py
 import numpy as np
 
+import stio
+
 
 def same(a, b, tol):
     fa, fb = h5py.File(a, "r"), h5py.File(b, "r")
@@ -47,22 +49,8 @@ def same(a, b, tol):
 
 
 def st_read(path):
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        h = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for k, e in h.items():
-        if k == "__metadata__":
-            continue
-        b, end = e["data_offsets"]
-        raw = data[b:end]
-        if e["dtype"] == "BF16":
-            v = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
-        else:
-            v = np.frombuffer(raw, np.float32)
-        out[k] = v.astype(np.float64).reshape(e["shape"])
-    return out
+    """{name: float64 array} of a safetensors file (stio.py's reader)."""
+    return {k: np.asarray(v, np.float64) for k, (_, v) in stio.read_safetensors(path)[0].items()}
 
 
 def numpy_check(d, run, out):
