@@ -26,7 +26,7 @@ static const char batch_help[] =
     "options:\n"
     "  -j, --jobs N          threads (default: all cores); units run side by side\n"
     "  --mem SIZE            memory for the LoRA/DoRA factors and buffers of the units\n"
-    "                        running side by side, e.g. 256M (default: 64M)\n"
+    "                        running side by side, e.g. 256M (default: 56M)\n"
     "  --progress=WHEN       progress bar on stderr: auto (if stderr is a terminal),\n"
     "                        always, never\n"
     "  -q, --quiet           only failures on stderr\n"

@@ -206,7 +206,7 @@ STEPS_CASE = dict(dim=2048, modules=4, steps=100, r=64, distinct=10)
 
 def steps_case(a, work, out):
     """A LoRA run of 100 checkpoints, r = 64, on 4 modules of 2048 x 2048 (bench_steps.py):
-    the float64 factors of all its steps would be 420 MiB; --mem (64 MiB by default) takes
+    the float64 factors of all its steps would be 420 MiB; --mem (56 MiB by default) takes
     them in groups. One table row."""
     import bench_steps
     d = os.path.join(work, "steps")
