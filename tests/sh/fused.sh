@@ -48,6 +48,21 @@ for c in $CASES; do
     fi
 done
 
+# Megatron-LM's own file (torch.save, the state dict under "model", args as an inert
+# placeholder): the same numbers as the safetensors fine-tune's unfused parts
+run megatron-torch "$BIN" analyze --base "$D/megatron/base" -o "$TMP/megatron-torch.h5" \
+    ft="$D/megatron/ft_torch/mp_rank_00/model_optim_rng.pt"
+if ! crashed megatron-torch; then
+    if [ $RC -ne 0 ]; then
+        fail megatron-torch "exit $RC: $(peek "$LOG/megatron-torch.err")"
+    elif "$PY" "$TP/check_fused.py" "$D" megatron "$TMP/megatron-torch.h5" ft \
+        "$TMP/plain-megatron.h5" >"$LOG/megatron-torch.check" 2>&1; then
+        pass megatron-torch
+    else
+        fail megatron-torch "$(peek "$LOG/megatron-torch.check" 400)"
+    fi
+fi
+
 # the parts regress as the unfused kinds: q_proj, k_proj, v_proj (gate_proj, up_proj)
 for c in phi3_qkv phi3_gate_up neox; do
     [ -s "$TMP/$c.h5" ] || continue
