@@ -96,6 +96,18 @@ else
     fail no-split "exit $RC: $(peek "$LOG/nosplit.out") $(peek "$LOG/nosplit.err")"
 fi
 
+# a linear_fc1 whose config has neither gated_linear_unit nor ffn_hidden_size is no Megatron
+# MLP: analysed whole, not refused
+rm -rf "$TMP/nomg" && cp -r "$D/megatron_fc1" "$TMP/nomg"
+"$PY" -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); c.pop("ffn_hidden_size"); c.pop("gated_linear_unit"); json.dump(c, open(p,"w"))' \
+    "$TMP/nomg/base/config.json"
+run fc1-not-megatron "$BIN" analyze --base "$TMP/nomg/base" -o "$TMP/nomg.h5" ft="$TMP/nomg/ft"
+if [ $RC -eq 0 ] && grep -q "linear_fc1.weight	" "$LOG/fc1-not-megatron.out"; then
+    pass fc1-not-megatron
+else
+    fail fc1-not-megatron "exit $RC: $(peek "$LOG/fc1-not-megatron.err")"
+fi
+
 # bad CASE LABEL REGEX CONFIG-EDIT: config.json edited by a Python expression on `c`
 bad() {
     local case=$1 label=$2 re=$3 edit=$4
