@@ -127,7 +127,8 @@ static int phi3(const dora_config *c, const char *name, dora_fused *f, dora_err 
 /* Megatron-Core / NeMo (any model_type; its config names): linear_qkv per
  * query group [q x heads/groups, k, v], kv_channels rows each (hidden /
  * heads by default); linear_fc1 of a gated MLP (swiglu) gate | up of
- * ffn_hidden_size each, told from an ungated one by its rows. */
+ * ffn_hidden_size each, told from an ungated one by gated_linear_unit or else
+ * by its rows (a config with neither key is no Megatron config: not split). */
 static int megatron(const dora_config *c, const char *name, int64_t rows, dora_fused *f,
                     dora_err *err)
 {
@@ -139,8 +140,9 @@ static int megatron(const dora_config *c, const char *name, int64_t rows, dora_f
     if (util_has_suffix(name, ".linear_fc1.weight")) {
         if (flag(c, "gated_linear_unit", -1, &glu, err) != 0)
             return -1;
-        if (glu == 0)
-            return 0;
+        int64_t any;
+        if (glu == 0 || (glu < 0 && dora_config_int(c, "ffn_hidden_size", &any, err) == 0))
+            return 0; /* not gated, or not Megatron's config: one projection */
         if (need(c, k_ffn, -1, name, &ffn, err) < 0)
             return -1;
         if (rows == ffn && glu < 0)

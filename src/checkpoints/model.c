@@ -432,13 +432,10 @@ done:
     return rc;
 }
 
-/* torchtune's hf_model_NNNN_E.pt: every shard of the epoch, as one model. */
-static int open_tune_shards(dora_model *m, const char *path, dora_err *err)
+/* The torch files PATHS[0..N-1] opened into M's files, in order; PATHS freed. */
+static int open_torch_files(dora_model *m, char **paths, size_t n, dora_err *err)
 {
-    char **paths;
-    size_t n, fcap = 0;
-    if (dora_tune_shards(path, &paths, &n, err) != 0)
-        return -1;
+    size_t fcap = 0;
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         st_file *f;
@@ -448,6 +445,17 @@ static int open_tune_shards(dora_model *m, const char *path, dora_err *err)
         free(paths[i]);
     }
     free(paths);
+    return rc;
+}
+
+/* torchtune's hf_model_NNNN_E.pt: every shard of the epoch, as one model. */
+static int open_tune_shards(dora_model *m, const char *path, dora_err *err)
+{
+    char **paths;
+    size_t n;
+    if (dora_tune_shards(path, &paths, &n, err) != 0)
+        return -1;
+    int rc = open_torch_files(m, paths, n, err);
     if (rc == 0 && n > 1)
         m->kind = DORA_MODEL_SHARDED;
     return rc == 0 ? index_names(m, err) : -1;
@@ -459,22 +467,14 @@ static int open_tune_shards(dora_model *m, const char *path, dora_err *err)
 static int open_meta_mp(dora_model *m, const char *path, dora_err *err)
 {
     char *dir = util_dirname(path), **paths = NULL;
-    size_t n = 0, fcap = 0;
+    size_t n = 0;
     if (!dir || dora_meta_mp_shards(dir, &paths, &n, err) != 0) {
         int oom = !dir;
         free(dir);
         return oom ? dora_errf(err, "out of memory") : -1;
     }
     free(dir);
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        st_file *f;
-        if (rc == 0 && (rc = pt_open(&f, paths[i], err)) == 0 &&
-            (rc = add_file(m, f, &fcap, err)) != 0)
-            st_close(f);
-        free(paths[i]);
-    }
-    free(paths);
+    int rc = open_torch_files(m, paths, n, err);
     if (rc == 0 && n > 1) {
         m->kind = DORA_MODEL_SHARDED;
         rc = dora_meta_mp_join(m->files, m->nfiles, err);

@@ -8,10 +8,13 @@ to 1e-12 relative, and the same name_alignment attribute (or none in both).
 A is batch's file, B analyze's for the same options. Exit 0 if all hold.
 """
 
+import os
 import sys
 
 import h5py
-import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_layouts import same_numbers  # noqa: E402
 
 
 def main():
@@ -25,11 +28,7 @@ def main():
                     bad.append(f"{run} {key}: {list(a[key][()])[:4]} vs {list(b[key][()])[:4]}")
             if bad:
                 continue
-            for key in ("delta_m", "delta_d"):
-                x, y = np.asarray(a[key][()], float), np.asarray(b[key][()], float)
-                err = np.max(np.abs(x - y) / np.maximum(np.abs(y), 1e-300))
-                if not np.all(np.isfinite(x)) or err > 1e-12:
-                    bad.append(f"{run} {key}: relative difference {err:.3e}")
+            bad += same_numbers(a, b, ("delta_m", "delta_d"), f"{run} ")
             na, nb = a.attrs.get("name_alignment"), b.attrs.get("name_alignment")
             if na != nb:
                 bad.append(f"{run} name_alignment {na!r} vs {nb!r}")

@@ -30,6 +30,18 @@ def reference(base, ck):
     return np.mean(np.abs(mt - m0)), np.mean(0.5 * np.sum(d * d, axis=1))
 
 
+def same_numbers(a, b, keys, label=""):
+    """Messages for the datasets KEYS of groups A and B that differ by more than 1e-12
+    relative (or are not finite in A)."""
+    bad = []
+    for key in keys:
+        x, y = np.asarray(a[key][()], float), np.asarray(b[key][()], float)
+        err = np.max(np.abs(x - y) / np.maximum(np.abs(y), 1e-300))
+        if not np.all(np.isfinite(x)) or err > 1e-12:
+            bad.append(f"{label}{key}: relative difference {err:.3e} > 1e-12")
+    return bad
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("base")
@@ -48,11 +60,7 @@ def main():
         if list(p["steps"][()]) != list(r["steps"][()]):
             bad.append(f"steps differ: {list(p['steps'][()])} vs {list(r['steps'][()])}")
         if not bad:
-            for key in ("delta_m", "delta_d", "rows", "cols"):
-                x, y = np.asarray(r[key][()], float), np.asarray(p[key][()], float)
-                err = np.max(np.abs(x - y) / np.maximum(np.abs(y), 1e-300))
-                if not np.all(np.isfinite(x)) or err > 1e-12:
-                    bad.append(f"{key}: relative difference {err:.3e} > 1e-12")
+            bad += same_numbers(r, p, ("delta_m", "delta_d", "rows", "cols"))
         if a.alignment is not None:
             got = r.attrs.get("name_alignment", b"")
             got = got.decode() if isinstance(got, bytes) else str(got)

@@ -18,6 +18,8 @@ fused output (written for this test, not shared with the tool):
   baichuan W_pack: unflatten(3, hidden)
   megatron linear_qkv: view(ng, (nh / ng + 2) * hd) -> per query group q, k, v;
           linear_fc1 of a gated MLP: chunk(2) -> gate | up
+OUT_DIR/megatron/ft_torch/mp_rank_00/model_optim_rng.pt is the fine-tune
+as Megatron-LM's torch.save writes it (the state dict under "model").
 OUT_DIR/CASE_plain/ holds the same weights unfused, one tensor
 NAME.PART.weight ([out, in]) per part, without config.json.
 cases.json lists per case: tensor name, the part changed, and for every part
@@ -118,6 +120,20 @@ def lora(ck, name, rows, idx, conv1d, rng):
                    "target_modules": [name.split(".")[-2]], "fan_in_fan_out": conv1d}, f)
 
 
+def megatron_torch(d, name, wt, other):
+    """The fine-tune as Megatron-LM saves it: torch.save of {"model": state dict,
+    "iteration", "args" (an argparse.Namespace), "checkpoint_version"} in
+    mp_rank_00/model_optim_rng.pt."""
+    import argparse
+    import torch
+    sd = collections.OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v)))
+                                 for k, v in {name: wt, **other}.items())
+    os.makedirs(os.path.join(d, "mp_rank_00"))
+    torch.save({"model": sd, "iteration": 1, "checkpoint_version": 3.0,
+                "args": argparse.Namespace(num_attention_heads=NH, num_query_groups=NKV)},
+               os.path.join(d, "mp_rank_00", "model_optim_rng.pt"))
+
+
 def plain(d, name, parts, w0, wt, other):
     """The same weights unfused: one tensor NAME[:-7].PART.weight per part, its rows."""
     for sub, w in (("base", w0), (os.path.join("ft", "checkpoint-1"), wt)):
@@ -148,6 +164,8 @@ def main():
         with open(os.path.join(out, case, "base", "config.json"), "w") as f:
             json.dump({**({"model_type": mt} if mt else {}), **cfg}, f)
         plain(os.path.join(out, case + "_plain"), name, parts, w0, wt, other)
+        if case == "megatron":
+            megatron_torch(os.path.join(out, case, "ft_torch"), name, wt, other)
         if case in LORA_CASES:
             lora(os.path.join(out, case, "lora", "checkpoint-1"), name, rows, idx, conv1d, rng)
         listed.append({"case": case, "tensor": name, "changed": changed, "parts": parts})

@@ -10,12 +10,7 @@ SUITE=batch_layouts
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 . "$ROOT/tests/suite_gen.sh"
-D=$TMP/layouts
-gen_data gen_layouts.py
-L=$D
-D=$TMP/fused
-gen_data gen_fused.py
-F=$D
+gen_layouts_fused
 
 # manifest FILE NO_SPLIT: the four studies, "no_split" of the gpt2 study as given
 manifest() {

@@ -48,6 +48,21 @@ for c in $CASES; do
     fi
 done
 
+# Megatron-LM's own file (torch.save, the state dict under "model", args as an inert
+# placeholder): the same numbers as the safetensors fine-tune's unfused parts
+run megatron-torch "$BIN" analyze --base "$D/megatron/base" -o "$TMP/megatron-torch.h5" \
+    ft="$D/megatron/ft_torch/mp_rank_00/model_optim_rng.pt"
+if ! crashed megatron-torch; then
+    if [ $RC -ne 0 ]; then
+        fail megatron-torch "exit $RC: $(peek "$LOG/megatron-torch.err")"
+    elif "$PY" "$TP/check_fused.py" "$D" megatron "$TMP/megatron-torch.h5" ft \
+        "$TMP/plain-megatron.h5" >"$LOG/megatron-torch.check" 2>&1; then
+        pass megatron-torch
+    else
+        fail megatron-torch "$(peek "$LOG/megatron-torch.check" 400)"
+    fi
+fi
+
 # the parts regress as the unfused kinds: q_proj, k_proj, v_proj (gate_proj, up_proj)
 for c in phi3_qkv phi3_gate_up neox; do
     [ -s "$TMP/$c.h5" ] || continue
@@ -79,6 +94,18 @@ if [ $RC -eq 0 ] && grep -q "query_key_value.weight	" "$LOG/nosplit.out" &&
     pass no-split
 else
     fail no-split "exit $RC: $(peek "$LOG/nosplit.out") $(peek "$LOG/nosplit.err")"
+fi
+
+# a linear_fc1 whose config has neither gated_linear_unit nor ffn_hidden_size is no Megatron
+# MLP: analysed whole, not refused
+rm -rf "$TMP/nomg" && cp -r "$D/megatron_fc1" "$TMP/nomg"
+"$PY" -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); c.pop("ffn_hidden_size"); c.pop("gated_linear_unit"); json.dump(c, open(p,"w"))' \
+    "$TMP/nomg/base/config.json"
+run fc1-not-megatron "$BIN" analyze --base "$TMP/nomg/base" -o "$TMP/nomg.h5" ft="$TMP/nomg/ft"
+if [ $RC -eq 0 ] && grep -q "linear_fc1.weight	" "$LOG/fc1-not-megatron.out"; then
+    pass fc1-not-megatron
+else
+    fail fc1-not-megatron "exit $RC: $(peek "$LOG/fc1-not-megatron.err")"
 fi
 
 # bad CASE LABEL REGEX CONFIG-EDIT: config.json edited by a Python expression on `c`

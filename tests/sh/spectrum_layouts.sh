@@ -11,12 +11,7 @@ SUITE=spectrum_layouts
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 . "$ROOT/tests/suite_gen.sh"
-D=$TMP/layouts
-gen_data gen_layouts.py
-L=$D
-D=$TMP/fused
-gen_data gen_fused.py
-F=$D
+gen_layouts_fused
 
 # same LABEL TABLE_A RUN_A TABLE_B RUN_B [--parts]
 same() {
