@@ -20,16 +20,7 @@ mkdir -p "$OUT"
 generate kohya.py gen "$D" --seed 7
 
 # check LABEL CHECKER_ARGS... : the reference checker
-check() {
-    local label=$1
-    shift
-    if "$PY" "$TP/kohya.py" "$@" >"$LOG/$label.check" 2>&1; then
-        pass "$label"
-        tail -1 "$LOG/$label.check" | sed "s/^/    $label: /"
-    else
-        fail "$label" "$(grep -m3 -E '^FAIL|Error' "$LOG/$label.check" | tr '\n' ' ')"
-    fi
-}
+check() { checked kohya.py "$@"; }
 
 # has LABEL FILE TEXT... : every TEXT in FILE
 has() {
