@@ -588,12 +588,14 @@ int kohya_resolve(const dora_adapter *a, const dora_model *base, dora_err *err)
     }
     for (size_t i = 0; i < a->nmodules && rc == 0; i++) {
         dora_adapted *m = &a->modules[i];
-        if (m->kind == DORA_ADAPTED_SAVED && m->dora_scale) { /* formed by an earlier check */
+        if (m->dora_scale && (m->kind == DORA_ADAPTED_SAVED || m->magnitude)) {
+            /* formed by an earlier check (its last owned tensor): formed again */
             dora_tensor *d = m->owned[--m->nowned];
             free((void *)d->data);
             free(d);
             m->kind = DORA_ADAPTED_LORA;
             m->saved = NULL;
+            m->magnitude = NULL;
         }
         const char *hit;
         if ((rc = match(a, base, c, nc, m->key, &hit, err)) != 0)
