@@ -1,0 +1,24 @@
+build-new/obj/batch/unit.o: src/batch/unit.c include/dora/batch.h \
+ include/dora/analyze.h include/dora/error.h include/dora/filter.h \
+ include/dora/model.h include/dora/safetensors.h include/dora/tensor.h \
+ include/dora/quant.h include/dora/adapter.h include/dora/progress.h \
+ include/dora/run.h include/dora/join.h include/dora/wire.h \
+ include/dora/stats.h include/dora/h5out.h include/dora/version.h \
+ src/batch/common.h
+include/dora/batch.h:
+include/dora/analyze.h:
+include/dora/error.h:
+include/dora/filter.h:
+include/dora/model.h:
+include/dora/safetensors.h:
+include/dora/tensor.h:
+include/dora/quant.h:
+include/dora/adapter.h:
+include/dora/progress.h:
+include/dora/run.h:
+include/dora/join.h:
+include/dora/wire.h:
+include/dora/stats.h:
+include/dora/h5out.h:
+include/dora/version.h:
+src/batch/common.h:

@@ -1,0 +1,19 @@
+build-new/obj/plot/gnuplot.o: src/plot/gnuplot.c include/dora/plot.h \
+ include/dora/analyze.h include/dora/error.h include/dora/filter.h \
+ include/dora/model.h include/dora/safetensors.h include/dora/tensor.h \
+ include/dora/quant.h include/dora/adapter.h include/dora/progress.h \
+ include/dora/run.h include/dora/stats.h src/plot/draw.h src/core/util.h
+include/dora/plot.h:
+include/dora/analyze.h:
+include/dora/error.h:
+include/dora/filter.h:
+include/dora/model.h:
+include/dora/safetensors.h:
+include/dora/tensor.h:
+include/dora/quant.h:
+include/dora/adapter.h:
+include/dora/progress.h:
+include/dora/run.h:
+include/dora/stats.h:
+src/plot/draw.h:
+src/core/util.h:
