@@ -1,3 +1,0 @@
-build-new/obj/checkpoints/llama_names.o: src/checkpoints/llama_names.c \
- include/dora/llama_names.h
-include/dora/llama_names.h:
