@@ -18,6 +18,19 @@ generate() {
     fi
 }
 
+# checked SCRIPT LABEL CHECKER_ARGS... : `$PY $TP/SCRIPT CHECKER_ARGS` (a reference checker)
+# must exit 0; its last line is shown
+checked() {
+    local script=$1 label=$2
+    shift 2
+    if "$PY" "$TP/$script" "$@" >"$LOG/$label.check" 2>&1; then
+        pass "$label"
+        tail -1 "$LOG/$label.check" | sed "s/^/    $label: /"
+    else
+        fail "$label" "$(grep -m3 -E '^FAIL|Error' "$LOG/$label.check" | tr '\n' ' ')"
+    fi
+}
+
 # refused LABEL WANTS ARGS... : `analyze -q -o $OUT/LABEL.h5 ARGS` must exit 1 with every
 # '|'-separated substring of WANTS on stderr, and leave no output
 refused() {

@@ -1,7 +1,8 @@
 #!/bin/sh
 # make demo: install what is missing, build, analyse the shipped demo runs
 # (data/demo/, made by data/gen_study.py), draw the paper's figures into
-# paper-figures/, write the HTML report (paper-figures/report.html), and print the
+# paper-figures/, decompose the updates (spectrum), write the HTML report
+# (paper-figures/report.html), and print the
 # regression beside the paper's numbers.
 set -eu
 cd "$(dirname "$0")/.."
@@ -25,8 +26,13 @@ echo "== analyze: FT, LoRA and DoRA runs against the pre-trained base"
 echo "== plot: Fig. 2 (q_proj), Fig. 7 (v_proj), Fig. 8 into $OUT/"
 "$BIN" plot "$OUT/demo.h5" -o "$OUT" --modules q_proj,v_proj --format png,pdf \
     --stats >"$OUT/regression.tsv"
-echo "== report: runs, regression, figures and per-layer tables in $OUT/report.html"
-"$BIN" report "$OUT/demo.h5" -o "$OUT/report.html" --modules q_proj,v_proj
+echo "== spectrum: r90, stable rank, intruders and subspace similarity of the updates"
+"$BIN" spectrum -q --base "$DEMO/base" --compare -o "$OUT/spectrum.h5" \
+    --modules 'self_attn\.(q|v)_proj\.weight$' \
+    ft="$DEMO/ft" lora="$DEMO/lora" dora="$DEMO/dora" >"$OUT/spectrum.tsv"
+echo "== report: runs, regression, figures, per-layer tables and the spectra in $OUT/report.html"
+"$BIN" report "$OUT/demo.h5" --spectrum "$OUT/spectrum.h5" -o "$OUT/report.html" \
+    --modules q_proj,v_proj
 echo
 echo "== dD vs dM: Pearson r (pooled over layers and steps, and within steps) with 95% intervals"
 awk -F '\t' '

@@ -161,9 +161,11 @@ typedef struct dora_adapter {
 /* 1 if the regular file PATH is a safetensors file with kohya / LyCORIS keys
  * (its header is read, no tensor data), else 0 (never an error). */
 int dora_kohya_probe(const char *path);
-/* A kohya / OneTrainer checkpoint file name: "NAME-stepS.safetensors" gives 1
- * and *N = S (a step), "NAME-E.safetensors" 2 and *N = E (an epoch: kohya's
- * per-epoch saves), 0 another name, -1 a number beyond INT64_MAX. */
+/* A kohya / OneTrainer checkpoint file name: "NAME-stepS.safetensors" (kohya)
+ * and "NAME-save-S-E-ES.safetensors" (OneTrainer's workspace/save: global step
+ * S, epoch E, step in the epoch ES) give 1 and *N = S (a step),
+ * "NAME-E.safetensors" 2 and *N = E (an epoch: kohya's per-epoch saves), 0
+ * another name, -1 a number beyond INT64_MAX. */
 int dora_kohya_name(const char *name, int64_t *n);
 struct dora_run;
 /* The steps of RUN, a folder DIR of kohya files found by their names (EPOCHS:
@@ -172,7 +174,8 @@ struct dora_run;
  * (all of them, or none: then epoch E is the step, noted); an unnumbered file
  * (kohya's last save NAME.safetensors) is added at its ss_steps, or left out
  * with a note without one or when a numbered file has that step. Steps end
- * sorted, distinct. 0, or -1 with ERR naming the file. */
+ * sorted, distinct. A file without kohya keys among them: not a kohya run
+ * (RUN emptied, 0). 0, or -1 with ERR naming the file. */
 int dora_kohya_steps(struct dora_run *run, const char *dir, int epochs, dora_err *err);
 
 /* PiSSA / OLoRA: PEFT initialised B0 A0 from W0 (the top-r SVD, s B0 A0 =

@@ -109,6 +109,9 @@ typedef struct dora_quant_base {
 int dora_quant_base_open(dora_quant_base **out, const dora_model *base, const dora_adapter *ad,
                          dora_quant q, const char *skip_json, dora_err *err);
 void dora_quant_base_close(dora_quant_base *qb);
+/* An empty view of BASE (its files, no tensors yet) with room for NTENSORS
+ * owned tensors, for the two openers; NULL when out of memory. */
+dora_quant_base *dora_quant_view(const dora_model *base, size_t ntensors);
 /* The view of BASE with every bitsandbytes-saved weight (above) dequantised,
  * held in memory, and the auxiliary tensors left out; as dora_quant_base_open's
  * (nkept 0). Every value from the file is checked: shapes, sizes, the JSON. */

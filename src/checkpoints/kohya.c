@@ -124,6 +124,19 @@ int dora_kohya_name(const char *name, int64_t *n)
     if (len <= el || strcmp(name + len - el, ext) != 0)
         return 0;
     len -= el;
+    /* OneTrainer: PREFIX{timestamp}-save-{global_step}-{epoch}-{epoch_step} */
+    for (const char *sv = strstr(name, "-save-"); sv; sv = strstr(sv + 1, "-save-")) {
+        const char *p = sv + 6;
+        size_t g = strspn(p, "0123456789"), e, es;
+        if (g == 0 || g > 19 || p[g] != '-' || (e = strspn(p + g + 1, "0123456789")) == 0 ||
+            p[g + 1 + e] != '-' || (es = strspn(p + g + 2 + e, "0123456789")) == 0 ||
+            (size_t)(p + g + 2 + e + es - name) != len)
+            continue;
+        char buf[24];
+        memcpy(buf, p, g);
+        buf[g] = '\0';
+        return util_parse_i64(buf, 0, INT64_MAX, n) == 0 ? 1 : -1;
+    }
     size_t d = 0; /* the digits at the end of the stem */
     while (d < len && name[len - 1 - d] >= '0' && name[len - 1 - d] <= '9')
         d++;
@@ -131,6 +144,8 @@ int dora_kohya_name(const char *name, int64_t *n)
         return 0;
     const char *num = name + len - d;
     int kind;
+    if (d + 4 <= len && strncmp(num - 4, "-of-", 4) == 0)
+        return 0; /* a shard, NAME-00001-of-00002 */
     if (d + 5 < len && strncmp(num - 5, "-step", 5) == 0)
         kind = 1; /* kohya's STEP_FILE_NAME "NAME-step%08d" */
     else if (num[-1] == '-')
@@ -225,6 +240,16 @@ static int add_unnumbered(dora_run *run, const char *dir, int take, dora_err *er
 
 int dora_kohya_steps(dora_run *run, const char *dir, int epochs, dora_err *err)
 {
+    /* names alone do not make a kohya run: every file must hold kohya keys */
+    for (size_t i = 0; i < run->nsteps; i++)
+        if (!dora_kohya_probe(run->steps[i].path)) {
+            for (size_t k = 0; k < run->nsteps; k++)
+                free(run->steps[k].path);
+            free(run->steps);
+            run->steps = NULL;
+            run->nsteps = 0;
+            return 0;
+        }
     size_t with = 0;
     for (size_t i = 0; i < run->nsteps; i++) {
         int64_t ms;
@@ -588,12 +613,14 @@ int kohya_resolve(const dora_adapter *a, const dora_model *base, dora_err *err)
     }
     for (size_t i = 0; i < a->nmodules && rc == 0; i++) {
         dora_adapted *m = &a->modules[i];
-        if (m->kind == DORA_ADAPTED_SAVED && m->dora_scale) { /* formed by an earlier check */
+        if (m->dora_scale && (m->kind == DORA_ADAPTED_SAVED || m->magnitude)) {
+            /* formed by an earlier check (its last owned tensor): formed again */
             dora_tensor *d = m->owned[--m->nowned];
             free((void *)d->data);
             free(d);
             m->kind = DORA_ADAPTED_LORA;
             m->saved = NULL;
+            m->magnitude = NULL;
         }
         const char *hit;
         if ((rc = match(a, base, c, nc, m->key, &hit, err)) != 0)

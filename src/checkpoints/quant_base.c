@@ -228,18 +228,12 @@ int dora_quant_base_open(dora_quant_base **out, const dora_model *base, const do
         return dora_errf(err, "'%s': init_lora_weights '%s' with --base-quant is not supported "
                               "(QPiSSA quantises the residual, not the base)",
                          ad->config_path, ad->init_lora);
-    dora_quant_base *qb = calloc(1, sizeof *qb);
     json_t *skip = skip_json ? json_loads(skip_json, 0, NULL) : json_array();
-    if (!qb || !skip || !(qb->tensors = calloc(ad->nmodules + 1, sizeof *qb->tensors)) ||
-        !(qb->view.by_name = malloc((base->ntensors + 1) * sizeof *qb->view.by_name))) {
+    dora_quant_base *qb = skip ? dora_quant_view(base, ad->nmodules) : NULL;
+    if (!qb) {
         json_decref(skip);
-        dora_quant_base_close(qb);
         return dora_errf(err, "out of memory");
     }
-    qb->view.path = base->path; /* borrowed, as the files are: never dora_model_close it */
-    qb->view.kind = base->kind;
-    qb->view.nfiles = base->nfiles;
-    qb->view.files = base->files;
     qb->view.ntensors = base->ntensors;
     memcpy(qb->view.by_name, base->by_name, base->ntensors * sizeof *base->by_name);
     int rc = 0;
@@ -271,6 +265,21 @@ int dora_quant_base_open(dora_quant_base **out, const dora_model *base, const do
     }
     *out = qb;
     return 0;
+}
+
+dora_quant_base *dora_quant_view(const dora_model *base, size_t ntensors)
+{
+    dora_quant_base *qb = calloc(1, sizeof *qb);
+    if (!qb || !(qb->tensors = calloc(ntensors + 1, sizeof *qb->tensors)) ||
+        !(qb->view.by_name = malloc((base->ntensors + 1) * sizeof *qb->view.by_name))) {
+        dora_quant_base_close(qb);
+        return NULL;
+    }
+    qb->view.path = base->path; /* borrowed, as the files are: never dora_model_close it */
+    qb->view.kind = base->kind;
+    qb->view.nfiles = base->nfiles;
+    qb->view.files = base->files;
+    return qb;
 }
 
 void dora_quant_base_close(dora_quant_base *qb)

@@ -351,16 +351,9 @@ static int auxiliary(const dora_model *base, const char *name)
 int dora_bnb_saved_open(dora_quant_base **out, const dora_model *base, dora_err *err)
 {
     *out = NULL;
-    dora_quant_base *qb = calloc(1, sizeof *qb);
-    if (!qb || !(qb->tensors = calloc(base->ntensors + 1, sizeof *qb->tensors)) ||
-        !(qb->view.by_name = malloc((base->ntensors + 1) * sizeof *qb->view.by_name))) {
-        dora_quant_base_close(qb);
+    dora_quant_base *qb = dora_quant_view(base, base->ntensors);
+    if (!qb)
         return dora_errf(err, "out of memory");
-    }
-    qb->view.path = base->path; /* borrowed, as the files are: never dora_model_close it */
-    qb->view.kind = base->kind;
-    qb->view.nfiles = base->nfiles;
-    qb->view.files = base->files;
     int rc = 0;
     /* the dequantised weights, in name order (their names are the weights') */
     for (size_t i = 0; i < base->ntensors && rc == 0; i++) {

@@ -11,6 +11,7 @@
 #include "dora/h5in.h"
 #include "dora/h5out.h"
 #include "dora/model.h"
+#include "dora/quant.h"
 #include "dora/run.h"
 #include "core/util.h"
 
@@ -195,6 +196,9 @@ static int inspect_one(const char *path, const dora_run *run)
         return cli_fail(&err);
     printf("# %s: %s, method %s, step %lld\n", path, dora_run_layout_name(run->layout),
            run->method, (long long)run->steps[0].step);
+    if (dora_bnb_saved(m)) /* the conventions found: bitsandbytes' saved form */
+        printf("# saved quantised by bitsandbytes (quant_state / SCB tensors): analyze reads its "
+               "weights dequantised as W0\n");
     print_tensors(m);
     dora_model_close(m);
     return EXIT_OK;

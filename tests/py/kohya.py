@@ -60,6 +60,8 @@ RUNS = {  # kohya's step files and its last save (step from ss_steps)
              "lora/mylora.safetensors"],
     "dcol": ["dcol/d-000001.safetensors", "dcol/d-000002.safetensors"],   # epochs, ss_steps 15, 30
     "depoch": ["depoch/e-000001.safetensors", "depoch/e-000003.safetensors"],  # no ss_steps
+    "onet": ["onet/lora2024-05-01_10-00-00-save-40-0-40.safetensors",   # OneTrainer's saves:
+             "onet/lora2024-05-01_11-00-00-save-120-2-20.safetensors"],  # global step first
     "drow": ["drow.safetensors"],
     "loha": ["loha.safetensors"],
     "lokr": ["lokr.safetensors"],
@@ -132,6 +134,8 @@ def gen(out, seed):
     for k, rel in enumerate(RUNS["depoch"]):
         write(out, rel, lora_tensors(rng, k + 1, [PIN, SHORT]))
     write(out, "depoch/e.safetensors", lora_tensors(rng, 4, [PIN, SHORT]))  # left out: no step
+    for k, rel in enumerate(RUNS["onet"]):
+        write(out, rel, lora_tensors(rng, k + 1, [TOQ, TEQ, CONV]), {"ot_branch": "master"})
     write(out, RUNS["drow"][0], lora_tensors(rng, 1, [TOQ, PIN, CONV, TEQ], dora="row", ds_dtype="BF16",
                                              base=castb))
 
@@ -265,7 +269,7 @@ def check(a):
             g = h["runs"][run]
             method = g.attrs["method"]
             method = method.decode() if isinstance(method, bytes) else method
-            want = {"dcol": "dora", "drow": "dora", "depoch": "lora"}.get(run, run)
+            want = {"dcol": "dora", "drow": "dora", "depoch": "lora", "onet": "lora"}.get(run, run)
             if method != want:
                 fails.append(f"{run}: method attribute '{method}', expected '{want}'")
             mods = [m.decode() if isinstance(m, bytes) else m for m in g["modules"][()]]

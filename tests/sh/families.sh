@@ -20,16 +20,7 @@ RUNS=(ia3 ia3fifo adalora vera loha lokr pissa olora)
 generate families.py gen "$D" --seed 11
 
 # check LABEL CHECKER_ARGS... : the reference checker
-check() {
-    local label=$1
-    shift
-    if "$PY" "$TP/families.py" "$@" >"$LOG/$label.check" 2>&1; then
-        pass "$label"
-        tail -1 "$LOG/$label.check" | sed "s/^/    $label: /"
-    else
-        fail "$label" "$(grep -m3 -E '^FAIL|Error' "$LOG/$label.check" | tr '\n' ' ')"
-    fi
-}
+check() { checked families.py "$@"; }
 
 ALL=()
 for r in "${RUNS[@]}"; do ALL+=("$r=$D/$r"); done

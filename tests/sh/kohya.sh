@@ -1,5 +1,6 @@
 #!/bin/bash
 # kohya-ss sd-scripts / LyCORIS / OneTrainer adapter files (one .safetensors, no config):
+# (OneTrainer's workspace/save names NAME-save-STEP-EPOCH-EPOCHSTEP too)
 # LoRA and LoCon (3x3 down, 1x1 up), LoHa, LoKr, and DoRA's dora_scale in both forms
 # ([1, in] column norms, [out, 1] rows), keys matched to a base with diffusers-like UNet
 # and text-encoder names; folders of kohya's step and epoch files. Every dM / dD against
@@ -20,16 +21,7 @@ mkdir -p "$OUT"
 generate kohya.py gen "$D" --seed 7
 
 # check LABEL CHECKER_ARGS... : the reference checker
-check() {
-    local label=$1
-    shift
-    if "$PY" "$TP/kohya.py" "$@" >"$LOG/$label.check" 2>&1; then
-        pass "$label"
-        tail -1 "$LOG/$label.check" | sed "s/^/    $label: /"
-    else
-        fail "$label" "$(grep -m3 -E '^FAIL|Error' "$LOG/$label.check" | tr '\n' ' ')"
-    fi
-}
+check() { checked kohya.py "$@"; }
 
 # has LABEL FILE TEXT... : every TEXT in FILE
 has() {
@@ -44,8 +36,8 @@ has() {
     pass "$label"
 }
 
-RUNS="lora,dcol,depoch,drow,loha,lokr"
-if writes_ok all "$OUT/all.h5" analyze -j 2 --base "$D/base" lora="$D/lora" dcol="$D/dcol" depoch="$D/depoch" \
+RUNS="lora,dcol,depoch,onet,drow,loha,lokr"
+if writes_ok all "$OUT/all.h5" analyze -j 2 --base "$D/base" lora="$D/lora" dcol="$D/dcol" depoch="$D/depoch" onet="$D/onet" \
     drow="$D/drow.safetensors" loha="$D/loha.safetensors" lokr="$D/lokr.safetensors"; then
     check all check --data "$D" --h5 "$OUT/all.h5" --runs "$RUNS"
     want="dora loha lokr lora"
@@ -62,9 +54,9 @@ if writes_ok all "$OUT/all.h5" analyze -j 2 --base "$D/base" lora="$D/lora" dcol
     "$PY" - "$OUT/all.h5" >"$LOG/steps.out" 2>&1 <<'PY'
 import sys, h5py
 h = h5py.File(sys.argv[1], "r")
-print([[int(x) for x in h["runs"][r]["steps"][()]] for r in ("lora", "dcol", "depoch", "drow")])
+print([[int(x) for x in h["runs"][r]["steps"][()]] for r in ("lora", "dcol", "depoch", "onet", "drow")])
 PY
-    has steps "$LOG/steps.out" "[[10, 20, 25], [15, 30], [1, 3], [0]]"
+    has steps "$LOG/steps.out" "[[10, 20, 25], [15, 30], [1, 3], [40, 120], [0]]"
 fi
 
 # one file alone, with one thread, gives the same numbers

@@ -95,6 +95,12 @@ if "$PY" "$TP/bnb_saved.py" gen "$D" >"$LOG/saved-gen.out" 2>&1; then
     else
         fail saved-noted "exit $RC: $(peek "$LOG/saved-note.err")"
     fi
+    run saved-inspect "$BIN" inspect "$D/saved_nf4"
+    if [ $RC -eq 0 ] && grep -q "saved quantised by bitsandbytes" "$LOG/saved-inspect.out"; then
+        pass saved-inspect
+    else
+        fail saved-inspect "exit $RC: $(peek "$LOG/saved-inspect.out")"
+    fi
     refused saved-twice "is saved quantised by bitsandbytes|quantise it twice" \
         --base "$D/saved_nf4" --base-quant nf4 lora="$D/lora"
     while IFS=$'\t' read -r c wants; do
