@@ -337,7 +337,8 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     jb.per_row = opts->per_row;
     jb.step_bad = bad;
     jb.step_why = why;
-    if (an_make_chunks(&jb, L, &pool_d, &pool_z, err) != 0)
+    if (an_make_chunks(&jb, L, &pool_d, &pool_z, err) != 0 ||
+        an_heads_plan(res, base, mods, L, S, &jb, err) != 0)
         goto done;
     jb.prog = opts->progress;
     for (size_t c = 0; c < jb.nchunks; c++)
@@ -353,6 +354,7 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     if (check_changed(res, name, base, sd, S, bad, why, &nbad, err) != 0)
         goto done;
     reduce(res, &jb, mods);
+    an_heads_reduce(res, &jb, nbad ? bad : NULL, S);
     if (nbad)
         drop_steps(res, bad);
     rc = 0;
@@ -360,6 +362,7 @@ done:
     dora_quant_base_close(qb);
     pthread_mutex_destroy(&jb.lock);
     free(jb.chunks);
+    an_heads_free(&jb, L);
     free(pool_d);
     free(pool_z);
     an_free_modules(mods, L);
@@ -485,6 +488,11 @@ void dora_result_release(dora_result *res)
     free(res->zero_rows);
     free(res->delta_m_passive);
     free(res->delta_m_active);
+    free(res->head_module);
+    free(res->head_count);
+    free(res->head_offset);
+    free(res->head_dm);
+    free(res->head_dd);
     free(res->name_alignment);
     dora_notes_free(res->notes, res->nnotes);
     for (size_t i = 0; i < res->nfailures; i++)

@@ -64,6 +64,8 @@ typedef struct job {
     pthread_mutex_t lock;
     dora_err err;
     dora_progress *prog; /* chunk bytes are added as each chunk is done; may be NULL */
+    double **head_dm, **head_dd; /* [L] per-row |dM| and 1 - cos [S * rows] of the modules
+                                    whose rows group by head (heads.c), else NULL */
 } job;
 
 /* What a step was read from: a full model or an adapter. */
@@ -108,6 +110,20 @@ int an_reshape_modules(dora_result *res, const dora_model *base, module **mods, 
 /* B0 A0 of a PiSSA / OLoRA adapter from W0 (dora_init_factor_fn, adapter.h). */
 int an_init_factors(const char *how, const double *w0, int64_t out, int64_t in, int64_t r,
                     double scale, double *p, double *q, dora_err *err);
+
+/* ---- heads.c ---- */
+
+/* Which modules of RES group by attention head (q_proj, k_proj, v_proj and the
+ * parts [q], [k], [v] of fused weights, by the head counts of the base's
+ * config.json): RES's head_* fields, and JB's per-row buffers for them. A
+ * missing config, or a module whose rows are not its heads x head_dim, gets a
+ * note and no heads. 0, or -1 with ERR set (out of memory, a malformed config). */
+int an_heads_plan(dora_result *res, const dora_model *base, const module *mods, size_t L,
+                  size_t S, job *jb, dora_err *err);
+/* After the pass: each head's mean of its rows' values into RES, step by step
+ * in order, the steps marked in BAD (may be NULL) left out as drop_steps does. */
+void an_heads_reduce(dora_result *res, const job *jb, const int *bad, size_t S);
+void an_heads_free(job *jb, size_t L);
 
 /* ---- analyze_jobs.c ---- */
 

@@ -57,6 +57,11 @@ static void add_row(job *jb, chunk *c, size_t s, int64_t r, const dora_rowstat *
     c->zero[s] += st->zero;
     c->pm_sum[s] += st->passive;
     c->am_sum[s] += fabs(st->active);
+    if (jb->head_dm && jb->head_dm[c->module]) {
+        size_t k = (size_t)jb->mods[c->module].rows;
+        jb->head_dm[c->module][s * k + (size_t)r] = st->dm;
+        jb->head_dd[c->module][s * k + (size_t)r] = st->one_minus_cos;
+    }
     if (jb->per_row) {
         dora_result *res = jb->res;
         size_t k = (size_t)jb->mods[c->module].rows, l = c->module;
