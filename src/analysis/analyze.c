@@ -361,8 +361,8 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
 done:
     dora_quant_base_close(qb);
     pthread_mutex_destroy(&jb.lock);
+    an_heads_free(&jb);
     free(jb.chunks);
-    an_heads_free(&jb, L);
     free(pool_d);
     free(pool_z);
     an_free_modules(mods, L);

@@ -57,10 +57,10 @@ static void add_row(job *jb, chunk *c, size_t s, int64_t r, const dora_rowstat *
     c->zero[s] += st->zero;
     c->pm_sum[s] += st->passive;
     c->am_sum[s] += fabs(st->active);
-    if (jb->head_dm && jb->head_dm[c->module]) {
-        size_t k = (size_t)jb->mods[c->module].rows;
-        jb->head_dm[c->module][s * k + (size_t)r] = st->dm;
-        jb->head_dd[c->module][s * k + (size_t)r] = st->one_minus_cos;
+    if (c->head_sum) {
+        size_t h = (size_t)(r / jb->head_rows[c->module] - c->head0), n = (size_t)c->nheads;
+        c->head_sum[2 * s * n + h] += st->dm;
+        c->head_sum[(2 * s + 1) * n + h] += st->one_minus_cos;
     }
     if (jb->per_row) {
         dora_result *res = jb->res;
@@ -374,6 +374,8 @@ static int run_chunk(job *jb, chunk *c, workspace *ws)
         c->pm_sum[s] = c->am_sum[s] = 0;
         c->zero[s] = 0;
     }
+    if (c->head_sum) /* a chunk is redone after a fault: from zero */
+        memset(c->head_sum, 0, 2 * jb->S * (size_t)c->nheads * sizeof *c->head_sum);
     return jb->mods[c->module].lora ? run_chunk_lora(jb, c, ws) : run_chunk_dense(jb, c, ws);
 }
 

@@ -72,8 +72,7 @@ int an_heads_plan(dora_result *res, const dora_model *base, const module *mods, 
     size_t H = 0;
     if (known < 0)
         goto done;
-    if (!(jb->head_dm = calloc(L + 1, sizeof *jb->head_dm)) ||
-        !(jb->head_dd = calloc(L + 1, sizeof *jb->head_dd)) ||
+    if (!(jb->head_rows = calloc(L + 1, sizeof *jb->head_rows)) ||
         !(res->head_module = calloc(L + 1, sizeof *res->head_module)) ||
         !(res->head_count = calloc(L + 1, sizeof *res->head_count)) ||
         !(res->head_offset = calloc(L + 2, sizeof *res->head_offset)))
@@ -106,10 +105,7 @@ int an_heads_plan(dora_result *res, const dora_model *base, const module *mods, 
                 goto oom;
             continue;
         }
-        size_t k = S * (size_t)mods[l].rows;
-        if (!(jb->head_dm[l] = calloc(k + 1, sizeof **jb->head_dm)) ||
-            !(jb->head_dd[l] = calloc(k + 1, sizeof **jb->head_dd)))
-            goto oom;
+        jb->head_rows[l] = hd;
         res->head_module[H] = l;
         res->head_count[H] = n;
         res->head_offset[H + 1] = res->head_offset[H] + n;
@@ -117,6 +113,16 @@ int an_heads_plan(dora_result *res, const dora_model *base, const module *mods, 
     }
     res->nhead_mods = H;
     res->head_dim = hd;
+    for (size_t c = 0; c < jb->nchunks; c++) {
+        chunk *ch = &jb->chunks[c];
+        int64_t per = jb->head_rows[ch->module];
+        if (!per)
+            continue;
+        ch->head0 = ch->row0 / per;
+        ch->nheads = (ch->row1 - 1) / per - ch->head0 + 1;
+        if (!(ch->head_sum = calloc(2 * S * (size_t)ch->nheads, sizeof *ch->head_sum)))
+            goto oom;
+    }
     size_t NH = (size_t)res->head_offset[H];
     if (!(res->head_dm = calloc(S * NH + 1, sizeof *res->head_dm)) ||
         !(res->head_dd = calloc(S * NH + 1, sizeof *res->head_dd)))
@@ -132,35 +138,46 @@ done:
 
 void an_heads_reduce(dora_result *res, const job *jb, const int *bad, size_t S)
 {
-    const size_t NH = res->nhead_mods ? (size_t)res->head_offset[res->nhead_mods] : 0;
-    size_t k = 0;
-    for (size_t s = 0; s < S; s++) {
-        if (bad && bad[s])
+    const size_t H = res->nhead_mods, NH = H ? (size_t)res->head_offset[H] : 0;
+    for (size_t c = 0; c < jb->nchunks; c++) {
+        const chunk *ch = &jb->chunks[c];
+        if (!ch->head_sum)
             continue;
-        for (size_t h = 0; h < res->nhead_mods; h++) {
-            const size_t l = res->head_module[h], rows = (size_t)res->rows[l];
-            const size_t per = rows / (size_t)res->head_count[h];
-            for (int64_t j = 0; j < res->head_count[h]; j++) {
-                double dm = 0, dd = 0;
-                for (size_t r = (size_t)j * per; r < ((size_t)j + 1) * per; r++) {
-                    dm += jb->head_dm[l][s * rows + r];
-                    dd += jb->head_dd[l][s * rows + r];
-                }
-                res->head_dm[k * NH + (size_t)res->head_offset[h] + (size_t)j] = dm / (double)per;
-                res->head_dd[k * NH + (size_t)res->head_offset[h] + (size_t)j] = dd / (double)per;
+        size_t first = 0; /* the module's first column */
+        for (size_t h = 0; h < H; h++)
+            if (res->head_module[h] == ch->module)
+                first = (size_t)res->head_offset[h];
+        const size_t n = (size_t)ch->nheads;
+        for (size_t s = 0, k = 0; s < S; s++) {
+            if (bad && bad[s])
+                continue;
+            for (size_t j = 0; j < n; j++) {
+                size_t at = k * NH + first + (size_t)ch->head0 + j;
+                res->head_dm[at] += ch->head_sum[2 * s * n + j];
+                res->head_dd[at] += ch->head_sum[(2 * s + 1) * n + j];
             }
+            k++;
         }
-        k++;
+    }
+    size_t K = S;
+    for (size_t s = 0; bad && s < S; s++)
+        K -= bad[s] != 0;
+    for (size_t h = 0; h < H; h++) {
+        const double per = (double)jb->head_rows[res->head_module[h]];
+        for (size_t k = 0; k < K; k++)
+            for (int64_t j = res->head_offset[h]; j < res->head_offset[h + 1]; j++) {
+                res->head_dm[k * NH + (size_t)j] /= per;
+                res->head_dd[k * NH + (size_t)j] /= per;
+            }
     }
 }
 
-void an_heads_free(job *jb, size_t L)
+void an_heads_free(job *jb)
 {
-    for (size_t l = 0; jb->head_dm && l < L; l++) {
-        free(jb->head_dm[l]);
-        free(jb->head_dd[l]);
+    for (size_t c = 0; jb->chunks && c < jb->nchunks; c++) {
+        free(jb->chunks[c].head_sum);
+        jb->chunks[c].head_sum = NULL;
     }
-    free(jb->head_dm);
-    free(jb->head_dd);
-    jb->head_dm = jb->head_dd = NULL;
+    free(jb->head_rows);
+    jb->head_rows = NULL;
 }

@@ -106,6 +106,30 @@ sys.exit(not (m and all(x.endswith('q_proj.weight') for x in m)))" "$OUT/heads-o
     fi
 fi
 
+# heads that straddle work units: 384 f32 rows of 4096 (64 rows a unit), 8 heads of 48
+mkdir -p "$D/wide"
+"$PY" - "$D/wide" "$TP" <<'EOF' >"$LOG/wide.gen" 2>&1
+import json, os, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+import stio
+d, rng, name = sys.argv[1], np.random.default_rng(3), "model.layers.0.self_attn.q_proj.weight"
+w = (rng.standard_normal((384, 4096)) * 0.02).astype(np.float32)
+os.makedirs(f"{d}/base", exist_ok=True)
+stio.write_safetensors(f"{d}/base/model.safetensors", {name: stio.Tensor("F32", w)})
+json.dump({"num_attention_heads": 8, "hidden_size": 384}, open(f"{d}/base/config.json", "w"))
+for step in (10, 20):
+    u = (rng.standard_normal(w.shape) * 1e-4 * step).astype(np.float32)
+    stio.write_checkpoint(f"{d}/ft", step, {name: stio.Tensor("F32", w + u)})
+EOF
+if analyze_ok heads-wide "$OUT/wide.h5" --base "$D/wide/base" -j 3 ft="$D/wide/ft" &&
+    "$PY" "$TP/check_heads.py" --base "$D/wide/base" --h5 "$OUT/wide.h5" ft="$D/wide/ft" \
+        >"$LOG/wide.check" 2>&1; then
+    pass heads-across-units
+else
+    fail heads-across-units "$(peek "$LOG/wide.gen") $(grep -m3 -E '^FAIL|Error' "$LOG/wide.check" 2>/dev/null | tr '\n' ' ')"
+fi
+
 # ---------------------------------------------------------------- all runs in one command
 ALL=(ft="$D/ft")
 for r in "${ADAPTER_RUNS[@]}"; do ALL+=("$r=$D/$r"); done
