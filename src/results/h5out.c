@@ -238,20 +238,18 @@ static int write_passive_ratio(hid_t f, const dora_result *runs, size_t nruns, d
         dora_errf(err, "out of memory");
         goto done;
     }
+    int *ok = calloc(n + 1, sizeof *ok);
+    if (!ok || dora_passive_ratios(runs, nruns, g, n, ratio, ok) != 0) {
+        free(ok);
+        dora_errf(err, "out of memory");
+        goto done;
+    }
     for (size_t i = 0; i < n; i++) {
-        const dora_result *run = NULL;
-        for (size_t k = 0; k < nruns && !run; k++)
-            if (strcmp(runs[k].name, g[i].run) == 0)
-                run = &runs[k];
-        int r = run ? dora_passive_ratio(run, g[i].kind, &ratio[i]) : -1;
-        if (r == -2) {
-            dora_errf(err, "out of memory");
-            goto done;
-        }
-        def[i] = r == 0;
+        def[i] = ok[i];
         if (!def[i])
             ratio[i] = NAN;
     }
+    free(ok);
     CHECK(grp = H5Gopen2(f, "regression", H5P_DEFAULT), "cannot open group '/regression'");
     hsize_t k[1] = {n};
     if (h5u_dataset(grp, "dm_over_passive", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, ratio,

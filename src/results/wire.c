@@ -9,16 +9,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PACK_MAGIC 0x31555244u /* "DRU1": the unit wire format, version 1 */
-/* "GEOM": after the failures, delta_m_passive then delta_m_active [S * L]; a
- * record without it (written before them) reads back with both NULL */
-#define GEOM_TAG 0x4d4f4547u
+#define PACK_MAGIC_V1 0x31555244u /* "DRU1": the unit wire format, version 1 */
+/* "DRU2": version 1, then delta_m_passive and delta_m_active [S * L] after the
+ * failures. A result without them (read from a version 1 record) is packed as
+ * version 1, and a version 1 record reads back with both NULL; so a journal
+ * written before them still reads, and a cut version 2 record is refused. */
+#define PACK_MAGIC 0x32555244u
 
 int dora_result_pack(const dora_result *r, unsigned char **buf, size_t *len, dora_err *err)
 {
     wbuf b = {0};
     const size_t S = r->nsteps, L = r->nmodules;
-    wire_put_u32(&b, PACK_MAGIC);
+    const int geom = r->delta_m_passive && r->delta_m_active;
+    wire_put_u32(&b, geom ? PACK_MAGIC : PACK_MAGIC_V1);
     wire_put_str(&b, r->name);
     wire_put_str(&b, r->method);
     wire_put_str(&b, r->source_path);
@@ -49,8 +52,7 @@ int dora_result_pack(const dora_result *r, unsigned char **buf, size_t *len, dor
     wire_put_u64(&b, r->nfailures);
     for (size_t i = 0; i < r->nfailures; i++)
         wire_put_str(&b, r->failures[i]);
-    if (r->delta_m_passive && r->delta_m_active) {
-        wire_put_u32(&b, GEOM_TAG);
+    if (geom) {
         for (size_t i = 0; i < S * L; i++)
             wire_put_f64(&b, r->delta_m_passive[i]);
         for (size_t i = 0; i < S * L; i++)
@@ -91,7 +93,8 @@ int dora_result_unpack(dora_result *r, const unsigned char *buf, size_t len, con
     memset(r, 0, sizeof *r);
     rbuf b = {buf, len, 0, 0};
     const char *why = "truncated or malformed";
-    if (wire_get_u32(&b) != PACK_MAGIC) {
+    const uint32_t magic = wire_get_u32(&b);
+    if (magic != PACK_MAGIC && magic != PACK_MAGIC_V1) {
         dora_errf(err, "%s: not a unit result of this version", what);
         return -1;
     }
@@ -162,15 +165,17 @@ int dora_result_unpack(dora_result *r, const unsigned char *buf, size_t len, con
     if (unpack_strs(&b, &r->notes, &r->nnotes) != 0 ||
         unpack_strs(&b, &r->failures, &r->nfailures) != 0)
         goto bad;
-    if (b.off == len) {
+    if (magic == PACK_MAGIC_V1) {
         free(r->delta_m_passive);
         free(r->delta_m_active);
         r->delta_m_passive = r->delta_m_active = NULL;
-    } else if (len - b.off == 4 + 16 * SL && wire_get_u32(&b) == GEOM_TAG) {
+    } else {
         for (size_t i = 0; i < SL; i++)
             r->delta_m_passive[i] = wire_get_f64(&b);
         for (size_t i = 0; i < SL; i++)
             r->delta_m_active[i] = wire_get_f64(&b);
+        if (b.bad)
+            goto bad;
         for (size_t i = 0; i < SL; i++)
             if (!isfinite(r->delta_m_passive[i]) || !isfinite(r->delta_m_active[i]) ||
                 r->delta_m_passive[i] < 0 || r->delta_m_active[i] < 0) {
