@@ -99,4 +99,5 @@ awk -F '\t' '
     NR == 1 { for (i = 1; i <= NF; i++) if ($i == "dm_over_passive") c = i }
     NR > 1 && c { printf "%-6s %-7s %8s\n", $2, $3, ($c == "NA") ? "NA" : sprintf("%.2f", $c) }
 ' "$OUT/regression.tsv"
-echo "(figures: $OUT/geom_q_proj.png, $OUT/geom_v_proj.png)"
+echo "(figures: $OUT/geom_q_proj.png, $OUT/geom_v_proj.png; per attention head at the final"
+echo " step, from the base's config.json: $OUT/heads_q_proj.png, $OUT/heads_v_proj.png)"

@@ -93,6 +93,17 @@ typedef struct dora_result {
      * before they were (h5in.h) */
     double *delta_m_passive;
     double *delta_m_active;
+    /* per attention head (analysis/heads.c, docs/hdf5.md "heads"): the H modules
+     * whose rows group by head (q, k, v projections and fused parts, by the
+     * base's config.json), NH = head_offset[H] heads in all; H = 0 and the
+     * pointers NULL when none (no config, rows that do not divide) */
+    size_t nhead_mods;    /* H */
+    size_t *head_module;  /* [H] index into modules */
+    int64_t *head_count;  /* [H] heads of the module */
+    int64_t *head_offset; /* [H + 1] first column of the module's heads */
+    int64_t head_dim;     /* rows per head (config.json) */
+    double *head_dm;      /* [S * NH] mean |dM| of the head's rows, row-major by step */
+    double *head_dd;      /* [S * NH] mean 1 - cos of the head's rows */
     /* per-row data, only when opts->per_row; each [L] array of pointers */
     double **m0;          /* [L][rows] */
     double **m;           /* [L][S * rows] */

@@ -339,7 +339,8 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     jb.step_why = why;
     jb.threads = opts->threads;
     jb.mem = opts->mem_bytes ? opts->mem_bytes : DORA_ANALYZE_MEM_DEFAULT;
-    if (an_make_chunks(&jb, L, &pool_d, &pool_z, err) != 0)
+    if (an_make_chunks(&jb, L, &pool_d, &pool_z, err) != 0 ||
+        an_heads_plan(res, base, mods, L, S, &jb, err) != 0)
         goto done;
     jb.prog = opts->progress;
     for (size_t c = 0; c < jb.nchunks; c++)
@@ -355,12 +356,14 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     if (check_changed(res, name, base, sd, S, bad, why, &nbad, err) != 0)
         goto done;
     reduce(res, &jb, mods);
+    an_heads_reduce(res, &jb, nbad ? bad : NULL, S);
     if (nbad)
         drop_steps(res, bad);
     rc = 0;
 done:
     dora_quant_base_close(qb);
     pthread_mutex_destroy(&jb.lock);
+    an_heads_free(&jb);
     free(jb.chunks);
     free(jb.units);
     free(pool_d);
@@ -525,6 +528,11 @@ void dora_result_release(dora_result *res)
     free(res->zero_rows);
     free(res->delta_m_passive);
     free(res->delta_m_active);
+    free(res->head_module);
+    free(res->head_count);
+    free(res->head_offset);
+    free(res->head_dm);
+    free(res->head_dd);
     free(res->name_alignment);
     dora_notes_free(res->notes, res->nnotes);
     for (size_t i = 0; i < res->nfailures; i++)

@@ -47,6 +47,9 @@ typedef struct chunk {
     int64_t block;  /* LoRA: rows per pass of the low-rank kernel */
     double *dm_sum, *dd_sum; /* [S] */
     double *pm_sum, *am_sum; /* [S] sums of passive and |active| (kernel.h) */
+    double *head_sum;        /* [S][2][nheads] sums of |dM| then of 1 - cos per head of the
+                                heads head0 .. its rows touch (heads.c), or NULL */
+    int64_t head0, nheads;
     int64_t *zero;           /* [S] */
     uint64_t bytes;          /* of the base and the steps it reads, for the progress */
 } chunk;
@@ -69,6 +72,8 @@ typedef struct job {
     dora_progress *prog; /* chunk bytes are added as each chunk is done; may be NULL */
     int threads;   /* threads to run (an_make_chunks may lower it to fit MEM) */
     uint64_t mem;  /* bytes for the buffers of the LoRA/DoRA path, all threads together */
+    int64_t *head_rows; /* [L] rows per attention head of the modules that group by head
+                           (heads.c), 0 for the others; NULL when none does */
 } job;
 
 /* What a step was read from: a full model or an adapter. */
@@ -112,6 +117,23 @@ int an_reshape_modules(dora_result *res, const dora_model *base, module **mods, 
 /* B0 A0 of a PiSSA / OLoRA adapter from W0 (dora_init_factor_fn, adapter.h). */
 int an_init_factors(const char *how, const double *w0, int64_t out, int64_t in, int64_t r,
                     double scale, double *p, double *q, dora_err *err);
+
+/* ---- heads.c ---- */
+
+/* Which modules of RES group by attention head (q_proj, k_proj, v_proj and the
+ * parts [q], [k], [v] of fused weights, by the head counts of the base's
+ * config.json): RES's head_* fields, JB->head_rows, and the per-head sums of
+ * each chunk of those modules (JB's chunks made first): S x 2 x the heads the
+ * chunk touches, so memory does not grow with the rows. A missing config, or a
+ * module whose rows are not its heads x head_dim, gets a note and no heads. 0,
+ * or -1 with ERR set (out of memory, a malformed config). */
+int an_heads_plan(dora_result *res, const dora_model *base, const module *mods, size_t L,
+                  size_t S, job *jb, dora_err *err);
+/* After the pass: each head's sums over its chunks, in chunk order (so not
+ * depending on the threads), divided by its rows, into RES; the steps marked
+ * in BAD (may be NULL) left out as drop_steps does. */
+void an_heads_reduce(dora_result *res, const job *jb, const int *bad, size_t S);
+void an_heads_free(job *jb);
 
 /* ---- analyze_jobs.c ---- */
 

@@ -64,6 +64,12 @@ static void add_row(job *jb, chunk *c, size_t s, int64_t r, const dora_rowstat *
     c->zero[s] += st->zero;
     c->pm_sum[s] += st->passive;
     c->am_sum[s] += fabs(st->active);
+    if (c->head_sum) {
+        size_t h = (size_t)(r / jb->head_rows[c->module] - c->head0), n = (size_t)c->nheads;
+        const size_t i = s - c->s0; /* the chunk's steps are s0 .. s1 - 1 */
+        c->head_sum[2 * i * n + h] += st->dm;
+        c->head_sum[(2 * i + 1) * n + h] += st->one_minus_cos;
+    }
     if (jb->per_row) {
         dora_result *res = jb->res;
         size_t k = (size_t)jb->mods[c->module].rows, l = c->module;
@@ -483,6 +489,8 @@ static int run_chunk(job *jb, chunk *c, workspace *ws)
         c->pm_sum[s - c->s0] = c->am_sum[s - c->s0] = 0;
         c->zero[s - c->s0] = 0;
     }
+    if (c->head_sum) /* a chunk is redone after a fault: from zero */
+        memset(c->head_sum, 0, 2 * (c->s1 - c->s0) * (size_t)c->nheads * sizeof *c->head_sum);
     return jb->mods[c->module].lora ? run_chunk_lora(jb, c, ws) : run_chunk_dense(jb, c, ws);
 }
 

@@ -104,5 +104,9 @@ int plot_draw_template(const char *tmpl_name, const char *out, const plot_where 
  * delta_m_passive (none: nothing drawn, 0); *drawn counts the figures. */
 int plot_draw_geom(const char *kind, const plot_pick *picks, size_t np, char *const *formats,
                    const plot_where *w, int *drawn, dora_err *err);
+/* heads_KIND.FMT in every format, a row per run of PICKS with per-head values
+ * of the kind (none: nothing drawn, 0); *drawn counts the figures. */
+int plot_draw_heads(const char *kind, const plot_pick *picks, size_t np, char *const *formats,
+                    const plot_where *w, int *drawn, dora_err *err);
 
 #endif

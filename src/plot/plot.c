@@ -274,6 +274,8 @@ static int draw_kinds(const dora_plot_study *s, char *const *kinds, char *const 
                                 err);
         if (rc == 0)
             rc = plot_draw_geom(kinds[k], picks, np, formats, w, &rep->drawn, err);
+        if (rc == 0)
+            rc = plot_draw_heads(kinds[k], picks, np, formats, w, &rep->drawn, err);
     }
     for (size_t i = 0; i < s->nruns; i++)
         free(picks[i].mods);

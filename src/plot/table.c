@@ -157,21 +157,23 @@ int dora_plot_stats(FILE *out, const dora_plot_study *s, const char *kinds, int 
         if (hit)
             rows[n++] = &s->regs[i];
     }
-    for (size_t i = 0; i < n; i++) {
-        const dora_result *run = NULL;
-        for (size_t k = 0; k < s->nruns && !run; k++)
-            if (strcmp(s->runs[k].name, rows[i]->run) == 0)
-                run = &s->runs[k];
-        int r = run ? dora_passive_ratio(run, rows[i]->kind, &ratio[i]) : -1;
-        if (r == -2) {
-            plot_list_free(want);
-            free(rows);
-            free(ratio);
-            return dora_errf(err, "out of memory");
-        }
-        if (r != 0)
-            ratio[i] = -1; /* undefined: NA / null */
+    /* every row of the study's table, then those kept */
+    double *all = calloc(s->nregs + 1, sizeof *all);
+    int *ok = calloc(s->nregs + 1, sizeof *ok);
+    if (!all || !ok || dora_passive_ratios(s->runs, s->nruns, s->regs, s->nregs, all, ok) != 0) {
+        plot_list_free(want);
+        free(rows);
+        free(ratio);
+        free(all);
+        free(ok);
+        return dora_errf(err, "out of memory");
     }
+    for (size_t i = 0; i < n; i++) {
+        size_t at = (size_t)(rows[i] - s->regs);
+        ratio[i] = ok[at] ? all[at] : -1; /* undefined: NA / null */
+    }
+    free(all);
+    free(ok);
     if (json)
         write_json(out, rows, n, ratio);
     else

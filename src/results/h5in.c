@@ -150,6 +150,85 @@ static int read_geom(hid_t g, dora_result *r, const ctx *c, const char *name)
     return 0;
 }
 
+/* /runs/NAME/heads, when there (docs/hdf5.md): every count checked against
+ * the run's modules and rows before anything is read into memory. */
+static int read_heads(hid_t g, dora_result *r, const ctx *c, const char *name)
+{
+    if (H5Lexists(g, "heads", H5P_DEFAULT) <= 0)
+        return 0;
+    hid_t hg = H5Gopen2(g, "heads", H5P_DEFAULT);
+    if (hg < 0)
+        return dora_errf(c->err, "'%s': '/runs/%s/heads' is not a group", c->path, name);
+    int rc = -1;
+    char **mods = NULL;
+    hsize_t dims[1] = {0};
+    hid_t d = H5Dopen2(hg, "heads", H5P_DEFAULT);
+    int shp = d >= 0 && ds_dims(d, 1, dims) == 0;
+    if (d >= 0)
+        H5Dclose(d);
+    const size_t H = shp ? (size_t)dims[0] : 0, S = r->nsteps;
+    if (!shp || H == 0 || H > r->nmodules) {
+        dora_errf(c->err, "'%s': '/runs/%s/heads' has no valid 'heads' dataset", c->path, name);
+        goto done;
+    }
+    r->nhead_mods = H;
+    if (!(mods = calloc(H + 1, sizeof *mods)) ||
+        !(r->head_module = calloc(H + 1, sizeof *r->head_module)) ||
+        !(r->head_count = calloc(H + 1, sizeof *r->head_count)) ||
+        !(r->head_offset = calloc(H + 2, sizeof *r->head_offset))) {
+        dora_errf(c->err, "out of memory reading run '%s'", name);
+        goto done;
+    }
+    char hname[1200];
+    snprintf(hname, sizeof hname, "%s/heads", name);
+    if (read_strings(hg, "modules", H, mods, c, hname) != 0 ||
+        read_num(hg, "heads", 1, H, 0, H5T_NATIVE_INT64, r->head_count, c, hname) != 0 ||
+        read_num(hg, "offset", 1, H + 1, 0, H5T_NATIVE_INT64, r->head_offset, c, hname) != 0)
+        goto done;
+    r->head_dim = 0;
+    for (size_t h = 0; h < H; h++) {
+        size_t l = 0;
+        while (l < r->nmodules && strcmp(r->modules[l], mods[h]) != 0)
+            l++;
+        int64_t n = r->head_count[h];
+        if (l == r->nmodules || n <= 0 || r->rows[l] % n != 0 || r->head_offset[h] < 0 ||
+            r->head_offset[h + 1] < r->head_offset[h] ||
+            r->head_offset[h + 1] - r->head_offset[h] != n || r->head_offset[0] != 0 ||
+            (r->head_dim && r->rows[l] / n != r->head_dim)) {
+            dora_errf(c->err, "'%s': '/runs/%s/heads' does not match the run's modules at '%s'",
+                      c->path, name, mods[h]);
+            goto done;
+        }
+        r->head_module[h] = l;
+        r->head_dim = r->rows[l] / n;
+    }
+    const size_t NH = (size_t)r->head_offset[H];
+    if (NH > MAX_ITEMS || (S && NH > MAX_ITEMS / S)) {
+        dora_errf(c->err, "'%s': '/runs/%s/heads' holds too many heads", c->path, name);
+        goto done;
+    }
+    if (!(r->head_dm = calloc(S * NH + 1, sizeof *r->head_dm)) ||
+        !(r->head_dd = calloc(S * NH + 1, sizeof *r->head_dd))) {
+        dora_errf(c->err, "out of memory reading run '%s'", name);
+        goto done;
+    }
+    if (read_num(hg, "delta_m", 2, S, NH, H5T_NATIVE_DOUBLE, r->head_dm, c, hname) != 0 ||
+        read_num(hg, "delta_d", 2, S, NH, H5T_NATIVE_DOUBLE, r->head_dd, c, hname) != 0)
+        goto done;
+    for (size_t i = 0; i < S * NH; i++)
+        if (!isfinite(r->head_dm[i]) || !isfinite(r->head_dd[i])) {
+            dora_errf(c->err, "'%s': run '%s' holds a non-finite per-head value", c->path, name);
+            goto done;
+        }
+    rc = 0;
+done:
+    for (size_t h = 0; mods && h < H; h++)
+        free(mods[h]);
+    free(mods);
+    H5Gclose(hg);
+    return rc;
+}
+
 static int read_run(hid_t runs, const char *name, dora_result *r, const ctx *c)
 {
     hid_t g = H5Gopen2(runs, name, H5P_DEFAULT);
@@ -213,7 +292,7 @@ static int read_run(hid_t runs, const char *name, dora_result *r, const ctx *c)
                       name);
             goto done;
         }
-    if (read_geom(g, r, c, name) != 0)
+    if (read_geom(g, r, c, name) != 0 || read_heads(g, r, c, name) != 0)
         goto done;
     for (size_t s = 1; s < S; s++)
         if (r->steps[s] <= r->steps[s - 1]) {

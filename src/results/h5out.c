@@ -57,6 +57,51 @@ fail:
     return -1;
 }
 
+/* /runs/NAME/heads (docs/hdf5.md): the modules that group by attention head,
+ * their head counts and first columns, and dM and dD per (step, head). */
+static int write_heads(hid_t grp, const dora_result *r, dora_err *err)
+{
+    const size_t H = r->nhead_mods, NH = (size_t)r->head_offset[H];
+    hid_t g = -1;
+    int rc = -1;
+    char **names = calloc(H + 1, sizeof *names);
+    int32_t *layer = calloc(H + 1, sizeof *layer);
+    int32_t *head = calloc(NH + 1, sizeof *head);
+    if (!names || !layer || !head) {
+        dora_errf(err, "out of memory");
+        goto fail;
+    }
+    for (size_t h = 0; h < H; h++) {
+        names[h] = r->modules[r->head_module[h]];
+        layer[h] = r->layer[r->head_module[h]];
+        for (int64_t j = 0; j < r->head_count[h]; j++)
+            head[r->head_offset[h] + j] = (int32_t)j;
+    }
+    CHECK(g = H5Gcreate2(grp, "heads", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+          "cannot create group 'heads' of run '%s'", r->name);
+    hsize_t h1[1] = {H}, o1[1] = {H + 1}, n1[1] = {NH}, sn[2] = {r->nsteps, NH};
+    if (h5u_attr_num(g, "head_dim", H5T_STD_I64LE, H5T_NATIVE_INT64, &r->head_dim, err) != 0 ||
+        h5u_strings(g, "modules", H, names, err) != 0 ||
+        h5u_dataset(g, "layer", 1, h1, H5T_STD_I32LE, H5T_NATIVE_INT32, layer, err) != 0 ||
+        h5u_dataset(g, "heads", 1, h1, H5T_STD_I64LE, H5T_NATIVE_INT64, r->head_count, err) != 0 ||
+        h5u_dataset(g, "offset", 1, o1, H5T_STD_I64LE, H5T_NATIVE_INT64, r->head_offset, err) !=
+            0 ||
+        h5u_dataset(g, "head", 1, n1, H5T_STD_I32LE, H5T_NATIVE_INT32, head, err) != 0 ||
+        h5u_dataset(g, "delta_m", 2, sn, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->head_dm, err) != 0 ||
+        h5u_dataset(g, "delta_d", 2, sn, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, r->head_dd, err) != 0) {
+        dora_errprefix(err, "run '%s', heads", r->name);
+        goto fail;
+    }
+    rc = 0;
+fail:
+    if (g >= 0)
+        H5Gclose(g);
+    free(names);
+    free(layer);
+    free(head);
+    return rc;
+}
+
 static int write_run(hid_t runs, const dora_result *r, dora_err *err)
 {
     hid_t g = -1;
@@ -88,6 +133,8 @@ static int write_run(hid_t runs, const dora_result *r, dora_err *err)
                      r->delta_m_active, err) != 0))
         goto fail_named;
     if (r->m0 && write_per_row(g, r, err) != 0)
+        goto fail;
+    if (r->nhead_mods && write_heads(g, r, err) != 0)
         goto fail;
     H5Gclose(g);
     return 0;
@@ -268,20 +315,18 @@ static int write_passive_ratio(hid_t f, const dora_result *runs, size_t nruns, d
         dora_errf(err, "out of memory");
         goto done;
     }
+    int *ok = calloc(n + 1, sizeof *ok);
+    if (!ok || dora_passive_ratios(runs, nruns, g, n, ratio, ok) != 0) {
+        free(ok);
+        dora_errf(err, "out of memory");
+        goto done;
+    }
     for (size_t i = 0; i < n; i++) {
-        const dora_result *run = NULL;
-        for (size_t k = 0; k < nruns && !run; k++)
-            if (strcmp(runs[k].name, g[i].run) == 0)
-                run = &runs[k];
-        int r = run ? dora_passive_ratio(run, g[i].kind, &ratio[i]) : -1;
-        if (r == -2) {
-            dora_errf(err, "out of memory");
-            goto done;
-        }
-        def[i] = r == 0;
+        def[i] = ok[i];
         if (!def[i])
             ratio[i] = NAN;
     }
+    free(ok);
     CHECK(grp = H5Gopen2(f, "regression", H5P_DEFAULT), "cannot open group '/regression'");
     hsize_t k[1] = {n};
     if (h5u_dataset(grp, "dm_over_passive", 1, k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, ratio,

@@ -56,8 +56,7 @@ int dora_result_pack(const dora_result *r, unsigned char **buf, size_t *len, dor
     wire_put_u64(&b, r->nfailures);
     for (size_t i = 0; i < r->nfailures; i++)
         wire_put_str(&b, r->failures[i]);
-    /* optional sections, each a tag and its data: records without them (older
-     * journals) stay readable */
+    /* the optional sections, then END (see above) */
     if (r->name_alignment) {
         wire_put_u32(&b, ALIGN_TAG);
         wire_put_str(&b, r->name_alignment);

@@ -319,6 +319,8 @@ def reference_run(base, run_path, man_run, fail, label):
             pas, act = row_split(w, wt)
             p["pm"][si] = pas.sum() / w.shape[0]
             p["am"][si] = act.sum() / w.shape[0]
+            p.setdefault("row_dm", [None] * S)[si] = dm      # per row, for check_heads.py
+            p.setdefault("row_dd", [None] * S)[si] = omc
             p["dm"][si] = dm.sum() / w.shape[0]
             p["dd"][si] = omc.sum() / w.shape[0]
             p["zero"][si] = zero.sum()

@@ -110,13 +110,17 @@ def main():
     kinds = sorted({k for (_, k) in ref if k in ("q_proj", "v_proj")})
     # geom (where dM comes from): drawn when a run has delta_m_passive, else not at all
     geom = any(v is not None for v in ratio.values())
+    # heads: drawn for a kind when a run has per-head values of it
+    with h5py.File(h5, "r") as f:
+        head_kinds = {kind(m) for run in f["runs"] if "heads" in f["runs"][run]
+                      for m in f["runs"][run]["heads/modules"].asstr()[()]}
     for k in kinds:
-        for fig in ("fig2", "fig8", "trajectory", "geom"):
+        for fig in ("fig2", "fig8", "trajectory", "geom", "heads"):
             for fmt in formats:
                 path = f"{figdir}/{fig}_{k}.{fmt}"
-                if fig == "geom" and not geom:
+                if (fig == "geom" and not geom) or (fig == "heads" and k not in head_kinds):
                     report(not os.path.exists(path), f"{fig}-{k}-{fmt}-absent",
-                           "drawn from a file without delta_m_passive")
+                           "drawn from a file without delta_m_passive or heads")
                     continue
                 try:
                     data = open(path, "rb").read()

@@ -46,6 +46,27 @@ def stats(a, b, mode):
     return f(na), f(nb), f(cos), f(omc), int(np.count_nonzero(zero))
 
 
+def split(a, b):
+    """Means of passive and |active| (docs/numerics.md) in long double: t by projection,
+    passive = t^2 / (h + |a|), active = r (r + 2|a|) / (|b| + h), r = (b - a).a / |a|."""
+    ld = np.longdouble
+    a = np.asarray(a, dtype=np.float64).reshape(a.shape[0], -1).astype(ld)
+    b = np.asarray(b, dtype=np.float64).reshape(b.shape[0], -1).astype(ld)
+    na = np.sqrt(np.sum(a * a, axis=1))
+    nb = np.sqrt(np.sum(b * b, axis=1))
+    pas, act = nb.copy(), np.zeros_like(nb)      # a zero base row: all tangential
+    ok = na > 0
+    e = a[ok] / na[ok, None]
+    u = b[ok] - a[ok]
+    r = np.sum(u * e, axis=1)
+    q = u - r[:, None] * e
+    t2 = np.sum(q * q, axis=1)
+    h = np.sqrt(na[ok] ** 2 + t2)
+    pas[ok] = t2 / (h + na[ok])
+    act[ok] = np.abs(r * (r + 2 * na[ok]) / (nb[ok] + h))
+    return float(np.mean(pas)), float(np.mean(act))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--base", required=True)
@@ -88,6 +109,8 @@ def main():
             dm = np.zeros((S, L))
             dd = np.zeros((S, L))
             zr = np.zeros((S, L), dtype=np.int64)
+            pm = np.zeros((S, L))
+            am = np.zeros((S, L))
             pr = {m: {"m": [], "cos": [], "one_minus_cos": []} for m in mods}
             for s in range(S):
                 for j, m in enumerate(mods):
@@ -95,6 +118,7 @@ def main():
                     dm[s, j] = np.mean(np.abs(nb - na))
                     dd[s, j] = np.mean(omc)
                     zr[s, j] = z
+                    pm[s, j], am[s, j] = split(base[m][1], models[s][m][1])
                     pr[m]["m0"] = na
                     pr[m]["m"].append(nb)
                     pr[m]["cos"].append(cos)
@@ -106,6 +130,8 @@ def main():
             g.create_dataset("delta_m", data=dm.astype(">f8" if mode == "bigendian" else "<f8"))
             g.create_dataset("delta_d", data=dd)
             g.create_dataset("zero_rows", data=zr)
+            g.create_dataset("delta_m_passive", data=pm)
+            g.create_dataset("delta_m_active", data=am)
             g.create_dataset("checkpoints", data=[src for _, src in res], dtype=vlen)
             if a.per_row:
                 for m in mods:

@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stio  # noqa: E402
 from quant_ref import one_minus_cos  # noqa: E402
+from check_adapters import row_split  # noqa: E402
 
 P = "base_model.model."
 F32 = np.float32
@@ -328,6 +329,8 @@ def rows(w, fifo):
 def compare(g, run_dir, base, steps_dirs, rtol, worst, fails, label):
     mods = [m.decode() if isinstance(m, bytes) else m for m in g["modules"][()]]
     dm, dd = g["delta_m"][()], g["delta_d"][()]
+    # where dM comes from (docs/numerics.md), against check_adapters.row_split
+    pm, am = g["delta_m_passive"][()], g["delta_m_active"][()]
     for si, folder in enumerate(steps_dirs):
         cfg, ts = load(folder)
         fifo = cfg.get("fan_in_fan_out", False)
@@ -335,13 +338,16 @@ def compare(g, run_dir, base, steps_dirs, rtol, worst, fails, label):
             w0 = base[name].astype(np.float64)
             wt = merged(cfg, ts, name[:-len(".weight")], w0)
             omc, n0, n1 = one_minus_cos(rows(w0, fifo), rows(wt, fifo))
+            pas, act = row_split(rows(w0, fifo), rows(wt, fifo))
             for k, (what, got, ref) in enumerate((("delta_m", dm[si, li], np.mean(np.abs(n1 - n0))),
-                                                 ("delta_d", dd[si, li], np.mean(omc)))):
+                                                 ("delta_d", dd[si, li], np.mean(omc)),
+                                                 ("delta_m_passive", pm[si, li], np.mean(pas)),
+                                                 ("delta_m_active", am[si, li], np.mean(act)))):
                 # |tool - ref| <= atol + rtol |ref|; atol 1e-15 for a zero the reference
                 # gets as float64 noise (1e-34: rows scaled by IA3 keep their direction)
                 ok = abs(got - ref) <= 1e-15 + rtol * abs(ref)
-                if abs(ref) > 1e-12:  # the worst relative error among refs that are not noise
-                    worst[k] = max(worst[k], abs(got - ref) / abs(ref))
+                if abs(ref) > 1e-12 and k < len(worst):  # the worst relative error among refs
+                    worst[k] = max(worst[k], abs(got - ref) / abs(ref))  # that are not noise
                 rel = abs(got - ref) / abs(ref) if ref != 0 else abs(got)
                 if not np.isfinite(ref) or not ok:
                     fails.append(f"{label} {what} {folder} {name}: tool {got!r} ref {ref!r} rel {rel:.3g}")

@@ -70,6 +70,66 @@ else
     fail final-max-steps-noted "no note of dora's final step 40: $(peek "$LOG/run-dora.err")"
 fi
 
+# ---------------------------------------------------------------- per attention head
+# The generated base has no config.json: no heads, and a note that says which keys settle it.
+if grep -q "no per-head values: the base has no config.json" "$LOG/run-lora.err" 2>/dev/null &&
+    "$PY" -c "import h5py, sys; sys.exit('heads' in h5py.File(sys.argv[1])['runs/lora'])" "$OUT/lora.h5"; then
+    pass heads-no-config
+else
+    fail heads-no-config "heads written, or no note: $(peek "$LOG/run-lora.err")"
+fi
+# The same base with a config.json: q_proj 8 heads of 16 rows, k/v 2 (grouped-query);
+# every per-head value against NumPy, for FT (bf16), LoRA and DoRA.
+mkdir -p "$D/base-heads" "$D/base-odd"
+cp "$D/base/"* "$D/base-heads/" && cp "$D/base/"* "$D/base-odd/"
+echo '{"num_attention_heads": 8, "num_key_value_heads": 2, "hidden_size": 128}' >"$D/base-heads/config.json"
+if analyze_ok heads "$OUT/heads.h5" --base "$D/base-heads" -j 2 ft="$D/ft" lora="$D/lora" dora="$D/dora"; then
+    if "$PY" "$TP/check_heads.py" --base "$D/base-heads" --h5 "$OUT/heads.h5" ft="$D/ft" \
+        lora="$D/lora" dora="$D/dora" >"$LOG/heads.check" 2>&1; then
+        pass heads-numpy
+        grep '^worst' "$LOG/heads.check" | sed 's/^/    heads: /'
+    else
+        fail heads-numpy "$(grep -m3 -E '^FAIL|Error' "$LOG/heads.check" | tr '\n' ' ')"
+    fi
+fi
+# v rows (32) are not 3 heads x 16: only q_proj has heads, with a note naming v_proj
+echo '{"num_attention_heads": 8, "num_key_value_heads": 3, "hidden_size": 128}' >"$D/base-odd/config.json"
+if analyze_ok heads-odd "$OUT/heads-odd.h5" --base "$D/base-odd" lora="$D/lora"; then
+    if grep -q "no per-head values for 'model.layers.0.self_attn.v_proj.weight': its 32 rows are not 3 heads" \
+        "$LOG/heads-odd.err" && "$PY" -c "
+import h5py, sys
+m = list(h5py.File(sys.argv[1])['runs/lora/heads/modules'].asstr()[()])
+sys.exit(not (m and all(x.endswith('q_proj.weight') for x in m)))" "$OUT/heads-odd.h5"; then
+        pass heads-rows-not-divisible
+    else
+        fail heads-rows-not-divisible "$(peek "$LOG/heads-odd.err")"
+    fi
+fi
+
+# heads that straddle work units: 384 f32 rows of 4096 (64 rows a unit), 8 heads of 48
+mkdir -p "$D/wide"
+"$PY" - "$D/wide" "$TP" <<'EOF' >"$LOG/wide.gen" 2>&1
+import json, os, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+import stio
+d, rng, name = sys.argv[1], np.random.default_rng(3), "model.layers.0.self_attn.q_proj.weight"
+w = (rng.standard_normal((384, 4096)) * 0.02).astype(np.float32)
+os.makedirs(f"{d}/base", exist_ok=True)
+stio.write_safetensors(f"{d}/base/model.safetensors", {name: stio.Tensor("F32", w)})
+json.dump({"num_attention_heads": 8, "hidden_size": 384}, open(f"{d}/base/config.json", "w"))
+for step in (10, 20):
+    u = (rng.standard_normal(w.shape) * 1e-4 * step).astype(np.float32)
+    stio.write_checkpoint(f"{d}/ft", step, {name: stio.Tensor("F32", w + u)})
+EOF
+if analyze_ok heads-wide "$OUT/wide.h5" --base "$D/wide/base" -j 3 ft="$D/wide/ft" &&
+    "$PY" "$TP/check_heads.py" --base "$D/wide/base" --h5 "$OUT/wide.h5" ft="$D/wide/ft" \
+        >"$LOG/wide.check" 2>&1; then
+    pass heads-across-units
+else
+    fail heads-across-units "$(peek "$LOG/wide.gen") $(grep -m3 -E '^FAIL|Error' "$LOG/wide.check" 2>/dev/null | tr '\n' ' ')"
+fi
+
 # ---------------------------------------------------------------- all runs in one command
 ALL=(ft="$D/ft")
 for r in "${ADAPTER_RUNS[@]}"; do ALL+=("$r=$D/$r"); done

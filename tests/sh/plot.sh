@@ -25,6 +25,15 @@ fi
 leftover=$(find figs \( -name '*.tmp-*' -o -name '*dora-tmp*' \) | head -1)
 [ -z "$leftover" ] && pass no-temp-files || fail no-temp-files "$leftover"
 
+# the demo's LoRA and DoRA runs, whose base has a config.json: per-head values, so the
+# heads heatmap is drawn beside the others (and checked by check_plot.py)
+"$BIN" analyze -q --base "$top/data/demo/base" -o demo.h5 --modules 'self_attn\.(q|v)_proj\.weight$' \
+    lora="$top/data/demo/lora" dora="$top/data/demo/dora" >/dev/null 2>"$tmp/err" &&
+    "$BIN" plot demo.h5 -o demofigs --modules q_proj,v_proj --format png,svg --stats=json \
+        >demo.json 2>>"$tmp/err" && pass demo-plot || fail demo-plot "$(cat "$tmp/err")"
+"$PYTHON" "$top/tests/py/check_plot.py" demo.h5 demo.json demofigs png,svg | sed 's#plot/#plot/demo-#' \
+    | grep -v '^regression' || fails=$((fails + 1))
+
 # a study of 6 runs x 20 steps x 32 layers (written directly in the layout of docs/hdf5.md):
 # the panels wrap into a grid that grows, the layers get a colour bar, the steps sizes
 "$PYTHON" "$top/tests/py/gen_big_study.py" big.h5 && "$BIN" plot big.h5 -o bigfigs \
