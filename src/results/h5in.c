@@ -2,123 +2,39 @@
 #define _POSIX_C_SOURCE 200809L
 #include "dora/h5in.h"
 #include "dora/adapter.h"
+#include "results/h5read.h"
 
 #include <hdf5.h>
 #include <math.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#define MAX_ITEMS 100000000ULL /* bound on S, L and S * L read from a file */
 
 typedef struct ctx {
     const char *path;
     dora_err *err;
 } ctx;
 
-/* Length of a dataset of the expected rank, or -1. dims[1] for rank 2. */
-static int ds_dims(hid_t ds, int rank, hsize_t *dims)
-{
-    hid_t sp = H5Dget_space(ds);
-    if (sp < 0)
-        return -1;
-    int r = H5Sget_simple_extent_ndims(sp);
-    int ok = r == rank && H5Sget_simple_extent_dims(sp, dims, NULL) == rank;
-    H5Sclose(sp);
-    return ok ? 0 : -1;
-}
-
+/* Dataset NAME of G, of rank RANK and dimensions D0 (x D1), into OUT; errors
+ * name the file and /runs/RUN/NAME (results/h5read.h). */
 static int read_num(hid_t g, const char *name, int rank, hsize_t d0, hsize_t d1, hid_t memtype,
                     void *out, const ctx *c, const char *run)
 {
-    hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
-    hsize_t dims[2] = {0, 0};
-    if (ds < 0)
-        return dora_errf(c->err, "'%s': run '%s' has no dataset '%s'", c->path, run, name);
-    int rc = 0;
-    if (ds_dims(ds, rank, dims) != 0 || dims[0] != d0 || (rank == 2 && dims[1] != d1))
-        rc = dora_errf(c->err, "'%s': '/runs/%s/%s' does not have the shape the layout requires",
-                       c->path, run, name);
-    else if (d0 * (rank == 2 ? d1 : 1) > 0 &&
-             H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
-        rc = dora_errf(c->err, "'%s': cannot read '/runs/%s/%s'", c->path, run, name);
-    H5Dclose(ds);
-    return rc;
-}
-
-static char *read_attr_str(hid_t loc, const char *name)
-{
-    if (H5Aexists(loc, name) <= 0)
-        return NULL;
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0)
-        return NULL;
-    hid_t ft = H5Aget_type(a), mt = H5Tcopy(H5T_C_S1);
-    char *out = NULL;
-    if (ft >= 0 && H5Tget_class(ft) == H5T_STRING && mt >= 0) {
-        H5Tset_cset(mt, H5Tget_cset(ft)); /* HDF5 does not convert between ASCII and UTF-8 */
-        if (H5Tis_variable_str(ft) > 0) {
-            char *v = NULL;
-            H5Tset_size(mt, H5T_VARIABLE);
-            if (H5Aread(a, mt, &v) >= 0 && v) {
-                out = strdup(v);
-                H5free_memory(v);
-            }
-        } else {
-            size_t n = H5Tget_size(ft);
-            char *v = calloc(n + 1, 1);
-            H5Tset_size(mt, n + 1);
-            if (v && H5Aread(a, mt, v) >= 0)
-                out = v;
-            else
-                free(v);
-        }
-    }
-    if (mt >= 0)
-        H5Tclose(mt);
-    if (ft >= 0)
-        H5Tclose(ft);
-    H5Aclose(a);
-    return out;
+    char where[1300]; /* "/runs/" and the run (or its heads group: up to 1200 bytes) */
+    const hsize_t dims[2] = {d0, d1};
+    snprintf(where, sizeof where, "/runs/%s", run);
+    return h5r_read(g, name, rank, dims, memtype, out, c->path, where, c->err);
 }
 
 /* A 1-D variable-length string dataset of length N into newly allocated strings. */
 static int read_strings(hid_t g, const char *name, hsize_t n, char **out, const ctx *c,
                         const char *run)
 {
-    hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
-    hsize_t dims[1];
-    if (ds < 0)
-        return dora_errf(c->err, "'%s': run '%s' has no dataset '%s'", c->path, run, name);
-    hid_t mt = H5Tcopy(H5T_C_S1);
-    H5Tset_size(mt, H5T_VARIABLE);
-    H5Tset_cset(mt, H5T_CSET_UTF8);
-    hid_t ft = H5Dget_type(ds);
-    if (ft >= 0 && H5Tget_class(ft) == H5T_STRING)
-        H5Tset_cset(mt, H5Tget_cset(ft));
-    int rc = 0;
-    char **tmp = calloc(n + 1, sizeof *tmp);
-    if (!tmp || ds_dims(ds, 1, dims) != 0 || dims[0] != n || H5Tget_class(ft) != H5T_STRING ||
-        H5Tis_variable_str(ft) <= 0)
-        rc = dora_errf(c->err, "'%s': '/runs/%s/%s' is not a string list of length %llu", c->path,
-                       run, name, (unsigned long long)n);
-    else if (n > 0 && H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp) < 0)
-        rc = dora_errf(c->err, "'%s': cannot read '/runs/%s/%s'", c->path, run, name);
-    for (hsize_t i = 0; rc == 0 && i < n; i++)
-        if (!(out[i] = strdup(tmp[i] ? tmp[i] : "")))
-            rc = dora_errf(c->err, "out of memory");
-    if (tmp && n > 0 && rc == 0) {
-        hid_t sp = H5Dget_space(ds);
-        H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, tmp);
-        H5Sclose(sp);
-    }
-    free(tmp);
-    H5Tclose(ft);
-    H5Tclose(mt);
-    H5Dclose(ds);
-    return rc;
+    char where[1300]; /* "/runs/" and the run (or its heads group: up to 1200 bytes) */
+    snprintf(where, sizeof where, "/runs/%s", run);
+    return h5r_strings(g, name, n, out, c->path, where, c->err);
 }
-
 
 /* delta_m_passive and delta_m_active: both, or neither (a file written before
  * them: both NULL); finite and >= 0. */
@@ -163,7 +79,7 @@ static int read_heads(hid_t g, dora_result *r, const ctx *c, const char *name)
     char **mods = NULL;
     hsize_t dims[1] = {0};
     hid_t d = H5Dopen2(hg, "heads", H5P_DEFAULT);
-    int shp = d >= 0 && ds_dims(d, 1, dims) == 0;
+    int shp = d >= 0 && h5r_dims(d, 1, dims) == 0;
     if (d >= 0)
         H5Dclose(d);
     const size_t H = shp ? (size_t)dims[0] : 0, S = r->nsteps;
@@ -203,7 +119,7 @@ static int read_heads(hid_t g, dora_result *r, const ctx *c, const char *name)
         r->head_dim = r->rows[l] / n;
     }
     const size_t NH = (size_t)r->head_offset[H];
-    if (NH > MAX_ITEMS || (S && NH > MAX_ITEMS / S)) {
+    if (NH > H5R_MAX_ITEMS || (S && NH > H5R_MAX_ITEMS / S)) {
         dora_errf(c->err, "'%s': '/runs/%s/heads' holds too many heads", c->path, name);
         goto done;
     }
@@ -236,11 +152,11 @@ static int read_run(hid_t runs, const char *name, dora_result *r, const ctx *c)
         return dora_errf(c->err, "'%s': '/runs/%s' is not a group", c->path, name);
     int rc = -1;
     hsize_t ds_s[1], ds_l[1];
-    char *method = read_attr_str(g, "method");
+    char *method = h5r_attr_str(g, "method");
     r->name = strdup(name);
     r->method = method ? dora_method_static(method) : NULL;
-    r->source_path = read_attr_str(g, "source_path");
-    r->base_path = read_attr_str(g, "base_path");
+    r->source_path = h5r_attr_str(g, "source_path");
+    r->base_path = h5r_attr_str(g, "base_path");
     free(method);
     if (!r->name || !r->source_path || !r->base_path) {
         dora_errf(c->err, "'%s': run '%s' lacks its attributes (source_path, base_path)", c->path,
@@ -253,12 +169,12 @@ static int read_run(hid_t runs, const char *name, dora_result *r, const ctx *c)
         goto done;
     }
     hid_t d1 = H5Dopen2(g, "steps", H5P_DEFAULT), d2 = H5Dopen2(g, "modules", H5P_DEFAULT);
-    int shp = d1 >= 0 && d2 >= 0 && ds_dims(d1, 1, ds_s) == 0 && ds_dims(d2, 1, ds_l) == 0;
+    int shp = d1 >= 0 && d2 >= 0 && h5r_dims(d1, 1, ds_s) == 0 && h5r_dims(d2, 1, ds_l) == 0;
     if (d1 >= 0)
         H5Dclose(d1);
     if (d2 >= 0)
         H5Dclose(d2);
-    if (!shp || ds_s[0] > MAX_ITEMS || ds_l[0] > MAX_ITEMS || ds_s[0] * ds_l[0] > MAX_ITEMS) {
+    if (!shp || ds_s[0] > H5R_MAX_ITEMS || ds_l[0] > H5R_MAX_ITEMS || ds_s[0] * ds_l[0] > H5R_MAX_ITEMS) {
         dora_errf(c->err, "'%s': run '%s' has no valid 'steps' and 'modules' datasets", c->path,
                   name);
         goto done;
@@ -307,67 +223,16 @@ done:
 
 typedef struct names {
     char **v;
-    size_t n, cap;
+    size_t n;
 } names;
-
-static herr_t collect(hid_t g, const char *name, const H5L_info_t *info, void *op)
-{
-    (void)g;
-    (void)info;
-    names *nm = op;
-    if (nm->n == nm->cap) {
-        size_t nc = nm->cap ? 2 * nm->cap : 8;
-        char **p = realloc(nm->v, nc * sizeof *p);
-        if (!p)
-            return -1;
-        nm->v = p;
-        nm->cap = nc;
-    }
-    if (!(nm->v[nm->n] = strdup(name)))
-        return -1;
-    nm->n++;
-    return 0;
-}
-
-/* The names in group G (/runs): creation order (the command line's) where
- * tracked, else by name. 0, or -1 (out of memory, or unreadable). */
-static int list_runs(hid_t g, names *nm)
-{
-    hsize_t idx = 0;
-    hid_t gcpl = H5Gget_create_plist(g);
-    unsigned order = 0;
-    if (gcpl >= 0) {
-        H5Pget_link_creation_order(gcpl, &order);
-        H5Pclose(gcpl);
-    }
-    H5_index_t by = (order & H5P_CRT_ORDER_INDEXED) ? H5_INDEX_CRT_ORDER : H5_INDEX_NAME;
-    return H5Literate(g, by, H5_ITER_INC, &idx, collect, nm) < 0 ? -1 : 0;
-}
 
 /* The names of /runs, the group G (may be -1) and the file F, released. */
 static void close_runs(names *nm, hid_t g, hid_t f)
 {
-    for (size_t i = 0; i < nm->n; i++)
-        free(nm->v[i]);
-    free(nm->v);
+    h5r_names_free(nm->v, nm->n);
     if (g >= 0)
         H5Gclose(g);
     H5Fclose(f);
-}
-
-/* PATH opened read-only as HDF5, or -1 with ERR set (not a regular file, not HDF5). */
-static hid_t open_results(const char *path, dora_err *err)
-{
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    struct stat sb; /* a FIFO would make HDF5 wait for a writer */
-    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
-        return dora_errf(err, "'%s': not a regular file (or cannot be read)", path);
-    if (H5Fis_hdf5(path) <= 0)
-        return dora_errf(err, "'%s': not an HDF5 file (or cannot be read)", path);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0)
-        return dora_errf(err, "'%s': cannot open as HDF5", path);
-    return f;
 }
 
 int h5i_read(const char *path, dora_result **runs, size_t *nruns, dora_err *err)
@@ -375,7 +240,7 @@ int h5i_read(const char *path, dora_result **runs, size_t *nruns, dora_err *err)
     *runs = NULL;
     *nruns = 0;
     ctx c = {path, err};
-    hid_t f = open_results(path, err);
+    hid_t f = h5r_open(path, err);
     if (f < 0)
         return -1;
     int rc = -1;
@@ -386,7 +251,7 @@ int h5i_read(const char *path, dora_result **runs, size_t *nruns, dora_err *err)
         dora_errf(err, "'%s': no '/runs' group: not a dora-analyze results file", path);
         goto done;
     }
-    if (list_runs(g, &nm) != 0) {
+    if (h5r_names(g, &nm.v, &nm.n) != 0) {
         dora_errf(err, "'%s': cannot list '/runs'", path);
         goto done;
     }
@@ -418,19 +283,6 @@ done:
 
 /* ---- the summary of any results file (inspect) --------------------------- */
 
-/* The length of dataset NAME in G (rank 1), or -1 when it is not there. */
-static long long ds_length(hid_t g, const char *name)
-{
-    if (H5Lexists(g, name, H5P_DEFAULT) <= 0)
-        return -1;
-    hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
-    hsize_t d[1];
-    long long n = ds >= 0 && ds_dims(ds, 1, d) == 0 && d[0] <= MAX_ITEMS ? (long long)d[0] : -1;
-    if (ds >= 0)
-        H5Dclose(ds);
-    return n;
-}
-
 /* Run NAME of /runs (G) into *R: its method, steps and number of modules. */
 static int summarise_run(hid_t g, const char *name, h5i_run_summary *r, const ctx *c)
 {
@@ -438,9 +290,9 @@ static int summarise_run(hid_t g, const char *name, h5i_run_summary *r, const ct
     if (rg < 0)
         return dora_errf(c->err, "'%s': '/runs/%s' is not a group", c->path, name);
     int rc = 0;
-    long long S = ds_length(rg, "steps"), L = ds_length(rg, "modules");
+    long long S = h5r_length(rg, "steps"), L = h5r_length(rg, "modules");
     r->name = strdup(name);
-    r->method = read_attr_str(rg, "method");
+    r->method = h5r_attr_str(rg, "method");
     if (S < 0 || L < 0)
         rc = dora_errf(c->err, "'%s': run '%s' has no 1-D 'steps' and 'modules'", c->path, name);
     else if (!r->name || !(r->steps = calloc((size_t)S + 1, sizeof *r->steps)))
@@ -458,16 +310,16 @@ int h5i_summarise(const char *path, h5i_summary *s, dora_err *err)
 {
     memset(s, 0, sizeof *s);
     ctx c = {path, err};
-    hid_t f = open_results(path, err);
+    hid_t f = h5r_open(path, err);
     if (f < 0)
         return -1;
     int rc = -1;
     names nm = {0};
     hid_t g = -1;
-    s->tool_version = read_attr_str(f, "tool_version");
-    s->created = read_attr_str(f, "created");
-    s->command_line = read_attr_str(f, "command_line");
-    s->analysis = read_attr_str(f, "analysis"); /* spectrum's; analyze's files have none */
+    s->tool_version = h5r_attr_str(f, "tool_version");
+    s->created = h5r_attr_str(f, "created");
+    s->command_line = h5r_attr_str(f, "command_line");
+    s->analysis = h5r_attr_str(f, "analysis"); /* spectrum's; analyze's files have none */
     hid_t a = H5Aexists(f, "layout_version") > 0 ? H5Aopen(f, "layout_version", H5P_DEFAULT) : -1;
     int have_layout = a >= 0 && H5Aread(a, H5T_NATIVE_INT32, &s->layout_version) >= 0;
     if (a >= 0)
@@ -482,8 +334,8 @@ int h5i_summarise(const char *path, h5i_summary *s, dora_err *err)
         dora_errf(err, "out of memory");
         goto done;
     }
-    s->nregression = ds_length(f, "regression/run");
-    if ((g = H5Gopen2(f, "runs", H5P_DEFAULT)) < 0 || list_runs(g, &nm) != 0) {
+    s->nregression = h5r_length(f, "regression/run");
+    if ((g = H5Gopen2(f, "runs", H5P_DEFAULT)) < 0 || h5r_names(g, &nm.v, &nm.n) != 0) {
         dora_errf(err, "'%s': no readable '/runs' group", path);
         goto done;
     }
