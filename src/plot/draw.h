@@ -22,6 +22,12 @@ void plot_list_free(char **v);
 
 /* S as a gnuplot single-quoted string on F (' doubled, newlines dropped). */
 void plot_gp_str(FILE *f, const char *s);
+/* "VAR = 'VAL'" and a newline on F (plot_gp_str). */
+void plot_gp_assign(FILE *f, const char *var, const char *val);
+/* The assignments every figure's template starts from: term_kind (FORMAT),
+ * outfile, datafile and main_title. */
+void plot_gp_files(FILE *f, const char *format, const char *outfile, const char *datafile,
+                   const char *title);
 /* Run "gnuplot PARAMS TEMPLATE" with its stdout to /dev/null and its stderr to
  * ERRPATH; a nonzero exit or anything on stderr is a failure, whose message
  * keeps gnuplot's (up to 600 bytes). A missing gnuplot says how to install it. */

@@ -62,16 +62,9 @@ static int geom_params(FILE *p, const char *outfile, void *vctx)
 {
     const geom_ctx *g = vctx;
     char title[1024], rt[512];
-    fprintf(p, "term_kind = ");
-    plot_gp_str(p, g->format);
-    fprintf(p, "\noutfile = ");
-    plot_gp_str(p, outfile);
-    fprintf(p, "\ndatafile = ");
-    plot_gp_str(p, g->datafile);
     snprintf(title, sizeof title, "Where ΔM comes from: passive and active ΔM vs ΔD, %s", g->kind);
-    fprintf(p, "\nmain_title = ");
-    plot_gp_str(p, title);
-    fprintf(p, "\nnruns = %zu\nnlayers = %zu\narray layer_num[%zu]\n", g->np, g->x->nlayers,
+    plot_gp_files(p, g->format, outfile, g->datafile, title);
+    fprintf(p, "nruns = %zu\nnlayers = %zu\narray layer_num[%zu]\n", g->np, g->x->nlayers,
             g->x->nlayers);
     for (size_t l = 0; l < g->x->nlayers; l++)
         fprintf(p, "layer_num[%zu] = %d\n", l + 1, (int)g->x->layers[l]);

@@ -23,17 +23,10 @@ static int heads_params(FILE *p, const char *outfile, void *vctx)
 {
     const heads_ctx *g = vctx;
     char title[1024], rt[512];
-    fprintf(p, "term_kind = ");
-    plot_gp_str(p, g->format);
-    fprintf(p, "\noutfile = ");
-    plot_gp_str(p, outfile);
-    fprintf(p, "\ndatafile = ");
-    plot_gp_str(p, g->datafile);
     snprintf(title, sizeof title, "ΔM and ΔD per layer and attention head at the final step, %s",
              g->kind);
-    fprintf(p, "\nmain_title = ");
-    plot_gp_str(p, title);
-    fprintf(p, "\nnruns = %zu\nmaxheads = %lld\nnlayers = %zu\narray layer_num[%zu]\n", g->n,
+    plot_gp_files(p, g->format, outfile, g->datafile, title);
+    fprintf(p, "nruns = %zu\nmaxheads = %lld\nnlayers = %zu\narray layer_num[%zu]\n", g->n,
             (long long)g->maxheads, g->nlayers, g->nlayers);
     for (size_t l = 0; l < g->nlayers; l++)
         fprintf(p, "layer_num[%zu] = %d\n", l + 1, (int)g->layers[l]);

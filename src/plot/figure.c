@@ -117,30 +117,20 @@ typedef struct plot_fig {
     const plot_where *w;
 } plot_fig;
 
-static void gp_assign(FILE *p, const char *var, const char *val)
-{
-    fprintf(p, "%s = ", var);
-    plot_gp_str(p, val);
-    fputc('\n', p);
-}
-
 /* The terminal, files, title, counts, the layers and steps drawn, the arrays. */
 static void write_head(FILE *p, const plot_fig *f)
 {
     const plot_extent *x = f->x;
     size_t np = f->np;
     char path[4200], title[1024];
-    gp_assign(p, "term_kind", f->format);
-    gp_assign(p, "outfile", f->outfile);
-    gp_assign(p, "tdir", f->w->tdir);
     static const char *const what[PLOT_NFIGS] = {
         "ΔD vs ΔM", "ΔM and ΔD by layer at the final step", "ΔM and ΔD over training"};
     static const char *const data[PLOT_NFIGS] = {"fig2.dat", "fig8.dat", "traj.dat"};
     snprintf(path, sizeof path, "%s/%s", f->w->work, data[f->fig]);
-    gp_assign(p, "datafile", path);
     snprintf(title, sizeof title, "%s, %s, model %s", what[f->fig], f->kind,
              f->model ? f->model : "?");
-    gp_assign(p, "main_title", title);
+    plot_gp_files(p, f->format, f->outfile, path, title);
+    plot_gp_assign(p, "tdir", f->w->tdir);
     fprintf(p, "nruns = %zu\noverlay = %d\nnlayers = %zu\nnsteps = %zu\n", np, f->w->overlay,
             x->nlayers, x->nsteps);
     fprintf(p, "array run_title[%zu]\narray xs[%zu]\narray ys[%zu]\narray xlab[%zu]\n"
@@ -224,8 +214,8 @@ static int write_params(const char *par, const plot_fig *f, const plot_pick *pic
     axis_scale(f->x->maxm8, "ΔM", &ms, ml, sizeof ml);
     axis_scale(f->x->maxd8, "ΔD", &ds, dl, sizeof dl);
     fprintf(p, "mscale = %.17g\ndscale = %.17g\n", ms, ds);
-    gp_assign(p, "mlab", ml);
-    gp_assign(p, "dlab", dl);
+    plot_gp_assign(p, "mlab", ml);
+    plot_gp_assign(p, "dlab", dl);
     if (ferror(p) | (fclose(p) != 0))
         return dora_errf(err, "'%s': cannot write", par);
     return 0;

@@ -26,6 +26,22 @@ void plot_gp_str(FILE *f, const char *s)
     fputc('\'', f);
 }
 
+void plot_gp_assign(FILE *f, const char *var, const char *val)
+{
+    fprintf(f, "%s = ", var);
+    plot_gp_str(f, val);
+    fputc('\n', f);
+}
+
+void plot_gp_files(FILE *f, const char *format, const char *outfile, const char *datafile,
+                   const char *title)
+{
+    plot_gp_assign(f, "term_kind", format);
+    plot_gp_assign(f, "outfile", outfile);
+    plot_gp_assign(f, "datafile", datafile);
+    plot_gp_assign(f, "main_title", title);
+}
+
 char *dora_plot_templates_dir(void)
 {
     const char *env = getenv("DORA_PLOTS_DIR");
