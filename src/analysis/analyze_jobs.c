@@ -536,6 +536,33 @@ static int mark_fault(job *jb, const chunk *c, const void *addr)
     return -1;
 }
 
+/* Chunk C under the SIGBUS guard: a truncated mapping faults inside run_chunk,
+ * the guard brings us back here, the step whose file it was is dropped, and the
+ * chunk redone. In a function of its own, so that no local of the caller's
+ * loop lives across the sigsetjmp. 0, or -1 when the job failed. */
+static int run_guarded(job *jb, chunk *c, workspace *ws)
+{
+    sigjmp_buf env;
+    volatile int ok = 0;
+    while (!ok) {
+        if (sigsetjmp(env, 1) == 0) {
+            dora_guard_enter(&env);
+            int r = run_chunk(jb, c, ws);
+            dora_guard_leave();
+            if (r != 0)
+                return -1;
+            ok = 1;
+            dora_progress_add_done(jb->prog, c->bytes, 0);
+        } else {
+            dora_guard_leave();
+            ws->rall_module = SIZE_MAX; /* the factors may be half converted */
+            if (mark_fault(jb, c, dora_guard_fault()) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 static void *worker(void *arg)
 {
     job *jb = arg;
@@ -559,29 +586,9 @@ static void *worker(void *arg)
         size_t u = __atomic_fetch_add(&jb->next, 1, __ATOMIC_RELAXED);
         if (u >= jb->nunits)
             break;
-        for (size_t i = jb->units[u]; i < jb->units[u + 1]; i++) {
-            /* A truncated mapping faults inside run_chunk; the guard brings us
-             * back here, the step whose file it was is dropped, and the chunk
-             * redone. */
-            sigjmp_buf env;
-            volatile int ok = 0;
-            while (!ok) {
-                if (sigsetjmp(env, 1) == 0) {
-                    dora_guard_enter(&env);
-                    int r = run_chunk(jb, &jb->chunks[i], &ws);
-                    dora_guard_leave();
-                    if (r != 0)
-                        goto out;
-                    ok = 1;
-                    dora_progress_add_done(jb->prog, jb->chunks[i].bytes, 0);
-                } else {
-                    dora_guard_leave();
-                    ws.rall_module = SIZE_MAX; /* the factors may be half converted */
-                    if (mark_fault(jb, &jb->chunks[i], dora_guard_fault()) != 0)
-                        goto out;
-                }
-            }
-        }
+        for (size_t i = jb->units[u]; i < jb->units[u + 1]; i++)
+            if (run_guarded(jb, &jb->chunks[i], &ws) != 0)
+                goto out;
     }
 out:
     free(ws.w0);
