@@ -1,7 +1,8 @@
 /* analyze_int.h - what the files of dora_analyze_run share inside analysis/:
  * analyze.c (steps, the run and its result), analyze_select.c (which tensors,
- * and their sources in each step) and analyze_jobs.c (work units of rows and
- * the threads that run them). */
+ * and their sources in each step) analyze_plan.c (work units of rows, LoRA
+ * steps in groups under the memory budget) and analyze_jobs.c (the passes and the
+ * threads that run them). */
 #ifndef DORA_ANALYZE_INT_H
 #define DORA_ANALYZE_INT_H
 
@@ -135,7 +136,7 @@ int an_heads_plan(dora_result *res, const dora_model *base, const module *mods, 
 void an_heads_reduce(dora_result *res, const job *jb, const int *bad, size_t S);
 void an_heads_free(job *jb);
 
-/* ---- analyze_jobs.c ---- */
+/* ---- analyze_jobs.c, analyze_plan.c ---- */
 
 /* OpenBLAS single-threaded, once per process (see dora_analyze_run). */
 void an_blas_single_once(void);
@@ -150,6 +151,12 @@ void an_blas_single_thread(void);
  * fit, fewer rows per pass, then fewer threads (JB->threads lowered); -1 with
  * ERR naming --mem when one step does not fit on one thread. */
 int an_make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_err *err);
+/* The buffers of the LoRA path (per thread), in doubles; their sum for one
+ * chunk is what the plan holds under the budget (analyze_plan.c). */
+enum { LB_RALL, LB_GRAM, LB_SCRATCH, LB_P, LB_SAA, LB_L, LB_Y, LB_W0, LB_N };
+/* The LoRA buffers a chunk of module MD needs for steps [s0, s1) and NB rows
+ * per kernel pass, in doubles, into need[LB_N]; their sum in bytes (whole pages). */
+uint64_t an_lora_need(const module *md, size_t s0, size_t s1, size_t nb, size_t need[LB_N]);
 /* Run JB's work units on JB->threads threads (the caller's included). A step
  * whose file faults is marked in JB->step_bad; 0, or -1 with ERR set. */
 int an_run_jobs(job *jb, dora_err *err);
