@@ -182,6 +182,27 @@ static char **choose_kinds(const dora_plot_study *s, const char *kinds, size_t *
     return v;
 }
 
+/* NAMES[N]_KIND.FMT in OUTDIR, for every kind and format: -1 (ERR) when one is
+ * the file IN describes. */
+static int refuse_names(const char *input, const struct stat *in, const char *outdir,
+                        char *const *kinds, char *const *formats, const char *const *names,
+                        int n, dora_err *err)
+{
+    for (size_t k = 0; kinds[k]; k++)
+        for (size_t fi = 0; formats[fi]; fi++)
+            for (int fig = 0; fig < n; fig++) {
+                char out[4096];
+                struct stat sb;
+                snprintf(out, sizeof out, "%s/%s_%s.%s", outdir, names[fig], kinds[k],
+                         formats[fi]);
+                if (stat(out, &sb) == 0 && sb.st_dev == in->st_dev && sb.st_ino == in->st_ino)
+                    return dora_errf(err, "refusing to write '%s': it is the input '%s' (the "
+                                          "same file)",
+                                     out, input);
+            }
+    return 0;
+}
+
 /* No figure may replace the results file it is drawn from (stat(), so after
  * symlinks). */
 static int refuse_input(const char *input, const char *outdir, char *const *kinds,
@@ -190,31 +211,11 @@ static int refuse_input(const char *input, const char *outdir, char *const *kind
     struct stat in;
     if (stat(input, &in) != 0)
         return 0;
-    for (size_t k = 0; kinds[k]; k++)
-        for (size_t fi = 0; formats[fi]; fi++)
-            for (int fig = 0; fig < PLOT_NFIGS; fig++) {
-                char out[4096];
-                struct stat sb;
-                snprintf(out, sizeof out, "%s/%s_%s.%s", outdir, plot_fig_names[fig], kinds[k],
-                         formats[fi]);
-                if (stat(out, &sb) == 0 && sb.st_dev == in.st_dev && sb.st_ino == in.st_ino)
-                    return dora_errf(err, "refusing to write '%s': it is the input '%s' (the "
-                                          "same file)",
-                                     out, input);
-            }
-    for (size_t k = 0; kinds[k]; k++)
-        for (size_t fi = 0; formats[fi]; fi++)
-            for (int fig = 0; fig < PLOT_NEXTRA; fig++) {
-                char out[4096];
-                struct stat sb;
-                snprintf(out, sizeof out, "%s/%s_%s.%s", outdir, plot_extra_names[fig], kinds[k],
-                         formats[fi]);
-                if (stat(out, &sb) == 0 && sb.st_dev == in.st_dev && sb.st_ino == in.st_ino)
-                    return dora_errf(err, "refusing to write '%s': it is the input '%s' (the "
-                                          "same file)",
-                                     out, input);
-            }
-    return 0;
+    return refuse_names(input, &in, outdir, kinds, formats, plot_fig_names, PLOT_NFIGS, err) ||
+                   refuse_names(input, &in, outdir, kinds, formats, plot_extra_names,
+                                PLOT_NEXTRA, err)
+               ? -1
+               : 0;
 }
 
 /* The output folder (made if missing) and the templates' folder, checked. */
