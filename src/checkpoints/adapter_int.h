@@ -22,6 +22,7 @@ typedef enum role {
     ROLE_H1A, ROLE_H1B, ROLE_H2A, ROLE_H2B,   /* LoHa hada_w{1,2}_{a,b} */
     ROLE_HT,                                  /* LoHa hada_t1 / hada_t2 (effective conv) */
     ROLE_K1, ROLE_K1A, ROLE_K1B, ROLE_K2, ROLE_K2A, ROLE_K2B, ROLE_KT, /* LoKr */
+    ROLE_HT2, ROLE_MID,                       /* kohya files: hada_t2, LoCon's lora_mid */
     ROLE_SAVED, ROLE_COUNT
 } role;
 
@@ -89,6 +90,11 @@ void fam_release(dora_adapter *a);
  * kohya.c; s and alpha are the caller's */
 int fam_build_loha(dora_adapter *a, const pending *p, dora_adapted *m, int64_t r, dora_err *err);
 int fam_build_lokr(dora_adapter *a, const pending *p, dora_adapted *m, dora_err *err);
+/* LyCORIS's Tucker rebuild of a core T [r1, r2, k...] with B [r2, c(, 1...)]:
+ * Q[i, x k + y] = sum_j T[i, j, y] B[j, x], into Q [r1, c prod(k)] */
+void fam_tucker(const dora_tensor *t, const dora_tensor *b, double *q);
+/* T is a floating Tucker core [r, r, k...] with the module's R: 0, else -1 with ERR */
+int fam_tucker_core(const dora_adapter *a, const dora_tensor *t, int64_t r, dora_err *err);
 
 /* ---- kohya.c ---- */
 

@@ -35,19 +35,49 @@ static const struct {
 };
 
 /* The suffixes of a module's tensors (after the key's first '.'). */
-enum { K_ALPHA = ROLE_COUNT, K_DORA, K_REFUSED };
+enum { K_ALPHA = ROLE_COUNT, K_DORA };
 static const struct {
     const char *suffix;
     int r;
 } suffixes[] = {
     {"lora_down.weight", ROLE_A}, {"lora_up.weight", ROLE_B}, {"hada_w1_a", ROLE_H1A},
     {"hada_w1_b", ROLE_H1B},      {"hada_w2_a", ROLE_H2A},    {"hada_w2_b", ROLE_H2B},
-    {"hada_t1", ROLE_HT},         {"hada_t2", ROLE_HT},       {"lokr_w1", ROLE_K1},
+    {"hada_t1", ROLE_HT},         {"hada_t2", ROLE_HT2},      {"lokr_w1", ROLE_K1},
     {"lokr_w1_a", ROLE_K1A},      {"lokr_w1_b", ROLE_K1B},    {"lokr_w2", ROLE_K2},
-    {"lokr_w2_a", ROLE_K2A},      {"lokr_w2_b", ROLE_K2B},    {"lokr_t1", ROLE_KT},
-    {"lokr_t2", ROLE_KT},         {"alpha", K_ALPHA},         {"dora_scale", K_DORA},
-    {"lora_mid.weight", K_REFUSED},
+    {"lokr_w2_a", ROLE_K2A},      {"lokr_w2_b", ROLE_K2B},    {"lokr_t2", ROLE_KT},
+    {"alpha", K_ALPHA},           {"dora_scale", K_DORA},     {"lora_mid.weight", ROLE_MID},
 };
+
+/* LyCORIS's other algorithms, by the keys they save (the weight_list of
+ * lycoris/modules/NAME.py): refused by name, never read as something else. */
+static const struct {
+    const char *suffix, *algo;
+} refused[] = {
+    {"lokr_t1", "LoKr lokr_t1 (not used by LyCORIS's LoKr)"},
+    {"diff", "full (diff / diff_b)"},
+    {"diff_b", "full (diff / diff_b)"},
+    {"on_input", "(IA)^3 (weight / on_input)"},
+    {"weight", "(IA)^3 (weight / on_input)"},
+    {"a1.weight", "GLoRA (a1 / a2 / b1 / b2)"},
+    {"a2.weight", "GLoRA (a1 / a2 / b1 / b2)"},
+    {"b1.weight", "GLoRA (a1 / a2 / b1 / b2)"},
+    {"b2.weight", "GLoRA (a1 / a2 / b1 / b2)"},
+    {"bm.weight", "GLoRA (a1 / a2 / b1 / b2)"},
+    {"oft_blocks", "OFT / BOFT (oft_blocks / rescale)"},
+    {"rescale", "OFT / BOFT (oft_blocks / rescale)"},
+    {"w_norm", "norms (w_norm / b_norm)"},
+    {"b_norm", "norms (w_norm / b_norm)"},
+};
+
+/* The LyCORIS algorithm the key NAME belongs to, when it is one refused, or NULL. */
+static const char *refused_algo(const char *name)
+{
+    const char *dot = strchr(name, '.');
+    for (size_t i = 0; dot && i < sizeof refused / sizeof refused[0]; i++)
+        if (strcmp(dot + 1, refused[i].suffix) == 0)
+            return refused[i].algo;
+    return NULL;
+}
 
 /* The role of the key NAME (stem: the part before its first '.'), or -1. */
 static int key_role(const char *name, size_t *stem)
@@ -71,12 +101,17 @@ static int key_prefix(const char *key)
     return -1;
 }
 
-/* A factor key (not alpha or dora_scale alone) with one of the tools' prefixes. */
+/* A factor key (not alpha or dora_scale alone) with one of the tools' prefixes,
+ * or a key of a refused LyCORIS algorithm (but a bare NAME.weight), so that
+ * such a file is refused by name rather than read as a model. */
 static int is_kohya_key(const char *name)
 {
-    size_t stem;
+    size_t stem = 0;
     int r = key_role(name, &stem);
-    return r >= 0 && r < ROLE_COUNT && key_prefix(name) >= 0;
+    if (key_prefix(name) < 0)
+        return 0;
+    return (r >= 0 && r < ROLE_COUNT) ||
+           (r < 0 && refused_algo(name) && strcmp(name + stem, ".weight") != 0);
 }
 
 int dora_kohya_probe(const char *path)
@@ -321,6 +356,45 @@ static int read_alpha(const dora_adapter *a, const dora_tensor *t, double *alpha
     return 0;
 }
 
+/* LyCORIS's LoCon with use_tucker: lora_mid [r, r, kh, kw] between lora_down
+ * [r, in, 1, 1] and lora_up [out, r, 1, 1]; rebuild_tucker(mid, up^T, down) is
+ * up (mid x down): L = up [out, r], R = mid x down [r, in kh kw]. */
+static int build_tucker(const dora_adapter *a, const pending *p, dora_adapted *m,
+                        dora_err *err)
+{
+    const dora_tensor *down = p->t[ROLE_A], *up = p->t[ROLE_B], *mid = p->t[ROLE_MID];
+    const char *wf = a->weights->path;
+    const int nd = mid->ndim;
+    int ok = dora_dtype_is_analysable(down->dtype) && dora_dtype_is_analysable(up->dtype) &&
+             down->ndim == nd && up->ndim == nd && down->shape[0] >= 1 &&
+             up->shape[1] == down->shape[0];
+    for (int d = 2; ok && d < nd; d++)
+        ok = down->shape[d] == 1 && up->shape[d] == 1;
+    if (!ok) {
+        char sd[256], su[256], sm[256];
+        dora_shape_str(down, sd, sizeof sd);
+        dora_shape_str(up, su, sizeof su);
+        dora_shape_str(mid, sm, sizeof sm);
+        return dora_errf(err, "'%s': module '%s': lora_down.weight %s, lora_up.weight %s and "
+                              "lora_mid.weight %s do not fit LyCORIS's Tucker LoCon: floating "
+                              "down [r, in, 1, 1], up [out, r, 1, 1], mid [r, r, kh, kw]",
+                         wf, p->module, sd, su, sm);
+    }
+    const int64_t r = down->shape[0], in = down->shape[1] * ((int64_t)mid->numel / (r * r));
+    if (fam_tucker_core(a, mid, r, err) != 0)
+        return -1;
+    dora_tensor *R = adapter_own(m, mid, r, in);
+    if (!R)
+        return dora_errf(err, "out of memory for the factors of '%s'", p->module);
+    fam_tucker(mid, down, (double *)(void *)R->data);
+    m->layout = "kohya-tucker";
+    m->aux = mid; /* its kernel, checked against the base's (kohya_resolve) */
+    m->R = adapter_matrix(R, 0);
+    m->L = adapter_matrix(up, 0);
+    m->r = r;
+    return 0;
+}
+
 /* kohya's LoRA / LyCORIS's LoCon: up [out, r(, 1, 1)], down [r, in(, kh, kw)]. */
 static int build_lora(const dora_adapter *a, const pending *p, dora_adapted *m, dora_err *err)
 {
@@ -331,9 +405,11 @@ static int build_lora(const dora_adapter *a, const pending *p, dora_adapted *m, 
                          down ? "lora_down.weight" : "lora_up.weight",
                          down ? "lora_up.weight" : "lora_down.weight");
     for (int k = 0; k < ROLE_COUNT; k++)
-        if (p->t[k] && k != ROLE_A && k != ROLE_B)
+        if (p->t[k] && k != ROLE_A && k != ROLE_B && k != ROLE_MID)
             return dora_errf(err, "'%s': module '%s' mixes LoRA and another family ('%s')", wf,
                              p->module, p->t[k]->name);
+    if (p->t[ROLE_MID])
+        return build_tucker(a, p, m, err);
     if (!dora_dtype_is_analysable(down->dtype) || !dora_dtype_is_analysable(up->dtype))
         return dora_errf(err, "'%s': module '%s': lora_down / lora_up must be F16, BF16, F32 or "
                               "F64, not %s / %s",
@@ -351,6 +427,7 @@ static int build_lora(const dora_adapter *a, const pending *p, dora_adapted *m, 
                               "[out, r, 1, 1]",
                          wf, p->module, sd, su);
     m->layout = down->ndim == 4 ? "kohya-conv" : "kohya";
+    m->aux = down->ndim == 4 ? down : NULL; /* its kernel: kohya_resolve */
     m->R = adapter_matrix(down, 0);
     m->L = adapter_matrix(up, 0);
     m->r = down->shape[0];
@@ -369,7 +446,8 @@ static int build(dora_adapter *a, const pending *p, const dora_tensor *alpha_t,
     if (alpha_t && read_alpha(a, alpha_t, &alpha, err) != 0)
         return -1;
     int lora = p->t[ROLE_A] || p->t[ROLE_B];
-    int loha = p->t[ROLE_H1A] || p->t[ROLE_H1B] || p->t[ROLE_H2A] || p->t[ROLE_H2B] || p->t[ROLE_HT];
+    int loha = p->t[ROLE_H1A] || p->t[ROLE_H1B] || p->t[ROLE_H2A] || p->t[ROLE_H2B] ||
+               p->t[ROLE_HT] || p->t[ROLE_HT2];
     int rc;
     int64_t r; /* the rank alpha is divided by; 0: scale 1 */
     const char *meth;
@@ -438,12 +516,14 @@ static int collect(dora_adapter *a, dora_err *err)
         const char *name = w->by_name[i]->name;
         size_t stem = 0;
         int role = key_role(name, &stem);
-        if (role < 0 || key_prefix(name) < 0 || role == K_REFUSED) {
+        if (role < 0 || key_prefix(name) < 0) {
             free(e);
-            if (role == K_REFUSED)
-                return dora_errf(err, "'%s': tensor '%s': LoCon with Tucker decomposition "
-                                      "(lora_mid) is not supported",
-                                 w->path, name);
+            const char *algo = key_prefix(name) >= 0 ? refused_algo(name) : NULL;
+            if (algo)
+                return dora_errf(err, "'%s': tensor '%s' is of LyCORIS's %s, which this tool "
+                                      "does not read (it reads LoRA / LoCon, LoHa, LoKr and "
+                                      "dora_scale)",
+                                 w->path, name, algo);
             return dora_errf(err, "'%s': tensor '%s' is not a kohya / LyCORIS LoRA, LoHa or LoKr "
                                   "tensor (PREFIX_MODULE.lora_down.weight, .lora_up.weight, "
                                   ".alpha, .dora_scale, .hada_*, .lokr_*)",
@@ -467,7 +547,7 @@ static int collect(dora_adapter *a, dora_err *err)
             const dora_tensor **slot = e[j].role == K_ALPHA  ? &alpha
                                        : e[j].role == K_DORA ? &dscale
                                                              : &p.t[e[j].role];
-            if (*slot && e[j].role != ROLE_HT && e[j].role != ROLE_KT) {
+            if (*slot) {
                 rc = dora_errf(err, "'%s': '%s' and '%s' are the same tensor of one module",
                                w->path, (*slot)->name, t->name);
                 break;
@@ -584,6 +664,28 @@ static int match(const dora_adapter *a, const dora_model *base, const cand *c, s
                      nall > KOHYA_MAX_LISTED ? ", ..." : "");
 }
 
+/* A conv module's kernel (lora_down's, lora_mid's, hada_t1's, lokr_t2's or
+ * the 4-D lokr_w2's kh, kw) is the base tensor B's: the flattened shapes
+ * alone would take a [r, in, 1, 3] for a 3 x 1 kernel. */
+static int kernel_fits(const dora_adapter *a, const dora_adapted *m, const dora_tensor *b,
+                       dora_err *err)
+{
+    const dora_tensor *k = m->aux;
+    if (!k || !b)
+        return 0;
+    int ok = b->ndim == k->ndim;
+    for (int d = 2; ok && d < k->ndim; d++)
+        ok = b->shape[d] == k->shape[d];
+    if (ok)
+        return 0;
+    char sk[256], sb[256];
+    dora_shape_str(k, sk, sizeof sk);
+    dora_shape_str(b, sb, sizeof sb);
+    return dora_errf(err, "'%s': tensor '%s' is %s, whose kernel (the dimensions after the "
+                          "first two) is not that of the base tensor '%s' %s",
+                     a->weights->path, k->name, sk, b->name, sb);
+}
+
 static int by_base_name(const void *pa, const void *pb)
 {
     return strcmp(((const dora_adapted *)pa)->base_name, ((const dora_adapted *)pb)->base_name);
@@ -623,7 +725,8 @@ int kohya_resolve(const dora_adapter *a, const dora_model *base, dora_err *err)
             m->magnitude = NULL;
         }
         const char *hit;
-        if ((rc = match(a, base, c, nc, m->key, &hit, err)) != 0)
+        if ((rc = match(a, base, c, nc, m->key, &hit, err)) != 0 ||
+            (rc = kernel_fits(a, m, dora_model_find(base, hit), err)) != 0)
             break;
         char *bn = strdup(hit);
         if (!bn) {

@@ -111,7 +111,7 @@ static void print_kohya(const dora_adapter *a)
             }
         ncol += m->dora_scale && m->dora_cols != 0;
         nrow += m->dora_scale && m->dora_cols == 0;
-        nconv += m->R.t && m->R.t->ndim == 4;
+        nconv += (m->R.t && m->R.t->ndim == 4) || m->aux; /* aux: a kohya conv's kernel */
     }
     printf("# kohya / LyCORIS file: %zu module(s), method %s, %zu conv(s); prefixes", a->nmodules,
            a->method, nconv);

@@ -65,6 +65,12 @@ RUNS = {  # kohya's step files and its last save (step from ss_steps)
     "drow": ["drow.safetensors"],
     "loha": ["loha.safetensors"],
     "lokr": ["lokr.safetensors"],
+    # LyCORIS's Tucker / conv forms (tucker_gen, its own generator)
+    "tucker": ["tucker.safetensors"],     # LoCon use_tucker: lora_mid
+    "tuckd": ["tuckd.safetensors"],       # the same with a column-norm dora_scale
+    "lohat": ["lohat.safetensors"],       # LoHa use_tucker: hada_t1 / hada_t2
+    "lokrt": ["lokrt.safetensors"],       # LoKr use_tucker: lokr_t2
+    "lokr4": ["lokr4.safetensors"],       # LoKr with a 4-D lokr_w2
 }
 
 
@@ -158,6 +164,39 @@ def gen(out, seed):
           KEY[TEQ] + ".alpha": f32(np.array(1.5))}
     write(out, RUNS["lokr"][0], ts, {"ss_network_module": "lycoris.kohya"})
     bad_cases(out, rng, castb)
+    tucker_gen(out, np.random.default_rng(seed + 1000))
+
+
+def tucker_gen(out, rng):
+    """LyCORIS's Tucker forms (use_tucker) and its full 4-D LoKr conv side, in the shapes
+    lycoris/modules/locon.py, loha.py and lokr.py create them, with linear modules beside."""
+    g = lambda *s: f32(rng.standard_normal(s) * 0.1)  # noqa: E731
+    a = lambda v: f32(np.array(v))  # noqa: E731
+    c, s, p = KEY[CONV], KEY[SHORT], KEY[PIN]  # conv1 [16, 8, 3, 3], shortcut [16, 8, 1, 1]
+    ts = {c + ".lora_down.weight": g(4, 8, 1, 1), c + ".lora_up.weight": g(16, 4, 1, 1),
+          c + ".lora_mid.weight": g(4, 4, 3, 3), c + ".alpha": a(2.0),
+          p + ".lora_down.weight": g(4, 24), p + ".lora_up.weight": g(32, 4), p + ".alpha": a(1.0)}
+    write(out, RUNS["tucker"][0], ts, {"ss_network_module": "lycoris.kohya"})
+    d = dict(ts)
+    d[c + ".dora_scale"] = f32(np.abs(rng.standard_normal((1, 8, 1, 1))) + 0.5)
+    write(out, RUNS["tuckd"][0], d, {"ss_network_module": "lycoris.kohya"})
+    ts = {c + ".hada_w1_a": g(3, 16), c + ".hada_w1_b": g(3, 8), c + ".hada_t1": g(3, 3, 3, 3),
+          c + ".hada_w2_a": g(3, 16), c + ".hada_w2_b": g(3, 8), c + ".hada_t2": g(3, 3, 3, 3),
+          c + ".alpha": a(1.5),
+          p + ".hada_w1_a": g(32, 2), p + ".hada_w1_b": g(2, 24), p + ".hada_w2_a": g(32, 2),
+          p + ".hada_w2_b": g(2, 24), p + ".alpha": a(4.0)}
+    write(out, RUNS["lohat"][0], ts, {"ss_network_module": "lycoris.kohya"})
+    # conv1: w1 [4, 2] full, w2 Tucker (w2_a [r, 4], w2_b [r, 4], t2 [r, r, 3, 3]): 16 x 8
+    ts = {c + ".lokr_w1": g(4, 2), c + ".lokr_w2_a": g(2, 4), c + ".lokr_w2_b": g(2, 4),
+          c + ".lokr_t2": g(2, 2, 3, 3), c + ".alpha": a(3.0),
+          p + ".lokr_w1_a": g(4, 2), p + ".lokr_w1_b": g(2, 3), p + ".lokr_w2_a": g(8, 2),
+          p + ".lokr_w2_b": g(2, 8), p + ".alpha": a(1.0)}
+    write(out, RUNS["lokrt"][0], ts, {"ss_network_module": "lycoris.kohya"})
+    # both sides full (scale 1 whatever alpha says), and w1 factored with a full 4-D w2
+    ts = {c + ".lokr_w1": g(4, 2), c + ".lokr_w2": g(4, 4, 3, 3), c + ".alpha": a(7.0),
+          s + ".lokr_w1_a": g(2, 1), s + ".lokr_w1_b": g(1, 4), s + ".lokr_w2": g(8, 2, 1, 1),
+          s + ".alpha": a(0.5)}
+    write(out, RUNS["lokr4"][0], ts, {"ss_network_module": "lycoris.kohya"})
 
 
 def bad_cases(out, rng, castb):
@@ -196,9 +235,33 @@ def bad_cases(out, rng, castb):
         ["@", k + ".dora_scale", "input channels"])
     add("dora_shape", dict(good, **{k + ".dora_scale": f32(np.ones((2, 24)))}),
         ["@", k + ".dora_scale", "[1, in]"])
-    add("mid", dict(good, **{k + ".lora_mid.weight": f32(np.ones((4, 4, 3, 3)))}),
-        ["@", k + ".lora_mid.weight", "Tucker"])
-    add("unknown", dict(good, **{k + ".diff": f32(np.ones((32, 24)))}), ["@", k + ".diff", "not a kohya"])
+    add("unknown", dict(good, **{k + ".lora_foo": f32(np.ones((32, 24)))}), ["@", k + ".lora_foo", "not a kohya"])
+    # LyCORIS's Tucker forms on conv1 [16, 8, 3, 3]: wrong core, ranks, kernel, a missing t2
+    c = KEY[CONV]
+    g = lambda *s: f32(rng.standard_normal(s) * 0.1)  # noqa: E731
+    tk = {c + ".lora_down.weight": g(4, 8, 1, 1), c + ".lora_up.weight": g(16, 4, 1, 1),
+          c + ".lora_mid.weight": g(4, 4, 3, 3), c + ".alpha": f32(np.array(1.0))}
+    add("mid_shape", dict(tk, **{c + ".lora_mid.weight": g(4, 3, 3, 3)}),
+        ["@", c + ".lora_mid.weight", "Tucker core", "r = 4"])
+    add("mid_rank", dict(tk, **{c + ".lora_up.weight": g(16, 3, 1, 1)}), ["@", c, "do not fit", "Tucker"])
+    add("mid_kernel", dict(tk, **{c + ".lora_mid.weight": g(4, 4, 1, 9)}),
+        ["@", c + ".lora_mid.weight", "kernel", CONV + ".weight"])
+    add("mid_alpha_nan", dict(tk, **{c + ".alpha": f32(np.array(np.nan))}), ["@", c + ".alpha", "nan"])
+    add("hada_t2", {c + ".hada_w1_a": g(3, 16), c + ".hada_w1_b": g(3, 8), c + ".hada_t1": g(3, 3, 3, 3),
+                    c + ".hada_w2_a": g(3, 16), c + ".hada_w2_b": g(3, 8)}, ["@", c + ".hada_t1", "no hada_t2"])
+    add("hada_rank", {c + ".hada_w1_a": g(3, 16), c + ".hada_w1_b": g(3, 8), c + ".hada_t1": g(3, 3, 3, 3),
+                      c + ".hada_w2_a": g(2, 16), c + ".hada_w2_b": g(3, 8), c + ".hada_t2": g(3, 3, 3, 3)},
+        ["@", c + ".hada_w2_a", "[r, out]"])
+    add("lokr_t2", {c + ".lokr_w1": g(4, 2), c + ".lokr_w2_a": g(2, 4), c + ".lokr_w2_b": g(2, 4),
+                    c + ".lokr_t2": g(3, 3, 3, 3)}, ["@", c + ".lokr_t2", "Tucker core", "r = 2"])
+    add("lokr_w2_4d", {c + ".lokr_w1": g(4, 2), c + ".lokr_w2": g(4, 4, 1, 9)},
+        ["@", c + ".lokr_w2", "kernel", CONV + ".weight"])
+    # LyCORIS's other algorithms: refused by name
+    add("full", {k + ".diff": g(32, 24), k + ".diff_b": g(32)}, ["@", k + ".diff", "full (diff"])
+    add("ia3", {k + ".weight": g(32), k + ".on_input": f32(np.array(0.0))}, ["@", k, "(IA)^3"])
+    add("glora", {k + ".a1.weight": g(24, 4), k + ".a2.weight": g(4, 24), k + ".b1.weight": g(32, 4),
+                  k + ".b2.weight": g(4, 24)}, ["@", k + ".a1.weight", "GLoRA"])
+    add("oft", {k + ".oft_blocks": g(4, 8, 8), k + ".rescale": g(32, 1)}, ["@", k, "OFT / BOFT"])
     add("halfpair", {k + ".lora_down.weight": f32(np.ones((4, 24)))}, ["@", k, "no lora_up.weight"])
     add("nan", dict(good, **{k + ".lora_up.weight": f32(np.full((32, 4), np.nan))}), ["@", k, "NaN"])
     # folders: a name and its metadata disagree; epochs with and without ss_steps
@@ -222,24 +285,37 @@ def merged(ts, key, w0):
     g = lambda s: ts.get(key + "." + s)  # noqa: E731
     alpha = g("alpha")
     if g("lora_down.weight") is not None:
-        down, up = g("lora_down.weight"), g("lora_up.weight")
+        down, up, mid = g("lora_down.weight"), g("lora_up.weight"), g("lora_mid.weight")
         r = down.shape[0]
         s = float(alpha) / r if alpha is not None else 1.0
-        d = up.reshape(up.shape[0], r) @ down.reshape(r, -1) * s
+        if mid is None:
+            d = up.reshape(up.shape[0], r) @ down.reshape(r, -1) * s
+        else:  # locon.py make_weight: rebuild_tucker(mid, up^T, down)
+            d = np.einsum("ijkl,ip,jr->prkl", mid, up.reshape(up.shape[0], r).T, down.reshape(r, -1)) * s
     elif g("hada_w1_a") is not None:
         r = g("hada_w1_b").shape[0]
         s = float(alpha) / r if alpha is not None else 1.0
-        d = (g("hada_w1_a") @ g("hada_w1_b")) * (g("hada_w2_a") @ g("hada_w2_b")) * s
+        if g("hada_t1") is None:
+            d = (g("hada_w1_a") @ g("hada_w1_b")) * (g("hada_w2_a") @ g("hada_w2_b")) * s
+        else:  # functional/loha.py HadaWeightTucker: einsum("i j ..., j r, i p -> p r ...")
+            h1 = np.einsum("ijkl,jr,ip->prkl", g("hada_t1"), g("hada_w1_b"), g("hada_w1_a"))
+            h2 = np.einsum("ijkl,jr,ip->prkl", g("hada_t2"), g("hada_w2_b"), g("hada_w2_a"))
+            d = h1 * h2 * s
     else:
         sides, r = [], None
         for w in ("lokr_w1", "lokr_w2"):
             if g(w) is not None:
                 sides.append(g(w))
+            elif w == "lokr_w2" and g("lokr_t2") is not None:  # rebuild_tucker(t2, w2_a, w2_b)
+                sides.append(np.einsum("ijkl,ip,jr->prkl", g("lokr_t2"), g(w + "_a"), g(w + "_b")))
+                r = r or g(w + "_b").shape[0]
             else:
                 sides.append(g(w + "_a") @ g(w + "_b"))
                 r = r or g(w + "_b").shape[0]
         s = float(alpha) / r if alpha is not None and r else 1.0
-        d = np.kron(sides[0], sides[1]) * s
+        w1, w2 = sides
+        w1 = w1.reshape(w1.shape + (1,) * (w2.ndim - w1.ndim))  # make_kron: w1 unsqueezed
+        d = np.kron(w1, w2) * s
     v = w0 + d.reshape(w0.shape)
     ds = g("dora_scale")
     if ds is None:
@@ -269,7 +345,8 @@ def check(a):
             g = h["runs"][run]
             method = g.attrs["method"]
             method = method.decode() if isinstance(method, bytes) else method
-            want = {"dcol": "dora", "drow": "dora", "depoch": "lora", "onet": "lora"}.get(run, run)
+            want = {"dcol": "dora", "drow": "dora", "depoch": "lora", "onet": "lora", "tucker": "lora",
+                    "tuckd": "dora", "lohat": "loha", "lokrt": "lokr", "lokr4": "lokr"}.get(run, run)
             if method != want:
                 fails.append(f"{run}: method attribute '{method}', expected '{want}'")
             mods = [m.decode() if isinstance(m, bytes) else m for m in g["modules"][()]]

@@ -1,7 +1,8 @@
 #!/bin/bash
 # kohya-ss sd-scripts / LyCORIS / OneTrainer adapter files (one .safetensors, no config):
 # (OneTrainer's workspace/save names NAME-save-STEP-EPOCH-EPOCHSTEP too)
-# LoRA and LoCon (3x3 down, 1x1 up), LoHa, LoKr, and DoRA's dora_scale in both forms
+# LoRA and LoCon (3x3 down, 1x1 up), LoHa, LoKr, and DoRA's dora_scale in both forms;
+# LyCORIS's Tucker forms (lora_mid, hada_t1/t2, lokr_t2) and 4-D lokr_w2;
 # ([1, in] column norms, [out, 1] rows), keys matched to a base with diffusers-like UNet
 # and text-encoder names; folders of kohya's step and epoch files. Every dM / dD against
 # tests/py/kohya.py's independent NumPy merge (|tool - ref| <= 1e-15 + 1e-9 |ref|), the
@@ -36,9 +37,11 @@ has() {
     pass "$label"
 }
 
-RUNS="lora,dcol,depoch,onet,drow,loha,lokr"
+RUNS="lora,dcol,depoch,onet,drow,loha,lokr,tucker,tuckd,lohat,lokrt,lokr4"
 if writes_ok all "$OUT/all.h5" analyze -j 2 --base "$D/base" lora="$D/lora" dcol="$D/dcol" depoch="$D/depoch" onet="$D/onet" \
-    drow="$D/drow.safetensors" loha="$D/loha.safetensors" lokr="$D/lokr.safetensors"; then
+    drow="$D/drow.safetensors" loha="$D/loha.safetensors" lokr="$D/lokr.safetensors" \
+    tucker="$D/tucker.safetensors" tuckd="$D/tuckd.safetensors" lohat="$D/lohat.safetensors" \
+    lokrt="$D/lokrt.safetensors" lokr4="$D/lokr4.safetensors"; then
     check all check --data "$D" --h5 "$OUT/all.h5" --runs "$RUNS"
     want="dora loha lokr lora"
     got=$(cut -f2 "$LOG/all.out" | tail -n +2 | LC_ALL=C sort -u | tr '\n' ' ' | sed 's/ $//')
@@ -73,6 +76,18 @@ else
 fi
 run inspect-lokr "$BIN" inspect "$D/lokr.safetensors"
 [ $RC -eq 0 ] && has inspect-lokr "$LOG/inspect-lokr.out" "method lokr" "lokr	24	10000	1	[24, 24]"
+
+# LyCORIS's Tucker forms and 4-D LoKr: the layout, r, alpha and scale per module
+# (a LoKr with both sides full: scale 1 whatever alpha says)
+run inspect-tucker "$BIN" inspect "$D/tucker.safetensors"
+[ $RC -eq 0 ] && has inspect-tucker "$LOG/inspect-tucker.out" "1 conv(s)" "kohya-tucker	4	2	0.5	[16, 4] x [4, 72]"
+run inspect-lohat "$BIN" inspect "$D/lohat.safetensors"
+[ $RC -eq 0 ] && has inspect-lohat "$LOG/inspect-lohat.out" "loha-tucker	9	1.5	0.5	[16, 9] x [9, 72]"
+run inspect-lokrt "$BIN" inspect "$D/lokrt.safetensors"
+[ $RC -eq 0 ] && has inspect-lokrt "$LOG/inspect-lokrt.out" "lokr-tucker	4	3	1.5	[16, 4] x [4, 72]"
+run inspect-lokr4 "$BIN" inspect "$D/lokr4.safetensors"
+[ $RC -eq 0 ] && has inspect-lokr4 "$LOG/inspect-lokr4.out" "2 conv(s)" "lokr-conv	8	7	1	[16, 8] x [8, 72]" \
+    "lokr-conv	2	0.5	0.5	[16, 2] x [2, 8]"
 
 # spectrum reads them too
 writes_ok spectrum "$OUT/spec.h5" spectrum -q --base "$D/base" lora="$D/lora" && pass spectrum-reads
