@@ -177,6 +177,11 @@ struct dora_run;
  * sorted, distinct. A file without kohya keys among them: not a kohya run
  * (RUN emptied, 0). 0, or -1 with ERR naming the file. */
 int dora_kohya_steps(struct dora_run *run, const char *dir, int epochs, dora_err *err);
+/* A folder DIR with no step- or epoch-named kohya file: its one unnumbered
+ * kohya file (NAME.safetensors) is a run of one step, at its ss_steps, else
+ * step 0 (noted either way); several such files are refused, naming them (which
+ * is which step is ambiguous); none leaves RUN empty. 0, or -1 with ERR. */
+int dora_kohya_single(struct dora_run *run, const char *dir, dora_err *err);
 
 /* PiSSA / OLoRA: PEFT initialised B0 A0 from W0 (the top-r SVD, s B0 A0 =
  * U_r S_r V_r^T; or the QR, B0 = Q[:, :r], A0 = R[:r]) and trained against

@@ -319,6 +319,66 @@ int dora_kohya_steps(dora_run *run, const char *dir, int epochs, dora_err *err)
     return 0;
 }
 
+int dora_kohya_single(dora_run *run, const char *dir, dora_err *err)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return dora_errf(err, "'%s': cannot list folder", dir);
+    char *found[KOHYA_MAX_LISTED + 1] = {0};
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        int64_t step;
+        char *p = util_has_suffix(de->d_name, ".safetensors") &&
+                          dora_kohya_name(de->d_name, &step) == 0
+                      ? util_join(dir, de->d_name)
+                      : NULL;
+        if (p && util_is_file(p) && dora_kohya_probe(p) && n <= KOHYA_MAX_LISTED)
+            found[n++] = p;
+        else
+            free(p);
+    }
+    closedir(d);
+    int rc = 0;
+    if (n > 1) {
+        char list[1024] = "";
+        size_t off = 0;
+        for (size_t k = 0; k < n && k < KOHYA_MAX_LISTED && off < sizeof list; k++)
+            off += (size_t)snprintf(list + off, sizeof list - off, "%s'%s'", k ? ", " : "",
+                                    found[k]);
+        rc = dora_errf(err, "'%s': %s%zu kohya files without a step in their names (%s%s): "
+                            "which is which step is ambiguous; give one file as the run, or "
+                            "name them NAME-stepS.safetensors",
+                       dir, n > KOHYA_MAX_LISTED ? "more than " : "",
+                       n > KOHYA_MAX_LISTED ? (size_t)KOHYA_MAX_LISTED : n, list,
+                       n > KOHYA_MAX_LISTED ? ", ..." : "");
+    } else if (n == 1) {
+        int64_t step = 0;
+        int ms = meta_steps(found[0], &step, err);
+        dora_step *ns = ms < 0 ? NULL : malloc(sizeof *ns);
+        if (ms < 0) {
+            rc = -1;
+        } else if (!ns) {
+            rc = dora_errf(err, "out of memory");
+        } else {
+            *ns = (dora_step){.step = ms == 1 ? step : 0, .path = found[0]};
+            found[0] = NULL;
+            run->steps = ns;
+            run->nsteps = 1;
+            dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
+                           ms == 1 ? "'%s': the folder's one kohya file, no step in its name: a "
+                                     "run of one step, step %lld from its metadata (ss_steps)"
+                                   : "'%s': the folder's one kohya file, no step in its name "
+                                     "or its metadata (ss_steps): a run of one step, taken as "
+                                     "step %lld",
+                           ns->path, (long long)ns->step);
+        }
+    }
+    for (size_t k = 0; k < n; k++)
+        free(found[k]);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- reading */
 
 typedef struct kentry {

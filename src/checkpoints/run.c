@@ -411,6 +411,8 @@ static int discover_lightning(dora_run *run, const char *dir, dora_err *err)
         }
         if (rc == 0 && run->nsteps > 0)
             rc = dora_kohya_steps(run, dir, epochs, err);
+        if (rc == 0 && run->nsteps == 0) /* one unnumbered kohya file: a run of one step */
+            rc = dora_kohya_single(run, dir, err);
     }
     return rc;
 }

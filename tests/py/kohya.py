@@ -71,6 +71,8 @@ RUNS = {  # kohya's step files and its last save (step from ss_steps)
     "lohat": ["lohat.safetensors"],       # LoHa use_tucker: hada_t1 / hada_t2
     "lokrt": ["lokrt.safetensors"],       # LoKr use_tucker: lokr_t2
     "lokr4": ["lokr4.safetensors"],       # LoKr with a 4-D lokr_w2
+    "single": ["single/mylora.safetensors"],  # a folder of one unnumbered file: one step
+    "single25": ["single25/last.safetensors"],  # the same with ss_steps 25
 }
 
 
@@ -197,6 +199,8 @@ def tucker_gen(out, rng):
           s + ".lokr_w1_a": g(2, 1), s + ".lokr_w1_b": g(1, 4), s + ".lokr_w2": g(8, 2, 1, 1),
           s + ".alpha": a(0.5)}
     write(out, RUNS["lokr4"][0], ts, {"ss_network_module": "lycoris.kohya"})
+    write(out, RUNS["single"][0], lora_tensors(rng, 1, [PIN, CONV]))
+    write(out, RUNS["single25"][0], lora_tensors(rng, 2, [TOQ]), kohya_meta(25, 5))
 
 
 def bad_cases(out, rng, castb):
@@ -272,6 +276,8 @@ def bad_cases(out, rng, castb):
         cases.append((case, "base", "|".join(w.replace("@", p) for w in wants)))
     folder("steps_meta", [("a-step00000010.safetensors", kohya_meta(11, 1))],
            ["a-step00000010.safetensors", "says step 10", "ss_steps says 11"])
+    folder("several", [("a.safetensors", None), ("b.safetensors", kohya_meta(5, 1))],
+           ["@", "2 kohya files without a step", "a.safetensors", "b.safetensors"])
     folder("epochs_mixed", [("a-000001.safetensors", kohya_meta(5, 1)), ("a-000002.safetensors", None)],
            ["@", "1 of its 2 per-epoch files"])
     with open(os.path.join(bad, "cases.tsv"), "w") as f:
@@ -346,7 +352,8 @@ def check(a):
             method = g.attrs["method"]
             method = method.decode() if isinstance(method, bytes) else method
             want = {"dcol": "dora", "drow": "dora", "depoch": "lora", "onet": "lora", "tucker": "lora",
-                    "tuckd": "dora", "lohat": "loha", "lokrt": "lokr", "lokr4": "lokr"}.get(run, run)
+                    "tuckd": "dora", "lohat": "loha", "lokrt": "lokr", "lokr4": "lokr",
+                    "single": "lora", "single25": "lora"}.get(run, run)
             if method != want:
                 fails.append(f"{run}: method attribute '{method}', expected '{want}'")
             mods = [m.decode() if isinstance(m, bytes) else m for m in g["modules"][()]]

@@ -37,11 +37,11 @@ has() {
     pass "$label"
 }
 
-RUNS="lora,dcol,depoch,onet,drow,loha,lokr,tucker,tuckd,lohat,lokrt,lokr4"
+RUNS="lora,dcol,depoch,onet,drow,loha,lokr,tucker,tuckd,lohat,lokrt,lokr4,single,single25"
 if writes_ok all "$OUT/all.h5" analyze -j 2 --base "$D/base" lora="$D/lora" dcol="$D/dcol" depoch="$D/depoch" onet="$D/onet" \
     drow="$D/drow.safetensors" loha="$D/loha.safetensors" lokr="$D/lokr.safetensors" \
     tucker="$D/tucker.safetensors" tuckd="$D/tuckd.safetensors" lohat="$D/lohat.safetensors" \
-    lokrt="$D/lokrt.safetensors" lokr4="$D/lokr4.safetensors"; then
+    lokrt="$D/lokrt.safetensors" lokr4="$D/lokr4.safetensors" single="$D/single" single25="$D/single25"; then
     check all check --data "$D" --h5 "$OUT/all.h5" --runs "$RUNS"
     want="dora loha lokr lora"
     got=$(cut -f2 "$LOG/all.out" | tail -n +2 | LC_ALL=C sort -u | tr '\n' ' ' | sed 's/ $//')
@@ -53,13 +53,15 @@ if writes_ok all "$OUT/all.h5" analyze -j 2 --base "$D/base" lora="$D/lora" dcol
     # the folders' steps: kohya's ss_steps metadata (its last save NAME.safetensors too);
     # without it, a -E file's epoch (noted), and a last save left out (noted)
     has notes "$LOG/all.err" "epoch E taken as the step" "depoch/e.safetensors': left out" \
-        "mylora.safetensors': no step in its name: step 25"
+        "mylora.safetensors': no step in its name: step 25" \
+        "single/mylora.safetensors': the folder's one kohya file, no step in its name or its metadata (ss_steps): a run of one step, taken as step 0" \
+        "single25/last.safetensors': the folder's one kohya file, no step in its name: a run of one step, step 25 from its metadata"
     "$PY" - "$OUT/all.h5" >"$LOG/steps.out" 2>&1 <<'PY'
 import sys, h5py
 h = h5py.File(sys.argv[1], "r")
-print([[int(x) for x in h["runs"][r]["steps"][()]] for r in ("lora", "dcol", "depoch", "onet", "drow")])
+print([[int(x) for x in h["runs"][r]["steps"][()]] for r in ("lora", "dcol", "depoch", "onet", "drow", "single", "single25")])
 PY
-    has steps "$LOG/steps.out" "[[10, 20, 25], [15, 30], [1, 3], [40, 120], [0]]"
+    has steps "$LOG/steps.out" "[[10, 20, 25], [15, 30], [1, 3], [40, 120], [0], [0], [25]]"
 fi
 
 # one file alone, with one thread, gives the same numbers
