@@ -91,6 +91,7 @@ typedef struct dora_adapted {
     size_t nowned;
     const dora_tensor *ia3;     /* IA3: ia3_l, or NULL */
     int ia3_ff;                 /* IA3 on a feedforward module: columns scaled */
+    double ia3_add;             /* added to ia3's values: 1 for LyCORIS's (IA)^3 (saves l - 1) */
     const dora_tensor *aux;     /* VeRA: vera_lambda_d (R is formed against the base's in) */
     /* kohya / LyCORIS files (see "kohya" below) */
     char *key;                  /* the file's module key ("lora_unet_..."), owned, else NULL */

@@ -736,7 +736,7 @@ static int check_ia3(const dora_adapter *a, dora_adapted *m, const dora_tensor *
         if (base_row_norms(b, m->fan_in_fan_out, out, in, gd, err) != 0)
             return -1;
         for (int64_t i = 0; i < out; i++) /* the merged row l_i W0[i]: its signed norm */
-            gd[i] = at(l, i) * sqrt(gd[i]);
+            gd[i] = (at(l, i) + m->ia3_add) * sqrt(gd[i]);
         m->L = adapter_matrix(L, 0);
         m->R = adapter_matrix(R, 0);
         m->magnitude = g;
@@ -753,7 +753,7 @@ static int check_ia3(const dora_adapter *a, dora_adapted *m, const dora_tensor *
         return dora_errf(err, "out of memory for the factors of '%s'", m->base_name);
     const int64_t per = in / n; /* a conv's kernel positions share their channel's l */
     for (int64_t j = 0; j < in; j++)
-        own_data(R)[j * in + j] = at(l, j / per) - 1.0;
+        own_data(R)[j * in + j] = at(l, j / per) + m->ia3_add - 1.0;
     m->L = adapter_matrix(b, m->fan_in_fan_out);
     m->R = adapter_matrix(R, 0);
     m->r = in;

@@ -35,7 +35,9 @@ static const struct {
 };
 
 /* The suffixes of a module's tensors (after the key's first '.'). */
-enum { K_ALPHA = ROLE_COUNT, K_DORA };
+/* beyond the factor roles: alpha, dora_scale, and LyCORIS's full and (IA)^3 keys */
+enum { K_ALPHA = ROLE_COUNT, K_DORA, K_DIFF, K_DIFFB, K_IA3W, K_ONIN };
+#define K_OTHER(r) ((r) >= K_DIFF && (r) <= K_ONIN)
 static const struct {
     const char *suffix;
     int r;
@@ -46,6 +48,8 @@ static const struct {
     {"lokr_w1_a", ROLE_K1A},      {"lokr_w1_b", ROLE_K1B},    {"lokr_w2", ROLE_K2},
     {"lokr_w2_a", ROLE_K2A},      {"lokr_w2_b", ROLE_K2B},    {"lokr_t2", ROLE_KT},
     {"alpha", K_ALPHA},           {"dora_scale", K_DORA},     {"lora_mid.weight", ROLE_MID},
+    {"diff", K_DIFF},             {"diff_b", K_DIFFB},        {"weight", K_IA3W},
+    {"on_input", K_ONIN},
 };
 
 /* LyCORIS's other algorithms, by the keys they save (the weight_list of
@@ -54,10 +58,6 @@ static const struct {
     const char *suffix, *algo;
 } refused[] = {
     {"lokr_t1", "LoKr lokr_t1 (not used by LyCORIS's LoKr)"},
-    {"diff", "full (diff / diff_b)"},
-    {"diff_b", "full (diff / diff_b)"},
-    {"on_input", "(IA)^3 (weight / on_input)"},
-    {"weight", "(IA)^3 (weight / on_input)"},
     {"a1.weight", "GLoRA (a1 / a2 / b1 / b2)"},
     {"a2.weight", "GLoRA (a1 / a2 / b1 / b2)"},
     {"b1.weight", "GLoRA (a1 / a2 / b1 / b2)"},
@@ -102,16 +102,17 @@ static int key_prefix(const char *key)
 }
 
 /* A factor key (not alpha or dora_scale alone) with one of the tools' prefixes,
- * or a key of a refused LyCORIS algorithm (but a bare NAME.weight), so that
- * such a file is refused by name rather than read as a model. */
+ * LyCORIS's full diff or (IA)^3 on_input (not a bare NAME.weight), or a key of
+ * a refused LyCORIS algorithm, so that such a file is refused by name rather
+ * than read as a model. */
 static int is_kohya_key(const char *name)
 {
     size_t stem = 0;
     int r = key_role(name, &stem);
     if (key_prefix(name) < 0)
         return 0;
-    return (r >= 0 && r < ROLE_COUNT) ||
-           (r < 0 && refused_algo(name) && strcmp(name + stem, ".weight") != 0);
+    return (r >= 0 && r < ROLE_COUNT) || r == K_DIFF || r == K_ONIN ||
+           (r < 0 && refused_algo(name));
 }
 
 int dora_kohya_probe(const char *path)
@@ -562,6 +563,91 @@ static int build(dora_adapter *a, const pending *p, const dora_tensor *alpha_t,
     return 0;
 }
 
+/* LyCORIS's (IA)^3 on_input: one integer (or boolean, or floating) 0 or 1. */
+static int read_flag(const dora_adapter *a, const dora_tensor *t, int *v, dora_err *err)
+{
+    double x = NAN;
+    if (t->numel == 1 && t->nbytes >= dora_dtype_size(t->dtype)) {
+        if (t->dtype == DORA_DT_I64 || t->dtype == DORA_DT_U64)
+            x = (double)le_load64(t->data);
+        else if (t->dtype == DORA_DT_I32 || t->dtype == DORA_DT_U32)
+            x = (double)le_load32(t->data);
+        else if (t->dtype == DORA_DT_BOOL || t->dtype == DORA_DT_U8 || t->dtype == DORA_DT_I8)
+            x = t->data[0];
+        else
+            x = dora_elem_to_f64(t->data, t->dtype);
+    }
+    if (x != 0 && x != 1)
+        return dora_errf(err, "'%s': tensor '%s' must be one number, 0 (output rows scaled) or 1 "
+                              "(input columns: train_on_input), as LyCORIS's (IA)^3 saves it",
+                         a->weights->path, t->name);
+    *v = x == 1;
+    return 0;
+}
+
+/* LyCORIS's full (diff [out, in...]: W_t = W0 + diff, formed densely against
+ * the base by kohya_resolve; diff_b, the bias change, is not analysed, as no
+ * bias is) and (IA)^3 (weight [n] or conv [1, n, 1, 1]: W_t = W0 * (1 +
+ * weight) on the output rows, or on the input columns when on_input is 1:
+ * ia3.py make_weight), with OTHER = diff, diff_b, weight, on_input. */
+static int build_other(dora_adapter *a, const pending *p, const dora_tensor *const other[4],
+                       dora_adapted *m, const char **fam, dora_err *err)
+{
+    const char *wf = a->weights->path, *meth;
+    const dora_tensor *diff = other[0], *w = other[2], *onin = other[3];
+    if (!(m->key = strdup(p->module)) || !(m->base_name = strdup(p->module)))
+        return dora_errf(err, "out of memory");
+    m->r = 1;
+    m->alpha = 1;
+    m->scale = 1;
+    if (diff || other[1]) {
+        if (!diff || w || onin)
+            return dora_errf(err, "'%s': module '%s': %s", wf, p->module,
+                             diff ? "full's diff with (IA)^3's weight / on_input"
+                                  : "diff_b (LyCORIS full's bias change) without diff");
+        if (!dora_dtype_is_analysable(diff->dtype) || diff->ndim < 2)
+            return dora_errf(err, "'%s': tensor '%s' is %s of rank %d, not a floating weight "
+                                  "change of rank >= 2",
+                             wf, diff->name, dora_dtype_name(diff->dtype), diff->ndim);
+        meth = "ft"; /* the change of the whole weight, as a full fine-tune's */
+        m->kind = DORA_ADAPTED_SAVED;
+        m->saved = diff;
+        m->aux = diff; /* W0 + diff is formed by kohya_resolve */
+        m->layout = "full";
+    } else {
+        if (!w || !onin)
+            return dora_errf(err, "'%s': module '%s' has %s but no %s: LyCORIS's (IA)^3 saves "
+                                  "both (on_input says whether rows or input columns are scaled)",
+                             wf, p->module, w ? w->name : onin->name, w ? "on_input" : "weight");
+        int ff = 0;
+        if (read_flag(a, onin, &ff, err) != 0)
+            return -1;
+        int ok = dora_dtype_is_analysable(w->dtype) &&
+                 (w->ndim == 1 || (w->ndim >= 3 && w->shape[0] == 1));
+        for (int d = 2; ok && d < w->ndim; d++)
+            ok = w->shape[d] == 1;
+        if (!ok) {
+            char s[256];
+            dora_shape_str(w, s, sizeof s);
+            return dora_errf(err, "'%s': tensor '%s' is %s %s: LyCORIS's (IA)^3 weight is "
+                                  "floating [n] (linear) or [1, n, 1, 1] (conv)",
+                             wf, w->name, dora_dtype_name(w->dtype), s);
+        }
+        meth = "ia3";
+        m->kind = DORA_ADAPTED_LORA;
+        m->ia3 = w;
+        m->ia3_ff = ff;
+        m->ia3_add = 1; /* LyCORIS scales by 1 + weight */
+        m->layout = ff ? "ia3-ff" : "ia3";
+    }
+    if (*fam && strcmp(*fam, meth) != 0)
+        return dora_errf(err, "'%s': module '%s' is %s but earlier modules are %s: one family "
+                              "per file",
+                         wf, p->module, meth, *fam);
+    *fam = meth;
+    return 0;
+}
+
 /* The modules of the file: its keys grouped by module (one sort), each built. */
 static int collect(dora_adapter *a, dora_err *err)
 {
@@ -597,16 +683,17 @@ static int collect(dora_adapter *a, dora_err *err)
     const char *fam = NULL; /* the file's family */
     for (size_t i = 0; i < w->ntensors && rc == 0;) {
         pending p = {0};
-        const dora_tensor *alpha = NULL, *dscale = NULL;
+        const dora_tensor *alpha = NULL, *dscale = NULL, *other[4] = {0};
         const char *name = w->by_name[e[i].tensor]->name;
         size_t j = i;
         for (; j < w->ntensors && e[j].stem == e[i].stem &&
                strncmp(name, w->by_name[e[j].tensor]->name, e[i].stem) == 0;
              j++) {
             const dora_tensor *t = w->by_name[e[j].tensor];
-            const dora_tensor **slot = e[j].role == K_ALPHA  ? &alpha
-                                       : e[j].role == K_DORA ? &dscale
-                                                             : &p.t[e[j].role];
+            const dora_tensor **slot = e[j].role == K_ALPHA       ? &alpha
+                                       : e[j].role == K_DORA      ? &dscale
+                                       : K_OTHER(e[j].role) ? &other[e[j].role - K_DIFF]
+                                                                  : &p.t[e[j].role];
             if (*slot) {
                 rc = dora_errf(err, "'%s': '%s' and '%s' are the same tensor of one module",
                                w->path, (*slot)->name, t->name);
@@ -623,7 +710,18 @@ static int collect(dora_adapter *a, dora_err *err)
         int factors = 0;
         for (int k = 0; k < ROLE_COUNT; k++)
             factors |= p.t[k] != NULL;
-        if (!factors)
+        const dora_tensor *any_other = other[0]   ? other[0]
+                                       : other[1] ? other[1]
+                                       : other[2] ? other[2]
+                                                  : other[3];
+        if (any_other && (factors || alpha || dscale))
+            rc = dora_errf(err, "'%s': module '%s' mixes LyCORIS's full or (IA)^3 ('%s') with "
+                                "%s",
+                           w->path, p.module, any_other->name,
+                           factors ? "another family's factors" : "alpha or dora_scale");
+        else if (any_other)
+            rc = build_other(a, &p, other, &a->modules[a->nmodules++], &fam, err);
+        else if (!factors)
             rc = dora_errf(err, "'%s': module '%s' has %s but no factors", w->path, p.module,
                            alpha ? alpha->name : dscale->name);
         else
@@ -746,6 +844,61 @@ static int kernel_fits(const dora_adapter *a, const dora_adapted *m, const dora_
                      a->weights->path, k->name, sk, b->name, sb);
 }
 
+/* A LyCORIS full module against base tensor B: W0 + diff in float64, in B's
+ * shape, owned by M (formed again at each check: the last owned tensor). */
+static int form_full(const dora_adapter *a, dora_adapted *m, const dora_tensor *b,
+                     dora_err *err)
+{
+    const dora_tensor *diff = m->aux;
+    if (m->nowned > 0) {
+        dora_tensor *d = m->owned[--m->nowned];
+        free((void *)d->data);
+        free(d);
+    }
+    m->saved = diff;
+    if (!b)
+        return 0;
+    int same = b->ndim == diff->ndim && dora_dtype_is_analysable(b->dtype);
+    for (int d = 0; same && d < b->ndim; d++)
+        same = b->shape[d] == diff->shape[d];
+    char sd[256], sb[256];
+    dora_shape_str(diff, sd, sizeof sd);
+    dora_shape_str(b, sb, sizeof sb);
+    if (!same)
+        return dora_errf(err, "'%s': tensor '%s' is %s, but the base tensor '%s' is %s %s",
+                         a->weights->path, diff->name, sd, b->name, dora_dtype_name(b->dtype),
+                         sb);
+    const int64_t out = dora_tensor_rows(b), in = dora_tensor_cols(b);
+    if (out * in > KOHYA_DENSE_MAX)
+        return dora_errf(err, "'%s': module '%s': LyCORIS's full update is dense; this tool forms "
+                              "W0 + diff for up to %lld entries, not %lld",
+                         a->weights->path, m->key, (long long)KOHYA_DENSE_MAX,
+                         (long long)(out * in));
+    double *v = adapter_base_rows(b, 0, out, in, err);
+    if (!v)
+        return -1;
+    dora_tensor *wt = adapter_own(m, diff, out, in);
+    int rc = 0;
+    if (!wt) {
+        rc = dora_errf(err, "out of memory for the merged weight of '%s'", m->key);
+    } else {
+        double *wd = (double *)(void *)wt->data;
+        const size_t es = dora_dtype_size(diff->dtype);
+        for (int64_t i = 0; i < out * in; i++)
+            wd[i] = v[i] + dora_elem_to_f64(diff->data + (size_t)i * es, diff->dtype);
+        for (int64_t i = 0; rc == 0 && i < out * in; i++)
+            if (!isfinite(wd[i]))
+                rc = dora_errf(err, "'%s': module '%s': W0 + diff holds NaN or Inf (row %lld)",
+                               a->weights->path, m->key, (long long)(i / in));
+        wt->ndim = b->ndim;
+        for (int d = 0; d < b->ndim; d++)
+            wt->shape[d] = b->shape[d];
+        m->saved = wt;
+    }
+    free(v);
+    return rc;
+}
+
 static int by_base_name(const void *pa, const void *pb)
 {
     return strcmp(((const dora_adapted *)pa)->base_name, ((const dora_adapted *)pb)->base_name);
@@ -785,8 +938,10 @@ int kohya_resolve(const dora_adapter *a, const dora_model *base, dora_err *err)
             m->magnitude = NULL;
         }
         const char *hit;
+        const int full = strcmp(m->layout, "full") == 0;
         if ((rc = match(a, base, c, nc, m->key, &hit, err)) != 0 ||
-            (rc = kernel_fits(a, m, dora_model_find(base, hit), err)) != 0)
+            (rc = full ? form_full(a, m, dora_model_find(base, hit), err)
+                       : kernel_fits(a, m, dora_model_find(base, hit), err)) != 0)
             break;
         char *bn = strdup(hit);
         if (!bn) {

@@ -11,6 +11,10 @@ each module densely in float64, as kohya's merge_to / LyCORIS's get_merged_weigh
     lora   W0 + s (up.reshape(out, r) @ down.reshape(r, -1)), s = alpha / r, 1 without alpha
     loha   W0 + (w1a @ w1b) * (w2a @ w2b) * alpha / r, r = hada_w1_b's rows
     lokr   W0 + kron(w1, w2) * alpha / r (r: a factored side's rank), 1 with no factored side
+    tucker locon: einsum("ijkl,ip,jr->prkl", mid, up^T, down); loha: einsum("ijkl,jr,ip->prkl",
+           t, w_b, w_a) for each side; lokr: w2 = einsum("ijkl,ip,jr->prkl", t2, w2_a, w2_b),
+           w1 given trailing axes as make_kron does, np.kron
+    full   W0 + diff;  (IA)^3: W0 * (1 + weight) on the rows, or the input columns (on_input)
     dora   V = W0 + delta; dora_scale [1, in(,1,1)]: V * ds / (|V| over dims (0, 2, 3) + eps);
            [out, 1(,1,1)]: V * ds / (|V| over dims (1, 2, 3) + eps); eps = finfo(ds dtype).eps
 
@@ -71,6 +75,8 @@ RUNS = {  # kohya's step files and its last save (step from ss_steps)
     "lohat": ["lohat.safetensors"],       # LoHa use_tucker: hada_t1 / hada_t2
     "lokrt": ["lokrt.safetensors"],       # LoKr use_tucker: lokr_t2
     "lokr4": ["lokr4.safetensors"],       # LoKr with a 4-D lokr_w2
+    "full": ["full.safetensors"],         # LyCORIS full: diff (and diff_b, not analysed)
+    "ia3": ["ia3.safetensors"],           # LyCORIS (IA)^3: weight, on_input
     "single": ["single/mylora.safetensors"],  # a folder of one unnumbered file: one step
     "single25": ["single25/last.safetensors"],  # the same with ss_steps 25
 }
@@ -170,8 +176,9 @@ def gen(out, seed):
 
 
 def tucker_gen(out, rng):
-    """LyCORIS's Tucker forms (use_tucker) and its full 4-D LoKr conv side, in the shapes
-    lycoris/modules/locon.py, loha.py and lokr.py create them, with linear modules beside."""
+    """LyCORIS's Tucker forms (use_tucker), its full 4-D LoKr conv side, its full (diff) and
+    (IA)^3 (weight, on_input) algorithms, in the shapes lycoris/modules/locon.py, loha.py,
+    lokr.py, full.py and ia3.py create them, with linear modules beside."""
     g = lambda *s: f32(rng.standard_normal(s) * 0.1)  # noqa: E731
     a = lambda v: f32(np.array(v))  # noqa: E731
     c, s, p = KEY[CONV], KEY[SHORT], KEY[PIN]  # conv1 [16, 8, 3, 3], shortcut [16, 8, 1, 1]
@@ -199,6 +206,14 @@ def tucker_gen(out, rng):
           s + ".lokr_w1_a": g(2, 1), s + ".lokr_w1_b": g(1, 4), s + ".lokr_w2": g(8, 2, 1, 1),
           s + ".alpha": a(0.5)}
     write(out, RUNS["lokr4"][0], ts, {"ss_network_module": "lycoris.kohya"})
+    # full: the weight change itself (and the bias change, left out of the analysis)
+    ts = {p + ".diff": g(32, 24), p + ".diff_b": g(32), c + ".diff": f32(rng.standard_normal((16, 8, 3, 3)) * 0.02)}
+    write(out, RUNS["full"][0], ts, {"ss_network_module": "lycoris.kohya"})
+    # (IA)^3: 1 + weight scales the output rows (on_input 0) or the input columns (1)
+    i64 = lambda v: stio.Tensor("I64", np.array(v, dtype=np.int64))  # noqa: E731
+    ts = {p + ".weight": g(32), p + ".on_input": i64(0), KEY[TOQ] + ".weight": g(24), KEY[TOQ] + ".on_input": i64(1),
+          c + ".weight": g(1, 16, 1, 1), c + ".on_input": i64(0), s + ".weight": g(1, 8, 1, 1), s + ".on_input": i64(1)}
+    write(out, RUNS["ia3"][0], ts, {"ss_network_module": "lycoris.kohya"})
     write(out, RUNS["single"][0], lora_tensors(rng, 1, [PIN, CONV]))
     write(out, RUNS["single25"][0], lora_tensors(rng, 2, [TOQ]), kohya_meta(25, 5))
 
@@ -261,8 +276,13 @@ def bad_cases(out, rng, castb):
     add("lokr_w2_4d", {c + ".lokr_w1": g(4, 2), c + ".lokr_w2": g(4, 4, 1, 9)},
         ["@", c + ".lokr_w2", "kernel", CONV + ".weight"])
     # LyCORIS's other algorithms: refused by name
-    add("full", {k + ".diff": g(32, 24), k + ".diff_b": g(32)}, ["@", k + ".diff", "full (diff"])
-    add("ia3", {k + ".weight": g(32), k + ".on_input": f32(np.array(0.0))}, ["@", k, "(IA)^3"])
+    add("full_shape", {k + ".diff": g(24, 32)}, ["@", k + ".diff", "[24, 32]", PIN + ".weight"])
+    add("full_nan", {k + ".diff": f32(np.full((32, 24), np.nan))}, ["@", k, "NaN"])
+    add("diff_b_alone", {k + ".diff_b": g(32), KEY[TOQ] + ".diff": g(24, 24)}, ["@", k, "without diff"])
+    add("ia3_noflag", {k + ".weight": g(32), KEY[TOQ] + ".on_input": f32(np.array(0.0)), KEY[TOQ] + ".weight": g(24)},
+        ["@", k + ".weight", "no on_input"])
+    add("ia3_flag", {k + ".weight": g(32), k + ".on_input": f32(np.array(2.0))}, ["@", k + ".on_input", "0 (output rows"])
+    add("ia3_len", {k + ".weight": g(24), k + ".on_input": f32(np.array(0.0))}, ["@", k + ".weight", "output rows differ"])
     add("glora", {k + ".a1.weight": g(24, 4), k + ".a2.weight": g(4, 24), k + ".b1.weight": g(32, 4),
                   k + ".b2.weight": g(4, 24)}, ["@", k + ".a1.weight", "GLoRA"])
     add("oft", {k + ".oft_blocks": g(4, 8, 8), k + ".rescale": g(32, 1)}, ["@", k, "OFT / BOFT"])
@@ -290,6 +310,13 @@ def merged(ts, key, w0):
     """W_t of the module of KEY (w0 as stored, float64), by the family its keys say."""
     g = lambda s: ts.get(key + "." + s)  # noqa: E731
     alpha = g("alpha")
+    if g("diff") is not None:  # full.py: W0 + diff
+        return w0 + g("diff")
+    if g("on_input") is not None:  # ia3.py make_weight: W0 * (weight + 1), rows or columns
+        w = g("weight").reshape(-1) + 1.0
+        if int(g("on_input")):
+            return w0 * w.reshape((1, -1) + (1,) * (w0.ndim - 2))
+        return w0 * w.reshape((-1,) + (1,) * (w0.ndim - 1))
     if g("lora_down.weight") is not None:
         down, up, mid = g("lora_down.weight"), g("lora_up.weight"), g("lora_mid.weight")
         r = down.shape[0]
@@ -353,7 +380,7 @@ def check(a):
             method = method.decode() if isinstance(method, bytes) else method
             want = {"dcol": "dora", "drow": "dora", "depoch": "lora", "onet": "lora", "tucker": "lora",
                     "tuckd": "dora", "lohat": "loha", "lokrt": "lokr", "lokr4": "lokr",
-                    "single": "lora", "single25": "lora"}.get(run, run)
+                    "single": "lora", "single25": "lora", "full": "ft"}.get(run, run)
             if method != want:
                 fails.append(f"{run}: method attribute '{method}', expected '{want}'")
             mods = [m.decode() if isinstance(m, bytes) else m for m in g["modules"][()]]
