@@ -36,8 +36,9 @@ static const struct {
 
 /* The suffixes of a module's tensors (after the key's first '.'). */
 /* beyond the factor roles: alpha, dora_scale, and LyCORIS's full and (IA)^3 keys */
-enum { K_ALPHA = ROLE_COUNT, K_DORA, K_DIFF, K_DIFFB, K_IA3W, K_ONIN };
+enum { K_ALPHA = ROLE_COUNT, K_DORA, K_DIFF, K_DIFFB, K_IA3W, K_ONIN, K_GA1, K_GA2, K_GB1, K_GB2 };
 #define K_OTHER(r) ((r) >= K_DIFF && (r) <= K_ONIN)
+#define K_GLORA(r) ((r) >= K_GA1 && (r) <= K_GB2)
 static const struct {
     const char *suffix;
     int r;
@@ -49,7 +50,8 @@ static const struct {
     {"lokr_w2_a", ROLE_K2A},      {"lokr_w2_b", ROLE_K2B},    {"lokr_t2", ROLE_KT},
     {"alpha", K_ALPHA},           {"dora_scale", K_DORA},     {"lora_mid.weight", ROLE_MID},
     {"diff", K_DIFF},             {"diff_b", K_DIFFB},        {"weight", K_IA3W},
-    {"on_input", K_ONIN},
+    {"on_input", K_ONIN},         {"a1.weight", K_GA1},       {"a2.weight", K_GA2},
+    {"b1.weight", K_GB1},         {"b2.weight", K_GB2},
 };
 
 /* LyCORIS's other algorithms, by the keys they save (the weight_list of
@@ -58,11 +60,7 @@ static const struct {
     const char *suffix, *algo;
 } refused[] = {
     {"lokr_t1", "LoKr lokr_t1 (not used by LyCORIS's LoKr)"},
-    {"a1.weight", "GLoRA (a1 / a2 / b1 / b2)"},
-    {"a2.weight", "GLoRA (a1 / a2 / b1 / b2)"},
-    {"b1.weight", "GLoRA (a1 / a2 / b1 / b2)"},
-    {"b2.weight", "GLoRA (a1 / a2 / b1 / b2)"},
-    {"bm.weight", "GLoRA (a1 / a2 / b1 / b2)"},
+    {"bm.weight", "GLoRA with use_tucker (bm)"},
     {"oft_blocks", "OFT / BOFT (oft_blocks / rescale)"},
     {"rescale", "OFT / BOFT (oft_blocks / rescale)"},
     {"w_norm", "norms (w_norm / b_norm)"},
@@ -111,7 +109,7 @@ static int is_kohya_key(const char *name)
     int r = key_role(name, &stem);
     if (key_prefix(name) < 0)
         return 0;
-    return (r >= 0 && r < ROLE_COUNT) || r == K_DIFF || r == K_ONIN ||
+    return (r >= 0 && r < ROLE_COUNT) || r == K_DIFF || r == K_ONIN || K_GLORA(r) ||
            (r < 0 && refused_algo(name));
 }
 
@@ -648,6 +646,76 @@ static int build_other(dora_adapter *a, const pending *p, const dora_tensor *con
     return 0;
 }
 
+/* LyCORIS's GLoRA on a linear module, G = (a1, a2, b1, b2).weight: glora.py
+ * make_weight (which get_merged_weight uses) is s (b1 b2 + W0 a1 a2), s =
+ * alpha / r, with a1 [in, r], a2 [r, in], b1 [out, r], b2 [r, in]. As L R:
+ * L = [b1, W0 a1] (formed by kohya_resolve against the base), R = [b2; a2]. */
+static int build_glora(dora_adapter *a, const pending *p, const dora_tensor *alpha_t,
+                       const dora_tensor *const g[4], dora_adapted *m, const char **fam,
+                       dora_err *err)
+{
+    const char *wf = a->weights->path;
+    static const char *const names[4] = {"a1.weight", "a2.weight", "b1.weight", "b2.weight"};
+    if (!(m->key = strdup(p->module)) || !(m->base_name = strdup(p->module)))
+        return dora_errf(err, "out of memory");
+    for (int i = 0; i < 4; i++) {
+        if (!g[i])
+            return dora_errf(err, "'%s': module '%s' has GLoRA tensors but no %s", wf, p->module,
+                             names[i]);
+        if (g[i]->ndim != 2 || !dora_dtype_is_analysable(g[i]->dtype)) {
+            char s[256];
+            dora_shape_str(g[i], s, sizeof s);
+            return dora_errf(err, "'%s': tensor '%s' is %s %s: this tool reads GLoRA on linear "
+                                  "modules (floating 2-D factors), not on convs",
+                             wf, g[i]->name, dora_dtype_name(g[i]->dtype), s);
+        }
+    }
+    const dora_tensor *a1 = g[0], *a2 = g[1], *b1 = g[2], *b2 = g[3];
+    const int64_t r = a2->shape[0], in = a2->shape[1], out = b1->shape[0];
+    const dora_tensor *bad = a1->shape[0] != in || a1->shape[1] != r ? a1
+                             : b1->shape[1] != r                      ? b1
+                             : b2->shape[0] != r || b2->shape[1] != in ? b2
+                                                                       : NULL;
+    if (bad || r < 1) {
+        char s[256];
+        dora_shape_str(bad ? bad : a2, s, sizeof s);
+        return dora_errf(err, "'%s': tensor '%s' is %s, but GLoRA's factors are a1 [in, r], a2 "
+                              "[r, in], b1 [out, r], b2 [r, in] with a2's r = %lld and in = %lld",
+                         wf, (bad ? bad : a2)->name, s, (long long)r, (long long)in);
+    }
+    double alpha = 0;
+    if (alpha_t && read_alpha(a, alpha_t, &alpha, err) != 0)
+        return -1;
+    dora_tensor *R = adapter_own(m, a2, 2 * r, in), *L = adapter_own(m, b1, out, 2 * r);
+    if (!R || !L)
+        return dora_errf(err, "out of memory for the factors of '%s'", p->module);
+    double *rd = (double *)(void *)R->data, *ld = (double *)(void *)L->data;
+    for (int64_t k = 0; k < r; k++)
+        for (int64_t j = 0; j < in; j++) {
+            rd[k * in + j] = dora_elem_to_f64(b2->data + (size_t)(k * in + j) * dora_dtype_size(b2->dtype), b2->dtype);
+            rd[(r + k) * in + j] = dora_elem_to_f64(a2->data + (size_t)(k * in + j) * dora_dtype_size(a2->dtype), a2->dtype);
+        }
+    for (int64_t i = 0; i < out; i++) /* W0 a1, the other r columns: kohya_resolve */
+        for (int64_t k = 0; k < r; k++)
+            ld[i * 2 * r + k] = dora_elem_to_f64(b1->data + (size_t)(i * r + k) * dora_dtype_size(b1->dtype), b1->dtype);
+    m->kind = DORA_ADAPTED_LORA;
+    m->layout = "glora";
+    m->aux = a1;
+    m->R = adapter_matrix(R, 0);
+    m->L = adapter_matrix(L, 0);
+    m->r = 2 * r;
+    m->alpha = alpha_t ? alpha : (double)r;
+    m->scale = alpha_t ? alpha / (double)r : 1.0;
+    if (adapter_check_rank_scale(a, p->module, m, "GLoRA's 2 r", err) != 0)
+        return -1;
+    if (*fam && strcmp(*fam, "glora") != 0)
+        return dora_errf(err, "'%s': module '%s' is glora but earlier modules are %s: one family "
+                              "per file",
+                         wf, p->module, *fam);
+    *fam = "glora";
+    return 0;
+}
+
 /* The modules of the file: its keys grouped by module (one sort), each built. */
 static int collect(dora_adapter *a, dora_err *err)
 {
@@ -683,7 +751,7 @@ static int collect(dora_adapter *a, dora_err *err)
     const char *fam = NULL; /* the file's family */
     for (size_t i = 0; i < w->ntensors && rc == 0;) {
         pending p = {0};
-        const dora_tensor *alpha = NULL, *dscale = NULL, *other[4] = {0};
+        const dora_tensor *alpha = NULL, *dscale = NULL, *other[4] = {0}, *glora[4] = {0};
         const char *name = w->by_name[e[i].tensor]->name;
         size_t j = i;
         for (; j < w->ntensors && e[j].stem == e[i].stem &&
@@ -693,6 +761,7 @@ static int collect(dora_adapter *a, dora_err *err)
             const dora_tensor **slot = e[j].role == K_ALPHA       ? &alpha
                                        : e[j].role == K_DORA      ? &dscale
                                        : K_OTHER(e[j].role) ? &other[e[j].role - K_DIFF]
+                                       : K_GLORA(e[j].role) ? &glora[e[j].role - K_GA1]
                                                                   : &p.t[e[j].role];
             if (*slot) {
                 rc = dora_errf(err, "'%s': '%s' and '%s' are the same tensor of one module",
@@ -714,7 +783,17 @@ static int collect(dora_adapter *a, dora_err *err)
                                        : other[1] ? other[1]
                                        : other[2] ? other[2]
                                                   : other[3];
-        if (any_other && (factors || alpha || dscale))
+        const dora_tensor *any_glora = glora[0]   ? glora[0]
+                                       : glora[1] ? glora[1]
+                                       : glora[2] ? glora[2]
+                                                  : glora[3];
+        if (any_glora && (factors || any_other || dscale))
+            rc = dora_errf(err, "'%s': module '%s' mixes GLoRA ('%s') with another family or "
+                                "dora_scale",
+                           w->path, p.module, any_glora->name);
+        else if (any_glora)
+            rc = build_glora(a, &p, alpha, glora, &a->modules[a->nmodules++], &fam, err);
+        else if (any_other && (factors || alpha || dscale))
             rc = dora_errf(err, "'%s': module '%s' mixes LyCORIS's full or (IA)^3 ('%s') with "
                                 "%s",
                            w->path, p.module, any_other->name,
@@ -899,6 +978,42 @@ static int form_full(const dora_adapter *a, dora_adapted *m, const dora_tensor *
     return rc;
 }
 
+/* A GLoRA module against base tensor B [out, in]: L's columns r..2r-1 = W0 a1. */
+static int form_glora(const dora_adapter *a, dora_adapted *m, const dora_tensor *b,
+                      dora_err *err)
+{
+    const dora_tensor *a1 = m->aux;
+    const int64_t r = m->r / 2, out = m->L.rows, in = m->R.cols;
+    if (!b)
+        return 0;
+    if (b->ndim != 2 || b->shape[0] != out || b->shape[1] != in || !dora_dtype_is_analysable(b->dtype)) {
+        char sb[256];
+        dora_shape_str(b, sb, sizeof sb);
+        return dora_errf(err, "'%s': module '%s': GLoRA's update is [%lld, %lld] but the base "
+                              "tensor '%s' is %s %s",
+                         a->weights->path, m->key, (long long)out, (long long)in, b->name,
+                         dora_dtype_name(b->dtype), sb);
+    }
+    double *w0 = adapter_base_rows(b, 0, out, in, err);
+    if (!w0)
+        return -1;
+    double *ld = (double *)(void *)m->L.t->data;
+    const size_t es = dora_dtype_size(a1->dtype);
+    for (int64_t i = 0; i < out; i++)
+        for (int64_t k = 0; k < r; k++) {
+            double sum = 0;
+            for (int64_t j = 0; j < in; j++)
+                sum += w0[i * in + j] * dora_elem_to_f64(a1->data + (size_t)(j * r + k) * es, a1->dtype);
+            ld[i * 2 * r + r + k] = sum;
+        }
+    free(w0);
+    for (int64_t i = 0; i < out * 2 * r; i++)
+        if (!isfinite(ld[i]))
+            return dora_errf(err, "'%s': module '%s': W0 a1 holds NaN or Inf", a->weights->path,
+                             m->key);
+    return 0;
+}
+
 static int by_base_name(const void *pa, const void *pb)
 {
     return strcmp(((const dora_adapted *)pa)->base_name, ((const dora_adapted *)pb)->base_name);
@@ -938,10 +1053,14 @@ int kohya_resolve(const dora_adapter *a, const dora_model *base, dora_err *err)
             m->magnitude = NULL;
         }
         const char *hit;
-        const int full = strcmp(m->layout, "full") == 0;
-        if ((rc = match(a, base, c, nc, m->key, &hit, err)) != 0 ||
-            (rc = full ? form_full(a, m, dora_model_find(base, hit), err)
-                       : kernel_fits(a, m, dora_model_find(base, hit), err)) != 0)
+        const int full = strcmp(m->layout, "full") == 0, glora = strcmp(m->layout, "glora") == 0;
+        const dora_tensor *bt;
+        if ((rc = match(a, base, c, nc, m->key, &hit, err)) != 0)
+            break;
+        bt = dora_model_find(base, hit);
+        if ((rc = full    ? form_full(a, m, bt, err)
+                  : glora ? form_glora(a, m, bt, err)
+                          : kernel_fits(a, m, bt, err)) != 0)
             break;
         char *bn = strdup(hit);
         if (!bn) {

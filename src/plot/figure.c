@@ -73,7 +73,8 @@ static const char *method_label(const char *m)
     static const char *const names[][2] = {{"ft", "FT"},         {"lora", "LoRA"},
                                            {"dora", "DoRA"},     {"ia3", "IA3"},
                                            {"adalora", "AdaLoRA"}, {"vera", "VeRA"},
-                                           {"loha", "LoHa"},     {"lokr", "LoKr"}};
+                                           {"loha", "LoHa"},     {"lokr", "LoKr"},
+                                           {"glora", "GLoRA"}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(m, names[i][0]) == 0)
             return names[i][1];

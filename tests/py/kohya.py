@@ -77,6 +77,7 @@ RUNS = {  # kohya's step files and its last save (step from ss_steps)
     "lokr4": ["lokr4.safetensors"],       # LoKr with a 4-D lokr_w2
     "full": ["full.safetensors"],         # LyCORIS full: diff (and diff_b, not analysed)
     "ia3": ["ia3.safetensors"],           # LyCORIS (IA)^3: weight, on_input
+    "glora": ["glora.safetensors"],       # LyCORIS GLoRA (linear): a1, a2, b1, b2
     "single": ["single/mylora.safetensors"],  # a folder of one unnumbered file: one step
     "single25": ["single25/last.safetensors"],  # the same with ss_steps 25
 }
@@ -214,6 +215,13 @@ def tucker_gen(out, rng):
     ts = {p + ".weight": g(32), p + ".on_input": i64(0), KEY[TOQ] + ".weight": g(24), KEY[TOQ] + ".on_input": i64(1),
           c + ".weight": g(1, 16, 1, 1), c + ".on_input": i64(0), s + ".weight": g(1, 8, 1, 1), s + ".on_input": i64(1)}
     write(out, RUNS["ia3"][0], ts, {"ss_network_module": "lycoris.kohya"})
+    # GLoRA: a1 [in, r], a2 [r, in], b1 [out, r], b2 [r, in]; the second without alpha
+    t = KEY[TEQ]
+    ts = {p + ".a1.weight": g(24, 3), p + ".a2.weight": g(3, 24), p + ".b1.weight": g(32, 3),
+          p + ".b2.weight": g(3, 24), p + ".alpha": a(6.0),
+          t + ".a1.weight": g(20, 2), t + ".a2.weight": g(2, 20), t + ".b1.weight": g(20, 2),
+          t + ".b2.weight": g(2, 20)}
+    write(out, RUNS["glora"][0], ts, {"ss_network_module": "lycoris.kohya"})
     write(out, RUNS["single"][0], lora_tensors(rng, 1, [PIN, CONV]))
     write(out, RUNS["single25"][0], lora_tensors(rng, 2, [TOQ]), kohya_meta(25, 5))
 
@@ -283,8 +291,14 @@ def bad_cases(out, rng, castb):
         ["@", k + ".weight", "no on_input"])
     add("ia3_flag", {k + ".weight": g(32), k + ".on_input": f32(np.array(2.0))}, ["@", k + ".on_input", "0 (output rows"])
     add("ia3_len", {k + ".weight": g(24), k + ".on_input": f32(np.array(0.0))}, ["@", k + ".weight", "output rows differ"])
-    add("glora", {k + ".a1.weight": g(24, 4), k + ".a2.weight": g(4, 24), k + ".b1.weight": g(32, 4),
-                  k + ".b2.weight": g(4, 24)}, ["@", k + ".a1.weight", "GLoRA"])
+    add("glora_conv", {c + ".a1.weight": g(8, 4, 1, 1), c + ".a2.weight": g(4, 8, 1, 1),
+                       c + ".b1.weight": g(16, 4, 1, 1), c + ".b2.weight": g(4, 8, 3, 3)},
+        ["@", c + ".a1.weight", "GLoRA on linear modules", "not on convs"])
+    add("glora_rank", {k + ".a1.weight": g(24, 4), k + ".a2.weight": g(3, 24), k + ".b1.weight": g(32, 3),
+                       k + ".b2.weight": g(3, 24)}, ["@", k + ".a1.weight", "a1 [in, r]"])
+    add("glora_half", {k + ".a1.weight": g(24, 3), k + ".a2.weight": g(3, 24), k + ".b1.weight": g(32, 3)},
+        ["@", k, "no b2.weight"])
+    add("glora_bm", {k + ".a1.weight": g(24, 3), k + ".bm.weight": g(3, 3, 3, 3)}, ["@", k + ".bm.weight", "GLoRA"])
     add("oft", {k + ".oft_blocks": g(4, 8, 8), k + ".rescale": g(32, 1)}, ["@", k, "OFT / BOFT"])
     add("halfpair", {k + ".lora_down.weight": f32(np.ones((4, 24)))}, ["@", k, "no lora_up.weight"])
     add("nan", dict(good, **{k + ".lora_up.weight": f32(np.full((32, 4), np.nan))}), ["@", k, "NaN"])
@@ -317,6 +331,10 @@ def merged(ts, key, w0):
         if int(g("on_input")):
             return w0 * w.reshape((1, -1) + (1,) * (w0.ndim - 2))
         return w0 * w.reshape((-1,) + (1,) * (w0.ndim - 1))
+    if g("a1.weight") is not None:  # glora.py make_weight: (b1 b2 + W0 a1 a2) * alpha / r
+        r = g("a2.weight").shape[0]
+        s = float(alpha) / r if alpha is not None else 1.0
+        return w0 + (g("b1.weight") @ g("b2.weight") + w0 @ g("a1.weight") @ g("a2.weight")) * s
     if g("lora_down.weight") is not None:
         down, up, mid = g("lora_down.weight"), g("lora_up.weight"), g("lora_mid.weight")
         r = down.shape[0]

@@ -37,14 +37,14 @@ has() {
     pass "$label"
 }
 
-RUNS="lora,dcol,depoch,onet,drow,loha,lokr,tucker,tuckd,lohat,lokrt,lokr4,full,ia3,single,single25"
+RUNS="lora,dcol,depoch,onet,drow,loha,lokr,tucker,tuckd,lohat,lokrt,lokr4,full,ia3,glora,single,single25"
 if writes_ok all "$OUT/all.h5" analyze -j 2 --base "$D/base" lora="$D/lora" dcol="$D/dcol" depoch="$D/depoch" onet="$D/onet" \
     drow="$D/drow.safetensors" loha="$D/loha.safetensors" lokr="$D/lokr.safetensors" \
     tucker="$D/tucker.safetensors" tuckd="$D/tuckd.safetensors" lohat="$D/lohat.safetensors" \
     lokrt="$D/lokrt.safetensors" lokr4="$D/lokr4.safetensors" full="$D/full.safetensors" ia3="$D/ia3.safetensors" \
-    single="$D/single" single25="$D/single25"; then
+    glora="$D/glora.safetensors" single="$D/single" single25="$D/single25"; then
     check all check --data "$D" --h5 "$OUT/all.h5" --runs "$RUNS"
-    want="dora ft ia3 loha lokr lora"
+    want="dora ft glora ia3 loha lokr lora"
     got=$(cut -f2 "$LOG/all.out" | tail -n +2 | LC_ALL=C sort -u | tr '\n' ' ' | sed 's/ $//')
     if [ "$got" = "$want" ]; then
         pass table-method
