@@ -96,6 +96,7 @@ typedef struct dora_adapted {
     /* kohya / LyCORIS files (see "kohya" below) */
     char *key;                  /* the file's module key ("lora_unet_..."), owned, else NULL */
     const dora_tensor *dora_scale; /* LyCORIS / kohya dora_scale, or NULL */
+    const dora_tensor *rescale;    /* LyCORIS OFT's rescale [out, 1], or NULL */
     int dora_cols;              /* dora_scale [1, in]: 1 (column norms); [out, 1]: 0; [1, 1]: -1 */
 } dora_adapted;
 

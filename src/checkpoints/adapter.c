@@ -696,7 +696,7 @@ void dora_adapter_close(dora_adapter *a)
 const char *dora_method_static(const char *m)
 {
     static const char *const known[] = {"ft", "lora", "dora", "ia3", "adalora", "vera", "loha",
-                                        "lokr", "glora"};
+                                        "lokr", "glora", "oft"};
     for (size_t i = 0; m && i < sizeof known / sizeof known[0]; i++)
         if (strcmp(m, known[i]) == 0)
             return known[i];

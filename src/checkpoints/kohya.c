@@ -25,6 +25,12 @@
 #define KOHYA_DENSE_MAX ((int64_t)1 << 26) /* entries of a column-form DoRA weight (512 MiB) */
 #define KOHYA_MAX_LISTED 8 /* candidates named in an ambiguity error */
 
+/* Element I of tensor T viewed flat, as a double. */
+static double at_f64(const dora_tensor *t, int64_t i)
+{
+    return dora_elem_to_f64(t->data + (size_t)i * dora_dtype_size(t->dtype), t->dtype);
+}
+
 /* The tools' prefixes, longest first: "lora_te" must not take "lora_te1_". */
 static const struct {
     const char *prefix;
@@ -36,7 +42,10 @@ static const struct {
 
 /* The suffixes of a module's tensors (after the key's first '.'). */
 /* beyond the factor roles: alpha, dora_scale, and LyCORIS's full and (IA)^3 keys */
-enum { K_ALPHA = ROLE_COUNT, K_DORA, K_DIFF, K_DIFFB, K_IA3W, K_ONIN, K_GA1, K_GA2, K_GB1, K_GB2 };
+enum {
+    K_ALPHA = ROLE_COUNT, K_DORA, K_DIFF, K_DIFFB, K_IA3W, K_ONIN, K_GA1, K_GA2, K_GB1, K_GB2,
+    K_OFT, K_RESCALE
+};
 #define K_OTHER(r) ((r) >= K_DIFF && (r) <= K_ONIN)
 #define K_GLORA(r) ((r) >= K_GA1 && (r) <= K_GB2)
 static const struct {
@@ -51,7 +60,8 @@ static const struct {
     {"alpha", K_ALPHA},           {"dora_scale", K_DORA},     {"lora_mid.weight", ROLE_MID},
     {"diff", K_DIFF},             {"diff_b", K_DIFFB},        {"weight", K_IA3W},
     {"on_input", K_ONIN},         {"a1.weight", K_GA1},       {"a2.weight", K_GA2},
-    {"b1.weight", K_GB1},         {"b2.weight", K_GB2},
+    {"b1.weight", K_GB1},         {"b2.weight", K_GB2},       {"oft_blocks", K_OFT},
+    {"rescale", K_RESCALE},
 };
 
 /* LyCORIS's other algorithms, by the keys they save (the weight_list of
@@ -61,8 +71,6 @@ static const struct {
 } refused[] = {
     {"lokr_t1", "LoKr lokr_t1 (not used by LyCORIS's LoKr)"},
     {"bm.weight", "GLoRA with use_tucker (bm)"},
-    {"oft_blocks", "OFT / BOFT (oft_blocks / rescale)"},
-    {"rescale", "OFT / BOFT (oft_blocks / rescale)"},
     {"w_norm", "norms (w_norm / b_norm)"},
     {"b_norm", "norms (w_norm / b_norm)"},
 };
@@ -109,7 +117,7 @@ static int is_kohya_key(const char *name)
     int r = key_role(name, &stem);
     if (key_prefix(name) < 0)
         return 0;
-    return (r >= 0 && r < ROLE_COUNT) || r == K_DIFF || r == K_ONIN || K_GLORA(r) ||
+    return (r >= 0 && r < ROLE_COUNT) || r == K_DIFF || r == K_ONIN || K_GLORA(r) || r == K_OFT ||
            (r < 0 && refused_algo(name));
 }
 
@@ -692,12 +700,12 @@ static int build_glora(dora_adapter *a, const pending *p, const dora_tensor *alp
     double *rd = (double *)(void *)R->data, *ld = (double *)(void *)L->data;
     for (int64_t k = 0; k < r; k++)
         for (int64_t j = 0; j < in; j++) {
-            rd[k * in + j] = dora_elem_to_f64(b2->data + (size_t)(k * in + j) * dora_dtype_size(b2->dtype), b2->dtype);
-            rd[(r + k) * in + j] = dora_elem_to_f64(a2->data + (size_t)(k * in + j) * dora_dtype_size(a2->dtype), a2->dtype);
+            rd[k * in + j] = at_f64(b2, k * in + j);
+            rd[(r + k) * in + j] = at_f64(a2, k * in + j);
         }
     for (int64_t i = 0; i < out; i++) /* W0 a1, the other r columns: kohya_resolve */
         for (int64_t k = 0; k < r; k++)
-            ld[i * 2 * r + k] = dora_elem_to_f64(b1->data + (size_t)(i * r + k) * dora_dtype_size(b1->dtype), b1->dtype);
+            ld[i * 2 * r + k] = at_f64(b1, i * r + k);
     m->kind = DORA_ADAPTED_LORA;
     m->layout = "glora";
     m->aux = a1;
@@ -713,6 +721,68 @@ static int build_glora(dora_adapter *a, const pending *p, const dora_tensor *alp
                               "per file",
                          wf, p->module, *fam);
     *fam = "glora";
+    return 0;
+}
+
+/* LyCORIS's Diag-OFT, OFT = (oft_blocks [n, b, b], rescale [n b, 1...] or
+ * NULL): formed against the base by kohya_resolve (form_oft). alpha is its
+ * constraint (0: none). BOFT's 4-D oft_blocks (butterfly factors) are refused. */
+static int build_oft(dora_adapter *a, const pending *p, const dora_tensor *alpha_t,
+                     const dora_tensor *const oft[2], dora_adapted *m, const char **fam,
+                     dora_err *err)
+{
+    const char *wf = a->weights->path;
+    const dora_tensor *blk = oft[0], *rs = oft[1];
+    if (!(m->key = strdup(p->module)) || !(m->base_name = strdup(p->module)))
+        return dora_errf(err, "out of memory");
+    if (!blk)
+        return dora_errf(err, "'%s': module '%s' has '%s' but no oft_blocks", wf, p->module,
+                         rs->name);
+    char s[256];
+    dora_shape_str(blk, s, sizeof s);
+    if (blk->ndim == 4)
+        return dora_errf(err, "'%s': tensor '%s' is %s: LyCORIS's BOFT (butterfly OFT, 4-D "
+                              "oft_blocks), which this tool does not read (it reads Diag-OFT's "
+                              "[blocks, b, b])",
+                         wf, blk->name, s);
+    if (blk->ndim != 3 || blk->shape[1] != blk->shape[2] || blk->shape[1] < 1 ||
+        !dora_dtype_is_analysable(blk->dtype))
+        return dora_errf(err, "'%s': tensor '%s' is %s %s: Diag-OFT's oft_blocks are floating "
+                              "[blocks, b, b]",
+                         wf, blk->name, dora_dtype_name(blk->dtype), s);
+    const int64_t out = blk->shape[0] * blk->shape[1];
+    if (rs) {
+        int ok = dora_dtype_is_analysable(rs->dtype) && rs->ndim >= 2 && rs->shape[0] == out;
+        for (int d = 1; ok && d < rs->ndim; d++)
+            ok = rs->shape[d] == 1;
+        if (!ok) {
+            dora_shape_str(rs, s, sizeof s);
+            return dora_errf(err, "'%s': tensor '%s' is %s %s: OFT's rescale is floating [out, "
+                                  "1(, 1, 1)] with out = %lld (blocks x b)",
+                             wf, rs->name, dora_dtype_name(rs->dtype), s, (long long)out);
+        }
+    }
+    double c = 0; /* the constraint: alpha as saved, 0 for none */
+    if (alpha_t) {
+        c = alpha_t->numel == 1 ? dora_elem_to_f64(alpha_t->data, alpha_t->dtype) : NAN;
+        if (!isfinite(c) || c < 0)
+            return dora_errf(err, "'%s': tensor '%s' must be one finite number >= 0 (OFT's "
+                                  "constraint)",
+                             wf, alpha_t->name);
+    }
+    m->kind = DORA_ADAPTED_SAVED;
+    m->saved = blk;
+    m->aux = blk;
+    m->rescale = rs;
+    m->layout = "oft";
+    m->r = blk->shape[1];
+    m->alpha = c;
+    m->scale = 1;
+    if (*fam && strcmp(*fam, "oft") != 0)
+        return dora_errf(err, "'%s': module '%s' is oft but earlier modules are %s: one family "
+                              "per file",
+                         wf, p->module, *fam);
+    *fam = "oft";
     return 0;
 }
 
@@ -751,7 +821,8 @@ static int collect(dora_adapter *a, dora_err *err)
     const char *fam = NULL; /* the file's family */
     for (size_t i = 0; i < w->ntensors && rc == 0;) {
         pending p = {0};
-        const dora_tensor *alpha = NULL, *dscale = NULL, *other[4] = {0}, *glora[4] = {0};
+        const dora_tensor *alpha = NULL, *dscale = NULL, *other[4] = {0}, *glora[4] = {0},
+                          *oft[2] = {0};
         const char *name = w->by_name[e[i].tensor]->name;
         size_t j = i;
         for (; j < w->ntensors && e[j].stem == e[i].stem &&
@@ -762,6 +833,8 @@ static int collect(dora_adapter *a, dora_err *err)
                                        : e[j].role == K_DORA      ? &dscale
                                        : K_OTHER(e[j].role) ? &other[e[j].role - K_DIFF]
                                        : K_GLORA(e[j].role) ? &glora[e[j].role - K_GA1]
+                                       : e[j].role == K_OFT       ? &oft[0]
+                                       : e[j].role == K_RESCALE   ? &oft[1]
                                                                   : &p.t[e[j].role];
             if (*slot) {
                 rc = dora_errf(err, "'%s': '%s' and '%s' are the same tensor of one module",
@@ -787,7 +860,14 @@ static int collect(dora_adapter *a, dora_err *err)
                                        : glora[1] ? glora[1]
                                        : glora[2] ? glora[2]
                                                   : glora[3];
-        if (any_glora && (factors || any_other || dscale))
+        const dora_tensor *any_oft = oft[0] ? oft[0] : oft[1];
+        if (any_oft && (factors || any_other || any_glora || dscale))
+            rc = dora_errf(err, "'%s': module '%s' mixes OFT ('%s') with another family or "
+                                "dora_scale",
+                           w->path, p.module, any_oft->name);
+        else if (any_oft)
+            rc = build_oft(a, &p, alpha, oft, &a->modules[a->nmodules++], &fam, err);
+        else if (any_glora && (factors || any_other || dscale))
             rc = dora_errf(err, "'%s': module '%s' mixes GLoRA ('%s') with another family or "
                                 "dora_scale",
                            w->path, p.module, any_glora->name);
@@ -923,52 +1003,154 @@ static int kernel_fits(const dora_adapter *a, const dora_adapted *m, const dora_
                      a->weights->path, k->name, sk, b->name, sb);
 }
 
-/* A LyCORIS full module against base tensor B: W0 + diff in float64, in B's
- * shape, owned by M (formed again at each check: the last owned tensor). */
-static int form_full(const dora_adapter *a, dora_adapted *m, const dora_tensor *b,
-                     dora_err *err)
+/* W0 + diff, in place on V = W0's [out, in] rows. */
+static int merge_full(const dora_adapter *a, const dora_adapted *m, double *v, int64_t out,
+                      int64_t in, dora_err *err)
 {
-    const dora_tensor *diff = m->aux;
+    (void)a;
+    (void)err;
+    for (int64_t i = 0; i < out * in; i++)
+        v[i] += at_f64(m->aux, i);
+    return 0;
+}
+
+/* X = A^-1 B for the N x N float64 A (destroyed) and B (X in place), by
+ * Gaussian elimination with partial pivoting; -1 when A is singular. */
+static int solve(double *A, double *B, int64_t n)
+{
+    for (int64_t c = 0; c < n; c++) {
+        int64_t piv = c;
+        for (int64_t i = c + 1; i < n; i++)
+            if (fabs(A[i * n + c]) > fabs(A[piv * n + c]))
+                piv = i;
+        if (A[piv * n + c] == 0)
+            return -1;
+        for (int64_t j = 0; piv != c && j < n; j++) {
+            double t = A[c * n + j];
+            A[c * n + j] = A[piv * n + j];
+            A[piv * n + j] = t;
+            t = B[c * n + j];
+            B[c * n + j] = B[piv * n + j];
+            B[piv * n + j] = t;
+        }
+        for (int64_t i = c + 1; i < n; i++) {
+            double f = A[i * n + c] / A[c * n + c];
+            for (int64_t j = 0; j < n; j++) {
+                A[i * n + j] -= f * A[c * n + j];
+                B[i * n + j] -= f * B[c * n + j];
+            }
+        }
+    }
+    for (int64_t c = n - 1; c >= 0; c--)
+        for (int64_t j = 0; j < n; j++) {
+            double x = B[c * n + j];
+            for (int64_t k = c + 1; k < n; k++)
+                x -= A[c * n + k] * B[k * n + j];
+            B[c * n + j] = x / A[c * n + c];
+        }
+    return 0;
+}
+
+/* Diag-OFT (diag_oft.py get_r, make_weight): Q = blocks - blocks^T, scaled to
+ * norm alpha out when alpha > 0 and |Q| + 1e-8 exceeds it; R_k = (I + Q_k)
+ * (I - Q_k)^-1; block k of W_t is R_k^T W0_k (einsum "k n m, k n ... -> k m
+ * ..."), R_k^T = (I + Q_k)^-1 (I - Q_k) as Q_k is skew; rows times rescale. */
+static int merge_oft(const dora_adapter *a, const dora_adapted *m, double *v, int64_t out,
+                     int64_t in, dora_err *err)
+{
+    const dora_tensor *blk = m->aux;
+    const int64_t nb = blk->shape[0], b = blk->shape[1];
+    double *q = malloc((size_t)(nb * b * b + 2 * b * b + b * in) * sizeof *q);
+    if (!q)
+        return dora_errf(err, "out of memory for the merged weight of '%s'", m->key);
+    double *ap = q + nb * b * b, *rt = ap + b * b, *tmp = rt + b * b, n2 = 0;
+    for (int64_t k = 0; k < nb; k++)
+        for (int64_t i = 0; i < b; i++)
+            for (int64_t j = 0; j < b; j++) {
+                double x = at_f64(blk, (k * b + i) * b + j) - at_f64(blk, (k * b + j) * b + i);
+                q[(k * b + i) * b + j] = x;
+                n2 += x * x;
+            }
+    const double limit = m->alpha * (double)out, qn = sqrt(n2) + 1e-8;
+    const double f = m->alpha > 0 && qn > limit ? limit / qn : 1.0;
+    int rc = 0;
+    for (int64_t k = 0; k < nb && rc == 0; k++) {
+        for (int64_t i = 0; i < b; i++)
+            for (int64_t j = 0; j < b; j++) {
+                double x = f * q[(k * b + i) * b + j];
+                ap[i * b + j] = (double)(i == j) + x;
+                rt[i * b + j] = (double)(i == j) - x;
+            }
+        if (solve(ap, rt, b) != 0) {
+            rc = dora_errf(err, "'%s': tensor '%s': block %lld gives a singular I + Q",
+                           a->weights->path, blk->name, (long long)k);
+            break;
+        }
+        double *w = v + k * b * in;
+        for (int64_t i = 0; i < b; i++)
+            for (int64_t j = 0; j < in; j++) {
+                double x = 0;
+                for (int64_t n = 0; n < b; n++)
+                    x += rt[i * b + n] * w[n * in + j];
+                tmp[i * in + j] = x;
+            }
+        memcpy(w, tmp, (size_t)(b * in) * sizeof *w);
+    }
+    for (int64_t i = 0; rc == 0 && m->rescale && i < out; i++)
+        for (int64_t j = 0; j < in; j++)
+            v[i * in + j] *= at_f64(m->rescale, i);
+    free(q);
+    return rc;
+}
+
+/* A LyCORIS full or OFT module against base tensor B: W_t formed by MERGE on
+ * W0's rows in float64, in B's shape, owned by M (formed again at each check:
+ * the last owned tensor); B's rows must be OUT (0: any) and its shape SHAPE's
+ * when SHAPE is given. */
+static int form_dense(const dora_adapter *a, dora_adapted *m, const dora_tensor *b,
+                      const dora_tensor *shape, int64_t rows,
+                      int (*merge)(const dora_adapter *, const dora_adapted *, double *, int64_t,
+                                   int64_t, dora_err *),
+                      dora_err *err)
+{
     if (m->nowned > 0) {
         dora_tensor *d = m->owned[--m->nowned];
         free((void *)d->data);
         free(d);
     }
-    m->saved = diff;
+    m->saved = m->aux;
     if (!b)
         return 0;
-    int same = b->ndim == diff->ndim && dora_dtype_is_analysable(b->dtype);
-    for (int d = 0; same && d < b->ndim; d++)
-        same = b->shape[d] == diff->shape[d];
-    char sd[256], sb[256];
-    dora_shape_str(diff, sd, sizeof sd);
-    dora_shape_str(b, sb, sizeof sb);
-    if (!same)
+    int same = dora_dtype_is_analysable(b->dtype) && b->ndim >= 2 &&
+               (!shape || b->ndim == shape->ndim) && (!rows || b->shape[0] == rows);
+    for (int d = 0; shape && same && d < b->ndim; d++)
+        same = b->shape[d] == shape->shape[d];
+    if (!same) {
+        char sd[256], sb[256];
+        dora_shape_str(m->aux, sd, sizeof sd);
+        dora_shape_str(b, sb, sizeof sb);
         return dora_errf(err, "'%s': tensor '%s' is %s, but the base tensor '%s' is %s %s",
-                         a->weights->path, diff->name, sd, b->name, dora_dtype_name(b->dtype),
+                         a->weights->path, m->aux->name, sd, b->name, dora_dtype_name(b->dtype),
                          sb);
+    }
     const int64_t out = dora_tensor_rows(b), in = dora_tensor_cols(b);
     if (out * in > KOHYA_DENSE_MAX)
-        return dora_errf(err, "'%s': module '%s': LyCORIS's full update is dense; this tool forms "
-                              "W0 + diff for up to %lld entries, not %lld",
-                         a->weights->path, m->key, (long long)KOHYA_DENSE_MAX,
+        return dora_errf(err, "'%s': module '%s': LyCORIS's %s update is dense; this tool forms "
+                              "it for up to %lld entries, not %lld",
+                         a->weights->path, m->key, m->layout, (long long)KOHYA_DENSE_MAX,
                          (long long)(out * in));
     double *v = adapter_base_rows(b, 0, out, in, err);
     if (!v)
         return -1;
-    dora_tensor *wt = adapter_own(m, diff, out, in);
-    int rc = 0;
-    if (!wt) {
-        rc = dora_errf(err, "out of memory for the merged weight of '%s'", m->key);
-    } else {
-        double *wd = (double *)(void *)wt->data;
-        const size_t es = dora_dtype_size(diff->dtype);
-        for (int64_t i = 0; i < out * in; i++)
-            wd[i] = v[i] + dora_elem_to_f64(diff->data + (size_t)i * es, diff->dtype);
-        for (int64_t i = 0; rc == 0 && i < out * in; i++)
-            if (!isfinite(wd[i]))
-                rc = dora_errf(err, "'%s': module '%s': W0 + diff holds NaN or Inf (row %lld)",
-                               a->weights->path, m->key, (long long)(i / in));
+    dora_tensor *wt = adapter_own(m, m->aux, out, in);
+    int rc = wt ? merge(a, m, v, out, in, err)
+                : dora_errf(err, "out of memory for the merged weight of '%s'", m->key);
+    for (int64_t i = 0; rc == 0 && i < out * in; i++)
+        if (!isfinite(v[i]))
+            rc = dora_errf(err, "'%s': module '%s': the merged weight holds NaN or Inf (row %lld)",
+                           a->weights->path, m->key, (long long)(i / in));
+    if (rc == 0) {
+        memcpy((void *)wt->data, v, (size_t)(out * in) * sizeof *v);
         wt->ndim = b->ndim;
         for (int d = 0; d < b->ndim; d++)
             wt->shape[d] = b->shape[d];
@@ -998,12 +1180,11 @@ static int form_glora(const dora_adapter *a, dora_adapted *m, const dora_tensor 
     if (!w0)
         return -1;
     double *ld = (double *)(void *)m->L.t->data;
-    const size_t es = dora_dtype_size(a1->dtype);
     for (int64_t i = 0; i < out; i++)
         for (int64_t k = 0; k < r; k++) {
             double sum = 0;
             for (int64_t j = 0; j < in; j++)
-                sum += w0[i * in + j] * dora_elem_to_f64(a1->data + (size_t)(j * r + k) * es, a1->dtype);
+                sum += w0[i * in + j] * at_f64(a1, j * r + k);
             ld[i * 2 * r + r + k] = sum;
         }
     free(w0);
@@ -1053,12 +1234,15 @@ int kohya_resolve(const dora_adapter *a, const dora_model *base, dora_err *err)
             m->magnitude = NULL;
         }
         const char *hit;
-        const int full = strcmp(m->layout, "full") == 0, glora = strcmp(m->layout, "glora") == 0;
+        const int full = strcmp(m->layout, "full") == 0, glora = strcmp(m->layout, "glora") == 0,
+                  oft = strcmp(m->layout, "oft") == 0;
         const dora_tensor *bt;
         if ((rc = match(a, base, c, nc, m->key, &hit, err)) != 0)
             break;
         bt = dora_model_find(base, hit);
-        if ((rc = full    ? form_full(a, m, bt, err)
+        if ((rc = full    ? form_dense(a, m, bt, m->aux, 0, merge_full, err)
+                  : oft   ? form_dense(a, m, bt, NULL, m->aux->shape[0] * m->aux->shape[1],
+                                       merge_oft, err)
                   : glora ? form_glora(a, m, bt, err)
                           : kernel_fits(a, m, bt, err)) != 0)
             break;

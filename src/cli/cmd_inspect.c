@@ -154,8 +154,9 @@ static void print_adapter(const dora_adapter *a)
         if (m->kind == DORA_ADAPTED_SAVED) {
             char shp[256];
             dora_shape_str(m->saved, shp, sizeof shp);
-            printf("%s\tsaved\t-\t-\t-\t%s %s\t-\n", m->base_name, dora_dtype_name(m->saved->dtype),
-                   shp);
+            printf("%s\t%s\t-\t-\t-\t%s %s\t-\n", m->base_name,
+                   a->kohya && m->layout ? m->layout : "saved", /* LyCORIS full / OFT */
+                   dora_dtype_name(m->saved->dtype), shp);
             continue;
         }
         if (m->ia3 && !m->L.t) { /* its factors are formed against the base */

@@ -74,7 +74,7 @@ static const char *method_label(const char *m)
                                            {"dora", "DoRA"},     {"ia3", "IA3"},
                                            {"adalora", "AdaLoRA"}, {"vera", "VeRA"},
                                            {"loha", "LoHa"},     {"lokr", "LoKr"},
-                                           {"glora", "GLoRA"}};
+                                           {"glora", "GLoRA"},   {"oft", "OFT"}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(m, names[i][0]) == 0)
             return names[i][1];

@@ -78,6 +78,7 @@ RUNS = {  # kohya's step files and its last save (step from ss_steps)
     "full": ["full.safetensors"],         # LyCORIS full: diff (and diff_b, not analysed)
     "ia3": ["ia3.safetensors"],           # LyCORIS (IA)^3: weight, on_input
     "glora": ["glora.safetensors"],       # LyCORIS GLoRA (linear): a1, a2, b1, b2
+    "oft": ["oft.safetensors"],           # LyCORIS Diag-OFT: oft_blocks, rescale, alpha
     "single": ["single/mylora.safetensors"],  # a folder of one unnumbered file: one step
     "single25": ["single25/last.safetensors"],  # the same with ss_steps 25
 }
@@ -222,6 +223,14 @@ def tucker_gen(out, rng):
           t + ".a1.weight": g(20, 2), t + ".a2.weight": g(2, 20), t + ".b1.weight": g(20, 2),
           t + ".b2.weight": g(2, 20)}
     write(out, RUNS["glora"][0], ts, {"ss_network_module": "lycoris.kohya"})
+    # Diag-OFT: blocks [n, b, b] over the output rows; rescale; alpha the norm constraint
+    # (0: none; conv1's 0.01 x 16 is below |Q|, so Q is scaled down)
+    ts = {p + ".oft_blocks": g(8, 4, 4), p + ".rescale": f32(1 + 0.1 * rng.standard_normal((32, 1))),
+          p + ".alpha": a(0.0),
+          c + ".oft_blocks": g(4, 4, 4), c + ".rescale": f32(1 + 0.1 * rng.standard_normal((16, 1, 1, 1))),
+          c + ".alpha": a(0.01),
+          t + ".oft_blocks": g(5, 4, 4)}
+    write(out, RUNS["oft"][0], ts, {"ss_network_module": "lycoris.kohya"})
     write(out, RUNS["single"][0], lora_tensors(rng, 1, [PIN, CONV]))
     write(out, RUNS["single25"][0], lora_tensors(rng, 2, [TOQ]), kohya_meta(25, 5))
 
@@ -299,7 +308,10 @@ def bad_cases(out, rng, castb):
     add("glora_half", {k + ".a1.weight": g(24, 3), k + ".a2.weight": g(3, 24), k + ".b1.weight": g(32, 3)},
         ["@", k, "no b2.weight"])
     add("glora_bm", {k + ".a1.weight": g(24, 3), k + ".bm.weight": g(3, 3, 3, 3)}, ["@", k + ".bm.weight", "GLoRA"])
-    add("oft", {k + ".oft_blocks": g(4, 8, 8), k + ".rescale": g(32, 1)}, ["@", k, "OFT / BOFT"])
+    add("boft", {k + ".oft_blocks": g(2, 4, 8, 8), k + ".rescale": g(32, 1)}, ["@", k + ".oft_blocks", "BOFT"])
+    add("oft_rows", {k + ".oft_blocks": g(4, 4, 4)}, ["@", k + ".oft_blocks", "[4, 4, 4]", PIN + ".weight"])
+    add("oft_rescale", {k + ".oft_blocks": g(8, 4, 4), k + ".rescale": g(24, 1)}, ["@", k + ".rescale", "out = 32"])
+    add("oft_alpha", {k + ".oft_blocks": g(8, 4, 4), k + ".alpha": f32(np.array(-1.0))}, ["@", k + ".alpha", "constraint"])
     add("halfpair", {k + ".lora_down.weight": f32(np.ones((4, 24)))}, ["@", k, "no lora_up.weight"])
     add("nan", dict(good, **{k + ".lora_up.weight": f32(np.full((32, 4), np.nan))}), ["@", k, "NaN"])
     # folders: a name and its metadata disagree; epochs with and without ss_steps
@@ -331,6 +343,18 @@ def merged(ts, key, w0):
         if int(g("on_input")):
             return w0 * w.reshape((1, -1) + (1,) * (w0.ndim - 2))
         return w0 * w.reshape((-1,) + (1,) * (w0.ndim - 1))
+    if g("oft_blocks") is not None:  # diag_oft.py get_r / make_weight, in float64
+        blk = g("oft_blocks")
+        nb, b, _ = blk.shape
+        q = blk - blk.transpose(0, 2, 1)
+        c = float(alpha) * w0.shape[0] if alpha is not None else 0.0
+        qn = np.linalg.norm(q) + 1e-8
+        if c > 0 and qn > c:
+            q = q * c / qn
+        eye = np.eye(b)
+        r = np.stack([(eye + q[k]) @ np.linalg.inv(eye - q[k]) for k in range(nb)])
+        w = np.einsum("knm,kn...->km...", r, w0.reshape((nb, b) + w0.shape[1:])).reshape(w0.shape)
+        return w * g("rescale") if g("rescale") is not None else w
     if g("a1.weight") is not None:  # glora.py make_weight: (b1 b2 + W0 a1 a2) * alpha / r
         r = g("a2.weight").shape[0]
         s = float(alpha) / r if alpha is not None else 1.0

@@ -37,14 +37,14 @@ has() {
     pass "$label"
 }
 
-RUNS="lora,dcol,depoch,onet,drow,loha,lokr,tucker,tuckd,lohat,lokrt,lokr4,full,ia3,glora,single,single25"
+RUNS="lora,dcol,depoch,onet,drow,loha,lokr,tucker,tuckd,lohat,lokrt,lokr4,full,ia3,glora,oft,single,single25"
 if writes_ok all "$OUT/all.h5" analyze -j 2 --base "$D/base" lora="$D/lora" dcol="$D/dcol" depoch="$D/depoch" onet="$D/onet" \
     drow="$D/drow.safetensors" loha="$D/loha.safetensors" lokr="$D/lokr.safetensors" \
     tucker="$D/tucker.safetensors" tuckd="$D/tuckd.safetensors" lohat="$D/lohat.safetensors" \
     lokrt="$D/lokrt.safetensors" lokr4="$D/lokr4.safetensors" full="$D/full.safetensors" ia3="$D/ia3.safetensors" \
-    glora="$D/glora.safetensors" single="$D/single" single25="$D/single25"; then
+    glora="$D/glora.safetensors" oft="$D/oft.safetensors" single="$D/single" single25="$D/single25"; then
     check all check --data "$D" --h5 "$OUT/all.h5" --runs "$RUNS"
-    want="dora ft glora ia3 loha lokr lora"
+    want="dora ft glora ia3 loha lokr lora oft"
     got=$(cut -f2 "$LOG/all.out" | tail -n +2 | LC_ALL=C sort -u | tr '\n' ' ' | sed 's/ $//')
     if [ "$got" = "$want" ]; then
         pass table-method
@@ -91,6 +91,14 @@ run inspect-lokrt "$BIN" inspect "$D/lokrt.safetensors"
 run inspect-lokr4 "$BIN" inspect "$D/lokr4.safetensors"
 [ $RC -eq 0 ] && has inspect-lokr4 "$LOG/inspect-lokr4.out" "2 conv(s)" "lokr-conv	8	7	1	[16, 8] x [8, 72]" \
     "lokr-conv	2	0.5	0.5	[16, 2] x [2, 8]"
+
+# LyCORIS's full and OFT modules are formed against the base: inspect names them
+run inspect-oft "$BIN" inspect "$D/oft.safetensors"
+[ $RC -eq 0 ] && has inspect-oft "$LOG/inspect-oft.out" "method oft" "	oft	-	-	-	F32 [8, 4, 4]"
+run inspect-full "$BIN" inspect "$D/full.safetensors"
+[ $RC -eq 0 ] && has inspect-full "$LOG/inspect-full.out" "method ft" "	full	-	-	-	F32 [16, 8, 3, 3]"
+run inspect-glora "$BIN" inspect "$D/glora.safetensors"
+[ $RC -eq 0 ] && has inspect-glora "$LOG/inspect-glora.out" "method glora" "	glora	6	6	2	[32, 6] x [6, 24]"
 
 # spectrum reads them too
 writes_ok spectrum "$OUT/spec.h5" spectrum -q --base "$D/base" lora="$D/lora" && pass spectrum-reads
