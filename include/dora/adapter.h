@@ -152,6 +152,11 @@ typedef struct dora_adapter {
  *     LoHa          hada_w1_a ... as PEFT's LoHa, s = alpha / r (r: hada_w1_b's rows)
  *     LoKr          lokr_w1 ... as PEFT's LoKr, s = alpha / r with r the rows of a
  *                   factored side's _b, or 1 when both sides are full matrices
+ *     Tucker        lora_mid / hada_t1, hada_t2 / lokr_t2 [r, r, kh, kw], and a 4-D
+ *                   lokr_w2: LyCORIS's rebuild_tucker, in the same low-rank form
+ *     full, OFT     diff / Diag-OFT's oft_blocks, rescale: W_t formed densely (SAVED)
+ *     (IA)^3, GLoRA weight, on_input (IA3 with 1 added) / a1, a2, b1, b2 (linear):
+ *                   L = [b1, W0 a1], R = [b2; a2], s = alpha / r
  * alpha a scalar tensor; absent, s = 1 (as kohya and LyCORIS load such files).
  * dora_scale [1, in(, 1, 1)]: the merged weight is V diag(dora_scale / (|V[:, j]|
  * + eps)) (column norms; a conv's per input channel), formed densely by
