@@ -405,6 +405,17 @@ static int build_vera(dora_adapter *a, const pending *p, dora_adapted *m, int64_
     return 0; /* R = diag(lambda_d) vera_A[:, :in] needs in: fam_check */
 }
 
+int fam_fits(const dora_adapter *a, const char *module, int64_t rows, int64_t cols,
+             dora_err *err)
+{
+    if (rows >= 0 && cols >= 0 && (cols == 0 || rows <= FAM_MAX_ENTRIES / cols))
+        return 0;
+    return dora_errf(err, "'%s': module '%s': its factors would be [%lld, %lld], more than %lld "
+                          "entries: not an adapter this tool forms",
+                     a->weights->path, module, (long long)rows, (long long)cols,
+                     (long long)FAM_MAX_ENTRIES);
+}
+
 void fam_tucker(const dora_tensor *t, const dora_tensor *b, double *q)
 {
     const int64_t r1 = t->shape[0], r2 = t->shape[1], kk = (int64_t)t->numel / (r1 * r2),
@@ -468,6 +479,8 @@ static double *loha_factors(const dora_adapter *a, const pending *p, int64_t r, 
         return shape_err(a, (tucker ? w2a->shape[1] : w2a->shape[0]) != *out ? w2a : w2b,
                          "but hada_w1's product differs", err),
                NULL;
+    if (fam_fits(a, p->module, 2 * r, *out + *in, err) != 0)
+        return NULL;
     double *f = malloc((size_t)(2 * r * (*out + *in)) * sizeof *f);
     if (!f)
         return dora_errf(err, "out of memory for the factors of '%s'", p->module), NULL;
@@ -512,6 +525,10 @@ static int build_loha(dora_adapter *a, const pending *p, dora_adapted *m, int64_
                          (long long)out, (long long)in, RANK_PER_DIM);
     }
     const int64_t rr = r * r;
+    if (fam_fits(a, p->module, out + in, rr, err) != 0) {
+        free(f);
+        return -1;
+    }
     const double *a1 = f, *b1 = a1 + r * out, *a2 = b1 + r * in, *b2 = a2 + r * out;
     dora_tensor *L = adapter_own(m, p->t[ROLE_H1A], out, rr),
                 *R = adapter_own(m, p->t[ROLE_H1B], rr, in);
@@ -588,6 +605,8 @@ static int lokr_side(const dora_adapter *a, const pending *p, role full, role fa
             return -1;
         const int64_t kk = (int64_t)t->numel / (r * r);
         *k = (kside){NULL, NULL, NULL, NULL, wa->shape[1], r, wb->shape[1] * kk};
+        if (fam_fits(a, p->module, r, k->rows + k->cols, err) != 0)
+            return -1;
         k->pd = malloc((size_t)(k->rows * r) * sizeof *k->pd);
         k->qd = malloc((size_t)(r * k->cols) * sizeof *k->qd);
         if (!k->pd || !k->qd)
@@ -631,6 +650,8 @@ static int build_lokr(dora_adapter *a, const pending *p, dora_adapted *m, dora_e
      * the flattened [a b, c d, kh, kw] kron */
     const int64_t out = s1.rows * s2.rows, in = s1.cols * s2.cols, r = s1.inner * s2.inner;
     const dora_tensor *from = p->t[ROLE_K1] ? p->t[ROLE_K1] : p->t[ROLE_K1A];
+    if (rc == 0)
+        rc = fam_fits(a, p->module, r, out + in, err) != 0;
     dora_tensor *L = rc ? NULL : adapter_own(m, from, out, r),
                 *R = rc ? NULL : adapter_own(m, from, r, in);
     if (rc == 0 && (!L || !R))

@@ -90,6 +90,11 @@ void fam_release(dora_adapter *a);
  * kohya.c; s and alpha are the caller's */
 int fam_build_loha(dora_adapter *a, const pending *p, dora_adapted *m, int64_t r, dora_err *err);
 int fam_build_lokr(dora_adapter *a, const pending *p, dora_adapted *m, dora_err *err);
+/* the most entries of the factors a family module forms (2 GiB of float64) */
+#define FAM_MAX_ENTRIES ((int64_t)1 << 28)
+/* ROWS x COLS entries are at most FAM_MAX_ENTRIES: 0, else -1 with ERR naming MODULE */
+int fam_fits(const dora_adapter *a, const char *module, int64_t rows, int64_t cols,
+             dora_err *err);
 /* LyCORIS's Tucker rebuild of a core T [r1, r2, k...] with B [r2, c(, 1...)]:
  * Q[i, x k + y] = sum_j T[i, j, y] B[j, x], into Q [r1, c prod(k)] */
 void fam_tucker(const dora_tensor *t, const dora_tensor *b, double *q);

@@ -24,6 +24,7 @@
 #define KOHYA_HEADER_MAX (64u << 20) /* a kohya file's header is well below this */
 #define KOHYA_DENSE_MAX ((int64_t)1 << 26) /* entries of a column-form DoRA weight (512 MiB) */
 #define KOHYA_MAX_LISTED 8 /* candidates named in an ambiguity error */
+#define KOHYA_OFT_MAX_BLOCK 1024 /* rows of a Diag-OFT block (a b^3 solve each) */
 
 /* Element I of tensor T viewed flat, as a double. */
 static double at_f64(const dora_tensor *t, int64_t i)
@@ -448,7 +449,7 @@ static int build_tucker(const dora_adapter *a, const pending *p, dora_adapted *m
                          wf, p->module, sd, su, sm);
     }
     const int64_t r = down->shape[0], in = down->shape[1] * ((int64_t)mid->numel / (r * r));
-    if (fam_tucker_core(a, mid, r, err) != 0)
+    if (fam_tucker_core(a, mid, r, err) != 0 || fam_fits(a, p->module, r, in, err) != 0)
         return -1;
     dora_tensor *R = adapter_own(m, mid, r, in);
     if (!R)
@@ -692,7 +693,8 @@ static int build_glora(dora_adapter *a, const pending *p, const dora_tensor *alp
                          wf, (bad ? bad : a2)->name, s, (long long)r, (long long)in);
     }
     double alpha = 0;
-    if (alpha_t && read_alpha(a, alpha_t, &alpha, err) != 0)
+    if ((alpha_t && read_alpha(a, alpha_t, &alpha, err) != 0) ||
+        fam_fits(a, p->module, 2 * r, out + in, err) != 0)
         return -1;
     dora_tensor *R = adapter_own(m, a2, 2 * r, in), *L = adapter_own(m, b1, out, 2 * r);
     if (!R || !L)
@@ -751,6 +753,10 @@ static int build_oft(dora_adapter *a, const pending *p, const dora_tensor *alpha
                               "[blocks, b, b]",
                          wf, blk->name, dora_dtype_name(blk->dtype), s);
     const int64_t out = blk->shape[0] * blk->shape[1];
+    if (blk->shape[1] > KOHYA_OFT_MAX_BLOCK)
+        return dora_errf(err, "'%s': tensor '%s' is %s: Diag-OFT blocks of %lld rows; this tool "
+                              "solves blocks of up to %d (LyCORIS's are the factor, a few tens)",
+                         wf, blk->name, s, (long long)blk->shape[1], KOHYA_OFT_MAX_BLOCK);
     if (rs) {
         int ok = dora_dtype_is_analysable(rs->dtype) && rs->ndim >= 2 && rs->shape[0] == out;
         for (int d = 1; ok && d < rs->ndim; d++)

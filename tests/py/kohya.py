@@ -311,6 +311,10 @@ def bad_cases(out, rng, castb):
     add("boft", {k + ".oft_blocks": g(2, 4, 8, 8), k + ".rescale": g(32, 1)}, ["@", k + ".oft_blocks", "BOFT"])
     add("oft_rows", {k + ".oft_blocks": g(4, 4, 4)}, ["@", k + ".oft_blocks", "[4, 4, 4]", PIN + ".weight"])
     add("oft_rescale", {k + ".oft_blocks": g(8, 4, 4), k + ".rescale": g(24, 1)}, ["@", k + ".rescale", "out = 32"])
+    add("oft_block", {k + ".oft_blocks": g(1, 1025, 1025)}, ["@", k + ".oft_blocks", "up to 1024"])
+    add("mid_huge", {c + ".lora_down.weight": g(1, 1 << 16, 1, 1), c + ".lora_up.weight": g(16, 1, 1, 1),
+                     c + ".lora_mid.weight": g(1, 1, 1 << 13, 1)},
+        ["@", c, "more than 268435456 entries"])
     add("oft_alpha", {k + ".oft_blocks": g(8, 4, 4), k + ".alpha": f32(np.array(-1.0))}, ["@", k + ".alpha", "constraint"])
     add("halfpair", {k + ".lora_down.weight": f32(np.ones((4, 24)))}, ["@", k, "no lora_up.weight"])
     add("nan", dict(good, **{k + ".lora_up.weight": f32(np.full((32, 4), np.nan))}), ["@", k, "NaN"])
