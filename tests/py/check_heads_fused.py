@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import stio  # noqa: E402
+from check_fused import weights  # noqa: E402
 
 RTOL = 1e-9
 
@@ -47,25 +47,9 @@ def kv_heads(case, cfg):
 def main():
     data, case, out = sys.argv[1:4]
     run = sys.argv[4] if len(sys.argv) > 4 else "ft"
-    c = next(x for x in json.load(open(os.path.join(data, "cases.json"))) if x["case"] == case)
+    c, w0, wt = weights(data, case, run)
     name = c["tensor"]
     cfg = json.load(open(os.path.join(data, case, "base", "config.json")))
-    conv1d = cfg.get("model_type") == "gpt2"
-
-    def load(sub):
-        w = stio.load_model(os.path.join(data, case, sub))[name][1].astype(np.float64)
-        return w.T if conv1d else w
-
-    w0 = load("base")
-    if run == "ft":
-        wt = load(os.path.join("ft", "checkpoint-1"))
-    else:
-        ck = os.path.join(data, case, "lora", "checkpoint-1")
-        ad = {k: v[1].astype(np.float64) for k, v in
-              stio.read_safetensors(os.path.join(ck, "adapter_model.safetensors"))[0].items()}
-        acfg = json.load(open(os.path.join(ck, "adapter_config.json")))
-        m = "base_model.model." + name[:-len(".weight")]
-        wt = w0 + acfg["lora_alpha"] / acfg["r"] * ad[m + ".lora_B.weight"] @ ad[m + ".lora_A.weight"]
     nh, nkv = kv_heads(case, cfg)
     want = {p: n for p, n in (("q", nh), ("k", nkv), ("v", nkv)) if p in c["parts"] and n}
     bad, nvals = [], 0
