@@ -152,7 +152,8 @@ static int unpack_heads(rbuf *b, dora_result *r, char *why, size_t n)
                      (unsigned long long)l, L);
             return -1;
         }
-        if (k == 0 || (uint64_t)r->rows[l] % hd != 0 || (uint64_t)r->rows[l] / hd != k) {
+        if (k == 0 || (uint64_t)r->rows[l] % hd != 0 || (uint64_t)r->rows[l] / hd != k ||
+            k > (uint64_t)(INT64_MAX - r->head_offset[h])) {
             snprintf(why, n, "a per-head section that does not match the modules ('%s': %lld "
                              "rows are not %llu heads of head_dim %llu)",
                      r->modules[l], (long long)r->rows[l], (unsigned long long)k,
