@@ -233,6 +233,12 @@ int dora_report_junit(const char *path, const char *manifest, const dora_study_r
 int dora_merge_shards(const char *output, const char *const *shards, size_t nshards,
                       const char *command_line, size_t *missing, char *missing_msg,
                       size_t msg_size, dora_progress *progress, dora_err *err);
+/* The same with the bootstrap settings of STATS for the output's /regression
+ * (NULL: the defaults of stats.h, as dora_merge_shards). */
+int dora_merge_shards_stats(const char *output, const char *const *shards, size_t nshards,
+                            const char *command_line, const dora_stats_opts *stats,
+                            size_t *missing, char *missing_msg, size_t msg_size,
+                            dora_progress *progress, dora_err *err);
 
 /* Journal header text for a study: the fingerprint and the planned units
  * (runs in order, each with its steps), newly allocated. */

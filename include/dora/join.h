@@ -18,6 +18,7 @@
  * and adapter checkpoints cannot be mixed). Parts must agree on name, paths,
  * and each module's layer, rows and cols. A step held twice must hold the same
  * numbers bit for bit (it is kept once). Per-row data are not joined. The
+ * per-head values are, when every part has them (each module grouped alike). The
  * parts stay the caller's; *out is new (dora_result_release). */
 int dora_result_join(dora_result *out, const dora_result *const *parts, size_t nparts,
                      dora_err *err);

@@ -7,6 +7,7 @@
 #include "dora/notes.h"
 #include "dora/stats.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,10 +23,93 @@ static int64_t kind_heads(const char *kind, int64_t nh, int64_t nkv)
     return 0;
 }
 
-/* The config's head counts and head_dim: 1 when all are known, 0 (with *WHY)
- * when not, -1 with ERR set when a value is malformed. */
+/* The config.json keys of a head count and of the hidden size, as the
+ * transformers config classes name them: num_attention_heads, else n_head
+ * (GPT-2, GPT-J, BLOOM, Falcon: their attribute_map) or n_heads (MPT, OLMo);
+ * hidden_size, else n_embd (GPT-2) or d_model (MPT, OLMo). */
+static const char *const K_HEADS[] = {"num_attention_heads", "n_head", "n_heads", NULL};
+static const char *const K_HIDDEN[] = {"hidden_size", "n_embd", "d_model", NULL};
+static const char *const K_KV[] = {"num_key_value_heads", NULL};
+static const char *const K_FALCON_KV[] = {"num_kv_heads", "n_head_kv", NULL};
+
+/* The value of the keys KEYS name, the first there checked against every
+ * other there: 1 and *V; 0 when none is there; 0 with *WHY (in BUF, of size
+ * N) when two disagree (never a guess); -1 with ERR set when malformed. */
+static int config_one(const dora_config *c, const char *const *keys, int64_t *v, char *buf,
+                      size_t n, const char **why, dora_err *err)
+{
+    const char *first = NULL;
+    for (size_t i = 0; keys[i]; i++) {
+        int64_t x;
+        int r = dora_config_int(c, keys[i], &x, err);
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            continue;
+        if (!first) {
+            first = keys[i];
+            *v = x;
+        } else if (x != *v) {
+            snprintf(buf, n, "its config.json says %s %lld but %s %lld", first, (long long)*v,
+                     keys[i], (long long)x);
+            *why = buf;
+            return 0;
+        }
+    }
+    return first != NULL;
+}
+
+/* The key/value heads, NH when the config names none: by num_key_value_heads;
+ * Falcon's by num_kv_heads (n_head_kv) with new_decoder_architecture or
+ * without multi_query (true by default), else 1 (FalconAttention); MPT's by
+ * attn_config.attn_type (multi-query 1, grouped-query attn_config.kv_n_heads,
+ * as the fused split reads them). 1, or 0 with *WHY, or -1 with ERR. */
+static int config_kv(const dora_config *c, int64_t nh, int64_t *nkv, char *buf, size_t n,
+                     const char **why, dora_err *err)
+{
+    const char *mt = dora_config_model_type(c);
+    int64_t nw = 0, mq = 1;
+    int r;
+    *nkv = nh;
+    if (mt && strcmp(mt, "falcon") == 0) {
+        if (dora_config_int(c, "new_decoder_architecture", &nw, err) < 0 ||
+            dora_config_int(c, "multi_query", &mq, err) < 0)
+            return -1;
+        if (!nw && mq) {
+            *nkv = 1;
+            return 1;
+        }
+        r = config_one(c, K_FALCON_KV, nkv, buf, n, why, err);
+        return r < 0 ? -1 : !*why;
+    }
+    if (mt && strcmp(mt, "mpt") == 0) {
+        static const char *const k_mpt_kv[] = {"attn_config.kv_n_heads", NULL};
+        const char *type = dora_config_str(c, "attn_config.attn_type");
+        if (!type || strcmp(type, "multihead_attention") == 0)
+            return 1;
+        if (strcmp(type, "multiquery_attention") == 0) {
+            *nkv = 1;
+            return 1;
+        }
+        if (strcmp(type, "grouped_query_attention") == 0 &&
+            (r = config_one(c, k_mpt_kv, nkv, buf, n, why, err)) != 0)
+            return r;
+        if (!*why) {
+            snprintf(buf, n, "its config.json's attn_config.attn_type '%s' gives no key/value "
+                             "heads", type);
+            *why = buf;
+        }
+        return 0;
+    }
+    r = config_one(c, K_KV, nkv, buf, n, why, err);
+    return r < 0 ? -1 : !*why;
+}
+
+/* The config's head counts and head_dim: 1 when all are known, 0 (with *WHY,
+ * perhaps in BUF of size N) when not, -1 with ERR set when a value is
+ * malformed. */
 static int config_heads(const dora_config *c, int64_t *nh, int64_t *nkv, int64_t *hd,
-                        const char **why, dora_err *err)
+                        char *buf, size_t n, const char **why, dora_err *err)
 {
     int64_t h = 0;
     int r;
@@ -34,25 +118,28 @@ static int config_heads(const dora_config *c, int64_t *nh, int64_t *nkv, int64_t
         *why = "the base has no config.json";
         return 0;
     }
-    if ((r = dora_config_int(c, "num_attention_heads", nh, err)) < 0)
-        return -1;
-    if (r == 0 || *nh <= 0) {
-        *why = "its config.json has no num_attention_heads";
-        return 0;
+    if ((r = config_one(c, K_HEADS, nh, buf, n, why, err)) <= 0 || *nh <= 0) {
+        if (r == 0 && !*why)
+            *why = "its config.json has no num_attention_heads (nor n_head, n_heads)";
+        else if (r > 0)
+            *why = "its config.json has a head count that is not positive";
+        return r < 0 ? -1 : 0;
     }
-    if ((r = dora_config_int(c, "num_key_value_heads", nkv, err)) < 0)
-        return -1;
-    if (r == 0 || *nkv <= 0)
+    if ((r = config_kv(c, *nh, nkv, buf, n, why, err)) <= 0)
+        return r;
+    if (*nkv <= 0)
         *nkv = *nh;
     if ((r = dora_config_int(c, "head_dim", hd, err)) < 0)
         return -1;
     if (r == 1 && *hd > 0)
         return 1;
-    if ((r = dora_config_int(c, "hidden_size", &h, err)) < 0)
+    if ((r = config_one(c, K_HIDDEN, &h, buf, n, why, err)) < 0)
         return -1;
+    if (*why)
+        return 0;
     if (r == 0 || h <= 0 || h % *nh != 0) {
-        *why = "its config.json has no head_dim, and no hidden_size that is a multiple of "
-               "num_attention_heads";
+        *why = "its config.json has no head_dim, and no hidden_size (n_embd, d_model) that is "
+               "a multiple of the heads";
         return 0;
     }
     *hd = h / *nh;
@@ -67,7 +154,8 @@ int an_heads_plan(dora_result *res, const dora_model *base, const module *mods, 
         return -1;
     int64_t nh = 0, nkv = 0, hd = 0;
     const char *why = NULL;
-    int known = config_heads(cfg, &nh, &nkv, &hd, &why, err);
+    char whybuf[300];
+    int known = config_heads(cfg, &nh, &nkv, &hd, whybuf, sizeof whybuf, &why, err);
     int rc = -1;
     size_t H = 0;
     if (known < 0)

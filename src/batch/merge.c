@@ -99,6 +99,15 @@ int dora_merge_shards(const char *output, const char *const *shards, size_t nsha
                       const char *command_line, size_t *missing, char *missing_msg,
                       size_t msg_size, dora_progress *progress, dora_err *err)
 {
+    return dora_merge_shards_stats(output, shards, nshards, command_line, NULL, missing,
+                                   missing_msg, msg_size, progress, err);
+}
+
+int dora_merge_shards_stats(const char *output, const char *const *shards, size_t nshards,
+                            const char *command_line, const dora_stats_opts *stats,
+                            size_t *missing, char *missing_msg, size_t msg_size,
+                            dora_progress *progress, dora_err *err)
+{
     char *header = NULL;
     dora_result *all = NULL; /* every unit of every shard */
     size_t nall = 0;
@@ -191,7 +200,7 @@ int dora_merge_shards(const char *output, const char *const *shards, size_t nsha
         dora_errf(err, "the shard files hold no results");
         goto done;
     }
-    if (h5o_write(output, joined, njoined, command_line, err) != 0)
+    if (h5o_write_stats(output, joined, njoined, command_line, stats, err) != 0)
         goto done;
     /* the joined output gets a journal of its own, so that batch resumes from it */
     if (!(jout = dora_journal_path(output))) {

@@ -11,7 +11,7 @@
 #include <string.h>
 
 static const char merge_help[] =
-    "usage: dora-analyze merge [-q] [--force] OUT.h5 SHARD...\n"
+    "usage: dora-analyze merge [-q] [--force] [--bootstrap B] OUT.h5 SHARD...\n"
     "\n"
     "Join the shard files of one study, written by `dora-analyze batch --shard K/N`,\n"
     "into OUT.h5 (and OUT.h5.journal, so that a later batch run finds every unit\n"
@@ -26,6 +26,9 @@ static const char merge_help[] =
     "                not write (a shard is never replaced)\n"
     "  --progress=WHEN  progress line on stderr (bytes read, rate, time left, the\n"
     "                shard): auto (if stderr is a terminal), always, never\n"
+    "  --bootstrap B replicates of the layer-cluster bootstrap behind the 95%\n"
+    "                intervals of r in /regression of OUT.h5, drawn again over the\n"
+    "                merged study (100 to 1000000; default 10000)\n"
     "  -h, --help    this help\n"
     "\n"
     "exit status: 0 success, 1 bad input or units missing from the shards (the\n"
@@ -95,16 +98,18 @@ static char *merge_command_line(int argc, char **argv, dora_err *err)
 /* The options of one `merge`. */
 typedef struct merge_args {
     int quiet, force, progress;
+    dora_stats_opts stats; /* --bootstrap */
 } merge_args;
 
 /* Options into *A (optind then at OUT.h5): -1 to go on, else the exit status. */
 static int parse_options(int argc, char **argv, merge_args *a)
 {
-    enum { OPT_FORCE = 256, OPT_PROGRESS };
+    enum { OPT_FORCE = 256, OPT_PROGRESS, OPT_BOOTSTRAP };
     static const struct option longopts[] = {
         {"quiet", no_argument, NULL, 'q'},
         {"force", no_argument, NULL, OPT_FORCE},
         {"progress", required_argument, NULL, OPT_PROGRESS},
+        {"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -119,6 +124,10 @@ static int parse_options(int argc, char **argv, merge_args *a)
         case OPT_FORCE: a->force = 1; break;
         case OPT_PROGRESS:
             if ((st = cli_parse_progress("merge", optarg, &a->progress)) >= 0)
+                return st;
+            break;
+        case OPT_BOOTSTRAP:
+            if ((st = cli_parse_bootstrap("merge", optarg, &a->stats.bootstrap)) >= 0)
                 return st;
             break;
         case 'h':
@@ -160,8 +169,8 @@ int cmd_merge(int argc, char **argv)
     cli_term term;
     cli_term_init(&term, cli_progress_shown(a.progress, a.quiet), "shards");
     cli_term_start(&term);
-    int rc = dora_merge_shards(out, (const char *const *)shards, (size_t)nshards, cmdline,
-                               &missing, msg, sizeof msg, &term.prog, &err);
+    int rc = dora_merge_shards_stats(out, (const char *const *)shards, (size_t)nshards, cmdline,
+                                     &a.stats, &missing, msg, sizeof msg, &term.prog, &err);
     cli_term_stop(&term);
     free(cmdline);
     if (rc != 0)

@@ -61,6 +61,35 @@ static long find_module(const namedidx *ix, size_t n, const char *name)
     return hit ? (long)hit->i : -1;
 }
 
+/* The head group of module NAME in part P, or -1. */
+static long find_head(const dora_result *p, const char *name)
+{
+    for (size_t h = 0; h < p->nhead_mods; h++)
+        if (strcmp(p->modules[p->head_module[h]], name) == 0)
+            return (long)h;
+    return -1;
+}
+
+/* The per-head values of step SA of A and SB of B, where both have them, the
+ * same bit for bit. */
+static int same_step_heads(const dora_result *a, size_t sa, const dora_result *b, size_t sb)
+{
+    const size_t NA = a->nhead_mods ? (size_t)a->head_offset[a->nhead_mods] : 0;
+    const size_t NB = b->nhead_mods ? (size_t)b->head_offset[b->nhead_mods] : 0;
+    for (size_t h = 0; h < a->nhead_mods; h++) {
+        long hb = find_head(b, a->modules[a->head_module[h]]);
+        if (hb < 0)
+            continue;
+        const size_t n = (size_t)a->head_count[h], ia = sa * NA + (size_t)a->head_offset[h],
+                     ib = sb * NB + (size_t)b->head_offset[hb];
+        if ((size_t)b->head_count[hb] != n ||
+            memcmp(&a->head_dm[ia], &b->head_dm[ib], n * sizeof(double)) != 0 ||
+            memcmp(&a->head_dd[ia], &b->head_dd[ib], n * sizeof(double)) != 0)
+            return 0;
+    }
+    return 1;
+}
+
 static int same_step_numbers(const dora_result *a, size_t sa, const dora_result *b, size_t sb)
 {
     if (a->nmodules != b->nmodules || strcmp(a->step_paths[sa], b->step_paths[sb]) != 0)
@@ -77,7 +106,7 @@ static int same_step_numbers(const dora_result *a, size_t sa, const dora_result 
               memcmp(&a->delta_m_active[sa * L + l], &b->delta_m_active[sb * L + l],
                      sizeof(double)) != 0)))
             return 0;
-    return 1;
+    return same_step_heads(a, sa, b, sb);
 }
 
 /* What a join works from: the parts, their steps sorted, an index of each
@@ -276,6 +305,85 @@ static void join_geom_presence(const joinctx *j, dora_result *out)
         }
 }
 
+/* Of the kept modules, those grouped by head in the parts: in every part with
+ * the same heads, else an error (never a guess). 0 when every part has heads,
+ * 1 when some part has none (a record of an earlier version), -1 with ERR. */
+static int head_modules(const joinctx *j, dora_result *out, dora_err *err)
+{
+    for (size_t i = 0; i < j->n; i++)
+        if (!j->parts[i]->nhead_mods && j->parts[i]->nsteps)
+            return 1;
+    const dora_result *pf = j->parts[j->refs[0].part];
+    if (!(out->head_module = calloc(j->L + 1, sizeof *out->head_module)) ||
+        !(out->head_count = calloc(j->L + 1, sizeof *out->head_count)) ||
+        !(out->head_offset = calloc(j->L + 2, sizeof *out->head_offset)))
+        return dora_errf(err, "out of memory");
+    size_t H = 0;
+    for (size_t m = 0; m < j->L; m++) {
+        const char *name = out->modules[m];
+        const long hf = find_head(pf, name);
+        for (size_t i = 0; i < j->n; i++) {
+            const dora_result *p = j->parts[i];
+            const long hi = find_head(p, name);
+            if (p->nsteps == 0) /* all its steps left out: it holds no values */
+                continue;
+            if ((hi < 0) != (hf < 0) ||
+                (hf >= 0 && (p->head_count[hi] != pf->head_count[hf] ||
+                             p->head_dim != pf->head_dim)))
+                return dora_errf(err, "run '%s': module '%s' is grouped by attention head "
+                                      "differently in '%s' and '%s' (did the base's config.json "
+                                      "change between them?)",
+                                 j->p0->name, name, pf->step_paths[0], p->step_paths[0]);
+        }
+        if (hf < 0)
+            continue;
+        out->head_module[H] = m;
+        out->head_count[H] = pf->head_count[hf];
+        out->head_offset[H + 1] = out->head_offset[H] + out->head_count[H];
+        H++;
+    }
+    out->nhead_mods = H;
+    out->head_dim = pf->head_dim;
+    return 0;
+}
+
+/* dM and dD per head of each step, from the part that holds it, when every
+ * part has them (a note when only some have). */
+static int join_heads(const joinctx *j, dora_result *out, dora_err *err)
+{
+    int r = head_modules(j, out, err);
+    if (r < 0)
+        return -1;
+    for (size_t i = 0; r == 1 && i < j->n; i++)
+        if (j->parts[i]->nhead_mods) {
+            if (add_str(&out->notes, &out->nnotes,
+                        "no per-head values: some of the run's units were analysed by an "
+                        "earlier version, whose results have none (analyse the run again "
+                        "without its journal records to get them)") != 0)
+                return dora_errf(err, "out of memory");
+            break;
+        }
+    const size_t H = out->nhead_mods, NH = H ? (size_t)out->head_offset[H] : 0;
+    if (H == 0)
+        return 0;
+    if (!(out->head_dm = calloc(j->S * NH + 1, sizeof *out->head_dm)) ||
+        !(out->head_dd = calloc(j->S * NH + 1, sizeof *out->head_dd)))
+        return dora_errf(err, "out of memory");
+    for (size_t s = 0; s < j->S; s++) {
+        const dora_result *p = j->parts[j->refs[s].part];
+        const size_t PNH = (size_t)p->head_offset[p->nhead_mods], ps = j->refs[s].s;
+        for (size_t h = 0; h < H; h++) {
+            const long hp = find_head(p, out->modules[out->head_module[h]]);
+            const size_t at = s * NH + (size_t)out->head_offset[h],
+                         from = ps * PNH + (size_t)p->head_offset[hp],
+                         n = (size_t)out->head_count[h];
+            memcpy(&out->head_dm[at], &p->head_dm[from], n * sizeof(double));
+            memcpy(&out->head_dd[at], &p->head_dd[from], n * sizeof(double));
+        }
+    }
+    return 0;
+}
+
 /* The parts' notes and failures, each once, and a note on the tensors left out. */
 static int join_notes(const joinctx *j, dora_result *out, dora_err *err)
 {
@@ -328,7 +436,7 @@ int dora_result_join(dora_result *out, const dora_result *const *parts, size_t n
     }
     join_geom_presence(&j, out);
     if (join_modules(&j, out, err) != 0 || join_steps(&j, out, err) != 0 ||
-        join_notes(&j, out, err) != 0)
+        join_notes(&j, out, err) != 0 || join_heads(&j, out, err) != 0)
         goto done;
     rc = 0;
 done:

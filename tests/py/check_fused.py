@@ -25,9 +25,9 @@ import stio  # noqa: E402
 from check_layouts import reference  # noqa: E402
 
 
-def main():
-    data, case, out = sys.argv[1:4]
-    run = sys.argv[4] if len(sys.argv) > 4 else "ft"
+def weights(data, case, run):
+    """The case's cases.json entry, and its fused weight W0 and W_t of RUN ("ft", or "lora":
+    W0 + (alpha / r) B A from the adapter) in float64, [out, in] (GPT-2's Conv1D turned)."""
     c = next(x for x in json.load(open(os.path.join(data, "cases.json"))) if x["case"] == case)
     name = c["tensor"]
 
@@ -37,14 +37,20 @@ def main():
 
     w0 = load("base")
     if run == "ft":
-        wt = load(os.path.join("ft", "checkpoint-1"))
-    else:
-        ck = os.path.join(data, case, "lora", "checkpoint-1")
-        ad = {k: v[1].astype(np.float64) for k, v in
-              stio.read_safetensors(os.path.join(ck, "adapter_model.safetensors"))[0].items()}
-        cfg = json.load(open(os.path.join(ck, "adapter_config.json")))
-        m = "base_model.model." + name[:-len(".weight")]
-        wt = w0 + cfg["lora_alpha"] / cfg["r"] * ad[m + ".lora_B.weight"] @ ad[m + ".lora_A.weight"]
+        return c, w0, load(os.path.join("ft", "checkpoint-1"))
+    ck = os.path.join(data, case, "lora", "checkpoint-1")
+    ad = {k: v[1].astype(np.float64) for k, v in
+          stio.read_safetensors(os.path.join(ck, "adapter_model.safetensors"))[0].items()}
+    cfg = json.load(open(os.path.join(ck, "adapter_config.json")))
+    m = "base_model.model." + name[:-len(".weight")]
+    return c, w0, w0 + cfg["lora_alpha"] / cfg["r"] * ad[m + ".lora_B.weight"] @ ad[m + ".lora_A.weight"]
+
+
+def main():
+    data, case, out = sys.argv[1:4]
+    run = sys.argv[4] if len(sys.argv) > 4 else "ft"
+    c, w0, wt = weights(data, case, run)
+    name = c["tensor"]
     bad = []
     plain = {}
     if len(sys.argv) > 5:

@@ -305,6 +305,176 @@ static void test_pack(void)
     dora_result_release(&r);
 }
 
+/* Per-head values on a result of make_result: modules 0 and 2 (8 and 10 rows)
+ * in heads of 2 rows, values with full mantissas from SEED. */
+static void add_heads(dora_result *r, double seed)
+{
+    const size_t S = r->nsteps, NH = 4 + 5;
+    r->nhead_mods = 2;
+    r->head_dim = 2;
+    r->head_module = calloc(2, sizeof *r->head_module);
+    r->head_count = calloc(2, sizeof *r->head_count);
+    r->head_offset = calloc(3, sizeof *r->head_offset);
+    r->head_dm = calloc(S * NH + 1, sizeof *r->head_dm);
+    r->head_dd = calloc(S * NH + 1, sizeof *r->head_dd);
+    if (!r->head_module || !r->head_count || !r->head_offset || !r->head_dm || !r->head_dd)
+        abort();
+    r->head_module[1] = 2;
+    r->head_count[0] = 4;
+    r->head_count[1] = 5;
+    r->head_offset[1] = 4;
+    r->head_offset[2] = 9;
+    for (size_t i = 0; i < S * NH; i++) {
+        r->head_dm[i] = seed / 7.0 + (double)i / 3.0 + (double)r->steps[i / NH] / 13.0;
+        r->head_dd[i] = 1e-9 * (seed + (double)i) / 11.0 + (double)r->steps[i / NH] * 1e-8;
+    }
+}
+
+static int same_heads(const dora_result *a, const dora_result *b)
+{
+    const size_t H = a->nhead_mods;
+    if (H != b->nhead_mods || a->head_dim != b->head_dim || a->nsteps != b->nsteps)
+        return 0;
+    for (size_t h = 0; h < H; h++)
+        if (a->head_module[h] != b->head_module[h] || a->head_count[h] != b->head_count[h] ||
+            a->head_offset[h + 1] != b->head_offset[h + 1])
+            return 0;
+    const size_t n = H ? a->nsteps * (size_t)a->head_offset[H] * sizeof(double) : 0;
+    return !H || (memcmp(a->head_dm, b->head_dm, n) == 0 && memcmp(a->head_dd, b->head_dd, n) == 0);
+}
+
+/* The record of R with the 8 bytes at AT into its HEAD section set to V (a
+ * count, or the bits of a double): refused with a message naming it and WANT. */
+static void bad_heads(const dora_result *r, size_t at, uint64_t v, const char *want)
+{
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    dora_err err = {{0}, 0};
+    CHECK(dora_result_pack(r, &buf, &len, &err) == 0);
+    size_t p = 0;
+    while (p + 4 <= len && memcmp(buf + p, "HEAD", 4) != 0)
+        p++;
+    CHECK(p + 4 <= len);
+    if (p + at + 8 <= len) {
+        for (int i = 0; i < 8; i++)
+            buf[p + at + (size_t)i] = (unsigned char)(v >> (8 * i));
+        dora_result back;
+        int rc = dora_result_unpack(&back, buf, len, "hostile", &err);
+        CHECK_MSG(rc != 0 && strstr(err.msg, "hostile") && strstr(err.msg, want),
+                  "at %zu: rc %d, '%s', wanted '%s'", at, rc, rc ? err.msg : "", want);
+        if (rc == 0)
+            dora_result_release(&back);
+    }
+    free(buf);
+}
+
+static void test_pack_heads(void)
+{
+    dora_result r, back;
+    dora_err err = {{0}, 0};
+    make_result(&r, "dora", "dora", 3, 100, three, 3, 1.0);
+    add_heads(&r, 2.0);
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    CHECK(dora_result_pack(&r, &buf, &len, &err) == 0);
+    CHECK_MSG(dora_result_unpack(&back, buf, len, "heads", &err) == 0, "%s", err.msg);
+    CHECK(same_result(&r, &back) && same_heads(&r, &back));
+    dora_result_release(&back);
+    /* every truncation refused, every flipped byte refused or read (ASan watches) */
+    int refused = 1;
+    for (size_t n = 0; n < len; n++) {
+        unsigned char *x = malloc(len);
+        memcpy(x, buf, len);
+        if (dora_result_unpack(&back, x, n, "cut", &err) == 0) {
+            refused = 0;
+            dora_result_release(&back);
+        }
+        x[n] ^= 0xA5;
+        if (dora_result_unpack(&back, x, len, "flip", &err) == 0)
+            dora_result_release(&back);
+        free(x);
+    }
+    CHECK(refused);
+    /* the section twice */
+    {
+        size_t p = 0;
+        while (memcmp(buf + p, "HEAD", 4) != 0)
+            p++;
+        const size_t sec = len - 4 - p; /* HEAD .. before END */
+        unsigned char *x = malloc(len + sec);
+        memcpy(x, buf, len - 4);
+        memcpy(x + len - 4, buf + p, sec);
+        memcpy(x + len - 4 + sec, buf + len - 4, 4);
+        CHECK(dora_result_unpack(&back, x, len + sec, "twice", &err) != 0 &&
+              strstr(err.msg, "repeated"));
+        free(x);
+    }
+    free(buf);
+    /* hostile counts and values: H, head_dim, a module, a count, a value */
+    bad_heads(&r, 4, (uint64_t)1 << 40, "malformed per-head section");
+    bad_heads(&r, 4, 0, "malformed per-head section");
+    bad_heads(&r, 4, 4, "malformed per-head section");
+    bad_heads(&r, 12, 0, "malformed per-head section");
+    bad_heads(&r, 12, 3, "does not match the modules");
+    bad_heads(&r, 20, 7, "does not match the modules");
+    bad_heads(&r, 36, 0, "does not match the modules"); /* not after module 0 */
+    bad_heads(&r, 28, 5, "does not match the modules");
+    bad_heads(&r, 28, (uint64_t)1 << 62, "does not match the modules");
+    bad_heads(&r, 52, 0x7ff8000000000000u, "non-finite per-head value");
+    bad_heads(&r, 52 + 8 * 27 + 8, 0x7ff0000000000000u, "non-finite per-head value");
+    /* a record without the section (no heads, or an earlier version's) has none */
+    dora_result plain;
+    make_result(&plain, "dora", "dora", 3, 100, three, 3, 1.0);
+    CHECK(dora_result_pack(&plain, &buf, &len, &err) == 0);
+    CHECK(dora_result_unpack(&back, buf, len, "plain", &err) == 0 && back.nhead_mods == 0 &&
+          !back.head_dm);
+    dora_result_release(&back);
+    free(buf);
+
+    /* joined: each step's heads from its part; a part without heads: none, noted;
+     * a module grouped differently: refused */
+    dora_result a, out;
+    make_result(&a, "dora", "dora", 1, 400, three, 3, 1.0);
+    add_heads(&a, 5.0);
+    const dora_result *parts[2] = {&r, &a};
+    CHECK_MSG(dora_result_join(&out, parts, 2, &err) == 0, "%s", err.msg);
+    CHECK(out.nsteps == 4 && out.nhead_mods == 2 && out.head_dim == 2 &&
+          out.head_offset[2] == 9 && out.head_module[1] == 2 &&
+          memcmp(out.head_dm, r.head_dm, 27 * sizeof(double)) == 0 &&
+          memcmp(out.head_dd + 27, a.head_dd, 9 * sizeof(double)) == 0);
+    dora_result_release(&out);
+    parts[1] = &plain;
+    dora_result_release(&plain);
+    make_result(&plain, "dora", "dora", 1, 400, three, 3, 1.0);
+    int noted = 0;
+    CHECK(dora_result_join(&out, parts, 2, &err) == 0 && out.nhead_mods == 0 && !out.head_dm);
+    for (size_t i = 0; i < out.nnotes; i++)
+        noted |= strstr(out.notes[i], "no per-head values") != NULL;
+    CHECK(noted);
+    dora_result_release(&out);
+    a.head_count[1] = 4; /* as if head_dim differed */
+    a.head_dim = 3;
+    parts[1] = &a;
+    CHECK(dora_result_join(&out, parts, 2, &err) != 0 && strstr(err.msg, "grouped by attention head"));
+    /* the same step twice with other per-head values: refused */
+    dora_result c;
+    make_result(&c, "dora", "dora", 1, 200, three, 3, 1.0);
+    add_heads(&c, 2.0);
+    memcpy(c.delta_m, r.delta_m + 3, 3 * sizeof(double));
+    memcpy(c.delta_d, r.delta_d + 3, 3 * sizeof(double));
+    memcpy(c.head_dm, r.head_dm + 9, 9 * sizeof(double));
+    memcpy(c.head_dd, r.head_dd + 9, 9 * sizeof(double));
+    parts[1] = &c;
+    CHECK_MSG(dora_result_join(&out, parts, 2, &err) == 0 && out.nsteps == 3, "%s", err.msg);
+    dora_result_release(&out);
+    c.head_dd[8] = nextafter(c.head_dd[8], 1.0);
+    CHECK(dora_result_join(&out, parts, 2, &err) != 0 && strstr(err.msg, "held twice"));
+    dora_result_release(&c);
+    dora_result_release(&a);
+    dora_result_release(&plain);
+    dora_result_release(&r);
+}
+
 /* ---- journal ---------------------------------------------------------------- */
 
 static void test_journal(void)
@@ -531,6 +701,7 @@ int main(void)
     test_manifest_good();
     test_manifest_bad();
     test_pack();
+    test_pack_heads();
     test_journal();
     test_join();
     test_expect();

@@ -68,7 +68,8 @@ _dora_analyze()
         if [[ $cur != -* ]]; then _filedir json; return; fi
         ;;
     merge)
-        opts="-q --quiet --force --progress=auto --progress=always --progress=never -h --help"
+        opts="-q --quiet --force --progress=auto --progress=always --progress=never --bootstrap -h --help"
+        [[ $prev == --bootstrap ]] && return
         if [[ $cur != -* ]]; then _filedir '@(h5|journal)'; return; fi
         ;;
     inspect)
