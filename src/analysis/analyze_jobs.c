@@ -38,6 +38,7 @@ typedef struct workspace {
     double *dm, *dd;  /* [S] one chunk's sums for add_row, then kept per group */
     double *pm, *am;  /* [S] the same for delta_m_passive and delta_m_active */
     int64_t *zero;    /* [S] */
+    const unsigned char **bp; /* [S] dense: where each step's rows of a pass start */
     unsigned char *rbuf; /* dense, read path: the rows of a sub-block of the base and steps */
     size_t cap_rbuf;
     struct rfd {
@@ -111,31 +112,19 @@ void an_blas_single_once(void)
 
 /* Dense steps: one fused pass per (base row, checkpoint row). With several
  * steps the base row is converted to float64 once (into a buffer that stays
- * in L1/L2) and each step's pass reads it from there. */
-static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
+ * in L1/L2) and each step's pass reads it from there. Rows [r0, r0 + n) of
+ * chunk C, row r0 of the base at A0 and of step s at B0[s] (each NULL for a
+ * tensor without data), rows contiguous. */
+static int dense_rows(job *jb, chunk *c, workspace *ws, int64_t r0, size_t n,
+                      const unsigned char *a0, const unsigned char *const *b0)
 {
     const module *md = &jb->mods[c->module];
     const size_t cols = (size_t)md->cols;
     const size_t sa = dora_dtype_size(md->base->dtype);
     const int reuse = jb->S > 1 && md->base->dtype != DORA_DT_F64;
-    if (reuse && grow(&ws->w0, &ws->cap_w0, cols ? cols : 1) != 0) {
-        job_fail(jb, "out of memory for a row buffer of '%s'", md->base->name);
-        return -1;
-    }
-    const size_t nrow = (size_t)(c->row1 - c->row0);
-    const int rd = run_dense_read(jb, c, ws);
-    if (rd <= 0)
-        return rd;
-    if (md->base->data)
-        prefault(md->base->data + (size_t)c->row0 * cols * sa, nrow * cols * sa);
-    for (size_t s = 0; s < jb->S; s++) {
-        const dora_tensor *t = md->src[s].dense;
-        const size_t rb = cols * dora_dtype_size(t->dtype);
-        if (t->data)
-            prefault(t->data + (size_t)c->row0 * rb, nrow * rb);
-    }
-    for (int64_t r = c->row0; r < c->row1; r++) {
-        const unsigned char *a = md->base->data ? md->base->data + (size_t)r * cols * sa : NULL;
+    for (size_t i = 0; i < n; i++) {
+        const int64_t r = r0 + (int64_t)i;
+        const unsigned char *a = a0 ? a0 + i * cols * sa : NULL;
         dora_dtype ta = md->base->dtype;
         if (reuse && a) {
             dora_row_to_f64(a, ta, cols, ws->w0);
@@ -146,8 +135,7 @@ static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
             if (__atomic_load_n(&jb->step_bad[s], __ATOMIC_RELAXED))
                 continue;
             const dora_tensor *t = md->src[s].dense;
-            const unsigned char *b =
-                t->data ? t->data + (size_t)r * cols * dora_dtype_size(t->dtype) : NULL;
+            const unsigned char *b = b0[s] ? b0[s] + i * cols * dora_dtype_size(t->dtype) : NULL;
             dora_rowsums sums;
             dora_rowstat st;
             int side;
@@ -160,6 +148,33 @@ static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
         }
     }
     return 0;
+}
+
+static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
+{
+    const module *md = &jb->mods[c->module];
+    const size_t cols = (size_t)md->cols;
+    const size_t sa = dora_dtype_size(md->base->dtype);
+    const int reuse = jb->S > 1 && md->base->dtype != DORA_DT_F64;
+    if (reuse && grow(&ws->w0, &ws->cap_w0, cols ? cols : 1) != 0) {
+        job_fail(jb, "out of memory for a row buffer of '%s'", md->base->name);
+        return -1;
+    }
+    const int rd = run_dense_read(jb, c, ws);
+    if (rd <= 0)
+        return rd;
+    const size_t nrow = (size_t)(c->row1 - c->row0);
+    const unsigned char *a0 = md->base->data ? md->base->data + (size_t)c->row0 * cols * sa : NULL;
+    if (a0)
+        prefault(a0, nrow * cols * sa);
+    for (size_t s = 0; s < jb->S; s++) {
+        const dora_tensor *t = md->src[s].dense;
+        const size_t rb = cols * dora_dtype_size(t->dtype);
+        ws->bp[s] = t->data ? t->data + (size_t)c->row0 * rb : NULL;
+        if (ws->bp[s])
+            prefault(ws->bp[s], nrow * rb);
+    }
+    return dense_rows(jb, c, ws, c->row0, nrow, a0, ws->bp);
 }
 
 static int grow(double **buf, size_t *cap, size_t n)
@@ -433,12 +448,11 @@ static int run_dense_read(job *jb, chunk *c, workspace *ws)
     if (read_buffer(ws, sub * rowb) != 0)
         return 1;
     const size_t sa = dora_dtype_size(base->dtype);
-    const int reuse = S > 1 && base->dtype != DORA_DT_F64;
     for (int64_t r0 = c->row0; r0 < c->row1; r0 += (int64_t)sub) {
         const size_t n = (size_t)(c->row1 - r0) < sub ? (size_t)(c->row1 - r0) : sub;
-        unsigned char *pa = ws->rbuf, *pb = pa + sub * cols * sa;
+        unsigned char *pb = ws->rbuf + sub * cols * sa;
         if (read_rows(thread_fd(ws, base->owner), base, (size_t)r0 * cols * sa, n * cols * sa,
-                      pa) != 0) {
+                      ws->rbuf) != 0) {
             mark_fault(jb, c, base->data); /* the base: the job fails */
             return -1;
         }
@@ -449,35 +463,11 @@ static int run_dense_read(job *jb, chunk *c, workspace *ws)
                 read_rows(thread_fd(ws, t->owner), t, (size_t)r0 * cols * sb, n * cols * sb, pb) != 0 &&
                 mark_fault(jb, c, t->data) != 0) /* a step: dropped, the others go on */
                 return -1;
+            ws->bp[s] = pb;
             pb += sub * cols * sb;
         }
-        for (size_t i = 0; i < n; i++) {
-            const int64_t r = r0 + (int64_t)i;
-            const unsigned char *a = pa + i * cols * sa;
-            dora_dtype ta = base->dtype;
-            if (reuse) {
-                dora_row_to_f64(a, ta, cols, ws->w0);
-                a = (const unsigned char *)ws->w0;
-                ta = DORA_DT_F64;
-            }
-            const unsigned char *b = pa + sub * cols * sa;
-            for (size_t s = 0; s < S; s++) {
-                const dora_tensor *t = md->src[s].dense;
-                const size_t sb = dora_dtype_size(t->dtype);
-                if (!__atomic_load_n(&jb->step_bad[s], __ATOMIC_RELAXED)) {
-                    dora_rowsums sums;
-                    dora_rowstat st;
-                    int side;
-                    dora_row_sums(a, ta, b + i * cols * sb, t->dtype, cols, &sums);
-                    if (dora_row_finish(&sums, &st, &side) != 0) {
-                        nonfinite(jb, side ? t : base, r);
-                        return -1;
-                    }
-                    add_row(jb, c, s, r, &st);
-                }
-                b += sub * cols * sb;
-            }
-        }
+        if (dense_rows(jb, c, ws, r0, n, ws->rbuf, ws->bp) != 0)
+            return -1;
     }
     return 0;
 }
@@ -755,7 +745,8 @@ static void *worker(void *arg)
     ws.pm = calloc(S, sizeof *ws.pm);
     ws.am = calloc(S, sizeof *ws.am);
     ws.zero = calloc(S, sizeof *ws.zero);
-    if (!ws.dm || !ws.dd || !ws.pm || !ws.am || !ws.zero) {
+    ws.bp = calloc(S, sizeof *ws.bp);
+    if (!ws.dm || !ws.dd || !ws.pm || !ws.am || !ws.zero || !ws.bp) {
         job_fail(jb, "out of memory");
         goto out;
     }
@@ -772,6 +763,7 @@ static void *worker(void *arg)
 out:
     free(ws.w0);
     free(ws.rbuf);
+    free(ws.bp);
     close_fds(&ws);
     lora_release(&ws);
     free(ws.dm);
