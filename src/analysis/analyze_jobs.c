@@ -353,6 +353,13 @@ static void prefault(const void *p, size_t len)
 #define READ_BLOCK (512u << 10)
 #endif
 
+/* Descriptors a thread keeps open at most: a chunk needs its base's file and
+ * each step's, so runs of more steps read the mapping; when the list is full
+ * it is closed and started again (files come module by module). */
+#define READ_FDS 64
+
+static void close_fds(workspace *ws);
+
 /* A descriptor for F on this thread, opened on first use; -1 when F has no
  * mapping or cannot be reopened as the same file (device and inode). A file
  * truncated since it was opened reads short: as a SIGBUS of its mapping. */
@@ -361,6 +368,8 @@ static int thread_fd(workspace *ws, const st_file *f)
     for (size_t i = 0; i < ws->nfds; i++)
         if (ws->fds[i].f == f)
             return ws->fds[i].fd;
+    if (ws->nfds >= READ_FDS)
+        close_fds(ws);
     struct rfd *n = realloc(ws->fds, (ws->nfds + 1) * sizeof *n);
     if (!n)
         return -1;
@@ -433,7 +442,7 @@ static int run_dense_read(job *jb, chunk *c, workspace *ws)
     const module *md = &jb->mods[c->module];
     const size_t cols = (size_t)md->cols, S = jb->S;
     const dora_tensor *base = md->base;
-    if (!readable(ws, base))
+    if (S + 1 > READ_FDS || !readable(ws, base))
         return 1;
     size_t rowb = cols * dora_dtype_size(base->dtype); /* bytes of a row, all tensors together */
     for (size_t s = 0; s < S; s++) {
