@@ -17,7 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Per-thread buffers: the dense path's row buffer, grown as needed, and the
@@ -35,6 +38,14 @@ typedef struct workspace {
     double *dm, *dd;  /* [S] one chunk's sums for add_row, then kept per group */
     double *pm, *am;  /* [S] the same for delta_m_passive and delta_m_active */
     int64_t *zero;    /* [S] */
+    const unsigned char **bp; /* [S] dense: where each step's rows of a pass start */
+    unsigned char *rbuf; /* dense, read path: the rows of a sub-block of the base and steps */
+    size_t cap_rbuf;
+    struct rfd {
+        const st_file *f;
+        int fd; /* -1: not opened (or not the same file): the mapping is read */
+    } *fds;
+    size_t nfds;
 } workspace;
 
 static void job_fail(job *jb, const char *fmt, ...)
@@ -84,6 +95,9 @@ static void nonfinite(job *jb, const dora_tensor *t, int64_t r)
 
 static int grow(double **buf, size_t *cap, size_t n);
 static void prefault(const void *p, size_t len);
+static int mark_fault(job *jb, const chunk *c, const void *addr);
+static int run_dense_read(job *jb, chunk *c, workspace *ws);
+static int owns(const dora_tensor *t, const void *addr);
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 static void blas_single(void)
@@ -98,28 +112,19 @@ void an_blas_single_once(void)
 
 /* Dense steps: one fused pass per (base row, checkpoint row). With several
  * steps the base row is converted to float64 once (into a buffer that stays
- * in L1/L2) and each step's pass reads it from there. */
-static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
+ * in L1/L2) and each step's pass reads it from there. Rows [r0, r0 + n) of
+ * chunk C, row r0 of the base at A0 and of step s at B0[s] (each NULL for a
+ * tensor without data), rows contiguous. */
+static int dense_rows(job *jb, chunk *c, workspace *ws, int64_t r0, size_t n,
+                      const unsigned char *a0, const unsigned char *const *b0)
 {
     const module *md = &jb->mods[c->module];
     const size_t cols = (size_t)md->cols;
     const size_t sa = dora_dtype_size(md->base->dtype);
     const int reuse = jb->S > 1 && md->base->dtype != DORA_DT_F64;
-    if (reuse && grow(&ws->w0, &ws->cap_w0, cols ? cols : 1) != 0) {
-        job_fail(jb, "out of memory for a row buffer of '%s'", md->base->name);
-        return -1;
-    }
-    const size_t nrow = (size_t)(c->row1 - c->row0);
-    if (md->base->data)
-        prefault(md->base->data + (size_t)c->row0 * cols * sa, nrow * cols * sa);
-    for (size_t s = 0; s < jb->S; s++) {
-        const dora_tensor *t = md->src[s].dense;
-        const size_t rb = cols * dora_dtype_size(t->dtype);
-        if (t->data)
-            prefault(t->data + (size_t)c->row0 * rb, nrow * rb);
-    }
-    for (int64_t r = c->row0; r < c->row1; r++) {
-        const unsigned char *a = md->base->data ? md->base->data + (size_t)r * cols * sa : NULL;
+    for (size_t i = 0; i < n; i++) {
+        const int64_t r = r0 + (int64_t)i;
+        const unsigned char *a = a0 ? a0 + i * cols * sa : NULL;
         dora_dtype ta = md->base->dtype;
         if (reuse && a) {
             dora_row_to_f64(a, ta, cols, ws->w0);
@@ -130,8 +135,7 @@ static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
             if (__atomic_load_n(&jb->step_bad[s], __ATOMIC_RELAXED))
                 continue;
             const dora_tensor *t = md->src[s].dense;
-            const unsigned char *b =
-                t->data ? t->data + (size_t)r * cols * dora_dtype_size(t->dtype) : NULL;
+            const unsigned char *b = b0[s] ? b0[s] + i * cols * dora_dtype_size(t->dtype) : NULL;
             dora_rowsums sums;
             dora_rowstat st;
             int side;
@@ -144,6 +148,33 @@ static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
         }
     }
     return 0;
+}
+
+static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
+{
+    const module *md = &jb->mods[c->module];
+    const size_t cols = (size_t)md->cols;
+    const size_t sa = dora_dtype_size(md->base->dtype);
+    const int reuse = jb->S > 1 && md->base->dtype != DORA_DT_F64;
+    if (reuse && grow(&ws->w0, &ws->cap_w0, cols ? cols : 1) != 0) {
+        job_fail(jb, "out of memory for a row buffer of '%s'", md->base->name);
+        return -1;
+    }
+    const int rd = run_dense_read(jb, c, ws);
+    if (rd <= 0)
+        return rd;
+    const size_t nrow = (size_t)(c->row1 - c->row0);
+    const unsigned char *a0 = md->base->data ? md->base->data + (size_t)c->row0 * cols * sa : NULL;
+    if (a0)
+        prefault(a0, nrow * cols * sa);
+    for (size_t s = 0; s < jb->S; s++) {
+        const dora_tensor *t = md->src[s].dense;
+        const size_t rb = cols * dora_dtype_size(t->dtype);
+        ws->bp[s] = t->data ? t->data + (size_t)c->row0 * rb : NULL;
+        if (ws->bp[s])
+            prefault(ws->bp[s], nrow * rb);
+    }
+    return dense_rows(jb, c, ws, c->row0, nrow, a0, ws->bp);
 }
 
 static int grow(double **buf, size_t *cap, size_t n)
@@ -305,6 +336,179 @@ static void prefault(const void *p, size_t len)
 #endif
 }
 
+/* ---- the dense pass from read(2) instead of the mapping ----
+ *
+ * On the project's AMD machine (a VM with paravirtualised page tables) the
+ * first load from each 4 KiB page of a mapping costs ~1.5 us of CPU even after
+ * MADV_POPULATE_READ (the hypervisor fills its own page table entry), more
+ * than reading the page: pread of the same bytes into a reused buffer costs
+ * ~0.65 us a page, copy included (docs/performance.md). So a dense chunk reads
+ * its rows with pread, in sub-blocks of about READ_BLOCK bytes for the base
+ * and each step together (the buffer stays in L2 for the kernel), through a
+ * descriptor of each file opened once per thread. The mapping stays for the
+ * rest (headers, LoRA factors) and for any file this cannot reopen as the
+ * same file. The sums are those of the mapped pass: same kernel, same rows,
+ * same order. */
+#ifndef READ_BLOCK
+#define READ_BLOCK (512u << 10)
+#endif
+
+/* Descriptors a thread keeps open at most: a chunk needs its base's file and
+ * each step's, so runs of more steps read the mapping; when the list is full
+ * it is closed and started again (files come module by module). */
+#define READ_FDS 64
+
+static void close_fds(workspace *ws);
+
+/* A descriptor for F on this thread, opened on first use; -1 when F has no
+ * mapping or cannot be reopened as the same file (device and inode). A file
+ * truncated since it was opened reads short: as a SIGBUS of its mapping. */
+static int thread_fd(workspace *ws, const st_file *f)
+{
+    for (size_t i = 0; i < ws->nfds; i++)
+        if (ws->fds[i].f == f)
+            return ws->fds[i].fd;
+    if (ws->nfds >= READ_FDS)
+        close_fds(ws);
+    struct rfd *n = realloc(ws->fds, (ws->nfds + 1) * sizeof *n);
+    if (!n)
+        return -1;
+    ws->fds = n;
+    int fd = f->map && f->path ? open(f->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC) : -1;
+    struct stat sb;
+    if (fd >= 0 && (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_dev != f->dev ||
+                    (uint64_t)sb.st_ino != f->ino)) {
+        close(fd);
+        fd = -1;
+    }
+    ws->fds[ws->nfds++] = (struct rfd){f, fd};
+    return fd;
+}
+
+static void close_fds(workspace *ws)
+{
+    for (size_t i = 0; i < ws->nfds; i++)
+        if (ws->fds[i].fd >= 0)
+            close(ws->fds[i].fd);
+    free(ws->fds);
+    ws->fds = NULL;
+    ws->nfds = 0;
+}
+
+/* Read LEN bytes of T's data at byte OFF into DST. 0, or -1 on a short read
+ * or an error (the file shrank, or failed: as a SIGBUS of the mapping). */
+static int read_rows(int fd, const dora_tensor *t, size_t off, size_t len, unsigned char *dst)
+{
+    uint64_t pos = (uint64_t)(t->data - t->owner->map) + off;
+    while (len) {
+        ssize_t k = pread(fd, dst, len, (off_t)pos);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        dst += k;
+        pos += (uint64_t)k;
+        len -= (size_t)k;
+    }
+    return 0;
+}
+
+/* The thread's read buffer at BYTES or more: 0, or -1 (no memory, or more
+ * than READ_MAX: one row of every step of a long run; the mapping is read). */
+#define READ_MAX (8u << 20)
+static int read_buffer(workspace *ws, size_t bytes)
+{
+    if (bytes <= ws->cap_rbuf)
+        return 0;
+    unsigned char *nb = bytes <= READ_MAX ? realloc(ws->rbuf, bytes) : NULL;
+    if (!nb)
+        return -1;
+    ws->rbuf = nb;
+    ws->cap_rbuf = bytes;
+    return 0;
+}
+
+/* T's bytes lie in its file's mapping, and the file is open on this thread. */
+static int readable(workspace *ws, const dora_tensor *t)
+{
+    return t->data && t->nbytes && owns(t, t->data) && owns(t, t->data + t->nbytes - 1) &&
+           thread_fd(ws, t->owner) >= 0;
+}
+
+/* Dense chunk C from pread: 0 done, -1 failed, 1 not possible (a tensor
+ * without a file descriptor, or no memory): the caller reads the mapping. */
+static int run_dense_read(job *jb, chunk *c, workspace *ws)
+{
+    const module *md = &jb->mods[c->module];
+    const size_t cols = (size_t)md->cols, S = jb->S;
+    const dora_tensor *base = md->base;
+    if (S + 1 > READ_FDS || !readable(ws, base))
+        return 1;
+    size_t rowb = cols * dora_dtype_size(base->dtype); /* bytes of a row, all tensors together */
+    for (size_t s = 0; s < S; s++) {
+        const dora_tensor *t = md->src[s].dense;
+        if (!readable(ws, t))
+            return 1;
+        rowb += cols * dora_dtype_size(t->dtype);
+    }
+    const size_t nrow = (size_t)(c->row1 - c->row0);
+    size_t sub = rowb ? READ_BLOCK / rowb : nrow;
+    sub = sub < 1 ? 1 : sub > nrow ? nrow : sub;
+    if (read_buffer(ws, sub * rowb) != 0)
+        return 1;
+    const size_t sa = dora_dtype_size(base->dtype);
+    for (int64_t r0 = c->row0; r0 < c->row1; r0 += (int64_t)sub) {
+        const size_t n = (size_t)(c->row1 - r0) < sub ? (size_t)(c->row1 - r0) : sub;
+        unsigned char *pb = ws->rbuf + sub * cols * sa;
+        if (read_rows(thread_fd(ws, base->owner), base, (size_t)r0 * cols * sa, n * cols * sa,
+                      ws->rbuf) != 0) {
+            mark_fault(jb, c, base->data); /* the base: the job fails */
+            return -1;
+        }
+        for (size_t s = 0; s < S; s++) {
+            const dora_tensor *t = md->src[s].dense;
+            const size_t sb = dora_dtype_size(t->dtype);
+            if (!__atomic_load_n(&jb->step_bad[s], __ATOMIC_RELAXED) &&
+                read_rows(thread_fd(ws, t->owner), t, (size_t)r0 * cols * sb, n * cols * sb, pb) != 0 &&
+                mark_fault(jb, c, t->data) != 0) /* a step: dropped, the others go on */
+                return -1;
+            ws->bp[s] = pb;
+            pb += sub * cols * sb;
+        }
+        if (dense_rows(jb, c, ws, r0, n, ws->rbuf, ws->bp) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The low-rank products of base rows [b0, b0 + n) of LoRA chunk C (its group's
+ * RG rows of R) from pread, in sub-blocks of READ_BLOCK bytes: each row's
+ * products and norm do not depend on the rows beside it in a call, so they are
+ * those of one call on the mapping. 0, -1 failed, 1 not possible (the caller
+ * reads the mapping). */
+static int lora_read_rows(job *jb, chunk *c, workspace *ws, int64_t b0, size_t n, size_t rg)
+{
+    const module *md = &jb->mods[c->module];
+    const dora_tensor *base = md->base;
+    const size_t cols = (size_t)md->cols, rb = cols * dora_dtype_size(base->dtype);
+    if (!readable(ws, base))
+        return 1;
+    size_t sub = rb ? READ_BLOCK / rb : n;
+    sub = sub < 1 ? 1 : sub > n ? n : sub;
+    if (read_buffer(ws, sub * rb) != 0)
+        return 1;
+    for (size_t i = 0; i < n; i += sub) {
+        const size_t m = n - i < sub ? n - i : sub;
+        if (read_rows(thread_fd(ws, base->owner), base, ((size_t)b0 + i) * rb, m * rb, ws->rbuf) != 0) {
+            mark_fault(jb, c, base->data); /* the base: the job fails */
+            return -1;
+        }
+        dora_lowrank(ws->rbuf, base->dtype, m, cols, ws->lb[LB_RALL], rg, ws->lb[LB_P] + i * rg,
+                     ws->lb[LB_SAA] + i, ws->lb[LB_SCRATCH]);
+    }
+    return 0;
+}
+
 /* Rows [row0, row0 + nb) of a LoRA chunk C for its steps: the statistics of
  * each row into C (through add_row). P, SAA: the kernel's products and norms
  * of these rows. */
@@ -434,9 +638,14 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
                          ws->lb[LB_SAA], ws->lb[LB_SCRATCH]);
         } else {
             const size_t rb = cols * dora_dtype_size(md->base->dtype);
-            prefault(md->base->data + (size_t)b0 * rb, n * rb);
-            dora_lowrank(md->base->data + (size_t)b0 * rb, md->base->dtype, n, cols,
-                         ws->lb[LB_RALL], rg, ws->lb[LB_P], ws->lb[LB_SAA], ws->lb[LB_SCRATCH]);
+            const int rd = lora_read_rows(jb, c, ws, b0, n, rg);
+            if (rd < 0)
+                return -1;
+            if (rd > 0) {
+                prefault(md->base->data + (size_t)b0 * rb, n * rb);
+                dora_lowrank(md->base->data + (size_t)b0 * rb, md->base->dtype, n, cols,
+                             ws->lb[LB_RALL], rg, ws->lb[LB_P], ws->lb[LB_SAA], ws->lb[LB_SCRATCH]);
+            }
         }
         if (lora_rows(jb, &lc, ws, b0, n) != 0)
             return -1;
@@ -545,7 +754,8 @@ static void *worker(void *arg)
     ws.pm = calloc(S, sizeof *ws.pm);
     ws.am = calloc(S, sizeof *ws.am);
     ws.zero = calloc(S, sizeof *ws.zero);
-    if (!ws.dm || !ws.dd || !ws.pm || !ws.am || !ws.zero) {
+    ws.bp = calloc(S, sizeof *ws.bp);
+    if (!ws.dm || !ws.dd || !ws.pm || !ws.am || !ws.zero || !ws.bp) {
         job_fail(jb, "out of memory");
         goto out;
     }
@@ -561,6 +771,9 @@ static void *worker(void *arg)
     }
 out:
     free(ws.w0);
+    free(ws.rbuf);
+    free(ws.bp);
+    close_fds(&ws);
     lora_release(&ws);
     free(ws.dm);
     free(ws.dd);
