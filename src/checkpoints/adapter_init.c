@@ -186,3 +186,22 @@ int dora_run_link_initial(dora_run *run, dora_err *err)
     dora_run_set_initial(run, a0->initial_owned);
     return 0;
 }
+
+int dora_adapter_bind_alone(dora_adapter *a, dora_err *err)
+{
+    if (!a || !a->init_lora)
+        return 0;
+    if (!a->init_initial)
+        return dora_errf(err, "'%s': init_lora_weights '%s': the adapter was trained against "
+                              "W0 - s B0 A0, with B0 A0 recomputed from W0: its update needs the "
+                              "pre-trained model (--base PATH)",
+                         a->config_path, a->init_lora);
+    for (size_t i = 0; i < a->nmodules; i++) {
+        dora_adapted *m = &a->modules[i];
+        if (m->kind != DORA_ADAPTED_LORA)
+            continue;
+        if (bind_initial(a, m, m->L.rows, m->R.cols, err) != 0)
+            return -1;
+    }
+    return 0;
+}

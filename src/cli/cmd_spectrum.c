@@ -6,6 +6,8 @@
 #include "dora/align.h"
 #include "dora/h5out.h"
 #include "dora/model.h"
+#include "dora/notes.h"
+#include "dora/quant.h"
 #include "dora/run.h"
 #include "dora/spectral.h"
 #include "core/util.h"
@@ -62,6 +64,8 @@ static const char spectrum_help[] =
     "                    the RAM); fewer at once rather than failing\n"
     "  --cache DIR       keep the base's SVDs in folder DIR, and take them from there\n"
     "                    when a later command has the same base file and tensor\n"
+    "  --initial-adapter DIR  the adapter as PEFT initialised it (before training), for\n"
+    "                    init_lora_weights pissa_niter_K runs without a checkpoint-0/\n"
     "  --force           replace an existing OUT.h5 that this tool did not write (an\n"
     "                    input is never replaced)\n"
     "  --progress=WHEN   progress line on stderr (modules done, time left, the module):\n"
@@ -143,6 +147,8 @@ typedef struct spectrum_args {
     const char *renames[DORA_MAX_RENAMES];
     int quiet, force, progress;
     cli_term term; /* the progress line */
+    const char *initial_adapter; /* --initial-adapter DIR, or NULL */
+    dora_adapter *initial;       /* opened from it */
 } spectrum_args;
 
 /* One option that takes a number into A->opts: -1 to go on, else EXIT_USAGE. */
@@ -150,7 +156,7 @@ static int parse_number(int c, const char *arg, spectrum_args *a);
 
 enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_TOP, OPT_THRESHOLD, OPT_SUBSPACE,
        OPT_COMPARE, OPT_EXACT, OPT_FORCE, OPT_MEM, OPT_CACHE, OPT_PROGRESS, OPT_RENAME,
-       OPT_TRANSPOSE, OPT_NO_SPLIT };
+       OPT_TRANSPOSE, OPT_NO_SPLIT, OPT_INITIAL };
 
 /* Options into *A (optind then at the first run). -1 to go on, else the exit
  * status to return (--help, a usage error). */
@@ -174,6 +180,7 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
         {"rename", required_argument, NULL, OPT_RENAME},
         {"transpose", required_argument, NULL, OPT_TRANSPOSE},
         {"no-split", no_argument, NULL, OPT_NO_SPLIT},
+        {"initial-adapter", required_argument, NULL, OPT_INITIAL},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -212,6 +219,7 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
             a->opts.transpose = optarg;
             break;
         case OPT_NO_SPLIT: a->opts.no_split = 1; break;
+        case OPT_INITIAL: a->initial_adapter = optarg; break;
         case OPT_FORCE: a->force = 1; break;
         case OPT_PROGRESS:
             if ((r = cli_parse_progress("spectrum", optarg, &a->progress)) >= 0)
@@ -265,6 +273,19 @@ static int parse_number(int c, const char *arg, spectrum_args *a)
     return -1;
 }
 
+/* pissa_niter_K: RUN's adapters take B0 A0 from --initial-adapter (as
+ * analyze's do); without --base, their factors are bound here (with a base,
+ * by dora_adapter_check), and pissa / olora are refused. */
+static int spectrum_initial(dora_run *run, const spectrum_args *a, dora_err *err)
+{
+    if (a->initial)
+        dora_run_set_initial(run, a->initial);
+    for (size_t s = 0; !a->base_path && s < run->nsteps; s++)
+        if (dora_adapter_bind_alone(run->steps[s].adapter, err) != 0)
+            return -1;
+    return 0;
+}
+
 /* Discover each run into RUNS[0..*discovered), its notes on stderr unless
  * quiet; a full-weight run without --base is a usage error. */
 static int discover_runs(dora_run *runs, size_t *discovered, const spectrum_args *a,
@@ -275,6 +296,8 @@ static int discover_runs(dora_run *runs, size_t *discovered, const spectrum_args
         if (dora_run_discover(&runs[i], paths[i], &err) != 0)
             return cli_fail(&err);
         ++*discovered;
+        if (spectrum_initial(&runs[i], a, &err) != 0)
+            return cli_fail(&err);
         if (!a->base_path && strcmp(runs[i].method, "ft") == 0)
             return cli_usage_error("spectrum", "'%s' holds full weights: the update W_t - W0 "
                                                "needs the pre-trained model (--base PATH); only "
@@ -291,14 +314,24 @@ static int analyse_and_write(spectrum_args *a, char *const *names, const dora_ru
                              size_t nruns, const char *cmdline)
 {
     dora_model *base = NULL;
+    dora_quant_base *saved = NULL; /* a base saved by bitsandbytes, dequantised */
     dora_spectrum sp;
     dora_err err;
-    if (a->base_path && dora_model_open(&base, a->base_path, &err) != 0)
+    char note[DORA_NOTE_MAX];
+    if (a->base_path && (dora_model_open(&base, a->base_path, &err) != 0 ||
+                         dora_bnb_saved_w0(base, DORA_QUANT_NONE, &saved, note, sizeof note,
+                                           &err) != 0)) {
+        dora_model_close(base);
         return cli_fail(&err);
+    }
+    if (saved && !a->quiet)
+        cli_note(NULL, note);
     cli_term_start(&a->term);
-    int rc = dora_spectrum_run(&sp, base, a->base_path, names, runs, nruns, &a->opts, &err);
+    int rc = dora_spectrum_run(&sp, saved ? &saved->view : base, a->base_path, names, runs, nruns,
+                               &a->opts, &err);
     cli_term_stop(&a->term);
     if (rc != 0) {
+        dora_quant_base_close(saved);
         dora_model_close(base);
         return cli_fail(&err);
     }
@@ -317,6 +350,7 @@ static int analyse_and_write(spectrum_args *a, char *const *names, const dora_ru
             cli_term_summary(&a->term, a->out, "%zu run(s), %zu module(s)", sp.nruns, nmod);
     }
     dora_spectrum_release(&sp);
+    dora_quant_base_close(saved);
     dora_model_close(base);
     return status;
 }
@@ -355,6 +389,11 @@ int cmd_spectrum(int argc, char **argv)
                                     a.force)) != EXIT_OK)
         goto cleanup;
     cli_guard_signals();
+    dora_err ierr;
+    if (a.initial_adapter && dora_adapter_open(&a.initial, a.initial_adapter, &ierr) != 0) {
+        status = cli_fail(&ierr);
+        goto cleanup;
+    }
     if ((status = discover_runs(runs, &discovered, &a, args, paths, nruns)) == EXIT_OK &&
         (status = cli_check_output_dir(a.out)) == EXIT_OK)
         status = analyse_and_write(&a, names, runs, nruns, cmdline);
@@ -367,6 +406,7 @@ cleanup:
     free(paths);
     free(runs);
     free(cmdline);
+    dora_adapter_close(a.initial);
     dora_filter_free(&filter);
     cli_term_release(&a.term);
     return status;

@@ -32,11 +32,12 @@ _dora_analyze()
         esac
         ;;
     spectrum)
-        opts="--base -o --output --modules --exclude --rename --transpose --no-split --top --threshold --subspace --compare --exact -j --jobs --mem --cache --force --progress=auto --progress=always --progress=never -q --quiet -h --help"
+        opts="--base -o --output --modules --exclude --rename --transpose --no-split --top --threshold --subspace --compare --exact -j --jobs --mem --cache --initial-adapter --force --progress=auto --progress=always --progress=never -q --quiet -h --help"
         case $prev in
         --base) _dora_analyze_models; return ;;
         -o | --output) _filedir h5; return ;;
         --cache) _filedir -d; return ;;
+        --initial-adapter) _filedir -d; return ;;
         --modules | --exclude | --rename | --transpose | --top | --threshold | --subspace | -j | --jobs | --mem) return ;;
         esac
         ;;
