@@ -107,8 +107,8 @@ static int bind_initial(const dora_adapter *a, dora_adapted *m, int64_t out, int
         return dora_errf(err, "'%s': init_lora_weights '%s' is a randomised SVD: its B0 A0 "
                               "cannot be recomputed from W0, and without them dM and dD would "
                               "be measured against the wrong W0; give the adapter as PEFT "
-                              "initialised it (--initial-adapter DIR, or a checkpoint-0/ in the "
-                              "run)",
+                              "initialised it (--initial-adapter DIR, a batch manifest run's "
+                              "initial_adapter, or a checkpoint-0/ in the run)",
                          a->config_path, a->init_lora);
     if (m->nowned) /* bound already */
         return 0;

@@ -121,4 +121,159 @@ done <"$F/bad_initial/cases.tsv"
 refused_by spectrum spec-initial-missing "$F/nothing_here" --base "$F/base" \
     --initial-adapter "$F/nothing_here" n="$F/niter_noinit"
 
+# ---- 3. batch: a bnb-saved base, initial_adapter, kohya folders ---------------------------
+# manifests live in $TMP/m: their relative paths start from there
+M=$TMP/m
+mkdir -p "$M"
+manifest() { "$PY" "$TP/bnbwire.py" manifest "$M/$1.json" "$2"; }
+# batch_ok LABEL MANIFEST : `batch -j 2 MANIFEST` exits 0
+batch_ok() {
+    run "$1" "$BIN" batch -j 2 "$M/$2.json"
+    crashed "$1" && return 1
+    if [ $RC -ne 0 ]; then
+        fail "$1" "exit $RC: $(peek "$LOG/$1.err" 600)"
+        return 1
+    fi
+    pass "$1"
+}
+# batch_refused LABEL MANIFEST WANTS : batch exits 1 with each '|'-separated WANTS on stderr
+batch_refused() {
+    run "$1" "$BIN" batch -j 2 "$M/$2.json"
+    crashed "$1" && return
+    local IFS='|' w
+    if [ $RC -ne 1 ]; then
+        fail "$1" "exit $RC, expected 1: $(peek "$LOG/$1.err" 600)"
+        return
+    fi
+    for w in $3; do
+        if ! grep -qF -- "$w" "$LOG/$1.err"; then
+            fail "$1" "message lacks '$w': $(peek "$LOG/$1.err" 600)"
+            return
+        fi
+    done
+    pass "$1"
+}
+same_h5() { # LABEL A.h5 B.h5 RUN... : check_h5_same.py (batch's file first)
+    local label=$1
+    shift
+    checked check_h5_same.py "$label" "$@"
+}
+
+for q in nf4-dq int8; do
+    manifest "saved-$q" '{"name": "s", "base": "../data/saved_'"$q"'", "output": "../out/b-saved-'"$q"'.h5",
+        "runs": [{"name": "lora", "path": "../data/lora"}, {"name": "fifo", "path": "../data/fifo"}]}'
+    if batch_ok "batch-saved-$q" "saved-$q" &&
+        writes_ok "analyze-saved-$q" "$OUT/a-saved-$q.h5" analyze -q --base "$D/saved_$q" \
+            lora="$D/lora" fifo="$D/fifo"; then
+        same_h5 "batch-saved-same-$q" "$OUT/b-saved-$q.h5" "$OUT/a-saved-$q.h5" lora fifo
+        checked quant_ref.py "batch-saved-ref-$q" check --data "$D" --h5 "$OUT/b-saved-$q.h5" \
+            --run lora --quant "$q" --skip ""
+    fi
+done
+if grep -q "study 's': .*saved quantised by bitsandbytes: 6 weight(s) read dequantised" \
+    "$LOG/batch-saved-nf4-dq.err"; then
+    pass batch-saved-noted
+else
+    fail batch-saved-noted "no note: $(peek "$LOG/batch-saved-nf4-dq.err")"
+fi
+# the comparison tells the bases apart
+writes_ok analyze-orig "$OUT/a-orig.h5" analyze -q --base "$D/base" lora="$D/lora" fifo="$D/fifo"
+if "$PY" "$TP/check_h5_same.py" "$OUT/b-saved-nf4-dq.h5" "$OUT/a-orig.h5" lora >/dev/null 2>&1; then
+    fail batch-saved-discriminates "the saved base gave the original base's numbers"
+else
+    pass batch-saved-discriminates
+fi
+manifest saved-twice '{"name": "s", "base": "../data/saved_nf4", "output": "../out/b-twice.h5",
+    "base_quant": "nf4", "runs": [{"name": "lora", "path": "../data/lora"}]}'
+batch_refused batch-saved-twice saved-twice "saved_nf4/model.safetensors|quantise it twice"
+n=0
+for bad in "saved_bad/absmax=lacks its .absmax" "saved_bad/json=is not a JSON object" \
+    "bad_saved/absmax_len=absmax is 4 float32 values"; do
+    n=$((n + 1))
+    b=$D/${bad%%=*}
+    manifest "saved-bad-$n" '{"name": "s", "base": "'"$b"'", "output": "../out/b-bad'$n'.h5",
+        "runs": [{"name": "lora", "path": "../data/lora"}]}'
+    batch_refused "batch-saved-bad-$(basename "$b")" "saved-bad-$n" \
+        "$b/model.safetensors|model.layers.0.|${bad#*=}"
+done
+
+# initial_adapter: per run, relative to the manifest's folder; the same numbers as analyze
+manifest niter '{"name": "n", "base": "../fam/base", "output": "../out/b-niter.h5",
+    "runs": [{"name": "niter_noinit", "path": "../fam/niter_noinit",
+              "initial_adapter": "../fam/niter_init"},
+             {"name": "niter", "path": "../fam/niter"}, {"name": "pissa", "path": "../fam/pissa"}]}'
+if batch_ok batch-niter niter &&
+    writes_ok analyze-niter "$OUT/a-niter.h5" analyze -q --base "$F/base" --initial-adapter \
+        "$F/niter_init" niter_noinit="$F/niter_noinit" niter="$F/niter" pissa="$F/pissa"; then
+    same_h5 batch-niter-same "$OUT/b-niter.h5" "$OUT/a-niter.h5" niter_noinit niter pissa
+    checked families.py batch-niter-ref check --data "$F" --h5 "$OUT/b-niter.h5" \
+        --runs niter_noinit,niter,pissa
+fi
+# nothing is redone the second time; a changed initial adapter redoes the run's units
+run batch-niter-again "$BIN" batch -v "$M/niter.json"
+if [ $RC -eq 0 ] && grep -q "unit(s), 0 analysed" "$LOG/batch-niter-again.err"; then
+    pass batch-niter-resumed
+else
+    fail batch-niter-resumed "exit $RC: $(grep -m1 "study 'n'" "$LOG/batch-niter-again.err")"
+fi
+touch -d '2001-01-01' "$F/niter_init/adapter_model.safetensors"
+run batch-niter-changed "$BIN" batch -v "$M/niter.json"
+if [ $RC -eq 0 ] && grep -q "study 'n': complete: .* 0 up to date" "$LOG/batch-niter-changed.err"; then
+    pass batch-initial-fingerprint
+else
+    fail batch-initial-fingerprint "exit $RC: $(grep -m1 "study 'n'" "$LOG/batch-niter-changed.err")"
+fi
+manifest niter-none '{"name": "n", "base": "../fam/base", "output": "../out/b-none.h5",
+    "runs": [{"name": "n", "path": "../fam/niter_noinit"}]}'
+run batch-niter-none "$BIN" batch -j 2 "$M/niter-none.json"
+if [ $RC -eq 1 ] && grep -qF -- "--initial-adapter" "$LOG/batch-niter-none.err" &&
+    grep -qF "initial_adapter" "$LOG/batch-niter-none.err"; then
+    pass batch-niter-none
+else
+    fail batch-niter-none "exit $RC: $(peek "$LOG/batch-niter-none.err" 600)"
+fi
+n=0
+while IFS=$'\t' read -r c wants; do
+    n=$((n + 1))
+    manifest "init-bad-$n" '{"name": "n", "base": "../fam/base", "output": "../out/b-ib'$n'.h5",
+        "runs": [{"name": "n", "path": "../fam/niter_noinit", "initial_adapter": "../fam/bad_initial/'"$c"'"}]}'
+    batch_refused "batch-initial-$c" "init-bad-$n" "$wants"
+done <"$F/bad_initial/cases.tsv"
+manifest init-missing '{"name": "n", "base": "../fam/base", "output": "../out/b-im.h5",
+    "runs": [{"name": "n", "path": "../fam/niter_noinit", "initial_adapter": "../fam/nothing"}]}'
+batch_refused batch-initial-missing init-missing "fam/nothing|initial_adapter of run 'n'"
+manifest init-type '{"name": "n", "base": "../fam/base", "output": "../out/b-it.h5",
+    "runs": [{"name": "n", "path": "../fam/niter_noinit", "initial_adapter": 3}]}'
+run batch-initial-type "$BIN" batch "$M/init-type.json"
+if [ $RC -eq 2 ] && grep -q "runs\[0\].*initial_adapter" "$LOG/batch-initial-type.err"; then
+    pass batch-initial-type
+else
+    fail batch-initial-type "exit $RC: $(peek "$LOG/batch-initial-type.err")"
+fi
+
+# kohya folders and files: batch prints every note analyze prints about them
+K=$TMP/kohya
+if "$PY" "$TP/kohya.py" gen "$K" --seed 5 >"$LOG/kohya-gen.out" 2>&1; then
+    manifest kohya '{"name": "k", "base": "../kohya/base", "output": "../out/b-kohya.h5",
+        "runs": [{"name": "lora", "path": "../kohya/lora"}, {"name": "depoch", "path": "../kohya/depoch"},
+                 {"name": "drow", "path": "../kohya/drow.safetensors"}]}'
+    if batch_ok batch-kohya kohya &&
+        writes_ok analyze-kohya "$OUT/a-kohya.h5" analyze --base "$K/base" lora="$K/lora" \
+            depoch="$K/depoch" drow="$K/drow.safetensors"; then
+        same_h5 batch-kohya-same "$OUT/b-kohya.h5" "$OUT/a-kohya.h5" lora depoch drow
+        sed -n "s/^dora-analyze: note: \(run '[^']*': \)\{0,1\}//p" "$LOG/analyze-kohya.err" |
+            sort >"$LOG/kohya-a.notes"
+        sed -n "s/^dora-analyze: note: study 'k', run '[^']*': //p" "$LOG/batch-kohya.err" |
+            sort >"$LOG/kohya-b.notes"
+        if [ -s "$LOG/kohya-a.notes" ] && grep -q "ss_steps" "$LOG/kohya-a.notes" &&
+            cmp -s "$LOG/kohya-a.notes" "$LOG/kohya-b.notes"; then
+            pass batch-kohya-notes
+        else
+            fail batch-kohya-notes "$(diff "$LOG/kohya-a.notes" "$LOG/kohya-b.notes" | head -3 | tr '\n' ' ')"
+        fi
+    fi
+else
+    fail kohya-gen "$(peek "$LOG/kohya-gen.out")"
+fi
+
 finish
