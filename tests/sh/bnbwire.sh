@@ -3,7 +3,8 @@
 # spectrum on a bnb-saved base (tests/py/bnb_saved.py: NF4, FP4, NF4 with double quant, int8)
 # gives singular values, intruder cosines and every per-step number bit-identical to spectrum
 # on that base dequantised by NumPy (tests/py/bnbwire.py plain) and written as plain
-# safetensors, and differs from the base as given; spectrum of PiSSA / OLoRA runs (B0 A0
+# safetensors, and differs from the base as given; spectrum --base-quant (or a base
+# quantization_config) equals it too; spectrum of PiSSA / OLoRA runs (B0 A0
 # recomputed from W0) and of pissa_niter_K runs with --initial-adapter (with and without
 # --base) against NumPy's SVD of s (B A - B0 A0) (within 1e-9 sigma_1); batch with such bases
 # and initial adapters equals analyze; and the bad inputs (an initial adapter that does not
@@ -89,6 +90,36 @@ while IFS=$'\t' read -r c wants; do
     refused_by spectrum "spec-$c" "$wants" --base "$D/bad_saved/$c" ft="$D/ft"
     refused_by analyze "analyze-$c" "$wants" --base "$D/bad_saved/$c" lora="$D/lora"
 done <"$D/bad_saved/cases.tsv"
+# spectrum --base-quant Q: the round trip of the original base equals the NumPy-written saved
+# base dequantised (bnb_saved.py checked it against quant_ref.py's round trip bit for bit)
+for q in nf4 fp4 nf4-dq int8; do
+    writes_ok "spec-quant-$q" "$OUT/sq-$q.h5" spectrum -q --base "$D/base" --base-quant "$q" \
+        lora="$D/lora" &&
+        checked bnbwire.py "spec-quant-same-$q" same "$OUT/sq-$q.h5" "$OUT/sp-$q.h5" lora
+done
+run spec-quant-note "$BIN" spectrum --base "$D/base" --base-quant nf4 -o "$OUT/sqn.h5" \
+    lora="$D/lora"
+if [ $RC -eq 0 ] && grep -q "nf4 round trip of the base for 6 adapted weight(s); 2 adapted" \
+    "$LOG/spec-quant-note.err"; then
+    pass spec-quant-noted
+else
+    fail spec-quant-noted "exit $RC: $(peek "$LOG/spec-quant-note.err")"
+fi
+# the base's quantization_config is followed without the option, as analyze follows it
+writes_ok spec-cfg "$OUT/scfg.h5" spectrum -q --base "$D/cfg_nf4" lora="$D/lora" &&
+    checked bnbwire.py spec-cfg-same same "$OUT/scfg.h5" "$OUT/sq-nf4.h5" lora
+refused_by spectrum spec-quant-ft "applies to adapter runs" --base "$D/base" --base-quant nf4 \
+    lora="$D/lora" ft="$D/ft"
+refused_by spectrum spec-quant-twice "saved_nf4/model.safetensors|quantise it twice" \
+    --base "$D/saved_nf4" --base-quant nf4 lora="$D/lora"
+refused_by spectrum spec-quant-conflict "quantization_config is nf4" --base "$D/cfg_nf4" \
+    --base-quant fp4 lora="$D/lora"
+run spec-quant-nobase "$BIN" spectrum -q --base-quant nf4 -o "$OUT/x.h5" lora="$D/lora"
+if [ $RC -eq 2 ] && grep -q -- "--base-quant.*needs --base" "$LOG/spec-quant-nobase.err"; then
+    pass spec-quant-nobase
+else
+    fail spec-quant-nobase "exit $RC: $(peek "$LOG/spec-quant-nobase.err")"
+fi
 
 # ---- 2. PiSSA / OLoRA and pissa_niter_K in spectrum --------------------------------------
 for r in pissa olora; do
