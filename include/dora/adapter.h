@@ -213,6 +213,12 @@ void dora_run_set_initial(struct dora_run *run, const dora_adapter *initial);
  * saved before training): its steps take B0 A0 from it (a copy opened here).
  * 0, or -1 with ERR. */
 int dora_run_link_initial(struct dora_run *run, dora_err *err);
+/* A's update analysed without a base (spectrum without --base): for
+ * "pissa_niter_K", every LoRA module's factors become [B, -B0], [A; A0] from
+ * A's initial adapter (as dora_adapter_check binds them), which must be set;
+ * "pissa" and "olora" are refused (B0 A0 is recomputed from W0). Other
+ * adapters are left as they are. 0, or -1 with ERR naming the file. */
+int dora_adapter_bind_alone(dora_adapter *a, dora_err *err);
 
 /* Open and validate the adapter checkpoint in folder DIR: the config, the
  * tensor names and the shapes of each module's factors among themselves.

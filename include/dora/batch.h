@@ -59,6 +59,8 @@ typedef struct dora_study_run {
     char *name;       /* HDF5 group name, owned */
     char *path;       /* resolved against the manifest's folder, owned */
     const char *method; /* "ft", "lora", "dora" the run must be, or NULL (static) */
+    char *initial_adapter; /* "initial_adapter" (analyze's --initial-adapter), resolved, or NULL */
+    struct dora_adapter *initial; /* opened from it by dora_study_run_initial, owned */
 } dora_study_run;
 
 typedef struct dora_study {
@@ -84,6 +86,8 @@ typedef struct dora_study {
     dora_quant base_quant; /* as given; batch_study_settle follows the base's config.json */
     char *quant_skip; /* llm_int8_skip_modules of the base's config (JSON), or NULL */
     int quant_settled;
+    dora_quant quant_asked; /* base_quant as the manifest gave it (before settling) */
+    dora_quant_base *saved; /* a base saved by bitsandbytes, dequantised (dora_study_open_base) */
 } dora_study;
 
 typedef struct dora_manifest {
@@ -118,6 +122,22 @@ char *dora_model_stamp(const dora_model *m, uint64_t *bytes);
 /* The study's fingerprint: what its results depend on besides the
  * checkpoints. JSON text, newly allocated, or NULL when out of memory. */
 char *dora_study_fingerprint(const dora_study *st, const char *base_stamp);
+
+/* Open ST's base into *BASE as `analyze` opens it: base_quant settled
+ * against its config.json (batch_study_settle), and a base saved by
+ * bitsandbytes read dequantised into ST->saved (dora_bnb_saved_w0: a
+ * base_quant the manifest asks for is then refused; base_quant becomes none),
+ * with NOTE (LEN bytes) saying so ("" otherwise). 0, or -1 with ERR. */
+int dora_study_open_base(dora_study *st, dora_model **base, char *note, size_t len,
+                         dora_err *err);
+/* The W0 of ST's units: the dequantised view of a saved base, or BASE. */
+const dora_model *dora_study_w0(const dora_study *st, const dora_model *base);
+/* Free ST->saved (with or after its base: no unit of ST is left). */
+void dora_study_close_saved(dora_study *st);
+/* SR's initial_adapter, opened once, given to RUN's "pissa_niter_K" adapters
+ * (dora_run_set_initial) as analyze --initial-adapter gives it. 0, or -1
+ * with ERR naming the file. */
+int dora_study_run_initial(dora_study_run *sr, struct dora_run *run, dora_err *err);
 
 /* Analyse step STEP_INDEX of RUN alone: a result with one step (S = 1). */
 int dora_analyze_unit(dora_result *res, const char *name, const dora_model *base,

@@ -116,6 +116,14 @@ dora_quant_base *dora_quant_view(const dora_model *base, size_t ntensors);
  * held in memory, and the auxiliary tensors left out; as dora_quant_base_open's
  * (nkept 0). Every value from the file is checked: shapes, sizes, the JSON. */
 int dora_bnb_saved_open(dora_quant_base **out, const dora_model *base, dora_err *err);
+/* W0 of every run against BASE, for analyze, spectrum and batch alike: when
+ * bitsandbytes saved BASE quantised (dora_bnb_saved), *SAVED is its
+ * dequantised view (dora_bnb_saved_open) and NOTE (LEN bytes) says how many
+ * weights were read so; else *SAVED is NULL and NOTE "". ASKED, a --base-quant
+ * (or base_quant) other than none, is then refused: it would quantise twice.
+ * 0, or -1 with ERR. */
+int dora_bnb_saved_w0(const dora_model *base, dora_quant asked, dora_quant_base **saved,
+                      char *note, size_t len, dora_err *err);
 
 /* A note for an adapter whose config names a base that looks quantised
  * (bnb-4bit, 4bit, int8, nf4, gptq, awq in base_model_name_or_path) while the

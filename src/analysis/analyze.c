@@ -411,29 +411,21 @@ int dora_analyze_runs(dora_result *res, size_t *done, const char *base_path,
      * quantization_config describes that form, not a round trip to make */
     dora_quant_base *saved = NULL;
     const dora_model *b0 = base;
-    if (dora_bnb_saved(base)) {
-        if (asked != DORA_QUANT_NONE || dora_bnb_saved_open(&saved, base, err) != 0) {
-            if (asked != DORA_QUANT_NONE)
-                dora_errf(err, "'%s' is saved quantised by bitsandbytes and is read dequantised: "
-                               "--base-quant %s would quantise it twice",
-                          base->path, dora_quant_name(asked));
-            dora_model_close(base);
-            dora_adapter_close(initial);
-            free(skip);
-            return -1;
-        }
+    char msg[DORA_NOTE_MAX];
+    if (dora_bnb_saved_w0(base, asked, &saved, msg, sizeof msg, err) != 0) {
+        dora_model_close(base);
+        dora_adapter_close(initial);
+        free(skip);
+        return -1;
+    }
+    if (saved) {
         b0 = &saved->view;
         o.base_quant = DORA_QUANT_NONE;
         free(skip);
         skip = NULL;
         o.quant_skip = NULL;
-        if (note) {
-            char msg[512];
-            snprintf(msg, sizeof msg, "'%s': saved quantised by bitsandbytes: %zu weight(s) read "
-                                      "dequantised as W0",
-                     base->path, saved->nquant);
+        if (note)
             note(ctx, NULL, msg, 0);
-        }
     }
     int rc = 0;
     dora_progress_add_total(opts->progress, 0, nruns);

@@ -616,6 +616,7 @@ int dora_spectrum_run(dora_spectrum *sp, const dora_model *base, const char *bas
                       const dora_spectrum_opts *opts, dora_err *err)
 {
     memset(sp, 0, sizeof *sp);
+    dora_adapter_set_init_factoriser(an_init_factors); /* PiSSA / OLoRA: B0 A0 from W0 */
     if (dora_guard_install() != 0)
         return dora_errf(err, "cannot install the SIGBUS guard");
     sctx c;

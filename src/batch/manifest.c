@@ -321,7 +321,7 @@ static int parse_study(const mctx *c, size_t idx, json_t *o, dora_study *st)
     static const char *const keys[] = {"name", "base", "runs", "modules", "output", "figures",
                                        "expect", "rename", "transpose", "no_split",
                                        "base_quant", NULL};
-    static const char *const run_keys[] = {"name", "path", "method", NULL};
+    static const char *const run_keys[] = {"name", "path", "method", "initial_adapter", NULL};
     static const char *const mod_keys[] = {"include", "exclude", NULL};
     char where[256];
     snprintf(where, sizeof where, "studies[%zu]", idx);
@@ -350,6 +350,7 @@ static int parse_study(const mctx *c, size_t idx, json_t *o, dora_study *st)
         char *method = NULL;
         if (check_keys(c, w, r, run_keys) != 0 || get_str(c, w, r, "name", 1, &sr->name) != 0 ||
             get_path(c, w, r, "path", 1, &sr->path) != 0 ||
+            get_path(c, w, r, "initial_adapter", 0, &sr->initial_adapter) != 0 ||
             get_str(c, w, r, "method", 0, &method) != 0)
             return -1;
         if (method) {
@@ -513,6 +514,8 @@ void dora_manifest_release(dora_manifest *m)
         for (size_t r = 0; st->runs && r < st->nruns; r++) {
             free(st->runs[r].name);
             free(st->runs[r].path);
+            free(st->runs[r].initial_adapter);
+            dora_adapter_close(st->runs[r].initial);
         }
         free(st->runs);
         free(st->include);
@@ -533,6 +536,7 @@ void dora_manifest_release(dora_manifest *m)
         free(st->renames);
         free(st->transpose);
         free(st->quant_skip);
+        dora_study_close_saved(st);
     }
     free(m->studies);
     free(m->path);

@@ -2,6 +2,7 @@
  * other ranks and gathers their results; see batch/engine.h. */
 #define _GNU_SOURCE
 #include "batch/engine.h"
+#include "dora/notes.h"
 #include "batch/common.h"
 #include "results/bytes.h"
 
@@ -111,8 +112,8 @@ int batch_mpi_worker(batch *b)
         free(m);
         dora_study *sd = why[0] ? NULL : &b->m.studies[si];
         dora_err e = {{0}, 0};
-        if (sd && !bases[si] && (batch_study_settle(sd, &e) != 0 ||
-                                 dora_model_open(&bases[si], sd->base, &e) != 0)) {
+        char note[DORA_NOTE_MAX];
+        if (sd && !bases[si] && dora_study_open_base(sd, &bases[si], note, sizeof note, &e) != 0) {
             snprintf(why, sizeof why, "%s", e.msg);
             bases[si] = NULL;
         }
@@ -132,7 +133,8 @@ int batch_mpi_worker(batch *b)
             batch_analysis_opts(sd, threads, &opts);
             opts.mem_bytes = b->mem;
             dora_result res;
-            if (dora_analyze_unit(&res, sd->runs[ri].name, bases[si], sd->base, &run, 0, &opts,
+            const dora_model *w0 = dora_study_w0(sd, bases[si]); /* a bnb-saved base */
+            if (dora_analyze_unit(&res, sd->runs[ri].name, w0, sd->base, &run, 0, &opts,
                                   &e) == 0) {
                 reply(&res, NULL);
                 dora_result_release(&res);

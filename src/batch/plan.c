@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "batch/engine.h"
 #include "batch/common.h"
+#include "dora/notes.h"
 #include "core/util.h"
 
 #include <errno.h>
@@ -253,10 +254,13 @@ int batch_plan_study(batch *b, study_state *s, size_t *global_index)
         if (!ok)
             return 0;
     }
-    if (batch_study_settle(st, &e) != 0 || dora_model_open(&s->base, st->base, &e) != 0) {
+    char note[DORA_NOTE_MAX]; /* a base saved by bitsandbytes: read dequantised, as analyze */
+    if (dora_study_open_base(st, &s->base, note, sizeof note, &e) != 0) {
         batch_study_error(b, s, e.msg);
         return 0;
     }
+    if (note[0] && !b->quiet)
+        batch_log(b, "note: study '%s': %s", st->name, note);
     char *base_stamp = dora_model_stamp(s->base, &s->base_bytes);
     if (!base_stamp)
         return -1;
@@ -271,6 +275,10 @@ int batch_plan_study(batch *b, study_state *s, size_t *global_index)
             return 0;
         }
         s->ndiscovered = r + 1;
+        if (dora_study_run_initial(&st->runs[r], &s->runs[r], &e) != 0) { /* pissa_niter_K */
+            batch_study_error(b, s, e.msg);
+            return 0;
+        }
         if (!b->quiet)
             for (size_t k = 0; k < s->runs[r].nnotes; k++)
                 batch_log(b, "note: study '%s', run '%s': %s", st->name, st->runs[r].name,

@@ -79,6 +79,7 @@ void batch_finalize_study(batch *b, study_state *s)
     s->journal = NULL;
     dora_model_close(s->base); /* no unit of this study is left to read it */
     s->base = NULL;
+    dora_study_close_saved(s->st);
     s->rep.seconds = batch_now() - s->t0;
 }
 
@@ -141,7 +142,8 @@ static void run_unit(batch *b, const unit *u)
     dora_result res;
     dora_err e = {{0}, 0};
     double t0 = batch_now();
-    int rc = dora_analyze_unit(&res, st->runs[u->run].name, s->base, st->base, &s->runs[u->run],
+    const dora_model *w0 = dora_study_w0(st, s->base); /* a bnb-saved base: dequantised */
+    int rc = dora_analyze_unit(&res, st->runs[u->run].name, w0, st->base, &s->runs[u->run],
                                u->step, &opts, &e);
     batch_unit_finished(b, u, rc == 0 ? &res : NULL, e.msg, batch_now() - t0, 0);
 }

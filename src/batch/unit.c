@@ -4,6 +4,8 @@
 #include "dora/batch.h"
 #include "dora/adapter.h"
 #include "dora/h5out.h"
+#include "dora/quant.h"
+#include "dora/run.h"
 #include "dora/version.h"
 #include "batch/common.h"
 
@@ -59,6 +61,32 @@ static char *dump_canonical(const json_t *j)
     return json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
 }
 
+/* The runs' initial adapters (only when any is given: earlier journals stay
+ * valid), each by its real path and the stamp of its files: the results
+ * depend on them as on the base. */
+static void initial_json(json_t *f, const dora_study *st)
+{
+    json_t *ia = NULL;
+    for (size_t r = 0; r < st->nruns; r++) {
+        const char *p = st->runs[r].initial_adapter;
+        if (!p)
+            continue;
+        char *real = realpath(p, NULL), *stamp = NULL;
+        dora_err e;
+        if (dora_step_stamp(p, &stamp, NULL, &e) != 0)
+            stamp = NULL;
+        char *v = batch_xprintf("%s;%s", real ? real : p, stamp ? stamp : "unreadable");
+        if (!ia)
+            ia = json_object();
+        json_object_set_new(ia, st->runs[r].name, batch_jstr(v));
+        free(real);
+        free(stamp);
+        free(v);
+    }
+    if (ia)
+        json_object_set_new(f, "initial_adapter", ia);
+}
+
 static json_t *fingerprint_json(const dora_study *st, const char *base_stamp)
 {
     json_t *f = json_object();
@@ -87,6 +115,7 @@ static json_t *fingerprint_json(const dora_study *st, const char *base_stamp)
         json_object_set_new(f, "base_quant", batch_jstr(dora_quant_name(st->base_quant)));
     if (st->quant_skip)
         json_object_set_new(f, "quant_skip", batch_jstr(st->quant_skip));
+    initial_json(f, st);
     return f;
 }
 
@@ -151,4 +180,47 @@ int dora_analyze_unit(dora_result *res, const char *name, const dora_model *base
     one.steps = &run->steps[step_index];
     one.nnotes = 0;
     return dora_analyze_run(res, name, base, base_path, &one, opts, err);
+}
+
+int dora_study_open_base(dora_study *st, dora_model **base, char *note, size_t len,
+                         dora_err *err)
+{
+    *base = NULL;
+    if (!st->quant_settled)
+        st->quant_asked = st->base_quant;
+    if (batch_study_settle(st, err) != 0 || dora_model_open(base, st->base, err) != 0)
+        return -1;
+    dora_study_close_saved(st); /* a view of an earlier opening of the base */
+    if (dora_bnb_saved_w0(*base, st->quant_asked, &st->saved, note, len, err) != 0) {
+        dora_model_close(*base);
+        *base = NULL;
+        return -1;
+    }
+    if (st->saved) { /* its quantization_config describes the saved form: not applied again */
+        st->base_quant = DORA_QUANT_NONE;
+        free(st->quant_skip);
+        st->quant_skip = NULL;
+    }
+    return 0;
+}
+
+const dora_model *dora_study_w0(const dora_study *st, const dora_model *base)
+{
+    return st->saved ? &st->saved->view : base;
+}
+
+void dora_study_close_saved(dora_study *st)
+{
+    dora_quant_base_close(st->saved);
+    st->saved = NULL;
+}
+
+int dora_study_run_initial(dora_study_run *sr, dora_run *run, dora_err *err)
+{
+    if (!sr->initial_adapter)
+        return 0;
+    if (!sr->initial && dora_adapter_open(&sr->initial, sr->initial_adapter, err) != 0)
+        return dora_errprefix(err, "the initial_adapter of run '%s'", sr->name);
+    dora_run_set_initial(run, sr->initial);
+    return 0;
 }

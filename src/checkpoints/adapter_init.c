@@ -107,8 +107,8 @@ static int bind_initial(const dora_adapter *a, dora_adapted *m, int64_t out, int
         return dora_errf(err, "'%s': init_lora_weights '%s' is a randomised SVD: its B0 A0 "
                               "cannot be recomputed from W0, and without them dM and dD would "
                               "be measured against the wrong W0; give the adapter as PEFT "
-                              "initialised it (--initial-adapter DIR, or a checkpoint-0/ in the "
-                              "run)",
+                              "initialised it (--initial-adapter DIR, a batch manifest run's "
+                              "initial_adapter, or a checkpoint-0/ in the run)",
                          a->config_path, a->init_lora);
     if (m->nowned) /* bound already */
         return 0;
@@ -184,5 +184,24 @@ int dora_run_link_initial(dora_run *run, dora_err *err)
     if (dora_adapter_open(&a0->initial_owned, run->steps[0].path, err) != 0)
         return dora_errprefix(err, "the initial adapter (step 0) of run '%s'", run->path);
     dora_run_set_initial(run, a0->initial_owned);
+    return 0;
+}
+
+int dora_adapter_bind_alone(dora_adapter *a, dora_err *err)
+{
+    if (!a || !a->init_lora)
+        return 0;
+    if (!a->init_initial)
+        return dora_errf(err, "'%s': init_lora_weights '%s': the adapter was trained against "
+                              "W0 - s B0 A0, with B0 A0 recomputed from W0: its update needs the "
+                              "pre-trained model (--base PATH)",
+                         a->config_path, a->init_lora);
+    for (size_t i = 0; i < a->nmodules; i++) {
+        dora_adapted *m = &a->modules[i];
+        if (m->kind != DORA_ADAPTED_LORA)
+            continue;
+        if (bind_initial(a, m, m->L.rows, m->R.cols, err) != 0)
+            return -1;
+    }
     return 0;
 }

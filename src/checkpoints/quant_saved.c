@@ -391,3 +391,23 @@ int dora_bnb_saved_open(dora_quant_base **out, const dora_model *base, dora_err 
     *out = qb;
     return 0;
 }
+
+int dora_bnb_saved_w0(const dora_model *base, dora_quant asked, dora_quant_base **saved,
+                      char *note, size_t len, dora_err *err)
+{
+    *saved = NULL;
+    if (len)
+        note[0] = '\0';
+    if (!dora_bnb_saved(base))
+        return 0;
+    if (asked != DORA_QUANT_NONE)
+        return dora_errf(err, "'%s' is saved quantised by bitsandbytes and is read dequantised: "
+                              "--base-quant %s would quantise it twice",
+                         base->path, dora_quant_name(asked));
+    if (dora_bnb_saved_open(saved, base, err) != 0)
+        return -1;
+    snprintf(note, len, "'%s': saved quantised by bitsandbytes: %zu weight(s) read dequantised "
+                        "as W0",
+             base->path, (*saved)->nquant);
+    return 0;
+}

@@ -6,6 +6,8 @@
 #include "dora/align.h"
 #include "dora/h5out.h"
 #include "dora/model.h"
+#include "dora/notes.h"
+#include "dora/quant.h"
 #include "dora/run.h"
 #include "dora/spectral.h"
 #include "core/util.h"
@@ -62,6 +64,12 @@ static const char spectrum_help[] =
     "                    the RAM); fewer at once rather than failing\n"
     "  --cache DIR       keep the base's SVDs in folder DIR, and take them from there\n"
     "                    when a later command has the same base file and tensor\n"
+    "  --initial-adapter DIR  the adapter as PEFT initialised it (before training), for\n"
+    "                    init_lora_weights pissa_niter_K runs without a checkpoint-0/\n"
+    "  --base-quant Q    W0 of adapter runs is the bitsandbytes round trip of the base,\n"
+    "                    as in analyze: nf4, fp4, nf4-dq, fp4-dq, int8; a\n"
+    "                    quantization_config in the base's config.json is followed\n"
+    "                    without it\n"
     "  --force           replace an existing OUT.h5 that this tool did not write (an\n"
     "                    input is never replaced)\n"
     "  --progress=WHEN   progress line on stderr (modules done, time left, the module):\n"
@@ -143,6 +151,9 @@ typedef struct spectrum_args {
     const char *renames[DORA_MAX_RENAMES];
     int quiet, force, progress;
     cli_term term; /* the progress line */
+    const char *initial_adapter; /* --initial-adapter DIR, or NULL */
+    dora_quant base_quant;       /* --base-quant, or none */
+    dora_adapter *initial;       /* opened from it */
 } spectrum_args;
 
 /* One option that takes a number into A->opts: -1 to go on, else EXIT_USAGE. */
@@ -150,7 +161,7 @@ static int parse_number(int c, const char *arg, spectrum_args *a);
 
 enum { OPT_BASE = 256, OPT_MODULES, OPT_EXCLUDE, OPT_TOP, OPT_THRESHOLD, OPT_SUBSPACE,
        OPT_COMPARE, OPT_EXACT, OPT_FORCE, OPT_MEM, OPT_CACHE, OPT_PROGRESS, OPT_RENAME,
-       OPT_TRANSPOSE, OPT_NO_SPLIT };
+       OPT_TRANSPOSE, OPT_NO_SPLIT, OPT_INITIAL, OPT_BASE_QUANT };
 
 /* Options into *A (optind then at the first run). -1 to go on, else the exit
  * status to return (--help, a usage error). */
@@ -174,6 +185,8 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
         {"rename", required_argument, NULL, OPT_RENAME},
         {"transpose", required_argument, NULL, OPT_TRANSPOSE},
         {"no-split", no_argument, NULL, OPT_NO_SPLIT},
+        {"initial-adapter", required_argument, NULL, OPT_INITIAL},
+        {"base-quant", required_argument, NULL, OPT_BASE_QUANT},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -212,6 +225,13 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
             a->opts.transpose = optarg;
             break;
         case OPT_NO_SPLIT: a->opts.no_split = 1; break;
+        case OPT_INITIAL: a->initial_adapter = optarg; break;
+        case OPT_BASE_QUANT:
+            if (dora_quant_parse(optarg, &a->base_quant) != 0)
+                return cli_usage_error("spectrum", "--base-quant wants nf4, fp4, int8, nf4-dq, "
+                                                   "fp4-dq or none, not '%s'",
+                                       optarg);
+            break;
         case OPT_FORCE: a->force = 1; break;
         case OPT_PROGRESS:
             if ((r = cli_parse_progress("spectrum", optarg, &a->progress)) >= 0)
@@ -233,6 +253,8 @@ static int parse_options(int argc, char **argv, spectrum_args *a)
         return cli_usage_error("spectrum", "no run given");
     if (strlen(a->out) + 64 > 4096)
         return cli_usage_error("spectrum", "output path too long");
+    if (!a->base_path && a->base_quant != DORA_QUANT_NONE)
+        return cli_usage_error("spectrum", "--base-quant quantises the base: it needs --base");
     if (!a->base_path && (a->opts.nrenames || a->opts.transpose))
         return cli_usage_error("spectrum", "%s names full weights, which need --base",
                                a->opts.nrenames ? "--rename" : "--transpose");
@@ -265,6 +287,19 @@ static int parse_number(int c, const char *arg, spectrum_args *a)
     return -1;
 }
 
+/* pissa_niter_K: RUN's adapters take B0 A0 from --initial-adapter (as
+ * analyze's do); without --base, their factors are bound here (with a base,
+ * by dora_adapter_check), and pissa / olora are refused. */
+static int spectrum_initial(dora_run *run, const spectrum_args *a, dora_err *err)
+{
+    if (a->initial)
+        dora_run_set_initial(run, a->initial);
+    for (size_t s = 0; !a->base_path && s < run->nsteps; s++)
+        if (dora_adapter_bind_alone(run->steps[s].adapter, err) != 0)
+            return -1;
+    return 0;
+}
+
 /* Discover each run into RUNS[0..*discovered), its notes on stderr unless
  * quiet; a full-weight run without --base is a usage error. */
 static int discover_runs(dora_run *runs, size_t *discovered, const spectrum_args *a,
@@ -275,6 +310,8 @@ static int discover_runs(dora_run *runs, size_t *discovered, const spectrum_args
         if (dora_run_discover(&runs[i], paths[i], &err) != 0)
             return cli_fail(&err);
         ++*discovered;
+        if (spectrum_initial(&runs[i], a, &err) != 0)
+            return cli_fail(&err);
         if (!a->base_path && strcmp(runs[i].method, "ft") == 0)
             return cli_usage_error("spectrum", "'%s' holds full weights: the update W_t - W0 "
                                                "needs the pre-trained model (--base PATH); only "
@@ -286,19 +323,120 @@ static int discover_runs(dora_run *runs, size_t *discovered, const spectrum_args
     return EXIT_OK;
 }
 
+/* W0 as QLoRA's adapters saw it (--base-quant Q, or the base's
+ * quantization_config; SKIP its llm_int8_skip_modules): the round trip of
+ * BASE for the modules any run's adapters adapt, into *QB. One view serves
+ * every run: spectrum analyses only the modules a run adapts, so a module
+ * quantised for another run is never read in this one. Full-weight runs
+ * are refused, as analyze refuses them. */
+static int spectrum_quant(const dora_model *base, const dora_run *runs, size_t nruns,
+                          dora_quant q, const char *skip, dora_quant_base **qb, char *note,
+                          size_t len, dora_err *err)
+{
+    size_t cap = 0;
+    for (size_t i = 0; i < nruns; i++)
+        for (size_t s = 0; s < runs[i].nsteps; s++) {
+            const dora_adapter *ad = runs[i].steps[s].adapter;
+            if (!ad)
+                return dora_errf(err, "'%s': --base-quant %s applies to adapter runs: which "
+                                      "weights of a fully fine-tuned model were quantised is "
+                                      "not known",
+                                 runs[i].steps[s].path, dora_quant_name(q));
+            cap += ad->nmodules;
+        }
+    dora_adapter u; /* the union of the runs' modules, for dora_quant_base_open */
+    memset(&u, 0, sizeof u);
+    if (!(u.modules = calloc(cap + 1, sizeof *u.modules)))
+        return dora_errf(err, "out of memory");
+    int rc = 0;
+    for (size_t i = 0; i < nruns && rc == 0; i++)
+        for (size_t s = 0; s < runs[i].nsteps && rc == 0; s++) {
+            const dora_adapter *ad = runs[i].steps[s].adapter;
+            if (ad->init_lora && !u.init_lora) { /* refused there, naming it */
+                u.init_lora = ad->init_lora;
+                u.config_path = ad->config_path;
+            }
+            for (size_t k = 0; k < ad->nmodules && rc == 0; k++) {
+                const dora_adapted *m = &ad->modules[k];
+                size_t j = 0;
+                while (j < u.nmodules && strcmp(u.modules[j].base_name, m->base_name) != 0)
+                    j++;
+                if (j == u.nmodules)
+                    u.modules[u.nmodules++] = *m;
+                else if (u.modules[j].kind != m->kind ||
+                         u.modules[j].fan_in_fan_out != m->fan_in_fan_out)
+                    rc = dora_errf(err, "'%s': module '%s' is adapted otherwise than in another "
+                                        "run (kind or fan_in_fan_out): which layout bitsandbytes "
+                                        "quantised is ambiguous (give the runs to separate "
+                                        "commands)",
+                                   ad->config_path, m->base_name);
+            }
+        }
+    if (rc == 0 && dora_quant_base_open(qb, base, &u, q, skip, err) != 0)
+        rc = -1;
+    free(u.modules);
+    if (rc == 0)
+        snprintf(note, len, "W0 is the bitsandbytes %s round trip of the base for %zu adapted "
+                            "weight(s); %zu adapted tensor(s) (not nn.Linear, lm_head or "
+                            "skipped) are the base as given",
+                 dora_quant_name(q), (*qb)->nquant, (*qb)->nkept);
+    return rc;
+}
+
+/* The base as the runs were trained on it into *W0: BASE, its dequantised
+ * view *SAVED when bitsandbytes saved it, or its round trip *QB (as analyze
+ * settles them); the notes on stderr unless quiet. */
+static int spectrum_w0(const spectrum_args *a, const dora_model *base, const dora_run *runs,
+                       size_t nruns, dora_quant_base **saved, dora_quant_base **qb,
+                       const dora_model **w0, dora_err *err)
+{
+    char note[DORA_NOTE_MAX];
+    dora_quant q = a->base_quant;
+    char *skip = NULL;
+    *w0 = base;
+    if (dora_bnb_saved_w0(base, a->base_quant, saved, note, sizeof note, err) != 0)
+        return -1;
+    if (*saved) {
+        *w0 = &(*saved)->view;
+    } else {
+        if (dora_quant_settle(a->base_path, &q, &skip, err) != 0)
+            return -1;
+        int rc = q == DORA_QUANT_NONE
+                     ? 0
+                     : spectrum_quant(base, runs, nruns, q, skip, qb, note, sizeof note, err);
+        free(skip);
+        if (rc != 0)
+            return -1;
+        if (*qb)
+            *w0 = &(*qb)->view;
+    }
+    if ((*saved || *qb) && !a->quiet)
+        cli_note(NULL, note);
+    return 0;
+}
+
 /* Open the base (if any), analyse the runs, write OUT.h5 and print the table. */
 static int analyse_and_write(spectrum_args *a, char *const *names, const dora_run *runs,
                              size_t nruns, const char *cmdline)
 {
     dora_model *base = NULL;
+    dora_quant_base *saved = NULL, *qb = NULL; /* bnb-saved and dequantised; a round trip */
+    const dora_model *w0 = NULL;
     dora_spectrum sp;
     dora_err err;
-    if (a->base_path && dora_model_open(&base, a->base_path, &err) != 0)
+    if (a->base_path && (dora_model_open(&base, a->base_path, &err) != 0 ||
+                         spectrum_w0(a, base, runs, nruns, &saved, &qb, &w0, &err) != 0)) {
+        dora_quant_base_close(saved);
+        dora_quant_base_close(qb);
+        dora_model_close(base);
         return cli_fail(&err);
+    }
     cli_term_start(&a->term);
-    int rc = dora_spectrum_run(&sp, base, a->base_path, names, runs, nruns, &a->opts, &err);
+    int rc = dora_spectrum_run(&sp, w0, a->base_path, names, runs, nruns, &a->opts, &err);
     cli_term_stop(&a->term);
     if (rc != 0) {
+        dora_quant_base_close(saved);
+        dora_quant_base_close(qb);
         dora_model_close(base);
         return cli_fail(&err);
     }
@@ -317,6 +455,8 @@ static int analyse_and_write(spectrum_args *a, char *const *names, const dora_ru
             cli_term_summary(&a->term, a->out, "%zu run(s), %zu module(s)", sp.nruns, nmod);
     }
     dora_spectrum_release(&sp);
+    dora_quant_base_close(saved);
+    dora_quant_base_close(qb);
     dora_model_close(base);
     return status;
 }
@@ -355,6 +495,11 @@ int cmd_spectrum(int argc, char **argv)
                                     a.force)) != EXIT_OK)
         goto cleanup;
     cli_guard_signals();
+    dora_err ierr;
+    if (a.initial_adapter && dora_adapter_open(&a.initial, a.initial_adapter, &ierr) != 0) {
+        status = cli_fail(&ierr);
+        goto cleanup;
+    }
     if ((status = discover_runs(runs, &discovered, &a, args, paths, nruns)) == EXIT_OK &&
         (status = cli_check_output_dir(a.out)) == EXIT_OK)
         status = analyse_and_write(&a, names, runs, nruns, cmdline);
@@ -367,6 +512,7 @@ cleanup:
     free(paths);
     free(runs);
     free(cmdline);
+    dora_adapter_close(a.initial);
     dora_filter_free(&filter);
     cli_term_release(&a.term);
     return status;

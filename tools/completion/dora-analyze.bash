@@ -32,11 +32,13 @@ _dora_analyze()
         esac
         ;;
     spectrum)
-        opts="--base -o --output --modules --exclude --rename --transpose --no-split --top --threshold --subspace --compare --exact -j --jobs --mem --cache --force --progress=auto --progress=always --progress=never -q --quiet -h --help"
+        opts="--base -o --output --modules --exclude --rename --transpose --no-split --top --threshold --subspace --compare --exact -j --jobs --mem --cache --initial-adapter --base-quant --force --progress=auto --progress=always --progress=never -q --quiet -h --help"
         case $prev in
         --base) _dora_analyze_models; return ;;
         -o | --output) _filedir h5; return ;;
         --cache) _filedir -d; return ;;
+        --initial-adapter) _filedir -d; return ;;
+        --base-quant) COMPREPLY=($(compgen -W "nf4 fp4 nf4-dq fp4-dq int8 none" -- "$cur")); return ;;
         --modules | --exclude | --rename | --transpose | --top | --threshold | --subspace | -j | --jobs | --mem) return ;;
         esac
         ;;
