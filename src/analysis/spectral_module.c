@@ -435,7 +435,9 @@ static int do_step(sctx *c, size_t ri, size_t l, size_t s, basecache *bc, dora_s
 
     if (with_base) {
         const int64_t kt = min64(DORA_SPEC_INTRUDER_TOP, min64(m, n));
-        if (dora_svd_dense(&wsv, &wt, kt, kt, 0, err) != 0)
+        /* W_t's top vectors: from its Gram matrix, verified on W_t (--exact: ?gesvdx) */
+        if ((c->opts->randomized ? dora_svd_top(&wsv, &wt, kt, err)
+                                 : dora_svd_dense(&wsv, &wt, kt, kt, 0, err)) != 0)
             goto done;
         int64_t cnt = dora_intruders(m, bc->svd.u, bc->svd.nu, wsv.u, kt, c->opts->threshold,
                                      mo->intruder_cos + s * DORA_SPEC_INTRUDER_TOP);
