@@ -435,7 +435,9 @@ static int do_step(sctx *c, size_t ri, size_t l, size_t s, basecache *bc, dora_s
 
     if (with_base) {
         const int64_t kt = min64(DORA_SPEC_INTRUDER_TOP, min64(m, n));
-        if (dora_svd_dense(&wsv, &wt, kt, kt, 0, err) != 0)
+        /* W_t's top vectors: from its Gram matrix, verified on W_t (--exact: ?gesvdx) */
+        if ((c->opts->randomized ? dora_svd_top(&wsv, &wt, kt, err)
+                                 : dora_svd_dense(&wsv, &wt, kt, kt, 0, err)) != 0)
             goto done;
         int64_t cnt = dora_intruders(m, bc->svd.u, bc->svd.nu, wsv.u, kt, c->opts->threshold,
                                      mo->intruder_cos + s * DORA_SPEC_INTRUDER_TOP);
@@ -507,6 +509,49 @@ static int base_svd(sctx *c, const rmod *rm, basecache *b, dora_err *err)
     return 0;
 }
 
+/* The steps of run RI whose subspaces a comparison of module G with another run
+ * uses: marked in KEEP [S] (when not NULL); their count. */
+static size_t kept_steps(const sctx *c, size_t g, size_t ri, unsigned char *keep)
+{
+    size_t cnt = 0;
+    const size_t S = c->rc[ri].run->nsteps;
+    unsigned char *mark = keep ? keep : calloc(S, 1);
+    if (!mark)
+        return S; /* counting only: assume all */
+    for (size_t ci = 0; ci < c->sp->ncompare; ci++) {
+        const dora_spec_compare *cp = &c->sp->cmp[ci];
+        if (c->cmp_mi[ci * c->ng + g] == SIZE_MAX || (cp->run_a != ri && cp->run_b != ri))
+            continue;
+        const size_t *idx = cp->run_a == ri ? cp->idx_a : cp->idx_b;
+        for (size_t p = 0; p < cp->npairs; p++) {
+            cnt += !mark[idx[p]];
+            mark[idx[p]] = 1;
+        }
+    }
+    if (!keep)
+        free(mark);
+    return cnt;
+}
+
+/* phi pair P of run RI's module L between two of its steps' subspaces SV. */
+static int run_pair(sctx *c, size_t ri, size_t l, size_t p, const dora_svd *sv, double *tmp,
+                    dora_err *err)
+{
+    dora_spec_run *res = &c->sp->runs[ri];
+    dora_spec_module *mo = &res->mods[l];
+    const int64_t K = c->opts->subspace;
+    const size_t ta = (size_t)res->pairs[2 * p], tb = (size_t)res->pairs[2 * p + 1];
+    double summary;
+    if (phi_pair(&sv[ta], &sv[tb], K, mo->phi + p * (size_t)(K * K), &mo->phi_k[2 * p],
+                 &mo->phi_k[2 * p + 1], &summary, tmp, err) != 0)
+        return -1;
+    if (tb == ta + 1)
+        res->phi_prev[tb * res->nmodules + l] = summary;
+    if (tb == res->nsteps - 1)
+        res->phi_final[ta * res->nmodules + l] = summary;
+    return 0;
+}
+
 /* Everything about global module g: every run's steps, the phi pairs within
  * each run, the comparisons between runs. */
 static int spec_do_module(sctx *c, size_t g, dora_err *err)
@@ -515,6 +560,7 @@ static int spec_do_module(sctx *c, size_t g, dora_err *err)
     const int64_t K = c->opts->subspace;
     basecache bc[2];
     memset(bc, 0, sizeof bc);
+    unsigned char *keep = NULL;
     dora_svd **svs = calloc(R, sizeof *svs);
     double *tmp = alloc_n((size_t)(K * K), sizeof *tmp);
     int rc = -1;
@@ -530,7 +576,6 @@ static int spec_do_module(sctx *c, size_t g, dora_err *err)
         const rmod *rm = &rx->mods[l];
         const size_t S = rx->run->nsteps;
         dora_spec_run *res = &c->sp->runs[ri];
-        dora_spec_module *mo = &res->mods[l];
         if (!(svs[ri] = calloc(S, sizeof **svs))) {
             dora_errf(err, "out of memory");
             goto done;
@@ -539,22 +584,33 @@ static int spec_do_module(sctx *c, size_t g, dora_err *err)
         if (c->base && !b->ready && base_svd(c, rm, b, err) != 0)
             goto done;
         const int64_t kvec = rx->need_vectors ? K : 0;
-        for (size_t s = 0; s < S; s++)
+        /* the final step first, then the others in order; a step's subspace is kept while
+         * a pair still needs it (the next step's, a comparison's): a module holds the
+         * vectors of three steps and of the compared ones, not of all S */
+        if (!(keep = calloc(S, 1))) {
+            dora_errf(err, "out of memory");
+            goto done;
+        }
+        kept_steps(c, g, ri, keep);
+        for (size_t o = 0; o < S; o++) {
+            const size_t s = o == 0 ? S - 1 : o - 1;
             if (do_step(c, ri, l, s, b, &svs[ri][s], kvec, err) != 0)
                 goto done;
-        /* phi between the run's own steps */
-        for (size_t p = 0; p < res->npairs; p++) {
-            const dora_svd *a = &svs[ri][res->pairs[2 * p]], *bb = &svs[ri][res->pairs[2 * p + 1]];
-            double summary;
-            if (phi_pair(a, bb, K, mo->phi + p * (size_t)(K * K), &mo->phi_k[2 * p],
-                         &mo->phi_k[2 * p + 1], &summary, tmp, err) != 0)
+            if (s == S - 1)
+                continue;
+            /* pairs (s - 1, s), (s, S - 1); pair p = t - 1 is (t - 1, t), p = S - 1 + t is
+             * (t, S - 1) for t + 2 < S */
+            if ((s >= 1 && run_pair(c, ri, l, s - 1, svs[ri], tmp, err) != 0) ||
+                (s + 2 < S && run_pair(c, ri, l, S - 1 + s, svs[ri], tmp, err) != 0) ||
+                (s + 2 == S && run_pair(c, ri, l, S - 2, svs[ri], tmp, err) != 0))
                 goto done;
-            size_t ta = (size_t)res->pairs[2 * p], tb = (size_t)res->pairs[2 * p + 1];
-            if (tb == ta + 1)
-                res->phi_prev[tb * res->nmodules + l] = summary;
-            if (tb == S - 1)
-                res->phi_final[ta * res->nmodules + l] = summary;
+            if (s >= 1 && !keep[s - 1])
+                dora_svd_release(&svs[ri][s - 1]);
         }
+        if (S >= 2 && !keep[S - 2])
+            dora_svd_release(&svs[ri][S - 2]);
+        free(keep);
+        keep = NULL;
         /* an update with a direction is identical to itself */
         res->phi_final[(S - 1) * res->nmodules + l] = svs[ri][S - 1].rank > 0 ? 1.0 : -1.0;
     }
@@ -584,6 +640,7 @@ done:
     }
     free(svs);
     free(tmp);
+    free(keep);
     basecache_release(&bc[0]);
     basecache_release(&bc[1]);
     return rc;
@@ -592,8 +649,9 @@ done:
 /* ---------------------------------------------------------------- modules in parallel */
 
 /* About the most that module G holds at once: W0, its vectors and its SVD's
- * workspace; per step W_t, dW and a copy for LAPACK with its vectors; the steps'
- * values and subspaces, for the phi pairs. */
+ * workspace; per step W_t, dW and a copy for LAPACK with its vectors (a LoRA update
+ * without the base: its factors, their QR and the r x r core); the values and
+ * subspaces of the steps a phi pair still needs (three, and the compared ones). */
 static uint64_t module_bytes(const sctx *c, size_t g)
 {
     uint64_t most = 0, kept = 0;
@@ -604,9 +662,12 @@ static uint64_t module_bytes(const sctx *c, size_t g)
         const rmod *rm = &c->rc[ri].mods[l];
         const uint64_t m = (uint64_t)rm->rows, n = (uint64_t)rm->cols, k = m < n ? m : n;
         const uint64_t es = rm->rows * rm->cols <= c->opts->f64_max_elems ? 8 : 4;
-        const uint64_t b = es * (6 * m * n + 6 * k * k) + 8 * m * k;
+        const uint64_t r = (uint64_t)rm->maxr, K = (uint64_t)c->opts->subspace;
+        const uint64_t b = !rm->dense && !c->base ? 8 * (2 * (m + n) * r + 8 * r * r + m * K)
+                                                  : es * (6 * m * n + 6 * k * k) + 8 * m * k;
         most = b > most ? b : most;
-        kept += (uint64_t)c->rc[ri].run->nsteps * 8 * (k + m * (uint64_t)c->opts->subspace);
+        const uint64_t S = c->rc[ri].run->nsteps, held = S < 3 ? S : 3;
+        kept += (held + kept_steps(c, g, ri, NULL)) * 8 * (k + m * K);
     }
     return most + kept;
 }

@@ -375,6 +375,26 @@ static int apply(const dora_dense *a, int trans, const double *x, int64_t l, dou
     return 0;
 }
 
+/* The block of the subspace iteration for the top kk triplets. */
+static int64_t rand_block(const dora_dense *a, int64_t kk)
+{
+    return min64(min64(a->m, a->n), kk + max64(10, kk));
+}
+
+/* q [m, l] = A Z for a fixed pseudo-random Z [n, l] (xorshift64*, in z), so
+ * that results are reproducible. */
+static int random_start(const dora_dense *a, int64_t l, double *z, double *q)
+{
+    uint64_t x = 0x9e3779b97f4a7c15ULL ^ (uint64_t)(a->m * 1000003 + a->n);
+    for (int64_t i = 0; i < a->n * l; i++) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        z[i] = (double)((x * 0x2545f4914f6cdd1dULL) >> 11) / 4503599627370496.0 - 1.0;
+    }
+    return apply(a, 0, z, l, q);
+}
+
 /* Randomised subspace iteration (Halko, Martinsson & Tropp 2011, Alg. 4.4) for
  * the top kk singular triplets, block l = kk + max(10, kk). Each iteration:
  *     Z = A^T Q = V S Ub^T (SVD of the [n, l] Z), so B = Q^T A = Ub S V^T;
@@ -384,11 +404,12 @@ static int apply(const dora_dense *a, int trans, const double *x, int64_t l, dou
  * lies within |r_i| of s_i, and in practice the error is ~|r_i|^2 / gap), or
  * gives up (returns 0) when the iteration cap or the observed convergence rate
  * (s_l / s_kk)^2 says it will not get there. Returns 1 on success, 0 when not
- * converged, -1 out of memory / LAPACK failure. */
+ * converged, -1 out of memory / LAPACK failure. START [m, l] (l = rand_block),
+ * when not NULL, spans the first Q instead of A times a random block. */
 static int dense_randomized(const dora_dense *a, int64_t kk, int64_t nu, double *s_out,
-                            double *u_out, int *iters)
+                            double *u_out, int *iters, const double *start)
 {
-    const int64_t m = a->m, n = a->n, l = min64(min64(m, n), kk + max64(10, kk));
+    const int64_t m = a->m, n = a->n, l = rand_block(a, kk);
     const double tol = a->f32 ? RAND_TOL_F32 : RAND_TOL_F64;
     double *q = alloc_n((size_t)(m * l), sizeof *q), *w = alloc_n((size_t)(m * l), sizeof *w);
     double *z = alloc_n((size_t)(n * l), sizeof *z), *v = alloc_n((size_t)(n * l), sizeof *v);
@@ -397,15 +418,11 @@ static int dense_randomized(const dora_dense *a, int64_t kk, int64_t nu, double 
     int rc = -1;
     if (!q || !w || !z || !v || !ub || !ur || !s || !tau)
         goto done;
-    /* a fixed pseudo-random start (xorshift64*), so results are reproducible */
-    uint64_t x = 0x9e3779b97f4a7c15ULL ^ (uint64_t)(m * 1000003 + n);
-    for (int64_t i = 0; i < n * l; i++) {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        z[i] = (double)((x * 0x2545f4914f6cdd1dULL) >> 11) / 4503599627370496.0 - 1.0;
-    }
-    if (apply(a, 0, z, l, q) != 0 || orthonormalize(m, l, q, tau) != 0)
+    if (start)
+        memcpy(q, start, (size_t)(m * l) * sizeof *q);
+    else if (random_start(a, l, z, q) != 0)
+        goto done;
+    if (orthonormalize(m, l, q, tau) != 0)
         goto done;
     double prev_res = -1;
     for (int it = 1; it <= RAND_MAX_ITER; it++) {
@@ -461,6 +478,101 @@ done:
     return rc;
 }
 
+/* A start for the subspace iteration on A's top l triplets: the top l eigenvectors
+ * of A's Gram matrix, G = A A^T [m, m] (m <= n: they are A's left vectors) or
+ * G = A^T A [n, n] (m > n: q = A V), by ?syrk and ?syevr (range 'I': a tridiagonal
+ * reduction of G, then l vectors), in A's precision. Squaring A makes these vectors
+ * less accurate than A's own SVD (an angle of about eps s_1^2 / (s_i^2 - s_{l+1}^2)),
+ * so they only start an iteration on A that checks every residual. q [m, l]
+ * column-major. 0 done, 1 LAPACK failed, -1 out of memory. */
+static int gram_start(const dora_dense *a, int64_t l, double *q)
+{
+    const int64_t m = a->m, n = a->n, p = min64(m, n);
+    const size_t es = elem_size(a);
+    void *g = alloc_n((size_t)(p * p), es), *w = alloc_n((size_t)p, es);
+    void *z = alloc_n((size_t)(p * l), es);
+    lapack_int *isuppz = alloc_n((size_t)(2 * l), sizeof *isuppz);
+    double *v = m > n ? alloc_n((size_t)(n * l), sizeof *v) : NULL;
+    int rc = -1;
+    if (!g || !w || !z || !isuppz || (m > n && !v))
+        goto done;
+    /* A row-major is the column-major X = A^T [n, m]: G = X^T X or X X^T */
+    const enum CBLAS_TRANSPOSE t = m <= n ? CblasTrans : CblasNoTrans;
+    const int kdim = (int)(m <= n ? n : m);
+    const lapack_int P = (lapack_int)p, il = (lapack_int)(p - l + 1);
+    lapack_int ns = 0, info;
+    if (a->f32) {
+        cblas_ssyrk(CblasColMajor, CblasUpper, t, (int)p, kdim, 1.0f, a->a, (int)n, 0.0f, g,
+                    (int)p);
+        info = LAPACKE_ssyevr(LAPACK_COL_MAJOR, 'V', 'I', 'U', P, g, P, 0, 0, il, P, 0, &ns, w, z,
+                              P, isuppz);
+    } else {
+        cblas_dsyrk(CblasColMajor, CblasUpper, t, (int)p, kdim, 1.0, a->a, (int)n, 0.0, g,
+                    (int)p);
+        info = LAPACKE_dsyevr(LAPACK_COL_MAJOR, 'V', 'I', 'U', P, g, P, 0, 0, il, P, 0, &ns, w, z,
+                              P, isuppz);
+    }
+    rc = 1;
+    if (info != 0 || ns != (lapack_int)l)
+        goto done;
+    /* ascending eigenvalues: the largest first */
+    double *dst = m > n ? v : q;
+    for (int64_t j = 0; j < l; j++)
+        for (int64_t i = 0; i < p; i++) {
+            const size_t at = (size_t)(i + (l - 1 - j) * p);
+            dst[i + j * p] = a->f32 ? ((float *)z)[at] : ((double *)z)[at];
+        }
+    rc = m > n && apply(a, 0, v, l, q) != 0 ? -1 : 0;
+done:
+    free(g);
+    free(w);
+    free(z);
+    free(isuppz);
+    free(v);
+    return rc;
+}
+
+int dora_svd_top(dora_svd *out, const dora_dense *a, int64_t k, dora_err *err)
+{
+    const int64_t p = min64(a->m, a->n);
+    if (!dims_ok(a->m, a->n) || (uint64_t)a->m * (uint64_t)a->n > (uint64_t)INT_MAX)
+        return dora_svd_dense(out, a, k, k, 0, err); /* which reports the shape */
+    k = min64(max64(k, 1), p);
+    const int64_t l = rand_block(a, k);
+    double *start = alloc_n((size_t)(a->m * l), sizeof *start);
+    double *s = alloc_n((size_t)p, sizeof *s), *u = alloc_n((size_t)(a->m * k), sizeof *u);
+    int iters = 0, r = -1;
+    if (start && s && u) {
+        r = gram_start(a, l, start);
+        if (r == 0)
+            r = dense_randomized(a, k, k, s, u, &iters, start) == 1 ? 0 : 1;
+    }
+    free(start);
+    if (r == 0) {
+        memset(out, 0, sizeof *out);
+        out->m = a->m;
+        out->n = a->n;
+        out->bits = a->f32 ? 32 : 64;
+        out->method = DORA_SVD_GRAM;
+        out->iterations = iters;
+        out->ns = out->nu = k;
+        out->s = s;
+        out->u = u;
+        out->complete = k == p;
+        out->rank = numerical_rank(s, k, a->m, a->n, out->bits);
+        return 0;
+    }
+    free(s);
+    free(u);
+    if (r < 0) {
+        memset(out, 0, sizeof *out);
+        return dora_errf(err, "out of memory for the top %lld singular vectors of a [%lld, %lld] "
+                              "matrix",
+                         (long long)k, (long long)a->m, (long long)a->n);
+    }
+    return dora_svd_dense(out, a, k, k, 0, err); /* not verified: LAPACK's partial SVD */
+}
+
 int dora_svd_dense(dora_svd *out, const dora_dense *a, int64_t top, int64_t nu, int randomized,
                    dora_err *err)
 {
@@ -485,7 +597,7 @@ int dora_svd_dense(dora_svd *out, const dora_dense *a, int64_t top, int64_t nu, 
     if (!s || (nu && !u))
         goto oom;
     if (randomized && kk < k && 4 * (kk + max64(10, kk)) <= k) {
-        int r = dense_randomized(a, kk, nu, s, u, &out->iterations);
+        int r = dense_randomized(a, kk, nu, s, u, &out->iterations, NULL);
         if (r < 0)
             goto oom;
         if (r == 1) {

@@ -103,10 +103,9 @@ def write_adapter(folder, base, seed, r=16, dora=False, layers=LAYERS):
                    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}, f)
 
 
-def run_measured(cmd):
-    """Run CMD; return (wall seconds, peak RssAnon in MiB), polling /proc every 2 ms."""
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+def poll_peak(p):
+    """The peak RssAnon (KiB) of the running process P until it exits, polling /proc
+    every 2 ms (also tests/py/peak_rss.py's)."""
     peak = 0
     while p.poll() is None:
         try:
@@ -117,6 +116,14 @@ def run_measured(cmd):
         except OSError:
             pass
         time.sleep(0.002)
+    return peak
+
+
+def run_measured(cmd):
+    """Run CMD; return (wall seconds, peak RssAnon in MiB), polling /proc every 2 ms."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    peak = poll_peak(p)
     wall = time.perf_counter() - t
     if p.returncode != 0:
         sys.exit(f"bench: {' '.join(cmd)} exited {p.returncode}")

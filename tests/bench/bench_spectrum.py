@@ -11,6 +11,7 @@ with 4 power iterations. Prints best and median wall seconds and the ratios the 
 """
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -98,13 +99,35 @@ def write_study(folder, n, modules, steps, llm7b=False, seed=1):
     return os.path.join(folder, "base.safetensors"), run
 
 
-def timed(cmd, repeat, env=None):
-    ts = []
+def child_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+CPU = {}  # label: CPU seconds (user + sys) of each repeat
+
+
+def timed(cmd, repeat, env=None, label=None):
+    ts, cs = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), child_cpu()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
         ts.append(time.perf_counter() - t0)
+        cs.append(child_cpu() - c0)
+    CPU[label or cmd[-1]] = cs
     return min(ts), float(np.median(ts))
+
+
+def cpu_lines(steps):
+    """CPU seconds (user + sys, best of the repeats) and their ratios: on a machine that
+    other work loads, these compare where wall times do not."""
+    best = {k: min(v) for k, v in CPU.items()}
+    print("CPU seconds (user + sys), best: " +
+          ", ".join(f"{k} {v:.2f}" for k, v in best.items()))
+    if "1 step" in best and "steps" in best:
+        print(f"CPU: {steps} steps vs 1 step: {best['steps'] / best['1 step']:.2f}x")
+    if "steps" in best and "numpy" in best:
+        print(f"CPU: {steps} steps vs NumPy: {best['steps'] / best['numpy']:.2f}x")
 
 
 def main():
@@ -138,8 +161,8 @@ def main():
             os.symlink(cks[0], os.path.join(one, os.path.basename(cks[0])))
         out = os.path.join(work, "spec.h5")
         cmd = [a.bin, "spectrum", "--force", "-q", "--base", base, "-o", out]
-        b1, m1 = timed(cmd + ["ft=" + one], a.repeat)
-        bs, ms = timed(cmd + ["ft=" + run], a.repeat)
+        b1, m1 = timed(cmd + ["ft=" + one], a.repeat, label="1 step")
+        bs, ms = timed(cmd + ["ft=" + run], a.repeat, label="steps")
         what = ("one LLaMA-7B-shaped layer (7 modules)" if a.llm7b_layer else
                 f"{a.modules} modules of {a.n} x {a.n}")
         if a.llm7b_layer and not a.peer:
@@ -147,18 +170,14 @@ def main():
             print(f"{'spectrum, 1 step':28s} {b1:8.2f} {m1:9.2f}")
             print(f"{'spectrum, %d steps' % a.steps:28s} {bs:8.2f} {ms:9.2f}")
             print(f"{a.steps} steps vs 1 step: {bs / b1:.2f}x")
+            cpu_lines(a.steps)
             return
         peer = os.path.join(work, "peer.py")
         with open(peer, "w") as f:
             f.write(NUMPY_PEER)
         files = [os.path.join(c, "model.safetensors") for c in cks]
-        pts = []
-        for _ in range(a.repeat):
-            t0 = time.perf_counter()
-            subprocess.run([a.python, peer, os.path.dirname(stio.__file__), base] + files,
-                           check=True, stdout=subprocess.DEVNULL)
-            pts.append(time.perf_counter() - t0)
-        pb, pm = min(pts), float(np.median(pts))
+        pb, pm = timed([a.python, peer, os.path.dirname(stio.__file__), base] + files, a.repeat,
+                       label="numpy")
         print(f"spectrum, {what} bf16, FT with --base")
         print(f"{'case':28s} {'best s':>8s} {'median s':>9s}")
         print(f"{'spectrum, 1 step':28s} {b1:8.2f} {m1:9.2f}")
@@ -166,6 +185,7 @@ def main():
         print(f"{'NumPy peer, %d steps' % a.steps:28s} {pb:8.2f} {pm:9.2f}")
         print(f"{a.steps} steps vs NumPy: {bs / pb:.2f}x (target <= 1.2x)")
         print(f"{a.steps} steps vs 1 step: {bs / b1:.2f}x (target <= 2x)")
+        cpu_lines(a.steps)
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)

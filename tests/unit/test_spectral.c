@@ -270,6 +270,62 @@ static void test_values_topvec(int64_t m, int64_t n, int f32)
     free(sv);
 }
 
+/* dora_svd_top (the Gram matrix's top eigenvectors starting a verified subspace
+ * iteration) against gesdd with every vector and against its twin, gesvdx: the top k
+ * values to 1e-13 of s1 and each vector the same up to sign to 1e-10 (float32: 1e-6
+ * and 1e-4), and the Gram method taken rather than the fallback. KIND 0: decaying
+ * values; 1: a bulk edge (values within 0.1% of each other); 2: s_k = s_{k+1} (the
+ * top-k subspace is not unique: values and the top k-1 vectors only); 3: zero. */
+static void test_svd_top(int64_t m, int64_t n, int f32, int kind)
+{
+    dora_err err = {0};
+    const int64_t p = m < n ? m : n, k = 10 < p ? 10 : p;
+    double *sv = malloc((size_t)p * sizeof *sv);
+    for (int64_t i = 0; i < p; i++)
+        sv[i] = kind == 0   ? 2.0 * pow(0.9, (double)i)
+                : kind == 1 ? 1.0 + 0.001 * (double)(p - i)
+                : kind == 2 ? (i < k - 1 ? 3.0 - 0.1 * (double)i : 1.0 / (double)(i + 1 - k + 1))
+                            : 0.0;
+    if (kind == 2 && k < p)
+        sv[k] = sv[k - 1];
+    double *a = with_spectrum(m, n, sv);
+    float *af = malloc((size_t)(m * n) * sizeof *af);
+    for (int64_t i = 0; i < m * n; i++)
+        af[i] = (float)a[i];
+    dora_dense d = {m, n, f32, f32 ? (void *)af : (void *)a}, d64 = {m, n, 0, a};
+    dora_svd ref, twin, got;
+    CHECK_MSG(dora_svd_dense(&ref, &d64, 0, p, 0, &err) == 0, "%s", err.msg);
+    CHECK_MSG(dora_svd_dense(&twin, &d, k, k, 0, &err) == 0, "%s", err.msg);
+    CHECK_MSG(dora_svd_top(&got, &d, k, &err) == 0, "%s", err.msg);
+    CHECK_MSG(got.method == DORA_SVD_GRAM && got.ns == k && got.nu == k && got.bits == (f32 ? 32 : 64),
+              "[%lld, %lld] f32 %d kind %d: method %d, %lld values", (long long)m, (long long)n,
+              f32, kind, (int)got.method, (long long)got.ns);
+    const double tv = f32 ? 1e-6 : 1e-13, tu = f32 ? 1e-4 : 1e-10;
+    double es = got.ns == k ? fmax(sv_err(got.s, ref.s, k), sv_err(got.s, twin.s, k)) : 1;
+    double eu = 0;
+    const int64_t kv = kind == 2 ? k - 1 : kind == 3 ? 0 : k;
+    for (int64_t j = 0; got.nu == k && j < kv; j++) {
+        double dot = 0;
+        for (int64_t i = 0; i < m; i++)
+            dot += got.u[i + j * m] * ref.u[i + j * m];
+        eu = fmax(eu, fabs(1.0 - fabs(dot)));
+    }
+    if (kind == 3)
+        CHECK(got.rank == 0 && got.s[0] == 0);
+    CHECK_MSG(es <= tv, "[%lld, %lld] f32 %d kind %d: values %.3g", (long long)m, (long long)n,
+              f32, kind, es);
+    CHECK_MSG(eu <= tu, "[%lld, %lld] f32 %d kind %d: vectors %.3g", (long long)m, (long long)n,
+              f32, kind, eu);
+    printf("svd_top [%lld, %lld] f32 %d kind %d: %d iteration(s), values %.3g, vectors %.3g\n",
+           (long long)m, (long long)n, f32, kind, got.iterations, es, eu);
+    dora_svd_release(&ref);
+    dora_svd_release(&twin);
+    dora_svd_release(&got);
+    free(a);
+    free(af);
+    free(sv);
+}
+
 /* ---------------------------------------------------------------- numbers by hand */
 
 static void test_numbers(void)
@@ -810,6 +866,14 @@ int main(int argc, char **argv)
     test_values_topvec(90, 240, 0);
     test_values_topvec(240, 90, 1);
     test_values_topvec(90, 240, 1);
+    for (int kind = 0; kind < 4; kind++) {
+        test_svd_top(260, 120, 0, kind);
+        test_svd_top(120, 260, 0, kind);
+    }
+    test_svd_top(260, 120, 1, 0);
+    test_svd_top(120, 260, 1, 1);
+    test_svd_top(15, 12, 0, 0); /* the block is the whole matrix */
+    test_svd_top(7, 30, 0, 0);  /* fewer than 10 values */
     test_numbers();
     test_runs();
     return unit_summary("test_spectral");
