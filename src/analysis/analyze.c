@@ -198,30 +198,6 @@ static int check_changed(dora_result *res, const char *name, const dora_model *b
     return 0;
 }
 
-/* The chunks' sums into RES's means. Fixed-order reduction: chunk order is
- * module order, then row order, so the thread count does not change a bit. */
-static void reduce(dora_result *res, const job *jb, const module *mods)
-{
-    const size_t S = res->nsteps, L = res->nmodules;
-    for (size_t c = 0; c < jb->nchunks; c++) {
-        const chunk *ch = &jb->chunks[c];
-        for (size_t s = ch->s0; s < ch->s1; s++) {
-            res->delta_m[s * L + ch->module] += ch->dm_sum[s - ch->s0];
-            res->delta_d[s * L + ch->module] += ch->dd_sum[s - ch->s0];
-            res->zero_rows[s * L + ch->module] += ch->zero[s - ch->s0];
-            res->delta_m_passive[s * L + ch->module] += ch->pm_sum[s - ch->s0];
-            res->delta_m_active[s * L + ch->module] += ch->am_sum[s - ch->s0];
-        }
-    }
-    for (size_t s = 0; s < S; s++)
-        for (size_t l = 0; l < L; l++) {
-            res->delta_m[s * L + l] /= (double)mods[l].rows;
-            res->delta_d[s * L + l] /= (double)mods[l].rows;
-            res->delta_m_passive[s * L + l] /= (double)mods[l].rows;
-            res->delta_m_active[s * L + l] /= (double)mods[l].rows;
-        }
-}
-
 /* --base-quant (or the base's quantization_config): *BASE becomes the view
  * *QB of the base with the adapted weights replaced by their round trip.
  * Without it, a note when the adapter's base looks quantised. */
@@ -276,8 +252,6 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     char **why = calloc(S0 ? S0 : 1, sizeof *why);
     module *mods = NULL;
     size_t L = 0;
-    double *pool_d = NULL;
-    int64_t *pool_z = NULL;
     job jb;
     memset(&jb, 0, sizeof jb);
     pthread_mutex_init(&jb.lock, NULL);
@@ -339,7 +313,7 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     jb.step_why = why;
     jb.threads = opts->threads;
     jb.mem = opts->mem_bytes ? opts->mem_bytes : DORA_ANALYZE_MEM_DEFAULT;
-    if (an_make_chunks(&jb, L, &pool_d, &pool_z, err) != 0 ||
+    if (an_make_chunks(&jb, L, err) != 0 ||
         an_heads_plan(res, base, mods, L, S, &jb, err) != 0)
         goto done;
     jb.prog = opts->progress;
@@ -355,7 +329,7 @@ int dora_analyze_run(dora_result *res, const char *name, const dora_model *base,
     size_t nbad = 0;
     if (check_changed(res, name, base, sd, S, bad, why, &nbad, err) != 0)
         goto done;
-    reduce(res, &jb, mods);
+    an_sums_finish(&jb); /* the sums were folded into RES as each module was done */
     an_heads_reduce(res, &jb, nbad ? bad : NULL, S);
     if (nbad)
         drop_steps(res, bad);
@@ -364,10 +338,7 @@ done:
     dora_quant_base_close(qb);
     pthread_mutex_destroy(&jb.lock);
     an_heads_free(&jb);
-    free(jb.chunks);
-    free(jb.units);
-    free(pool_d);
-    free(pool_z);
+    an_plan_free(&jb);
     an_free_modules(mods, L);
     for (size_t s = 0; sd && s < S0; s++) {
         dora_model_close(sd[s].model);

@@ -46,12 +46,14 @@ typedef struct chunk {
     int64_t row0, row1;
     size_t s0, s1;  /* the steps it computes (a LoRA module's group; dense: all) */
     int64_t block;  /* LoRA: rows per pass of the low-rank kernel */
-    double *dm_sum, *dd_sum; /* [S] */
-    double *pm_sum, *am_sum; /* [S] sums of passive and |active| (kernel.h) */
+    double *dm_sum, *dd_sum; /* [s1 - s0], in its module's block of sums while the module
+                                is being computed (an_sums_take), else NULL */
+    double *pm_sum, *am_sum; /* [s1 - s0] sums of passive and |active| (kernel.h) */
     double *head_sum;        /* [S][2][nheads] sums of |dM| then of 1 - cos per head of the
                                 heads head0 .. its rows touch (heads.c), or NULL */
     int64_t head0, nheads;
-    int64_t *zero;           /* [S] */
+    int64_t *zero;           /* [s1 - s0] */
+    size_t sum_off;          /* its sums' place in its module's block, in steps */
     uint64_t bytes;          /* of the base and the steps it reads, for the progress */
 } chunk;
 
@@ -60,8 +62,14 @@ typedef struct job {
     module *mods;
     chunk *chunks;
     size_t nchunks;
-    size_t *units;  /* [nunits + 1] work unit u: chunks [units[u], units[u + 1]) */
+    size_t *units;  /* [nunits + 1] work unit u: chunks [units[u], units[u + 1]) of one module */
     size_t nunits;
+    size_t *mod_chunk; /* [L + 1] module l: chunks [mod_chunk[l], mod_chunk[l + 1]) */
+    size_t *mod_left;  /* [L] atomic: its chunks not yet done */
+    double **mod_sums; /* [L] the module's block of chunk sums while it is computed (under
+                          lock), folded into the result and freed when its last chunk is
+                          done: memory for the modules in flight, not for the model */
+    size_t nmods;
     dora_result *res;
     int per_row;
     size_t next; /* atomic: next work unit to take */
@@ -144,13 +152,23 @@ void an_blas_single_once(void);
  * build of OpenBLAS reads it per calling thread): first thing in a worker thread
  * that calls BLAS or LAPACK (blas_threads.c). */
 void an_blas_single_thread(void);
-/* Split every module into row chunks (JB->chunks, *POOL_D and *POOL_Z hold
- * their sums; the caller frees all three); boundaries depend only on the
+/* Split every module into row chunks and the chunks into work units (JB->chunks,
+ * ->units, ->mod_*; an_plan_free frees them); boundaries depend only on the
  * shapes, JB->threads and JB->mem. A LoRA module's steps are taken in groups
  * whose factors and buffers fit JB->mem / JB->threads; when one step does not
  * fit, fewer rows per pass, then fewer threads (JB->threads lowered); -1 with
  * ERR naming --mem when one step does not fit on one thread. */
-int an_make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_err *err);
+int an_make_chunks(job *jb, size_t L, dora_err *err);
+void an_plan_free(job *jb);
+/* Before a unit of module L is run: the module's block of chunk sums, allocated
+ * by the first unit of the module to start. 0, or -1 when out of memory. */
+int an_sums_take(job *jb, size_t l);
+/* After N chunks of module L are done: when they were its last, its chunk sums
+ * are added into JB->res in chunk order (so the thread count does not change a
+ * bit) and its block freed. an_sums_finish divides the sums by the rows once
+ * every module is done. */
+void an_sums_done(job *jb, size_t l, size_t n);
+void an_sums_finish(job *jb);
 /* The buffers of the LoRA path (per thread), in doubles; their sum for one
  * chunk is what the plan holds under the budget (analyze_plan.c). */
 enum { LB_RALL, LB_GRAM, LB_SCRATCH, LB_P, LB_SAA, LB_L, LB_Y, LB_W0, LB_N };

@@ -765,9 +765,15 @@ static void *worker(void *arg)
         size_t u = __atomic_fetch_add(&jb->next, 1, __ATOMIC_RELAXED);
         if (u >= jb->nunits)
             break;
+        const size_t l = jb->chunks[jb->units[u]].module;
+        if (an_sums_take(jb, l) != 0) {
+            job_fail(jb, "out of memory for the sums of '%s'", jb->mods[l].base->name);
+            goto out;
+        }
         for (size_t i = jb->units[u]; i < jb->units[u + 1]; i++)
             if (run_guarded(jb, &jb->chunks[i], &ws) != 0)
                 goto out;
+        an_sums_done(jb, l, jb->units[u + 1] - jb->units[u]);
     }
 out:
     free(ws.w0);

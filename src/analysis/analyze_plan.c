@@ -1,6 +1,8 @@
 /* analyze_plan.c - the plan of a dM/dD pass (an_make_chunks): each module's rows in
  * work units, a LoRA/DoRA module's steps in groups that fit the memory budget, and
- * what one unit's LoRA buffers cost (an_lora_need); analyze_jobs.c runs the units. */
+ * what one unit's LoRA buffers cost (an_lora_need), and the chunks' sums, kept per
+ * module while it is computed and folded into the result when it is done
+ * (an_sums_*); analyze_jobs.c runs the units. */
 #define _POSIX_C_SOURCE 200809L
 #include "analysis/analyze_int.h"
 #include "dora/adapter.h"
@@ -178,7 +180,7 @@ static int plan_lora(job *jb, size_t L, mplan *pl, dora_err *err)
 
 /* Split every module into row chunks and the chunks into work units;
  * boundaries depend only on the shapes, JB->threads and JB->mem. */
-int an_make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_err *err)
+int an_make_chunks(job *jb, size_t L, dora_err *err)
 {
     mplan *pl = calloc(L ? L : 1, sizeof *pl);
     if (!pl)
@@ -192,24 +194,27 @@ int an_make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_er
         free_plans(pl, L);
         return -1;
     }
-    size_t n = 0, nsum = 0, nu = 0;
+    size_t n = 0, nu = 0;
     for (size_t l = 0; l < L; l++) {
         n += pl[l].ng * (size_t)pl[l].nrc;
-        nsum += (size_t)pl[l].nrc * jb->S; /* each row chunk: every step once */
         nu += jb->mods[l].lora ? pl[l].ng * pl[l].parts : (size_t)pl[l].nrc;
     }
+    jb->nmods = L;
     jb->chunks = calloc(n ? n : 1, sizeof *jb->chunks);
     jb->units = calloc(nu + 1, sizeof *jb->units);
-    *pool_d = calloc(4 * nsum + 1, sizeof **pool_d);
-    *pool_z = calloc(nsum + 1, sizeof **pool_z);
-    if (!jb->chunks || !jb->units || !*pool_d || !*pool_z) {
+    jb->mod_chunk = calloc(L + 1, sizeof *jb->mod_chunk);
+    jb->mod_left = calloc(L ? L : 1, sizeof *jb->mod_left);
+    jb->mod_sums = calloc(L ? L : 1, sizeof *jb->mod_sums);
+    if (!jb->chunks || !jb->units || !jb->mod_chunk || !jb->mod_left || !jb->mod_sums) {
         free_plans(pl, L);
         return dora_errf(err, "out of memory for %zu work units", n);
     }
-    size_t c = 0, u = 0, off = 0;
+    size_t c = 0, u = 0;
     for (size_t l = 0; l < L; l++) {
         const module *md = &jb->mods[l];
         const size_t ng = md->lora ? pl[l].ng : 1;
+        size_t off = 0; /* each row chunk: every step once */
+        jb->mod_chunk[l] = c;
         for (size_t q = 0; q < ng; q++) {
             const size_t s0 = md->lora ? pl[l].gs[q] : 0, s1 = md->lora ? pl[l].gs[q + 1] : jb->S;
             const size_t parts = md->lora ? pl[l].parts : (size_t)pl[l].nrc;
@@ -226,19 +231,106 @@ int an_make_chunks(job *jb, size_t L, double **pool_d, int64_t **pool_z, dora_er
                 ch->block = pl[l].block;
                 ch->row0 = k * pl[l].per;
                 ch->row1 = ch->row0 + pl[l].per < md->rows ? ch->row0 + pl[l].per : md->rows;
-                ch->dm_sum = *pool_d + 4 * off;
-                ch->dd_sum = ch->dm_sum + (s1 - s0);
-                ch->pm_sum = ch->dm_sum + 2 * (s1 - s0);
-                ch->am_sum = ch->dm_sum + 3 * (s1 - s0);
-                ch->zero = *pool_z + off;
+                ch->sum_off = off;
                 off += s1 - s0;
                 ch->bytes = chunk_bytes(md, s0, s1, ch->row1 - ch->row0);
             }
         }
+        jb->mod_left[l] = c - jb->mod_chunk[l];
     }
+    jb->mod_chunk[L] = c;
     jb->units[u] = c;
     jb->nunits = u;
     jb->nchunks = n;
     free_plans(pl, L);
     return 0;
+}
+
+void an_plan_free(job *jb)
+{
+    for (size_t l = 0; jb->mod_sums && l < jb->nmods; l++)
+        free(jb->mod_sums[l]);
+    free(jb->mod_sums);
+    free(jb->mod_left);
+    free(jb->mod_chunk);
+    free(jb->units);
+    free(jb->chunks);
+    jb->mod_sums = NULL;
+    jb->mod_left = jb->mod_chunk = jb->units = NULL;
+    jb->chunks = NULL;
+}
+
+/* The sums of module L's chunks, in steps: the last chunk's place and steps. */
+static size_t module_sums(const job *jb, size_t l)
+{
+    const chunk *last = &jb->chunks[jb->mod_chunk[l + 1] - 1];
+    return last->sum_off + (last->s1 - last->s0);
+}
+
+int an_sums_take(job *jb, size_t l)
+{
+    int rc = 0;
+    pthread_mutex_lock(&jb->lock);
+    if (!jb->mod_sums[l]) {
+        /* the block: dM, dD, passive, active sums [4][nsum] as doubles, then the zero-row
+         * counts [nsum] as int64 (both 8 bytes) */
+        const size_t nsum = module_sums(jb, l);
+        double *blk = calloc(5 * nsum, sizeof *blk);
+        if (!blk) {
+            rc = -1;
+        } else {
+            int64_t *zero = (int64_t *)(void *)(blk + 4 * nsum);
+            for (size_t c = jb->mod_chunk[l]; c < jb->mod_chunk[l + 1]; c++) {
+                chunk *ch = &jb->chunks[c];
+                ch->dm_sum = blk + ch->sum_off;
+                ch->dd_sum = blk + nsum + ch->sum_off;
+                ch->pm_sum = blk + 2 * nsum + ch->sum_off;
+                ch->am_sum = blk + 3 * nsum + ch->sum_off;
+                ch->zero = zero + ch->sum_off;
+            }
+            jb->mod_sums[l] = blk;
+        }
+    }
+    pthread_mutex_unlock(&jb->lock);
+    return rc;
+}
+
+void an_sums_done(job *jb, size_t l, size_t n)
+{
+    if (__atomic_sub_fetch(&jb->mod_left[l], n, __ATOMIC_ACQ_REL) != 0)
+        return;
+    /* every chunk of L is done, and this thread alone sees the count reach 0:
+     * the other threads' writes to their chunks are visible (acquire) */
+    dora_result *res = jb->res;
+    const size_t L = res->nmodules;
+    for (size_t c = jb->mod_chunk[l]; c < jb->mod_chunk[l + 1]; c++) {
+        chunk *ch = &jb->chunks[c];
+        for (size_t s = ch->s0; s < ch->s1; s++) {
+            res->delta_m[s * L + l] += ch->dm_sum[s - ch->s0];
+            res->delta_d[s * L + l] += ch->dd_sum[s - ch->s0];
+            res->zero_rows[s * L + l] += ch->zero[s - ch->s0];
+            res->delta_m_passive[s * L + l] += ch->pm_sum[s - ch->s0];
+            res->delta_m_active[s * L + l] += ch->am_sum[s - ch->s0];
+        }
+        ch->dm_sum = ch->dd_sum = ch->pm_sum = ch->am_sum = NULL;
+        ch->zero = NULL;
+    }
+    pthread_mutex_lock(&jb->lock);
+    free(jb->mod_sums[l]);
+    jb->mod_sums[l] = NULL;
+    pthread_mutex_unlock(&jb->lock);
+}
+
+void an_sums_finish(job *jb)
+{
+    dora_result *res = jb->res;
+    const size_t S = res->nsteps, L = res->nmodules;
+    for (size_t s = 0; s < S; s++)
+        for (size_t l = 0; l < L; l++) {
+            const double rows = (double)jb->mods[l].rows;
+            res->delta_m[s * L + l] /= rows;
+            res->delta_d[s * L + l] /= rows;
+            res->delta_m_passive[s * L + l] /= rows;
+            res->delta_m_active[s * L + l] /= rows;
+        }
 }
