@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Per-thread buffers: the dense path's row buffer, grown as needed, and the
@@ -46,6 +47,16 @@ typedef struct workspace {
         int fd; /* -1: not opened (or not the same file): the mapping is read */
     } *fds;
     size_t nfds;
+    struct readpick {
+        double ns[2], bytes[2]; /* decayed sums of chunk time and bytes: [0] mapping, [1] pread */
+        unsigned n[2];          /* chunks timed each way */
+        unsigned chunks;        /* chunks run */
+        int way;                /* the faster so far: 0 mapping, 1 pread */
+        unsigned since;         /* chunks run that way since the other was last tried */
+    } pick[2];        /* [0] dense chunks, [1] LoRA chunks (see pick_read) */
+    int use_read;     /* this chunk may read with pread (else the mapping) */
+    int used_read;    /* what it did: 1 pread, 0 the mapping, -1 neither (copies, transposed) */
+    double t_start;   /* when its reading began (after the LoRA factors were loaded), ns */
 } workspace;
 
 static void job_fail(job *jb, const char *fmt, ...)
@@ -98,6 +109,7 @@ static void prefault(const void *p, size_t len);
 static int mark_fault(job *jb, const chunk *c, const void *addr);
 static int run_dense_read(job *jb, chunk *c, workspace *ws);
 static int owns(const dora_tensor *t, const void *addr);
+static double now_ns(void);
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 static void blas_single(void)
@@ -160,7 +172,8 @@ static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
         job_fail(jb, "out of memory for a row buffer of '%s'", md->base->name);
         return -1;
     }
-    const int rd = run_dense_read(jb, c, ws);
+    const int rd = ws->use_read ? run_dense_read(jb, c, ws) : 1;
+    ws->used_read = rd <= 0;
     if (rd <= 0)
         return rd;
     const size_t nrow = (size_t)(c->row1 - c->row0);
@@ -619,6 +632,8 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
     if ((ws->rall_module != c->module || ws->rall_s0 != c->s0) &&
         load_factors(jb, c->module, c->s0, c->s1, ws) != 0)
         return -1;
+    ws->t_start = now_ns(); /* the rows' cost, not the factors', chooses how they are read */
+    ws->used_read = md->transposed ? -1 : ws->use_read;
     /* add_row's sums go to the thread's [S] arrays, then to the chunk's [s1 - s0] */
     chunk lc = *c;
     lc.dm_sum = ws->dm;
@@ -638,10 +653,11 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
                          ws->lb[LB_SAA], ws->lb[LB_SCRATCH]);
         } else {
             const size_t rb = cols * dora_dtype_size(md->base->dtype);
-            const int rd = lora_read_rows(jb, c, ws, b0, n, rg);
+            const int rd = ws->use_read ? lora_read_rows(jb, c, ws, b0, n, rg) : 1;
             if (rd < 0)
                 return -1;
             if (rd > 0) {
+                ws->used_read = 0;
                 prefault(md->base->data + (size_t)b0 * rb, n * rb);
                 dora_lowrank(md->base->data + (size_t)b0 * rb, md->base->dtype, n, cols,
                              ws->lb[LB_RALL], rg, ws->lb[LB_P], ws->lb[LB_SAA], ws->lb[LB_SCRATCH]);
@@ -660,6 +676,62 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
     return 0;
 }
 
+/* ---- the mapping or pread: chosen at run time, by each thread, by measurement ----
+ *
+ * Which reads faster depends on the machine, and on this project's VMs it changed between
+ * runs of one day (docs/performance.md): where the first load of a mapped page is cheap,
+ * reading the mapping saves pread's copy; where it costs ~1.5 us (a hypervisor's shadow page
+ * tables), pread was 2.6x (LoRA) to 5.6x (FT) faster per byte. Both give the same sums (same
+ * kernel, rows and order), so the choice changes only the time. Each thread times its chunks
+ * (wall time per byte of the chunk, decayed so that a change of state is followed): after its
+ * first chunk of a kind (which pays for opening the files and its buffers), PICK_WARM chunks
+ * each way in turn, then the faster way; it changes way only for one PICK_MARGIN faster, and
+ * tries the slower one chunk in PICK_EVERY x (slower / faster)^2, so that a way that costs
+ * several times more is seldom paid for. */
+#define PICK_WARM 2
+#define PICK_EVERY 64
+#define PICK_DECAY 0.9
+#define PICK_MARGIN 0.9
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+/* ns per byte of way W */
+static double pick_rate(const struct readpick *p, int w)
+{
+    return p->bytes[w] > 0 ? p->ns[w] / p->bytes[w] : 0;
+}
+
+/* 1: read the next chunk with pread, 0: the mapping. */
+static int pick_read(const struct readpick *p)
+{
+    if (p->chunks == 0)
+        return 1;
+    if (p->n[0] < PICK_WARM || p->n[1] < PICK_WARM)
+        return p->n[1] <= p->n[0]; /* in turn, pread first */
+    const int cur = p->way, other = !cur;
+    const double r = pick_rate(p, cur) > 0 ? pick_rate(p, other) / pick_rate(p, cur) : 1;
+    const double every = r > 1 ? PICK_EVERY * (r * r < 1e6 ? r * r : 1e6) : PICK_EVERY;
+    return p->since + 1 >= every ? other : cur;
+}
+
+static void pick_record(struct readpick *p, int way, double ns, double bytes)
+{
+    if (p->chunks++ == 0)
+        return; /* the thread's first chunk of the kind: files opened, buffers faulted in */
+    p->ns[way] = PICK_DECAY * p->ns[way] + ns;
+    p->bytes[way] = PICK_DECAY * p->bytes[way] + bytes;
+    p->n[way]++;
+    p->since = way == p->way ? p->since + 1 : 0;
+    if (p->n[0] >= PICK_WARM && p->n[1] >= PICK_WARM &&
+        pick_rate(p, !p->way) < PICK_MARGIN * pick_rate(p, p->way))
+        p->way = !p->way;
+}
+
 static int run_chunk(job *jb, chunk *c, workspace *ws)
 {
     for (size_t s = c->s0; s < c->s1; s++) {
@@ -669,7 +741,15 @@ static int run_chunk(job *jb, chunk *c, workspace *ws)
     }
     if (c->head_sum) /* a chunk is redone after a fault: from zero */
         memset(c->head_sum, 0, 2 * (c->s1 - c->s0) * (size_t)c->nheads * sizeof *c->head_sum);
-    return jb->mods[c->module].lora ? run_chunk_lora(jb, c, ws) : run_chunk_dense(jb, c, ws);
+    const int lora = jb->mods[c->module].lora;
+    struct readpick *pk = &ws->pick[lora];
+    ws->use_read = pick_read(pk);
+    ws->used_read = -1;
+    ws->t_start = now_ns();
+    const int rc = lora ? run_chunk_lora(jb, c, ws) : run_chunk_dense(jb, c, ws);
+    if (rc == 0 && ws->used_read >= 0)
+        pick_record(pk, ws->used_read, now_ns() - ws->t_start, (double)c->bytes);
+    return rc;
 }
 
 static int owns(const dora_tensor *t, const void *addr)
@@ -747,6 +827,7 @@ static void *worker(void *arg)
     an_blas_single_thread(); /* its GEMMs on this thread alone (OpenMP build) */
     workspace ws;
     memset(&ws, 0, sizeof ws);
+    ws.pick[0].way = ws.pick[1].way = 1; /* pread until the mapping measures faster */
     ws.rall_module = SIZE_MAX;
     const size_t S = jb->S ? jb->S : 1;
     ws.dm = calloc(S, sizeof *ws.dm);
