@@ -93,6 +93,12 @@ uint64_t dora_splitmix64(uint64_t *state);
 /* A uniform draw from [0, M) (M >= 1), by rejection (see above). */
 uint64_t dora_draw_below(uint64_t *state, uint64_t m);
 
+/* The P-quantile (0 <= P <= 1) of V[0..n) into *OUT, interpolated linearly between
+ * order statistics (NumPy's default), found by selection in O(n) (V is reordered); the
+ * same number as sorting V and interpolating. 0, or -1 (*OUT 0) when N is 0 or P is
+ * outside [0, 1]. */
+int dora_percentile(double *v, size_t n, double p, double *out);
+
 /* The layer-cluster bootstrap of S steps x M layers of points (X[s * M + i],
  * Y[s * M + i]: layer i at step s) with B replicates from SEED: the percentile
  * 95% intervals of the pooled r into CI (*DEF 1 when defined) and of the

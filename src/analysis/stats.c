@@ -179,26 +179,65 @@ uint64_t dora_draw_below(uint64_t *state, uint64_t m)
     return z % m;
 }
 
-static int double_cmp(const void *pa, const void *pb)
+/* Reorder V[0..n) so that V[k] is its k-th smallest value, those before it no larger,
+ * those after it no smaller (quickselect with a median-of-three pivot and a three-way
+ * partition, so runs of equal values, common among replicates, end it early). */
+static void select_kth(double *v, size_t n, size_t k)
 {
-    double a = *(const double *)pa, b = *(const double *)pb;
-    return (a > b) - (a < b);
+    size_t lo = 0, hi = n; /* the k-th lies in [lo, hi) */
+    while (hi - lo > 1) {
+        const double a = v[lo], b = v[lo + (hi - lo) / 2], c = v[hi - 1];
+        const double piv = a < b ? (b < c ? b : a < c ? c : a) : (a < c ? a : b < c ? c : b);
+        size_t lt = lo, i = lo, gt = hi; /* [lo, lt) < piv, [lt, i) == piv, [gt, hi) > piv */
+        while (i < gt) {
+            const double x = v[i];
+            if (x < piv) {
+                v[i++] = v[lt];
+                v[lt++] = x;
+            } else if (x > piv) {
+                v[i] = v[--gt];
+                v[gt] = x;
+            } else {
+                i++;
+            }
+        }
+        if (k < lt)
+            hi = lt;
+        else if (k >= gt)
+            lo = gt;
+        else
+            return;
+    }
 }
 
-/* CI: the 2.5% and 97.5% percentiles of V[0..n) (sorted here), interpolated
+int dora_percentile(double *v, size_t n, double p, double *out)
+{
+    *out = 0;
+    if (n == 0 || !(p >= 0 && p <= 1))
+        return -1;
+    const double h = (double)(n - 1) * p;
+    size_t lo = (size_t)floor(h);
+    lo = lo < n ? lo : n - 1;
+    select_kth(v, n, lo);
+    double next = v[lo];
+    if (lo + 1 < n) { /* the next order statistic: the least of those after lo */
+        next = v[lo + 1];
+        for (size_t i = lo + 2; i < n; i++)
+            next = v[i] < next ? v[i] : next;
+    }
+    *out = lo + 1 < n ? v[lo] + (h - (double)lo) * (next - v[lo]) : v[n - 1];
+    return 0;
+}
+
+/* CI: the 2.5% and 97.5% percentiles of V[0..n) (reordered here), interpolated
  * linearly between order statistics; 0 if at least HALF of B values are there. */
 static int percentile_ci(double *v, size_t n, long long b, double ci[2])
 {
     ci[0] = ci[1] = 0;
     if (n == 0 || (long long)n * 2 < b)
         return -1;
-    qsort(v, n, sizeof *v, double_cmp);
-    static const double p[2] = {0.025, 0.975};
-    for (int k = 0; k < 2; k++) {
-        double h = (double)(n - 1) * p[k];
-        size_t lo = (size_t)floor(h);
-        ci[k] = lo + 1 < n ? v[lo] + (h - (double)lo) * (v[lo + 1] - v[lo]) : v[n - 1];
-    }
+    dora_percentile(v, n, 0.025, &ci[0]);
+    dora_percentile(v, n, 0.975, &ci[1]);
     return 0;
 }
 

@@ -220,14 +220,11 @@ static int write_intervals(hid_t grp, const dora_regression *g, size_t n,
     return 0;
 }
 
-/* /regression: one row per (run, module kind); see README "Regression". */
-static int write_regression(hid_t f, const dora_result *runs, size_t nruns,
+/* /regression: one row per (run, module kind), G[0..n) (dora_regressions_opts); see
+ * README "Regression". */
+static int write_regression(hid_t f, const dora_regression *g, size_t n,
                             const dora_stats_opts *o, dora_err *err)
 {
-    dora_regression *g = NULL;
-    size_t n = 0;
-    if (dora_regressions_opts(runs, nruns, o, &g, &n) != 0)
-        return dora_errf(err, "out of memory computing the regressions");
     int rc = -1;
     hid_t grp = -1;
     char **run = calloc(n + 1, sizeof *run), **kind = calloc(n + 1, sizeof *kind);
@@ -294,19 +291,15 @@ done:
     free(icpt);
     free(r);
     free(wr);
-    dora_regressions_free(g, n);
     return rc;
 }
 
 /* /regression/dm_over_passive [K] and its flag, row for row with the regression
  * (geom.h): undefined (a run without delta_m_passive, nothing turned) is NaN
  * with the flag 0. */
-static int write_passive_ratio(hid_t f, const dora_result *runs, size_t nruns, dora_err *err)
+static int write_passive_ratio(hid_t f, const dora_result *runs, size_t nruns,
+                               const dora_regression *g, size_t n, dora_err *err)
 {
-    dora_regression *g = NULL;
-    size_t n = 0;
-    if (dora_regressions(runs, nruns, &g, &n) != 0)
-        return dora_errf(err, "out of memory computing the regressions");
     int rc = -1;
     hid_t grp = -1;
     double *ratio = calloc(n + 1, sizeof *ratio);
@@ -341,7 +334,6 @@ done:
         H5Gclose(grp);
     free(ratio);
     free(def);
-    dora_regressions_free(g, n);
     return rc;
 }
 
@@ -368,9 +360,17 @@ static int write_results(hid_t f, const void *ctx, dora_err *err)
             goto fail;
     H5Gclose(g);
     g = -1;
-    if (write_regression(f, in->runs, in->nruns, in->stats, err) != 0)
-        return -1;
-    return write_passive_ratio(f, in->runs, in->nruns, err);
+    /* once, for both: the bootstrap is most of their cost */
+    dora_regression *reg = NULL;
+    size_t nreg = 0;
+    if (dora_regressions_opts(in->runs, in->nruns, in->stats, &reg, &nreg) != 0)
+        return dora_errf(err, "out of memory computing the regressions");
+    const int rc = write_regression(f, reg, nreg, in->stats, err) != 0 ||
+                           write_passive_ratio(f, in->runs, in->nruns, reg, nreg, err) != 0
+                       ? -1
+                       : 0;
+    dora_regressions_free(reg, nreg);
+    return rc;
 fail:
     if (g >= 0)
         H5Gclose(g);

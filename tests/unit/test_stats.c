@@ -186,8 +186,60 @@ static void test_regressions(void)
     CHECK(dora_regressions_opts(&run, 1, &o, &g, &n) == -1);
 }
 
+static int cmp_d(const void *pa, const void *pb)
+{
+    double a = *(const double *)pa, b = *(const double *)pb;
+    return (a > b) - (a < b);
+}
+
+/* The percentile by selection against its naive twin, sorting: bit-equal on random values,
+ * on values with many ties (as replicates of few layers have), on sorted and reversed
+ * input, at the ends (p 0 and 1) and for n = 1; refused for n = 0 and p outside [0, 1]. */
+static void test_percentile(void)
+{
+    static const double ps[] = {0, 0.025, 0.1, 0.5, 0.975, 0.999, 1};
+    static const size_t ns[] = {1, 2, 3, 5, 40, 1000, 10001};
+    uint64_t st = 7;
+    int ok = 1;
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (int kind = 0; kind < 4; kind++) {
+            const size_t n = ns[a];
+            double *v = malloc(n * sizeof *v), *w = malloc(n * sizeof *w), *u = malloc(n * sizeof *u);
+            for (size_t i = 0; i < n; i++) {
+                double x = (double)(dora_splitmix64(&st) >> 11) / 9007199254740992.0 * 2 - 1;
+                v[i] = kind == 1 ? (double)(dora_splitmix64(&st) % 4) / 4   /* ties */
+                       : kind == 2 ? (double)i / (double)n                     /* sorted */
+                       : kind == 3 ? -(double)i                                /* reversed */
+                                   : x;
+            }
+            memcpy(w, v, n * sizeof *w);
+            qsort(w, n, sizeof *w, cmp_d);
+            for (size_t k = 0; k < sizeof ps / sizeof ps[0]; k++) {
+                const double h = (double)(n - 1) * ps[k];
+                const size_t lo = (size_t)floor(h);
+                const double want = lo + 1 < n ? w[lo] + (h - (double)lo) * (w[lo + 1] - w[lo])
+                                               : w[n - 1];
+                double got;
+                memcpy(u, v, n * sizeof *u);
+                ok &= dora_percentile(u, n, ps[k], &got) == 0 && got == want;
+                if (got != want)
+                    fprintf(stderr, "n %zu kind %d p %g: %.17g, sorted %.17g\n", n, kind, ps[k],
+                            got, want);
+            }
+            free(v);
+            free(w);
+            free(u);
+        }
+    CHECK(ok);
+    double one = 3, out = 1;
+    CHECK(dora_percentile(&one, 0, 0.5, &out) == -1 && out == 0);
+    CHECK(dora_percentile(&one, 1, 1.5, &out) == -1 && dora_percentile(&one, 1, -0.1, &out) == -1);
+    CHECK(dora_percentile(&one, 1, 0.3, &out) == 0 && out == 3);
+}
+
 int main(void)
 {
+    test_percentile();
     test_splitmix64();
     test_draw_below();
     test_fisher();
