@@ -4,6 +4,7 @@
  * ("kohya") and docs/adapters.md. */
 #define _POSIX_C_SOURCE 200809L
 #include "checkpoints/adapter_int.h"
+#include "checkpoints/kohya_int.h"
 #include "core/le.h"
 #include "core/util.h"
 #include "dora/notes.h"
@@ -22,16 +23,6 @@
 #include <unistd.h>
 
 #define KOHYA_HEADER_MAX (64u << 20) /* a kohya file's header is well below this */
-#define KOHYA_DENSE_MAX ((int64_t)1 << 26) /* entries of a column-form DoRA weight (512 MiB) */
-#define KOHYA_MAX_LISTED 8 /* candidates named in an ambiguity error */
-#define KOHYA_OFT_MAX_BLOCK 1024 /* rows of a Diag-OFT block (a b^3 solve each) */
-
-/* Element I of tensor T viewed flat, as a double. */
-static double at_f64(const dora_tensor *t, int64_t i)
-{
-    return dora_elem_to_f64(t->data + (size_t)i * dora_dtype_size(t->dtype), t->dtype);
-}
-
 /* The tools' prefixes, longest first: "lora_te" must not take "lora_te1_". */
 static const struct {
     const char *prefix;
@@ -160,233 +151,6 @@ done:
     return found;
 }
 
-int dora_kohya_name(const char *name, int64_t *n)
-{
-    static const char ext[] = ".safetensors";
-    size_t len = strlen(name), el = sizeof ext - 1;
-    if (len <= el || strcmp(name + len - el, ext) != 0)
-        return 0;
-    len -= el;
-    /* OneTrainer: PREFIX{timestamp}-save-{global_step}-{epoch}-{epoch_step} */
-    for (const char *sv = strstr(name, "-save-"); sv; sv = strstr(sv + 1, "-save-")) {
-        const char *p = sv + 6;
-        size_t g = strspn(p, "0123456789"), e, es;
-        if (g == 0 || g > 19 || p[g] != '-' || (e = strspn(p + g + 1, "0123456789")) == 0 ||
-            p[g + 1 + e] != '-' || (es = strspn(p + g + 2 + e, "0123456789")) == 0 ||
-            (size_t)(p + g + 2 + e + es - name) != len)
-            continue;
-        char buf[24];
-        memcpy(buf, p, g);
-        buf[g] = '\0';
-        return util_parse_i64(buf, 0, INT64_MAX, n) == 0 ? 1 : -1;
-    }
-    size_t d = 0; /* the digits at the end of the stem */
-    while (d < len && name[len - 1 - d] >= '0' && name[len - 1 - d] <= '9')
-        d++;
-    if (d == 0 || d == len)
-        return 0;
-    const char *num = name + len - d;
-    int kind;
-    if (d + 4 <= len && strncmp(num - 4, "-of-", 4) == 0)
-        return 0; /* a shard, NAME-00001-of-00002 */
-    if (d + 5 < len && strncmp(num - 5, "-step", 5) == 0)
-        kind = 1; /* kohya's STEP_FILE_NAME "NAME-step%08d" */
-    else if (num[-1] == '-')
-        kind = 2; /* kohya's EPOCH_FILE_NAME "NAME-%06d" */
-    else
-        return 0;
-    char buf[24];
-    if (d > 19)
-        return -1;
-    memcpy(buf, num, d);
-    buf[d] = '\0';
-    return util_parse_i64(buf, 0, INT64_MAX, n) == 0 ? kind : -1;
-}
-
-/* ss_steps of the kohya file PATH: 1 and *STEP, 0 without it, -1 (ERR) when
- * the file cannot be read or the value is not a step. */
-static int meta_steps(const char *path, int64_t *step, dora_err *err)
-{
-    dora_model *m;
-    if (dora_model_open(&m, path, err) != 0)
-        return -1;
-    const st_file *f = m->files[0];
-    int rc = 0;
-    for (size_t i = 0; i < f->nmeta && rc == 0; i++)
-        if (strcmp(f->meta_keys[i], "ss_steps") == 0)
-            rc = util_parse_i64(f->meta_values[i], 0, INT64_MAX, step) == 0
-                     ? 1
-                     : dora_errf(err, "'%s': metadata ss_steps '%.40s' is not a step", path,
-                                 f->meta_values[i]);
-    dora_model_close(m);
-    return rc;
-}
-
-static int step_order(const void *pa, const void *pb)
-{
-    const dora_step *a = pa, *b = pb;
-    return (a->step > b->step) - (a->step < b->step);
-}
-
-/* DIR's unnumbered kohya files: added to RUN at their ss_steps (when TAKE),
- * else noted. */
-static int add_unnumbered(dora_run *run, const char *dir, int take, dora_err *err)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return dora_errf(err, "'%s': cannot list folder", dir);
-    struct dirent *de;
-    int rc = 0;
-    while (rc == 0 && (de = readdir(d)) != NULL) {
-        int64_t step;
-        char *p = util_has_suffix(de->d_name, ".safetensors") &&
-                          dora_kohya_name(de->d_name, &step) == 0
-                      ? util_join(dir, de->d_name)
-                      : NULL;
-        if (!p || !util_is_file(p) || !dora_kohya_probe(p)) {
-            free(p);
-            continue;
-        }
-        int ms = meta_steps(p, &step, err);
-        const dora_step *same = NULL;
-        for (size_t i = 0; ms == 1 && i < run->nsteps; i++)
-            if (run->steps[i].step == step)
-                same = &run->steps[i];
-        dora_step *ns = NULL;
-        if (ms < 0) {
-            rc = -1;
-        } else if (ms == 0 || !take) {
-            dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
-                           "'%s': left out: %s", p,
-                           ms == 0 ? "no step in its name or its metadata (ss_steps)"
-                                   : "the run's other files give epochs, not steps");
-        } else if (same) {
-            dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
-                           "'%s': left out: at step %lld (ss_steps) like '%s'", p,
-                           (long long)step, same->path);
-        } else if (!(ns = realloc(run->steps, (run->nsteps + 1) * sizeof *ns))) {
-            rc = dora_errf(err, "out of memory");
-        } else {
-            run->steps = ns;
-            ns[run->nsteps] = (dora_step){.step = step, .path = strdup(p)};
-            rc = ns[run->nsteps].path ? 0 : dora_errf(err, "out of memory");
-            run->nsteps += rc == 0;
-            dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
-                           "'%s': no step in its name: step %lld from its metadata (ss_steps)", p,
-                           (long long)step);
-        }
-        free(p);
-    }
-    closedir(d);
-    return rc;
-}
-
-int dora_kohya_steps(dora_run *run, const char *dir, int epochs, dora_err *err)
-{
-    /* names alone do not make a kohya run: every file must hold kohya keys */
-    for (size_t i = 0; i < run->nsteps; i++)
-        if (!dora_kohya_probe(run->steps[i].path)) {
-            for (size_t k = 0; k < run->nsteps; k++)
-                free(run->steps[k].path);
-            free(run->steps);
-            run->steps = NULL;
-            run->nsteps = 0;
-            return 0;
-        }
-    size_t with = 0;
-    for (size_t i = 0; i < run->nsteps; i++) {
-        int64_t ms;
-        int r = meta_steps(run->steps[i].path, &ms, err);
-        if (r < 0)
-            return -1;
-        with += r == 1;
-        if (r == 1 && !epochs && ms != run->steps[i].step)
-            return dora_errf(err, "'%s': the name says step %lld but its metadata ss_steps says "
-                                  "%lld",
-                             run->steps[i].path, (long long)run->steps[i].step, (long long)ms);
-        if (r == 1)
-            run->steps[i].step = ms;
-    }
-    if (epochs && with != 0 && with != run->nsteps)
-        return dora_errf(err, "'%s': %zu of its %zu per-epoch files (NAME-E.safetensors) give "
-                              "their step (metadata ss_steps) and the others do not: epochs and "
-                              "steps would be mixed",
-                         dir, with, run->nsteps);
-    if (epochs && with == 0)
-        dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
-                       "'%s': kohya's per-epoch files (NAME-E.safetensors) without ss_steps "
-                       "metadata: epoch E taken as the step",
-                       dir);
-    if (add_unnumbered(run, dir, with == run->nsteps, err) != 0)
-        return -1;
-    qsort(run->steps, run->nsteps, sizeof *run->steps, step_order);
-    for (size_t i = 1; i < run->nsteps; i++)
-        if (run->steps[i].step == run->steps[i - 1].step)
-            return dora_errf(err, "'%s' and '%s' are both step %lld", run->steps[i - 1].path,
-                             run->steps[i].path, (long long)run->steps[i].step);
-    return 0;
-}
-
-int dora_kohya_single(dora_run *run, const char *dir, dora_err *err)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return dora_errf(err, "'%s': cannot list folder", dir);
-    char *found[KOHYA_MAX_LISTED + 1] = {0};
-    size_t n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        int64_t step;
-        char *p = util_has_suffix(de->d_name, ".safetensors") &&
-                          dora_kohya_name(de->d_name, &step) == 0
-                      ? util_join(dir, de->d_name)
-                      : NULL;
-        if (p && util_is_file(p) && dora_kohya_probe(p) && n <= KOHYA_MAX_LISTED)
-            found[n++] = p;
-        else
-            free(p);
-    }
-    closedir(d);
-    int rc = 0;
-    if (n > 1) {
-        char list[1024] = "";
-        size_t off = 0;
-        for (size_t k = 0; k < n && k < KOHYA_MAX_LISTED && off < sizeof list; k++)
-            off += (size_t)snprintf(list + off, sizeof list - off, "%s'%s'", k ? ", " : "",
-                                    found[k]);
-        rc = dora_errf(err, "'%s': %s%zu kohya files without a step in their names (%s%s): "
-                            "which is which step is ambiguous; give one file as the run, or "
-                            "name them NAME-stepS.safetensors",
-                       dir, n > KOHYA_MAX_LISTED ? "more than " : "",
-                       n > KOHYA_MAX_LISTED ? (size_t)KOHYA_MAX_LISTED : n, list,
-                       n > KOHYA_MAX_LISTED ? ", ..." : "");
-    } else if (n == 1) {
-        int64_t step = 0;
-        int ms = meta_steps(found[0], &step, err);
-        dora_step *ns = ms < 0 ? NULL : malloc(sizeof *ns);
-        if (ms < 0) {
-            rc = -1;
-        } else if (!ns) {
-            rc = dora_errf(err, "out of memory");
-        } else {
-            *ns = (dora_step){.step = ms == 1 ? step : 0, .path = found[0]};
-            found[0] = NULL;
-            run->steps = ns;
-            run->nsteps = 1;
-            dora_notes_add(&run->notes, &run->nnotes, DORA_RUN_MAX_NOTES,
-                           ms == 1 ? "'%s': the folder's one kohya file, no step in its name: a "
-                                     "run of one step, step %lld from its metadata (ss_steps)"
-                                   : "'%s': the folder's one kohya file, no step in its name "
-                                     "or its metadata (ss_steps): a run of one step, taken as "
-                                     "step %lld",
-                           ns->path, (long long)ns->step);
-        }
-    }
-    for (size_t k = 0; k < n; k++)
-        free(found[k]);
-    return rc;
-}
-
 /* ---------------------------------------------------------------- reading */
 
 typedef struct kentry {
@@ -408,8 +172,7 @@ static int kentry_cmp(const void *pa, const void *pb)
     return c ? c : (a->tensor > b->tensor) - (a->tensor < b->tensor);
 }
 
-/* The scale's alpha: a finite positive scalar. */
-static int read_alpha(const dora_adapter *a, const dora_tensor *t, double *alpha, dora_err *err)
+int kohya_read_alpha(const dora_adapter *a, const dora_tensor *t, double *alpha, dora_err *err)
 {
     if (t->numel != 1 || !dora_dtype_is_analysable(t->dtype))
         return dora_errf(err, "'%s': tensor '%s' must be one floating number (the module's "
@@ -511,7 +274,7 @@ static int build(dora_adapter *a, const pending *p, const dora_tensor *alpha_t,
         return dora_errf(err, "out of memory");
     m->kind = DORA_ADAPTED_LORA;
     double alpha = 0;
-    if (alpha_t && read_alpha(a, alpha_t, &alpha, err) != 0)
+    if (alpha_t && kohya_read_alpha(a, alpha_t, &alpha, err) != 0)
         return -1;
     int lora = p->t[ROLE_A] || p->t[ROLE_B];
     int loha = p->t[ROLE_H1A] || p->t[ROLE_H1B] || p->t[ROLE_H2A] || p->t[ROLE_H2B] ||
@@ -567,228 +330,6 @@ static int build(dora_adapter *a, const pending *p, const dora_tensor *alpha_t,
         m->dora_scale = dscale;
         m->dora_cols = dscale->shape[0] == 1 && dscale->shape[1] == 1 ? -1 : dscale->shape[0] == 1;
     }
-    return 0;
-}
-
-/* LyCORIS's (IA)^3 on_input: one integer (or boolean, or floating) 0 or 1. */
-static int read_flag(const dora_adapter *a, const dora_tensor *t, int *v, dora_err *err)
-{
-    double x = NAN;
-    if (t->numel == 1 && t->nbytes >= dora_dtype_size(t->dtype)) {
-        if (t->dtype == DORA_DT_I64 || t->dtype == DORA_DT_U64)
-            x = (double)le_load64(t->data);
-        else if (t->dtype == DORA_DT_I32 || t->dtype == DORA_DT_U32)
-            x = (double)le_load32(t->data);
-        else if (t->dtype == DORA_DT_BOOL || t->dtype == DORA_DT_U8 || t->dtype == DORA_DT_I8)
-            x = t->data[0];
-        else
-            x = dora_elem_to_f64(t->data, t->dtype);
-    }
-    if (x != 0 && x != 1)
-        return dora_errf(err, "'%s': tensor '%s' must be one number, 0 (output rows scaled) or 1 "
-                              "(input columns: train_on_input), as LyCORIS's (IA)^3 saves it",
-                         a->weights->path, t->name);
-    *v = x == 1;
-    return 0;
-}
-
-/* LyCORIS's full (diff [out, in...]: W_t = W0 + diff, formed densely against
- * the base by kohya_resolve; diff_b, the bias change, is not analysed, as no
- * bias is) and (IA)^3 (weight [n] or conv [1, n, 1, 1]: W_t = W0 * (1 +
- * weight) on the output rows, or on the input columns when on_input is 1:
- * ia3.py make_weight), with OTHER = diff, diff_b, weight, on_input. */
-static int build_other(dora_adapter *a, const pending *p, const dora_tensor *const other[4],
-                       dora_adapted *m, const char **fam, dora_err *err)
-{
-    const char *wf = a->weights->path, *meth;
-    const dora_tensor *diff = other[0], *w = other[2], *onin = other[3];
-    if (!(m->key = strdup(p->module)) || !(m->base_name = strdup(p->module)))
-        return dora_errf(err, "out of memory");
-    m->r = 1;
-    m->alpha = 1;
-    m->scale = 1;
-    if (diff || other[1]) {
-        if (!diff || w || onin)
-            return dora_errf(err, "'%s': module '%s': %s", wf, p->module,
-                             diff ? "full's diff with (IA)^3's weight / on_input"
-                                  : "diff_b (LyCORIS full's bias change) without diff");
-        if (!dora_dtype_is_analysable(diff->dtype) || diff->ndim < 2)
-            return dora_errf(err, "'%s': tensor '%s' is %s of rank %d, not a floating weight "
-                                  "change of rank >= 2",
-                             wf, diff->name, dora_dtype_name(diff->dtype), diff->ndim);
-        meth = "ft"; /* the change of the whole weight, as a full fine-tune's */
-        m->kind = DORA_ADAPTED_SAVED;
-        m->saved = diff;
-        m->aux = diff; /* W0 + diff is formed by kohya_resolve */
-        m->layout = "full";
-    } else {
-        if (!w || !onin)
-            return dora_errf(err, "'%s': module '%s' has %s but no %s: LyCORIS's (IA)^3 saves "
-                                  "both (on_input says whether rows or input columns are scaled)",
-                             wf, p->module, w ? w->name : onin->name, w ? "on_input" : "weight");
-        int ff = 0;
-        if (read_flag(a, onin, &ff, err) != 0)
-            return -1;
-        int ok = dora_dtype_is_analysable(w->dtype) &&
-                 (w->ndim == 1 || (w->ndim >= 3 && w->shape[0] == 1));
-        for (int d = 2; ok && d < w->ndim; d++)
-            ok = w->shape[d] == 1;
-        if (!ok) {
-            char s[256];
-            dora_shape_str(w, s, sizeof s);
-            return dora_errf(err, "'%s': tensor '%s' is %s %s: LyCORIS's (IA)^3 weight is "
-                                  "floating [n] (linear) or [1, n, 1, 1] (conv)",
-                             wf, w->name, dora_dtype_name(w->dtype), s);
-        }
-        meth = "ia3";
-        m->kind = DORA_ADAPTED_LORA;
-        m->ia3 = w;
-        m->ia3_ff = ff;
-        m->ia3_add = 1; /* LyCORIS scales by 1 + weight */
-        m->layout = ff ? "ia3-ff" : "ia3";
-    }
-    if (*fam && strcmp(*fam, meth) != 0)
-        return dora_errf(err, "'%s': module '%s' is %s but earlier modules are %s: one family "
-                              "per file",
-                         wf, p->module, meth, *fam);
-    *fam = meth;
-    return 0;
-}
-
-/* LyCORIS's GLoRA on a linear module, G = (a1, a2, b1, b2).weight: glora.py
- * make_weight (which get_merged_weight uses) is s (b1 b2 + W0 a1 a2), s =
- * alpha / r, with a1 [in, r], a2 [r, in], b1 [out, r], b2 [r, in]. As L R:
- * L = [b1, W0 a1] (formed by kohya_resolve against the base), R = [b2; a2]. */
-static int build_glora(dora_adapter *a, const pending *p, const dora_tensor *alpha_t,
-                       const dora_tensor *const g[4], dora_adapted *m, const char **fam,
-                       dora_err *err)
-{
-    const char *wf = a->weights->path;
-    static const char *const names[4] = {"a1.weight", "a2.weight", "b1.weight", "b2.weight"};
-    if (!(m->key = strdup(p->module)) || !(m->base_name = strdup(p->module)))
-        return dora_errf(err, "out of memory");
-    for (int i = 0; i < 4; i++) {
-        if (!g[i])
-            return dora_errf(err, "'%s': module '%s' has GLoRA tensors but no %s", wf, p->module,
-                             names[i]);
-        if (g[i]->ndim != 2 || !dora_dtype_is_analysable(g[i]->dtype)) {
-            char s[256];
-            dora_shape_str(g[i], s, sizeof s);
-            return dora_errf(err, "'%s': tensor '%s' is %s %s: this tool reads GLoRA on linear "
-                                  "modules (floating 2-D factors), not on convs",
-                             wf, g[i]->name, dora_dtype_name(g[i]->dtype), s);
-        }
-    }
-    const dora_tensor *a1 = g[0], *a2 = g[1], *b1 = g[2], *b2 = g[3];
-    const int64_t r = a2->shape[0], in = a2->shape[1], out = b1->shape[0];
-    const dora_tensor *bad = a1->shape[0] != in || a1->shape[1] != r ? a1
-                             : b1->shape[1] != r                      ? b1
-                             : b2->shape[0] != r || b2->shape[1] != in ? b2
-                                                                       : NULL;
-    if (bad || r < 1) {
-        char s[256];
-        dora_shape_str(bad ? bad : a2, s, sizeof s);
-        return dora_errf(err, "'%s': tensor '%s' is %s, but GLoRA's factors are a1 [in, r], a2 "
-                              "[r, in], b1 [out, r], b2 [r, in] with a2's r = %lld and in = %lld",
-                         wf, (bad ? bad : a2)->name, s, (long long)r, (long long)in);
-    }
-    double alpha = 0;
-    if ((alpha_t && read_alpha(a, alpha_t, &alpha, err) != 0) ||
-        fam_fits(a, p->module, 2 * r, out + in, err) != 0)
-        return -1;
-    dora_tensor *R = adapter_own(m, a2, 2 * r, in), *L = adapter_own(m, b1, out, 2 * r);
-    if (!R || !L)
-        return dora_errf(err, "out of memory for the factors of '%s'", p->module);
-    double *rd = (double *)(void *)R->data, *ld = (double *)(void *)L->data;
-    for (int64_t k = 0; k < r; k++)
-        for (int64_t j = 0; j < in; j++) {
-            rd[k * in + j] = at_f64(b2, k * in + j);
-            rd[(r + k) * in + j] = at_f64(a2, k * in + j);
-        }
-    for (int64_t i = 0; i < out; i++) /* W0 a1, the other r columns: kohya_resolve */
-        for (int64_t k = 0; k < r; k++)
-            ld[i * 2 * r + k] = at_f64(b1, i * r + k);
-    m->kind = DORA_ADAPTED_LORA;
-    m->layout = "glora";
-    m->aux = a1;
-    m->R = adapter_matrix(R, 0);
-    m->L = adapter_matrix(L, 0);
-    m->r = 2 * r;
-    m->alpha = alpha_t ? alpha : (double)r;
-    m->scale = alpha_t ? alpha / (double)r : 1.0;
-    if (adapter_check_rank_scale(a, p->module, m, "GLoRA's 2 r", err) != 0)
-        return -1;
-    if (*fam && strcmp(*fam, "glora") != 0)
-        return dora_errf(err, "'%s': module '%s' is glora but earlier modules are %s: one family "
-                              "per file",
-                         wf, p->module, *fam);
-    *fam = "glora";
-    return 0;
-}
-
-/* LyCORIS's Diag-OFT, OFT = (oft_blocks [n, b, b], rescale [n b, 1...] or
- * NULL): formed against the base by kohya_resolve (form_oft). alpha is its
- * constraint (0: none). BOFT's 4-D oft_blocks (butterfly factors) are refused. */
-static int build_oft(dora_adapter *a, const pending *p, const dora_tensor *alpha_t,
-                     const dora_tensor *const oft[2], dora_adapted *m, const char **fam,
-                     dora_err *err)
-{
-    const char *wf = a->weights->path;
-    const dora_tensor *blk = oft[0], *rs = oft[1];
-    if (!(m->key = strdup(p->module)) || !(m->base_name = strdup(p->module)))
-        return dora_errf(err, "out of memory");
-    if (!blk)
-        return dora_errf(err, "'%s': module '%s' has '%s' but no oft_blocks", wf, p->module,
-                         rs->name);
-    char s[256];
-    dora_shape_str(blk, s, sizeof s);
-    if (blk->ndim == 4)
-        return dora_errf(err, "'%s': tensor '%s' is %s: LyCORIS's BOFT (butterfly OFT, 4-D "
-                              "oft_blocks), which this tool does not read (it reads Diag-OFT's "
-                              "[blocks, b, b])",
-                         wf, blk->name, s);
-    if (blk->ndim != 3 || blk->shape[1] != blk->shape[2] || blk->shape[1] < 1 ||
-        !dora_dtype_is_analysable(blk->dtype))
-        return dora_errf(err, "'%s': tensor '%s' is %s %s: Diag-OFT's oft_blocks are floating "
-                              "[blocks, b, b]",
-                         wf, blk->name, dora_dtype_name(blk->dtype), s);
-    const int64_t out = blk->shape[0] * blk->shape[1];
-    if (blk->shape[1] > KOHYA_OFT_MAX_BLOCK)
-        return dora_errf(err, "'%s': tensor '%s' is %s: Diag-OFT blocks of %lld rows; this tool "
-                              "solves blocks of up to %d (LyCORIS's are the factor, a few tens)",
-                         wf, blk->name, s, (long long)blk->shape[1], KOHYA_OFT_MAX_BLOCK);
-    if (rs) {
-        int ok = dora_dtype_is_analysable(rs->dtype) && rs->ndim >= 2 && rs->shape[0] == out;
-        for (int d = 1; ok && d < rs->ndim; d++)
-            ok = rs->shape[d] == 1;
-        if (!ok) {
-            dora_shape_str(rs, s, sizeof s);
-            return dora_errf(err, "'%s': tensor '%s' is %s %s: OFT's rescale is floating [out, "
-                                  "1(, 1, 1)] with out = %lld (blocks x b)",
-                             wf, rs->name, dora_dtype_name(rs->dtype), s, (long long)out);
-        }
-    }
-    double c = 0; /* the constraint: alpha as saved, 0 for none */
-    if (alpha_t) {
-        c = alpha_t->numel == 1 ? dora_elem_to_f64(alpha_t->data, alpha_t->dtype) : NAN;
-        if (!isfinite(c) || c < 0)
-            return dora_errf(err, "'%s': tensor '%s' must be one finite number >= 0 (OFT's "
-                                  "constraint)",
-                             wf, alpha_t->name);
-    }
-    m->kind = DORA_ADAPTED_SAVED;
-    m->saved = blk;
-    m->aux = blk;
-    m->rescale = rs;
-    m->layout = "oft";
-    m->r = blk->shape[1];
-    m->alpha = c;
-    m->scale = 1;
-    if (*fam && strcmp(*fam, "oft") != 0)
-        return dora_errf(err, "'%s': module '%s' is oft but earlier modules are %s: one family "
-                              "per file",
-                         wf, p->module, *fam);
-    *fam = "oft";
     return 0;
 }
 
@@ -872,20 +413,20 @@ static int collect(dora_adapter *a, dora_err *err)
                                 "dora_scale",
                            w->path, p.module, any_oft->name);
         else if (any_oft)
-            rc = build_oft(a, &p, alpha, oft, &a->modules[a->nmodules++], &fam, err);
+            rc = lycoris_build_oft(a, &p, alpha, oft, &a->modules[a->nmodules++], &fam, err);
         else if (any_glora && (factors || any_other || dscale))
             rc = dora_errf(err, "'%s': module '%s' mixes GLoRA ('%s') with another family or "
                                 "dora_scale",
                            w->path, p.module, any_glora->name);
         else if (any_glora)
-            rc = build_glora(a, &p, alpha, glora, &a->modules[a->nmodules++], &fam, err);
+            rc = lycoris_build_glora(a, &p, alpha, glora, &a->modules[a->nmodules++], &fam, err);
         else if (any_other && (factors || alpha || dscale))
             rc = dora_errf(err, "'%s': module '%s' mixes LyCORIS's full or (IA)^3 ('%s') with "
                                 "%s",
                            w->path, p.module, any_other->name,
                            factors ? "another family's factors" : "alpha or dora_scale");
         else if (any_other)
-            rc = build_other(a, &p, other, &a->modules[a->nmodules++], &fam, err);
+            rc = lycoris_build_other(a, &p, other, &a->modules[a->nmodules++], &fam, err);
         else if (!factors)
             rc = dora_errf(err, "'%s': module '%s' has %s but no factors", w->path, p.module,
                            alpha ? alpha->name : dscale->name);
@@ -1009,198 +550,6 @@ static int kernel_fits(const dora_adapter *a, const dora_adapted *m, const dora_
                      a->weights->path, k->name, sk, b->name, sb);
 }
 
-/* W0 + diff, in place on V = W0's [out, in] rows. */
-static int merge_full(const dora_adapter *a, const dora_adapted *m, double *v, int64_t out,
-                      int64_t in, dora_err *err)
-{
-    (void)a;
-    (void)err;
-    for (int64_t i = 0; i < out * in; i++)
-        v[i] += at_f64(m->aux, i);
-    return 0;
-}
-
-/* X = A^-1 B for the N x N float64 A (destroyed) and B (X in place), by
- * Gaussian elimination with partial pivoting; -1 when A is singular. */
-static int solve(double *A, double *B, int64_t n)
-{
-    for (int64_t c = 0; c < n; c++) {
-        int64_t piv = c;
-        for (int64_t i = c + 1; i < n; i++)
-            if (fabs(A[i * n + c]) > fabs(A[piv * n + c]))
-                piv = i;
-        if (A[piv * n + c] == 0)
-            return -1;
-        for (int64_t j = 0; piv != c && j < n; j++) {
-            double t = A[c * n + j];
-            A[c * n + j] = A[piv * n + j];
-            A[piv * n + j] = t;
-            t = B[c * n + j];
-            B[c * n + j] = B[piv * n + j];
-            B[piv * n + j] = t;
-        }
-        for (int64_t i = c + 1; i < n; i++) {
-            double f = A[i * n + c] / A[c * n + c];
-            for (int64_t j = 0; j < n; j++) {
-                A[i * n + j] -= f * A[c * n + j];
-                B[i * n + j] -= f * B[c * n + j];
-            }
-        }
-    }
-    for (int64_t c = n - 1; c >= 0; c--)
-        for (int64_t j = 0; j < n; j++) {
-            double x = B[c * n + j];
-            for (int64_t k = c + 1; k < n; k++)
-                x -= A[c * n + k] * B[k * n + j];
-            B[c * n + j] = x / A[c * n + c];
-        }
-    return 0;
-}
-
-/* Diag-OFT (diag_oft.py get_r, make_weight): Q = blocks - blocks^T, scaled to
- * norm alpha out when alpha > 0 and |Q| + 1e-8 exceeds it; R_k = (I + Q_k)
- * (I - Q_k)^-1; block k of W_t is R_k^T W0_k (einsum "k n m, k n ... -> k m
- * ..."), R_k^T = (I + Q_k)^-1 (I - Q_k) as Q_k is skew; rows times rescale. */
-static int merge_oft(const dora_adapter *a, const dora_adapted *m, double *v, int64_t out,
-                     int64_t in, dora_err *err)
-{
-    const dora_tensor *blk = m->aux;
-    const int64_t nb = blk->shape[0], b = blk->shape[1];
-    double *q = malloc((size_t)(nb * b * b + 2 * b * b + b * in) * sizeof *q);
-    if (!q)
-        return dora_errf(err, "out of memory for the merged weight of '%s'", m->key);
-    double *ap = q + nb * b * b, *rt = ap + b * b, *tmp = rt + b * b, n2 = 0;
-    for (int64_t k = 0; k < nb; k++)
-        for (int64_t i = 0; i < b; i++)
-            for (int64_t j = 0; j < b; j++) {
-                double x = at_f64(blk, (k * b + i) * b + j) - at_f64(blk, (k * b + j) * b + i);
-                q[(k * b + i) * b + j] = x;
-                n2 += x * x;
-            }
-    const double limit = m->alpha * (double)out, qn = sqrt(n2) + 1e-8;
-    const double f = m->alpha > 0 && qn > limit ? limit / qn : 1.0;
-    int rc = 0;
-    for (int64_t k = 0; k < nb && rc == 0; k++) {
-        for (int64_t i = 0; i < b; i++)
-            for (int64_t j = 0; j < b; j++) {
-                double x = f * q[(k * b + i) * b + j];
-                ap[i * b + j] = (double)(i == j) + x;
-                rt[i * b + j] = (double)(i == j) - x;
-            }
-        if (solve(ap, rt, b) != 0) {
-            rc = dora_errf(err, "'%s': tensor '%s': block %lld gives a singular I + Q",
-                           a->weights->path, blk->name, (long long)k);
-            break;
-        }
-        double *w = v + k * b * in;
-        for (int64_t i = 0; i < b; i++)
-            for (int64_t j = 0; j < in; j++) {
-                double x = 0;
-                for (int64_t n = 0; n < b; n++)
-                    x += rt[i * b + n] * w[n * in + j];
-                tmp[i * in + j] = x;
-            }
-        memcpy(w, tmp, (size_t)(b * in) * sizeof *w);
-    }
-    for (int64_t i = 0; rc == 0 && m->rescale && i < out; i++)
-        for (int64_t j = 0; j < in; j++)
-            v[i * in + j] *= at_f64(m->rescale, i);
-    free(q);
-    return rc;
-}
-
-/* A LyCORIS full or OFT module against base tensor B: W_t formed by MERGE on
- * W0's rows in float64, in B's shape, owned by M (formed again at each check:
- * the last owned tensor); B's rows must be OUT (0: any) and its shape SHAPE's
- * when SHAPE is given. */
-static int form_dense(const dora_adapter *a, dora_adapted *m, const dora_tensor *b,
-                      const dora_tensor *shape, int64_t rows,
-                      int (*merge)(const dora_adapter *, const dora_adapted *, double *, int64_t,
-                                   int64_t, dora_err *),
-                      dora_err *err)
-{
-    if (m->nowned > 0) {
-        dora_tensor *d = m->owned[--m->nowned];
-        free((void *)d->data);
-        free(d);
-    }
-    m->saved = m->aux;
-    if (!b)
-        return 0;
-    int same = dora_dtype_is_analysable(b->dtype) && b->ndim >= 2 &&
-               (!shape || b->ndim == shape->ndim) && (!rows || b->shape[0] == rows);
-    for (int d = 0; shape && same && d < b->ndim; d++)
-        same = b->shape[d] == shape->shape[d];
-    if (!same) {
-        char sd[256], sb[256];
-        dora_shape_str(m->aux, sd, sizeof sd);
-        dora_shape_str(b, sb, sizeof sb);
-        return dora_errf(err, "'%s': tensor '%s' is %s, but the base tensor '%s' is %s %s",
-                         a->weights->path, m->aux->name, sd, b->name, dora_dtype_name(b->dtype),
-                         sb);
-    }
-    const int64_t out = dora_tensor_rows(b), in = dora_tensor_cols(b);
-    if (out * in > KOHYA_DENSE_MAX)
-        return dora_errf(err, "'%s': module '%s': LyCORIS's %s update is dense; this tool forms "
-                              "it for up to %lld entries, not %lld",
-                         a->weights->path, m->key, m->layout, (long long)KOHYA_DENSE_MAX,
-                         (long long)(out * in));
-    double *v = adapter_base_rows(b, 0, out, in, err);
-    if (!v)
-        return -1;
-    dora_tensor *wt = adapter_own(m, m->aux, out, in);
-    int rc = wt ? merge(a, m, v, out, in, err)
-                : dora_errf(err, "out of memory for the merged weight of '%s'", m->key);
-    for (int64_t i = 0; rc == 0 && i < out * in; i++)
-        if (!isfinite(v[i]))
-            rc = dora_errf(err, "'%s': module '%s': the merged weight holds NaN or Inf (row %lld)",
-                           a->weights->path, m->key, (long long)(i / in));
-    if (rc == 0) {
-        memcpy((void *)wt->data, v, (size_t)(out * in) * sizeof *v);
-        wt->ndim = b->ndim;
-        for (int d = 0; d < b->ndim; d++)
-            wt->shape[d] = b->shape[d];
-        m->saved = wt;
-    }
-    free(v);
-    return rc;
-}
-
-/* A GLoRA module against base tensor B [out, in]: L's columns r..2r-1 = W0 a1. */
-static int form_glora(const dora_adapter *a, dora_adapted *m, const dora_tensor *b,
-                      dora_err *err)
-{
-    const dora_tensor *a1 = m->aux;
-    const int64_t r = m->r / 2, out = m->L.rows, in = m->R.cols;
-    if (!b)
-        return 0;
-    if (b->ndim != 2 || b->shape[0] != out || b->shape[1] != in || !dora_dtype_is_analysable(b->dtype)) {
-        char sb[256];
-        dora_shape_str(b, sb, sizeof sb);
-        return dora_errf(err, "'%s': module '%s': GLoRA's update is [%lld, %lld] but the base "
-                              "tensor '%s' is %s %s",
-                         a->weights->path, m->key, (long long)out, (long long)in, b->name,
-                         dora_dtype_name(b->dtype), sb);
-    }
-    double *w0 = adapter_base_rows(b, 0, out, in, err);
-    if (!w0)
-        return -1;
-    double *ld = (double *)(void *)m->L.t->data;
-    for (int64_t i = 0; i < out; i++)
-        for (int64_t k = 0; k < r; k++) {
-            double sum = 0;
-            for (int64_t j = 0; j < in; j++)
-                sum += w0[i * in + j] * at_f64(a1, j * r + k);
-            ld[i * 2 * r + r + k] = sum;
-        }
-    free(w0);
-    for (int64_t i = 0; i < out * 2 * r; i++)
-        if (!isfinite(ld[i]))
-            return dora_errf(err, "'%s': module '%s': W0 a1 holds NaN or Inf", a->weights->path,
-                             m->key);
-    return 0;
-}
-
 static int by_base_name(const void *pa, const void *pb)
 {
     return strcmp(((const dora_adapted *)pa)->base_name, ((const dora_adapted *)pb)->base_name);
@@ -1246,10 +595,9 @@ int kohya_resolve(const dora_adapter *a, const dora_model *base, dora_err *err)
         if ((rc = match(a, base, c, nc, m->key, &hit, err)) != 0)
             break;
         bt = dora_model_find(base, hit);
-        if ((rc = full    ? form_dense(a, m, bt, m->aux, 0, merge_full, err)
-                  : oft   ? form_dense(a, m, bt, NULL, m->aux->shape[0] * m->aux->shape[1],
-                                       merge_oft, err)
-                  : glora ? form_glora(a, m, bt, err)
+        if ((rc = full    ? lycoris_form_full(a, m, bt, err)
+                  : oft   ? lycoris_form_oft(a, m, bt, err)
+                  : glora ? lycoris_form_glora(a, m, bt, err)
                           : kernel_fits(a, m, bt, err)) != 0)
             break;
         char *bn = strdup(hit);
