@@ -38,17 +38,6 @@ dora_tensor *adapter_own(dora_adapted *m, const dora_tensor *from, int64_t rows,
     return t;
 }
 
-static double *own_data(dora_tensor *t)
-{
-    return (double *)(void *)t->data;
-}
-
-/* Element I of a tensor viewed flat, as a double. */
-static double at(const dora_tensor *t, int64_t i)
-{
-    return dora_elem_to_f64(t->data + (size_t)i * dora_dtype_size(t->dtype), t->dtype);
-}
-
 /* ---------------------------------------------------------------- config */
 
 /* IA3's feedforward_modules: a list of names (matched as PEFT matches
@@ -237,8 +226,7 @@ static int is_ff(const dora_adapter *a, const char *module, dora_err *err)
     return 0;
 }
 
-/* The tensors of roles [lo, hi] that P has beyond those in WANT (a bit per role). */
-static int unexpected(const dora_adapter *a, const pending *p, unsigned long want, dora_err *err)
+int fam_unexpected(const dora_adapter *a, const pending *p, unsigned long want, dora_err *err)
 {
     for (int k = 0; k < ROLE_SAVED; k++)
         if (p->t[k] && !(want & (1ul << k)))
@@ -247,8 +235,7 @@ static int unexpected(const dora_adapter *a, const pending *p, unsigned long wan
     return 0;
 }
 
-/* REQUIRED tensors of P (a bit per role), floating, of rank 2 unless noted. */
-static int need(const dora_adapter *a, const pending *p, unsigned long required, dora_err *err)
+int fam_need(const dora_adapter *a, const pending *p, unsigned long required, dora_err *err)
 {
     for (int k = 0; k < ROLE_SAVED; k++) {
         if (!(required & (1ul << k)))
@@ -265,9 +252,7 @@ static int need(const dora_adapter *a, const pending *p, unsigned long required,
     return 0;
 }
 
-#define BIT(r) (1ul << (r))
-
-static int shape_err(const dora_adapter *a, const dora_tensor *t, const char *want,
+int fam_shape_err(const dora_adapter *a, const dora_tensor *t, const char *want,
                      dora_err *err)
 {
     char s[256];
@@ -278,7 +263,7 @@ static int shape_err(const dora_adapter *a, const dora_tensor *t, const char *wa
 
 static int build_ia3(dora_adapter *a, const pending *p, dora_adapted *m, dora_err *err)
 {
-    if (unexpected(a, p, BIT(ROLE_IA3), err) || need(a, p, BIT(ROLE_IA3), err))
+    if (fam_unexpected(a, p, FAM_BIT(ROLE_IA3), err) || fam_need(a, p, FAM_BIT(ROLE_IA3), err))
         return -1;
     const dora_tensor *l = p->t[ROLE_IA3];
     int ff = is_ff(a, p->module, err);
@@ -288,7 +273,7 @@ static int build_ia3(dora_adapter *a, const pending *p, dora_adapted *m, dora_er
     int vec2 = l->ndim == 2 && (ff ? l->shape[0] == 1 : l->shape[1] == 1);
     int vec4 = l->ndim == 4 && l->shape[0] == 1 && l->shape[2] == 1 && l->shape[3] == 1;
     if (!vec2 && !vec4)
-        return shape_err(a, l,
+        return fam_shape_err(a, l,
                          ff ? "but feedforward_modules names its module: a feedforward ia3_l "
                               "is [1, in] (or (1, in, 1, 1) for a conv)"
                             : "but its module is not in feedforward_modules: ia3_l is [out, 1] "
@@ -326,8 +311,8 @@ static int64_t adalora_rank(const dora_adapter *a, const char *module, int *mask
 
 static int build_adalora(dora_adapter *a, const pending *p, dora_adapted *m, dora_err *err)
 {
-    const unsigned long want = BIT(ROLE_A) | BIT(ROLE_B) | BIT(ROLE_E);
-    if (unexpected(a, p, want, err) || need(a, p, want, err))
+    const unsigned long want = FAM_BIT(ROLE_A) | FAM_BIT(ROLE_B) | FAM_BIT(ROLE_E);
+    if (fam_unexpected(a, p, want, err) || fam_need(a, p, want, err))
         return -1;
     const dora_tensor *A = p->t[ROLE_A], *B = p->t[ROLE_B], *E = p->t[ROLE_E];
     int masked;
@@ -336,20 +321,20 @@ static int build_adalora(dora_adapter *a, const pending *p, dora_adapted *m, dor
         char why[128];
         snprintf(why, sizeof why, "but %s %lld rank(s) of the module",
                  masked ? "rank_pattern keeps" : "init_r gives", (long long)r);
-        return shape_err(a, A, why, err);
+        return fam_shape_err(a, A, why, err);
     }
     if (B->ndim != 2 || B->shape[1] != r)
-        return shape_err(a, B, "but lora_A's rank differs", err);
+        return fam_shape_err(a, B, "but lora_A's rank differs", err);
     if ((int64_t)E->numel != r || E->ndim != 2 || E->shape[1] != 1)
-        return shape_err(a, E, "but lora_E must be [r, 1] with lora_A's r", err);
+        return fam_shape_err(a, E, "but lora_E must be [r, 1] with lora_A's r", err);
     const int64_t in = A->shape[1], out = B->shape[0], rk = r ? r : 1;
     dora_tensor *R = adapter_own(m, A, rk, in), *L = r ? NULL : adapter_own(m, B, out, 1);
     if (!R || (!r && !L))
         return dora_errf(err, "out of memory for the factors of '%s'", p->module);
-    double *rd = own_data(R);
+    double *rd = fam_own_data(R);
     for (int64_t k = 0; k < r; k++) /* R = lora_A * lora_E: row k scaled by E[k] */
         for (int64_t j = 0; j < in; j++)
-            rd[k * in + j] = at(A, k * in + j) * at(E, k);
+            rd[k * in + j] = fam_at(A, k * in + j) * fam_at(E, k);
     m->layout = "adalora";
     m->R = adapter_matrix(R, 0);
     m->L = adapter_matrix(r ? B : L, 0); /* rank 0: a zero update of rank 1 */
@@ -366,8 +351,8 @@ static int build_adalora(dora_adapter *a, const pending *p, dora_adapted *m, dor
 static int build_vera(dora_adapter *a, const pending *p, dora_adapted *m, int64_t r,
                       dora_err *err)
 {
-    const unsigned long want = BIT(ROLE_VERA_B) | BIT(ROLE_VERA_D);
-    if (unexpected(a, p, want, err) || need(a, p, want, err))
+    const unsigned long want = FAM_BIT(ROLE_VERA_B) | FAM_BIT(ROLE_VERA_D);
+    if (fam_unexpected(a, p, want, err) || fam_need(a, p, want, err))
         return -1;
     const dora_tensor *lb = p->t[ROLE_VERA_B], *ld = p->t[ROLE_VERA_D];
     if (!a->vera_A || !a->vera_B)
@@ -380,22 +365,22 @@ static int build_vera(dora_adapter *a, const pending *p, dora_adapted *m, int64_
     const dora_tensor *VA = a->vera_A, *VB = a->vera_B;
     if (!dora_dtype_is_analysable(VA->dtype) || !dora_dtype_is_analysable(VB->dtype) ||
         VA->ndim != 2 || VB->ndim != 2 || VA->shape[0] != r || VB->shape[1] != r)
-        return shape_err(a, VA->shape[0] != r || VA->ndim != 2 ? VA : VB,
+        return fam_shape_err(a, VA->shape[0] != r || VA->ndim != 2 ? VA : VB,
                          "but VeRA's shared projections are floating [r, in_max] and "
                          "[out_max, r] with the config's r",
                          err);
     if (ld->ndim != 1 || ld->shape[0] != r)
-        return shape_err(a, ld, "but vera_lambda_d must be [r]", err);
+        return fam_shape_err(a, ld, "but vera_lambda_d must be [r]", err);
     if (lb->ndim != 1 || lb->shape[0] > VB->shape[0])
-        return shape_err(a, lb, "but vera_lambda_b must be [out], out at most vera_B's rows", err);
+        return fam_shape_err(a, lb, "but vera_lambda_b must be [out], out at most vera_B's rows", err);
     const int64_t out = lb->shape[0];
     dora_tensor *L = adapter_own(m, lb, out, r);
     if (!L)
         return dora_errf(err, "out of memory for the factors of '%s'", p->module);
-    double *ldat = own_data(L);
+    double *ldat = fam_own_data(L);
     for (int64_t i = 0; i < out; i++) /* L = diag(lambda_b) vera_B[:out] */
         for (int64_t k = 0; k < r; k++)
-            ldat[i * r + k] = at(lb, i) * at(VB, i * r + k);
+            ldat[i * r + k] = fam_at(lb, i) * fam_at(VB, i * r + k);
     m->layout = "vera";
     m->aux = ld;
     m->L = adapter_matrix(L, 0);
@@ -414,273 +399,6 @@ int fam_fits(const dora_adapter *a, const char *module, int64_t rows, int64_t co
                           "entries: not an adapter this tool forms",
                      a->weights->path, module, (long long)rows, (long long)cols,
                      (long long)FAM_MAX_ENTRIES);
-}
-
-void fam_tucker(const dora_tensor *t, const dora_tensor *b, double *q)
-{
-    const int64_t r1 = t->shape[0], r2 = t->shape[1], kk = (int64_t)t->numel / (r1 * r2),
-                  c = (int64_t)b->numel / r2;
-    for (int64_t i = 0; i < r1; i++)
-        for (int64_t x = 0; x < c; x++)
-            for (int64_t y = 0; y < kk; y++) {
-                double sum = 0;
-                for (int64_t j = 0; j < r2; j++)
-                    sum += at(t, (i * r2 + j) * kk + y) * at(b, j * c + x);
-                q[(i * c + x) * kk + y] = sum;
-            }
-}
-
-int fam_tucker_core(const dora_adapter *a, const dora_tensor *t, int64_t r, dora_err *err)
-{
-    int ok = t->ndim >= 3 && t->shape[0] == r && t->shape[1] == r &&
-             dora_dtype_is_analysable(t->dtype);
-    for (int d = 2; ok && d < t->ndim; d++)
-        ok = t->shape[d] >= 1;
-    if (ok)
-        return 0;
-    char want[96];
-    snprintf(want, sizeof want, "but a Tucker core is floating [r, r, kh(, kw)] with r = %lld",
-             (long long)r);
-    return shape_err(a, t, want, err);
-}
-
-/* Both Hadamard factors of a LoHa module, each as [out, r] x [r, in] in
- * float64 (a1, b1, a2, b2 in one buffer): hada_w_a @ hada_w_b, or LyCORIS's
- * Tucker rebuild (hada_w_a [r, out], hada_w_b [r, in_ch], hada_t [r, r, k...]):
- * einsum("i j k, j c, i o -> o c k", t, w_b, w_a) = w_a^T (t x w_b). */
-static double *loha_factors(const dora_adapter *a, const pending *p, int64_t r, int64_t *out,
-                            int64_t *in, dora_err *err)
-{
-    const dora_tensor *w1a = p->t[ROLE_H1A], *w1b = p->t[ROLE_H1B], *w2a = p->t[ROLE_H2A],
-                      *w2b = p->t[ROLE_H2B], *t1 = p->t[ROLE_HT], *t2 = p->t[ROLE_HT2];
-    const dora_tensor *ts[4] = {w1a, w1b, w2a, w2b};
-    const int tucker = t1 || t2;
-    if (tucker && !(t1 && t2))
-        return dora_errf(err, "'%s': module '%s' has %s but no %s", a->weights->path, p->module,
-                         t1 ? t1->name : t2->name, t1 ? "hada_t2" : "hada_t1"),
-               NULL;
-    if (tucker && (fam_tucker_core(a, t1, r, err) || fam_tucker_core(a, t2, r, err)))
-        return NULL;
-    if (tucker && t1->numel != t2->numel)
-        return shape_err(a, t2, "but hada_t1's kernel differs", err), NULL;
-    for (int i = 0; i < 4; i++)
-        if (ts[i]->ndim != 2 || ((i % 2 || tucker) ? ts[i]->shape[0] : ts[i]->shape[1]) != r)
-            return shape_err(a, ts[i],
-                             tucker ? "but LyCORIS's Tucker LoHa factors are [r, out] and [r, in] "
-                                      "with hada_t's r"
-                                    : "but LoHa's factors are [out, r] and [r, in] with the "
-                                      "module's r",
-                             err),
-                   NULL;
-    const int64_t kk = tucker ? (int64_t)t1->numel / (r * r) : 1;
-    *out = tucker ? w1a->shape[1] : w1a->shape[0];
-    *in = w1b->shape[1] * kk;
-    if ((tucker ? w2a->shape[1] : w2a->shape[0]) != *out || w2b->shape[1] != w1b->shape[1])
-        return shape_err(a, (tucker ? w2a->shape[1] : w2a->shape[0]) != *out ? w2a : w2b,
-                         "but hada_w1's product differs", err),
-               NULL;
-    if (fam_fits(a, p->module, 2 * r, *out + *in, err) != 0)
-        return NULL;
-    double *f = malloc((size_t)(2 * r * (*out + *in)) * sizeof *f);
-    if (!f)
-        return dora_errf(err, "out of memory for the factors of '%s'", p->module), NULL;
-    for (int side = 0; side < 2; side++) {
-        const dora_tensor *wa = side ? w2a : w1a, *wb = side ? w2b : w1b;
-        double *fa = f + side * r * (*out + *in), *fb = fa + r * *out;
-        for (int64_t i = 0; i < *out; i++)
-            for (int64_t k = 0; k < r; k++)
-                fa[i * r + k] = at(wa, tucker ? k * *out + i : i * r + k);
-        if (tucker)
-            fam_tucker(side ? t2 : t1, wb, fb);
-        else
-            for (int64_t k = 0; k < r * *in; k++)
-                fb[k] = at(wb, k);
-    }
-    return f;
-}
-
-static int build_loha(dora_adapter *a, const pending *p, dora_adapted *m, int64_t r,
-                      dora_err *err)
-{
-    if (!a->kohya && p->t[ROLE_HT])
-        return dora_errf(err, "'%s': '%s': LoHa with use_effective_conv2d (hada_t1 / hada_t2) is "
-                              "not supported",
-                         a->weights->path, p->t[ROLE_HT]->name);
-    const unsigned long want = BIT(ROLE_H1A) | BIT(ROLE_H1B) | BIT(ROLE_H2A) | BIT(ROLE_H2B) |
-                               BIT(ROLE_HT) | BIT(ROLE_HT2);
-    if (unexpected(a, p, want, err) ||
-        need(a, p, BIT(ROLE_H1A) | BIT(ROLE_H1B) | BIT(ROLE_H2A) | BIT(ROLE_H2B), err))
-        return -1;
-    int64_t out, in;
-    double *f = loha_factors(a, p, r, &out, &in, err);
-    if (!f)
-        return -1;
-    /* r^2 columns: checked against the bound of adapter_check_rank_scale
-     * before anything that size is allocated */
-    if (r > 65536 || r * r > RANK_PER_DIM * (out + in)) {
-        free(f);
-        return dora_errf(err, "'%s': module '%s': LoHa r = %lld gives rank r^2 = %lld, absurd for "
-                              "an update of [%lld, %lld]: at most %d x (out + in)",
-                         a->config_path, p->module, (long long)r, (long long)(r * r),
-                         (long long)out, (long long)in, RANK_PER_DIM);
-    }
-    const int64_t rr = r * r;
-    if (fam_fits(a, p->module, out + in, rr, err) != 0) {
-        free(f);
-        return -1;
-    }
-    const double *a1 = f, *b1 = a1 + r * out, *a2 = b1 + r * in, *b2 = a2 + r * out;
-    dora_tensor *L = adapter_own(m, p->t[ROLE_H1A], out, rr),
-                *R = adapter_own(m, p->t[ROLE_H1B], rr, in);
-    if (!L || !R) {
-        free(f);
-        return dora_errf(err, "out of memory for the factors of '%s' (rank %lld)", p->module,
-                         (long long)rr);
-    }
-    double *ld = own_data(L), *rd = own_data(R);
-    /* (a1 b1) * (a2 b2) = sum_{k,l} (a1[:,k] * a2[:,l]) (b1[k] * b2[l]) */
-    for (int64_t i = 0; i < out; i++)
-        for (int64_t k = 0; k < r; k++)
-            for (int64_t l = 0; l < r; l++)
-                ld[i * rr + k * r + l] = a1[i * r + k] * a2[i * r + l];
-    for (int64_t k = 0; k < r; k++)
-        for (int64_t l = 0; l < r; l++)
-            for (int64_t j = 0; j < in; j++)
-                rd[(k * r + l) * in + j] = b1[k * in + j] * b2[l * in + j];
-    free(f);
-    m->layout = p->t[ROLE_HT] ? "loha-tucker" : "loha";
-    m->aux = p->t[ROLE_HT]; /* its kernel, checked against the base's (kohya_resolve) */
-    m->L = adapter_matrix(L, 0);
-    m->R = adapter_matrix(R, 0);
-    m->r = rr;
-    return 0;
-}
-
-/* One side of a LoKr product, w = P Q: the factors (w_a, w_b), the full w
- * (a conv's [out_k, in_n, kh, kw] flattened to [out_k, in_n kh kw]) with an
- * identity on its shorter side, or, for LyCORIS's Tucker w2, P = w2_a^T and
- * Q = lokr_t2 x w2_b formed in float64 (pd, qd: owned by the caller). */
-typedef struct kside {
-    const dora_tensor *p, *q; /* NULL: the identity (or pd / qd) */
-    double *pd, *qd;
-    int64_t rows, inner, cols;
-} kside;
-
-static int lokr_side(const dora_adapter *a, const pending *p, role full, role fa, role fb,
-                     kside *k, dora_err *err)
-{
-    const dora_tensor *w = p->t[full], *wa = p->t[fa], *wb = p->t[fb];
-    const dora_tensor *t = full == ROLE_K2 ? p->t[ROLE_KT] : NULL;
-    *k = (kside){0};
-    if (w ? (wa || wb || t) : !(wa && wb))
-        return dora_errf(err, "'%s': module '%s' must have either %s or both of its factors",
-                         a->weights->path, p->module, full == ROLE_K1 ? "lokr_w1" : "lokr_w2");
-    const dora_tensor *ts[3] = {w, wa, wb};
-    /* a 4-D lokr_w2 (LyCORIS's full conv side) in kohya files only */
-    const int conv = a->kohya && w && full == ROLE_K2 && w->ndim >= 3;
-    for (int i = 0; i < 3; i++)
-        if (ts[i] && ((ts[i]->ndim != 2 && !(conv && i == 0)) ||
-                      !dora_dtype_is_analysable(ts[i]->dtype)))
-            return shape_err(a, ts[i],
-                             a->kohya ? "but LoKr factors are floating 2-D (lokr_w2 also [out_k, "
-                                        "in_n, kh, kw])"
-                                      : "but this tool merges floating 2-D LoKr factors only "
-                                        "(a 4-D conv lokr_w2 is not supported)",
-                             err);
-    if (w) {
-        k->rows = w->shape[0];
-        k->cols = (int64_t)w->numel / (k->rows ? k->rows : 1);
-        k->inner = k->rows <= k->cols ? k->rows : k->cols;
-        k->p = k->rows <= k->cols ? NULL : w;
-        k->q = k->rows <= k->cols ? w : NULL;
-        return 0;
-    }
-    if (t) { /* rebuild_tucker(t2, w2_a, w2_b): [out_k, in_n, kh, kw] */
-        const int64_t r = wb->shape[0];
-        if (wa->shape[0] != r)
-            return shape_err(a, wa, "but LyCORIS's Tucker LoKr has lokr_w2_a [r, out_k] and "
-                                    "lokr_w2_b [r, in_n] with one r",
-                             err);
-        if (fam_tucker_core(a, t, r, err) != 0)
-            return -1;
-        const int64_t kk = (int64_t)t->numel / (r * r);
-        *k = (kside){NULL, NULL, NULL, NULL, wa->shape[1], r, wb->shape[1] * kk};
-        if (fam_fits(a, p->module, r, k->rows + k->cols, err) != 0)
-            return -1;
-        k->pd = malloc((size_t)(k->rows * r) * sizeof *k->pd);
-        k->qd = malloc((size_t)(r * k->cols) * sizeof *k->qd);
-        if (!k->pd || !k->qd)
-            return dora_errf(err, "out of memory for the factors of '%s'", p->module);
-        for (int64_t i = 0; i < k->rows; i++)
-            for (int64_t j = 0; j < r; j++)
-                k->pd[i * r + j] = at(wa, j * k->rows + i);
-        fam_tucker(t, wb, k->qd);
-        return 0;
-    }
-    if (wa->shape[1] != wb->shape[0])
-        return shape_err(a, wb, "but its rank differs from its _a factor's", err);
-    *k = (kside){wa, wb, NULL, NULL, wa->shape[0], wa->shape[1], wb->shape[1]};
-    return 0;
-}
-
-/* Element (i, j) of P (or the identity) of side K, [rows, inner]. */
-static double kp(const kside *k, int64_t i, int64_t j)
-{
-    return k->pd ? k->pd[i * k->inner + j] : k->p ? at(k->p, i * k->inner + j) : (double)(i == j);
-}
-
-static double kq(const kside *k, int64_t i, int64_t j)
-{
-    return k->qd ? k->qd[i * k->cols + j] : k->q ? at(k->q, i * k->cols + j) : (double)(i == j);
-}
-
-static int build_lokr(dora_adapter *a, const pending *p, dora_adapted *m, dora_err *err)
-{
-    if (!a->kohya && p->t[ROLE_KT])
-        return dora_errf(err, "'%s': '%s': LoKr with a CP-decomposed conv (lokr_t2) is not "
-                              "supported",
-                         a->weights->path, p->t[ROLE_KT]->name);
-    const unsigned long want = BIT(ROLE_K1) | BIT(ROLE_K1A) | BIT(ROLE_K1B) | BIT(ROLE_K2) |
-                               BIT(ROLE_K2A) | BIT(ROLE_K2B) | BIT(ROLE_KT);
-    kside s1 = {0}, s2 = {0};
-    int rc = unexpected(a, p, want, err) || lokr_side(a, p, ROLE_K1, ROLE_K1A, ROLE_K1B, &s1, err) ||
-             lokr_side(a, p, ROLE_K2, ROLE_K2A, ROLE_K2B, &s2, err);
-    /* kron(P1 Q1, P2 Q2) = kron(P1, P2) kron(Q1, Q2); a conv's w1 [a, c] is
-     * LyCORIS's w1[:, :, None, None], so the kron of the flattened sides is
-     * the flattened [a b, c d, kh, kw] kron */
-    const int64_t out = s1.rows * s2.rows, in = s1.cols * s2.cols, r = s1.inner * s2.inner;
-    const dora_tensor *from = p->t[ROLE_K1] ? p->t[ROLE_K1] : p->t[ROLE_K1A];
-    if (rc == 0)
-        rc = fam_fits(a, p->module, r, out + in, err) != 0;
-    dora_tensor *L = rc ? NULL : adapter_own(m, from, out, r),
-                *R = rc ? NULL : adapter_own(m, from, r, in);
-    if (rc == 0 && (!L || !R))
-        rc = dora_errf(err, "out of memory for the factors of '%s' (rank %lld)", p->module,
-                       (long long)r);
-    if (rc == 0) {
-        double *ld = own_data(L), *rd = own_data(R);
-        for (int64_t i1 = 0; i1 < s1.rows; i1++)
-            for (int64_t i2 = 0; i2 < s2.rows; i2++)
-                for (int64_t k1 = 0; k1 < s1.inner; k1++)
-                    for (int64_t k2 = 0; k2 < s2.inner; k2++)
-                        ld[(i1 * s2.rows + i2) * r + k1 * s2.inner + k2] = kp(&s1, i1, k1) * kp(&s2, i2, k2);
-        for (int64_t k1 = 0; k1 < s1.inner; k1++)
-            for (int64_t k2 = 0; k2 < s2.inner; k2++)
-                for (int64_t j1 = 0; j1 < s1.cols; j1++)
-                    for (int64_t j2 = 0; j2 < s2.cols; j2++)
-                        rd[(k1 * s2.inner + k2) * in + j1 * s2.cols + j2] = kq(&s1, k1, j1) * kq(&s2, k2, j2);
-        const dora_tensor *w2 = p->t[ROLE_K2];
-        m->layout = p->t[ROLE_KT] ? "lokr-tucker" : w2 && w2->ndim >= 3 ? "lokr-conv" : "lokr";
-        m->aux = p->t[ROLE_KT] ? p->t[ROLE_KT] : w2 && w2->ndim >= 3 ? w2 : NULL;
-        m->L = adapter_matrix(L, 0);
-        m->R = adapter_matrix(R, 0);
-        m->r = r;
-    }
-    free(s1.pd);
-    free(s1.qd);
-    free(s2.pd);
-    free(s2.qd);
-    return rc ? -1 : 0;
 }
 
 int fam_build(dora_adapter *a, const pending *p, dora_adapted *m, int64_t r, double alpha,
@@ -702,7 +420,8 @@ int fam_build(dora_adapter *a, const pending *p, dora_adapted *m, int64_t r, dou
     } else {
         m->alpha = alpha;
         m->scale = alpha / (double)r;
-        rc = strcmp(meth, "loha") == 0 ? build_loha(a, p, m, r, err) : build_lokr(a, p, m, err);
+        rc = strcmp(meth, "loha") == 0 ? fam_build_loha(a, p, m, r, err)
+                                        : fam_build_lokr(a, p, m, err);
     }
     return rc != 0 ? -1 : adapter_check_rank_scale(a, p->module, m, r_from, err);
 }
@@ -744,7 +463,7 @@ static int check_ia3(const dora_adapter *a, dora_adapted *m, const dora_tensor *
     const dora_tensor *l = m->ia3;
     const int64_t n = (int64_t)l->numel, want = m->ia3_ff ? (b->ndim == 4 ? b->shape[1] : in) : out;
     if (n != want)
-        return shape_err(a, l, m->ia3_ff ? "but the base's input channels differ in number"
+        return fam_shape_err(a, l, m->ia3_ff ? "but the base's input channels differ in number"
                                          : "but the base's output rows differ in number",
                          err);
     drop_owned(m); /* formed again against this W0 (a quantised base, say) */
@@ -753,11 +472,11 @@ static int check_ia3(const dora_adapter *a, dora_adapted *m, const dora_tensor *
                     *g = adapter_own(m, l, out, 1);
         if (!L || !R || !g)
             return dora_errf(err, "out of memory for the factors of '%s'", m->base_name);
-        double *gd = own_data(g);
+        double *gd = fam_own_data(g);
         if (base_row_norms(b, m->fan_in_fan_out, out, in, gd, err) != 0)
             return -1;
         for (int64_t i = 0; i < out; i++) /* the merged row l_i W0[i]: its signed norm */
-            gd[i] = (at(l, i) + m->ia3_add) * sqrt(gd[i]);
+            gd[i] = (fam_at(l, i) + m->ia3_add) * sqrt(gd[i]);
         m->L = adapter_matrix(L, 0);
         m->R = adapter_matrix(R, 0);
         m->magnitude = g;
@@ -774,7 +493,7 @@ static int check_ia3(const dora_adapter *a, dora_adapted *m, const dora_tensor *
         return dora_errf(err, "out of memory for the factors of '%s'", m->base_name);
     const int64_t per = in / n; /* a conv's kernel positions share their channel's l */
     for (int64_t j = 0; j < in; j++)
-        own_data(R)[j * in + j] = at(l, j / per) + m->ia3_add - 1.0;
+        fam_own_data(R)[j * in + j] = fam_at(l, j / per) + m->ia3_add - 1.0;
     m->L = adapter_matrix(b, m->fan_in_fan_out);
     m->R = adapter_matrix(R, 0);
     m->r = in;
@@ -799,17 +518,7 @@ int fam_check(const dora_adapter *a, dora_adapted *m, const dora_tensor *b, int6
         return dora_errf(err, "out of memory for the factors of '%s'", m->base_name);
     for (int64_t k = 0; k < r; k++) /* R = diag(lambda_d) vera_A[:, :in] */
         for (int64_t j = 0; j < in; j++)
-            own_data(R)[k * in + j] = at(lam, k) * at(VA, k * acols + j);
+            fam_own_data(R)[k * in + j] = fam_at(lam, k) * fam_at(VA, k * acols + j);
     m->R = adapter_matrix(R, 0);
     return adapter_check_rank_scale(a, m->base_name, m, "'r'", err);
-}
-
-int fam_build_loha(dora_adapter *a, const pending *p, dora_adapted *m, int64_t r, dora_err *err)
-{
-    return build_loha(a, p, m, r, err);
-}
-
-int fam_build_lokr(dora_adapter *a, const pending *p, dora_adapted *m, dora_err *err)
-{
-    return build_lokr(a, p, m, err);
 }

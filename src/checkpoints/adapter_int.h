@@ -5,6 +5,7 @@
 #define DORA_ADAPTER_INT_H
 
 #include "dora/adapter.h"
+#include "dora/tensor.h"
 
 #include <jansson.h>
 #include <stddef.h>
@@ -86,8 +87,27 @@ int fam_shared(dora_adapter *a, const dora_tensor *t);
 int fam_check(const dora_adapter *a, dora_adapted *m, const dora_tensor *b, int64_t out,
               int64_t in, dora_err *err);
 void fam_release(dora_adapter *a);
-/* LoHa and LoKr modules of P into M (shapes checked, factors formed), for
- * kohya.c; s and alpha are the caller's */
+/* Element I of a tensor viewed flat, as a double; a family's own float64 tensor's data. */
+static inline double fam_at(const dora_tensor *t, int64_t i)
+{
+    return dora_elem_to_f64(t->data + (size_t)i * dora_dtype_size(t->dtype), t->dtype);
+}
+static inline double *fam_own_data(dora_tensor *t)
+{
+    return (double *)(void *)t->data;
+}
+#define FAM_BIT(r) (1ul << (r))
+/* P's tensors beyond those in WANT (a bit per role): -1 with ERR naming the first. */
+int fam_unexpected(const dora_adapter *a, const pending *p, unsigned long want, dora_err *err);
+/* REQUIRED tensors of P (a bit per role) are there and floating: 0, else -1 with ERR. */
+int fam_need(const dora_adapter *a, const pending *p, unsigned long required, dora_err *err);
+/* -1 with ERR: tensor T has its shape, WANT (what it should be). */
+int fam_shape_err(const dora_adapter *a, const dora_tensor *t, const char *want, dora_err *err);
+
+/* ---- adapter_kron.c ---- */
+
+/* LoHa and LoKr modules of P into M (shapes checked, factors formed), for fam_build
+ * and kohya.c; s and alpha are the caller's */
 int fam_build_loha(dora_adapter *a, const pending *p, dora_adapted *m, int64_t r, dora_err *err);
 int fam_build_lokr(dora_adapter *a, const pending *p, dora_adapted *m, dora_err *err);
 /* the most entries of the factors a family module forms (2 GiB of float64) */
