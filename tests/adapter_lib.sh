@@ -31,13 +31,13 @@ checked() {
     fi
 }
 
-# refused LABEL WANTS ARGS... : `analyze -q -o $OUT/LABEL.h5 ARGS` must exit 1 with every
+# refused_by CMD LABEL WANTS ARGS... : `CMD -q -o $OUT/LABEL.h5 ARGS` must exit 1 with every
 # '|'-separated substring of WANTS on stderr, and leave no output
-refused() {
-    local label=$1 wants=$2
-    shift 2
+refused_by() {
+    local cmd=$1 label=$2 wants=$3
+    shift 3
     rm -f "$OUT/$label.h5"
-    run "$label" "$BIN" analyze -q -o "$OUT/$label.h5" "$@"
+    run "$label" "$BIN" "$cmd" -q -o "$OUT/$label.h5" "$@"
     crashed "$label" && return
     if [ $RC -ne 1 ]; then
         fail "$label" "exit $RC, expected 1: $(peek "$LOG/$label.err")"
@@ -55,4 +55,9 @@ refused() {
     else
         pass "$label"
     fi
+}
+
+# refused LABEL WANTS ARGS... : refused_by analyze
+refused() {
+    refused_by analyze "$@"
 }

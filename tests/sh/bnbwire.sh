@@ -25,32 +25,6 @@ generate quant_ref.py gen "$D" --seed 3
 checked bnb_saved.py saved-gen gen "$D"
 checked families.py families-gen gen "$F" --seed 11
 
-# refused_by CMD LABEL WANTS ARGS... : `CMD -q -o $OUT/LABEL.h5 ARGS` exits 1 with every
-# '|'-separated substring of WANTS on stderr, and leaves no output
-refused_by() {
-    local cmd=$1 label=$2 wants=$3
-    shift 3
-    rm -f "$OUT/$label.h5"
-    run "$label" "$BIN" "$cmd" -q -o "$OUT/$label.h5" "$@"
-    crashed "$label" && return
-    if [ $RC -ne 1 ]; then
-        fail "$label" "exit $RC, expected 1: $(peek "$LOG/$label.err")"
-        return
-    fi
-    local IFS='|' w
-    for w in $wants; do
-        if ! grep -qF -- "$w" "$LOG/$label.err"; then
-            fail "$label" "message lacks '$w': $(peek "$LOG/$label.err")"
-            return
-        fi
-    done
-    if [ -n "$(leftovers "$OUT/$label.h5")" ]; then
-        fail "$label" "left $(leftovers "$OUT/$label.h5")"
-    else
-        pass "$label"
-    fi
-}
-
 # ---- 1. spectrum on a base saved by bitsandbytes ------------------------------------------
 for q in nf4 fp4 nf4-dq int8; do
     checked bnbwire.py "plain-$q" plain "$D/saved_$q" "$D/plain_$q" || continue
