@@ -4,6 +4,7 @@
 #define _DEFAULT_SOURCE /* madvise */
 #define _POSIX_C_SOURCE 200809L
 #include "analysis/analyze_int.h"
+#include "analysis/analyze_work.h"
 #include "dora/adapter.h"
 #include "dora/guard.h"
 #include "dora/kernel.h"
@@ -17,47 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
-
-/* Per-thread buffers: the dense path's row buffer, grown as needed, and the
- * LoRA path's, mapped anonymously so that a buffer given back (to fit the
- * budget for another module) leaves the process. */
-typedef struct workspace {
-    double *w0;      /* dense: one base row in float64 */
-    size_t cap_w0;
-    double *lb[LB_N]; /* LoRA: the group's R factors in float64, stacked and padded
-                         as dora_lowrank wants [lowrank_rows(rg), lowrank_ld(cols)];
-                         their Gram matrices; scratch; W0 R^T [nb * rg]; |a|^2 [nb];
-                         rows of L [nb * r]; L G [nb * r]; base rows (transposed) */
-    size_t lcap[LB_N]; /* doubles mapped for each */
-    size_t rall_module, rall_s0; /* group whose factors and Gram matrices are loaded */
-    double *dm, *dd;  /* [S] one chunk's sums for add_row, then kept per group */
-    double *pm, *am;  /* [S] the same for delta_m_passive and delta_m_active */
-    int64_t *zero;    /* [S] */
-    const unsigned char **bp; /* [S] dense: where each step's rows of a pass start */
-    unsigned char *rbuf; /* dense, read path: the rows of a sub-block of the base and steps */
-    size_t cap_rbuf;
-    struct rfd {
-        const st_file *f;
-        int fd; /* -1: not opened (or not the same file): the mapping is read */
-    } *fds;
-    size_t nfds;
-    struct readpick {
-        double ns[2], bytes[2]; /* decayed sums of chunk time and bytes: [0] mapping, [1] pread */
-        unsigned n[2];          /* chunks timed each way */
-        unsigned chunks;        /* chunks run */
-        int way;                /* the faster so far: 0 mapping, 1 pread */
-        unsigned since;         /* chunks run that way since the other was last tried */
-    } pick[2];        /* [0] dense chunks, [1] LoRA chunks (see pick_read) */
-    int use_read;     /* this chunk may read with pread (else the mapping) */
-    int used_read;    /* what it did: 1 pread, 0 the mapping, -1 neither (copies, transposed) */
-    double t_start;   /* when its reading began (after the LoRA factors were loaded), ns */
-} workspace;
 
 static void job_fail(job *jb, const char *fmt, ...)
 {
@@ -106,10 +68,6 @@ static void nonfinite(job *jb, const dora_tensor *t, int64_t r)
 
 static int grow(double **buf, size_t *cap, size_t n);
 static void prefault(const void *p, size_t len);
-static int mark_fault(job *jb, const chunk *c, const void *addr);
-static int run_dense_read(job *jb, chunk *c, workspace *ws);
-static int owns(const dora_tensor *t, const void *addr);
-static double now_ns(void);
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 static void blas_single(void)
@@ -127,8 +85,8 @@ void an_blas_single_once(void)
  * in L1/L2) and each step's pass reads it from there. Rows [r0, r0 + n) of
  * chunk C, row r0 of the base at A0 and of step s at B0[s] (each NULL for a
  * tensor without data), rows contiguous. */
-static int dense_rows(job *jb, chunk *c, workspace *ws, int64_t r0, size_t n,
-                      const unsigned char *a0, const unsigned char *const *b0)
+int an_dense_rows(job *jb, chunk *c, workspace *ws, int64_t r0, size_t n,
+                  const unsigned char *a0, const unsigned char *const *b0)
 {
     const module *md = &jb->mods[c->module];
     const size_t cols = (size_t)md->cols;
@@ -172,7 +130,7 @@ static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
         job_fail(jb, "out of memory for a row buffer of '%s'", md->base->name);
         return -1;
     }
-    const int rd = ws->use_read ? run_dense_read(jb, c, ws) : 1;
+    const int rd = ws->use_read ? an_read_dense(jb, c, ws) : 1;
     ws->used_read = rd <= 0;
     if (rd <= 0)
         return rd;
@@ -187,7 +145,7 @@ static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
         if (ws->bp[s])
             prefault(ws->bp[s], nrow * rb);
     }
-    return dense_rows(jb, c, ws, c->row0, nrow, a0, ws->bp);
+    return an_dense_rows(jb, c, ws, c->row0, nrow, a0, ws->bp);
 }
 
 static int grow(double **buf, size_t *cap, size_t n)
@@ -349,179 +307,6 @@ static void prefault(const void *p, size_t len)
 #endif
 }
 
-/* ---- the dense pass from read(2) instead of the mapping ----
- *
- * On the project's AMD machine (a VM with paravirtualised page tables) the
- * first load from each 4 KiB page of a mapping costs ~1.5 us of CPU even after
- * MADV_POPULATE_READ (the hypervisor fills its own page table entry), more
- * than reading the page: pread of the same bytes into a reused buffer costs
- * ~0.65 us a page, copy included (docs/performance.md). So a dense chunk reads
- * its rows with pread, in sub-blocks of about READ_BLOCK bytes for the base
- * and each step together (the buffer stays in L2 for the kernel), through a
- * descriptor of each file opened once per thread. The mapping stays for the
- * rest (headers, LoRA factors) and for any file this cannot reopen as the
- * same file. The sums are those of the mapped pass: same kernel, same rows,
- * same order. */
-#ifndef READ_BLOCK
-#define READ_BLOCK (512u << 10)
-#endif
-
-/* Descriptors a thread keeps open at most: a chunk needs its base's file and
- * each step's, so runs of more steps read the mapping; when the list is full
- * it is closed and started again (files come module by module). */
-#define READ_FDS 64
-
-static void close_fds(workspace *ws);
-
-/* A descriptor for F on this thread, opened on first use; -1 when F has no
- * mapping or cannot be reopened as the same file (device and inode). A file
- * truncated since it was opened reads short: as a SIGBUS of its mapping. */
-static int thread_fd(workspace *ws, const st_file *f)
-{
-    for (size_t i = 0; i < ws->nfds; i++)
-        if (ws->fds[i].f == f)
-            return ws->fds[i].fd;
-    if (ws->nfds >= READ_FDS)
-        close_fds(ws);
-    struct rfd *n = realloc(ws->fds, (ws->nfds + 1) * sizeof *n);
-    if (!n)
-        return -1;
-    ws->fds = n;
-    int fd = f->map && f->path ? open(f->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC) : -1;
-    struct stat sb;
-    if (fd >= 0 && (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_dev != f->dev ||
-                    (uint64_t)sb.st_ino != f->ino)) {
-        close(fd);
-        fd = -1;
-    }
-    ws->fds[ws->nfds++] = (struct rfd){f, fd};
-    return fd;
-}
-
-static void close_fds(workspace *ws)
-{
-    for (size_t i = 0; i < ws->nfds; i++)
-        if (ws->fds[i].fd >= 0)
-            close(ws->fds[i].fd);
-    free(ws->fds);
-    ws->fds = NULL;
-    ws->nfds = 0;
-}
-
-/* Read LEN bytes of T's data at byte OFF into DST. 0, or -1 on a short read
- * or an error (the file shrank, or failed: as a SIGBUS of the mapping). */
-static int read_rows(int fd, const dora_tensor *t, size_t off, size_t len, unsigned char *dst)
-{
-    uint64_t pos = (uint64_t)(t->data - t->owner->map) + off;
-    while (len) {
-        ssize_t k = pread(fd, dst, len, (off_t)pos);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return -1;
-        dst += k;
-        pos += (uint64_t)k;
-        len -= (size_t)k;
-    }
-    return 0;
-}
-
-/* The thread's read buffer at BYTES or more: 0, or -1 (no memory, or more
- * than READ_MAX: one row of every step of a long run; the mapping is read). */
-#define READ_MAX (8u << 20)
-static int read_buffer(workspace *ws, size_t bytes)
-{
-    if (bytes <= ws->cap_rbuf)
-        return 0;
-    unsigned char *nb = bytes <= READ_MAX ? realloc(ws->rbuf, bytes) : NULL;
-    if (!nb)
-        return -1;
-    ws->rbuf = nb;
-    ws->cap_rbuf = bytes;
-    return 0;
-}
-
-/* T's bytes lie in its file's mapping, and the file is open on this thread. */
-static int readable(workspace *ws, const dora_tensor *t)
-{
-    return t->data && t->nbytes && owns(t, t->data) && owns(t, t->data + t->nbytes - 1) &&
-           thread_fd(ws, t->owner) >= 0;
-}
-
-/* Dense chunk C from pread: 0 done, -1 failed, 1 not possible (a tensor
- * without a file descriptor, or no memory): the caller reads the mapping. */
-static int run_dense_read(job *jb, chunk *c, workspace *ws)
-{
-    const module *md = &jb->mods[c->module];
-    const size_t cols = (size_t)md->cols, S = jb->S;
-    const dora_tensor *base = md->base;
-    if (S + 1 > READ_FDS || !readable(ws, base))
-        return 1;
-    size_t rowb = cols * dora_dtype_size(base->dtype); /* bytes of a row, all tensors together */
-    for (size_t s = 0; s < S; s++) {
-        const dora_tensor *t = md->src[s].dense;
-        if (!readable(ws, t))
-            return 1;
-        rowb += cols * dora_dtype_size(t->dtype);
-    }
-    const size_t nrow = (size_t)(c->row1 - c->row0);
-    size_t sub = rowb ? READ_BLOCK / rowb : nrow;
-    sub = sub < 1 ? 1 : sub > nrow ? nrow : sub;
-    if (read_buffer(ws, sub * rowb) != 0)
-        return 1;
-    const size_t sa = dora_dtype_size(base->dtype);
-    for (int64_t r0 = c->row0; r0 < c->row1; r0 += (int64_t)sub) {
-        const size_t n = (size_t)(c->row1 - r0) < sub ? (size_t)(c->row1 - r0) : sub;
-        unsigned char *pb = ws->rbuf + sub * cols * sa;
-        if (read_rows(thread_fd(ws, base->owner), base, (size_t)r0 * cols * sa, n * cols * sa,
-                      ws->rbuf) != 0) {
-            mark_fault(jb, c, base->data); /* the base: the job fails */
-            return -1;
-        }
-        for (size_t s = 0; s < S; s++) {
-            const dora_tensor *t = md->src[s].dense;
-            const size_t sb = dora_dtype_size(t->dtype);
-            if (!__atomic_load_n(&jb->step_bad[s], __ATOMIC_RELAXED) &&
-                read_rows(thread_fd(ws, t->owner), t, (size_t)r0 * cols * sb, n * cols * sb, pb) != 0 &&
-                mark_fault(jb, c, t->data) != 0) /* a step: dropped, the others go on */
-                return -1;
-            ws->bp[s] = pb;
-            pb += sub * cols * sb;
-        }
-        if (dense_rows(jb, c, ws, r0, n, ws->rbuf, ws->bp) != 0)
-            return -1;
-    }
-    return 0;
-}
-
-/* The low-rank products of base rows [b0, b0 + n) of LoRA chunk C (its group's
- * RG rows of R) from pread, in sub-blocks of READ_BLOCK bytes: each row's
- * products and norm do not depend on the rows beside it in a call, so they are
- * those of one call on the mapping. 0, -1 failed, 1 not possible (the caller
- * reads the mapping). */
-static int lora_read_rows(job *jb, chunk *c, workspace *ws, int64_t b0, size_t n, size_t rg)
-{
-    const module *md = &jb->mods[c->module];
-    const dora_tensor *base = md->base;
-    const size_t cols = (size_t)md->cols, rb = cols * dora_dtype_size(base->dtype);
-    if (!readable(ws, base))
-        return 1;
-    size_t sub = rb ? READ_BLOCK / rb : n;
-    sub = sub < 1 ? 1 : sub > n ? n : sub;
-    if (read_buffer(ws, sub * rb) != 0)
-        return 1;
-    for (size_t i = 0; i < n; i += sub) {
-        const size_t m = n - i < sub ? n - i : sub;
-        if (read_rows(thread_fd(ws, base->owner), base, ((size_t)b0 + i) * rb, m * rb, ws->rbuf) != 0) {
-            mark_fault(jb, c, base->data); /* the base: the job fails */
-            return -1;
-        }
-        dora_lowrank(ws->rbuf, base->dtype, m, cols, ws->lb[LB_RALL], rg, ws->lb[LB_P] + i * rg,
-                     ws->lb[LB_SAA] + i, ws->lb[LB_SCRATCH]);
-    }
-    return 0;
-}
-
 /* Rows [row0, row0 + nb) of a LoRA chunk C for its steps: the statistics of
  * each row into C (through add_row). P, SAA: the kernel's products and norms
  * of these rows. */
@@ -632,7 +417,7 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
     if ((ws->rall_module != c->module || ws->rall_s0 != c->s0) &&
         load_factors(jb, c->module, c->s0, c->s1, ws) != 0)
         return -1;
-    ws->t_start = now_ns(); /* the rows' cost, not the factors', chooses how they are read */
+    ws->t_start = an_now_ns(); /* the rows' cost, not the factors', chooses how they are read */
     ws->used_read = md->transposed ? -1 : ws->use_read;
     /* add_row's sums go to the thread's [S] arrays, then to the chunk's [s1 - s0] */
     chunk lc = *c;
@@ -653,7 +438,7 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
                          ws->lb[LB_SAA], ws->lb[LB_SCRATCH]);
         } else {
             const size_t rb = cols * dora_dtype_size(md->base->dtype);
-            const int rd = ws->use_read ? lora_read_rows(jb, c, ws, b0, n, rg) : 1;
+            const int rd = ws->use_read ? an_read_lora_rows(jb, c, ws, b0, n, rg) : 1;
             if (rd < 0)
                 return -1;
             if (rd > 0) {
@@ -676,62 +461,6 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
     return 0;
 }
 
-/* ---- the mapping or pread: chosen at run time, by each thread, by measurement ----
- *
- * Which reads faster depends on the machine, and on this project's VMs it changed between
- * runs of one day (docs/performance.md): where the first load of a mapped page is cheap,
- * reading the mapping saves pread's copy; where it costs ~1.5 us (a hypervisor's shadow page
- * tables), pread was 2.6x (LoRA) to 5.6x (FT) faster per byte. Both give the same sums (same
- * kernel, rows and order), so the choice changes only the time. Each thread times its chunks
- * (wall time per byte of the chunk, decayed so that a change of state is followed): after its
- * first chunk of a kind (which pays for opening the files and its buffers), PICK_WARM chunks
- * each way in turn, then the faster way; it changes way only for one PICK_MARGIN faster, and
- * tries the slower one chunk in PICK_EVERY x (slower / faster)^2, so that a way that costs
- * several times more is seldom paid for. */
-#define PICK_WARM 2
-#define PICK_EVERY 64
-#define PICK_DECAY 0.9
-#define PICK_MARGIN 0.9
-
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-/* ns per byte of way W */
-static double pick_rate(const struct readpick *p, int w)
-{
-    return p->bytes[w] > 0 ? p->ns[w] / p->bytes[w] : 0;
-}
-
-/* 1: read the next chunk with pread, 0: the mapping. */
-static int pick_read(const struct readpick *p)
-{
-    if (p->chunks == 0)
-        return 1;
-    if (p->n[0] < PICK_WARM || p->n[1] < PICK_WARM)
-        return p->n[1] <= p->n[0]; /* in turn, pread first */
-    const int cur = p->way, other = !cur;
-    const double r = pick_rate(p, cur) > 0 ? pick_rate(p, other) / pick_rate(p, cur) : 1;
-    const double every = r > 1 ? PICK_EVERY * (r * r < 1e6 ? r * r : 1e6) : PICK_EVERY;
-    return p->since + 1 >= every ? other : cur;
-}
-
-static void pick_record(struct readpick *p, int way, double ns, double bytes)
-{
-    if (p->chunks++ == 0)
-        return; /* the thread's first chunk of the kind: files opened, buffers faulted in */
-    p->ns[way] = PICK_DECAY * p->ns[way] + ns;
-    p->bytes[way] = PICK_DECAY * p->bytes[way] + bytes;
-    p->n[way]++;
-    p->since = way == p->way ? p->since + 1 : 0;
-    if (p->n[0] >= PICK_WARM && p->n[1] >= PICK_WARM &&
-        pick_rate(p, !p->way) < PICK_MARGIN * pick_rate(p, p->way))
-        p->way = !p->way;
-}
-
 static int run_chunk(job *jb, chunk *c, workspace *ws)
 {
     for (size_t s = c->s0; s < c->s1; s++) {
@@ -743,16 +472,16 @@ static int run_chunk(job *jb, chunk *c, workspace *ws)
         memset(c->head_sum, 0, 2 * (c->s1 - c->s0) * (size_t)c->nheads * sizeof *c->head_sum);
     const int lora = jb->mods[c->module].lora;
     struct readpick *pk = &ws->pick[lora];
-    ws->use_read = pick_read(pk);
+    ws->use_read = an_pick_read(pk);
     ws->used_read = -1;
-    ws->t_start = now_ns();
+    ws->t_start = an_now_ns();
     const int rc = lora ? run_chunk_lora(jb, c, ws) : run_chunk_dense(jb, c, ws);
     if (rc == 0 && ws->used_read >= 0)
-        pick_record(pk, ws->used_read, now_ns() - ws->t_start, (double)c->bytes);
+        an_pick_record(pk, ws->used_read, an_now_ns() - ws->t_start, (double)c->bytes);
     return rc;
 }
 
-static int owns(const dora_tensor *t, const void *addr)
+int an_owns(const dora_tensor *t, const void *addr)
 {
     const st_file *f = t ? t->owner : NULL;
     const unsigned char *a = addr;
@@ -762,10 +491,10 @@ static int owns(const dora_tensor *t, const void *addr)
 /* A SIGBUS at ADDR while chunk C was read: a file shrank. If it is a step's
  * file, that step is dropped (the others go on) and 0 is returned so that the
  * chunk is redone without it; if it is the base's, or unknown, -1. */
-static int mark_fault(job *jb, const chunk *c, const void *addr)
+int an_mark_fault(job *jb, const chunk *c, const void *addr)
 {
     const module *md = &jb->mods[c->module];
-    if (owns(md->base, addr)) {
+    if (an_owns(md->base, addr)) {
         job_fail(jb, "'%s' changed while it was read (truncated?): the base is needed for every "
                      "result",
                  md->base->file);
@@ -777,7 +506,7 @@ static int mark_fault(job *jb, const chunk *c, const void *addr)
                                     src->ad ? src->ad->R.t : NULL,
                                     src->ad ? src->ad->magnitude : NULL};
         for (int i = 0; i < 4; i++)
-            if (owns(ts[i], addr)) {
+            if (an_owns(ts[i], addr)) {
                 pthread_mutex_lock(&jb->lock);
                 if (!jb->step_why[s]) {
                     char buf[1200];
@@ -814,7 +543,7 @@ static int run_guarded(job *jb, chunk *c, workspace *ws)
         } else {
             dora_guard_leave();
             ws->rall_module = SIZE_MAX; /* the factors may be half converted */
-            if (mark_fault(jb, c, dora_guard_fault()) != 0)
+            if (an_mark_fault(jb, c, dora_guard_fault()) != 0)
                 return -1;
         }
     }
@@ -860,7 +589,7 @@ out:
     free(ws.w0);
     free(ws.rbuf);
     free(ws.bp);
-    close_fds(&ws);
+    an_close_fds(&ws);
     lora_release(&ws);
     free(ws.dm);
     free(ws.dd);
