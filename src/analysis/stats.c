@@ -5,8 +5,10 @@
 #include "core/util.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 char *dora_module_kind(const char *name)
 {
@@ -367,6 +369,48 @@ static int group_cmp(const void *pa, const void *pb)
     return (a->first > b->first) - (a->first < b->first);
 }
 
+/* One regression to compute: a group of RUN's modules, into G (rc: one()'s). */
+typedef struct reg_task {
+    const dora_result *run;
+    const dora_stats_opts *o;
+    size_t *members, m;
+    dora_regression g;
+    int rc;
+} reg_task;
+
+typedef struct reg_pool {
+    reg_task *t;
+    size_t n, next; /* next: atomic */
+} reg_pool;
+
+static void *reg_worker(void *arg)
+{
+    reg_pool *p = arg;
+    for (size_t i; (i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED)) < p->n;)
+        p->t[i].rc = one(p->t[i].run, p->t[i].members, p->t[i].m, p->t[i].o, &p->t[i].g);
+    return NULL;
+}
+
+/* The N tasks on up to one thread per online CPU (the caller's included): the bootstrap is
+ * most of a regression's cost (B replicates of S x m points), and each regression restarts
+ * its draws from the seed, so the results do not depend on the threads. */
+static void run_tasks(reg_task *t, size_t n)
+{
+    reg_pool p = {t, n, 0};
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t nt = cpus > 1 ? (size_t)cpus : 1;
+    nt = nt > n ? n : nt;
+    nt = nt > 16 ? 16 : nt;
+    pthread_t tid[16];
+    size_t started = 0;
+    for (size_t i = 1; i < nt; i++)
+        if (pthread_create(&tid[started], NULL, reg_worker, &p) == 0)
+            started++; /* fewer threads is still correct */
+    reg_worker(&p);
+    for (size_t i = 0; i < started; i++)
+        pthread_join(tid[i], NULL);
+}
+
 /* The regressions of one run, appended to *out in the order in which the
  * kinds first appear. The modules are sorted by (kind, index) once, so that
  * the whole run costs O(L log L + S * L), not a pass over all modules per
@@ -393,21 +437,34 @@ static int run_regressions(const dora_result *run, const dora_stats_opts *o,
         }
         qsort(groups, ng, sizeof *groups, group_cmp);
     }
+    /* each group's members in its own slice of MEMBERS (the groups partition the modules) */
+    reg_task *task = ok ? calloc(ng ? ng : 1, sizeof *task) : NULL;
+    ok = ok && task;
     for (size_t k = 0; k < ng && ok; k++) {
         const kind_group *gr = &groups[k];
-        size_t m = gr->end - gr->begin;
-        for (size_t i = 0; i < m; i++)
-            members[i] = km[gr->begin + i].index;
-        dora_regression g = {0};
-        g.method = run->method;
-        g.run = strdup(run->name);
-        g.kind = strdup(km[gr->begin].kind);
-        if (!g.run || !g.kind || one(run, members, m, o, &g) != 0 || add(out, n, cap, g)) {
-            free(g.run);
-            free(g.kind);
-            ok = 0;
-        }
+        reg_task *t = &task[k];
+        t->run = run;
+        t->o = o;
+        t->m = gr->end - gr->begin;
+        t->members = members + gr->begin;
+        for (size_t i = 0; i < t->m; i++)
+            t->members[i] = km[gr->begin + i].index;
+        t->g.method = run->method;
+        t->g.run = strdup(run->name);
+        t->g.kind = strdup(km[gr->begin].kind);
+        ok = t->g.run && t->g.kind;
     }
+    if (ok)
+        run_tasks(task, ng);
+    for (size_t k = 0; k < ng && task; k++) {
+        if (ok && (task[k].rc != 0 || add(out, n, cap, task[k].g) != 0))
+            ok = 0;
+        else if (ok)
+            continue;
+        free(task[k].g.run);
+        free(task[k].g.kind);
+    }
+    free(task);
     for (size_t l = 0; km && l < L; l++)
         free(km[l].kind);
     free(km);
