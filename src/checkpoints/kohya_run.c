@@ -32,10 +32,7 @@ int dora_kohya_name(const char *name, int64_t *n)
             p[g + 1 + e] != '-' || (es = strspn(p + g + 2 + e, "0123456789")) == 0 ||
             (size_t)(p + g + 2 + e + es - name) != len)
             continue;
-        char buf[24];
-        memcpy(buf, p, g);
-        buf[g] = '\0';
-        return util_parse_i64(buf, 0, INT64_MAX, n) == 0 ? 1 : -1;
+        return util_parse_digits(p, g, n) == 0 ? 1 : -1;
     }
     size_t d = 0; /* the digits at the end of the stem */
     while (d < len && name[len - 1 - d] >= '0' && name[len - 1 - d] <= '9')
@@ -52,12 +49,7 @@ int dora_kohya_name(const char *name, int64_t *n)
         kind = 2; /* kohya's EPOCH_FILE_NAME "NAME-%06d" */
     else
         return 0;
-    char buf[24];
-    if (d > 19)
-        return -1;
-    memcpy(buf, num, d);
-    buf[d] = '\0';
-    return util_parse_i64(buf, 0, INT64_MAX, n) == 0 ? kind : -1;
+    return util_parse_digits(num, d, n) == 0 ? kind : -1;
 }
 
 /* ss_steps of the kohya file PATH: 1 and *STEP, 0 without it, -1 (ERR) when

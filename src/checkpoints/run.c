@@ -322,10 +322,7 @@ static int lightning_step(const char *name, int64_t *step)
     size_t s = strspn(p, "0123456789");
     if (s == 0 || strcmp(p + s, ".ckpt") != 0 || s > 19)
         return s > 19 && strcmp(p + s, ".ckpt") == 0 ? -1 : 0;
-    char num[24];
-    memcpy(num, p, s);
-    num[s] = '\0';
-    return util_parse_i64(num, 0, INT64_MAX, step) == 0 ? 1 : -1;
+    return util_parse_digits(p, s, step) == 0 ? 1 : -1;
 }
 
 /* "meta_model_E.pt" (torchtune's checkpoint of epoch E in Meta's format): 1
@@ -338,12 +335,7 @@ static int torchtune_epoch(const char *name, int64_t *step)
     size_t n = strspn(num, "0123456789");
     if (n == 0 || strcmp(num + n, ".pt") != 0)
         return 0;
-    char buf[24];
-    if (n > 19)
-        return -1;
-    memcpy(buf, num, n);
-    buf[n] = '\0';
-    return util_parse_i64(buf, 0, INT64_MAX, step) == 0 ? 1 : -1;
+    return util_parse_digits(num, n, step) == 0 ? 1 : -1;
 }
 
 /* "hf_model_0001_E.pt" (the first shard of torchtune's HF checkpoint of epoch

@@ -168,6 +168,19 @@ int util_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
     return 0;
 }
 
+int util_parse_digits(const char *s, size_t n, int64_t *out)
+{
+    char buf[24];
+    if (n == 0 || n > 19)
+        return -1; /* 19 digits hold every int64; more do not fit */
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return util_parse_i64(buf, 0, INT64_MAX, out);
+}
+
 uint64_t util_fnv1a64(const void *data, size_t n)
 {
     const unsigned char *p = data;

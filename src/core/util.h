@@ -87,6 +87,9 @@ char *util_resolve_output(const char *path);
 int util_same_output(const char *a, const char *b);
 /* Strict decimal parse of a whole string into [min, max]; -1 if it is not one. */
 int util_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
+/* The N decimal digits at S (not NUL-terminated: the step number inside a file name) into
+ * *OUT: 0, or -1 when N is 0, S holds a non-digit, or the number does not fit int64. */
+int util_parse_digits(const char *s, size_t n, int64_t *out);
 /* FNV-1a, 64 bits, of N bytes: the checksum of the journal's records and of
  * spectrum's cache files. */
 uint64_t util_fnv1a64(const void *data, size_t n);
