@@ -19,13 +19,14 @@
  * first load from each 4 KiB page of a mapping costs ~1.5 us of CPU even after
  * MADV_POPULATE_READ (the hypervisor fills its own page table entry), more
  * than reading the page: pread of the same bytes into a reused buffer costs
- * ~0.65 us a page, copy included (docs/performance.md). So a dense chunk reads
- * its rows with pread, in sub-blocks of about READ_BLOCK bytes for the base
- * and each step together (the buffer stays in L2 for the kernel), through a
- * descriptor of each file opened once per thread. The mapping stays for the
- * rest (headers, LoRA factors) and for any file this cannot reopen as the
- * same file. The sums are those of the mapped pass: same kernel, same rows,
- * same order. */
+ * ~0.65 us a page, copy included (docs/performance.md); in the 2 MiB folios of a
+ * freshly written file the mapping is the cheaper. So a dense chunk may read
+ * its rows with pread (an_pick_read, below, decides per thread), in sub-blocks
+ * of about READ_BLOCK bytes for the base and each step together (the buffer
+ * stays in L2 for the kernel), through a descriptor of each file opened once
+ * per thread. The mapping stays for the rest (headers, LoRA factors) and for
+ * any file this cannot reopen as the same file. The sums are those of the
+ * mapped pass: same kernel, same rows, same order. */
 #ifndef READ_BLOCK
 #define READ_BLOCK (512u << 10)
 #endif

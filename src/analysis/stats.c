@@ -457,10 +457,9 @@ static int run_regressions(const dora_result *run, const dora_stats_opts *o,
     if (ok)
         run_tasks(task, ng);
     for (size_t k = 0; k < ng && task; k++) {
-        if (ok && (task[k].rc != 0 || add(out, n, cap, task[k].g) != 0))
-            ok = 0;
-        else if (ok)
-            continue;
+        if (ok && task[k].rc == 0 && add(out, n, cap, task[k].g) == 0)
+            continue; /* its strings are *out's now */
+        ok = 0;
         free(task[k].g.run);
         free(task[k].g.kind);
     }
