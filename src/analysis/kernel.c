@@ -368,8 +368,9 @@ DEFINE_SUMS(sums_x86_64_v3, V3, v3_sums_tt)
 DEFINE_SUMS(sums_x86_64_v4, V4, v4_sums_tt)
 DEFINE_CONVERT(convert_x86_64_v3, V3, v3_convert_t)
 DEFINE_CONVERT(convert_x86_64_v4, V4, v4_convert_t)
+DEFINE_CONVERT(tile_x86_64_v4, V4, v4_tile_t)
 DEFINE_LOWRANK(lowrank_x86_64_v3, V3, convert_x86_64_v3, v3_micro)
-DEFINE_LOWRANK(lowrank_x86_64_v4, V4, convert_x86_64_v4, v4_micro)
+DEFINE_LOWRANK(lowrank_x86_64_v4, V4, tile_x86_64_v4, v4_micro)
 #endif
 
 typedef void (*sums_fn)(const void *, dora_dtype, const void *, dora_dtype, size_t, dora_rowsums *);
