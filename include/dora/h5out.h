@@ -24,6 +24,12 @@ int h5o_write(const char *path, const dora_result *runs, size_t nruns, const cha
  * defaults of stats.h). */
 int h5o_write_stats(const char *path, const dora_result *runs, size_t nruns,
                     const char *command_line, const dora_stats_opts *stats, dora_err *err);
+/* The same with /regression from REGS [NREGS]: dora_regressions_opts(RUNS, NRUNS,
+ * STATS), computed already by a caller that needs them too (batch: its
+ * expectations and figures), so that the bootstrap runs once. */
+int h5o_write_regs(const char *path, const dora_result *runs, size_t nruns,
+                   const char *command_line, const dora_stats_opts *stats,
+                   const dora_regression *regs, size_t nregs, dora_err *err);
 
 /* 1 if PATH is an HDF5 results file this tool wrote (the HDF5 signature and
  * the root attributes tool_version, layout_version and a command_line of

@@ -35,8 +35,10 @@ typedef struct dora_plot_study {
     dora_result *runs;      /* [nruns] the runs drawn, in panel order: shallow copies of
                                entries of all, valid until dora_plot_release */
     size_t nruns;
-    dora_regression *regs;  /* [nregs] one per (run of runs, module kind), owned */
+    const dora_regression *regs; /* [nregs] one per (run of runs, module kind): own_regs,
+                                    or the caller's (dora_plot_opts.regs) */
     size_t nregs;
+    dora_regression *own_regs; /* what dora_plot_release frees */
     dora_result *all;       /* [nall] every run of the file, owned */
     size_t nall;
 } dora_plot_study;
@@ -68,6 +70,11 @@ typedef struct dora_plot_opts {
     int overlay;           /* 1: fig. 2 with every run in one panel, coloured by run */
     const dora_stats_opts *stats; /* the bootstrap of dora_plot_figures' regressions
                                      (NULL: the defaults of stats.h) */
+    const dora_regression *regs;  /* [nregs] the regressions of every run of the file with
+                                     STATS, from a caller that computed them for the runs
+                                     it wrote there (batch): used, not computed again.
+                                     NULL: dora_plot_figures computes them */
+    size_t nregs;
 } dora_plot_opts;
 
 /* 0 if FORMATS lists at least one format and only png, pdf and svg; else -1 with

@@ -132,6 +132,7 @@ static void release(batch *b)
         for (size_t k = 0; k < s->njoined; k++)
             dora_result_release(&s->joined[k]);
         free(s->joined);
+        dora_regressions_free(s->regs, s->nregs);
         dora_study_report_release(&s->rep);
         free(s->out);
         pthread_mutex_destroy(&s->lock);

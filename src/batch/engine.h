@@ -14,6 +14,7 @@
 #include "dora/model.h"
 #include "dora/progress.h"
 #include "dora/run.h"
+#include "dora/stats.h"
 
 #include <pthread.h>
 #include <stddef.h>
@@ -40,6 +41,9 @@ typedef struct study_state {
     size_t pending;      /* units to do that have not finished */
     dora_result *joined; /* per run, after finalize */
     size_t njoined;
+    dora_regression *regs; /* [nregs] of joined, after finalize: the file's /regression,
+                              the expectations and the figures share one bootstrap */
+    size_t nregs;
     dora_study_report rep;
     double t0;
     pthread_mutex_t lock;

@@ -25,7 +25,8 @@ void batch_draw_figures(batch *b, study_state *s)
         return;
     }
     dora_plot_opts o = {.kinds = st->fig_kinds, .formats = st->fig_formats,
-                        .outdir = st->fig_dir, .templates = NULL, .stats = &b->stats};
+                        .outdir = st->fig_dir, .templates = NULL, .stats = &b->stats,
+                        .regs = s->written ? s->regs : NULL, .nregs = s->nregs};
     dora_plot_report rep = {0};
     dora_err err = {{0}, 0};
     if (dora_plot_figures(s->out, &o, &rep, &err) == 0) {

@@ -12,10 +12,16 @@
 #include <string.h>
 
 /* (cli_guard_signals is installed by cmd_batch; h5o_write registers its temporary) */
-static int write_h5(batch *b, const char *out, const dora_result *res, size_t n, dora_err *err)
+/* The study's HDF5, with its regressions, which S keeps for the expectations and the
+ * figures. */
+static int write_h5(batch *b, study_state *s, dora_err *err)
 {
+    if (!s->regs && dora_regressions_opts(s->joined, s->njoined, &b->stats, &s->regs,
+                                          &s->nregs) != 0)
+        return dora_errf(err, "out of memory computing the regressions");
     pthread_mutex_lock(&b->h5_lock);
-    int rc = h5o_write_stats(out, res, n, b->cmdline, &b->stats, err);
+    int rc = h5o_write_regs(s->out, s->joined, s->njoined, b->cmdline, &b->stats, s->regs,
+                            s->nregs, err);
     pthread_mutex_unlock(&b->h5_lock);
     return rc;
 }
@@ -68,7 +74,7 @@ void batch_finalize_study(batch *b, study_state *s)
     }
     free(parts);
     if (s->njoined > 0) {
-        if (write_h5(b, s->out, s->joined, s->njoined, &e) != 0) {
+        if (write_h5(b, s, &e) != 0) {
             batch_study_error(b, s, e.msg);
             return;
         }
@@ -204,17 +210,16 @@ void batch_check_study(batch *b, study_state *s)
         }
         return;
     }
-    dora_regression *regs = NULL;
-    size_t nregs = 0;
-    if (st->nexpect && dora_regressions_opts(s->joined, s->njoined, &b->stats, &regs, &nregs) != 0) {
+    /* those of the file (write_h5), unless it was not written */
+    if (st->nexpect && !s->regs &&
+        dora_regressions_opts(s->joined, s->njoined, &b->stats, &s->regs, &s->nregs) != 0) {
         for (size_t e = 0; e < st->nexpect; e++)
             snprintf(s->rep.results[e].message, sizeof s->rep.results[e].message,
                      "out of memory computing the regressions");
     } else {
         for (size_t e = 0; e < st->nexpect; e++)
-            dora_expect_eval(&st->expect[e], regs, nregs, &s->rep.results[e]);
+            dora_expect_eval(&st->expect[e], s->regs, s->nregs, &s->rep.results[e]);
     }
-    dora_regressions_free(regs, nregs);
     if (st->figures)
         batch_draw_figures(b, s);
 }

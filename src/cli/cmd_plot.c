@@ -68,7 +68,7 @@ static int parse_args(int argc, char **argv, plot_args *a)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    *a = (plot_args){NULL, {NULL, "png,pdf", NULL, NULL, 0, NULL}, NULL, 0, 0, 1, {0, 0}};
+    *a = (plot_args){NULL, {NULL, "png,pdf", NULL, NULL, 0, NULL, NULL, 0}, NULL, 0, 0, 1, {0, 0}};
     int c, r;
     cli_seen seen = {{0}};
     opterr = 0;

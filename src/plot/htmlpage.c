@@ -366,7 +366,7 @@ static int draw_and_build(const dora_plot_study *s, const char *kinds, const dor
     char figdir[] = "/tmp/dora-report-XXXXXX";
     if (!mkdtemp(figdir))
         return dora_errf(err, "cannot create a temporary folder: %s", strerror(errno));
-    dora_plot_opts po = {kinds, "svg", figdir, o->templates, 0, NULL};
+    dora_plot_opts po = {kinds, "svg", figdir, o->templates, 0, NULL, NULL, 0};
     int rc = dora_plot_draw(s, &po, rep, err);
     size_t nk = 0;
     char **kv = plot_list_split(kinds, &nk);

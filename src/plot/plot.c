@@ -51,7 +51,7 @@ void plot_list_free(char **v)
 
 void dora_plot_release(dora_plot_study *s)
 {
-    dora_regressions_free(s->regs, s->nregs);
+    dora_regressions_free(s->own_regs, s->own_regs ? s->nregs : 0);
     for (size_t i = 0; i < s->nall; i++)
         dora_result_release(&s->all[i]);
     free(s->all);
@@ -94,8 +94,9 @@ int dora_plot_open(dora_plot_study *s, const char *results_h5, const char *runs,
     return dora_plot_open_stats(s, results_h5, runs, NULL, err);
 }
 
-int dora_plot_open_stats(dora_plot_study *s, const char *results_h5, const char *runs,
-                         const dora_stats_opts *stats, dora_err *err)
+/* dora_plot_open_stats, with the regressions computed when COMPUTE. */
+static int plot_open(dora_plot_study *s, const char *results_h5, const char *runs,
+                     const dora_stats_opts *stats, int compute, dora_err *err)
 {
     memset(s, 0, sizeof *s);
     int fd = util_open_regular(results_h5, err); /* a FIFO would hold HDF5's open() forever */
@@ -109,11 +110,41 @@ int dora_plot_open_stats(dora_plot_study *s, const char *results_h5, const char 
         rc = dora_errf(err, "out of memory");
     if (rc == 0)
         rc = select_runs(s, runs, err);
-    if (rc == 0 && dora_regressions_opts(s->runs, s->nruns, stats, &s->regs, &s->nregs) != 0)
-        rc = dora_errf(err, "out of memory");
+    if (rc == 0 && compute) {
+        if (dora_regressions_opts(s->runs, s->nruns, stats, &s->own_regs, &s->nregs) != 0)
+            rc = dora_errf(err, "out of memory");
+        s->regs = s->own_regs;
+    }
     if (rc != 0)
         dora_plot_release(s);
     return rc;
+}
+
+int dora_plot_open_stats(dora_plot_study *s, const char *results_h5, const char *runs,
+                         const dora_stats_opts *stats, dora_err *err)
+{
+    return plot_open(s, results_h5, runs, stats, 1, err);
+}
+
+/* 1 if the regressions G [N] are those of the runs of S: each names one of them, and
+ * each of them that has modules is named (a caller's set for another file fails). */
+static int regs_fit(const dora_plot_study *s, const dora_regression *g, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t r = 0;
+        while (r < s->nruns && strcmp(s->runs[r].name, g[i].run) != 0)
+            r++;
+        if (r == s->nruns)
+            return 0;
+    }
+    for (size_t r = 0; r < s->nruns; r++) {
+        size_t i = 0;
+        while (i < n && strcmp(s->runs[r].name, g[i].run) != 0)
+            i++;
+        if (i == n && s->runs[r].nmodules > 0)
+            return 0;
+    }
+    return 1;
 }
 
 /* ---- options and report ------------------------------------------------- */
@@ -336,8 +367,18 @@ int dora_plot_figures(const char *results_h5, const dora_plot_opts *o, dora_plot
 {
     dora_plot_study s;
     memset(rep, 0, sizeof *rep);
-    if (dora_plot_open_stats(&s, results_h5, NULL, o->stats, err) != 0)
+    if (plot_open(&s, results_h5, NULL, o->stats, !o->regs, err) != 0)
         return -1;
+    if (o->regs && regs_fit(&s, o->regs, o->nregs)) {
+        s.regs = o->regs;
+        s.nregs = o->nregs;
+    } else if (o->regs) { /* not this file's: computed, as without them */
+        if (dora_regressions_opts(s.runs, s.nruns, o->stats, &s.own_regs, &s.nregs) != 0) {
+            dora_plot_release(&s);
+            return dora_errf(err, "out of memory");
+        }
+        s.regs = s.own_regs;
+    }
     int rc = dora_plot_draw(&s, o, rep, err);
     dora_plot_release(&s);
     return rc;

@@ -341,6 +341,8 @@ typedef struct h5o_input {
     const dora_result *runs;
     size_t nruns;
     const dora_stats_opts *stats;
+    const dora_regression *regs; /* [nregs] of runs with stats, or NULL: computed here */
+    size_t nregs;
 } h5o_input;
 
 int h5o_is_results_file(const char *path)
@@ -361,15 +363,19 @@ static int write_results(hid_t f, const void *ctx, dora_err *err)
     H5Gclose(g);
     g = -1;
     /* once, for both: the bootstrap is most of their cost */
-    dora_regression *reg = NULL;
-    size_t nreg = 0;
-    if (dora_regressions_opts(in->runs, in->nruns, in->stats, &reg, &nreg) != 0)
-        return dora_errf(err, "out of memory computing the regressions");
+    dora_regression *own = NULL;
+    const dora_regression *reg = in->regs;
+    size_t nreg = in->nregs;
+    if (!reg) {
+        if (dora_regressions_opts(in->runs, in->nruns, in->stats, &own, &nreg) != 0)
+            return dora_errf(err, "out of memory computing the regressions");
+        reg = own;
+    }
     const int rc = write_regression(f, reg, nreg, in->stats, err) != 0 ||
                            write_passive_ratio(f, in->runs, in->nruns, reg, nreg, err) != 0
                        ? -1
                        : 0;
-    dora_regressions_free(reg, nreg);
+    dora_regressions_free(own, own ? nreg : 0);
     return rc;
 fail:
     if (g >= 0)
@@ -386,6 +392,13 @@ int h5o_write(const char *path, const dora_result *runs, size_t nruns, const cha
 int h5o_write_stats(const char *path, const dora_result *runs, size_t nruns,
                     const char *command_line, const dora_stats_opts *stats, dora_err *err)
 {
-    const h5o_input in = {runs, nruns, stats};
+    return h5o_write_regs(path, runs, nruns, command_line, stats, NULL, 0, err);
+}
+
+int h5o_write_regs(const char *path, const dora_result *runs, size_t nruns,
+                   const char *command_line, const dora_stats_opts *stats,
+                   const dora_regression *regs, size_t nregs, dora_err *err)
+{
+    const h5o_input in = {runs, nruns, stats, regs, nregs};
     return h5u_write_file(path, command_line, DORA_LAYOUT_VERSION, write_results, &in, err);
 }

@@ -133,6 +133,13 @@ EOF
 check report pass-reports out/pass.json out/pass.xml want.json
 [ -s out/figs/paper/fig2_q_proj.png ] && [ -s out/figs/paper/fig8_q_proj.svg ] &&
     [ ! -e out/figs/paper/fig2_v_proj.png ] && pass figures || fail figures "$(ls out/figs/paper 2>&1)"
+# the figures draw the regressions batch computed once for the file: the same as `plot`
+# computes from the file (their intervals are in the SVG's labels)
+"$BIN" plot out/paper.h5 -o plotref --modules q_proj --format svg >/dev/null 2>err.txt &&
+    cmp -s plotref/fig2_q_proj.svg out/figs/paper/fig2_q_proj.svg &&
+    cmp -s plotref/fig8_q_proj.svg out/figs/paper/fig8_q_proj.svg &&
+    grep -q 'r = [+-]' plotref/fig2_q_proj.svg && pass figures-as-plot ||
+    fail figures-as-plot "$(first err.txt) $(diff plotref/fig2_q_proj.svg out/figs/paper/fig2_q_proj.svg | head -5)"
 left=$(find out \( -name '*.tmp-*' -o -name '*dora-tmp*' \) | head -1)
 [ -z "$left" ] && pass no-temp-files || fail no-temp-files "$left"
 # numbers as `analyze` gives them: FT bit for bit; adapters within 1e-13 (see below)
