@@ -155,6 +155,7 @@ static int grow(double **buf, size_t *cap, size_t n)
     double *nb = realloc(*buf, n * sizeof *nb);
     if (!nb)
         return -1;
+    util_populate(nb, n * sizeof *nb);
     *buf = nb;
     *cap = n;
     return 0;
@@ -199,6 +200,7 @@ static int lora_reserve(workspace *ws, const size_t need[LB_N], uint64_t budget)
         ws->lcap[i] = p == MAP_FAILED ? 0 : n;
         if (!ws->lb[i])
             return -1;
+        util_populate(p, n * sizeof(double)); /* all of it is written for each chunk */
     }
     return 0;
 }

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -179,6 +180,18 @@ int util_parse_digits(const char *s, size_t n, int64_t *out)
     memcpy(buf, s, n);
     buf[n] = '\0';
     return util_parse_i64(buf, 0, INT64_MAX, out);
+}
+
+void util_populate(void *p, size_t n)
+{
+#ifdef MADV_POPULATE_WRITE
+    const uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095, e = ((uintptr_t)p + n) & ~(uintptr_t)4095;
+    if (p && e > a)
+        madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+#else
+    (void)p;
+    (void)n;
+#endif
 }
 
 uint64_t util_fnv1a64(const void *data, size_t n)
