@@ -17,6 +17,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import numpy as np
 
 HIDDEN, INTER, LAYERS, VOCAB = 2048, 5632, 9, 32000
 BIG_LAYERS = 40  # 3.95 GiB of bf16: a model 4x the size with nothing else changed
+COLD_ROUNDS = 3  # evict-and-read rounds of the cold case, cat and the tool in turn
 RSS_TARGET = 64  # MiB of RssAnon, plus a small per-thread buffer (issue #10)
 
 
@@ -434,14 +436,18 @@ def main():
         rows.append(("DoRA r=16", base_bytes, bd, md, rd))
 
         # cold cache: the tool against a plain sequential read of the same files, each
-        # after those files (only) are evicted from the page cache
-        evict(base, ck)
-        t = time.perf_counter()
-        subprocess.run(["cat", base, ck], stdout=subprocess.DEVNULL, check=True)
-        seq = time.perf_counter() - t
-        evict(base, ck)
-        cw, _ = run_measured(tool("ft=" + ck))
-        cold = (seq, cw)
+        # after those files (only) are evicted from the page cache; COLD_ROUNDS rounds in
+        # turn, as one round is at the disk's mercy (seen here: cat 0.70 s in one run,
+        # 2.52-3.61 s in six rounds minutes later, the tool 0.87 and 0.64-0.73 s)
+        seqs, cws = [], []
+        for _ in range(COLD_ROUNDS):
+            evict(base, ck)
+            t = time.perf_counter()
+            subprocess.run(["cat", base, ck], stdout=subprocess.DEVNULL, check=True)
+            seqs.append(time.perf_counter() - t)
+            evict(base, ck)
+            cws.append(run_measured(tool("ft=" + ck))[0])
+        cold = (min(seqs), min(cws), statistics.median(seqs), statistics.median(cws))
         warm(base, ck)
 
         peer = None
@@ -485,9 +491,10 @@ def main():
             print(f"LoRA r=64 over 100 checkpoints: peak RssAnon {rows[5][4]:.1f} MiB (target <= {RSS_TARGET} MiB; "
                   f"the float64 factors of every step together would be "
                   f"{STEPS_CASE['modules'] * STEPS_CASE['steps'] * STEPS_CASE['r'] * (STEPS_CASE['dim'] + 8) * 8 / 2**20:.0f} MiB)")
-        print(f"cold cache: FT pair {cold[1]:.2f} s ({total / 1e9 / cold[1]:.2f} GB/s) against a plain "
-              f"sequential read (cat) of the same files {cold[0]:.2f} s ({total / 1e9 / cold[0]:.2f} GB/s): "
-              f"{cold[1] / cold[0]:.2f}x (target <= 1.10x)")
+        print(f"cold cache, best of {COLD_ROUNDS} rounds: FT pair {cold[1]:.2f} s ({total / 1e9 / cold[1]:.2f} GB/s) "
+              f"against a plain sequential read (cat) of the same files {cold[0]:.2f} s "
+              f"({total / 1e9 / cold[0]:.2f} GB/s): {cold[1] / cold[0]:.2f}x (target <= 1.10x); medians "
+              f"{cold[3]:.2f} s against {cold[2]:.2f} s: {cold[3] / cold[2]:.2f}x")
         if a.llm7b:
             llm7b_case(a, max(1, a.llm7b_scale))
     finally:
