@@ -4,6 +4,7 @@
 #include "dora/version.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -172,9 +173,27 @@ hid_t h5u_ordered_group(hid_t loc, const char *name)
     return g;
 }
 
+/* HDF5's free lists keep a freed block of a kind for the next one only up to 64 KiB a
+ * list (1 MiB in all) by default. Its metadata cache (H5C_t, ~0.5 MiB) is larger, so
+ * each file opened after another (the output's check, then the file written) got a
+ * new one and cleared it: a tiny FT run had 820 faults, now 708 (~17 us each here;
+ * median 29.9 -> 28.9 ms). Up to 1 MiB a list (4 MiB in all) is kept; the array and
+ * block lists keep HDF5's defaults. */
+static pthread_once_t limits_once = PTHREAD_ONCE_INIT;
+static void set_limits(void)
+{
+    H5set_free_list_limits(4 << 20, 1 << 20, 4 << 20, 256 << 10, 16 << 20, 1 << 20);
+}
+
+static void h5u_setup(void)
+{
+    pthread_once(&limits_once, set_limits);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack dumps */
+}
+
 hid_t h5u_create(const char *name, const char *command_line, int32_t layout_version, dora_err *err)
 {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages, not HDF5's stack dumps */
+    h5u_setup();
     char created[32];
     time_t now = time(NULL);
     struct tm tm;
@@ -299,7 +318,7 @@ int h5u_is_ours(const char *path)
     close(fd);
     if (got != (ssize_t)sizeof head || memcmp(head, sig, sizeof sig) != 0)
         return 0;
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    h5u_setup();
     /* a look, not a use: no lock (a file system without locks must not make it "not ours") */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0)
