@@ -37,7 +37,9 @@ BIN_LDLIBS := $(if $(HDF5_A),$(HDF5_A) -lsz -lz -ldl $(filter-out -lhdf5,$(LDLIB
 # took 9-12 ms of every run's start (a program linked with them against one without,
 # reaching main() in 0.025-0.032 s against 0.015-0.019 s), 6% of a warm 2 GiB FT
 # analysis, though an FT analysis never calls them. BLAS_STATIC=0 links them shared.
-BLAS_A    := $(if $(filter 0,$(BLAS_STATIC)),,$(if $(BLAS_PC),$(wildcard $(BLAS_DIR)/libopenblas.a)))
+# The archive's LAPACK is Fortran: it needs libgfortran.so (Debian's gfortran), else shared.
+GFORTRAN_SO := $(wildcard $(shell $(CC) -print-file-name=libgfortran.so 2>/dev/null))
+BLAS_A    := $(if $(filter 0,$(BLAS_STATIC)),,$(if $(BLAS_PC),$(if $(GFORTRAN_SO),$(wildcard $(BLAS_DIR)/libopenblas.a))))
 LAPACKE_A := $(if $(BLAS_A),$(firstword $(wildcard /usr/lib/$(shell $(CC) -print-multiarch 2>/dev/null)/liblapacke.a)))
 ifneq ($(LAPACKE_A),)
 BIN_LDLIBS := $(patsubst -llapacke,$(LAPACKE_A),$(patsubst -lopenblas,$(BLAS_A) -lgfortran -lgomp,$(filter-out $(BLAS_RPATH),$(BIN_LDLIBS))))

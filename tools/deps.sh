@@ -8,7 +8,7 @@ set -eu
 PKGS="gcc make pkg-config libc6-dev
 libhdf5-dev hdf5-tools
 libjansson-dev libpcre2-dev libzip-dev
-libopenblas-dev libopenblas-openmp-dev liblapacke-dev
+libopenblas-dev libopenblas-openmp-dev liblapacke-dev gfortran
 gnuplot-nox chromium
 libopenmpi-dev openmpi-bin
 python3 python3-numpy python3-h5py python3-pandas python3-torch python3-scipy
