@@ -11,13 +11,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* S's regressions of its joined runs, computed on first use and kept: the file's
+ * /regression, the expectations and the figures share one bootstrap. 0, or -1 (no
+ * memory). */
+static int study_regs(batch *b, study_state *s)
+{
+    if (s->regs)
+        return 0;
+    return dora_regressions_opts(s->joined, s->njoined, &b->stats, &s->regs, &s->nregs);
+}
+
 /* (cli_guard_signals is installed by cmd_batch; h5o_write registers its temporary) */
-/* The study's HDF5, with its regressions, which S keeps for the expectations and the
- * figures. */
+/* The study's HDF5, with its regressions. */
 static int write_h5(batch *b, study_state *s, dora_err *err)
 {
-    if (!s->regs && dora_regressions_opts(s->joined, s->njoined, &b->stats, &s->regs,
-                                          &s->nregs) != 0)
+    if (study_regs(b, s) != 0)
         return dora_errf(err, "out of memory computing the regressions");
     pthread_mutex_lock(&b->h5_lock);
     int rc = h5o_write_regs(s->out, s->joined, s->njoined, b->cmdline, &b->stats, s->regs,
@@ -211,8 +219,7 @@ void batch_check_study(batch *b, study_state *s)
         return;
     }
     /* those of the file (write_h5), unless it was not written */
-    if (st->nexpect && !s->regs &&
-        dora_regressions_opts(s->joined, s->njoined, &b->stats, &s->regs, &s->nregs) != 0) {
+    if (st->nexpect && study_regs(b, s) != 0) {
         for (size_t e = 0; e < st->nexpect; e++)
             snprintf(s->rep.results[e].message, sizeof s->rep.results[e].message,
                      "out of memory computing the regressions");

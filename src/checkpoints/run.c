@@ -320,9 +320,9 @@ static int lightning_step(const char *name, int64_t *step)
         return 0;
     p += e + 6;
     size_t s = strspn(p, "0123456789");
-    if (s == 0 || strcmp(p + s, ".ckpt") != 0 || s > 19)
-        return s > 19 && strcmp(p + s, ".ckpt") == 0 ? -1 : 0;
-    return util_parse_digits(p, s, step) == 0 ? 1 : -1;
+    if (s == 0 || strcmp(p + s, ".ckpt") != 0)
+        return 0;
+    return util_parse_digits(p, s, step) == 0 ? 1 : -1; /* -1: too many digits */
 }
 
 /* "meta_model_E.pt" (torchtune's checkpoint of epoch E in Meta's format): 1

@@ -51,7 +51,7 @@ void plot_list_free(char **v)
 
 void dora_plot_release(dora_plot_study *s)
 {
-    dora_regressions_free(s->own_regs, s->own_regs ? s->nregs : 0);
+    dora_regressions_free(s->own_regs, s->nregs); /* NULL when the regressions were lent */
     for (size_t i = 0; i < s->nall; i++)
         dora_result_release(&s->all[i]);
     free(s->all);
@@ -94,6 +94,15 @@ int dora_plot_open(dora_plot_study *s, const char *results_h5, const char *runs,
     return dora_plot_open_stats(s, results_h5, runs, NULL, err);
 }
 
+/* S's own regressions of its runs with STATS. */
+static int own_regs(dora_plot_study *s, const dora_stats_opts *stats, dora_err *err)
+{
+    if (dora_regressions_opts(s->runs, s->nruns, stats, &s->own_regs, &s->nregs) != 0)
+        return dora_errf(err, "out of memory");
+    s->regs = s->own_regs;
+    return 0;
+}
+
 /* dora_plot_open_stats, with the regressions computed when COMPUTE. */
 static int plot_open(dora_plot_study *s, const char *results_h5, const char *runs,
                      const dora_stats_opts *stats, int compute, dora_err *err)
@@ -110,11 +119,8 @@ static int plot_open(dora_plot_study *s, const char *results_h5, const char *run
         rc = dora_errf(err, "out of memory");
     if (rc == 0)
         rc = select_runs(s, runs, err);
-    if (rc == 0 && compute) {
-        if (dora_regressions_opts(s->runs, s->nruns, stats, &s->own_regs, &s->nregs) != 0)
-            rc = dora_errf(err, "out of memory");
-        s->regs = s->own_regs;
-    }
+    if (rc == 0 && compute)
+        rc = own_regs(s, stats, err);
     if (rc != 0)
         dora_plot_release(s);
     return rc;
@@ -367,17 +373,14 @@ int dora_plot_figures(const char *results_h5, const dora_plot_opts *o, dora_plot
 {
     dora_plot_study s;
     memset(rep, 0, sizeof *rep);
-    if (plot_open(&s, results_h5, NULL, o->stats, !o->regs, err) != 0)
+    if (plot_open(&s, results_h5, NULL, o->stats, 0, err) != 0)
         return -1;
     if (o->regs && regs_fit(&s, o->regs, o->nregs)) {
         s.regs = o->regs;
         s.nregs = o->nregs;
-    } else if (o->regs) { /* not this file's: computed, as without them */
-        if (dora_regressions_opts(s.runs, s.nruns, o->stats, &s.own_regs, &s.nregs) != 0) {
-            dora_plot_release(&s);
-            return dora_errf(err, "out of memory");
-        }
-        s.regs = s.own_regs;
+    } else if (own_regs(&s, o->stats, err) != 0) { /* none lent, or not this file's */
+        dora_plot_release(&s);
+        return -1;
     }
     int rc = dora_plot_draw(&s, o, rep, err);
     dora_plot_release(&s);

@@ -375,7 +375,7 @@ static int write_results(hid_t f, const void *ctx, dora_err *err)
                            write_passive_ratio(f, in->runs, in->nruns, reg, nreg, err) != 0
                        ? -1
                        : 0;
-    dora_regressions_free(own, own ? nreg : 0);
+    dora_regressions_free(own, nreg); /* NULL when the caller's were used */
     return rc;
 fail:
     if (g >= 0)
