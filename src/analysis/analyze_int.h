@@ -57,6 +57,8 @@ typedef struct chunk {
     uint64_t bytes;          /* of the base and the steps it reads, for the progress */
 } chunk;
 
+#define AN_COLD_FILES 256
+
 typedef struct job {
     size_t S;
     module *mods;
@@ -83,6 +85,9 @@ typedef struct job {
     uint64_t mem;  /* bytes for the buffers of the LoRA/DoRA path, all threads together */
     int64_t *head_rows; /* [L] rows per attention head of the modules that group by head
                            (heads.c), 0 for the others; NULL when none does */
+    const struct st_file *cold[AN_COLD_FILES]; /* files found not all cached: from then on
+                                                  read from the mapping (analyze_read.c) */
+    size_t ncold; /* atomic: entries of cold (written under lock) */
 } job;
 
 /* What a step was read from: a full model or an adapter. */

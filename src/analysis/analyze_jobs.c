@@ -67,7 +67,6 @@ static void nonfinite(job *jb, const dora_tensor *t, int64_t r)
 }
 
 static int grow(double **buf, size_t *cap, size_t n);
-static void prefault(const void *p, size_t len);
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 static void blas_single(void)
@@ -137,13 +136,13 @@ static int run_chunk_dense(job *jb, chunk *c, workspace *ws)
     const size_t nrow = (size_t)(c->row1 - c->row0);
     const unsigned char *a0 = md->base->data ? md->base->data + (size_t)c->row0 * cols * sa : NULL;
     if (a0)
-        prefault(a0, nrow * cols * sa);
+        an_prefault(a0, nrow * cols * sa);
     for (size_t s = 0; s < jb->S; s++) {
         const dora_tensor *t = md->src[s].dense;
         const size_t rb = cols * dora_dtype_size(t->dtype);
         ws->bp[s] = t->data ? t->data + (size_t)c->row0 * rb : NULL;
         if (ws->bp[s])
-            prefault(ws->bp[s], nrow * rb);
+            an_prefault(ws->bp[s], nrow * rb);
     }
     return an_dense_rows(jb, c, ws, c->row0, nrow, a0, ws->bp);
 }
@@ -295,7 +294,7 @@ static int load_factors(job *jb, size_t l, size_t s0, size_t s1, workspace *ws)
  * 2-3%, LoRA 0.28-0.29 -> 0.272 s). Advice only: an error (an old kernel, a
  * shrunk file: MADV_POPULATE_READ returns an error instead of raising SIGBUS)
  * changes nothing, and the reads that follow are still guarded. */
-static void prefault(const void *p, size_t len)
+void an_prefault(const void *p, size_t len)
 {
 #ifdef MADV_POPULATE_READ
     const long ps = sysconf(_SC_PAGESIZE); /* read from the auxiliary vector: cheap */
@@ -445,7 +444,7 @@ static int run_chunk_lora(job *jb, chunk *c, workspace *ws)
                 return -1;
             if (rd > 0) {
                 ws->used_read = 0;
-                prefault(md->base->data + (size_t)b0 * rb, n * rb);
+                an_prefault(md->base->data + (size_t)b0 * rb, n * rb);
                 dora_lowrank(md->base->data + (size_t)b0 * rb, md->base->dtype, n, cols,
                              ws->lb[LB_RALL], rg, ws->lb[LB_P], ws->lb[LB_SAA], ws->lb[LB_SCRATCH]);
             }
@@ -476,9 +475,10 @@ static int run_chunk(job *jb, chunk *c, workspace *ws)
     struct readpick *pk = &ws->pick[lora];
     ws->use_read = an_pick_read(pk);
     ws->used_read = -1;
+    ws->cold = 0;
     ws->t_start = an_now_ns();
     const int rc = lora ? run_chunk_lora(jb, c, ws) : run_chunk_dense(jb, c, ws);
-    if (rc == 0 && ws->used_read >= 0)
+    if (rc == 0 && ws->used_read >= 0 && !ws->cold) /* a cold chunk's time is the disk's */
         an_pick_record(pk, ws->used_read, an_now_ns() - ws->t_start, (double)c->bytes);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* analyze_read.c - how the passes of analyze_jobs.c read the rows of a chunk: with pread
  * into a per-thread buffer, through a descriptor of each file opened once per thread, or
  * from the mapping, whichever each thread measures faster (an_pick_read). */
+#define _DEFAULT_SOURCE /* mincore */
 #define _POSIX_C_SOURCE 200809L
 #include "analysis/analyze_int.h"
 #include "analysis/analyze_work.h"
@@ -9,7 +10,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,6 +61,8 @@ static int thread_fd(workspace *ws, const st_file *f)
         close(fd);
         fd = -1;
     }
+    if (fd >= 0) /* it reads cached bytes only (from_mapping): no readahead */
+        posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
     ws->fds[ws->nfds++] = (struct rfd){f, fd};
     return fd;
 }
@@ -113,39 +118,118 @@ static int readable(workspace *ws, const dora_tensor *t)
            thread_fd(ws, t->owner) >= 0;
 }
 
-/* Dense chunk C from pread: 0 done, -1 failed, 1 not possible (a tensor
- * without a file descriptor, or no memory): the caller reads the mapping. */
+/* ---- bytes not in the page cache are read from the mapping ----
+ *
+ * The files are mapped with MADV_HUGEPAGE (util_map_hint), so the mapping's page faults
+ * read what is not cached in 2 MiB folios, which every later run maps with one entry per
+ * 2 MiB. pread's readahead fills the cache in small folios instead, and each later mapping
+ * of them pays per 4 KiB page (docs/performance.md). So rows not all cached are read from
+ * the mapping, and so is the rest of their file: a pread of cached pages that the
+ * mapping's readahead marked starts readahead of its own, in small folios. The descriptors
+ * pread uses have readahead off, as they read cached bytes only. */
+
+/* Every page of [P, P + LEN) of a mapping is in the page cache (or mincore failed: then
+ * the bytes are read as before). */
+static int resident(const unsigned char *p, size_t len)
+{
+    const long ps = sysconf(_SC_PAGESIZE);
+    const uintptr_t page = ps > 0 ? (uintptr_t)ps : 4096;
+    unsigned char v[256];
+    uintptr_t a = (uintptr_t)p & ~(page - 1);
+    const uintptr_t e = (uintptr_t)p + len;
+    while (a < e) {
+        size_t n = (size_t)((e - a + page - 1) / page);
+        n = n < sizeof v ? n : sizeof v;
+        if (mincore((void *)a, n * page, v) != 0)
+            return 1;
+        for (size_t i = 0; i < n; i++)
+            if (!(v[i] & 1))
+                return 0;
+        a += n * page;
+    }
+    return 1;
+}
+
+/* Read T's rows [R0, R1) (of COLS elements) from the mapping: its file was found not all
+ * cached before, or these rows are not (then the file is noted, and WS->cold set). */
+static int from_mapping(job *jb, workspace *ws, const dora_tensor *t, int64_t r0, int64_t r1,
+                        size_t cols)
+{
+    const st_file *f = t->owner;
+    size_t n = __atomic_load_n(&jb->ncold, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; i < n; i++)
+        if (jb->cold[i] == f)
+            return ws->cold = 1;
+    const size_t rb = cols * dora_dtype_size(t->dtype), len = (size_t)(r1 - r0) * rb;
+    const unsigned char *p = t->data ? t->data + (size_t)r0 * rb : NULL;
+    if (!p || !len || !an_owns(t, p) || !an_owns(t, p + len - 1) || resident(p, len))
+        return 0;
+    pthread_mutex_lock(&jb->lock);
+    n = jb->ncold;
+    size_t i = 0;
+    while (i < n && jb->cold[i] != f)
+        i++;
+    if (i == n && n < AN_COLD_FILES) { /* beyond that, each chunk is judged alone */
+        jb->cold[n] = f;
+        __atomic_store_n(&jb->ncold, n + 1, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&jb->lock);
+    return ws->cold = 1;
+}
+
+/* Dense chunk C from pread, each tensor whose bytes are not cached from the mapping
+ * (from_mapping): 0 done, -1 failed, 1 not possible (a tensor without a file descriptor,
+ * or no memory), or every tensor from the mapping: the caller reads the mapping. */
 int an_read_dense(job *jb, chunk *c, workspace *ws)
 {
     const module *md = &jb->mods[c->module];
     const size_t cols = (size_t)md->cols, S = jb->S;
     const dora_tensor *base = md->base;
-    if (S + 1 > READ_FDS || !readable(ws, base))
+    if (S + 1 > READ_FDS)
         return 1;
-    size_t rowb = cols * dora_dtype_size(base->dtype); /* bytes of a row, all tensors together */
-    for (size_t s = 0; s < S; s++) {
-        const dora_tensor *t = md->src[s].dense;
-        if (!readable(ws, t))
+    unsigned char mapped[READ_FDS]; /* [0] the base, [1 + s] step s: from the mapping */
+    size_t rowb = 0, nmapped = 0;   /* bytes of a row of the tensors read with pread */
+    for (size_t i = 0; i <= S; i++) {
+        const dora_tensor *t = i ? md->src[i - 1].dense : base;
+        mapped[i] = (unsigned char)from_mapping(jb, ws, t, c->row0, c->row1, cols);
+        if (!mapped[i] && !readable(ws, t))
             return 1;
-        rowb += cols * dora_dtype_size(t->dtype);
+        nmapped += mapped[i];
+        rowb += mapped[i] ? 0 : cols * dora_dtype_size(t->dtype);
     }
+    if (nmapped == S + 1)
+        return 1;
     const size_t nrow = (size_t)(c->row1 - c->row0);
     size_t sub = rowb ? READ_BLOCK / rowb : nrow;
     sub = sub < 1 ? 1 : sub > nrow ? nrow : sub;
     if (read_buffer(ws, sub * rowb) != 0)
         return 1;
+    for (size_t i = 0; i <= S; i++) {
+        const dora_tensor *t = i ? md->src[i - 1].dense : base;
+        if (mapped[i])
+            an_prefault(t->data + (size_t)c->row0 * cols * dora_dtype_size(t->dtype),
+                        nrow * cols * dora_dtype_size(t->dtype));
+    }
     const size_t sa = dora_dtype_size(base->dtype);
     for (int64_t r0 = c->row0; r0 < c->row1; r0 += (int64_t)sub) {
         const size_t n = (size_t)(c->row1 - r0) < sub ? (size_t)(c->row1 - r0) : sub;
-        unsigned char *pb = ws->rbuf + sub * cols * sa;
-        if (read_rows(thread_fd(ws, base->owner), base, (size_t)r0 * cols * sa, n * cols * sa,
-                      ws->rbuf) != 0) {
-            an_mark_fault(jb, c, base->data); /* the base: the job fails */
-            return -1;
+        unsigned char *pb = ws->rbuf;
+        const unsigned char *a0 = mapped[0] ? base->data + (size_t)r0 * cols * sa : pb;
+        if (!mapped[0]) {
+            if (read_rows(thread_fd(ws, base->owner), base, (size_t)r0 * cols * sa, n * cols * sa,
+                          pb) != 0) {
+                an_mark_fault(jb, c, base->data); /* the base: the job fails */
+                return -1;
+            }
+            pb += sub * cols * sa;
         }
         for (size_t s = 0; s < S; s++) {
             const dora_tensor *t = md->src[s].dense;
             const size_t sb = dora_dtype_size(t->dtype);
+            if (mapped[1 + s]) {
+                ws->bp[s] = t->data + (size_t)r0 * cols * sb;
+                continue;
+            }
             if (!__atomic_load_n(&jb->step_bad[s], __ATOMIC_RELAXED) &&
                 read_rows(thread_fd(ws, t->owner), t, (size_t)r0 * cols * sb, n * cols * sb, pb) != 0 &&
                 an_mark_fault(jb, c, t->data) != 0) /* a step: dropped, the others go on */
@@ -153,7 +237,7 @@ int an_read_dense(job *jb, chunk *c, workspace *ws)
             ws->bp[s] = pb;
             pb += sub * cols * sb;
         }
-        if (an_dense_rows(jb, c, ws, r0, n, ws->rbuf, ws->bp) != 0)
+        if (an_dense_rows(jb, c, ws, r0, n, a0, ws->bp) != 0)
             return -1;
     }
     return 0;
@@ -169,7 +253,7 @@ int an_read_lora_rows(job *jb, chunk *c, workspace *ws, int64_t b0, size_t n, si
     const module *md = &jb->mods[c->module];
     const dora_tensor *base = md->base;
     const size_t cols = (size_t)md->cols, rb = cols * dora_dtype_size(base->dtype);
-    if (!readable(ws, base))
+    if (from_mapping(jb, ws, base, b0, b0 + (int64_t)n, cols) || !readable(ws, base))
         return 1;
     size_t sub = rb ? READ_BLOCK / rb : n;
     sub = sub < 1 ? 1 : sub > n ? n : sub;

@@ -43,6 +43,7 @@ typedef struct workspace {
     int use_read;     /* this chunk may read with pread (else the mapping) */
     int used_read;    /* what it did: 1 pread, 0 the mapping, -1 neither (copies, transposed) */
     double t_start;   /* when its reading began (after the LoRA factors were loaded), ns */
+    int cold;         /* some of its bytes were not cached: read from the mapping (analyze_read.c) */
 } workspace;
 
 /* ---- analyze_jobs.c ---- */
@@ -53,6 +54,8 @@ int an_owns(const dora_tensor *t, const void *addr);
  * the step (0: the chunk is redone without it); the base's, or an unknown address, fails
  * the job (-1). */
 int an_mark_fault(job *jb, const chunk *c, const void *addr);
+/* Map the pages of [P, P + LEN) now, in one call (advice: an error changes nothing). */
+void an_prefault(const void *p, size_t len);
 /* Rows [r0, r0 + n) of dense chunk C, row r0 of the base at A0 and of step s at B0[s]
  * (each NULL for a tensor without data), rows contiguous: their statistics into C. 0, or
  * -1 when the job failed. */
@@ -61,11 +64,13 @@ int an_dense_rows(job *jb, chunk *c, workspace *ws, int64_t r0, size_t n,
 
 /* ---- analyze_read.c ---- */
 
-/* Dense chunk C from pread: 0 done, -1 failed, 1 not possible (a tensor without a file
- * descriptor, or no memory): the caller reads the mapping. */
+/* Dense chunk C from pread, and its tensors whose bytes are not all cached from the mapping
+ * (WS->cold then set): 0 done, -1 failed, 1 not possible (a tensor without a file
+ * descriptor, no memory) or all from the mapping: the caller reads the mapping. */
 int an_read_dense(job *jb, chunk *c, workspace *ws);
 /* The low-rank products of base rows [b0, b0 + n) of LoRA chunk C (its group's RG rows of
- * R) from pread: 0, -1 failed, 1 not possible (the caller reads the mapping). */
+ * R) from pread: 0, -1 failed, 1 not possible or not all cached (the caller reads the
+ * mapping). */
 int an_read_lora_rows(job *jb, chunk *c, workspace *ws, int64_t b0, size_t n, size_t rg);
 /* The thread's descriptors closed. */
 void an_close_fds(workspace *ws);

@@ -194,6 +194,17 @@ void util_populate(void *p, size_t n)
 #endif
 }
 
+void util_map_hint(void *map, size_t n)
+{
+#ifdef MADV_HUGEPAGE
+    if (map && n)
+        madvise(map, n, MADV_HUGEPAGE);
+#else
+    (void)map;
+    (void)n;
+#endif
+}
+
 uint64_t util_fnv1a64(const void *data, size_t n)
 {
     const unsigned char *p = data;

@@ -99,6 +99,11 @@ uint64_t util_fnv1a64(const void *data, size_t n);
  * on this project's VMs the first touch of a page costs ~17 us as a fault and
  * ~1 us so (docs/performance.md). The contents are not changed. */
 void util_populate(void *p, size_t n);
+/* Advice for a read-only file mapping at MAP of N bytes: fill it in 2 MiB folios where the
+ * kernel can (MADV_HUGEPAGE). Pages the mapping faults in are then read in 2 MiB pieces and
+ * later runs map each with one entry instead of 512; pages already cached stay as they are.
+ * Advice only: on a kernel or file system without it nothing changes. */
+void util_map_hint(void *map, size_t n);
 /* A size in bytes: a whole number >= 1 with an optional binary suffix K, M, G or T
  * (also KB/KiB, ...): "512M", "8G". -1 if it is not one or overflows int64. */
 int util_parse_size(const char *s, int64_t *out);

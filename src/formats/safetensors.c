@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "dora/safetensors.h"
 #include "core/le.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -310,6 +311,8 @@ static int st_open_inner(st_file *f, dora_err *err)
             f->map = NULL;
             rc = dora_errf(err, "cannot map %llu bytes: %s", (unsigned long long)f->size,
                            strerror(errno));
+        } else {
+            util_map_hint(f->map, (size_t)f->size);
         }
     }
     close(fd);

@@ -3,6 +3,7 @@
 #include "dora/torchzip.h"
 #include "dora/pickle.h"
 #include "dora/guard.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -458,6 +459,7 @@ static int read_archive(st_file *f, int fd, dora_err *err)
         f->map = NULL;
         return dora_errf(err, "cannot map: %s", strerror(errno));
     }
+    util_map_hint(f->map, (size_t)f->size);
     zsrc *src = calloc(1, sizeof *src);
     if (!src)
         return dora_errf(err, "out of memory");
