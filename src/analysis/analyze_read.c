@@ -150,26 +150,30 @@ static int resident(const unsigned char *p, size_t len)
     return 1;
 }
 
+/* F is among the first N files of JB's cold list. */
+static int listed_cold(const job *jb, const st_file *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (jb->cold[i] == f)
+            return 1;
+    return 0;
+}
+
 /* Read T's rows [R0, R1) (of COLS elements) from the mapping: its file was found not all
  * cached before, or these rows are not (then the file is noted, and WS->cold set). */
 static int from_mapping(job *jb, workspace *ws, const dora_tensor *t, int64_t r0, int64_t r1,
                         size_t cols)
 {
     const st_file *f = t->owner;
-    size_t n = __atomic_load_n(&jb->ncold, __ATOMIC_ACQUIRE);
-    for (size_t i = 0; i < n; i++)
-        if (jb->cold[i] == f)
-            return ws->cold = 1;
+    if (listed_cold(jb, f, __atomic_load_n(&jb->ncold, __ATOMIC_ACQUIRE)))
+        return ws->cold = 1;
     const size_t rb = cols * dora_dtype_size(t->dtype), len = (size_t)(r1 - r0) * rb;
     const unsigned char *p = t->data ? t->data + (size_t)r0 * rb : NULL;
     if (!p || !len || !an_owns(t, p) || !an_owns(t, p + len - 1) || resident(p, len))
         return 0;
     pthread_mutex_lock(&jb->lock);
-    n = jb->ncold;
-    size_t i = 0;
-    while (i < n && jb->cold[i] != f)
-        i++;
-    if (i == n && n < AN_COLD_FILES) { /* beyond that, each chunk is judged alone */
+    const size_t n = jb->ncold;
+    if (!listed_cold(jb, f, n) && n < AN_COLD_FILES) { /* beyond that, each chunk alone */
         jb->cold[n] = f;
         __atomic_store_n(&jb->ncold, n + 1, __ATOMIC_RELEASE);
     }
